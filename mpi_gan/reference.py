@@ -1,0 +1,62 @@
+"""Single-process reference of MD-GAN's Algorithm 1 (no MPI), for equivalence checks.
+
+Holds G and all N discriminators in one process and performs, in the same order
+and with the same seed-derived streams, what the MPI server and workers do.
+The MPI run must reproduce its parameters (tests/test_mpi_mdgan.py).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import algorithm as alg
+from .config import Config, dataset_size
+from .data import Shard, load_shard, real_batch_indices
+from .models import make_discriminator, make_generator
+
+
+def run_reference(cfg: Config, world_size: int, shards: dict[int, Shard] | None = None
+                  ) -> tuple[torch.nn.Module, dict[int, torch.nn.Module]]:
+    """Train for ``cfg.iterations`` iterations; returns (G, {n: D held by worker n})."""
+    workers = world_size - 1
+    if shards is None:
+        shards = {n: load_shard(cfg.dataset, cfg.seed, workers, n, cfg.data_dir, cfg.cache_dir,
+                                cfg.synthetic_size) for n in range(1, workers + 1)}
+    outputs = 11 if cfg.acgan else 1
+    g = make_generator(cfg.model, cfg.latent_dim, cfg.seed)
+    g_opt = alg.make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2)
+    discs = {n: make_discriminator(cfg.model, outputs, cfg.seed, n) for n in shards}
+    d_opts = {n: alg.make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2) for n, d in discs.items()}
+    batches = alg.generated_batches(cfg.k)
+    assignment = {n: alg.batch_assignment(n, batches) for n in shards}
+    period = alg.swap_period(cfg.swap_epochs, dataset_size(cfg) // workers, cfg.batch_size)
+    b = cfg.batch_size
+    for t in range(cfg.iterations):
+        latents = [alg.latent_batch(cfg.latent_dim, cfg.acgan, b, cfg.seed, t, j)
+                   for j in range(batches)]
+        g.train()
+        generated = [g(z) for z, _ in latents]
+        feedbacks = []
+        for n in sorted(shards):
+            gi, di = assignment[n]
+            idx = real_batch_indices(cfg.seed, n, len(shards[n]), b, t)
+            x_r = shards[n].images[idx]
+            y_r = shards[n].labels[idx] if cfg.acgan else None
+            for _ in range(cfg.disc_steps):
+                alg.discriminator_step(discs[n], d_opts[n], x_r, y_r, generated[di].detach(),
+                                       latents[di][1])
+            fb, _ = alg.error_feedback(discs[n], generated[gi].detach(), latents[gi][1],
+                                       cfg.g_loss == "saturating")
+            feedbacks.append(fb)
+        grads = alg.feedback_gradients(feedbacks, [assignment[n][0] for n in sorted(shards)],
+                                       batches, 1.0 / (workers * b))
+        alg.generator_step(g_opt, generated, grads)
+        swap = alg.swap_after(t, period)
+        dest = alg.derangement(cfg.seed, swap, workers) if swap is not None else None
+        if dest is not None:
+            discs = {dest[n - 1]: discs[n] for n in discs}
+            if cfg.swap_adam == "travel":
+                d_opts = {dest[n - 1]: d_opts[n] for n in d_opts}
+            else:
+                d_opts = {n: alg.make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2)
+                          for n, d in discs.items()}
+    return g, discs

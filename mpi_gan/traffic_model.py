@@ -1,0 +1,62 @@
+"""Analytic traffic of an MD-GAN run, message by message (MD-GAN paper, Sec. IV-C).
+
+Per iteration and worker n (b = batch size, d = 784 floats per sample):
+  batch_g  0 -> n  b*d float32        batch_d  0 -> n  b*d float32
+  labels   0 -> n  2*b int64 (ACGAN only)
+  feedback n -> 0  b*d float32        losses   n -> 0  2 float32
+Per swap (N >= 2), worker n -> its derangement partner: D's parameters and
+buffers (the paper's |theta|), plus Adam's state (2|theta| + one float32 step
+per parameter tensor) with --swap-adam travel.
+Per checkpoint, worker n -> 0: D, Adam state and the worker's RNG state.
+Messages carry no header: header bytes are 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import algorithm as alg
+from .config import Config, dataset_size
+from .transport import KINDS
+
+SAMPLE_FLOATS = 28 * 28
+FLOAT32, INT64 = 4, 8
+
+
+def expected_traffic(cfg: Config, world_size: int, d_state_bytes: int, d_param_tensors: int,
+                     d_param_floats: int, rng_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes, messages), int64 (len(KINDS), world, world), of a fresh run of ``cfg``.
+
+    d_state_bytes: bytes of D's parameters and buffers; d_param_tensors: number of
+    parameter tensors; d_param_floats: |theta|; rng_bytes: size of a torch RNG state.
+    """
+    k = {kind: i for i, kind in enumerate(KINDS)}
+    nbytes = np.zeros((len(KINDS), world_size, world_size), dtype=np.int64)
+    msgs = np.zeros_like(nbytes)
+    workers = world_size - 1
+    b, iters = cfg.batch_size, cfg.iterations
+    batch_bytes = b * SAMPLE_FLOATS * FLOAT32
+
+    def add(kind, src, dst, count, size):
+        nbytes[k[kind], src, dst] += count * size
+        msgs[k[kind], src, dst] += count
+
+    adam_bytes = 2 * d_param_floats * FLOAT32 + d_param_tensors * FLOAT32
+    swap_bytes = d_state_bytes + (adam_bytes if cfg.swap_adam == "travel" else 0)
+    period = alg.swap_period(cfg.swap_epochs, dataset_size(cfg) // workers, b)
+    swaps = [s for s in (alg.swap_after(t, period) for t in range(iters)) if s is not None]
+    checkpoints = len({t for t in range(1, iters + 1)
+                       if (cfg.checkpoint_every and t % cfg.checkpoint_every == 0) or t == iters})
+    for n in range(1, world_size):
+        add("batch_g", 0, n, iters, batch_bytes)
+        add("batch_d", 0, n, iters, batch_bytes)
+        if cfg.acgan:
+            add("labels", 0, n, iters, 2 * b * INT64)
+        add("feedback", n, 0, iters, batch_bytes)
+        add("losses", n, 0, iters, 2 * FLOAT32)
+        add("checkpoint", n, 0, checkpoints, d_state_bytes + adam_bytes + rng_bytes)
+    for s in swaps:
+        dest = alg.derangement(cfg.seed, s, workers)
+        if dest is not None:
+            for n in range(1, world_size):
+                add("swap", n, dest[n - 1], 1, swap_bytes)
+    return nbytes, msgs

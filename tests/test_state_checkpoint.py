@@ -1,0 +1,127 @@
+"""Unit tests (no MPI) for state packing, checkpoints and config validation."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from mpi_gan import algorithm as alg
+from mpi_gan.checkpoint import (CheckpointError, check_compatible, checkpoint_path,
+                                prune_checkpoints, read_checkpoint, resolve_resume,
+                                write_checkpoint)
+from mpi_gan.config import Config, ConfigError, validate
+from mpi_gan.models import make_discriminator, make_generator
+from mpi_gan.runlog import Metrics
+from mpi_gan.state import (Layout, adam_state, load_adam_state, load_module_state, module_state,
+                           rng_state)
+from mpi_gan.transport import KINDS
+
+
+def trained_disc(seed=0):
+    d = make_discriminator("mlp", 11, seed, 1)
+    opt = alg.make_adam(d, 1e-3, 0.5, 0.999)
+    d(torch.randn(4, 1, 28, 28)).sum().backward()
+    opt.step()
+    return d, opt
+
+
+def test_layout_round_trip_restores_training_exactly():
+    d, opt = trained_disc()
+    entries = module_state(d) + adam_state(d, opt) + rng_state()
+    layout = Layout(entries)
+    values = layout.unpack(layout.pack(entries))
+    d2 = make_discriminator("mlp", 11, 9, 1)
+    opt2 = alg.make_adam(d2, 1e-3, 0.5, 0.999)
+    load_module_state(d2, values)
+    load_adam_state(d2, opt2, values)
+    x = torch.randn(4, 1, 28, 28)
+    for model, o in ((d, opt), (d2, opt2)):
+        o.zero_grad()
+        model(x).sum().backward()
+        o.step()
+    assert all(torch.equal(a, b) for a, b in zip(d.parameters(), d2.parameters()))
+    with pytest.raises(ValueError):
+        layout.unpack(torch.zeros(3, dtype=torch.uint8))
+
+
+def test_fresh_adam_state_equals_materialised_zeros():
+    d1 = make_discriminator("mlp", 1, 0, 1)
+    d2 = make_discriminator("mlp", 1, 0, 1)
+    o1, o2 = alg.make_adam(d1, 1e-3, 0.5, 0.999), alg.make_adam(d2, 1e-3, 0.5, 0.999)
+    load_adam_state(d2, o2, dict(adam_state(d2, o2)))
+    x = torch.randn(3, 1, 28, 28)
+    for model, o in ((d1, o1), (d2, o2)):
+        model(x).sum().backward()
+        o.step()
+    assert all(torch.equal(a, b) for a, b in zip(d1.parameters(), d2.parameters()))
+
+
+def write_small_checkpoint(out, iteration, cfg, world=3):
+    g = make_generator("mlp", cfg.latent_dim, 0)
+    g_opt = alg.make_adam(g, 1e-3, 0.5, 0.999)
+    discs = {n: trained_disc(n) for n in range(1, world)}
+    metrics = Metrics(world - 1)
+    metrics.append(1, 0.5, np.ones(world - 1), np.zeros(world - 1), 10)
+    traffic = np.arange(len(KINDS) * world * world, dtype=np.int64).reshape(len(KINDS), world, world)
+    path = checkpoint_path(out, iteration)
+    write_checkpoint(path, cfg, iteration, world, module_state(g) + adam_state(g, g_opt),
+                     {n: module_state(d) + adam_state(d, o) for n, (d, o) in discs.items()},
+                     {r: torch.get_rng_state() for r in range(world)}, metrics, traffic, traffic)
+    return path, g, discs
+
+
+def test_checkpoint_round_trip_and_validation(tmp_path):
+    cfg = Config(out=str(tmp_path), iterations=10)
+    path, g, discs = write_small_checkpoint(str(tmp_path), 4, cfg)
+    ckpt = read_checkpoint(path)
+    assert ckpt.iteration == 4 and ckpt.world_size == 3 and ckpt.config == cfg
+    for key, value in g.state_dict().items():
+        assert torch.equal(ckpt.generator[f"model/{key}"], value)
+    d1 = discs[1][0]
+    assert torch.equal(ckpt.discriminators[1]["model/net.0.weight"], d1.net[0].weight.detach())
+    assert ckpt.metrics["d_loss"].shape == (1, 2)
+    check_compatible(ckpt, cfg, 3)
+    with pytest.raises(CheckpointError, match="written by 3 ranks"):
+        check_compatible(ckpt, cfg, 4)
+    with pytest.raises(CheckpointError, match="--model 'mlp' in checkpoint vs 'cnn' now"):
+        check_compatible(ckpt, Config(out=str(tmp_path), iterations=10, model="cnn"), 3)
+    with pytest.raises(CheckpointError, match="already >= --iterations"):
+        check_compatible(ckpt, Config(out=str(tmp_path), iterations=4), 3)
+    # changing only run-management fields is allowed
+    check_compatible(ckpt, Config(out="elsewhere", iterations=99, checkpoint_every=7), 3)
+
+
+def test_resume_skips_corrupt_newest_and_prunes(tmp_path):
+    cfg = Config(out=str(tmp_path), iterations=10)
+    for it in (2, 4, 6):
+        write_small_checkpoint(str(tmp_path), it, cfg)
+    newest = checkpoint_path(str(tmp_path), 6)
+    with open(newest, "r+b") as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        read_checkpoint(newest)
+    assert resolve_resume(str(tmp_path)).iteration == 4
+    with pytest.raises(CheckpointError, match="no such file"):
+        resolve_resume(str(tmp_path / "missing.h5"))
+    not_h5 = tmp_path / "x.h5"
+    not_h5.write_bytes(b"garbage" * 100)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        resolve_resume(str(not_h5))
+    prune_checkpoints(str(tmp_path), 1)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["ckpt_00000006.h5"]
+
+
+@pytest.mark.parametrize("changes,world,message", [
+    ({}, 1, "at least 2 MPI ranks"),
+    ({"k": 3}, 3, "1 <= k <= number of workers"),
+    ({"k": 0}, 3, "1 <= k <= number of workers"),
+    ({"batch_size": 0}, 3, "--batch-size must be positive"),
+    ({"beta1": 1.0}, 3, "--beta1 must be in"),
+    ({"latent_dim": 10}, 3, "--latent-dim must exceed"),
+    ({"dataset": "synthetic", "synthetic_size": 100, "batch_size": 60}, 3, "fewer than"),
+    ({"model": "resnet"}, 3, "--model must be one of"),
+])
+def test_validate_rejects(changes, world, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(Config(**changes), world)
+    validate(Config(), 3)

@@ -104,8 +104,7 @@ def _train(cfg, comm, device, ckpt, shard, log) -> RunResult:
             role.restore_workers({n: {**ckpt.discriminators[n], "rng/torch": ckpt.rng[n]}
                                   for n in role.workers})
             metrics.load(ckpt.metrics)
-            transport.bytes += ckpt.traffic_bytes
-            transport.messages += ckpt.traffic_messages
+            transport.add_base(ckpt.traffic_bytes, ckpt.traffic_messages)
             log.info("resumed from %s at iteration %d", ckpt.path, start)
         model = g
     else:
@@ -118,21 +117,24 @@ def _train(cfg, comm, device, ckpt, shard, log) -> RunResult:
         model = d
 
     result = RunResult(model)
+    fault = _injected_fault(rank)
     window = time.perf_counter()
     for t in range(start, cfg.iterations):
+        if t == fault:
+            raise RuntimeError(f"fault injected by MPI_GAN_FAULT at iteration {t} on rank {rank}")
         tic = time.perf_counter()
         if rank == 0:
             d_loss, g_loss = role.step(t)
             metrics.append(t + 1, time.perf_counter() - tic, d_loss, g_loss,
-                           int(transport.bytes[:, 0, :].sum()))
+                           transport.sent_total())
             if (t + 1) % cfg.log_every == 0 or t + 1 == cfg.iterations:
                 done = min(cfg.log_every, t + 1 - start) or 1
                 rate = done / (time.perf_counter() - window)
                 window = time.perf_counter()
                 log.info("iter %d/%d  %.2f it/s  D loss %.4f  G loss %.4f  server sent %.1f MB, "
                          "received %.1f MB", t + 1, cfg.iterations, rate, d_loss.mean(),
-                         g_loss.mean(), transport.bytes[:, 0, :].sum() / 1e6,
-                         transport.received.sum() / 1e6)
+                         g_loss.mean(), transport.sent_total() / 1e6,
+                         transport.received_total() / 1e6)
         else:
             role.step(t)
             swap = alg.swap_after(t, period)
@@ -147,6 +149,18 @@ def _train(cfg, comm, device, ckpt, shard, log) -> RunResult:
                 log.info("checkpoint %s, run file %s", *paths)
     transport.free()
     return result
+
+
+def _injected_fault(rank: int) -> int | None:
+    """Iteration at which ``MPI_GAN_FAULT=rank:iteration`` makes this rank fail, if any.
+
+    A testing aid for the abort path (an exception on one rank must end the job).
+    """
+    spec = os.environ.get("MPI_GAN_FAULT", "")
+    if not spec:
+        return None
+    fault_rank, _, iteration = spec.partition(":")
+    return int(iteration) if int(fault_rank) == rank else None
 
 
 def layout_params(cfg: Config) -> int:

@@ -45,7 +45,6 @@ _TORCH_TO_MPI = {
     torch.float16: MPI.UINT16_T,
     torch.bfloat16: MPI.UINT16_T,
 }
-_SIXTEEN_BIT_FLOATS = (torch.float16, torch.bfloat16)
 
 
 class TransportError(RuntimeError):
@@ -104,30 +103,66 @@ class Transport:
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self.cuda_aware = cuda_aware_from_env() if cuda_aware is None else cuda_aware
+        # this rank's sends per [kind][destination] (plain ints: cheapest on the hot path)
+        self._sent_bytes = [[0] * self.size for _ in KINDS]
+        self._sent_messages = [[0] * self.size for _ in KINDS]
+        # bytes this rank received per [kind][source]: for progress display only
+        self._received_bytes = [[0] * self.size for _ in KINDS]
+        # totals carried over from a checkpoint (added on rank 0 when resuming)
         shape = (len(KINDS), self.size, self.size)
-        self.bytes = np.zeros(shape, dtype=np.int64)
-        self.messages = np.zeros(shape, dtype=np.int64)
-        # bytes this rank received, per (kind, source): for progress display only
-        self.received = np.zeros((len(KINDS), self.size), dtype=np.int64)
+        self._base_bytes = np.zeros(shape, dtype=np.int64)
+        self._base_messages = np.zeros(shape, dtype=np.int64)
+
+    @property
+    def bytes(self) -> np.ndarray:
+        """int64 (len(KINDS), size, size): bytes sent [kind, source, destination] as
+        counted by this rank (row ``rank``) plus any carried-over base."""
+        out = self._base_bytes.copy()
+        out[:, self.rank, :] += np.asarray(self._sent_bytes, dtype=np.int64)
+        return out
+
+    @property
+    def messages(self) -> np.ndarray:
+        """Like ``bytes``, counting messages."""
+        out = self._base_messages.copy()
+        out[:, self.rank, :] += np.asarray(self._sent_messages, dtype=np.int64)
+        return out
+
+    def add_base(self, nbytes: np.ndarray, messages: np.ndarray) -> None:
+        """Carry counters over from a checkpoint (call on one rank only)."""
+        self._base_bytes += nbytes
+        self._base_messages += messages
+
+    def sent_total(self) -> int:
+        """Bytes this rank has sent in this process (all kinds and destinations)."""
+        return sum(map(sum, self._sent_bytes))
+
+    def received_total(self) -> int:
+        """Bytes this rank has received in this process."""
+        return sum(map(sum, self._received_bytes))
 
     # ------------------------------------------------------------ buffers
-    def _wire(self, tensor: torch.Tensor):
-        """A buffer spec for MPI over ``tensor`` (contiguous, host or CUDA-aware device)."""
+    @staticmethod
+    def _wire(tensor: torch.Tensor):
+        """A buffer spec [memory, count, datatype] over ``tensor``'s bytes, no copy.
+
+        The caller keeps ``tensor`` alive until the operation completes. Device
+        memory is only handed over when MPI is CUDA-aware (after a stream sync).
+        """
         if not tensor.is_contiguous():
             raise TransportError("tensors must be contiguous to travel as raw buffers")
         if tensor.is_cuda:
             torch.cuda.current_stream(tensor.device).synchronize()
-            if tensor.dtype in _SIXTEEN_BIT_FLOATS:
-                tensor = tensor.view(torch.int16)
-            return [tensor, mpi_type(tensor.dtype)]
-        if tensor.dtype in _SIXTEEN_BIT_FLOATS:
-            return [tensor.view(torch.int16).numpy(), _TORCH_TO_MPI[tensor.dtype]]
-        return [tensor.numpy(), mpi_type(tensor.dtype)]
+        count = tensor.numel()
+        if count == 0:
+            return [np.empty(0, dtype=np.uint8), 0, MPI.BYTE]
+        memory = MPI.buffer.fromaddress(tensor.data_ptr(), count * tensor.element_size())
+        return [memory, count, mpi_type(tensor.dtype)]
 
     def _outgoing(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.is_cuda and not self.cuda_aware:
             return tensor.detach().cpu()
-        return tensor.detach()
+        return tensor.detach() if tensor.requires_grad else tensor
 
     def _incoming(self, out: torch.Tensor):
         """(buffer tensor to receive into, function that moves it into ``out``)."""
@@ -142,8 +177,8 @@ class Transport:
         if kind not in _KIND_INDEX:
             raise TransportError(f"unknown message kind {kind!r}; known: {KINDS}")
         i = _KIND_INDEX[kind]
-        self.bytes[i, self.rank, dest] += nbytes
-        self.messages[i, self.rank, dest] += 1
+        self._sent_bytes[i][dest] += nbytes
+        self._sent_messages[i][dest] += 1
         return TAG_BASE + i
 
     def _check(self, status: MPI.Status, out: torch.Tensor, kind: str, source: int) -> None:
@@ -152,7 +187,7 @@ class Transport:
         if got != want:
             raise TransportError(f"{kind} message from rank {source}: expected {want} bytes, "
                                  f"received {got}")
-        self.received[_KIND_INDEX[kind], source] += got
+        self._received_bytes[_KIND_INDEX[kind]][source] += got
 
     # ------------------------------------------------------------ blocking
     def send(self, tensor: torch.Tensor, dest: int, kind: str) -> None:
@@ -210,7 +245,7 @@ class Transport:
 
         Returns (bytes, messages) of shape (len(KINDS), size, size) on ``root``, None elsewhere.
         """
-        counters = np.stack([self.bytes, self.messages])
+        counters = np.stack([self.bytes, self.messages])  # (2, kinds, size, size)
         total = np.zeros_like(counters) if self.rank == root else None
         self.comm.Reduce([counters, MPI.INT64_T], [total, MPI.INT64_T] if total is not None
                          else None, op=MPI.SUM, root=root)

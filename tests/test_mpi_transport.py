@@ -1,0 +1,76 @@
+"""MPI tests of the transport on ring neighbours, at any world size (mpi4py test style)."""
+import numpy as np
+import pytest
+import torch
+
+from mpi_gan.transport import KINDS, Transport, TransportError, tag_of, wait_all
+
+pytestmark = pytest.mark.mpi(min_size=2)
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+          torch.int16, torch.int8, torch.uint8, torch.bool]
+SHAPES = [(0,), (1,), (7, 3), (2, 1, 28, 28)]
+
+
+def payload(dtype, shape, rank):
+    x = torch.arange(int(np.prod(shape)), dtype=torch.float64).reshape(shape) + 3 * rank
+    return (x % 2 == 0) if dtype == torch.bool else x.to(dtype)
+
+
+@pytest.fixture
+def transport():
+    t = Transport()
+    yield t
+    t.free()
+
+
+def test_ring_round_trip_every_dtype_and_shape(transport):
+    rank, size = transport.rank, transport.size
+    right, left = (rank + 1) % size, (rank - 1) % size
+    for dtype in DTYPES:
+        for shape in SHAPES:
+            out = torch.empty(shape, dtype=dtype)
+            recv = transport.irecv(out, left, "swap")
+            send = transport.isend(payload(dtype, shape, rank), right, "swap")
+            wait_all([recv, send])
+            assert torch.equal(out, payload(dtype, shape, left)), (dtype, shape)
+            got = transport.sendrecv(payload(dtype, shape, rank), right,
+                                     torch.empty(shape, dtype=dtype), left, "feedback")
+            assert torch.equal(got, payload(dtype, shape, left)), (dtype, shape)
+
+
+def test_counters_and_totals(transport):
+    rank, size = transport.rank, transport.size
+    right, left = (rank + 1) % size, (rank - 1) % size
+    for _ in range(3):
+        transport.sendrecv(torch.zeros(10), right, torch.empty(10), left, "losses")
+    totals = transport.totals(root=0)
+    kind = KINDS.index("losses")
+    if rank == 0:
+        nbytes, messages = totals
+        expected = np.zeros((size, size), dtype=np.int64)
+        for r in range(size):
+            expected[r, (r + 1) % size] += 3 * 40
+        assert np.array_equal(nbytes[kind], expected)
+        assert np.array_equal(messages[kind], (expected > 0) * 3)
+        assert nbytes.sum() == expected.sum()
+    else:
+        assert totals is None
+    assert transport.sent_total() == 120 and transport.received_total() == 120
+
+
+def test_size_mismatch_is_an_error_not_a_silent_short_read(transport):
+    rank, size = transport.rank, transport.size
+    right, left = (rank + 1) % size, (rank - 1) % size
+    req = transport.isend(torch.zeros(3), right, "labels")
+    with pytest.raises(TransportError, match="expected 20 bytes, received 12"):
+        transport.recv(torch.empty(5), left, "labels")
+    req.wait()
+
+
+def test_tags_and_unknown_kind(transport):
+    assert len({tag_of(k) for k in KINDS}) == len(KINDS)
+    with pytest.raises(TransportError, match="unknown message kind"):
+        transport.isend(torch.zeros(1), 0, "nope")
+    with pytest.raises(TransportError, match="contiguous"):
+        transport.isend(torch.zeros(4, 4).t(), 0, "swap")

@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 RANKS ?= 4
 ITERATIONS ?= 2000
-OUT ?= runs/quickstart
+OUT ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 MPI_TEST_SIZES ?= 2 3 4
 LOGS := tests/_logs
 

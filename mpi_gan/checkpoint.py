@@ -154,6 +154,23 @@ def check_compatible(ckpt: Checkpoint, cfg: Config, world_size: int) -> None:
                               f"--iterations {cfg.iterations}: raise --iterations to continue")
 
 
+def check_out_is_free(out: str, resume_path: str | None) -> None:
+    """CheckpointError if ``out`` already holds a run that this run would overwrite.
+
+    Continuing the run that lives in ``out`` (resuming from one of its
+    checkpoints) is allowed; anything else must choose another ``--out``.
+    """
+    existing = os.path.exists(os.path.join(out, "run.h5")) or bool(list_checkpoints(out))
+    if not existing:
+        return
+    if resume_path is not None:
+        ckpt_dir = os.path.realpath(os.path.dirname(resume_path))
+        if ckpt_dir == os.path.realpath(os.path.join(out, "checkpoints")):
+            return
+    raise CheckpointError(f"--out {out!r} already holds a run (run.h5 or checkpoints/): "
+                          f"choose another --out, or --resume {out} to continue it")
+
+
 def prune_checkpoints(run_dir: str, keep: int) -> None:
     """Delete all but the ``keep`` newest checkpoints of a run directory."""
     for path in list_checkpoints(run_dir)[:-keep]:

@@ -67,7 +67,9 @@ class CNNGenerator(nn.Module):
 class MinibatchDiscrimination(nn.Module):
     """Salimans et al. 2016: (b, in_features) -> (b, in_features + kernels).
 
-    M = x T reshaped (b, kernels, kernel_dim); o_i,k = sum_{j != i} exp(-|M_i,k - M_j,k|_1).
+    M = x T reshaped (b, kernels, kernel_dim);
+    o_i,k = mean_{j != i} exp(-|M_i,k - M_j,k|_1)  (the paper's sum divided by b - 1,
+    so the features stay in [0, 1] whatever the batch size).
     """
 
     def __init__(self, in_features: int, kernels: int = 50, kernel_dim: int = 5):
@@ -78,7 +80,8 @@ class MinibatchDiscrimination(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = (x @ self.T).view(-1, self.kernels, self.kernel_dim)
         l1 = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(dim=3)  # (b, b, kernels)
-        o = torch.exp(-l1).sum(dim=1) - 1.0  # drop the self term exp(0)
+        others = max(len(x) - 1, 1)
+        o = (torch.exp(-l1).sum(dim=1) - 1.0) / others  # drop the self term exp(0)
         return torch.cat([x, o], dim=1)
 
 

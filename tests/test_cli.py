@@ -88,18 +88,20 @@ def bad_runs(tmp_path):
         (4, ["--resume", str(ckpt), "--iterations", "8"], "written by 3 ranks"),
         (3, ["--resume", str(tmp_path / "nothing-here"), "--iterations", "8"], "no such file"),
         (3, ["--out", str(blocker / "sub")], "is not a writable directory"),
+        # a new run must not overwrite an earlier run's files
+        (3, ["--out", str(good), "--iterations", "8"], "already holds a run"),
     ], out
 
 
 def test_bad_input_fails_fast_with_one_message(tmp_path):
     good, ckpt, cases, out = bad_runs(tmp_path)
-    before = digest(ckpt)
+    before, run_before = digest(ckpt), digest(good / "run.h5")
     for n, args, message in cases:
         proc = mpirun(n, ["mpi_gan.mdgan", *FAST, "--out", str(out), *args], timeout=60)
         assert proc.returncode != 0, (args, proc.stdout)
         assert message in proc.stderr, (args, proc.stderr)
         assert proc.stderr.count("error:") == 1, (args, proc.stderr)  # one message, not N
-    assert digest(ckpt) == before
+    assert digest(ckpt) == before and digest(good / "run.h5") == run_before
 
 
 def test_exception_on_one_rank_aborts_job_and_keeps_checkpoint(tmp_path):

@@ -125,3 +125,15 @@ def test_validate_rejects(changes, world, message):
     with pytest.raises(ConfigError, match=message):
         validate(Config(**changes), world)
     validate(Config(), 3)
+
+
+def test_out_with_an_earlier_run_is_protected(tmp_path):
+    from mpi_gan.checkpoint import check_out_is_free
+    check_out_is_free(str(tmp_path / "new"), None)
+    cfg = Config(out=str(tmp_path), iterations=10)
+    path, _, _ = write_small_checkpoint(str(tmp_path), 2, cfg)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        check_out_is_free(str(tmp_path), None)
+    check_out_is_free(str(tmp_path), path)  # continuing that very run is fine
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        check_out_is_free(str(tmp_path), str(tmp_path / "elsewhere" / "ckpt_00000002.h5"))

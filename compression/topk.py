@@ -1,0 +1,28 @@
+"""Top-k sparsification: the k largest magnitudes of each tensor, zeros elsewhere."""
+from .base import Compressor, is_fraction, is_positive_int, one_of
+from .payload import F16, F32, make_payload
+from .sparsify import selection_count, topk_indices
+
+VALUE_CODES = {"fp32": F32, "fp16": F16}
+
+
+class TopK(Compressor):
+    name = "topk"
+    PARAMS = {
+        "ratio": (None, is_fraction, "fraction of each tensor to send, in (0, 1]"),
+        "count": (None, is_positive_int, "number of values to send per tensor"),
+        "values": ("fp32", one_of(*VALUE_CODES), "value precision: fp32 or fp16"),
+    }
+
+    def validate(self):
+        if (self.params["ratio"] is None) == (self.params["count"] is None):
+            raise ValueError(f"compressor {self.name!r}: give exactly one of ratio or count")
+
+    def select(self, flat, name):
+        k = selection_count(flat.numel(), self.params["ratio"], self.params["count"])
+        return topk_indices(flat, k)
+
+    def compress(self, tensor, name=""):
+        flat = tensor.detach().reshape(-1)
+        idx = self.select(flat, name)
+        return make_payload(tensor, idx, flat[idx], VALUE_CODES[self.params["values"]])

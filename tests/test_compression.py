@@ -1,0 +1,165 @@
+"""Unit and property tests (no MPI) for the compression package."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import compression
+from compression import PayloadError, indexcodec
+from compression.payload import DTYPES, Payload
+from compression.sparsify import bin_selection
+
+ALL_SPECS = ["none", "fp16", "topk:ratio=0.1", "topk:count=3,values=fp16", "randomk:ratio=0.2",
+             "adacomp", "adacomp:ratio=0.05,values=fp16", "adacomp_bins",
+             "adacomp_bins:bin_size=8,values=sign"]
+SHAPES = [(0,), (1,), (), (7,), (3, 5), (2, 1, 4, 4), (70000,)]
+
+
+def distinct_magnitudes(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mags = torch.randperm(n, generator=g).to(torch.float32) + 1
+    signs = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+    return mags * signs
+
+
+@given(n=st.integers(1, 3000), ratio=st.floats(0.001, 1.0), seed=st.integers(0, 1000))
+@settings(max_examples=60, deadline=None)
+def test_topk_keeps_exactly_the_k_largest(n, ratio, seed):
+    x = distinct_magnitudes(n, seed)
+    c = compression.get("topk", ratio=ratio)
+    y = c.decompress(c.compress(x, "w"))
+    k = min(n, max(1, int(ratio * n)))
+    largest = set(torch.topk(x.abs(), k).indices.tolist())
+    kept = set(torch.nonzero(y).view(-1).tolist())
+    assert kept == largest
+    assert torch.equal(y[list(kept)], x[list(kept)])
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS)
+def test_residual_memory_conserves_mass(spec):
+    c = compression.parse_spec(spec)
+    channel = compression.Channel(c, compression.ResidualMemory())
+    g = torch.Generator().manual_seed(1)
+    total_grad, total_sent = torch.zeros(500, dtype=torch.float64), torch.zeros(500, dtype=torch.float64)
+    for _ in range(20):
+        grad = torch.randn(500, generator=g)
+        total_grad += grad.double()
+        total_sent += c.decompress(channel.encode(grad, "w")).double()
+    residual = c.residuals["w"] if c.owns_residual else channel.memory.residuals["w"]
+    assert torch.allclose(total_sent + residual.double(), total_grad, atol=1e-3)
+
+
+def test_adacomp_bins_rule_on_hand_built_bins():
+    # two bins of 4: G = R + g, H = G + g; send |H_i| >= max|G| of the bin
+    g = torch.tensor([1.0, -2.0, 0.5, 0.0, 0.1, 0.1, -0.1, 0.3])
+    r = torch.tensor([0.0, 1.0, 1.0, 3.0, 0.0, 0.0, 0.0, 0.0])
+    acc = r + g  # [1, -1, 1.5, 3 | .1, .1, -.1, .3]
+    idx, gmax = bin_selection(acc, acc + g, 4)
+    # bin 1: max|G| = 3; |H| = [2, 3, 2, 3] -> 1 and 3; bin 2: max 0.3; |H| = [.2,.2,.2,.6] -> 7
+    assert idx.tolist() == [1, 3, 7]
+    assert torch.allclose(gmax, torch.tensor([3.0, 0.3]))
+    c = compression.get("adacomp_bins", bin_size=4)
+    c.residuals["w"] = r.clone()
+    y = c.decompress(c.compress(g, "w"))
+    assert torch.allclose(y, torch.tensor([0, -1.0, 0, 3.0, 0, 0, 0, 0.3]))
+    assert torch.allclose(c.residuals["w"], torch.tensor([1.0, 0, 1.5, 0, 0.1, 0.1, -0.1, 0]))
+    s = compression.get("adacomp_bins", bin_size=4, values="sign")
+    s.residuals["w"] = r.clone()
+    p = s.compress(g, "w")
+    assert p.scale == pytest.approx(1.65) and p.count == 3
+    assert torch.allclose(s.decompress(p), torch.tensor([0, -1.65, 0, 1.65, 0, 0, 0, 1.65]))
+    # an all-zero bin sends nothing
+    idx, _ = bin_selection(torch.zeros(8), torch.ones(8), 4)
+    assert idx.numel() == 0
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_wire_round_trip_every_dtype_shape(spec, dtype, shape):
+    x = torch.randn(shape).to(dtype)
+    c = compression.parse_spec(spec)
+    p = c.compress(x, "w")
+    wire = p.to_bytes()
+    assert len(wire) == p.nbytes
+    q, end = Payload.from_bytes(wire)
+    assert end == len(wire)
+    y, y2 = c.decompress(p), c.decompress(q)
+    assert y.shape == x.shape and y.dtype == x.dtype and torch.equal(y, y2)
+    if spec == "none":
+        assert torch.equal(y, x)
+
+
+@given(st.data())
+@settings(max_examples=80, deadline=None)
+def test_every_index_encoding_round_trips(data):
+    numel = data.draw(st.integers(1, 200000))
+    count = data.draw(st.integers(0, min(numel, 3000)))
+    idx = np.sort(np.random.default_rng(data.draw(st.integers(0, 99))).choice(
+        numel, count, replace=False)).astype(np.int64)
+    for code in (indexcodec.INT32, indexcodec.BLOCK16, indexcodec.VARINT, indexcodec.BITMAP):
+        encoded = indexcodec.encode(code, idx, numel)
+        assert len(encoded) == indexcodec.encoded_sizes(idx, numel)[code]
+        assert np.array_equal(indexcodec.decode(code, encoded, count, numel), idx)
+    best = indexcodec.choose(idx, numel)
+    assert indexcodec.encoded_sizes(idx, numel)[best] == min(indexcodec.encoded_sizes(idx, numel).values())
+
+
+def test_choice_of_encoding_follows_density():
+    numel = 1 << 20
+    assert indexcodec.choose(np.array([5, 900000]), numel) == indexcodec.VARINT
+    dense = np.arange(0, numel, 2)
+    assert indexcodec.choose(dense, numel) == indexcodec.BITMAP
+
+
+@pytest.mark.parametrize("spec", ["none", "topk:ratio=0.05", "adacomp_bins:values=sign", "fp16"])
+def test_truncated_payload_raises(spec):
+    c = compression.parse_spec(spec)
+    wire = c.compress(torch.randn(300), "w").to_bytes()
+    for cut in range(len(wire)):
+        with pytest.raises(PayloadError):
+            compression.unpack(wire[:cut], 1)
+    with pytest.raises(PayloadError, match="trailing"):
+        compression.unpack(np.concatenate([wire, wire[:3]]), 1)
+
+
+@given(st.binary(min_size=0, max_size=200), st.integers(0, 400))
+@settings(max_examples=300, deadline=None)
+def test_garbage_never_reads_out_of_bounds(garbage, position):
+    """Random bytes, or a valid payload with one byte flipped: a PayloadError or a valid tensor."""
+    flipped = compression.get("topk", ratio=0.1).compress(torch.randn(50), "w").to_bytes()
+    flipped[position % len(flipped)] ^= 0xFF
+    for data in (np.frombuffer(garbage, dtype=np.uint8), flipped):
+        try:
+            p, _ = Payload.from_bytes(data)
+            y = compression.get("none").decompress(p)
+        except PayloadError:
+            continue
+        assert y.numel() == p.numel
+
+
+def test_unknown_names_and_bad_parameters():
+    with pytest.raises(ValueError, match="valid: adacomp, adacomp_bins, fp16, none, randomk, topk"):
+        compression.get("zip")
+    with pytest.raises(ValueError, match="valid: ratio"):
+        compression.get("topk", rate=0.1)
+    with pytest.raises(ValueError, match="bad ratio"):
+        compression.get("topk", ratio=1.5)
+    with pytest.raises(ValueError, match="bad bin_size"):
+        compression.get("adacomp_bins", bin_size=-3)
+    with pytest.raises(ValueError, match="key=value"):
+        compression.parse_spec("topk:0.01")
+    assert compression.parse_spec("adacomp:ratio=0.005,values=fp16").spec() == \
+        "adacomp:ratio=0.005,values=fp16"
+
+
+def test_randomk_is_seeded_and_adacomp_is_per_layer_fraction():
+    a = compression.get("randomk", ratio=0.1, seed=3)
+    b = compression.get("randomk", ratio=0.1, seed=3)
+    x = torch.randn(1000)
+    assert torch.equal(a.decompress(a.compress(x, "w")), b.decompress(b.compress(x, "w")))
+    assert not torch.equal(a.decompress(a.compress(x, "w")), b.decompress(b.compress(x, "v")))
+    ada = compression.get("adacomp")
+    assert ada.compress(torch.randn(32), "bias").count == 1  # max(1, int(0.01 * 32))
+    assert ada.compress(torch.randn(18432), "conv").count == 184

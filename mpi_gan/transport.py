@@ -30,6 +30,8 @@ KINDS: tuple[str, ...] = (
     "swap",        # worker -> worker: discriminator (and optionally Adam state)
     "checkpoint",  # worker -> server: full worker state for a checkpoint
     "restore",     # server -> worker: full worker state when resuming
+    "pull",        # ASGD server -> worker: model version, worker step and parameters
+    "push",        # ASGD worker -> server: pull version and the compressed gradient
 )
 
 _TORCH_TO_MPI = {
@@ -45,6 +47,9 @@ _TORCH_TO_MPI = {
     torch.float16: MPI.UINT16_T,
     torch.bfloat16: MPI.UINT16_T,
 }
+
+
+ANY_SOURCE = MPI.ANY_SOURCE
 
 
 class TransportError(RuntimeError):
@@ -106,8 +111,9 @@ class Transport:
         # this rank's sends per [kind][destination] (plain ints: cheapest on the hot path)
         self._sent_bytes = [[0] * self.size for _ in KINDS]
         self._sent_messages = [[0] * self.size for _ in KINDS]
-        # bytes this rank received per [kind][source]: for progress display only
+        # what this rank received per [kind][source]
         self._received_bytes = [[0] * self.size for _ in KINDS]
+        self._received_messages = [[0] * self.size for _ in KINDS]
         # totals carried over from a checkpoint (added on rank 0 when resuming)
         shape = (len(KINDS), self.size, self.size)
         self._base_bytes = np.zeros(shape, dtype=np.int64)
@@ -140,6 +146,18 @@ class Transport:
     def received_total(self) -> int:
         """Bytes this rank has received in this process."""
         return sum(map(sum, self._received_bytes))
+
+    def local_view(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bytes, messages) (len(KINDS), size, size) as seen by this rank alone: row
+        ``rank`` from its sends, column ``rank`` from its receives, plus the base.
+
+        Exact for every link that touches this rank (a star around a server), and
+        needs no collective, so it can be taken while peers are busy.
+        """
+        nbytes, messages = self.bytes, self.messages
+        nbytes[:, :, self.rank] += np.asarray(self._received_bytes, dtype=np.int64)
+        messages[:, :, self.rank] += np.asarray(self._received_messages, dtype=np.int64)
+        return nbytes, messages
 
     # ------------------------------------------------------------ buffers
     @staticmethod
@@ -188,6 +206,7 @@ class Transport:
             raise TransportError(f"{kind} message from rank {source}: expected {want} bytes, "
                                  f"received {got}")
         self._received_bytes[_KIND_INDEX[kind]][source] += got
+        self._received_messages[_KIND_INDEX[kind]][source] += 1
 
     # ------------------------------------------------------------ blocking
     def send(self, tensor: torch.Tensor, dest: int, kind: str) -> None:
@@ -220,6 +239,20 @@ class Transport:
         if finish is not None:
             finish()
         return out
+
+    def recv_any_size(self, source: int, kind: str) -> tuple[torch.Tensor, int]:
+        """Receive one message of ``kind`` whose size is not known in advance.
+
+        ``source`` may be ``ANY_SOURCE``. Matched probe (Mprobe/Mrecv), so no other
+        receive can steal the message. Returns (uint8 CPU tensor, source rank).
+        """
+        status = MPI.Status()
+        message = self.comm.Mprobe(source=source, tag=tag_of(kind), status=status)
+        buf = torch.empty(status.Get_count(MPI.BYTE), dtype=torch.uint8)
+        message.Recv(self._wire(buf))
+        source = status.Get_source()
+        self._check(status, buf, kind, source)
+        return buf, source
 
     # -------------------------------------------------------- non-blocking
     def isend(self, tensor: torch.Tensor, dest: int, kind: str) -> Request:

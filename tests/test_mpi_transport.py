@@ -74,3 +74,22 @@ def test_tags_and_unknown_kind(transport):
         transport.isend(torch.zeros(1), 0, "nope")
     with pytest.raises(TransportError, match="contiguous"):
         transport.isend(torch.zeros(4, 4).t(), 0, "swap")
+
+
+def test_any_size_from_any_source_and_local_view(transport):
+    from mpi_gan.transport import ANY_SOURCE
+    rank, size = transport.rank, transport.size
+    if rank == 0:
+        seen = {}
+        for _ in range(size - 1):
+            buf, source = transport.recv_any_size(ANY_SOURCE, "push")
+            seen[source] = buf
+        assert sorted(seen) == list(range(1, size))
+        for source, buf in seen.items():
+            assert torch.equal(buf, torch.full((source * 3,), source, dtype=torch.uint8))
+        nbytes, messages = transport.local_view()
+        push = KINDS.index("push")
+        assert nbytes[push, :, 0].tolist() == [3 * r for r in range(size)]
+        assert messages[push, 1:, 0].tolist() == [1] * (size - 1)
+    else:
+        transport.send(torch.full((rank * 3,), rank, dtype=torch.uint8), 0, "push")

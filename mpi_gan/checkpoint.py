@@ -20,7 +20,7 @@ import torch
 
 from .atomic import atomic_h5
 from .config import Config, mismatched_fields
-from .runlog import Metrics, read_metrics, read_traffic, write_common
+from .runlog import Metrics, read_table, read_traffic, write_common
 
 FORMAT = "mpi-gan-mdgan-checkpoint"
 FORMAT_VERSION = 1
@@ -74,7 +74,7 @@ def write_checkpoint(path: str, cfg: Config, iteration: int, world_size: int,
     with atomic_h5(path) as f:
         f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
                         "iteration": iteration, "world_size": world_size})
-        write_common(f, cfg, metrics, traffic_bytes, traffic_messages)
+        write_common(f, cfg, {"metrics": metrics}, traffic_bytes, traffic_messages)
         _write_entries(f.create_group("generator"), generator)
         discs = f.create_group("discriminators")
         for n, entries in sorted(discriminators.items()):
@@ -106,7 +106,7 @@ def read_checkpoint(path: str) -> Checkpoint:
                 iteration=int(f.attrs["iteration"]), world_size=world,
                 generator=_read_entries(f["generator"]), discriminators=discs,
                 rng={int(n.split("_")[1]): torch.from_numpy(f["rng"][n][()]) for n in f["rng"]},
-                metrics=read_metrics(f), traffic_bytes=traffic_bytes,
+                metrics=read_table(f), traffic_bytes=traffic_bytes,
                 traffic_messages=traffic_messages)
     except CheckpointError:
         raise

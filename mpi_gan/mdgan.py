@@ -24,7 +24,7 @@ from .data import ensure_mnist_cache, load_shard
 from .launch import (abort_on_exception, agree, local_rank, prepare_out, select_device,
                      setup_logging)
 from .models import count_params, make_discriminator, make_generator
-from .runlog import Metrics, write_run_file
+from .runlog import mdgan_metrics, write_run_file
 from .server import Server
 from .state import Layout, adam_state, load_rng_state, module_state, rng_state
 from .transport import Transport
@@ -96,7 +96,7 @@ def _train(cfg, comm, device, ckpt, shard, log) -> RunResult:
         g = make_generator(cfg.model, cfg.latent_dim, cfg.seed).to(device)
         role = Server(transport, g, alg.make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2), cfg,
                       device, layout)
-        metrics = Metrics(workers)
+        metrics = mdgan_metrics(workers)
         log.info("MD-GAN: 1 server + %d workers, model %s%s, G %d params, D %d params, "
                  "K=%d batches of %d, device %s, iterations %d..%d, swap every %s iterations",
                  workers, cfg.model, " (ACGAN)" if cfg.acgan else "", count_params(g),
@@ -129,8 +129,8 @@ def _train(cfg, comm, device, ckpt, shard, log) -> RunResult:
         tic = time.perf_counter()
         if rank == 0:
             d_loss, g_loss = role.step(t)
-            metrics.append(t + 1, time.perf_counter() - tic, d_loss, g_loss,
-                           transport.sent_total())
+            metrics.append(iteration=t + 1, seconds=time.perf_counter() - tic, d_loss=d_loss,
+                           g_loss=g_loss, server_bytes_out=transport.sent_total())
             if (t + 1) % cfg.log_every == 0 or t + 1 == cfg.iterations:
                 done = min(cfg.log_every, t + 1 - start) or 1
                 rate = done / (time.perf_counter() - window)
@@ -187,7 +187,8 @@ def _checkpoint(cfg, transport, role, layout, iteration, metrics):
                      {n: list(s.items()) for n, s in states.items()}, rng, metrics, *traffic)
     prune_checkpoints(cfg.out, cfg.keep_checkpoints)
     run_file = os.path.join(cfg.out, "run.h5")
-    write_run_file(run_file, cfg, transport.size, iteration, metrics, *traffic, server_state,
+    write_run_file(run_file, "mpi-gan-mdgan-run", cfg, transport.size, iteration,
+                   {"metrics": metrics}, *traffic, "generator", server_state,
                    finished=iteration == cfg.iterations)
     return path, run_file
 

@@ -8,64 +8,72 @@ Groups written by ``write_common`` (layout in docs/hdf5.md):
 """
 from __future__ import annotations
 
+import h5py
 import numpy as np
 
-from .config import Config
 from .transport import KINDS
 
 
 class Metrics:
-    """Per-iteration records of a run, kept in memory and written with each file.
+    """Rows of per-step records kept in memory and written with each file.
 
-    Rows: iteration (int64, 1-based count of G updates done), seconds (float64,
-    wall time of the iteration on rank 0), d_loss and g_loss (float32, shape
-    (rows, N): each worker's D loss averaged over its L steps and its mean
-    generator loss on X_g), server_bytes_out (int64, cumulative bytes sent by rank 0).
+    ``columns``: name -> (numpy dtype, shape of one row's value, () for scalars).
     """
 
-    COLUMNS = ("iteration", "seconds", "d_loss", "g_loss", "server_bytes_out")
-    DTYPES = {"iteration": np.int64, "seconds": np.float64, "d_loss": np.float32,
-              "g_loss": np.float32, "server_bytes_out": np.int64}
+    def __init__(self, columns: dict[str, tuple]):
+        self.columns = columns
+        self.rows: dict[str, list] = {c: [] for c in columns}
 
-    def __init__(self, workers: int):
-        self.workers = workers
-        self.rows: dict[str, list] = {c: [] for c in self.COLUMNS}
-
-    def append(self, iteration: int, seconds: float, d_loss: np.ndarray, g_loss: np.ndarray,
-               server_bytes_out: int) -> None:
-        for column, value in zip(self.COLUMNS, (iteration, seconds, d_loss, g_loss,
-                                                server_bytes_out)):
+    def append(self, **values) -> None:
+        if values.keys() != self.columns.keys():
+            raise ValueError(f"metrics row has {sorted(values)}, expected {sorted(self.columns)}")
+        for column, value in values.items():
             self.rows[column].append(value)
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {}
-        for c in self.COLUMNS:
-            shape = (0, self.workers) if c in ("d_loss", "g_loss") else (0,)
+        for c, (dtype, shape) in self.columns.items():
             rows = self.rows[c]
-            out[c] = np.asarray(rows, dtype=self.DTYPES[c]) if rows else np.zeros(shape, self.DTYPES[c])
+            out[c] = np.asarray(rows, dtype=dtype) if rows else np.zeros((0, *shape), dtype)
         return out
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         """Replace the rows by stored arrays (used when resuming)."""
-        self.rows = {c: list(arrays[c]) for c in self.COLUMNS}
+        self.rows = {c: list(arrays[c]) for c in self.columns}
 
     def __len__(self) -> int:
-        return len(self.rows["iteration"])
+        return len(next(iter(self.rows.values()))) if self.rows else 0
 
 
-def write_common(f, cfg: Config, metrics: Metrics, traffic_bytes: np.ndarray,
+def mdgan_metrics(workers: int) -> Metrics:
+    """MD-GAN's per-iteration table.
+
+    iteration (int64, G updates done), seconds (float64, wall time of the
+    iteration on rank 0), d_loss and g_loss (float32 (N,): each worker's D loss
+    averaged over its L steps and its mean generator loss on X_g),
+    server_bytes_out (int64, cumulative bytes sent by rank 0).
+    """
+    return Metrics({"iteration": (np.int64, ()), "seconds": (np.float64, ()),
+                    "d_loss": (np.float32, (workers,)), "g_loss": (np.float32, (workers,)),
+                    "server_bytes_out": (np.int64, ())})
+
+
+def write_common(f, cfg, tables: dict[str, Metrics], traffic_bytes: np.ndarray,
                  traffic_messages: np.ndarray) -> None:
-    """Write /config, /metrics and /traffic into the open h5py file ``f``.
+    """Write /config, the metric tables and /traffic into the open h5py file ``f``.
 
-    traffic_*: int64 (len(KINDS), world, world) [kind, source, destination].
+    tables: group path (e.g. ``metrics``, ``metrics/eval``) -> Metrics, written as
+    chunked datasets extendable along rows. traffic_*: int64 (len(KINDS), world,
+    world) [kind, source, destination].
     """
     config = f.create_group("config")
     for key, value in cfg.as_attrs().items():
         config.attrs[key] = value
-    group = f.create_group("metrics")
-    for name, array in metrics.arrays().items():
-        maxshape = (None,) + array.shape[1:]
-        group.create_dataset(name, data=array, maxshape=maxshape, chunks=True)
+    for path, table in tables.items():
+        group = f.require_group(path)
+        for name, array in table.arrays().items():
+            maxshape = (None,) + array.shape[1:]
+            group.create_dataset(name, data=array, maxshape=maxshape, chunks=True)
     traffic = f.create_group("traffic")
     traffic.attrs["kinds"] = ",".join(KINDS)
     traffic.attrs["header_bytes_per_message"] = 0
@@ -84,25 +92,29 @@ def read_traffic(f) -> tuple[np.ndarray, np.ndarray]:
     return by, msg
 
 
-def read_metrics(f) -> dict[str, np.ndarray]:
-    return {c: f[f"metrics/{c}"][()] for c in Metrics.COLUMNS}
+def read_table(f, path: str = "metrics") -> dict[str, np.ndarray]:
+    """The datasets directly inside group ``path`` (a metrics table) as arrays."""
+    group = f[path]
+    return {name: group[name][()] for name in group if isinstance(group[name], h5py.Dataset)}
 
 
-def write_run_file(path: str, cfg: Config, world_size: int, iteration: int, metrics: Metrics,
-                   traffic_bytes: np.ndarray, traffic_messages: np.ndarray,
-                   generator_entries, finished: bool) -> None:
-    """(Re)write the run file ``<out>/run.h5`` atomically.
+def write_run_file(path: str, fmt: str, cfg, world_size: int, iteration: int,
+                   tables: dict[str, Metrics], traffic_bytes: np.ndarray,
+                   traffic_messages: np.ndarray, model_group: str, model_entries,
+                   finished: bool) -> None:
+    """(Re)write a run file (``<out>/run.h5``) atomically.
 
-    Holds /config, /metrics, /traffic and /generator/model/<key> (G's weights at
-    ``iteration``) for offline analysis; attrs iteration, world_size, finished.
+    Holds /config, the metric tables, /traffic and ``/<model_group>/model/<key>``
+    (the trained model's weights at ``iteration``) for offline analysis; root
+    attrs format, iteration, world_size, finished.
     """
     from .atomic import atomic_h5
 
     with atomic_h5(path) as f:
-        f.attrs.update({"format": "mpi-gan-mdgan-run", "iteration": iteration,
-                        "world_size": world_size, "finished": int(finished)})
-        write_common(f, cfg, metrics, traffic_bytes, traffic_messages)
-        group = f.create_group("generator")
-        for name, tensor in generator_entries:
+        f.attrs.update({"format": fmt, "iteration": iteration, "world_size": world_size,
+                        "finished": int(finished)})
+        write_common(f, cfg, tables, traffic_bytes, traffic_messages)
+        group = f.create_group(model_group)
+        for name, tensor in model_entries:
             if name.startswith("model/"):
                 group.create_dataset(name, data=tensor.detach().cpu().numpy())

@@ -11,7 +11,7 @@ from mpi_gan.checkpoint import (CheckpointError, check_compatible, checkpoint_pa
                                 write_checkpoint)
 from mpi_gan.config import Config, ConfigError, validate
 from mpi_gan.models import make_discriminator, make_generator
-from mpi_gan.runlog import Metrics
+from mpi_gan.runlog import mdgan_metrics
 from mpi_gan.state import (Layout, adam_state, load_adam_state, load_module_state, module_state,
                            rng_state)
 from mpi_gan.transport import KINDS
@@ -60,8 +60,9 @@ def write_small_checkpoint(out, iteration, cfg, world=3):
     g = make_generator("mlp", cfg.latent_dim, 0)
     g_opt = alg.make_adam(g, 1e-3, 0.5, 0.999)
     discs = {n: trained_disc(n) for n in range(1, world)}
-    metrics = Metrics(world - 1)
-    metrics.append(1, 0.5, np.ones(world - 1), np.zeros(world - 1), 10)
+    metrics = mdgan_metrics(world - 1)
+    metrics.append(iteration=1, seconds=0.5, d_loss=np.ones(world - 1),
+                   g_loss=np.zeros(world - 1), server_bytes_out=10)
     traffic = np.arange(len(KINDS) * world * world, dtype=np.int64).reshape(len(KINDS), world, world)
     path = checkpoint_path(out, iteration)
     write_checkpoint(path, cfg, iteration, world, module_state(g) + adam_state(g, g_opt),

@@ -167,6 +167,12 @@ def make_payload(tensor: torch.Tensor, indices: torch.Tensor | None, values: tor
                    ibytes, encode_values(value_code, values))
 
 
+def decode_sparse(payload: Payload) -> tuple[np.ndarray, torch.Tensor]:
+    """(flat indices int64, values) of a payload; every index for a dense one."""
+    idx = indexcodec.decode(payload.index_code, payload.indices, payload.count, payload.numel)
+    return idx, decode_values(payload)
+
+
 def decode_payload(payload: Payload) -> torch.Tensor:
     """The dense tensor a payload stands for (zeros where nothing was sent)."""
     numel = payload.numel

@@ -121,8 +121,12 @@ def list_checkpoints(run_dir: str) -> list[str]:
     return sorted(p for p in paths if _NAME.search(p))
 
 
-def resolve_resume(path: str) -> Checkpoint:
-    """The checkpoint named by ``--resume``: a file, or a run directory's newest valid one."""
+def resolve_resume(path: str, reader=None):
+    """The checkpoint named by ``--resume``: a file, or a run directory's newest valid one.
+
+    ``reader`` parses one file (default: MD-GAN's ``read_checkpoint``).
+    """
+    reader = reader or read_checkpoint
     if os.path.isdir(path):
         candidates = list_checkpoints(path)
         if not candidates:
@@ -130,16 +134,16 @@ def resolve_resume(path: str) -> Checkpoint:
         errors = []
         for candidate in reversed(candidates):
             try:
-                return read_checkpoint(candidate)
+                return reader(candidate)
             except CheckpointError as exc:
                 errors.append(str(exc))
         raise CheckpointError(f"--resume {path!r}: no valid checkpoint: " + "; ".join(errors))
     if not os.path.isfile(path):
         raise CheckpointError(f"--resume {path!r}: no such file or directory")
-    return read_checkpoint(path)
+    return reader(path)
 
 
-def check_compatible(ckpt: Checkpoint, cfg: Config, world_size: int) -> None:
+def check_compatible(ckpt, cfg, world_size: int) -> None:
     """CheckpointError unless ``ckpt`` can continue under ``cfg`` on ``world_size`` ranks."""
     if ckpt.world_size != world_size:
         raise CheckpointError(f"{ckpt.path} was written by {ckpt.world_size} ranks, this run has "

@@ -293,6 +293,23 @@ def load_shard(dataset: str, seed: int, workers: int, worker: int, data_dir: str
         raise DataError(f"cannot read the MNIST cache {path}: {exc}") from exc
 
 
-__all__ = ["DataError", "Shard", "read_idx", "find_idx_files", "load_idx_dir", "load_hub_pickle",
+def load_test_set(dataset: str, seed: int, size: int, data_dir: str = "",
+                  cache_dir: str = "") -> Shard:
+    """The first ``size`` test samples (MNIST's official 10k test set, or a seeded
+    synthetic test set drawn from the same class patterns as the training data)."""
+    if dataset == "synthetic":
+        return _to_shard(*synthetic_images(seed, size, "test"))
+    if data_dir:
+        arrays = load_idx_dir(data_dir)
+        return _to_shard(arrays["test_images"][:size], arrays["test_labels"][:size])
+    path = os.path.join(cache_dir, CACHE_NAME)
+    try:
+        with h5py.File(path, "r") as f:
+            return _to_shard(f["test_images"][:size], f["test_labels"][:size])
+    except (OSError, KeyError) as exc:
+        raise DataError(f"cannot read the MNIST cache {path}: {exc}") from exc
+
+
+__all__ = ["load_test_set", "DataError", "Shard", "read_idx", "find_idx_files", "load_idx_dir", "load_hub_pickle",
            "ensure_mnist_cache", "shard_indices", "real_batch_indices", "load_shard",
            "synthetic_images", "hub_pickle_path"]

@@ -127,3 +127,26 @@ def make_discriminator(model: str, outputs: int, seed: int, worker: int) -> nn.M
 def count_params(module: nn.Module) -> int:
     """Number of trainable scalars."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+class AdaCompCNN(nn.Module):
+    """The AdaComp paper's MNIST classifier: (b, 1, 28, 28) -> logits (b, 10).
+
+    conv 3x3x32 -> maxpool 2 -> conv 3x3x64 -> maxpool 2 -> FC 3136 -> 128 -> FC 10,
+    ReLU activations, 'same' padding: 421,642 parameters.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        self.classifier = nn.Sequential(nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def make_classifier(seed: int) -> nn.Module:
+    """The AdaComp CNN with initial weights derived from the run seed."""
+    return _seeded(AdaCompCNN, derive_seed(seed, "classifier"))

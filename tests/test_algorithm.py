@@ -121,3 +121,19 @@ def test_traffic_model_hand_computed():
     assert nbytes[kind["checkpoint"], 2, 0] == 2 * (400 + 808 + 16)
     assert nbytes[kind["restore"]].sum() == 0
     assert nbytes[:, 1:, 1:][[i for i in range(len(KINDS)) if KINDS[i] != "swap"]].sum() == 0
+
+
+def test_staleness_rule_by_hand():
+    from mpi_gan.staleness import apply_push, staleness
+    theta = torch.zeros(5)
+    touches = torch.zeros(5, dtype=torch.int64)
+    at_pull_a = touches.clone()                    # worker a pulls at version 0
+    apply_push(theta, touches, torch.tensor([0, 1]), torch.tensor([1.0, 1.0]), 0.5, None)
+    apply_push(theta, touches, torch.tensor([1, 2]), torch.tensor([2.0, 2.0]), 0.5, None)
+    idx = torch.tensor([0, 1, 3])
+    tau = staleness(touches, at_pull_a, idx)       # a pushes after 2 updates
+    assert tau.tolist() == [1, 2, 0]
+    apply_push(theta, touches, idx, torch.tensor([4.0, 4.0, 4.0]), 0.5, tau)
+    # theta_i -= lr * g_i / max(1, tau_i)
+    assert theta.tolist() == [-0.5 - 2.0, -0.5 - 1.0 - 1.0, -1.0, -2.0, 0.0]
+    assert touches.tolist() == [2, 3, 1, 1, 0]

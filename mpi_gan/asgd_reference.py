@@ -1,0 +1,71 @@
+"""Single-process replay of an asynchronous SGD run, given the order its pushes arrived in.
+
+Asynchrony makes the push order depend on timing; everything else is
+determined by the seed. Replaying the recorded order (worker and pulled version
+of every push) must reproduce the server's staleness values and parameters
+exactly (tests/test_mpi_asgd.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+import compression
+
+from .asgd_roles import AsgdWorker, decode_push
+from .config import AsgdConfig
+from .data import load_shard
+from .models import make_classifier
+from .staleness import apply_push, staleness
+
+
+class _LoopbackTransport:
+    """Just what AsgdWorker.gradient/push_message read: the worker's rank."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+
+def replay(cfg: AsgdConfig, world_size: int, workers: np.ndarray, t_pulls: np.ndarray
+           ) -> dict[str, np.ndarray | torch.Tensor]:
+    """Apply pushes in the recorded order; returns theta and per-push sent/tau_max/tau_sum."""
+    model = make_classifier(cfg.seed)
+    theta = parameters_to_vector(model.parameters()).detach().clone()
+    touches = torch.zeros_like(theta, dtype=torch.int64)
+    layers = [(n, tuple(p.shape), o) for (n, p), o in zip(
+        model.named_parameters(), np.cumsum([0] + [p.numel() for p in model.parameters()]))]
+    roles, pulled, at_pull, steps = {}, {}, {}, {}
+    for w in range(1, world_size):
+        shard = load_shard(cfg.dataset, cfg.seed, world_size - 1, w, cfg.data_dir,
+                           cfg.cache_dir, cfg.synthetic_size)
+        channel = compression.Channel(compression.parse_spec(cfg.compress),
+                                      compression.ResidualMemory() if cfg.residual else None)
+        roles[w] = AsgdWorker(_LoopbackTransport(w), make_classifier(cfg.seed), shard, channel,
+                              cfg.batch_size, cfg.seed)
+        pulled[w], at_pull[w], steps[w] = (0, theta.clone()), touches.clone(), 0
+    out = {"sent": [], "tau_max": [], "tau_sum": []}
+    for version, (w, t_pull) in enumerate(zip(workers.tolist(), t_pulls.tolist())):
+        if pulled[w][0] != t_pull:
+            raise ValueError(f"push {version + 1}: worker {w} pulled version {pulled[w][0]}, "
+                             f"the log says {t_pull}")
+        role = roles[w]
+        vector_to_parameters(pulled[w][1], role.model.parameters())
+        message = role.push_message(t_pull, role.gradient(steps[w]))
+        steps[w] += 1
+        _, parts = decode_push(message, layers)
+        sent = tau_max = tau_sum = 0
+        for where, values in parts:
+            tau = staleness(touches, at_pull[w], where)
+            apply_push(theta, touches, where, values, cfg.lr,
+                       tau if cfg.staleness == "adacomp" else None)
+            sent += values.numel()
+            if tau.numel():
+                tau_max, tau_sum = max(tau_max, int(tau.max())), tau_sum + int(tau.sum())
+        out["sent"].append(sent)
+        out["tau_max"].append(tau_max)
+        out["tau_sum"].append(tau_sum)
+        pulled[w], at_pull[w] = (version + 1, theta.clone()), touches.clone()
+    result = {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
+    result["theta"] = theta
+    return result

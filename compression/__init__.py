@@ -61,6 +61,23 @@ class Channel:
         self.compressor = compressor
         self.memory = None if compressor.owns_residual else memory
 
+    def state(self, name: str, shape) -> list[tuple[str, torch.Tensor]]:
+        """Named tensors of everything kept about tensor ``name`` (compressor state and
+        residual), with fixed shapes, for checkpoints: ``compressor/<key>``, ``memory/<key>``."""
+        numel = int(np.prod(shape)) if len(shape) else 1
+        entries = [(f"compressor/{k}", v) for k, v in self.compressor.state(name, numel).items()]
+        if self.memory is not None:
+            entries += [(f"memory/{k}", v) for k, v in self.memory.state(name, numel).items()]
+        return entries
+
+    def load_state(self, name: str, shape, values: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state`` returned (keys as produced there)."""
+        self.compressor.load_state(name, {k.split("/", 1)[1]: v for k, v in values.items()
+                                          if k.startswith("compressor/")})
+        if self.memory is not None:
+            self.memory.load_state(name, {k.split("/", 1)[1]: v for k, v in values.items()
+                                          if k.startswith("memory/")}, shape)
+
     def encode(self, tensor: torch.Tensor, name: str) -> Payload:
         if self.memory is None:
             return self.compressor.compress(tensor, name)

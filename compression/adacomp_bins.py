@@ -26,6 +26,13 @@ class AdaCompBins(Compressor):
         super().__init__(**params)
         self.residuals: dict[str, torch.Tensor] = {}
 
+    def state(self, name, numel):
+        residual = self.residuals.get(name)
+        return {"residual": torch.zeros(numel) if residual is None else residual}
+
+    def load_state(self, name, values):
+        self.residuals[name] = values["residual"].clone()
+
     def compress(self, tensor, name=""):
         g = tensor.detach().reshape(-1)
         residual = self.residuals.get(name)

@@ -45,6 +45,14 @@ class Compressor:
     def decompress(self, payload: Payload) -> torch.Tensor:
         return decode_payload(payload)
 
+    def state(self, name: str, numel: int) -> dict[str, torch.Tensor]:
+        """What this compressor remembers about tensor ``name`` (for checkpoints);
+        fixed shapes, defaults materialised. Stateless compressors return {}."""
+        return {}
+
+    def load_state(self, name: str, values: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state`` returned."""
+
     def spec(self) -> str:
         """Text form ``name:key=value,...`` that ``compression.parse_spec`` reads back."""
         items = ",".join(f"{k}={v}" for k, v in self.params.items() if v is not None)

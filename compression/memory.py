@@ -22,3 +22,11 @@ class ResidualMemory:
     def update(self, compensated: torch.Tensor, name: str, sent: torch.Tensor) -> None:
         """residual = compensated - sent (``sent``: the decompressed payload)."""
         self.residuals[name] = compensated - sent.to(compensated.dtype)
+
+    def state(self, name: str, numel: int) -> dict[str, torch.Tensor]:
+        """The residual of ``name``, flat (zeros before the first update)."""
+        residual = self.residuals.get(name)
+        return {"residual": torch.zeros(numel) if residual is None else residual.reshape(-1)}
+
+    def load_state(self, name: str, values: dict[str, torch.Tensor], shape) -> None:
+        self.residuals[name] = values["residual"].reshape(shape).clone()

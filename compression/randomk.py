@@ -20,6 +20,12 @@ class RandomK(TopK):
         super().__init__(**params)
         self._calls: dict[str, int] = {}
 
+    def state(self, name, numel):
+        return {"calls": torch.tensor([self._calls.get(name, 0)], dtype=torch.int64)}
+
+    def load_state(self, name, values):
+        self._calls[name] = int(values["calls"][0])
+
     def select(self, flat, name):
         call = self._calls.get(name, 0)
         self._calls[name] = call + 1

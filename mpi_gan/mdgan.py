@@ -28,7 +28,7 @@ from .runlog import mdgan_metrics, write_run_file
 from .server import Server
 from .state import Layout, adam_state, load_rng_state, module_state, rng_state
 from .transport import Transport
-from .worker import Worker
+from .worker import Worker, channel_state, feedback_channel
 
 
 @dataclass
@@ -38,6 +38,7 @@ class RunResult:
     model: torch.nn.Module
     run_file: str | None = None
     checkpoint: str | None = None
+    feedback_bytes: int = 0  # worker: bytes of every feedback message it sent
 
 
 def disc_outputs(cfg: Config) -> int:
@@ -45,10 +46,12 @@ def disc_outputs(cfg: Config) -> int:
 
 
 def worker_layout(cfg: Config) -> Layout:
-    """Byte layout of a worker's full state (D, Adam, RNG), identical on every rank."""
+    """Byte layout of a worker's full state (D, Adam, RNG, feedback channel), the same on
+    every rank."""
     d = make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, 1)
     opt = alg.make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2)
-    return Layout(module_state(d) + adam_state(d, opt) + rng_state())
+    return Layout(module_state(d) + adam_state(d, opt) + rng_state()
+                  + channel_state(feedback_channel(cfg), cfg, 1))
 
 
 def _load_resume(cfg: Config, world_size: int) -> Checkpoint | None:
@@ -114,7 +117,7 @@ def _train(cfg, comm, device, ckpt, shard, log) -> RunResult:
     else:
         d = make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, rank).to(device)
         role = Worker(transport, d, alg.make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2), shard,
-                      cfg, device)
+                      cfg, device, feedback_channel(cfg))
         log.info("worker %d: shard of %d samples, device %s", rank, len(shard), device)
         if start > 0:
             role.receive_state(layout)
@@ -151,6 +154,8 @@ def _train(cfg, comm, device, ckpt, shard, log) -> RunResult:
             if rank == 0:
                 result.checkpoint, result.run_file = paths
                 log.info("checkpoint %s, run file %s", *paths)
+    if rank > 0:
+        result.feedback_bytes = role.feedback_bytes
     transport.free()
     return result
 

@@ -12,6 +12,7 @@ from . import algorithm as alg
 from .config import Config, dataset_size
 from .data import Shard, load_shard, real_batch_indices
 from .models import make_discriminator, make_generator
+from .worker import feedback_channel, feedback_name
 
 
 def run_reference(cfg: Config, world_size: int, shards: dict[int, Shard] | None = None
@@ -26,6 +27,7 @@ def run_reference(cfg: Config, world_size: int, shards: dict[int, Shard] | None 
     g_opt = alg.make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2)
     discs = {n: make_discriminator(cfg.model, outputs, cfg.seed, n) for n in shards}
     d_opts = {n: alg.make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2) for n, d in discs.items()}
+    channels = {n: feedback_channel(cfg) for n in shards}
     batches = alg.generated_batches(cfg.k)
     assignment = {n: alg.batch_assignment(n, batches) for n in shards}
     period = alg.swap_period(cfg.swap_epochs, dataset_size(cfg) // workers, cfg.batch_size)
@@ -46,6 +48,8 @@ def run_reference(cfg: Config, world_size: int, shards: dict[int, Shard] | None 
                                        latents[di][1])
             fb, _ = alg.error_feedback(discs[n], generated[gi].detach(), latents[gi][1],
                                        cfg.g_loss == "saturating")
+            if channels[n] is not None:  # what the server decodes from the compressed payload
+                fb = channels[n].compressor.decompress(channels[n].encode(fb, feedback_name(n)))
             feedbacks.append(fb)
         grads = alg.feedback_gradients(feedbacks, [assignment[n][0] for n in sorted(shards)],
                                        batches, 1.0 / (workers * b))

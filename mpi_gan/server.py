@@ -9,10 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 
+import compression
+from compression.payload import Payload
+
 from . import algorithm as alg
 from .config import Config
 from .state import Layout, adam_state, load_adam_state, load_module_state, module_state
-from .transport import Transport, wait_all
+from .transport import ANY_SOURCE, Transport, TransportError, wait_all
 
 
 class Server:
@@ -30,6 +33,8 @@ class Server:
         shape = (cfg.batch_size, 1, 28, 28)
         self.feedback = {n: torch.empty(shape, device=device) for n in self.workers}
         self.losses = {n: torch.empty(2) for n in self.workers}
+        # feedback arrives compressed (variable size) unless --compress none
+        self.decoder = None if cfg.compress == "none" else compression.parse_spec(cfg.compress)
 
     def step(self, iteration: int) -> tuple[np.ndarray, np.ndarray]:
         """Run iteration ``iteration`` (0-based); returns per-worker (D loss, G loss)."""
@@ -47,8 +52,12 @@ class Server:
                 labels = torch.cat([latents[g][1], latents[d][1]])
                 requests.append(self.t.isend(labels, n, "labels"))
         for n in self.workers:
-            requests.append(self.t.irecv(self.feedback[n], n, "feedback"))
+            if self.decoder is None:
+                requests.append(self.t.irecv(self.feedback[n], n, "feedback"))
             requests.append(self.t.irecv(self.losses[n], n, "losses"))
+        if self.decoder is not None:
+            for _ in self.workers:  # in arrival order; summed below in worker order
+                self._receive_compressed_feedback()
         wait_all(requests)
         grads = alg.feedback_gradients([self.feedback[n] for n in self.workers],
                                        [self.assignment[n][0] for n in self.workers],
@@ -56,6 +65,16 @@ class Server:
         alg.generator_step(self.opt, generated, grads)
         losses = np.stack([self.losses[n].numpy() for n in self.workers])
         return losses[:, 0].copy(), losses[:, 1].copy()
+
+    def _receive_compressed_feedback(self) -> None:
+        buf, n = self.t.recv_any_size(ANY_SOURCE, "feedback")
+        payload, end = Payload.from_bytes(buf.numpy())
+        shape = tuple(self.feedback[n].shape)
+        if end != buf.numel() or payload.shape != shape or payload.dtype != torch.float32:
+            raise TransportError(f"feedback from worker {n}: payload of shape {payload.shape} "
+                                 f"{payload.dtype} ({buf.numel() - end} trailing bytes), "
+                                 f"expected {shape} float32")
+        self.feedback[n].copy_(self.decoder.decompress(payload))
 
     def state(self) -> list[tuple[str, torch.Tensor]]:
         """G's model and Adam entries (see state.py)."""

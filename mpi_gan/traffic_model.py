@@ -23,11 +23,15 @@ FLOAT32, INT64 = 4, 8
 
 
 def expected_traffic(cfg: Config, world_size: int, d_state_bytes: int, d_param_tensors: int,
-                     d_param_floats: int, rng_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+                     d_param_floats: int, rng_bytes: int, channel_bytes: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(bytes, messages), int64 (len(KINDS), world, world), of a fresh run of ``cfg``.
 
     d_state_bytes: bytes of D's parameters and buffers; d_param_tensors: number of
-    parameter tensors; d_param_floats: |theta|; rng_bytes: size of a torch RNG state.
+    parameter tensors; d_param_floats: |theta|; rng_bytes: size of a torch RNG state;
+    channel_bytes: the feedback compressor's and residual's state in a checkpoint.
+    With ``--compress`` other than none, feedback sizes depend on the data: the
+    ``feedback`` bytes given here are then those of uncompressed feedback.
     """
     k = {kind: i for i, kind in enumerate(KINDS)}
     nbytes = np.zeros((len(KINDS), world_size, world_size), dtype=np.int64)
@@ -53,7 +57,7 @@ def expected_traffic(cfg: Config, world_size: int, d_state_bytes: int, d_param_t
             add("labels", 0, n, iters, 2 * b * INT64)
         add("feedback", n, 0, iters, batch_bytes)
         add("losses", n, 0, iters, 2 * FLOAT32)
-        add("checkpoint", n, 0, checkpoints, d_state_bytes + adam_bytes + rng_bytes)
+        add("checkpoint", n, 0, checkpoints, d_state_bytes + adam_bytes + rng_bytes + channel_bytes)
     for s in swaps:
         dest = alg.derangement(cfg.seed, s, workers)
         if dest is not None:

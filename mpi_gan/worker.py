@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import compression
+
 from . import algorithm as alg
 from .config import Config
 from .data import Shard, real_batch_indices
@@ -16,15 +18,42 @@ from .state import (Layout, adam_state, load_adam_state, load_module_state, load
 from .transport import Transport, wait_all
 
 
+def feedback_channel(cfg: Config) -> compression.Channel | None:
+    """The compressor (and residual memory) of a worker's feedback; None: raw float32."""
+    if cfg.compress == "none":
+        return None
+    return compression.Channel(compression.parse_spec(cfg.compress),
+                               compression.ResidualMemory() if cfg.residual else None)
+
+
+def feedback_name(worker: int) -> str:
+    """Name of worker ``worker``'s feedback tensor for its compressor."""
+    return f"worker{worker}/feedback"
+
+
+def feedback_shape(cfg: Config) -> tuple[int, ...]:
+    return (cfg.batch_size, 1, 28, 28)
+
+
+def channel_state(channel: compression.Channel | None, cfg: Config, worker: int
+                  ) -> list[tuple[str, torch.Tensor]]:
+    """The feedback channel's state entries (``channel/...``) for checkpoints."""
+    if channel is None:
+        return []
+    return [(f"channel/{k}", v) for k, v in channel.state(feedback_name(worker),
+                                                          feedback_shape(cfg))]
+
+
 class Worker:
     """Trains D_n on (X_r, X_d), returns F_n on X_g, swaps D_n with a peer."""
 
     def __init__(self, transport: Transport, discriminator: nn.Module,
                  optimizer: torch.optim.Optimizer, shard: Shard, cfg: Config,
-                 device: torch.device):
+                 device: torch.device, channel: compression.Channel | None = None):
         self.t, self.d, self.opt, self.shard = transport, discriminator, optimizer, shard
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.channel = cfg, device, channel
         self.n = transport.rank
+        self.feedback_bytes = 0  # bytes of every feedback message sent
         self.workers = transport.size - 1
         b = cfg.batch_size
         self.x_g = torch.empty(b, 1, 28, 28, device=device)
@@ -47,8 +76,13 @@ class Worker:
                     for _ in range(cfg.disc_steps)]
         feedback, g_loss = alg.error_feedback(self.d, self.x_g, y_g, cfg.g_loss == "saturating")
         losses = torch.tensor([sum(d_losses) / len(d_losses), g_loss], dtype=torch.float32)
-        wait_all([self.t.isend(feedback.contiguous(), 0, "feedback"),
-                  self.t.isend(losses, 0, "losses")])
+        if self.channel is None:
+            message = feedback.contiguous()
+        else:
+            payload = self.channel.encode(feedback, feedback_name(self.n))
+            message = torch.from_numpy(payload.to_bytes())
+        self.feedback_bytes += message.numel() * message.element_size()
+        wait_all([self.t.isend(message, 0, "feedback"), self.t.isend(losses, 0, "losses")])
 
     def _swap_entries(self) -> list[tuple[str, torch.Tensor]]:
         entries = module_state(self.d)
@@ -73,8 +107,9 @@ class Worker:
             self.opt.state.clear()  # the received D restarts Adam from scratch
 
     def state(self) -> list[tuple[str, torch.Tensor]]:
-        """D's model, Adam and this rank's RNG entries (see state.py)."""
-        return module_state(self.d) + adam_state(self.d, self.opt) + rng_state()
+        """D's model, Adam, this rank's RNG and the feedback channel's entries."""
+        return module_state(self.d) + adam_state(self.d, self.opt) + rng_state() + \
+            channel_state(self.channel, self.cfg, self.n)
 
     def send_state(self, layout: Layout) -> None:
         self.t.send(layout.pack(self.state()), 0, "checkpoint")
@@ -84,3 +119,6 @@ class Worker:
         load_module_state(self.d, values)
         load_adam_state(self.d, self.opt, values)
         load_rng_state(values)
+        if self.channel is not None:
+            self.channel.load_state(feedback_name(self.n), feedback_shape(self.cfg), {
+                k[len("channel/"):]: v for k, v in values.items() if k.startswith("channel/")})

@@ -43,7 +43,9 @@ def test_resume_is_bit_identical(tmp_path, world):
     """2T iterations in one go == T, then --resume up to 2T (swaps and ACGAN included)."""
     straight, split = tmp_path / "straight", tmp_path / "split"
     # 96 samples, batch 8: N = 2 swaps after iterations 6 and 12, N = 3 after 4, 8 and 12
-    common = ["--swap-adam", "travel", "--checkpoint-every", "6", "--keep-checkpoints", "5"]
+    # compressed feedback: the compressor's call counter and the residual must resume too
+    common = ["--swap-adam", "travel", "--checkpoint-every", "6", "--keep-checkpoints", "5",
+              "--compress", "randomk:ratio=0.2", "--residual"]
     p1 = mdgan(world, straight, "--iterations", "12", *common)
     assert p1.returncode == 0, p1.stderr
     p2 = mdgan(world, split, "--iterations", "6", *common)

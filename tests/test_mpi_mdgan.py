@@ -23,6 +23,10 @@ CASES = {
     "mlp-plain-reset-saturating": dict(model="mlp", acgan=False, swap_adam="reset",
                                        g_loss="saturating", disc_steps=2),
     "cnn-acgan-reset": dict(model="cnn", acgan=True, swap_adam="reset", latent_dim=32),
+    "mlp-topk-residual": dict(model="mlp", compress="topk:ratio=0.05", residual=True),
+    "mlp-adacomp_bins-sign": dict(model="mlp", compress="adacomp_bins:bin_size=64,values=sign"),
+    "mlp-randomk-fp16": dict(model="mlp", compress="randomk:ratio=0.3,values=fp16",
+                             residual=False),
 }
 
 
@@ -61,24 +65,36 @@ def test_equivalence_with_single_process_reference(mpi_tmp_path, case):
                            next(type(result.model)(cfg.latent_dim).parameters()))
 
 
-@pytest.mark.parametrize("swap_adam", ["reset", "travel"])
-def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam):
+@pytest.mark.parametrize("swap_adam,compress", [("reset", "none"), ("travel", "none"),
+                                               ("reset", "topk:count=100")])
+def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam, compress):
     from mpi4py import MPI
-    world = MPI.COMM_WORLD.Get_size()
-    cfg = small_config(mpi_tmp_path / f"traffic-{swap_adam}", world, swap_adam=swap_adam,
-                       iterations=9, checkpoint_every=5)
+    comm = MPI.COMM_WORLD
+    world = comm.Get_size()
+    cfg = small_config(mpi_tmp_path / f"traffic-{swap_adam}-{compress}", world,
+                       swap_adam=swap_adam, iterations=9, checkpoint_every=5, compress=compress)
     result = run(cfg)
-    if MPI.COMM_WORLD.Get_rank() != 0:
+    sent = comm.gather(getattr(result, "feedback_bytes", 0), root=0)  # test bookkeeping
+    if comm.Get_rank() != 0:
         return
     d = make_discriminator(cfg.model, 11, 0, 1)
     d_state = sum(t.numel() * t.element_size() for t in d.state_dict().values())
     rng_bytes = torch.get_rng_state().numel()
+    channel = 0 if compress == "none" else 8 * 28 * 28 * 4  # residual of (8, 1, 28, 28)
     exp_bytes, exp_msgs = expected_traffic(cfg, world, d_state, len(list(d.parameters())),
-                                           count_params(d), rng_bytes)
+                                           count_params(d), rng_bytes, channel)
     assert worker_layout(cfg).nbytes == d_state + 2 * 4 * count_params(d) + \
-        4 * len(list(d.parameters())) + rng_bytes
+        4 * len(list(d.parameters())) + rng_bytes + channel
     with h5py.File(result.run_file, "r") as f:
         assert f["traffic"].attrs["header_bytes_per_message"] == 0
+        feedback = KINDS.index("feedback")
+        if compress != "none":  # data-dependent sizes: equal to what each worker sent
+            got = f["traffic/kinds/feedback/bytes"][()]
+            for w in range(1, world):
+                assert got[w, 0] == sent[w] and got[w].sum() == sent[w]
+                # 100 of 6272 values: far below the uncompressed float32 feedback
+                assert sent[w] < exp_bytes[feedback, w, 0] / 5
+            exp_bytes[feedback] = got
         for i, kind in enumerate(KINDS):
             assert np.array_equal(f[f"traffic/kinds/{kind}/bytes"][()], exp_bytes[i]), kind
             assert np.array_equal(f[f"traffic/kinds/{kind}/messages"][()], exp_msgs[i]), kind

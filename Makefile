@@ -43,6 +43,7 @@ test: setup
 
 bench: setup
 	$(BIN)/mpiexec -n 2 $(BIN)/python scripts/bench_transport.py
+	$(BIN)/python scripts/bench_compression.py
 
 clean:
 	rm -rf $(VENV) $(LOGS) runs *.egg-info

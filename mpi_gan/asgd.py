@@ -23,8 +23,7 @@ import compression
 
 from .asgd_roles import AsgdServer, AsgdWorker, evaluate
 from .atomic import atomic_h5
-from .checkpoint import (CheckpointError, check_compatible, check_out_is_free, checkpoint_path,
-                         prune_checkpoints, resolve_resume)
+from .checkpoint import CheckpointError, checkpoint_path, load_resume, prune_checkpoints
 from .config import AsgdConfig, parse_asgd_config, resolved_cache_dir, validate_asgd
 from .data import ensure_mnist_cache, load_shard, load_test_set
 from .launch import abort_on_exception, agree, local_rank, prepare_out, setup_logging
@@ -103,14 +102,6 @@ def write_asgd_checkpoint(path: str, cfg: AsgdConfig, server: AsgdServer, tables
         f.attrs["complete"] = 1
 
 
-def _load_resume(cfg: AsgdConfig, world_size: int) -> AsgdCheckpoint | None:
-    ckpt = resolve_resume(cfg.resume, read_asgd_checkpoint) if cfg.resume else None
-    if ckpt is not None:
-        check_compatible(ckpt, cfg, world_size)
-    check_out_is_free(cfg.out, ckpt.path if ckpt else None)
-    return ckpt
-
-
 @dataclass
 class AsgdResult:
     model: torch.nn.Module
@@ -125,7 +116,8 @@ def run_asgd(cfg: AsgdConfig, comm: MPI.Comm | None = None) -> AsgdResult:
     rank, size = comm.Get_rank(), comm.Get_size()
     agree(comm, lambda: validate_asgd(cfg, size))
     log = setup_logging(agree(comm, lambda: prepare_out(cfg.out, rank)), rank)
-    ckpt = agree(comm, lambda: _load_resume(cfg, size) if rank == 0 else None)
+    ckpt = agree(comm, lambda: load_resume(cfg, size, read_asgd_checkpoint)
+                 if rank == 0 else None)
     local = local_rank(comm)
     cache = resolved_cache_dir(cfg)
     needs_cache = cfg.dataset == "mnist" and not cfg.data_dir and local == 0

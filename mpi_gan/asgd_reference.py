@@ -17,7 +17,7 @@ from .asgd_roles import AsgdWorker, decode_push
 from .config import AsgdConfig
 from .data import load_shard
 from .models import make_classifier
-from .staleness import apply_push, staleness
+from .staleness import apply_parts
 
 
 class _LoopbackTransport:
@@ -54,14 +54,8 @@ def replay(cfg: AsgdConfig, world_size: int, workers: np.ndarray, t_pulls: np.nd
         message = role.push_message(t_pull, role.gradient(steps[w]))
         steps[w] += 1
         _, parts = decode_push(message, layers)
-        sent = tau_max = tau_sum = 0
-        for where, values in parts:
-            tau = staleness(touches, at_pull[w], where)
-            apply_push(theta, touches, where, values, cfg.lr,
-                       tau if cfg.staleness == "adacomp" else None)
-            sent += values.numel()
-            if tau.numel():
-                tau_max, tau_sum = max(tau_max, int(tau.max())), tau_sum + int(tau.sum())
+        sent, tau_max, tau_sum = apply_parts(theta, touches, at_pull[w], parts, cfg.lr,
+                                             cfg.staleness == "adacomp")
         out["sent"].append(sent)
         out["tau_max"].append(tau_max)
         out["tau_sum"].append(tau_sum)

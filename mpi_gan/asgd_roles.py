@@ -24,7 +24,7 @@ from compression.indexcodec import DENSE
 from compression.payload import decode_sparse, decode_values
 
 from .data import Shard, real_batch_indices
-from .staleness import apply_push, staleness
+from .staleness import apply_parts
 from .transport import ANY_SOURCE, Transport, TransportError
 
 HEADER = 16  # pull: version, step (int64 each)
@@ -113,14 +113,8 @@ class AsgdServer:
     def apply(self, worker: int, buf: torch.Tensor) -> dict:
         """Apply one push; returns its log row (without timing)."""
         t_pull, parts = decode_push(buf, self.layers)
-        sent = tau_max = tau_sum = 0
-        for where, values in parts:
-            tau = staleness(self.touches, self.at_pull[worker], where)
-            apply_push(self.theta, self.touches, where, values, self.lr,
-                       tau if self.use_staleness else None)
-            sent += values.numel()
-            if tau.numel():
-                tau_max, tau_sum = max(tau_max, int(tau.max())), tau_sum + int(tau.sum())
+        sent, tau_max, tau_sum = apply_parts(self.theta, self.touches, self.at_pull[worker],
+                                             parts, self.lr, self.use_staleness)
         self.version += 1
         return {"push": self.version, "worker": worker, "t_pull": t_pull,
                 "delay": self.version - 1 - t_pull, "sent": sent, "tau_max": tau_max,

@@ -175,6 +175,16 @@ def check_out_is_free(out: str, resume_path: str | None) -> None:
                           f"choose another --out, or --resume {out} to continue it")
 
 
+def load_resume(cfg, world_size: int, reader=None):
+    """Rank 0 at start-up: the checkpoint to continue from (None for a fresh run), after
+    checking that it fits this run and that ``--out`` holds no other run to overwrite."""
+    ckpt = resolve_resume(cfg.resume, reader) if cfg.resume else None
+    if ckpt is not None:
+        check_compatible(ckpt, cfg, world_size)
+    check_out_is_free(cfg.out, ckpt.path if ckpt else None)
+    return ckpt
+
+
 def prune_checkpoints(run_dir: str, keep: int) -> None:
     """Delete all but the ``keep`` newest checkpoints of a run directory."""
     for path in list_checkpoints(run_dir)[:-keep]:

@@ -17,8 +17,7 @@ import torch
 from mpi4py import MPI
 
 from . import algorithm as alg
-from .checkpoint import (Checkpoint, check_compatible, check_out_is_free, checkpoint_path,
-                         prune_checkpoints, resolve_resume, write_checkpoint)
+from .checkpoint import checkpoint_path, load_resume, prune_checkpoints, write_checkpoint
 from .config import NUM_CLASSES, Config, dataset_size, parse_config, resolved_cache_dir, validate
 from .data import ensure_mnist_cache, load_shard
 from .launch import (abort_on_exception, agree, local_rank, prepare_out, select_device,
@@ -54,16 +53,6 @@ def worker_layout(cfg: Config) -> Layout:
                   + channel_state(feedback_channel(cfg), cfg, 1))
 
 
-def _load_resume(cfg: Config, world_size: int) -> Checkpoint | None:
-    """Rank 0: the checkpoint to continue from (None for a fresh run), after checking
-    that it fits this run and that ``--out`` holds no other run to overwrite."""
-    ckpt = resolve_resume(cfg.resume) if cfg.resume else None
-    if ckpt is not None:
-        check_compatible(ckpt, cfg, world_size)
-    check_out_is_free(cfg.out, ckpt.path if ckpt else None)
-    return ckpt
-
-
 def run(cfg: Config, comm: MPI.Comm | None = None) -> RunResult:
     """Run MD-GAN on every rank of ``comm`` (collective). Set-up errors raise SetupFailed
     on every rank; later failures abort the job."""
@@ -74,7 +63,7 @@ def run(cfg: Config, comm: MPI.Comm | None = None) -> RunResult:
     log = setup_logging(log_path, rank)
     local = local_rank(comm)
     device = agree(comm, lambda: select_device(cfg.device, local))
-    ckpt = agree(comm, lambda: _load_resume(cfg, size) if rank == 0 else None)
+    ckpt = agree(comm, lambda: load_resume(cfg, size) if rank == 0 else None)
     needs_cache = cfg.dataset == "mnist" and not cfg.data_dir and local == 0
     agree(comm, lambda: ensure_mnist_cache(resolved_cache_dir(cfg)) if needs_cache else None)
     shard = agree(comm, lambda: load_shard(

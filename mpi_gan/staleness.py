@@ -29,3 +29,19 @@ def apply_push(theta: torch.Tensor, touches: torch.Tensor, idx, values: torch.Te
         step = step / tau.clamp(min=1).to(theta.dtype)
     theta[idx] -= step
     touches[idx] += 1
+
+
+def apply_parts(theta: torch.Tensor, touches: torch.Tensor, at_pull: torch.Tensor, parts,
+                lr: float, use_staleness: bool) -> tuple[int, int, int]:
+    """Apply one push given as [(indices or slice, values)] per layer.
+
+    Returns (values applied, max tau, sum of tau) over the push, for the log.
+    """
+    sent = tau_max = tau_sum = 0
+    for where, values in parts:
+        tau = staleness(touches, at_pull, where)
+        apply_push(theta, touches, where, values, lr, tau if use_staleness else None)
+        sent += values.numel()
+        if tau.numel():
+            tau_max, tau_sum = max(tau_max, int(tau.max())), tau_sum + int(tau.sum())
+    return sent, tau_max, tau_sum

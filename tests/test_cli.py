@@ -1,6 +1,8 @@
 """End-to-end tests of ``python -m mpi_gan.mdgan`` through real mpiexec subprocesses."""
 import hashlib
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from tests.conftest import mpirun
 
 pytestmark = pytest.mark.slow
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FAST = ["--dataset", "synthetic", "--synthetic-size", "96", "--batch-size", "8",
         "--log-every", "100", "--seed", "7"]
@@ -118,3 +121,43 @@ def test_exception_on_one_rank_aborts_job_and_keeps_checkpoint(tmp_path):
     resumed = mdgan(4, out, "--iterations", "12", "--checkpoint-every", "4", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout and "ckpt_00000008.h5" in resumed.stdout
+
+
+ASGD_FAST = ["--dataset", "synthetic", "--synthetic-size", "400", "--eval-size", "200",
+             "--eval-every", "50", "--log-every", "1000", "--seed", "2"]
+
+
+def test_asgd_end_to_end_and_traffic_report(tmp_path):
+    """Two asgd runs (uncompressed, AdaComp), then the analysis script's table."""
+    runs = {}
+    for name, compress in (("plain", "none"), ("ada", "adacomp:ratio=0.01,values=fp16")):
+        out = tmp_path / name
+        proc = mpirun(3, ["mpi_gan.asgd", *ASGD_FAST, "--iterations", "100", "--compress",
+                          compress, "--out", str(out)], timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert "final test accuracy" in proc.stdout
+        runs[name] = out / "run.h5"
+    report = subprocess.run([sys.executable, "scripts/traffic_report.py", str(runs["plain"]),
+                             str(runs["ada"])], capture_output=True, text=True, timeout=60,
+                            cwd=REPO)
+    assert report.returncode == 0, report.stderr
+    lines = report.stdout.splitlines()
+    ada = next(line for line in lines if "adacomp" in line)
+    factor = float(ada.split("x")[0].split()[-1])
+    assert factor > 50  # 1% of values, fp16, compact indices
+    assert "accuracy" in ada
+    plain = next(line for line in lines if " none " in line)
+    assert " 1.0x" in plain
+
+
+def test_asgd_bad_input(tmp_path):
+    cases = [(1, ["--iterations", "5"], "at least 2 MPI ranks"),
+             (3, ["--compress", "adacomp:ratio=3"], "bad ratio=3"),
+             (3, ["--compress", "zip"], "valid: adacomp, adacomp_bins"),
+             (3, ["--lr", "-1"], "must be a positive finite number"),
+             (3, ["--resume", str(tmp_path / "none")], "no such file")]
+    for n, args, message in cases:
+        proc = mpirun(n, ["mpi_gan.asgd", *ASGD_FAST, "--out", str(tmp_path / "x"), *args],
+                      timeout=60)
+        assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr)
+        assert proc.stderr.count("error:") == 1, proc.stderr

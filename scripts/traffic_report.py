@@ -35,12 +35,10 @@ def summarise(path: str) -> dict:
                "steps": int(f.attrs["iteration"]), "bytes": int(nbytes[1:, 0].sum()),
                "messages": int(messages[1:, 0].sum())}
         if fmt == "mpi-gan-asgd-run":
-            params = sum(int(np.prod(d.shape)) for d in f["model"].values()
-                         if isinstance(d, h5py.Dataset))
-            tensors = len(f["model"])
+            tensors = [d for d in f["model/model"].values() if isinstance(d, h5py.Dataset)]
             # a dense push: 8-byte version + per tensor a 'none' payload (header + float32s)
-            row["dense_per_message"] = 8 + 4 * params + 24 * tensors + 4 * sum(
-                len(d.shape) for d in f["model"].values())
+            row["dense_per_message"] = 8 + sum(24 + 4 * len(d.shape) + 4 * int(np.prod(d.shape))
+                                               for d in tensors)
             row["quality"] = f"accuracy {f['metrics/eval/accuracy'][-1]:.4f}"
         else:
             row["dense_per_message"] = int(config["batch_size"]) * 784 * 4

@@ -21,7 +21,7 @@ from mpi4py import MPI
 
 import compression
 
-from .asgd_roles import AsgdServer, AsgdWorker, evaluate
+from .asgd_roles import AsgdServer, AsgdWorker, evaluate, worker_state
 from .atomic import atomic_h5
 from .checkpoint import CheckpointError, checkpoint_path, load_resume, prune_checkpoints
 from .config import AsgdConfig, parse_asgd_config, resolved_cache_dir, validate_asgd
@@ -29,7 +29,8 @@ from .data import ensure_mnist_cache, load_shard, load_test_set
 from .launch import abort_on_exception, agree, local_rank, prepare_out, setup_logging
 from .models import count_params, make_classifier
 from .runlog import Metrics, read_table, read_traffic, write_common, write_run_file
-from .state import module_state
+from .checkpoint import _read_entries, _write_entries
+from .state import Layout, module_state
 from .transport import Transport
 
 FORMAT = "mpi-gan-asgd-checkpoint"
@@ -62,6 +63,20 @@ class AsgdCheckpoint:
     tables: dict[str, dict[str, np.ndarray]]
     traffic_bytes: np.ndarray
     traffic_messages: np.ndarray
+    worker_states: dict[int, dict[str, torch.Tensor]]
+
+
+def make_channel(cfg: AsgdConfig) -> compression.Channel:
+    """A worker's compressor, with residual memory if ``--residual``."""
+    return compression.Channel(compression.parse_spec(cfg.compress),
+                               compression.ResidualMemory() if cfg.residual else None)
+
+
+def worker_layout(cfg: AsgdConfig) -> Layout:
+    """Layout of a worker's compressor/residual state (empty for stateless compressors)."""
+    model = make_classifier(cfg.seed)
+    return Layout(worker_state(make_channel(cfg), [n for n, _ in model.named_parameters()],
+                               [tuple(p.shape) for p in model.parameters()]))
 
 
 def read_asgd_checkpoint(path: str) -> AsgdCheckpoint:
@@ -78,7 +93,9 @@ def read_asgd_checkpoint(path: str) -> AsgdCheckpoint:
                 push_counts=f["server/push_counts"][()],
                 tables={"metrics": read_table(f, "metrics"),
                         "metrics/eval": read_table(f, "metrics/eval")},
-                traffic_bytes=traffic[0], traffic_messages=traffic[1])
+                traffic_bytes=traffic[0], traffic_messages=traffic[1],
+                worker_states={int(name.split("_")[1]): _read_entries(f["workers"][name])
+                               for name in f.get("workers", {})})
     except CheckpointError:
         raise
     except (OSError, KeyError, ValueError) as exc:
@@ -86,8 +103,10 @@ def read_asgd_checkpoint(path: str) -> AsgdCheckpoint:
             from exc
 
 
-def write_asgd_checkpoint(path: str, cfg: AsgdConfig, server: AsgdServer, tables, traffic):
-    """Atomic: /config, metrics tables, /traffic, /model (state dict), /server state."""
+def write_asgd_checkpoint(path: str, cfg: AsgdConfig, server: AsgdServer, tables, traffic,
+                          worker_states: dict[int, dict[str, torch.Tensor]]):
+    """Atomic: /config, metrics tables, /traffic, /model (state dict), /server state,
+    /workers/worker_<n>/channel/... (compressor and residual state, when there is any)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with atomic_h5(path) as f:
         f.attrs.update({"format": FORMAT, "format_version": 1, "iteration": server.version,
@@ -99,6 +118,8 @@ def write_asgd_checkpoint(path: str, cfg: AsgdConfig, server: AsgdServer, tables
         f.create_dataset("server/theta", data=server.theta.numpy())
         f.create_dataset("server/touches", data=server.touches.numpy())
         f.create_dataset("server/push_counts", data=server.push_counts)
+        for n, state in sorted(worker_states.items()):
+            _write_entries(f.create_group(f"workers/worker_{n}"), list(state.items()))
         f.attrs["complete"] = 1
 
 
@@ -129,12 +150,15 @@ def run_asgd(cfg: AsgdConfig, comm: MPI.Comm | None = None) -> AsgdResult:
     with abort_on_exception(comm):
         transport = Transport(comm)
         model = make_classifier(cfg.seed)
+        layout = worker_layout(cfg)
+        start = np.array([ckpt.iteration if ckpt else 0], dtype=np.int64)
+        comm.Bcast([start, MPI.INT64_T], root=0)
         if rank == 0:
-            return _serve(cfg, transport, model, data, ckpt, log)
-        worker = AsgdWorker(transport, model, data, compression.Channel(
-            compression.parse_spec(cfg.compress),
-            compression.ResidualMemory() if cfg.residual else None), cfg.batch_size, cfg.seed)
+            return _serve(cfg, transport, model, data, ckpt, log, layout)
+        worker = AsgdWorker(transport, model, data, make_channel(cfg), cfg.batch_size, cfg.seed)
         log.info("worker %d: shard of %d samples, compress %s", rank, len(data), cfg.compress)
+        if start[0] > 0 and layout.fields:
+            worker.load_state(layout.unpack(transport.recv(layout.empty(), 0, "restore")))
         worker.run()
         transport.totals()
         log.info("worker %d: pushed %.1f MB, %.1f s computing", rank, worker.pushed_bytes / 1e6,
@@ -142,70 +166,112 @@ def run_asgd(cfg: AsgdConfig, comm: MPI.Comm | None = None) -> AsgdResult:
         return AsgdResult(model, pushed_bytes=worker.pushed_bytes)
 
 
-def _serve(cfg, transport, model, test, ckpt, log) -> AsgdResult:
+class _Progress:
+    """Per-push bookkeeping of the server: log rows, evaluations, progress lines."""
+
+    def __init__(self, cfg, server, test, log, dense_push):
+        self.cfg, self.server, self.test, self.log = cfg, server, test, log
+        self.pushes, self.evals = push_table(), eval_table()
+        self.tables = {"metrics": self.pushes, "metrics/eval": self.evals}
+        self.dense_push = dense_push
+        self.start = time.perf_counter()
+        self.window = (self.start, server.version)
+
+    def record(self, row: dict) -> None:
+        cfg, v = self.cfg, self.server.version
+        self.pushes.append(**row, seconds=time.perf_counter() - self.start)
+        if v % cfg.eval_every == 0 or v == cfg.iterations:
+            accuracy, loss = evaluate(self.server.model_with_theta(), self.test)
+            self.evals.append(push=v, accuracy=accuracy, loss=loss)
+        if v % cfg.log_every == 0 or v == cfg.iterations:
+            rate = (v - self.window[1]) / (time.perf_counter() - self.window[0])
+            self.window = (time.perf_counter(), v)
+            received = int(np.sum(self.pushes.rows["bytes"]))
+            self.log.info("push %d/%d  %.0f pushes/s  test accuracy %.4f  worker->server "
+                          "%.2f MB (%.1fx smaller than uncompressed)", v, cfg.iterations, rate,
+                          self.evals.rows["accuracy"][-1] if len(self.evals) else float("nan"),
+                          received / 1e6, self.dense_push * len(self.pushes) / max(received, 1))
+
+
+def _serve(cfg, transport, model, test, ckpt, log, layout) -> AsgdResult:
     server = AsgdServer(transport, model, cfg.lr, cfg.staleness == "adacomp")
-    pushes, evals = push_table(), eval_table()
-    tables = {"metrics": pushes, "metrics/eval": evals}
+    dense_push = 8 + sum(compression.get("none").compress(p.detach(), n).nbytes
+                         for n, p in model.named_parameters())
+    progress = _Progress(cfg, server, test, log, dense_push)
     if ckpt is not None:
         server.theta.copy_(ckpt.theta)
         server.touches.copy_(ckpt.touches)
         server.push_counts[:] = ckpt.push_counts
         server.version = ckpt.iteration
-        for name, table in tables.items():
+        for name, table in progress.tables.items():
             table.load(ckpt.tables[name])
         transport.add_base(ckpt.traffic_bytes, ckpt.traffic_messages)
+        if layout.fields:
+            server.restore_states(layout, ckpt.worker_states)
         log.info("resumed from %s at push %d", ckpt.path, ckpt.iteration)
-    dense_push = 8 + sum(compression.get("none").compress(p.detach(), n).nbytes
-                         for n, p in model.named_parameters())
+    progress.window = (progress.start, server.version)
     log.info("ASGD: 1 server + %d workers, AdaComp CNN %d params, compress %s%s, staleness %s, "
              "lr %g, pushes %d..%d (an uncompressed push is %d bytes)", transport.size - 1,
              count_params(model), cfg.compress, " + residual" if cfg.residual else "",
              cfg.staleness, cfg.lr, server.version, cfg.iterations, dense_push)
-    start = time.perf_counter()
-    window = (start, server.version)
     for w in server.workers:
         server.send_pull(w)
-    result = AsgdResult(model)
+    every = cfg.checkpoint_every
+    next_checkpoint = (server.version // every + 1) * every if every else None
     while server.version < cfg.iterations:
         worker, buf = server.receive_push()
-        row = server.apply(worker, buf)
-        pushes.append(**row, seconds=time.perf_counter() - start)
-        v = server.version
-        if v % cfg.eval_every == 0 or v == cfg.iterations:
-            accuracy, loss = evaluate(server.model_with_theta(), test)
-            evals.append(push=v, accuracy=accuracy, loss=loss)
-        if v % cfg.log_every == 0 or v == cfg.iterations:
-            rate = (v - window[1]) / (time.perf_counter() - window[0])
-            window = (time.perf_counter(), v)
-            received = int(np.sum(pushes.rows["bytes"]))
-            log.info("push %d/%d  %.0f pushes/s  test accuracy %.4f  worker->server %.2f MB "
-                     "(%.1fx smaller than uncompressed)", v, cfg.iterations, rate,
-                     evals.rows["accuracy"][-1] if len(evals) else float("nan"), received / 1e6,
-                     dense_push * len(pushes) / max(received, 1))
-        if v == cfg.iterations:
+        progress.record(server.apply(worker, buf))
+        if server.version >= cfg.iterations:
             break
+        if next_checkpoint is not None and server.version >= next_checkpoint:
+            states = _quiesce(cfg, server, progress, layout)
+            _write_checkpoint(cfg, server, progress, transport.local_view(), states)
+            next_checkpoint = (server.version // every + 1) * every
+            if server.version >= cfg.iterations:
+                break
+            for w in server.workers:
+                if w not in server.computing:
+                    server.send_pull(w)
+            continue
         server.send_pull(worker)
-        if cfg.checkpoint_every and v % cfg.checkpoint_every == 0:
-            path = checkpoint_path(cfg.out, v)
-            write_asgd_checkpoint(path, cfg, server, tables, transport.local_view())
-            prune_checkpoints(cfg.out, cfg.keep_checkpoints)
-    # stop everyone: the last pusher now, the others after their in-flight push
-    server.send_stop(worker)
-    for _ in range(len(server.workers) - 1):
-        other, _ = server.receive_push()  # computed on a stale model: counted, not applied
-        server.send_stop(other)
+    states = _quiesce(cfg, server, progress, layout)  # the target is reached: nothing applied
+    for w in server.workers:
+        server.send_stop(w)
     traffic = transport.totals()
-    result.checkpoint = checkpoint_path(cfg.out, server.version)
-    write_asgd_checkpoint(result.checkpoint, cfg, server, tables, traffic)
-    prune_checkpoints(cfg.out, cfg.keep_checkpoints)
+    result = AsgdResult(model)
+    result.checkpoint = _write_checkpoint(cfg, server, progress, traffic, states)
     result.run_file = os.path.join(cfg.out, "run.h5")
     write_run_file(result.run_file, "mpi-gan-asgd-run", cfg, transport.size, server.version,
-                   tables, *traffic, "model", module_state(server.model_with_theta()),
+                   progress.tables, *traffic, "model", module_state(server.model_with_theta()),
                    finished=True)
     log.info("final test accuracy %.4f after %d pushes; run file %s",
-             evals.rows["accuracy"][-1], server.version, result.run_file)
+             progress.evals.rows["accuracy"][-1], server.version, result.run_file)
     result.model = server.model_with_theta()
     return result
+
+
+def _quiesce(cfg, server, progress, layout) -> dict[int, dict[str, torch.Tensor]]:
+    """Let every in-flight push land, then collect the idle workers' compressor states.
+
+    Pushes are applied while the server is below --iterations and discarded after
+    (counted in the traffic either way). Without worker state to save (a stateless
+    compressor, no --residual) nothing waits: returns {} at once, unless this is
+    the end of the run (the caller then stops the workers, who must be idle).
+    """
+    if not layout.fields and server.version < cfg.iterations:
+        return {}
+    while server.computing:
+        worker, buf = server.receive_push()
+        if server.version < cfg.iterations:
+            progress.record(server.apply(worker, buf))
+    return server.gather_states(layout) if layout.fields else {}
+
+
+def _write_checkpoint(cfg, server, progress, traffic, states) -> str:
+    path = checkpoint_path(cfg.out, server.version)
+    write_asgd_checkpoint(path, cfg, server, progress.tables, traffic, states)
+    prune_checkpoints(cfg.out, cfg.keep_checkpoints)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,10 @@ def replay(cfg: AsgdConfig, world_size: int, workers: np.ndarray, t_pulls: np.nd
     touches = torch.zeros_like(theta, dtype=torch.int64)
     layers = [(n, tuple(p.shape), o) for (n, p), o in zip(
         model.named_parameters(), np.cumsum([0] + [p.numel() for p in model.parameters()]))]
-    roles, pulled, at_pull, steps = {}, {}, {}, {}
+    # theta and touch counts at every version some push was computed on
+    wanted = set(t_pulls.tolist())
+    snapshots = {0: (theta.clone(), touches.clone())}
+    roles, steps = {}, {}
     for w in range(1, world_size):
         shard = load_shard(cfg.dataset, cfg.seed, world_size - 1, w, cfg.data_dir,
                            cfg.cache_dir, cfg.synthetic_size)
@@ -43,23 +46,24 @@ def replay(cfg: AsgdConfig, world_size: int, workers: np.ndarray, t_pulls: np.nd
                                       compression.ResidualMemory() if cfg.residual else None)
         roles[w] = AsgdWorker(_LoopbackTransport(w), make_classifier(cfg.seed), shard, channel,
                               cfg.batch_size, cfg.seed)
-        pulled[w], at_pull[w], steps[w] = (0, theta.clone()), touches.clone(), 0
+        steps[w] = 0
     out = {"sent": [], "tau_max": [], "tau_sum": []}
     for version, (w, t_pull) in enumerate(zip(workers.tolist(), t_pulls.tolist())):
-        if pulled[w][0] != t_pull:
-            raise ValueError(f"push {version + 1}: worker {w} pulled version {pulled[w][0]}, "
-                             f"the log says {t_pull}")
+        if t_pull not in snapshots:
+            raise ValueError(f"push {version + 1}: version {t_pull} was never current")
+        pulled_theta, at_pull = snapshots[t_pull]
         role = roles[w]
-        vector_to_parameters(pulled[w][1], role.model.parameters())
+        vector_to_parameters(pulled_theta, role.model.parameters())
         message = role.push_message(t_pull, role.gradient(steps[w]))
         steps[w] += 1
         _, parts = decode_push(message, layers)
-        sent, tau_max, tau_sum = apply_parts(theta, touches, at_pull[w], parts, cfg.lr,
+        sent, tau_max, tau_sum = apply_parts(theta, touches, at_pull, parts, cfg.lr,
                                              cfg.staleness == "adacomp")
         out["sent"].append(sent)
         out["tau_max"].append(tau_max)
         out["tau_sum"].append(tau_sum)
-        pulled[w], at_pull[w] = (version + 1, theta.clone()), touches.clone()
+        if version + 1 in wanted:
+            snapshots[version + 1] = (theta.clone(), touches.clone())
     result = {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
     result["theta"] = theta
     return result

@@ -3,7 +3,9 @@
 Messages (all raw bytes, counted by kind):
   pull  server -> worker: int64 version, int64 worker step, then the model's
         float32 parameters (flat, ``parameters()`` order); version -1 and no
-        parameters means stop.
+        parameters means stop, -2 asks for the worker's compressor state.
+  checkpoint / restore: a worker's compressor and residual state, packed
+        (``state.Layout``), when the server checkpoints or resumes.
   push  worker -> server: int64 version of the pull it computed on, then one
         compression payload per parameter tensor, in ``parameters()`` order.
 The worker step numbers the worker's gradients; its real batch is a pure
@@ -24,11 +26,13 @@ from compression.indexcodec import DENSE
 from compression.payload import decode_sparse, decode_values
 
 from .data import Shard, real_batch_indices
+from .state import Layout
 from .staleness import apply_parts
 from .transport import ANY_SOURCE, Transport, TransportError
 
 HEADER = 16  # pull: version, step (int64 each)
-STOP = -1
+STOP = -1    # pull version meaning: stop
+STATE = -2   # pull version meaning: send your compressor state (kind 'checkpoint')
 
 
 def layer_offsets(model: nn.Module) -> list[tuple[str, tuple[int, ...], int]]:
@@ -78,6 +82,12 @@ def evaluate(model: nn.Module, test: Shard, chunk: int = 1000) -> tuple[float, f
     return correct / len(test), loss / len(test)
 
 
+def worker_state(channel: compression.Channel, names, shapes) -> list[tuple[str, torch.Tensor]]:
+    """``channel/<parameter>/<key>`` entries of a worker's compressor and residual state."""
+    return [(f"channel/{name}/{key}", value) for name, shape in zip(names, shapes)
+            for key, value in channel.state(name, shape)]
+
+
 class AsgdServer:
     """Holds theta and applies every push as it arrives, from any worker."""
 
@@ -94,21 +104,40 @@ class AsgdServer:
         self.workers = list(range(1, transport.size))
         self.push_counts = np.zeros(transport.size, dtype=np.int64)
         self.version = 0
+        self.computing: set[int] = set()  # workers with a push in flight
 
     def send_pull(self, worker: int) -> None:
         """Send theta with its version and the worker's next step; remember the pull."""
         self.header[0], self.header[1] = self.version, int(self.push_counts[worker])
         self.at_pull[worker] = self.touches.clone()
         self.t.send(self.pull, worker, "pull")
+        self.computing.add(worker)
+
+    def _send_signal(self, worker: int, signal: int) -> None:
+        self.header[0] = signal
+        self.t.send(self.pull[:HEADER], worker, "pull")
 
     def send_stop(self, worker: int) -> None:
-        self.header[0] = STOP
-        self.t.send(self.pull[:HEADER], worker, "pull")
+        self._send_signal(worker, STOP)
 
     def receive_push(self) -> tuple[int, torch.Tensor]:
         buf, worker = self.t.recv_any_size(ANY_SOURCE, "push")
         self.push_counts[worker] += 1
+        self.computing.discard(worker)
         return worker, buf
+
+    def gather_states(self, layout: Layout) -> dict[int, dict[str, torch.Tensor]]:
+        """Every (idle) worker's compressor state, asked for one by one."""
+        states = {}
+        for w in self.workers:
+            self._send_signal(w, STATE)
+            states[w] = layout.unpack(self.t.recv(layout.empty(), w, "checkpoint"))
+        return states
+
+    def restore_states(self, layout: Layout, states: dict[int, dict[str, torch.Tensor]]) -> None:
+        for w in self.workers:
+            self.t.send(layout.pack([(f.name, states[w][f.name]) for f in layout.fields]), w,
+                        "restore")
 
     def apply(self, worker: int, buf: torch.Tensor) -> dict:
         """Apply one push; returns its log row (without timing)."""
@@ -133,8 +162,19 @@ class AsgdWorker:
         self.t, self.model, self.shard, self.channel = transport, model, shard, channel
         self.batch_size, self.seed = batch_size, seed
         self.names = [name for name, _ in model.named_parameters()]
+        self.shapes = [tuple(p.shape) for p in model.parameters()]
         self.pushed_bytes = 0
         self.compute_seconds = 0.0
+
+    def state(self) -> list[tuple[str, torch.Tensor]]:
+        """The compressor's and residual's state for every parameter tensor."""
+        return worker_state(self.channel, self.names, self.shapes)
+
+    def load_state(self, values: dict[str, torch.Tensor]) -> None:
+        for name, shape in zip(self.names, self.shapes):
+            prefix = f"channel/{name}/"
+            self.channel.load_state(name, shape, {k[len(prefix):]: v for k, v in values.items()
+                                                  if k.startswith(prefix)})
 
     def gradient(self, step: int) -> list[torch.Tensor]:
         idx = real_batch_indices(self.seed, self.t.rank, len(self.shard), self.batch_size, step)
@@ -156,6 +196,10 @@ class AsgdWorker:
             version, step = buf[:HEADER].view(torch.int64).tolist()
             if version == STOP:
                 return
+            if version == STATE:
+                entries = self.state()
+                self.t.send(Layout(entries).pack(entries), 0, "checkpoint")
+                continue
             tic = time.perf_counter()
             vector_to_parameters(buf[HEADER:].view(torch.float32), self.model.parameters())
             message = self.push_message(version, self.gradient(step))

@@ -29,7 +29,7 @@ from .data import ensure_mnist_cache, load_shard, load_test_set
 from .launch import abort_on_exception, agree, local_rank, prepare_out, setup_logging
 from .models import count_params, make_classifier
 from .runlog import Metrics, read_table, read_traffic, write_common, write_run_file
-from .checkpoint import _read_entries, _write_entries
+from .checkpoint import read_entries, write_entries
 from .state import Layout, module_state
 from .transport import Transport
 
@@ -94,7 +94,7 @@ def read_asgd_checkpoint(path: str) -> AsgdCheckpoint:
                 tables={"metrics": read_table(f, "metrics"),
                         "metrics/eval": read_table(f, "metrics/eval")},
                 traffic_bytes=traffic[0], traffic_messages=traffic[1],
-                worker_states={int(name.split("_")[1]): _read_entries(f["workers"][name])
+                worker_states={int(name.split("_")[1]): read_entries(f["workers"][name])
                                for name in f.get("workers", {})})
     except CheckpointError:
         raise
@@ -119,7 +119,7 @@ def write_asgd_checkpoint(path: str, cfg: AsgdConfig, server: AsgdServer, tables
         f.create_dataset("server/touches", data=server.touches.numpy())
         f.create_dataset("server/push_counts", data=server.push_counts)
         for n, state in sorted(worker_states.items()):
-            _write_entries(f.create_group(f"workers/worker_{n}"), list(state.items()))
+            write_entries(f.create_group(f"workers/worker_{n}"), list(state.items()))
         f.attrs["complete"] = 1
 
 
@@ -158,7 +158,7 @@ def run_asgd(cfg: AsgdConfig, comm: MPI.Comm | None = None) -> AsgdResult:
         worker = AsgdWorker(transport, model, data, make_channel(cfg), cfg.batch_size, cfg.seed)
         log.info("worker %d: shard of %d samples, compress %s", rank, len(data), cfg.compress)
         if start[0] > 0 and layout.fields:
-            worker.load_state(layout.unpack(transport.recv(layout.empty(), 0, "restore")))
+            worker.load_state(layout.unpack(transport.recv_into(layout.empty(), 0, "restore")))
         worker.run()
         transport.totals()
         log.info("worker %d: pushed %.1f MB, %.1f s computing", rank, worker.pushed_bytes / 1e6,

@@ -110,12 +110,12 @@ class AsgdServer:
         """Send theta with its version and the worker's next step; remember the pull."""
         self.header[0], self.header[1] = self.version, int(self.push_counts[worker])
         self.at_pull[worker] = self.touches.clone()
-        self.t.send(self.pull, worker, "pull")
+        self.t.send_tensor(self.pull, worker, "pull")
         self.computing.add(worker)
 
     def _send_signal(self, worker: int, signal: int) -> None:
         self.header[0] = signal
-        self.t.send(self.pull[:HEADER], worker, "pull")
+        self.t.send_tensor(self.pull[:HEADER], worker, "pull")
 
     def send_stop(self, worker: int) -> None:
         self._send_signal(worker, STOP)
@@ -131,12 +131,12 @@ class AsgdServer:
         states = {}
         for w in self.workers:
             self._send_signal(w, STATE)
-            states[w] = layout.unpack(self.t.recv(layout.empty(), w, "checkpoint"))
+            states[w] = layout.unpack(self.t.recv_into(layout.empty(), w, "checkpoint"))
         return states
 
     def restore_states(self, layout: Layout, states: dict[int, dict[str, torch.Tensor]]) -> None:
         for w in self.workers:
-            self.t.send(layout.pack([(f.name, states[w][f.name]) for f in layout.fields]), w,
+            self.t.send_tensor(layout.pack([(f.name, states[w][f.name]) for f in layout.fields]), w,
                         "restore")
 
     def apply(self, worker: int, buf: torch.Tensor) -> dict:
@@ -198,11 +198,11 @@ class AsgdWorker:
                 return
             if version == STATE:
                 entries = self.state()
-                self.t.send(Layout(entries).pack(entries), 0, "checkpoint")
+                self.t.send_tensor(Layout(entries).pack(entries), 0, "checkpoint")
                 continue
             tic = time.perf_counter()
             vector_to_parameters(buf[HEADER:].view(torch.float32), self.model.parameters())
             message = self.push_message(version, self.gradient(step))
             self.compute_seconds += time.perf_counter() - tic
             self.pushed_bytes += message.numel()
-            self.t.send(message, 0, "push")
+            self.t.send_tensor(message, 0, "push")

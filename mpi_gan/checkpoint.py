@@ -49,12 +49,12 @@ def checkpoint_path(out: str, iteration: int) -> str:
     return os.path.join(out, "checkpoints", f"ckpt_{iteration:08d}.h5")
 
 
-def _write_entries(group, entries: list[tuple[str, torch.Tensor]]) -> None:
+def write_entries(group, entries: list[tuple[str, torch.Tensor]]) -> None:
     for name, tensor in entries:
         group.create_dataset(name, data=tensor.detach().cpu().numpy())
 
 
-def _read_entries(group) -> dict[str, torch.Tensor]:
+def read_entries(group) -> dict[str, torch.Tensor]:
     out = {}
 
     def visit(name, obj):
@@ -75,10 +75,10 @@ def write_checkpoint(path: str, cfg: Config, iteration: int, world_size: int,
         f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
                         "iteration": iteration, "world_size": world_size})
         write_common(f, cfg, {"metrics": metrics}, traffic_bytes, traffic_messages)
-        _write_entries(f.create_group("generator"), generator)
+        write_entries(f.create_group("generator"), generator)
         discs = f.create_group("discriminators")
         for n, entries in sorted(discriminators.items()):
-            _write_entries(discs.create_group(f"worker_{n}"), entries)
+            write_entries(discs.create_group(f"worker_{n}"), entries)
         rng_group = f.create_group("rng")
         for r, state in sorted(rng.items()):
             rng_group.create_dataset(f"rank_{r}", data=state.numpy())
@@ -95,7 +95,7 @@ def read_checkpoint(path: str) -> Checkpoint:
                 raise CheckpointError(f"{path}: unsupported checkpoint format version "
                                       f"{f.attrs['format_version']}")
             world = int(f.attrs["world_size"])
-            discs = {int(name.split("_")[1]): _read_entries(f["discriminators"][name])
+            discs = {int(name.split("_")[1]): read_entries(f["discriminators"][name])
                      for name in f["discriminators"]}
             if sorted(discs) != list(range(1, world)):
                 raise CheckpointError(f"{path}: discriminators of workers {sorted(discs)} do not "
@@ -104,7 +104,7 @@ def read_checkpoint(path: str) -> Checkpoint:
             return Checkpoint(
                 path=path, config=Config.from_attrs(f["config"].attrs),
                 iteration=int(f.attrs["iteration"]), world_size=world,
-                generator=_read_entries(f["generator"]), discriminators=discs,
+                generator=read_entries(f["generator"]), discriminators=discs,
                 rng={int(n.split("_")[1]): torch.from_numpy(f["rng"][n][()]) for n in f["rng"]},
                 metrics=read_table(f), traffic_bytes=traffic_bytes,
                 traffic_messages=traffic_messages)

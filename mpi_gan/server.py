@@ -46,15 +46,15 @@ class Server:
         requests = []
         for n in self.workers:
             g, d = self.assignment[n]
-            requests.append(self.t.isend(generated[g].detach(), n, "batch_g"))
-            requests.append(self.t.isend(generated[d].detach(), n, "batch_d"))
+            requests.append(self.t.isend_tensor(generated[g].detach(), n, "batch_g"))
+            requests.append(self.t.isend_tensor(generated[d].detach(), n, "batch_d"))
             if cfg.acgan:
                 labels = torch.cat([latents[g][1], latents[d][1]])
-                requests.append(self.t.isend(labels, n, "labels"))
+                requests.append(self.t.isend_tensor(labels, n, "labels"))
         for n in self.workers:
             if self.decoder is None:
-                requests.append(self.t.irecv(self.feedback[n], n, "feedback"))
-            requests.append(self.t.irecv(self.losses[n], n, "losses"))
+                requests.append(self.t.irecv_into(self.feedback[n], n, "feedback"))
+            requests.append(self.t.irecv_into(self.losses[n], n, "losses"))
         if self.decoder is not None:
             for _ in self.workers:  # in arrival order; summed below in worker order
                 self._receive_compressed_feedback()
@@ -88,7 +88,7 @@ class Server:
         """Receive every worker's packed state (kind 'checkpoint'), worker by worker."""
         states = {}
         for n in self.workers:
-            buf = self.t.recv(self.worker_layout.empty(), n, "checkpoint")
+            buf = self.t.recv_into(self.worker_layout.empty(), n, "checkpoint")
             states[n] = self.worker_layout.unpack(buf)
         return states
 
@@ -96,4 +96,4 @@ class Server:
         """Send each worker its state from a checkpoint (kind 'restore')."""
         for n in self.workers:
             entries = [(f.name, states[n][f.name].to(f.dtype)) for f in self.worker_layout.fields]
-            self.t.send(self.worker_layout.pack(entries), n, "restore")
+            self.t.send_tensor(self.worker_layout.pack(entries), n, "restore")

@@ -209,13 +209,13 @@ class Transport:
         self._received_messages[_KIND_INDEX[kind]][source] += 1
 
     # ------------------------------------------------------------ blocking
-    def send(self, tensor: torch.Tensor, dest: int, kind: str) -> None:
+    def send_tensor(self, tensor: torch.Tensor, dest: int, kind: str) -> None:
         """Send ``tensor`` to ``dest`` as one message of ``kind``."""
         data = self._outgoing(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
         self.comm.Send(self._wire(data), dest=dest, tag=tag)
 
-    def recv(self, out: torch.Tensor, source: int, kind: str) -> torch.Tensor:
+    def recv_into(self, out: torch.Tensor, source: int, kind: str) -> torch.Tensor:
         """Receive one message of ``kind`` from ``source`` into ``out`` (shape and dtype fixed)."""
         buf, finish = self._incoming(out)
         status = MPI.Status()
@@ -225,7 +225,7 @@ class Transport:
             finish()
         return out
 
-    def sendrecv(self, tensor: torch.Tensor, dest: int, out: torch.Tensor, source: int,
+    def sendrecv_into(self, tensor: torch.Tensor, dest: int, out: torch.Tensor, source: int,
                  kind: str) -> torch.Tensor:
         """Send ``tensor`` to ``dest`` while receiving ``out`` from ``source``; cannot deadlock
         in any permutation pattern."""
@@ -255,13 +255,13 @@ class Transport:
         return buf, source
 
     # -------------------------------------------------------- non-blocking
-    def isend(self, tensor: torch.Tensor, dest: int, kind: str) -> Request:
+    def isend_tensor(self, tensor: torch.Tensor, dest: int, kind: str) -> Request:
         """Start sending ``tensor``; it must not change until the request is waited on."""
         data = self._outgoing(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
         return Request(self.comm.Isend(self._wire(data), dest=dest, tag=tag), (data,))
 
-    def irecv(self, out: torch.Tensor, source: int, kind: str) -> Request:
+    def irecv_into(self, out: torch.Tensor, source: int, kind: str) -> Request:
         """Start receiving into ``out``; its content is valid once the request is waited on."""
         buf, finish = self._incoming(out)
 

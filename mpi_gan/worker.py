@@ -63,9 +63,10 @@ class Worker:
     def step(self, iteration: int) -> None:
         """Run iteration ``iteration`` (0-based) of Algorithm 1 on this worker."""
         cfg = self.cfg
-        incoming = [self.t.irecv(self.x_g, 0, "batch_g"), self.t.irecv(self.x_d, 0, "batch_d")]
+        incoming = [self.t.irecv_into(self.x_g, 0, "batch_g"),
+                    self.t.irecv_into(self.x_d, 0, "batch_d")]
         if cfg.acgan:
-            incoming.append(self.t.irecv(self.labels, 0, "labels"))
+            incoming.append(self.t.irecv_into(self.labels, 0, "labels"))
         idx = real_batch_indices(cfg.seed, self.n, len(self.shard), cfg.batch_size, iteration)
         x_r = self.shard.images[idx].to(self.device)
         y_r = self.shard.labels[idx].to(self.device) if cfg.acgan else None
@@ -82,7 +83,8 @@ class Worker:
             payload = self.channel.encode(feedback, feedback_name(self.n))
             message = torch.from_numpy(payload.to_bytes())
         self.feedback_bytes += message.numel() * message.element_size()
-        wait_all([self.t.isend(message, 0, "feedback"), self.t.isend(losses, 0, "losses")])
+        wait_all([self.t.isend_tensor(message, 0, "feedback"),
+                  self.t.isend_tensor(losses, 0, "losses")])
 
     def _swap_entries(self) -> list[tuple[str, torch.Tensor]]:
         entries = module_state(self.d)
@@ -97,7 +99,7 @@ class Worker:
             return
         entries = self._swap_entries()
         layout = Layout(entries)
-        received = self.t.sendrecv(layout.pack(entries), dest[self.n - 1], layout.empty(),
+        received = self.t.sendrecv_into(layout.pack(entries), dest[self.n - 1], layout.empty(),
                                    alg.swap_source(dest, self.n), "swap")
         values = layout.unpack(received)
         load_module_state(self.d, values)
@@ -112,10 +114,10 @@ class Worker:
             channel_state(self.channel, self.cfg, self.n)
 
     def send_state(self, layout: Layout) -> None:
-        self.t.send(layout.pack(self.state()), 0, "checkpoint")
+        self.t.send_tensor(layout.pack(self.state()), 0, "checkpoint")
 
     def receive_state(self, layout: Layout) -> None:
-        values = layout.unpack(self.t.recv(layout.empty(), 0, "restore"))
+        values = layout.unpack(self.t.recv_into(layout.empty(), 0, "restore"))
         load_module_state(self.d, values)
         load_adam_state(self.d, self.opt, values)
         load_rng_state(values)

@@ -58,8 +58,8 @@ def main():
         tensor = torch.from_numpy(array)
         raw_send = lambda peer: comm.Send([array, MPI.FLOAT], dest=peer, tag=7)  # noqa: E731
         raw_recv = lambda peer: comm.Recv([array, MPI.FLOAT], source=peer, tag=7)  # noqa: E731
-        our_send = lambda peer: transport.send(tensor, peer, "batch_g")  # noqa: E731
-        our_recv = lambda peer: transport.recv(tensor, peer, "batch_g")  # noqa: E731
+        our_send = lambda peer: transport.send_tensor(tensor, peer, "batch_g")  # noqa: E731
+        our_recv = lambda peer: transport.recv_into(tensor, peer, "batch_g")  # noqa: E731
         probe = round_trips(comm, rank, raw_send, raw_recv, 3)
         reps = np.array([max(3, int(args.seconds / max(probe, 1e-7)))], dtype=np.int64)
         comm.Bcast(reps, root=0)

@@ -30,11 +30,11 @@ def test_ring_round_trip_every_dtype_and_shape(transport):
     for dtype in DTYPES:
         for shape in SHAPES:
             out = torch.empty(shape, dtype=dtype)
-            recv = transport.irecv(out, left, "swap")
-            send = transport.isend(payload(dtype, shape, rank), right, "swap")
+            recv = transport.irecv_into(out, left, "swap")
+            send = transport.isend_tensor(payload(dtype, shape, rank), right, "swap")
             wait_all([recv, send])
             assert torch.equal(out, payload(dtype, shape, left)), (dtype, shape)
-            got = transport.sendrecv(payload(dtype, shape, rank), right,
+            got = transport.sendrecv_into(payload(dtype, shape, rank), right,
                                      torch.empty(shape, dtype=dtype), left, "feedback")
             assert torch.equal(got, payload(dtype, shape, left)), (dtype, shape)
 
@@ -43,7 +43,7 @@ def test_counters_and_totals(transport):
     rank, size = transport.rank, transport.size
     right, left = (rank + 1) % size, (rank - 1) % size
     for _ in range(3):
-        transport.sendrecv(torch.zeros(10), right, torch.empty(10), left, "losses")
+        transport.sendrecv_into(torch.zeros(10), right, torch.empty(10), left, "losses")
     totals = transport.totals(root=0)
     kind = KINDS.index("losses")
     if rank == 0:
@@ -62,18 +62,18 @@ def test_counters_and_totals(transport):
 def test_size_mismatch_is_an_error_not_a_silent_short_read(transport):
     rank, size = transport.rank, transport.size
     right, left = (rank + 1) % size, (rank - 1) % size
-    req = transport.isend(torch.zeros(3), right, "labels")
+    req = transport.isend_tensor(torch.zeros(3), right, "labels")
     with pytest.raises(TransportError, match="expected 20 bytes, received 12"):
-        transport.recv(torch.empty(5), left, "labels")
+        transport.recv_into(torch.empty(5), left, "labels")
     req.wait()
 
 
 def test_tags_and_unknown_kind(transport):
     assert len({tag_of(k) for k in KINDS}) == len(KINDS)
     with pytest.raises(TransportError, match="unknown message kind"):
-        transport.isend(torch.zeros(1), 0, "nope")
+        transport.isend_tensor(torch.zeros(1), 0, "nope")
     with pytest.raises(TransportError, match="contiguous"):
-        transport.isend(torch.zeros(4, 4).t(), 0, "swap")
+        transport.isend_tensor(torch.zeros(4, 4).t(), 0, "swap")
 
 
 def test_any_size_from_any_source_and_local_view(transport):
@@ -92,4 +92,4 @@ def test_any_size_from_any_source_and_local_view(transport):
         assert nbytes[push, :, 0].tolist() == [3 * r for r in range(size)]
         assert messages[push, 1:, 0].tolist() == [1] * (size - 1)
     else:
-        transport.send(torch.full((rank * 3,), rank, dtype=torch.uint8), 0, "push")
+        transport.send_tensor(torch.full((rank * 3,), rank, dtype=torch.uint8), 0, "push")

@@ -23,10 +23,10 @@ import compression
 
 from .asgd_roles import AsgdServer, AsgdWorker, evaluate, worker_state
 from .atomic import atomic_h5
-from .checkpoint import CheckpointError, checkpoint_path, load_resume, prune_checkpoints
+from .checkpoint import CheckpointError, checkpoint_path, prune_checkpoints
 from .config import AsgdConfig, parse_asgd_config, resolved_cache_dir, validate_asgd
-from .data import ensure_mnist_cache, load_shard, load_test_set
-from .launch import abort_on_exception, agree, local_rank, prepare_out, setup_logging
+from .data import load_shard, load_test_set
+from .launch import abort_on_exception, agree, start_run
 from .models import count_params, make_classifier
 from .runlog import Metrics, read_table, read_traffic, write_common, write_run_file
 from .checkpoint import read_entries, write_entries
@@ -135,14 +135,8 @@ def run_asgd(cfg: AsgdConfig, comm: MPI.Comm | None = None) -> AsgdResult:
     """Collective over ``comm``: rank 0 serves, the others work."""
     comm = comm if comm is not None else MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
-    agree(comm, lambda: validate_asgd(cfg, size))
-    log = setup_logging(agree(comm, lambda: prepare_out(cfg.out, rank)), rank)
-    ckpt = agree(comm, lambda: load_resume(cfg, size, read_asgd_checkpoint)
-                 if rank == 0 else None)
-    local = local_rank(comm)
+    log, ckpt, _ = start_run(comm, cfg, validate_asgd, read_asgd_checkpoint)
     cache = resolved_cache_dir(cfg)
-    needs_cache = cfg.dataset == "mnist" and not cfg.data_dir and local == 0
-    agree(comm, lambda: ensure_mnist_cache(cache) if needs_cache else None)
     data = agree(comm, lambda: load_shard(cfg.dataset, cfg.seed, size - 1, rank, cfg.data_dir,
                                           cache, cfg.synthetic_size) if rank > 0 else
                  load_test_set(cfg.dataset, cfg.seed, cfg.eval_size, cfg.data_dir, cache))

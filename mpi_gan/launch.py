@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from .checkpoint import CheckpointError
-from .config import ConfigError
-from .data import DataError
+from .checkpoint import CheckpointError, load_resume
+from .config import ConfigError, resolved_cache_dir
+from .data import DataError, ensure_mnist_cache
 
 EXIT_USAGE = 2
 SETUP_ERRORS = (ConfigError, DataError, CheckpointError, OSError)
@@ -127,3 +127,22 @@ def setup_logging(log_path: str, rank: int) -> logging.Logger:
         console.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(console)
     return logger
+
+
+def start_run(comm: MPI.Comm, cfg, validate, reader=None):
+    """The set-up shared by the entry points, each step agreed on by every rank.
+
+    Validates ``cfg`` for the world size (``validate(cfg, size)``), prepares
+    ``--out`` and this rank's log, lets rank 0 find and check the checkpoint to
+    resume (``reader`` parses one), and converts the offline MNIST into its HDF5
+    cache once per node. Returns (logger, checkpoint or None on other ranks,
+    local rank).
+    """
+    rank, size = comm.Get_rank(), comm.Get_size()
+    agree(comm, lambda: validate(cfg, size))
+    log = setup_logging(agree(comm, lambda: prepare_out(cfg.out, rank)), rank)
+    ckpt = agree(comm, lambda: load_resume(cfg, size, reader) if rank == 0 else None)
+    local = local_rank(comm)
+    needs_cache = cfg.dataset == "mnist" and not cfg.data_dir and local == 0
+    agree(comm, lambda: ensure_mnist_cache(resolved_cache_dir(cfg)) if needs_cache else None)
+    return log, ckpt, local

@@ -17,11 +17,10 @@ import torch
 from mpi4py import MPI
 
 from . import algorithm as alg
-from .checkpoint import checkpoint_path, load_resume, prune_checkpoints, write_checkpoint
+from .checkpoint import checkpoint_path, prune_checkpoints, write_checkpoint
 from .config import NUM_CLASSES, Config, dataset_size, parse_config, resolved_cache_dir, validate
-from .data import ensure_mnist_cache, load_shard
-from .launch import (abort_on_exception, agree, local_rank, prepare_out, select_device,
-                     setup_logging)
+from .data import load_shard
+from .launch import abort_on_exception, agree, select_device, start_run
 from .models import count_params, make_discriminator, make_generator
 from .runlog import mdgan_metrics, write_run_file
 from .server import Server
@@ -58,14 +57,8 @@ def run(cfg: Config, comm: MPI.Comm | None = None) -> RunResult:
     on every rank; later failures abort the job."""
     comm = comm if comm is not None else MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
-    agree(comm, lambda: validate(cfg, size))
-    log_path = agree(comm, lambda: prepare_out(cfg.out, rank))
-    log = setup_logging(log_path, rank)
-    local = local_rank(comm)
+    log, ckpt, local = start_run(comm, cfg, validate)
     device = agree(comm, lambda: select_device(cfg.device, local))
-    ckpt = agree(comm, lambda: load_resume(cfg, size) if rank == 0 else None)
-    needs_cache = cfg.dataset == "mnist" and not cfg.data_dir and local == 0
-    agree(comm, lambda: ensure_mnist_cache(resolved_cache_dir(cfg)) if needs_cache else None)
     shard = agree(comm, lambda: load_shard(
         cfg.dataset, cfg.seed, size - 1, rank, cfg.data_dir, resolved_cache_dir(cfg),
         cfg.synthetic_size) if rank > 0 else None)

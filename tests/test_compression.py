@@ -163,3 +163,21 @@ def test_randomk_is_seeded_and_adacomp_is_per_layer_fraction():
     ada = compression.get("adacomp")
     assert ada.compress(torch.randn(32), "bias").count == 1  # max(1, int(0.01 * 32))
     assert ada.compress(torch.randn(18432), "conv").count == 184
+
+
+@given(n=st.integers(1 << 16, 1 << 18), ratio=st.floats(0.0005, 0.06), seed=st.integers(0, 99),
+       layout=st.sampled_from(["random", "sorted", "spikes"]))
+@settings(max_examples=25, deadline=None)
+def test_sampled_topk_is_exact_on_large_tensors(n, ratio, seed, layout):
+    """The sampled-threshold path returns exactly the k largest magnitudes, whatever the layout
+    (sorted values and isolated spikes defeat the sample; the fallback must catch it)."""
+    from compression.sparsify import topk_indices
+    x = distinct_magnitudes(n, seed)
+    if layout == "sorted":
+        x = x.abs().sort().values
+    elif layout == "spikes":
+        x = x / n
+        x[torch.arange(0, n, 997)] *= 1e6
+    k = max(1, int(ratio * n))
+    expected = torch.topk(x.abs(), k).indices.sort().values
+    assert torch.equal(topk_indices(x, k), expected)

@@ -61,22 +61,22 @@ class Channel:
         self.compressor = compressor
         self.memory = None if compressor.owns_residual else memory
 
-    def state(self, name: str, shape) -> list[tuple[str, torch.Tensor]]:
+    def state(self, name: str, shape, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
         """Named tensors of everything kept about tensor ``name`` (compressor state and
-        residual), with fixed shapes, for checkpoints: ``compressor/<key>``, ``memory/<key>``."""
+        residual), with fixed shapes, for checkpoints: ``<prefix>compressor/<key>`` and
+        ``<prefix>memory/<key>``."""
         numel = int(np.prod(shape)) if len(shape) else 1
-        entries = [(f"compressor/{k}", v) for k, v in self.compressor.state(name, numel).items()]
+        parts = [("compressor/", self.compressor.state(name, numel))]
         if self.memory is not None:
-            entries += [(f"memory/{k}", v) for k, v in self.memory.state(name, numel).items()]
-        return entries
+            parts.append(("memory/", self.memory.state(name, numel)))
+        return [(f"{prefix}{part}{k}", v) for part, entries in parts for k, v in entries.items()]
 
-    def load_state(self, name: str, shape, values: dict[str, torch.Tensor]) -> None:
-        """Restore what ``state`` returned (keys as produced there)."""
-        self.compressor.load_state(name, {k.split("/", 1)[1]: v for k, v in values.items()
-                                          if k.startswith("compressor/")})
+    def load_state(self, name: str, shape, values: dict[str, torch.Tensor],
+                   prefix: str = "") -> None:
+        """Restore what ``state`` returned; ``values`` may hold other keys too."""
+        self.compressor.load_state(name, _under(values, prefix + "compressor/"))
         if self.memory is not None:
-            self.memory.load_state(name, {k.split("/", 1)[1]: v for k, v in values.items()
-                                          if k.startswith("memory/")}, shape)
+            self.memory.load_state(name, _under(values, prefix + "memory/"), shape)
 
     def encode(self, tensor: torch.Tensor, name: str) -> Payload:
         if self.memory is None:
@@ -85,6 +85,11 @@ class Channel:
         payload = self.compressor.compress(compensated, name)
         self.memory.update(compensated, name, self.compressor.decompress(payload))
         return payload
+
+
+def _under(values: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries whose key starts with ``prefix``, keyed by the rest."""
+    return {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
 
 
 def pack(payloads: list[Payload]) -> np.ndarray:

@@ -21,7 +21,7 @@ from mpi4py import MPI
 
 import compression
 
-from .asgd_roles import AsgdServer, AsgdWorker, evaluate, worker_state
+from .asgd_roles import AsgdServer, AsgdWorker, evaluate, make_channel, worker_state
 from .atomic import atomic_h5
 from .checkpoint import CheckpointError, checkpoint_path, prune_checkpoints
 from .config import AsgdConfig, parse_asgd_config, resolved_cache_dir, validate_asgd
@@ -66,16 +66,11 @@ class AsgdCheckpoint:
     worker_states: dict[int, dict[str, torch.Tensor]]
 
 
-def make_channel(cfg: AsgdConfig) -> compression.Channel:
-    """A worker's compressor, with residual memory if ``--residual``."""
-    return compression.Channel(compression.parse_spec(cfg.compress),
-                               compression.ResidualMemory() if cfg.residual else None)
-
-
 def worker_layout(cfg: AsgdConfig) -> Layout:
     """Layout of a worker's compressor/residual state (empty for stateless compressors)."""
     model = make_classifier(cfg.seed)
-    return Layout(worker_state(make_channel(cfg), [n for n, _ in model.named_parameters()],
+    return Layout(worker_state(make_channel(cfg.compress, cfg.residual),
+                               [n for n, _ in model.named_parameters()],
                                [tuple(p.shape) for p in model.parameters()]))
 
 
@@ -149,7 +144,8 @@ def run_asgd(cfg: AsgdConfig, comm: MPI.Comm | None = None) -> AsgdResult:
         comm.Bcast([start, MPI.INT64_T], root=0)
         if rank == 0:
             return _serve(cfg, transport, model, data, ckpt, log, layout)
-        worker = AsgdWorker(transport, model, data, make_channel(cfg), cfg.batch_size, cfg.seed)
+        worker = AsgdWorker(transport, model, data, make_channel(cfg.compress, cfg.residual),
+                            cfg.batch_size, cfg.seed)
         log.info("worker %d: shard of %d samples, compress %s", rank, len(data), cfg.compress)
         if start[0] > 0 and layout.fields:
             worker.load_state(layout.unpack(transport.recv_into(layout.empty(), 0, "restore")))

@@ -11,9 +11,7 @@ import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-import compression
-
-from .asgd_roles import AsgdWorker, decode_push
+from .asgd_roles import AsgdWorker, decode_push, layer_offsets, make_channel
 from .config import AsgdConfig
 from .data import load_shard
 from .models import make_classifier
@@ -33,8 +31,7 @@ def replay(cfg: AsgdConfig, world_size: int, workers: np.ndarray, t_pulls: np.nd
     model = make_classifier(cfg.seed)
     theta = parameters_to_vector(model.parameters()).detach().clone()
     touches = torch.zeros_like(theta, dtype=torch.int64)
-    layers = [(n, tuple(p.shape), o) for (n, p), o in zip(
-        model.named_parameters(), np.cumsum([0] + [p.numel() for p in model.parameters()]))]
+    layers = layer_offsets(model)
     # theta and touch counts at every version some push was computed on
     wanted = set(t_pulls.tolist())
     snapshots = {0: (theta.clone(), touches.clone())}
@@ -42,10 +39,8 @@ def replay(cfg: AsgdConfig, world_size: int, workers: np.ndarray, t_pulls: np.nd
     for w in range(1, world_size):
         shard = load_shard(cfg.dataset, cfg.seed, world_size - 1, w, cfg.data_dir,
                            cfg.cache_dir, cfg.synthetic_size)
-        channel = compression.Channel(compression.parse_spec(cfg.compress),
-                                      compression.ResidualMemory() if cfg.residual else None)
-        roles[w] = AsgdWorker(_LoopbackTransport(w), make_classifier(cfg.seed), shard, channel,
-                              cfg.batch_size, cfg.seed)
+        roles[w] = AsgdWorker(_LoopbackTransport(w), make_classifier(cfg.seed), shard,
+                              make_channel(cfg.compress, cfg.residual), cfg.batch_size, cfg.seed)
         steps[w] = 0
     out = {"sent": [], "tau_max": [], "tau_sum": []}
     for version, (w, t_pull) in enumerate(zip(workers.tolist(), t_pulls.tolist())):

@@ -82,10 +82,16 @@ def evaluate(model: nn.Module, test: Shard, chunk: int = 1000) -> tuple[float, f
     return correct / len(test), loss / len(test)
 
 
+def make_channel(compress: str, residual: bool) -> compression.Channel:
+    """A worker's compressor (``--compress`` spec), with residual memory if ``residual``."""
+    return compression.Channel(compression.parse_spec(compress),
+                               compression.ResidualMemory() if residual else None)
+
+
 def worker_state(channel: compression.Channel, names, shapes) -> list[tuple[str, torch.Tensor]]:
     """``channel/<parameter>/<key>`` entries of a worker's compressor and residual state."""
-    return [(f"channel/{name}/{key}", value) for name, shape in zip(names, shapes)
-            for key, value in channel.state(name, shape)]
+    return [entry for name, shape in zip(names, shapes)
+            for entry in channel.state(name, shape, prefix=f"channel/{name}/")]
 
 
 class AsgdServer:
@@ -172,9 +178,7 @@ class AsgdWorker:
 
     def load_state(self, values: dict[str, torch.Tensor]) -> None:
         for name, shape in zip(self.names, self.shapes):
-            prefix = f"channel/{name}/"
-            self.channel.load_state(name, shape, {k[len(prefix):]: v for k, v in values.items()
-                                                  if k.startswith(prefix)})
+            self.channel.load_state(name, shape, values, prefix=f"channel/{name}/")
 
     def gradient(self, step: int) -> list[torch.Tensor]:
         idx = real_batch_indices(self.seed, self.t.rank, len(self.shard), self.batch_size, step)

@@ -40,8 +40,7 @@ def channel_state(channel: compression.Channel | None, cfg: Config, worker: int
     """The feedback channel's state entries (``channel/...``) for checkpoints."""
     if channel is None:
         return []
-    return [(f"channel/{k}", v) for k, v in channel.state(feedback_name(worker),
-                                                          feedback_shape(cfg))]
+    return channel.state(feedback_name(worker), feedback_shape(cfg), prefix="channel/")
 
 
 class Worker:
@@ -122,5 +121,5 @@ class Worker:
         load_adam_state(self.d, self.opt, values)
         load_rng_state(values)
         if self.channel is not None:
-            self.channel.load_state(feedback_name(self.n), feedback_shape(self.cfg), {
-                k[len("channel/"):]: v for k, v in values.items() if k.startswith("channel/")})
+            self.channel.load_state(feedback_name(self.n), feedback_shape(self.cfg), values,
+                                    prefix="channel/")

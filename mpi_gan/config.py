@@ -274,23 +274,11 @@ def parse_asgd_config(argv, prog: str = "python -m mpi_gan.asgd", quiet: bool = 
 
 def validate_asgd(cfg: AsgdConfig, world_size: int) -> None:
     """Raise ConfigError if ``cfg`` cannot run on ``world_size`` ranks."""
-    if world_size < 2:
-        raise ConfigError(f"asynchronous SGD needs at least 2 MPI ranks (1 server + >= 1 "
-                          f"worker), got {world_size}: launch with mpiexec -n N+1")
-    for name in ("iterations", "batch_size", "synthetic_size", "keep_checkpoints", "threads",
-                 "log_every", "eval_every", "eval_size"):
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-    if not cfg.lr > 0:
-        raise ConfigError(f"--lr must be > 0, got {cfg.lr}")
-    for name, allowed in AsgdConfig.CHOICES.items():
-        if getattr(cfg, name) not in allowed:
-            raise ConfigError(f"--{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
-    check_compress_spec(cfg.compress)
-    shard = dataset_size(cfg) // (world_size - 1)
-    if shard < cfg.batch_size:
-        raise ConfigError(f"each of the {world_size - 1} workers holds {shard} samples, fewer "
-                          f"than --batch-size {cfg.batch_size}")
+    workers = _require_ranks(world_size, "asynchronous SGD")
+    _require_positive(cfg, ("iterations", "batch_size", "synthetic_size", "keep_checkpoints",
+                            "threads", "log_every", "eval_every", "eval_size", "lr"))
+    _require_choices(cfg)
+    _require_data_and_compressor(cfg, workers)
 
 
 def dataset_size(cfg) -> int:
@@ -298,41 +286,60 @@ def dataset_size(cfg) -> int:
     return MNIST_TRAIN_SIZE if cfg.dataset == "mnist" else cfg.synthetic_size
 
 
-def validate(cfg: Config, world_size: int) -> None:
-    """Raise ConfigError if ``cfg`` cannot run on ``world_size`` MPI ranks."""
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _require_ranks(world_size: int, what: str) -> int:
+    """The number of workers; ConfigError below 1 server + 1 worker."""
     if world_size < 2:
-        raise ConfigError(
-            f"MD-GAN needs at least 2 MPI ranks (1 server + >= 1 worker), got {world_size}: "
-            "launch with mpiexec -n N+1")
-    workers = world_size - 1
-    if not 1 <= cfg.k <= workers:
-        raise ConfigError(f"--k must satisfy 1 <= k <= number of workers ({workers}), got {cfg.k}")
-    for name in ("iterations", "batch_size", "disc_steps", "latent_dim", "synthetic_size",
-                 "keep_checkpoints", "threads", "log_every"):
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-    for name in ("swap_epochs", "checkpoint_every", "seed"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
-    for name, allowed in Config.CHOICES.items():
-        if getattr(cfg, name) not in allowed:
-            raise ConfigError(f"--{name.replace('_', '-')} must be one of {allowed}, "
-                              f"got {getattr(cfg, name)!r}")
-    for name in ("lr_g", "lr_d"):
+        raise ConfigError(f"{what} needs at least 2 MPI ranks (1 server + >= 1 worker), got "
+                          f"{world_size}: launch with mpiexec -n N+1")
+    return world_size - 1
+
+
+def _require_positive(cfg, names) -> None:
+    for name in names:
         if not getattr(cfg, name) > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
-    for name in ("beta1", "beta2"):
-        if not 0.0 <= getattr(cfg, name) < 1.0:
-            raise ConfigError(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
-    if cfg.acgan and cfg.latent_dim <= NUM_CLASSES:
-        raise ConfigError(f"--latent-dim must exceed {NUM_CLASSES} with --acgan "
-                          f"(it includes the one-hot class), got {cfg.latent_dim}")
+            raise ConfigError(f"{_flag(name)} must be positive, got {getattr(cfg, name)}")
+
+
+def _require_choices(cfg) -> None:
+    for name, allowed in type(cfg).CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"{_flag(name)} must be one of {allowed}, "
+                              f"got {getattr(cfg, name)!r}")
+
+
+def _require_data_and_compressor(cfg, workers: int) -> None:
+    """A valid ``--compress`` spec and a shard of at least one batch per worker."""
     check_compress_spec(cfg.compress)
     shard = dataset_size(cfg) // workers
     if shard < cfg.batch_size:
         raise ConfigError(
             f"each of the {workers} workers holds {shard} samples of {cfg.dataset}, fewer than "
             f"--batch-size {cfg.batch_size}: lower the batch size or the worker count")
+
+
+def validate(cfg: Config, world_size: int) -> None:
+    """Raise ConfigError if ``cfg`` cannot run on ``world_size`` MPI ranks."""
+    workers = _require_ranks(world_size, "MD-GAN")
+    if not 1 <= cfg.k <= workers:
+        raise ConfigError(f"--k must satisfy 1 <= k <= number of workers ({workers}), got {cfg.k}")
+    _require_positive(cfg, ("iterations", "batch_size", "disc_steps", "latent_dim",
+                            "synthetic_size", "keep_checkpoints", "threads", "log_every",
+                            "lr_g", "lr_d"))
+    for name in ("swap_epochs", "checkpoint_every", "seed"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(cfg, name)}")
+    _require_choices(cfg)
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ConfigError(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.acgan and cfg.latent_dim <= NUM_CLASSES:
+        raise ConfigError(f"--latent-dim must exceed {NUM_CLASSES} with --acgan "
+                          f"(it includes the one-hot class), got {cfg.latent_dim}")
+    _require_data_and_compressor(cfg, workers)
 
 
 def resolved_cache_dir(cfg) -> str:

@@ -1,4 +1,4 @@
-"""Install the mpi_gan and compression packages.
+"""Install the mpi_gan package (compressors: mpi_gan.compression).
 
 CPU-only machines: install the small CPU build of torch first
 (``pip install torch --index-url https://download.pytorch.org/whl/cpu`` or a
@@ -12,7 +12,7 @@ setup(
     name="mpi-gan",
     version="0.1.0",
     description="MD-GAN and AdaComp over MPI: distributed GAN training for HPC clusters",
-    packages=find_packages(include=["mpi_gan", "mpi_gan.*", "compression", "compression.*"]),
+    packages=find_packages(include=["mpi_gan", "mpi_gan.*"]),
     python_requires=">=3.10",
     install_requires=["mpi4py>=4.0", "numpy>=1.24", "h5py>=3.8", "torch>=2.1"],
     extras_require={

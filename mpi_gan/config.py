@@ -358,7 +358,7 @@ def mismatched_fields(stored, current) -> list[str]:
 
 def check_compress_spec(spec: str) -> None:
     """ConfigError unless ``spec`` names a valid compressor with valid parameters."""
-    import compression
+    from . import compression
 
     try:
         compression.parse_spec(spec)

@@ -6,20 +6,13 @@ after a resume, so no random state has to be carried between iterations.
 """
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
+# The one implementation lives with the compressors, which import nothing from the
+# training code; every training stream is derived with the same function.
+from .compression._seed import derive_seed
 
-def derive_seed(seed: int, *tags: object) -> int:
-    """A 63-bit seed for the stream named by ``tags`` under the run ``seed``.
-
-    Uses BLAKE2b of the textual tags: stable across processes and Python
-    versions (unlike ``hash()``).
-    """
-    text = "/".join([str(int(seed))] + [str(t) for t in tags])
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+__all__ = ["derive_seed", "generator"]
 
 
 def generator(seed: int, *tags: object) -> torch.Generator:

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-import compression
-from compression.payload import Payload
+from mpi_gan import compression
+from mpi_gan.compression.payload import Payload
 
 SPECS = ["none", "fp16", "topk:ratio=0.01", "randomk:ratio=0.01", "adacomp:ratio=0.01",
          "adacomp:ratio=0.01,values=fp16", "adacomp_bins:bin_size=64",

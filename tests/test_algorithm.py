@@ -2,11 +2,12 @@
 import pytest
 import torch
 
-from mpi_gan import algorithm as alg
+from mpi_gan.algorithms.mdgan import plan as alg
+from mpi_gan.gan.losses import error_feedback, generator_loss_per_sample, latent_batch
 from mpi_gan.config import Config
 from mpi_gan.models import make_discriminator, make_generator
-from mpi_gan.traffic_model import expected_traffic
-from mpi_gan.transport import KINDS
+from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
+from mpi_gan.comm.transport import KINDS
 
 
 @pytest.mark.parametrize("model,acgan,saturating", [("mlp", True, False), ("mlp", False, True),
@@ -18,12 +19,12 @@ def test_feedback_path_equals_autograd_through_composed_model(model, acgan, satu
     batches = alg.generated_batches(2)
     outputs = 11 if acgan else 1
     discs = {n: make_discriminator(model, outputs, 0, n) for n in range(1, workers + 1)}
-    latents = [alg.latent_batch(latent, acgan, b, 0, 0, j) for j in range(batches)]
+    latents = [latent_batch(latent, 10 if acgan else 0, b, 0, 0, j) for j in range(batches)]
     assign = {n: alg.batch_assignment(n, batches)[0] for n in discs}
 
     g1 = make_generator(model, latent, 0)
     generated = [g1(z) for z, _ in latents]
-    feedbacks = [alg.error_feedback(discs[n], generated[assign[n]].detach(),
+    feedbacks = [error_feedback(discs[n], generated[assign[n]].detach(),
                                     latents[assign[n]][1], saturating)[0] for n in sorted(discs)]
     grads = alg.feedback_gradients(feedbacks, [assign[n] for n in sorted(discs)], batches,
                                    1.0 / (workers * b))
@@ -34,7 +35,7 @@ def test_feedback_path_equals_autograd_through_composed_model(model, acgan, satu
 
     g2 = make_generator(model, latent, 0)
     generated2 = [g2(z) for z, _ in latents]
-    total = sum(alg.generator_loss_per_sample(discs[n](generated2[assign[n]]),
+    total = sum(generator_loss_per_sample(discs[n](generated2[assign[n]]),
                                               latents[assign[n]][1], saturating).mean()
                 for n in sorted(discs)) / workers
     total.backward()
@@ -83,21 +84,21 @@ def test_swap_schedule():
 
 
 def test_latent_batch_deterministic_and_acgan_one_hot():
-    z, y = alg.latent_batch(100, True, 16, 3, 7, 1)
-    z2, y2 = alg.latent_batch(100, True, 16, 3, 7, 1)
+    z, y = latent_batch(100, 10, 16, 3, 7, 1)
+    z2, y2 = latent_batch(100, 10, 16, 3, 7, 1)
     assert torch.equal(z, z2) and torch.equal(y, y2)
     assert z.shape == (16, 100) and y.shape == (16,)
     assert torch.equal(z[:, 90:].argmax(1), y) and torch.equal(z[:, 90:].sum(1), torch.ones(16))
-    z3, _ = alg.latent_batch(100, True, 16, 3, 7, 2)
+    z3, _ = latent_batch(100, 10, 16, 3, 7, 2)
     assert not torch.equal(z, z3)
-    z4, y4 = alg.latent_batch(64, False, 5, 3, 7, 1)
+    z4, y4 = latent_batch(64, 0, 5, 3, 7, 1)
     assert z4.shape == (5, 64) and y4 is None
 
 
 def test_generator_losses():
     logits = torch.tensor([[0.0], [2.0]])
-    sat = alg.generator_loss_per_sample(logits, None, saturating=True)
-    ns = alg.generator_loss_per_sample(logits, None, saturating=False)
+    sat = generator_loss_per_sample(logits, None, saturating=True)
+    ns = generator_loss_per_sample(logits, None, saturating=False)
     d = torch.sigmoid(logits[:, 0])
     assert torch.allclose(sat, torch.log(1 - d))
     assert torch.allclose(ns, -torch.log(d))
@@ -124,7 +125,7 @@ def test_traffic_model_hand_computed():
 
 
 def test_staleness_rule_by_hand():
-    from mpi_gan.staleness import apply_push, staleness
+    from mpi_gan.algorithms.asgd.staleness import apply_push, staleness
     theta = torch.zeros(5)
     touches = torch.zeros(5, dtype=torch.int64)
     at_pull_a = touches.clone()                    # worker a pulls at version 0

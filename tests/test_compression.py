@@ -5,10 +5,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import compression
-from compression import PayloadError, indexcodec
-from compression.payload import DTYPES, Payload
-from compression.sparsify import bin_selection
+from mpi_gan import compression
+from mpi_gan.compression import PayloadError, indexcodec
+from mpi_gan.compression.payload import DTYPES, Payload
+from mpi_gan.compression.sparsify import bin_selection
 
 ALL_SPECS = ["none", "fp16", "topk:ratio=0.1", "topk:count=3,values=fp16", "randomk:ratio=0.2",
              "adacomp", "adacomp:ratio=0.05,values=fp16", "adacomp_bins",
@@ -171,7 +171,7 @@ def test_randomk_is_seeded_and_adacomp_is_per_layer_fraction():
 def test_sampled_topk_is_exact_on_large_tensors(n, ratio, seed, layout):
     """The sampled-threshold path returns exactly the k largest magnitudes, whatever the layout
     (sorted values and isolated spikes defeat the sample; the fallback must catch it)."""
-    from compression.sparsify import topk_indices
+    from mpi_gan.compression.sparsify import topk_indices
     x = distinct_magnitudes(n, seed)
     if layout == "sorted":
         x = x.abs().sort().values

@@ -6,9 +6,9 @@ import torch
 from torch.nn.utils import parameters_to_vector
 
 from mpi_gan.asgd import run_asgd, worker_layout
-from mpi_gan.asgd_reference import replay
+from mpi_gan.algorithms.asgd.reference import replay
 from mpi_gan.config import AsgdConfig
-from mpi_gan.transport import KINDS
+from mpi_gan.comm.transport import KINDS
 
 pytestmark = pytest.mark.mpi(min_size=2)
 

@@ -11,9 +11,9 @@ import torch
 from mpi_gan.config import Config
 from mpi_gan.mdgan import run, worker_layout
 from mpi_gan.models import count_params, make_discriminator
-from mpi_gan.reference import run_reference
-from mpi_gan.traffic_model import expected_traffic
-from mpi_gan.transport import KINDS
+from mpi_gan.algorithms.mdgan.reference import run_reference
+from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
+from mpi_gan.comm.transport import KINDS
 
 pytestmark = pytest.mark.mpi(min_size=2)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from mpi_gan.transport import KINDS, Transport, TransportError, tag_of, wait_all
+from mpi_gan.comm.transport import KINDS, Transport, TransportError, tag_of, wait_all
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -77,7 +77,7 @@ def test_tags_and_unknown_kind(transport):
 
 
 def test_any_size_from_any_source_and_local_view(transport):
-    from mpi_gan.transport import ANY_SOURCE
+    from mpi_gan.comm.transport import ANY_SOURCE
     rank, size = transport.rank, transport.size
     if rank == 0:
         seen = {}

@@ -5,21 +5,22 @@ import numpy as np
 import pytest
 import torch
 
-from mpi_gan import algorithm as alg
-from mpi_gan.checkpoint import (CheckpointError, check_compatible, checkpoint_path,
+from mpi_gan.algorithms.mdgan import plan as alg
+from mpi_gan.gan.losses import make_adam
+from mpi_gan.io.checkpoint import (CheckpointError, check_compatible, checkpoint_path,
                                 prune_checkpoints, read_checkpoint, resolve_resume,
                                 write_checkpoint)
 from mpi_gan.config import Config, ConfigError, validate
 from mpi_gan.models import make_discriminator, make_generator
-from mpi_gan.runlog import mdgan_metrics
-from mpi_gan.state import (Layout, adam_state, load_adam_state, load_module_state, module_state,
+from mpi_gan.io.runlog import mdgan_metrics
+from mpi_gan.io.state import (Layout, adam_state, load_adam_state, load_module_state, module_state,
                            rng_state)
-from mpi_gan.transport import KINDS
+from mpi_gan.comm.transport import KINDS
 
 
 def trained_disc(seed=0):
     d = make_discriminator("mlp", 11, seed, 1)
-    opt = alg.make_adam(d, 1e-3, 0.5, 0.999)
+    opt = make_adam(d, 1e-3, 0.5, 0.999)
     d(torch.randn(4, 1, 28, 28)).sum().backward()
     opt.step()
     return d, opt
@@ -31,7 +32,7 @@ def test_layout_round_trip_restores_training_exactly():
     layout = Layout(entries)
     values = layout.unpack(layout.pack(entries))
     d2 = make_discriminator("mlp", 11, 9, 1)
-    opt2 = alg.make_adam(d2, 1e-3, 0.5, 0.999)
+    opt2 = make_adam(d2, 1e-3, 0.5, 0.999)
     load_module_state(d2, values)
     load_adam_state(d2, opt2, values)
     x = torch.randn(4, 1, 28, 28)
@@ -47,7 +48,7 @@ def test_layout_round_trip_restores_training_exactly():
 def test_fresh_adam_state_equals_materialised_zeros():
     d1 = make_discriminator("mlp", 1, 0, 1)
     d2 = make_discriminator("mlp", 1, 0, 1)
-    o1, o2 = alg.make_adam(d1, 1e-3, 0.5, 0.999), alg.make_adam(d2, 1e-3, 0.5, 0.999)
+    o1, o2 = make_adam(d1, 1e-3, 0.5, 0.999), make_adam(d2, 1e-3, 0.5, 0.999)
     load_adam_state(d2, o2, dict(adam_state(d2, o2)))
     x = torch.randn(3, 1, 28, 28)
     for model, o in ((d1, o1), (d2, o2)):
@@ -58,7 +59,7 @@ def test_fresh_adam_state_equals_materialised_zeros():
 
 def write_small_checkpoint(out, iteration, cfg, world=3):
     g = make_generator("mlp", cfg.latent_dim, 0)
-    g_opt = alg.make_adam(g, 1e-3, 0.5, 0.999)
+    g_opt = make_adam(g, 1e-3, 0.5, 0.999)
     discs = {n: trained_disc(n) for n in range(1, world)}
     metrics = mdgan_metrics(world - 1)
     metrics.append(iteration=1, seconds=0.5, d_loss=np.ones(world - 1),
@@ -129,7 +130,7 @@ def test_validate_rejects(changes, world, message):
 
 
 def test_out_with_an_earlier_run_is_protected(tmp_path):
-    from mpi_gan.checkpoint import check_out_is_free
+    from mpi_gan.io.checkpoint import check_out_is_free
     check_out_is_free(str(tmp_path / "new"), None)
     cfg = Config(out=str(tmp_path), iterations=10)
     path, _, _ = write_small_checkpoint(str(tmp_path), 2, cfg)

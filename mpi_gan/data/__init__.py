@@ -25,8 +25,8 @@ import h5py
 import numpy as np
 import torch
 
-from .atomic import atomic_h5
-from .seeding import generator
+from ..io.atomic import atomic_h5
+from ..seeding import generator
 
 IMAGE_SHAPE = (1, 28, 28)
 IDX_NAMES = {

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import algorithm as alg
-from .config import Config, dataset_size
-from .transport import KINDS
+from . import plan as alg
+from ...config import Config, dataset_size
+from ...comm.transport import KINDS
 
 SAMPLE_FLOATS = 28 * 28
 FLOAT32, INT64 = 4, 8

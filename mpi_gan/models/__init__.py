@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .seeding import derive_seed
+from ..seeding import derive_seed
 
 IMAGE_PIXELS = 28 * 28
 

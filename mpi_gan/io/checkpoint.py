@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_h5
-from .config import Config, mismatched_fields
+from ..config import Config, mismatched_fields
 from .runlog import Metrics, read_table, read_traffic, write_common
 
 FORMAT = "mpi-gan-mdgan-checkpoint"

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from .asgd_roles import AsgdWorker, decode_push, layer_offsets, make_channel
-from .config import AsgdConfig
-from .data import load_shard
-from .models import make_classifier
+from .roles import AsgdWorker, decode_push, layer_offsets, make_channel
+from ...config import AsgdConfig
+from ...data import load_shard
+from ...models import make_classifier
 from .staleness import apply_parts
 
 

@@ -9,13 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
-import compression
-from compression.payload import Payload
+from ... import compression
+from ...compression.payload import Payload
 
-from . import algorithm as alg
-from .config import Config
-from .state import Layout, adam_state, load_adam_state, load_module_state, module_state
-from .transport import ANY_SOURCE, Transport, TransportError, wait_all
+from . import plan as alg
+from ...gan.losses import latent_batch
+from ...config import Config
+from ...io.state import Layout, adam_state, load_adam_state, load_module_state, module_state
+from ...comm.transport import ANY_SOURCE, Transport, TransportError, wait_all
 
 
 class Server:
@@ -39,7 +40,7 @@ class Server:
     def step(self, iteration: int) -> tuple[np.ndarray, np.ndarray]:
         """Run iteration ``iteration`` (0-based); returns per-worker (D loss, G loss)."""
         cfg = self.cfg
-        latents = [alg.latent_batch(cfg.latent_dim, cfg.acgan, cfg.batch_size, cfg.seed,
+        latents = [latent_batch(cfg.latent_dim, 10 if cfg.acgan else 0, cfg.batch_size, cfg.seed,
                                     iteration, j) for j in range(self.batches)]
         self.g.train()
         generated = [self.g(z.to(self.device)) for z, _ in latents]

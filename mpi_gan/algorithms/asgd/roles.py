@@ -21,14 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-import compression
-from compression.indexcodec import DENSE
-from compression.payload import decode_sparse, decode_values
+from ... import compression
+from ...compression.indexcodec import DENSE
+from ...compression.payload import decode_sparse, decode_values
 
-from .data import Shard, real_batch_indices
-from .state import Layout
+from ...data import Shard, real_batch_indices
+from ...io.state import Layout
 from .staleness import apply_parts
-from .transport import ANY_SOURCE, Transport, TransportError
+from ...comm.transport import ANY_SOURCE, Transport, TransportError
 
 HEADER = 16  # pull: version, step (int64 each)
 STOP = -1    # pull version meaning: stop

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from .checkpoint import CheckpointError, load_resume
-from .config import ConfigError, resolved_cache_dir
-from .data import DataError, ensure_mnist_cache
+from ..io.checkpoint import CheckpointError, load_resume
+from ..config import ConfigError, resolved_cache_dir
+from ..data import DataError, ensure_mnist_cache
 
 EXIT_USAGE = 2
 SETUP_ERRORS = (ConfigError, DataError, CheckpointError, OSError)

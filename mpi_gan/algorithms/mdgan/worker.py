@@ -8,14 +8,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import compression
+from ... import compression
 
-from . import algorithm as alg
-from .config import Config
-from .data import Shard, real_batch_indices
-from .state import (Layout, adam_state, load_adam_state, load_module_state, load_rng_state,
+from . import plan as alg
+from ...gan.losses import discriminator_step, error_feedback
+from ...config import Config
+from ...data import Shard, real_batch_indices
+from ...io.state import (Layout, adam_state, load_adam_state, load_module_state, load_rng_state,
                     module_state, rng_state)
-from .transport import Transport, wait_all
+from ...comm.transport import Transport, wait_all
 
 
 def feedback_channel(cfg: Config) -> compression.Channel | None:
@@ -72,9 +73,9 @@ class Worker:
         wait_all(incoming)
         y_g, y_d = (self.labels[:cfg.batch_size], self.labels[cfg.batch_size:]) if cfg.acgan \
             else (None, None)
-        d_losses = [alg.discriminator_step(self.d, self.opt, x_r, y_r, self.x_d, y_d)
+        d_losses = [discriminator_step(self.d, self.opt, x_r, y_r, self.x_d, y_d)
                     for _ in range(cfg.disc_steps)]
-        feedback, g_loss = alg.error_feedback(self.d, self.x_g, y_g, cfg.g_loss == "saturating")
+        feedback, g_loss = error_feedback(self.d, self.x_g, y_g, cfg.g_loss == "saturating")
         losses = torch.tensor([sum(d_losses) / len(d_losses), g_loss], dtype=torch.float32)
         if self.channel is None:
             message = feedback.contiguous()

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from . import algorithm as alg
-from .config import Config, dataset_size
-from .data import Shard, load_shard, real_batch_indices
-from .models import make_discriminator, make_generator
+from . import plan as alg
+from ...gan.losses import discriminator_step, error_feedback, latent_batch, make_adam
+from ...config import Config, dataset_size
+from ...data import Shard, load_shard, real_batch_indices
+from ...models import make_discriminator, make_generator
 from .worker import feedback_channel, feedback_name
 
 
@@ -24,16 +25,16 @@ def run_reference(cfg: Config, world_size: int, shards: dict[int, Shard] | None 
                                 cfg.synthetic_size) for n in range(1, workers + 1)}
     outputs = 11 if cfg.acgan else 1
     g = make_generator(cfg.model, cfg.latent_dim, cfg.seed)
-    g_opt = alg.make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2)
+    g_opt = make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2)
     discs = {n: make_discriminator(cfg.model, outputs, cfg.seed, n) for n in shards}
-    d_opts = {n: alg.make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2) for n, d in discs.items()}
+    d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2) for n, d in discs.items()}
     channels = {n: feedback_channel(cfg) for n in shards}
     batches = alg.generated_batches(cfg.k)
     assignment = {n: alg.batch_assignment(n, batches) for n in shards}
     period = alg.swap_period(cfg.swap_epochs, dataset_size(cfg) // workers, cfg.batch_size)
     b = cfg.batch_size
     for t in range(cfg.iterations):
-        latents = [alg.latent_batch(cfg.latent_dim, cfg.acgan, b, cfg.seed, t, j)
+        latents = [latent_batch(cfg.latent_dim, 10 if cfg.acgan else 0, b, cfg.seed, t, j)
                    for j in range(batches)]
         g.train()
         generated = [g(z) for z, _ in latents]
@@ -44,9 +45,9 @@ def run_reference(cfg: Config, world_size: int, shards: dict[int, Shard] | None 
             x_r = shards[n].images[idx]
             y_r = shards[n].labels[idx] if cfg.acgan else None
             for _ in range(cfg.disc_steps):
-                alg.discriminator_step(discs[n], d_opts[n], x_r, y_r, generated[di].detach(),
+                discriminator_step(discs[n], d_opts[n], x_r, y_r, generated[di].detach(),
                                        latents[di][1])
-            fb, _ = alg.error_feedback(discs[n], generated[gi].detach(), latents[gi][1],
+            fb, _ = error_feedback(discs[n], generated[gi].detach(), latents[gi][1],
                                        cfg.g_loss == "saturating")
             if channels[n] is not None:  # what the server decodes from the compressed payload
                 fb = channels[n].compressor.decompress(channels[n].encode(fb, feedback_name(n)))
@@ -61,6 +62,6 @@ def run_reference(cfg: Config, world_size: int, shards: dict[int, Shard] | None 
             if cfg.swap_adam == "travel":
                 d_opts = {dest[n - 1]: d_opts[n] for n in d_opts}
             else:
-                d_opts = {n: alg.make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2)
+                d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2)
                           for n, d in discs.items()}
     return g, discs

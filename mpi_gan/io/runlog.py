@@ -11,7 +11,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from .transport import KINDS
+from ..comm.transport import KINDS
 
 
 class Metrics:

@@ -1,0 +1,1 @@
+"""One sub-package per training algorithm: its roles, message kinds, reference and traffic model."""

@@ -1,0 +1,93 @@
+"""MD-GAN's own mathematics as pure functions (Hardy et al., IPDPS 2019, Algorithm 1).
+
+The batch plan (how many generated batches, which worker gets which), the
+discriminator swap (derangement, period) and the server's feedback step.
+Shared by the MPI roles (server.py, worker.py) and the single-process reference
+(reference.py). Shapes: b = batch size, samples (b, C, H, W), N = number of
+workers, K = generated batches. The GAN losses every algorithm shares are in
+``mpi_gan.gan.losses``.
+"""
+from __future__ import annotations
+
+import torch
+
+from ...seeding import generator
+
+
+# ------------------------------------------------------------ batch plan
+def generated_batches(k: int) -> int:
+    """K, the number of batches the server generates per iteration: max(k, 2).
+
+    With k = 1 the paper's two batches per worker could not be distinct, so at
+    least 2 are generated (k = 1 and k = 2 therefore behave alike).
+    """
+    return max(k, 2)
+
+
+def batch_assignment(worker: int, batches: int) -> tuple[int, int]:
+    """(g, d): 0-based indices of X_n^(g) and X_n^(d) for worker n (1..N) among K batches.
+
+    The paper's rule X_n^(g) = X^((n mod K)+1), X_n^(d) = X^(((n+1) mod K)+1)
+    written 0-based; g != d whenever K >= 2.
+    """
+    return worker % batches, (worker + 1) % batches
+
+
+def derangement(seed: int, swap_index: int, workers: int) -> list[int] | None:
+    """Swap partners for the ``swap_index``-th swap: ``dest[n-1]`` is where worker n sends D.
+
+    A uniformly random derangement of 1..N (nobody keeps its own D), the same on
+    every rank because it is drawn from a stream derived from the run seed.
+    None when N < 2 (no partner exists).
+    """
+    if workers < 2:
+        return None
+    g = generator(seed, "swap", swap_index)
+    while True:  # rejection sampling: about e tries on average
+        perm = torch.randperm(workers, generator=g)
+        if not bool((perm == torch.arange(workers)).any()):
+            return [int(p) + 1 for p in perm]
+
+
+def swap_source(dest: list[int], worker: int) -> int:
+    """The worker whose D arrives at ``worker`` under the permutation ``dest``."""
+    return dest.index(worker) + 1
+
+
+def swap_period(swap_epochs: int, shard_size: int, batch_size: int) -> int:
+    """Iterations between swaps: E local epochs of m // b iterations (0: never)."""
+    return swap_epochs * (shard_size // batch_size)
+
+
+def swap_after(iteration: int, period: int) -> int | None:
+    """The swap index performed after 0-based ``iteration``, or None."""
+    if period > 0 and (iteration + 1) % period == 0:
+        return (iteration + 1) // period
+    return None
+
+
+# ------------------------------------------------------------ server math
+def feedback_gradients(feedbacks: list[torch.Tensor], assignments: list[int],
+                       batches: int, scale: float) -> list[torch.Tensor | None]:
+    """Upstream gradient of each generated batch: scale * sum of the feedback sent for it.
+
+    ``feedbacks[i]`` came from the worker whose X_g is batch ``assignments[i]``;
+    summed in list order (worker order), so the result is reproducible.
+    Batches nobody gave feedback on get None.
+    """
+    grads: list[torch.Tensor | None] = [None] * batches
+    for fb, j in zip(feedbacks, assignments):
+        grads[j] = fb.clone() if grads[j] is None else grads[j].add_(fb)
+    return [g.mul_(scale) if g is not None else None for g in grads]
+
+
+def generator_step(optimizer: torch.optim.Optimizer, generated: list[torch.Tensor],
+                   grads: list[torch.Tensor | None]) -> None:
+    """One backward pass of G with the feedback as upstream gradient, then one Adam step.
+
+    Implements dw_j = 1/(N b) sum_n sum_i e_n,i . dx_i/dw_j (the scale is in ``grads``).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    pairs = [(x, g) for x, g in zip(generated, grads) if g is not None]
+    torch.autograd.backward([x for x, _ in pairs], grad_tensors=[g for _, g in pairs])
+    optimizer.step()

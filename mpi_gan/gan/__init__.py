@@ -1,0 +1,1 @@
+"""GAN mathematics shared by every algorithm (losses, steps, aggregation), as pure functions."""

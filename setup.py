@@ -14,7 +14,7 @@ setup(
     description="MD-GAN and AdaComp over MPI: distributed GAN training for HPC clusters",
     packages=find_packages(include=["mpi_gan", "mpi_gan.*"]),
     python_requires=">=3.10",
-    install_requires=["mpi4py>=4.0", "numpy>=1.24", "h5py>=3.8", "torch>=2.1"],
+    install_requires=["mpi4py>=4.0", "numpy>=1.24", "h5py>=3.8", "torch>=2.1", "pillow>=9.1"],
     extras_require={
         # the PyPI MPICH wheel: the default MPI when the machine has none
         "mpich": ["mpich"],

@@ -2,7 +2,7 @@
 mpi_gan.algorithms.asgd)."""
 import sys
 
-from .algorithms.asgd.main import main, run_asgd, worker_layout  # noqa: F401 - public entry
+from .algorithms.asgd.main import ASGD, main, run_asgd, worker_template  # noqa: F401 - public entry
 
 if __name__ == "__main__":
     sys.exit(main())

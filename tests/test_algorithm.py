@@ -7,7 +7,7 @@ from mpi_gan.gan.losses import error_feedback, generator_loss_per_sample, latent
 from mpi_gan.config import Config
 from mpi_gan.models import make_discriminator, make_generator
 from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
-from mpi_gan.comm.transport import KINDS
+from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS as KINDS
 
 
 @pytest.mark.parametrize("model,acgan,saturating", [("mlp", True, False), ("mlp", False, True),
@@ -108,8 +108,8 @@ def test_traffic_model_hand_computed():
     cfg = Config(dataset="synthetic", synthetic_size=120, batch_size=10, iterations=8, k=1,
                  swap_epochs=1, checkpoint_every=5, acgan=True, swap_adam="reset", seed=3)
     # world 4: N = 3, shard 40, 4 iterations per epoch: swaps after iterations 3 and 7
-    nbytes, msgs = expected_traffic(cfg, 4, d_state_bytes=400, d_param_tensors=2,
-                                    d_param_floats=100, rng_bytes=16)
+    nbytes, msgs = expected_traffic(cfg, 4, sample_floats=784, mean_shard=40, d_state_bytes=400,
+                                    d_param_tensors=2, d_param_floats=100, rng_bytes=16)
     kind = {k: i for i, k in enumerate(KINDS)}
     assert nbytes[kind["batch_g"], 0, 2] == 8 * 10 * 784 * 4
     assert msgs[kind["batch_d"], 0, 3] == 8

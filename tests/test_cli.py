@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import mpirun
+from tests.conftest import datasets_in, mpirun
 
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,12 +26,9 @@ def digest(path):
 
 
 def all_params(path):
+    """Every rank's state in a checkpoint (models, Adam, RNG, compressor), by path."""
     with h5py.File(path, "r") as f:
-        out = {}
-        for group in ("generator", "discriminators"):
-            f[group].visititems(lambda name, obj: out.__setitem__(
-                f"{group}/{name}", obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        return out
+        return {name: f["state"][name][()] for name in datasets_in(f["state"])}
 
 
 def test_help_prints_defaults():
@@ -116,7 +113,12 @@ def test_exception_on_one_rank_aborts_job_and_keeps_checkpoint(tmp_path):
     proc = mdgan(4, out, "--iterations", "20", "--checkpoint-every", "4",
                  env={"MPI_GAN_FAULT": "2:9"}, timeout=120)
     assert proc.returncode != 0
-    assert "fault injected" in proc.stderr and "aborting all ranks" in proc.stderr
+    # why the job died is in the failing rank's log, written before MPI_Abort
+    log = (out / "logs" / "rank2.log").read_text()
+    assert "aborting the job" in log and "fault injected by MPI_GAN_FAULT at iteration 9" in log
+    # and on mpiexec's stderr: the rank waits until the launcher has read it before aborting
+    assert "rank 2 failed, aborting all ranks" in proc.stderr, proc.stderr
+    assert "fault injected" in proc.stderr, proc.stderr
     # the checkpoint before the failure is complete and resumable
     resumed = mdgan(4, out, "--iterations", "12", "--checkpoint-every", "4", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr

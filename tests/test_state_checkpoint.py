@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from mpi_gan.algorithms.mdgan import plan as alg
 from mpi_gan.gan.losses import make_adam
-from mpi_gan.io.checkpoint import (CheckpointError, check_compatible, checkpoint_path,
-                                prune_checkpoints, read_checkpoint, resolve_resume,
-                                write_checkpoint)
+from mpi_gan.algorithms.mdgan.main import MDGAN, mdgan_metrics
+from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS as KINDS
 from mpi_gan.config import Config, ConfigError, validate
-from mpi_gan.models import make_discriminator, make_generator
-from mpi_gan.io.runlog import mdgan_metrics
+from mpi_gan.io.checkpoint import (CheckpointError, check_compatible, checkpoint_path,
+                                   prune_checkpoints, resolve_resume, write_checkpoint)
 from mpi_gan.io.state import (Layout, adam_state, load_adam_state, load_module_state, module_state,
-                           rng_state)
-from mpi_gan.comm.transport import KINDS
+                              rng_state)
+from mpi_gan.models import make_discriminator, make_generator
+
+read_checkpoint = MDGAN().reader
 
 
 def trained_disc(seed=0):
@@ -66,9 +66,10 @@ def write_small_checkpoint(out, iteration, cfg, world=3):
                    g_loss=np.zeros(world - 1), server_bytes_out=10)
     traffic = np.arange(len(KINDS) * world * world, dtype=np.int64).reshape(len(KINDS), world, world)
     path = checkpoint_path(out, iteration)
-    write_checkpoint(path, cfg, iteration, world, module_state(g) + adam_state(g, g_opt),
-                     {n: module_state(d) + adam_state(d, o) for n, (d, o) in discs.items()},
-                     {r: torch.get_rng_state() for r in range(world)}, metrics, traffic, traffic)
+    states = [(0, module_state(g) + adam_state(g, g_opt) + rng_state())] + [
+        (n, module_state(d) + adam_state(d, o) + rng_state()) for n, (d, o) in discs.items()]
+    write_checkpoint(path, "mdgan", cfg, iteration, world, states, {"metrics": metrics}, KINDS,
+                     (traffic, traffic))
     return path, g, discs
 
 
@@ -78,10 +79,14 @@ def test_checkpoint_round_trip_and_validation(tmp_path):
     ckpt = read_checkpoint(path)
     assert ckpt.iteration == 4 and ckpt.world_size == 3 and ckpt.config == cfg
     for key, value in g.state_dict().items():
-        assert torch.equal(ckpt.generator[f"model/{key}"], value)
+        assert torch.equal(ckpt.rank_state(0)[f"model/{key}"], value)
     d1 = discs[1][0]
-    assert torch.equal(ckpt.discriminators[1]["model/net.0.weight"], d1.net[0].weight.detach())
-    assert ckpt.metrics["d_loss"].shape == (1, 2)
+    assert torch.equal(ckpt.rank_state(1)["model/net.0.weight"], d1.net[0].weight.detach())
+    assert ckpt.tables["metrics"]["d_loss"].shape == (1, 2)
+    assert ckpt.kinds == KINDS and ckpt.traffic_bytes.shape == (len(KINDS), 3, 3)
+    with pytest.raises(CheckpointError, match="checkpoint of mdgan, not of asgd"):
+        from mpi_gan.asgd import ASGD
+        ASGD().reader(path)
     check_compatible(ckpt, cfg, 3)
     with pytest.raises(CheckpointError, match="written by 3 ranks"):
         check_compatible(ckpt, cfg, 4)
@@ -102,13 +107,13 @@ def test_resume_skips_corrupt_newest_and_prunes(tmp_path):
         f.truncate(os.path.getsize(newest) // 2)
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         read_checkpoint(newest)
-    assert resolve_resume(str(tmp_path)).iteration == 4
+    assert resolve_resume(str(tmp_path), read_checkpoint).iteration == 4
     with pytest.raises(CheckpointError, match="no such file"):
-        resolve_resume(str(tmp_path / "missing.h5"))
+        resolve_resume(str(tmp_path / "missing.h5"), read_checkpoint)
     not_h5 = tmp_path / "x.h5"
     not_h5.write_bytes(b"garbage" * 100)
     with pytest.raises(CheckpointError, match="corrupt"):
-        resolve_resume(str(not_h5))
+        resolve_resume(str(not_h5), read_checkpoint)
     prune_checkpoints(str(tmp_path), 1)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["ckpt_00000006.h5"]
 
@@ -120,7 +125,11 @@ def test_resume_skips_corrupt_newest_and_prunes(tmp_path):
     ({"batch_size": 0}, 3, "--batch-size must be positive"),
     ({"beta1": 1.0}, 3, "--beta1 must be in"),
     ({"latent_dim": 10}, 3, "--latent-dim must exceed"),
-    ({"dataset": "synthetic", "synthetic_size": 100, "batch_size": 60}, 3, "fewer than"),
+    ({"dataset": "celeba"}, 3, "--acgan needs class labels"),
+    ({"dataset": "cifar10", "image_size": 64}, 3, "not resized"),
+    ({"dataset": "celeba", "acgan": False, "image_size": 48}, 3, "must be one of"),
+    ({"split": "labels:x"}, 3, "--split 'labels:x'"),
+    ({"split": "dirichlet:-1"}, 3, "dirichlet:ALPHA"),
     ({"model": "resnet"}, 3, "--model must be one of"),
 ])
 def test_validate_rejects(changes, world, message):

@@ -13,15 +13,16 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
 import torch
 from mpi4py import MPI
 
+from ..config import ConfigError
+from ..data import DataError, prepare
 from ..io.checkpoint import CheckpointError, load_resume
-from ..config import ConfigError, resolved_cache_dir
-from ..data import DataError, ensure_mnist_cache
 
 EXIT_USAGE = 2
 SETUP_ERRORS = (ConfigError, DataError, CheckpointError, OSError)
@@ -68,10 +69,49 @@ def abort_on_exception(comm: MPI.Comm):
         _abort(comm, "".join(traceback.format_exception(exc)), 1)
 
 
+# Before MPI_Abort a failing rank waits (at most this long) until the launcher has
+# read its stderr, then a little more for the launcher to pass it on, so the reason
+# reaches mpiexec's stderr before the job is killed. The rank's log file has the
+# message in any case: it is written and flushed first.
+STDERR_DRAIN_SECONDS = 10.0
+ABORT_GRACE_SECONDS = 0.3
+
+
+def _wait_stderr_read(timeout: float) -> None:
+    """If stderr is a pipe (to the launcher), return once nothing written to it is left
+    unread, or after ``timeout`` seconds; at once for a terminal or a file."""
+    import fcntl
+    import stat
+    import struct
+    import termios
+
+    try:
+        if not stat.S_ISFIFO(os.fstat(2).st_mode):
+            return
+    except OSError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if struct.unpack("i", fcntl.ioctl(2, termios.FIONREAD, b"\0" * 4))[0] == 0:
+                return
+        except OSError:
+            return
+        time.sleep(0.01)
+
+
 def _abort(comm: MPI.Comm, text: str, code: int) -> None:
     rank = comm.Get_rank()
-    logging.getLogger("mpi_gan").error("rank %d aborting the job: %s", rank, text)
-    print(f"mpi_gan: rank {rank} failed, aborting all ranks:\n{text}", file=sys.stderr, flush=True)
+    logger = logging.getLogger("mpi_gan")
+    logger.error("rank %d aborting the job: %s", rank, text)
+    for handler in logger.handlers:
+        handler.flush()
+    logs = [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    where = f" (also in {logs[0]})" if logs else ""
+    print(f"mpi_gan: rank {rank} failed, aborting all ranks{where}:\n{text}", file=sys.stderr,
+          flush=True)
+    _wait_stderr_read(STDERR_DRAIN_SECONDS)
+    time.sleep(ABORT_GRACE_SECONDS)
     comm.Abort(code)
 
 
@@ -129,20 +169,18 @@ def setup_logging(log_path: str, rank: int) -> logging.Logger:
     return logger
 
 
-def start_run(comm: MPI.Comm, cfg, validate, reader=None):
+def start_run(comm: MPI.Comm, cfg, validate, reader):
     """The set-up shared by the entry points, each step agreed on by every rank.
 
     Validates ``cfg`` for the world size (``validate(cfg, size)``), prepares
     ``--out`` and this rank's log, lets rank 0 find and check the checkpoint to
-    resume (``reader`` parses one), and converts the offline MNIST into its HDF5
-    cache once per node. Returns (logger, checkpoint or None on other ranks,
-    local rank).
+    resume (``reader`` parses one), and converts the dataset into its HDF5 cache
+    once per node. Returns (logger, checkpoint or None on other ranks, local rank).
     """
     rank, size = comm.Get_rank(), comm.Get_size()
     agree(comm, lambda: validate(cfg, size))
     log = setup_logging(agree(comm, lambda: prepare_out(cfg.out, rank)), rank)
     ckpt = agree(comm, lambda: load_resume(cfg, size, reader) if rank == 0 else None)
     local = local_rank(comm)
-    needs_cache = cfg.dataset == "mnist" and not cfg.data_dir and local == 0
-    agree(comm, lambda: ensure_mnist_cache(resolved_cache_dir(cfg)) if needs_cache else None)
+    agree(comm, lambda: prepare(cfg, log.info) if local == 0 else None)
     return log, ckpt, local

@@ -1,6 +1,8 @@
 """The one module that talks MPI for tensors: raw buffers, one tag per kind, counters.
 
-Every tensor travels with mpi4py's upper-case (buffer) methods: no pickle on any
+Protocol-agnostic: each algorithm declares its own message kinds (a tuple of
+names) and hands them to ``Transport``; the tag of a kind is its position +
+``TAG_BASE``. Every tensor travels with mpi4py's upper-case (buffer) methods: no pickle on any
 tensor path. The sender counts each message it sends, per (kind, source,
 destination), in messages and payload bytes; messages carry no header, because
 both sides know every shape from the run configuration, so the bytes counted
@@ -19,20 +21,6 @@ from typing import Sequence
 import numpy as np
 import torch
 from mpi4py import MPI
-
-# Message kinds of the MD-GAN protocol; the tag of a kind is its position + 100.
-KINDS: tuple[str, ...] = (
-    "batch_g",     # server -> worker: generated batch X_g (feedback is computed on it)
-    "batch_d",     # server -> worker: generated batch X_d (D trains on it)
-    "labels",      # server -> worker: ACGAN class labels of X_g then X_d (int64)
-    "feedback",    # worker -> server: error feedback F_n = dloss/dX_g
-    "losses",      # worker -> server: (D loss, G loss) of the iteration, float32
-    "swap",        # worker -> worker: discriminator (and optionally Adam state)
-    "checkpoint",  # worker -> server: full worker state for a checkpoint
-    "restore",     # server -> worker: full worker state when resuming
-    "pull",        # ASGD server -> worker: model version, worker step and parameters
-    "push",        # ASGD worker -> server: pull version and the compressed gradient
-)
 
 _TORCH_TO_MPI = {
     torch.float32: MPI.FLOAT,
@@ -98,30 +86,36 @@ def wait_all(requests: Sequence[Request]) -> None:
 class Transport:
     """Point-to-point tensor messaging over a private duplicate of a communicator.
 
+    ``kinds``: the message kinds of the protocol spoken over it.
     Counters: ``bytes[kind_index, source, destination]`` and ``messages[...]``,
-    int64 arrays of shape (len(KINDS), size, size), as counted by this rank (it
+    int64 arrays of shape (len(kinds), size, size), as counted by this rank (it
     only fills row ``source == rank``); ``totals()`` sums them over all ranks.
     """
 
-    def __init__(self, comm: MPI.Comm | None = None, cuda_aware: bool | None = None):
+    def __init__(self, kinds: Sequence[str], comm: MPI.Comm | None = None,
+                 cuda_aware: bool | None = None):
+        if len(set(kinds)) != len(kinds):
+            raise TransportError(f"message kinds must be distinct: {tuple(kinds)}")
+        self.kinds = tuple(kinds)
+        self._index = {kind: i for i, kind in enumerate(self.kinds)}
         self.comm = (comm if comm is not None else MPI.COMM_WORLD).Dup()
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self.cuda_aware = cuda_aware_from_env() if cuda_aware is None else cuda_aware
         # this rank's sends per [kind][destination] (plain ints: cheapest on the hot path)
-        self._sent_bytes = [[0] * self.size for _ in KINDS]
-        self._sent_messages = [[0] * self.size for _ in KINDS]
+        self._sent_bytes = [[0] * self.size for _ in self.kinds]
+        self._sent_messages = [[0] * self.size for _ in self.kinds]
         # what this rank received per [kind][source]
-        self._received_bytes = [[0] * self.size for _ in KINDS]
-        self._received_messages = [[0] * self.size for _ in KINDS]
+        self._received_bytes = [[0] * self.size for _ in self.kinds]
+        self._received_messages = [[0] * self.size for _ in self.kinds]
         # totals carried over from a checkpoint (added on rank 0 when resuming)
-        shape = (len(KINDS), self.size, self.size)
+        shape = (len(self.kinds), self.size, self.size)
         self._base_bytes = np.zeros(shape, dtype=np.int64)
         self._base_messages = np.zeros(shape, dtype=np.int64)
 
     @property
     def bytes(self) -> np.ndarray:
-        """int64 (len(KINDS), size, size): bytes sent [kind, source, destination] as
+        """int64 (len(kinds), size, size): bytes sent [kind, source, destination] as
         counted by this rank (row ``rank``) plus any carried-over base."""
         out = self._base_bytes.copy()
         out[:, self.rank, :] += np.asarray(self._sent_bytes, dtype=np.int64)
@@ -148,7 +142,7 @@ class Transport:
         return sum(map(sum, self._received_bytes))
 
     def local_view(self) -> tuple[np.ndarray, np.ndarray]:
-        """(bytes, messages) (len(KINDS), size, size) as seen by this rank alone: row
+        """(bytes, messages) (len(kinds), size, size) as seen by this rank alone: row
         ``rank`` from its sends, column ``rank`` from its receives, plus the base.
 
         Exact for every link that touches this rank (a star around a server), and
@@ -191,13 +185,19 @@ class Transport:
             raise TransportError("receive buffers must be contiguous")
         return out, None
 
+    def tag_of(self, kind: str) -> int:
+        """The MPI tag of message kind ``kind``."""
+        try:
+            return TAG_BASE + self._index[kind]
+        except KeyError:
+            raise TransportError(f"unknown message kind {kind!r}; known: {self.kinds}") from None
+
     def _count(self, kind: str, dest: int, nbytes: int) -> int:
-        if kind not in _KIND_INDEX:
-            raise TransportError(f"unknown message kind {kind!r}; known: {KINDS}")
-        i = _KIND_INDEX[kind]
+        tag = self.tag_of(kind)
+        i = tag - TAG_BASE
         self._sent_bytes[i][dest] += nbytes
         self._sent_messages[i][dest] += 1
-        return TAG_BASE + i
+        return tag
 
     def _check(self, status: MPI.Status, out: torch.Tensor, kind: str, source: int) -> None:
         got = status.Get_count(MPI.BYTE)
@@ -205,8 +205,8 @@ class Transport:
         if got != want:
             raise TransportError(f"{kind} message from rank {source}: expected {want} bytes, "
                                  f"received {got}")
-        self._received_bytes[_KIND_INDEX[kind]][source] += got
-        self._received_messages[_KIND_INDEX[kind]][source] += 1
+        self._received_bytes[self._index[kind]][source] += got
+        self._received_messages[self._index[kind]][source] += 1
 
     # ------------------------------------------------------------ blocking
     def send_tensor(self, tensor: torch.Tensor, dest: int, kind: str) -> None:
@@ -219,7 +219,7 @@ class Transport:
         """Receive one message of ``kind`` from ``source`` into ``out`` (shape and dtype fixed)."""
         buf, finish = self._incoming(out)
         status = MPI.Status()
-        self.comm.Recv(self._wire(buf), source=source, tag=tag_of(kind), status=status)
+        self.comm.Recv(self._wire(buf), source=source, tag=self.tag_of(kind), status=status)
         self._check(status, out, kind, source)
         if finish is not None:
             finish()
@@ -247,7 +247,7 @@ class Transport:
         receive can steal the message. Returns (uint8 CPU tensor, source rank).
         """
         status = MPI.Status()
-        message = self.comm.Mprobe(source=source, tag=tag_of(kind), status=status)
+        message = self.comm.Mprobe(source=source, tag=self.tag_of(kind), status=status)
         buf = torch.empty(status.Get_count(MPI.BYTE), dtype=torch.uint8)
         message.Recv(self._wire(buf))
         source = status.Get_source()
@@ -269,14 +269,14 @@ class Transport:
             self._check(status, out, kind, source)
             if finish is not None:
                 finish()
-        return Request(self.comm.Irecv(self._wire(buf), source=source, tag=tag_of(kind)),
+        return Request(self.comm.Irecv(self._wire(buf), source=source, tag=self.tag_of(kind)),
                        (buf, out), complete)
 
     # ------------------------------------------------------------ counters
     def totals(self, root: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
         """Sum every rank's counters on ``root`` (a collective; bookkeeping, not counted).
 
-        Returns (bytes, messages) of shape (len(KINDS), size, size) on ``root``, None elsewhere.
+        Returns (bytes, messages) of shape (len(kinds), size, size) on ``root``, None elsewhere.
         """
         counters = np.stack([self.bytes, self.messages])  # (2, kinds, size, size)
         total = np.zeros_like(counters) if self.rank == root else None
@@ -289,12 +289,3 @@ class Transport:
 
 
 TAG_BASE = 100
-_KIND_INDEX = {kind: i for i, kind in enumerate(KINDS)}
-
-
-def tag_of(kind: str) -> int:
-    """The MPI tag of message kind ``kind``."""
-    try:
-        return TAG_BASE + _KIND_INDEX[kind]
-    except KeyError:
-        raise TransportError(f"unknown message kind {kind!r}; known: {KINDS}") from None

@@ -1,11 +1,13 @@
-"""HDF5 checkpoints: written atomically by rank 0, validated before a resume.
+"""HDF5 checkpoints, one format for every algorithm: written by rank 0, validated on resume.
 
 File ``<out>/checkpoints/ckpt_<iteration:08d>.h5``:
-  attrs: format, format_version, iteration, world_size, complete
-  /config, /metrics, /traffic         as in the run file (runlog.write_common)
-  /generator/model/<key>, /generator/adam/<i>/{step,exp_avg,exp_avg_sq}
-  /discriminators/worker_<n>/model/..., /adam/...   the D held by worker n
-  /rng/rank_<r>                       torch CPU RNG state of rank r (uint8)
+  attrs: format, format_version, algorithm, iteration, world_size, complete
+  /config, /metrics..., /traffic, /data   as in the run file (runlog.write_common)
+  /state/rank_<r>/<name>                  rank r's full state as named tensors
+                                          (io/state.py: model/, adam/, rng/, channel/, ...)
+Rank 0 writes its own state, then receives and writes the workers' one by one,
+so it never holds every worker's state at once. ``Checkpoint`` reads the small
+parts eagerly and a rank's state only when asked (``rank_state``).
 """
 from __future__ import annotations
 
@@ -18,12 +20,12 @@ import h5py
 import numpy as np
 import torch
 
+from ..config import mismatched_fields
 from .atomic import atomic_h5
-from ..config import Config, mismatched_fields
-from .runlog import Metrics, read_table, read_traffic, write_common
+from .runlog import read_table, read_traffic, write_common
 
-FORMAT = "mpi-gan-mdgan-checkpoint"
-FORMAT_VERSION = 1
+FORMAT = "mpi-gan-checkpoint"
+FORMAT_VERSION = 2
 _NAME = re.compile(r"ckpt_(\d{8})\.h5$")
 
 
@@ -34,22 +36,32 @@ class CheckpointError(RuntimeError):
 @dataclass
 class Checkpoint:
     path: str
-    config: Config
+    algorithm: str
+    config: object
     iteration: int
     world_size: int
-    generator: dict[str, torch.Tensor]            # model/* and adam/* entries
-    discriminators: dict[int, dict[str, torch.Tensor]]
-    rng: dict[int, torch.Tensor]
-    metrics: dict[str, np.ndarray]
+    tables: dict[str, dict[str, np.ndarray]]
+    kinds: tuple[str, ...]
     traffic_bytes: np.ndarray
     traffic_messages: np.ndarray
+
+    def rank_state(self, rank: int) -> dict[str, torch.Tensor]:
+        """Rank ``rank``'s named tensors ({} if it had none)."""
+        try:
+            with h5py.File(self.path, "r") as f:
+                group = f.get(f"state/rank_{rank}")
+                return read_entries(group) if group is not None else {}
+        except (OSError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"cannot read rank {rank}'s state from {self.path}: {exc}") \
+                from exc
 
 
 def checkpoint_path(out: str, iteration: int) -> str:
     return os.path.join(out, "checkpoints", f"ckpt_{iteration:08d}.h5")
 
 
-def write_entries(group, entries: list[tuple[str, torch.Tensor]]) -> None:
+def write_entries(group, entries) -> None:
+    """Named tensors as datasets of ``group`` (names may contain '/')."""
     for name, tensor in entries:
         group.create_dataset(name, data=tensor.detach().cpu().numpy())
 
@@ -64,50 +76,51 @@ def read_entries(group) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_checkpoint(path: str, cfg: Config, iteration: int, world_size: int,
-                     generator: list[tuple[str, torch.Tensor]],
-                     discriminators: dict[int, list[tuple[str, torch.Tensor]]],
-                     rng: dict[int, torch.Tensor], metrics: Metrics,
-                     traffic_bytes: np.ndarray, traffic_messages: np.ndarray) -> None:
-    """Write one checkpoint atomically (temporary file, fsync, rename)."""
+def write_checkpoint(path: str, algorithm: str, cfg, iteration: int, world_size: int, states,
+                     tables, kinds, traffic, extras=None) -> None:
+    """Write one checkpoint atomically (temporary file, fsync, rename).
+
+    states: iterable of (rank, named tensors), consumed one at a time (a generator
+    can receive each worker's state only when it is written); traffic: (bytes,
+    messages) int64 (len(kinds), world, world), or a function returning them,
+    called once every state is written.
+    """
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with atomic_h5(path) as f:
         f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
-                        "iteration": iteration, "world_size": world_size})
-        write_common(f, cfg, {"metrics": metrics}, traffic_bytes, traffic_messages)
-        write_entries(f.create_group("generator"), generator)
-        discs = f.create_group("discriminators")
-        for n, entries in sorted(discriminators.items()):
-            write_entries(discs.create_group(f"worker_{n}"), entries)
-        rng_group = f.create_group("rng")
-        for r, state in sorted(rng.items()):
-            rng_group.create_dataset(f"rank_{r}", data=state.numpy())
+                        "algorithm": algorithm, "iteration": iteration,
+                        "world_size": world_size})
+        for rank, entries in states:
+            write_entries(f.create_group(f"state/rank_{rank}"), entries)
+        if callable(traffic):
+            traffic = traffic()
+        write_common(f, cfg, tables, kinds, *traffic, extras)
         f.attrs["complete"] = 1  # last: a file without it is not a checkpoint
 
 
-def read_checkpoint(path: str) -> Checkpoint:
-    """Read and structurally check a checkpoint; CheckpointError if unusable."""
+def read_checkpoint(path: str, algorithm: str, config_class, table_paths) -> Checkpoint:
+    """Read and structurally check a checkpoint of ``algorithm``; CheckpointError if unusable."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT or int(f.attrs.get("complete", 0)) != 1:
-                raise CheckpointError(f"{path} is not a complete mpi-gan MD-GAN checkpoint")
+                raise CheckpointError(f"{path} is not a complete mpi-gan checkpoint")
             if int(f.attrs["format_version"]) != FORMAT_VERSION:
                 raise CheckpointError(f"{path}: unsupported checkpoint format version "
                                       f"{f.attrs['format_version']}")
+            if f.attrs["algorithm"] != algorithm:
+                raise CheckpointError(f"{path} is a checkpoint of {f.attrs['algorithm']}, "
+                                      f"not of {algorithm}")
             world = int(f.attrs["world_size"])
-            discs = {int(name.split("_")[1]): read_entries(f["discriminators"][name])
-                     for name in f["discriminators"]}
-            if sorted(discs) != list(range(1, world)):
-                raise CheckpointError(f"{path}: discriminators of workers {sorted(discs)} do not "
-                                      f"match its world size {world}")
-            traffic_bytes, traffic_messages = read_traffic(f)
+            ranks = sorted(int(n.split("_")[1]) for n in f["state"])
+            if not set(ranks) <= set(range(world)):
+                raise CheckpointError(f"{path}: state of ranks {ranks} does not match its "
+                                      f"world size {world}")
+            kinds, traffic_bytes, traffic_messages = read_traffic(f)
             return Checkpoint(
-                path=path, config=Config.from_attrs(f["config"].attrs),
+                path=path, algorithm=algorithm, config=config_class.from_attrs(f["config"].attrs),
                 iteration=int(f.attrs["iteration"]), world_size=world,
-                generator=read_entries(f["generator"]), discriminators=discs,
-                rng={int(n.split("_")[1]): torch.from_numpy(f["rng"][n][()]) for n in f["rng"]},
-                metrics=read_table(f), traffic_bytes=traffic_bytes,
-                traffic_messages=traffic_messages)
+                tables={p: read_table(f, p) for p in table_paths}, kinds=kinds,
+                traffic_bytes=traffic_bytes, traffic_messages=traffic_messages)
     except CheckpointError:
         raise
     except (OSError, KeyError, ValueError, IndexError) as exc:
@@ -121,12 +134,11 @@ def list_checkpoints(run_dir: str) -> list[str]:
     return sorted(p for p in paths if _NAME.search(p))
 
 
-def resolve_resume(path: str, reader=None):
+def resolve_resume(path: str, reader):
     """The checkpoint named by ``--resume``: a file, or a run directory's newest valid one.
 
-    ``reader`` parses one file (default: MD-GAN's ``read_checkpoint``).
+    ``reader`` parses one file (``read_checkpoint`` bound to an algorithm).
     """
-    reader = reader or read_checkpoint
     if os.path.isdir(path):
         candidates = list_checkpoints(path)
         if not candidates:
@@ -175,7 +187,7 @@ def check_out_is_free(out: str, resume_path: str | None) -> None:
                           f"choose another --out, or --resume {out} to continue it")
 
 
-def load_resume(cfg, world_size: int, reader=None):
+def load_resume(cfg, world_size: int, reader):
     """Rank 0 at start-up: the checkpoint to continue from (None for a fresh run), after
     checking that it fits this run and that ``--out`` holds no other run to overwrite."""
     ckpt = resolve_resume(cfg.resume, reader) if cfg.resume else None

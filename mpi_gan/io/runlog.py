@@ -1,24 +1,29 @@
-"""Per-iteration metrics and the parts of HDF5 outputs shared by run files and checkpoints.
+"""Metric tables, the run file, and the groups it shares with checkpoints.
 
 Groups written by ``write_common`` (layout in docs/hdf5.md):
-  /config                      attributes: every Config field
-  /metrics/<name>              chunked, extendable datasets, one row per iteration
+  /config                      attributes: every config field
+  /metrics/<name>, /metrics/<table>/<name>   chunked, extendable datasets, one row per record
   /traffic/bytes, /messages    int64 (world, world) [source, destination] totals
   /traffic/kinds/<kind>/bytes, /messages   the same per message kind
+  /data/<name>                 facts about the data (label histogram, shard sizes)
+
+The run file (``RunFile``) is written once at start-up (atomically), then metric
+rows are appended to it as they come and the model, traffic and progress
+attributes are updated in place at every checkpoint; whole tables are never
+rewritten. A checkpoint holds complete copies of the tables, so resuming
+rebuilds the run file exactly as it was at that checkpoint.
 """
 from __future__ import annotations
 
 import h5py
 import numpy as np
 
-from ..comm.transport import KINDS
+from .atomic import atomic_h5
 
 
 class Metrics:
-    """Rows of per-step records kept in memory and written with each file.
-
-    ``columns``: name -> (numpy dtype, shape of one row's value, () for scalars).
-    """
+    """Rows of per-step records kept in memory; ``columns``: name -> (numpy dtype, shape of
+    one row's value, () for scalars)."""
 
     def __init__(self, columns: dict[str, tuple]):
         self.columns = columns
@@ -30,10 +35,11 @@ class Metrics:
         for column, value in values.items():
             self.rows[column].append(value)
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def arrays(self, start: int = 0) -> dict[str, np.ndarray]:
+        """Every column from row ``start`` on, as arrays."""
         out = {}
         for c, (dtype, shape) in self.columns.items():
-            rows = self.rows[c]
+            rows = self.rows[c][start:]
             out[c] = np.asarray(rows, dtype=dtype) if rows else np.zeros((0, *shape), dtype)
         return out
 
@@ -45,51 +51,43 @@ class Metrics:
         return len(next(iter(self.rows.values()))) if self.rows else 0
 
 
-def mdgan_metrics(workers: int) -> Metrics:
-    """MD-GAN's per-iteration table.
-
-    iteration (int64, G updates done), seconds (float64, wall time of the
-    iteration on rank 0), d_loss and g_loss (float32 (N,): each worker's D loss
-    averaged over its L steps and its mean generator loss on X_g),
-    server_bytes_out (int64, cumulative bytes sent by rank 0).
-    """
-    return Metrics({"iteration": (np.int64, ()), "seconds": (np.float64, ()),
-                    "d_loss": (np.float32, (workers,)), "g_loss": (np.float32, (workers,)),
-                    "server_bytes_out": (np.int64, ())})
-
-
-def write_common(f, cfg, tables: dict[str, Metrics], traffic_bytes: np.ndarray,
-                 traffic_messages: np.ndarray) -> None:
-    """Write /config, the metric tables and /traffic into the open h5py file ``f``.
-
-    tables: group path (e.g. ``metrics``, ``metrics/eval``) -> Metrics, written as
-    chunked datasets extendable along rows. traffic_*: int64 (len(KINDS), world,
-    world) [kind, source, destination].
-    """
-    config = f.create_group("config")
-    for key, value in cfg.as_attrs().items():
-        config.attrs[key] = value
+def write_tables(f, tables: dict[str, Metrics]) -> None:
+    """Each table as chunked datasets extendable along rows, under its group path."""
     for path, table in tables.items():
         group = f.require_group(path)
         for name, array in table.arrays().items():
-            maxshape = (None,) + array.shape[1:]
-            group.create_dataset(name, data=array, maxshape=maxshape, chunks=True)
+            group.create_dataset(name, data=array, maxshape=(None,) + array.shape[1:], chunks=True)
+
+
+def write_common(f, cfg, tables: dict[str, Metrics], kinds, traffic_bytes: np.ndarray,
+                 traffic_messages: np.ndarray, extras: dict[str, np.ndarray] | None = None
+                 ) -> None:
+    """Write /config, the metric tables, /traffic and ``extras`` (path -> array) into the
+    open h5py file ``f``. traffic_*: int64 (len(kinds), world, world) [kind, source,
+    destination]."""
+    config = f.create_group("config")
+    for key, value in cfg.as_attrs().items():
+        config.attrs[key] = value
+    write_tables(f, tables)
     traffic = f.create_group("traffic")
-    traffic.attrs["kinds"] = ",".join(KINDS)
+    traffic.attrs["kinds"] = ",".join(kinds)
     traffic.attrs["header_bytes_per_message"] = 0
     traffic.create_dataset("bytes", data=traffic_bytes.sum(axis=0))
     traffic.create_dataset("messages", data=traffic_messages.sum(axis=0))
-    for i, kind in enumerate(KINDS):
+    for i, kind in enumerate(kinds):
         g = traffic.create_group(f"kinds/{kind}")
         g.create_dataset("bytes", data=traffic_bytes[i])
         g.create_dataset("messages", data=traffic_messages[i])
+    for path, array in (extras or {}).items():
+        f.create_dataset(path, data=array)
 
 
-def read_traffic(f) -> tuple[np.ndarray, np.ndarray]:
-    """(bytes, messages) per kind, int64 (len(KINDS), world, world), from an open file."""
-    by = np.stack([f[f"traffic/kinds/{k}/bytes"][()] for k in KINDS])
-    msg = np.stack([f[f"traffic/kinds/{k}/messages"][()] for k in KINDS])
-    return by, msg
+def read_traffic(f) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """(kinds, bytes, messages), counters int64 (len(kinds), world, world), from an open file."""
+    kinds = tuple(str(f["traffic"].attrs["kinds"]).split(","))
+    by = np.stack([f[f"traffic/kinds/{k}/bytes"][()] for k in kinds])
+    msg = np.stack([f[f"traffic/kinds/{k}/messages"][()] for k in kinds])
+    return kinds, by, msg
 
 
 def read_table(f, path: str = "metrics") -> dict[str, np.ndarray]:
@@ -98,23 +96,54 @@ def read_table(f, path: str = "metrics") -> dict[str, np.ndarray]:
     return {name: group[name][()] for name in group if isinstance(group[name], h5py.Dataset)}
 
 
-def write_run_file(path: str, fmt: str, cfg, world_size: int, iteration: int,
-                   tables: dict[str, Metrics], traffic_bytes: np.ndarray,
-                   traffic_messages: np.ndarray, model_group: str, model_entries,
-                   finished: bool) -> None:
-    """(Re)write a run file (``<out>/run.h5``) atomically.
+class RunFile:
+    """``<out>/run.h5``: config, metric tables (appended), traffic and the published model.
 
-    Holds /config, the metric tables, /traffic and ``/<model_group>/model/<key>``
-    (the trained model's weights at ``iteration``) for offline analysis; root
-    attrs format, iteration, world_size, finished.
+    Root attrs: format, iteration, world_size, finished. The model's ``model/<key>``
+    entries are stored under ``/<model_group>/model/<key>``.
     """
-    from .atomic import atomic_h5
 
-    with atomic_h5(path) as f:
-        f.attrs.update({"format": fmt, "iteration": iteration, "world_size": world_size,
-                        "finished": int(finished)})
-        write_common(f, cfg, tables, traffic_bytes, traffic_messages)
-        group = f.create_group(model_group)
-        for name, tensor in model_entries:
-            if name.startswith("model/"):
-                group.create_dataset(name, data=tensor.detach().cpu().numpy())
+    def __init__(self, path: str, fmt: str, cfg, world_size: int, tables: dict[str, Metrics],
+                 kinds, traffic: tuple[np.ndarray, np.ndarray], model_group: str, model_entries,
+                 iteration: int, extras: dict[str, np.ndarray] | None = None):
+        self.path, self.tables, self.model_group = path, tables, model_group
+        with atomic_h5(path) as f:
+            f.attrs.update({"format": fmt, "iteration": iteration, "world_size": world_size,
+                            "finished": 0})
+            write_common(f, cfg, tables, kinds, *traffic, extras)
+            group = f.create_group(model_group)
+            for name, tensor in model_entries:
+                if name.startswith("model/"):
+                    group.create_dataset(name, data=tensor.detach().cpu().numpy())
+        self.written = {p: len(t) for p, t in tables.items()}
+
+    def append_rows(self) -> None:
+        """Append the rows added to the tables since the last call."""
+        pending = {p: n for p, n in self.written.items() if len(self.tables[p]) > n}
+        if not pending:
+            return
+        with h5py.File(self.path, "r+") as f:
+            for path, start in pending.items():
+                for name, array in self.tables[path].arrays(start).items():
+                    dataset = f[f"{path}/{name}"]
+                    dataset.resize(start + len(array), axis=0)
+                    dataset[start:] = array
+                self.written[path] = len(self.tables[path])
+
+    def update(self, iteration: int, traffic: tuple[np.ndarray, np.ndarray], model_entries,
+               finished: bool) -> None:
+        """Rows so far, then traffic totals, the model and the progress attrs, in place."""
+        self.append_rows()
+        nbytes, messages = traffic
+        with h5py.File(self.path, "r+") as f:
+            kinds = str(f["traffic"].attrs["kinds"]).split(",")
+            f["traffic/bytes"][...] = nbytes.sum(axis=0)
+            f["traffic/messages"][...] = messages.sum(axis=0)
+            for i, kind in enumerate(kinds):
+                f[f"traffic/kinds/{kind}/bytes"][...] = nbytes[i]
+                f[f"traffic/kinds/{kind}/messages"][...] = messages[i]
+            for name, tensor in model_entries:
+                if name.startswith("model/"):
+                    f[f"{self.model_group}/{name}"][...] = tensor.detach().cpu().numpy()
+            f.attrs.update({"iteration": iteration, "finished": int(finished)})
+            f.flush()

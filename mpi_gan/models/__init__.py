@@ -1,14 +1,13 @@
-"""The paper's MNIST generators and discriminators (MD-GAN, Hardy et al. 2019, Sec. V).
+"""Model registries keyed by architecture and dataset shape (MD-GAN, Hardy et al. 2019, Sec. V).
 
-All generators map a latent batch z of shape (b, latent_dim) to images of shape
-(b, 1, 28, 28) in [-1, 1]. All discriminators map images (b, 1, 28, 28) to
-logits (b, outputs): column 0 is the real/fake logit, columns 1..10 the class
-logits of the ACGAN variant (outputs = 11) used in the paper's experiments.
-
-Parameter counts (latent_dim 100, ACGAN) against the paper's:
-MLP G 716,560 (paper 716,560), MLP D 670,219 (paper 670,219); the CNN counts
-differ from the paper's, whose layer list cannot produce its own numbers
-(docs/models.md gives both).
+``--model mlp|cnn`` picks the paper's model for the dataset's image shape:
+  (1, 28, 28)  mlp: FC 512-512-784 G and D;  cnn: the paper's MNIST CNN
+  (3, 32, 32)  mlp: the same MLP on 3072 values;  cnn: the paper's CIFAR10 CNN
+  (3, 64, 64)  mlp: the MLP on 12288 values;  cnn: the CIFAR10 CNN with one more
+               doubling (CelebA 64x64, our extension)
+Generators map z (b, latent_dim) to images (b, C, H, W) in [-1, 1];
+discriminators map images to logits (b, outputs): column 0 real/fake, then one
+per class with ACGAN. Parameter counts against the paper's: docs/models.md.
 """
 from __future__ import annotations
 
@@ -16,96 +15,37 @@ import torch
 from torch import nn
 
 from ..seeding import derive_seed
+from .classifier import AdaCompCNN, evaluate
+from .cnn import CifarGenerator, CNNDiscriminator, CNNGenerator
+from .layers import MinibatchDiscrimination
+from .mlp import MLPDiscriminator, MLPGenerator
 
-IMAGE_PIXELS = 28 * 28
-
-
-class MLPGenerator(nn.Module):
-    """FC latent_dim -> 512 -> 512 -> 784, LeakyReLU(0.2), tanh output."""
-
-    def __init__(self, latent_dim: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(latent_dim, 512), nn.LeakyReLU(0.2),
-            nn.Linear(512, 512), nn.LeakyReLU(0.2),
-            nn.Linear(512, IMAGE_PIXELS), nn.Tanh())
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(-1, 1, 28, 28)
+MODELS = ("mlp", "cnn")
+MNIST_SHAPE = (1, 28, 28)
+# the paper's counts (G, D) for latent 100 and ACGAN, keyed by (model, shape)
+PAPER_PARAMS = {("mlp", MNIST_SHAPE): (716_560, 670_219), ("cnn", MNIST_SHAPE): (628_058, 286_048),
+                ("cnn", (3, 32, 32)): (628_110, 100_203)}
 
 
-class MLPDiscriminator(nn.Module):
-    """FC 784 -> 512 -> 512 -> outputs, LeakyReLU(0.2)."""
-
-    def __init__(self, outputs: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(IMAGE_PIXELS, 512), nn.LeakyReLU(0.2),
-            nn.Linear(512, 512), nn.LeakyReLU(0.2),
-            nn.Linear(512, outputs))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.reshape(len(x), IMAGE_PIXELS))
+def generator_for(model: str, latent_dim: int, shape: tuple[int, int, int]) -> nn.Module:
+    """An unseeded G of architecture ``model`` for images of ``shape``."""
+    shape = tuple(shape)
+    if model == "mlp":
+        return MLPGenerator(latent_dim, shape)
+    if model == "cnn" and shape == MNIST_SHAPE:
+        return CNNGenerator(latent_dim)
+    if model == "cnn" and shape[1:] in ((32, 32), (64, 64)):
+        return CifarGenerator(latent_dim, shape[1], shape[0])
+    raise ValueError(f"no {model} generator for images of shape {shape}")
 
 
-class CNNGenerator(nn.Module):
-    """FC latent_dim -> 6272 (128x7x7), tconv 5x5 -> 32x14x14, tconv 5x5 -> 1x28x28, tanh."""
-
-    def __init__(self, latent_dim: int):
-        super().__init__()
-        self.fc = nn.Sequential(nn.Linear(latent_dim, 128 * 7 * 7), nn.BatchNorm1d(128 * 7 * 7),
-                                nn.ReLU())
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(128, 32, 5, stride=2, padding=2, output_padding=1),
-            nn.BatchNorm2d(32), nn.ReLU(),
-            nn.ConvTranspose2d(32, 1, 5, stride=2, padding=2, output_padding=1), nn.Tanh())
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.deconv(self.fc(z).view(-1, 128, 7, 7))
-
-
-class MinibatchDiscrimination(nn.Module):
-    """Salimans et al. 2016: (b, in_features) -> (b, in_features + kernels).
-
-    M = x T reshaped (b, kernels, kernel_dim);
-    o_i,k = mean_{j != i} exp(-|M_i,k - M_j,k|_1)  (the paper's sum divided by b - 1,
-    so the features stay in [0, 1] whatever the batch size).
-    """
-
-    def __init__(self, in_features: int, kernels: int = 50, kernel_dim: int = 5):
-        super().__init__()
-        self.kernels, self.kernel_dim = kernels, kernel_dim
-        self.T = nn.Parameter(torch.randn(in_features, kernels * kernel_dim) * 0.1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = (x @ self.T).view(-1, self.kernels, self.kernel_dim)
-        l1 = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(dim=3)  # (b, b, kernels)
-        others = max(len(x) - 1, 1)
-        o = (torch.exp(-l1).sum(dim=1) - 1.0) / others  # drop the self term exp(0)
-        return torch.cat([x, o], dim=1)
-
-
-class CNNDiscriminator(nn.Module):
-    """Six 3x3 convs (16, 32, 64, 128, 256, 512; strides 2,1,2,1,2,1), LeakyReLU(0.2),
-    global average pool, minibatch discrimination, FC -> outputs."""
-
-    def __init__(self, outputs: int):
-        super().__init__()
-        layers, cin = [], 1
-        for cout, stride in zip((16, 32, 64, 128, 256, 512), (2, 1, 2, 1, 2, 1)):
-            layers += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.LeakyReLU(0.2)]
-            cin = cout
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.mbd = MinibatchDiscrimination(512)
-        self.fc = nn.Linear(512 + self.mbd.kernels, outputs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.mbd(self.features(x)))
-
-
-GENERATORS = {"mlp": MLPGenerator, "cnn": CNNGenerator}
-DISCRIMINATORS = {"mlp": MLPDiscriminator, "cnn": CNNDiscriminator}
-PAPER_PARAMS = {"mlp": (716_560, 670_219), "cnn": (628_058, 286_048)}
+def discriminator_for(model: str, outputs: int, shape: tuple[int, int, int]) -> nn.Module:
+    """An unseeded D of architecture ``model`` for images of ``shape``."""
+    if model == "mlp":
+        return MLPDiscriminator(outputs, tuple(shape))
+    if model == "cnn":
+        return CNNDiscriminator(outputs, shape[0])
+    raise ValueError(f"no {model} discriminator")
 
 
 def _seeded(factory, seed: int):
@@ -114,14 +54,17 @@ def _seeded(factory, seed: int):
         return factory()
 
 
-def make_generator(model: str, latent_dim: int, seed: int) -> nn.Module:
+def make_generator(model: str, latent_dim: int, seed: int,
+                   shape: tuple[int, int, int] = MNIST_SHAPE) -> nn.Module:
     """G with its initial weights derived from the run seed."""
-    return _seeded(lambda: GENERATORS[model](latent_dim), derive_seed(seed, "G"))
+    return _seeded(lambda: generator_for(model, latent_dim, shape), derive_seed(seed, "G"))
 
 
-def make_discriminator(model: str, outputs: int, seed: int, worker: int) -> nn.Module:
+def make_discriminator(model: str, outputs: int, seed: int, worker: int,
+                       shape: tuple[int, int, int] = MNIST_SHAPE) -> nn.Module:
     """D_n of worker ``worker`` (1..N) with initial weights derived from the run seed."""
-    return _seeded(lambda: DISCRIMINATORS[model](outputs), derive_seed(seed, "D", worker))
+    return _seeded(lambda: discriminator_for(model, outputs, shape),
+                   derive_seed(seed, "D", worker))
 
 
 def count_params(module: nn.Module) -> int:
@@ -129,24 +72,13 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-class AdaCompCNN(nn.Module):
-    """The AdaComp paper's MNIST classifier: (b, 1, 28, 28) -> logits (b, 10).
-
-    conv 3x3x32 -> maxpool 2 -> conv 3x3x64 -> maxpool 2 -> FC 3136 -> 128 -> FC 10,
-    ReLU activations, 'same' padding: 421,642 parameters.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
-        self.classifier = nn.Sequential(nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
-
-def make_classifier(seed: int) -> nn.Module:
+def make_classifier(seed: int, shape: tuple[int, int, int] = MNIST_SHAPE,
+                    classes: int = 10) -> nn.Module:
     """The AdaComp CNN with initial weights derived from the run seed."""
-    return _seeded(AdaCompCNN, derive_seed(seed, "classifier"))
+    return _seeded(lambda: AdaCompCNN(shape, classes), derive_seed(seed, "classifier"))
+
+
+__all__ = ["AdaCompCNN", "CNNDiscriminator", "CNNGenerator", "CifarGenerator", "MODELS",
+           "MLPDiscriminator", "MLPGenerator", "MinibatchDiscrimination", "PAPER_PARAMS",
+           "count_params", "discriminator_for", "evaluate", "generator_for", "make_classifier",
+           "make_discriminator", "make_generator"]

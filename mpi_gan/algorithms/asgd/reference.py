@@ -11,24 +11,17 @@ import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from .roles import AsgdWorker, decode_push, layer_offsets, make_channel
 from ...config import AsgdConfig
-from ...data import load_shard
-from ...models import make_classifier
+from ...data import plan_data
+from .main import make_model
+from .protocol import decode_push, layer_offsets, make_channel
 from .staleness import apply_parts
-
-
-class _LoopbackTransport:
-    """Just what AsgdWorker.gradient/push_message read: the worker's rank."""
-
-    def __init__(self, rank: int):
-        self.rank = rank
-
+from .worker import AsgdWorker
 
 def replay(cfg: AsgdConfig, world_size: int, workers: np.ndarray, t_pulls: np.ndarray
            ) -> dict[str, np.ndarray | torch.Tensor]:
     """Apply pushes in the recorded order; returns theta and per-push sent/tau_max/tau_sum."""
-    model = make_classifier(cfg.seed)
+    model = make_model(cfg)
     theta = parameters_to_vector(model.parameters()).detach().clone()
     touches = torch.zeros_like(theta, dtype=torch.int64)
     layers = layer_offsets(model)
@@ -37,10 +30,9 @@ def replay(cfg: AsgdConfig, world_size: int, workers: np.ndarray, t_pulls: np.nd
     snapshots = {0: (theta.clone(), touches.clone())}
     roles, steps = {}, {}
     for w in range(1, world_size):
-        shard = load_shard(cfg.dataset, cfg.seed, world_size - 1, w, cfg.data_dir,
-                           cfg.cache_dir, cfg.synthetic_size)
-        roles[w] = AsgdWorker(_LoopbackTransport(w), make_classifier(cfg.seed), shard,
-                              make_channel(cfg.compress, cfg.residual), cfg.batch_size, cfg.seed)
+        shard = plan_data(cfg, world_size - 1, w).shard
+        roles[w] = AsgdWorker(None, make_model(cfg), shard,
+                              make_channel(cfg.compress, cfg.residual), cfg.batch_size, cfg.seed, w)
         steps[w] = 0
     out = {"sent": [], "tau_max": [], "tau_sum": []}
     for version, (w, t_pull) in enumerate(zip(workers.tolist(), t_pulls.tolist())):

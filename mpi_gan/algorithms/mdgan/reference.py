@@ -10,31 +10,31 @@ import torch
 
 from . import plan as alg
 from ...gan.losses import discriminator_step, error_feedback, latent_batch, make_adam
-from ...config import Config, dataset_size
-from ...data import Shard, load_shard, real_batch_indices
+from ...config import Config, disc_outputs, latent_classes
+from ...data import plan_data, real_batch_indices
 from ...models import make_discriminator, make_generator
 from .worker import feedback_channel, feedback_name
 
 
-def run_reference(cfg: Config, world_size: int, shards: dict[int, Shard] | None = None
+def run_reference(cfg: Config, world_size: int
                   ) -> tuple[torch.nn.Module, dict[int, torch.nn.Module]]:
     """Train for ``cfg.iterations`` iterations; returns (G, {n: D held by worker n})."""
     workers = world_size - 1
-    if shards is None:
-        shards = {n: load_shard(cfg.dataset, cfg.seed, workers, n, cfg.data_dir, cfg.cache_dir,
-                                cfg.synthetic_size) for n in range(1, workers + 1)}
-    outputs = 11 if cfg.acgan else 1
-    g = make_generator(cfg.model, cfg.latent_dim, cfg.seed)
+    plans = {n: plan_data(cfg, workers, n) for n in range(1, workers + 1)}
+    shards = {n: p.shard for n, p in plans.items()}
+    shape, classes = plans[1].spec.shape, latent_classes(cfg)
+    g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape)
     g_opt = make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2)
-    discs = {n: make_discriminator(cfg.model, outputs, cfg.seed, n) for n in shards}
+    discs = {n: make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, n, shape)
+             for n in shards}
     d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2) for n, d in discs.items()}
     channels = {n: feedback_channel(cfg) for n in shards}
     batches = alg.generated_batches(cfg.k)
     assignment = {n: alg.batch_assignment(n, batches) for n in shards}
-    period = alg.swap_period(cfg.swap_epochs, dataset_size(cfg) // workers, cfg.batch_size)
+    period = alg.swap_period(cfg.swap_epochs, plans[1].mean_shard, cfg.batch_size)
     b = cfg.batch_size
     for t in range(cfg.iterations):
-        latents = [latent_batch(cfg.latent_dim, 10 if cfg.acgan else 0, b, cfg.seed, t, j)
+        latents = [latent_batch(cfg.latent_dim, classes, b, cfg.seed, t, j)
                    for j in range(batches)]
         g.train()
         generated = [g(z) for z, _ in latents]

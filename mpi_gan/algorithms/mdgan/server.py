@@ -1,22 +1,23 @@
 """MD-GAN server (rank 0): the single generator and the parameter-server loop.
 
 Receives its transport, generator, optimizer and config as arguments; owns no
-MPI beyond the transport. Sample tensors are (b, 1, 28, 28) float32.
+MPI beyond the transport. Sample tensors are (b, C, H, W) float32.
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
 from torch import nn
 
 from ... import compression
-from ...compression.payload import Payload
-
-from . import plan as alg
-from ...gan.losses import latent_batch
-from ...config import Config
-from ...io.state import Layout, adam_state, load_adam_state, load_module_state, module_state
 from ...comm.transport import ANY_SOURCE, Transport, TransportError, wait_all
+from ...compression.payload import Payload
+from ...config import Config
+from ...gan.losses import latent_batch
+from ...io.state import adam_state, load_adam_state, load_module_state, module_state
+from . import plan as alg
 
 
 class Server:
@@ -24,24 +25,25 @@ class Server:
 
     def __init__(self, transport: Transport, generator: nn.Module,
                  optimizer: torch.optim.Optimizer, cfg: Config, device: torch.device,
-                 worker_layout: Layout):
+                 sample_shape: tuple[int, ...], classes: int):
         self.t, self.g, self.opt, self.cfg, self.device = transport, generator, optimizer, cfg, device
+        self.classes = classes  # one-hot classes in the latent (0: no ACGAN)
         self.workers = list(range(1, transport.size))
         self.batches = alg.generated_batches(cfg.k)
         self.assignment = {n: alg.batch_assignment(n, self.batches) for n in self.workers}
         self.scale = 1.0 / (len(self.workers) * cfg.batch_size)
-        self.worker_layout = worker_layout
-        shape = (cfg.batch_size, 1, 28, 28)
+        shape = (cfg.batch_size, *sample_shape)
         self.feedback = {n: torch.empty(shape, device=device) for n in self.workers}
         self.losses = {n: torch.empty(2) for n in self.workers}
         # feedback arrives compressed (variable size) unless --compress none
         self.decoder = None if cfg.compress == "none" else compression.parse_spec(cfg.compress)
+        self.last = None
 
-    def step(self, iteration: int) -> tuple[np.ndarray, np.ndarray]:
-        """Run iteration ``iteration`` (0-based); returns per-worker (D loss, G loss)."""
-        cfg = self.cfg
-        latents = [latent_batch(cfg.latent_dim, 10 if cfg.acgan else 0, cfg.batch_size, cfg.seed,
-                                    iteration, j) for j in range(self.batches)]
+    def step(self, iteration: int) -> list[tuple[str, dict]]:
+        """Run iteration ``iteration`` (0-based); returns its metrics row."""
+        cfg, tic = self.cfg, time.perf_counter()
+        latents = [latent_batch(cfg.latent_dim, self.classes, cfg.batch_size, cfg.seed,
+                                iteration, j) for j in range(self.batches)]
         self.g.train()
         generated = [self.g(z.to(self.device)) for z, _ in latents]
         requests = []
@@ -49,7 +51,7 @@ class Server:
             g, d = self.assignment[n]
             requests.append(self.t.isend_tensor(generated[g].detach(), n, "batch_g"))
             requests.append(self.t.isend_tensor(generated[d].detach(), n, "batch_d"))
-            if cfg.acgan:
+            if self.classes:
                 labels = torch.cat([latents[g][1], latents[d][1]])
                 requests.append(self.t.isend_tensor(labels, n, "labels"))
         for n in self.workers:
@@ -65,7 +67,10 @@ class Server:
                                        self.batches, self.scale)
         alg.generator_step(self.opt, generated, grads)
         losses = np.stack([self.losses[n].numpy() for n in self.workers])
-        return losses[:, 0].copy(), losses[:, 1].copy()
+        self.last = dict(iteration=iteration + 1, seconds=time.perf_counter() - tic,
+                         d_loss=losses[:, 0].copy(), g_loss=losses[:, 1].copy(),
+                         server_bytes_out=self.t.sent_total())
+        return [("metrics", self.last)]
 
     def _receive_compressed_feedback(self) -> None:
         buf, n = self.t.recv_any_size(ANY_SOURCE, "feedback")
@@ -77,24 +82,20 @@ class Server:
                                  f"expected {shape} float32")
         self.feedback[n].copy_(self.decoder.decompress(payload))
 
+    def progress(self) -> str:
+        row = self.last
+        return (f"D loss {row['d_loss'].mean():.4f}  G loss {row['g_loss'].mean():.4f}  server "
+                f"sent {self.t.sent_total() / 1e6:.1f} MB, received "
+                f"{self.t.received_total() / 1e6:.1f} MB")
+
     def state(self) -> list[tuple[str, torch.Tensor]]:
-        """G's model and Adam entries (see state.py)."""
+        """G's model and Adam entries (see io/state.py)."""
         return module_state(self.g) + adam_state(self.g, self.opt)
 
     def load_state(self, values: dict[str, torch.Tensor]) -> None:
         load_module_state(self.g, values)
         load_adam_state(self.g, self.opt, values)
 
-    def gather_workers(self) -> dict[int, dict[str, torch.Tensor]]:
-        """Receive every worker's packed state (kind 'checkpoint'), worker by worker."""
-        states = {}
-        for n in self.workers:
-            buf = self.t.recv_into(self.worker_layout.empty(), n, "checkpoint")
-            states[n] = self.worker_layout.unpack(buf)
-        return states
-
-    def restore_workers(self, states: dict[int, dict[str, torch.Tensor]]) -> None:
-        """Send each worker its state from a checkpoint (kind 'restore')."""
-        for n in self.workers:
-            entries = [(f.name, states[n][f.name].to(f.dtype)) for f in self.worker_layout.fields]
-            self.t.send_tensor(self.worker_layout.pack(entries), n, "restore")
+    def published(self) -> list[tuple[str, torch.Tensor]]:
+        """What the run file holds: G's weights."""
+        return module_state(self.g)

@@ -1,6 +1,6 @@
 """Analytic traffic of an MD-GAN run, message by message (MD-GAN paper, Sec. IV-C).
 
-Per iteration and worker n (b = batch size, d = 784 floats per sample):
+Per iteration and worker n (b = batch size, d = C*H*W floats per sample):
   batch_g  0 -> n  b*d float32        batch_d  0 -> n  b*d float32
   labels   0 -> n  2*b int64 (ACGAN only)
   feedback n -> 0  b*d float32        losses   n -> 0  2 float32
@@ -15,18 +15,18 @@ from __future__ import annotations
 import numpy as np
 
 from . import plan as alg
-from ...config import Config, dataset_size
-from ...comm.transport import KINDS
+from ...config import Config
+from .protocol import ALL_KINDS as KINDS
 
-SAMPLE_FLOATS = 28 * 28
 FLOAT32, INT64 = 4, 8
 
 
-def expected_traffic(cfg: Config, world_size: int, d_state_bytes: int, d_param_tensors: int,
-                     d_param_floats: int, rng_bytes: int, channel_bytes: int = 0
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def expected_traffic(cfg: Config, world_size: int, sample_floats: int, mean_shard: int,
+                     d_state_bytes: int, d_param_tensors: int, d_param_floats: int,
+                     rng_bytes: int, channel_bytes: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(bytes, messages), int64 (len(KINDS), world, world), of a fresh run of ``cfg``.
 
+    sample_floats: d = C*H*W of one image; mean_shard: the m of a local epoch;
     d_state_bytes: bytes of D's parameters and buffers; d_param_tensors: number of
     parameter tensors; d_param_floats: |theta|; rng_bytes: size of a torch RNG state;
     channel_bytes: the feedback compressor's and residual's state in a checkpoint.
@@ -38,7 +38,7 @@ def expected_traffic(cfg: Config, world_size: int, d_state_bytes: int, d_param_t
     msgs = np.zeros_like(nbytes)
     workers = world_size - 1
     b, iters = cfg.batch_size, cfg.iterations
-    batch_bytes = b * SAMPLE_FLOATS * FLOAT32
+    batch_bytes = b * sample_floats * FLOAT32
 
     def add(kind, src, dst, count, size):
         nbytes[k[kind], src, dst] += count * size
@@ -46,7 +46,7 @@ def expected_traffic(cfg: Config, world_size: int, d_state_bytes: int, d_param_t
 
     adam_bytes = 2 * d_param_floats * FLOAT32 + d_param_tensors * FLOAT32
     swap_bytes = d_state_bytes + (adam_bytes if cfg.swap_adam == "travel" else 0)
-    period = alg.swap_period(cfg.swap_epochs, dataset_size(cfg) // workers, b)
+    period = alg.swap_period(cfg.swap_epochs, mean_shard, b)
     swaps = [s for s in (alg.swap_after(t, period) for t in range(iters)) if s is not None]
     checkpoints = len({t for t in range(1, iters + 1)
                        if (cfg.checkpoint_every and t % cfg.checkpoint_every == 0) or t == iters})

@@ -1,7 +1,7 @@
 """MD-GAN worker (ranks 1..N): one discriminator, a private shard, error feedback.
 
 Receives its transport, discriminator, optimizer, shard and config as arguments.
-Sample tensors are (b, 1, 28, 28) float32; labels (b,) int64.
+Sample tensors are (b, C, H, W) float32; labels (b,) int64.
 """
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import torch
 from torch import nn
 
 from ... import compression
-
-from . import plan as alg
-from ...gan.losses import discriminator_step, error_feedback
+from ...comm.transport import Transport, wait_all
 from ...config import Config
 from ...data import Shard, real_batch_indices
-from ...io.state import (Layout, adam_state, load_adam_state, load_module_state, load_rng_state,
-                    module_state, rng_state)
-from ...comm.transport import Transport, wait_all
+from ...gan.losses import discriminator_step, error_feedback
+from ...io.state import Layout, adam_state, load_adam_state, load_module_state, module_state
+from . import plan as alg
 
 
 def feedback_channel(cfg: Config) -> compression.Channel | None:
@@ -32,16 +30,13 @@ def feedback_name(worker: int) -> str:
     return f"worker{worker}/feedback"
 
 
-def feedback_shape(cfg: Config) -> tuple[int, ...]:
-    return (cfg.batch_size, 1, 28, 28)
-
-
-def channel_state(channel: compression.Channel | None, cfg: Config, worker: int
+def channel_state(channel: compression.Channel | None, shape: tuple[int, ...], worker: int
                   ) -> list[tuple[str, torch.Tensor]]:
-    """The feedback channel's state entries (``channel/...``) for checkpoints."""
+    """The feedback channel's state entries (``channel/...``) for checkpoints; ``shape``
+    is the feedback's, (b, C, H, W)."""
     if channel is None:
         return []
-    return channel.state(feedback_name(worker), feedback_shape(cfg), prefix="channel/")
+    return channel.state(feedback_name(worker), shape, prefix="channel/")
 
 
 class Worker:
@@ -49,19 +44,23 @@ class Worker:
 
     def __init__(self, transport: Transport, discriminator: nn.Module,
                  optimizer: torch.optim.Optimizer, shard: Shard, cfg: Config,
-                 device: torch.device, channel: compression.Channel | None = None):
+                 device: torch.device, channel: compression.Channel | None = None,
+                 swap_period: int = 0):
         self.t, self.d, self.opt, self.shard = transport, discriminator, optimizer, shard
         self.cfg, self.device, self.channel = cfg, device, channel
+        self.swap_period = swap_period  # iterations between swaps (0: never)
         self.n = transport.rank
         self.feedback_bytes = 0  # bytes of every feedback message sent
         self.workers = transport.size - 1
         b = cfg.batch_size
-        self.x_g = torch.empty(b, 1, 28, 28, device=device)
-        self.x_d = torch.empty(b, 1, 28, 28, device=device)
+        self.shape = (b, *shard.images.shape[1:])
+        self.x_g = torch.empty(self.shape, device=device)
+        self.x_d = torch.empty(self.shape, device=device)
         self.labels = torch.empty(2 * b, dtype=torch.int64, device=device)
 
     def step(self, iteration: int) -> None:
-        """Run iteration ``iteration`` (0-based) of Algorithm 1 on this worker."""
+        """Run iteration ``iteration`` (0-based) of Algorithm 1 on this worker, then swap D
+        if a swap is due after it."""
         cfg = self.cfg
         incoming = [self.t.irecv_into(self.x_g, 0, "batch_g"),
                     self.t.irecv_into(self.x_d, 0, "batch_d")]
@@ -85,6 +84,9 @@ class Worker:
         self.feedback_bytes += message.numel() * message.element_size()
         wait_all([self.t.isend_tensor(message, 0, "feedback"),
                   self.t.isend_tensor(losses, 0, "losses")])
+        swap = alg.swap_after(iteration, self.swap_period)
+        if swap is not None:
+            self.swap(swap)
 
     def _swap_entries(self) -> list[tuple[str, torch.Tensor]]:
         entries = module_state(self.d)
@@ -109,18 +111,12 @@ class Worker:
             self.opt.state.clear()  # the received D restarts Adam from scratch
 
     def state(self) -> list[tuple[str, torch.Tensor]]:
-        """D's model, Adam, this rank's RNG and the feedback channel's entries."""
-        return module_state(self.d) + adam_state(self.d, self.opt) + rng_state() + \
-            channel_state(self.channel, self.cfg, self.n)
+        """D's model and Adam entries and the feedback channel's state."""
+        return module_state(self.d) + adam_state(self.d, self.opt) + \
+            channel_state(self.channel, self.shape, self.n)
 
-    def send_state(self, layout: Layout) -> None:
-        self.t.send_tensor(layout.pack(self.state()), 0, "checkpoint")
-
-    def receive_state(self, layout: Layout) -> None:
-        values = layout.unpack(self.t.recv_into(layout.empty(), 0, "restore"))
+    def load_state(self, values: dict[str, torch.Tensor]) -> None:
         load_module_state(self.d, values)
         load_adam_state(self.d, self.opt, values)
-        load_rng_state(values)
         if self.channel is not None:
-            self.channel.load_state(feedback_name(self.n), feedback_shape(self.cfg), values,
-                                    prefix="channel/")
+            self.channel.load_state(feedback_name(self.n), self.shape, values, prefix="channel/")

@@ -1,0 +1,147 @@
+"""ASGD server (rank 0): holds theta and applies every push as it arrives, from any worker.
+
+Receives its transport, model, test set and config as arguments. One skeleton
+``step`` applies one push (AdaComp's staleness-aware step, or a plain one);
+the pull that answers it goes out at the start of the next step, so a
+checkpoint can find that worker idle.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from ...comm.transport import ANY_SOURCE, Transport
+from ...data import Shard
+from ...io.state import module_state
+from ...models import evaluate
+from .protocol import HEADER, STATE, STOP, decode_push, layer_offsets
+from .staleness import apply_parts
+
+
+class AsgdServer:
+    """theta (flat float32), per-parameter touch counts, the push log."""
+
+    def __init__(self, transport: Transport, model: nn.Module, lr: float, use_staleness: bool,
+                 test: Shard | None = None, eval_every: int = 0, iterations: int = 0):
+        self.t, self.model, self.lr, self.use_staleness = transport, model, lr, use_staleness
+        self.test, self.eval_every, self.iterations = test, eval_every, iterations
+        self.layers = layer_offsets(model)
+        size = sum(p.numel() for p in model.parameters())
+        self.pull = torch.zeros(HEADER + 4 * size, dtype=torch.uint8)
+        self.header = self.pull[:HEADER].view(torch.int64)
+        self.theta = self.pull[HEADER:].view(torch.float32)
+        self.theta.copy_(parameters_to_vector(model.parameters()).detach())
+        self.touches = torch.zeros(size, dtype=torch.int64)
+        self.at_pull: dict[int, torch.Tensor] = {}
+        self.workers = list(range(1, transport.size))
+        self.push_counts = np.zeros(transport.size, dtype=np.int64)
+        self.version = 0
+        self.computing: set[int] = set()  # workers with a push in flight
+        self.idle: list[int] = list(self.workers)  # workers owed a pull
+        self.started = time.perf_counter()
+        self.received = 0     # bytes of the pushes applied by this process
+        self.applied = 0      # pushes applied by this process
+        self.accuracy = float("nan")
+
+    # -------------------------------------------------------------- messages
+    def send_pull(self, worker: int) -> None:
+        """Send theta with its version and the worker's next step; remember the pull."""
+        self.header[0], self.header[1] = self.version, int(self.push_counts[worker])
+        self.at_pull[worker] = self.touches.clone()
+        self.t.send_tensor(self.pull, worker, "pull")
+        self.computing.add(worker)
+
+    def _send_signal(self, worker: int, signal: int) -> None:
+        self.header[0] = signal
+        self.t.send_tensor(self.pull[:HEADER], worker, "pull")
+
+    def receive_push(self) -> tuple[int, torch.Tensor]:
+        buf, worker = self.t.recv_any_size(ANY_SOURCE, "push")
+        self.push_counts[worker] += 1
+        self.computing.discard(worker)
+        return worker, buf
+
+    def apply(self, worker: int, buf: torch.Tensor) -> dict:
+        """Apply one push; returns its log row (without timing)."""
+        t_pull, parts = decode_push(buf, self.layers)
+        sent, tau_max, tau_sum = apply_parts(self.theta, self.touches, self.at_pull[worker],
+                                             parts, self.lr, self.use_staleness)
+        self.version += 1
+        self.applied += 1
+        self.received += int(buf.numel())
+        return {"push": self.version, "worker": worker, "t_pull": t_pull,
+                "delay": self.version - 1 - t_pull, "sent": sent, "tau_max": tau_max,
+                "tau_sum": tau_sum, "bytes": int(buf.numel())}
+
+    def _apply_and_log(self, worker: int, buf: torch.Tensor) -> list[tuple[str, dict]]:
+        rows = [("metrics", {**self.apply(worker, buf),
+                             "seconds": time.perf_counter() - self.started})]
+        v = self.version
+        if self.test is not None and (v % self.eval_every == 0 or v == self.iterations):
+            self.accuracy, loss = evaluate(self.model_with_theta(), self.test.images,
+                                           self.test.labels)
+            rows.append(("metrics/eval", {"push": v, "accuracy": self.accuracy, "loss": loss}))
+        return rows
+
+    # ------------------------------------------------------- skeleton hooks
+    def step(self, iteration: int) -> list[tuple[str, dict]]:
+        """Pull every idle worker, then apply the next push to arrive (from any worker)."""
+        while self.idle:
+            self.send_pull(self.idle.pop(0))
+        worker, buf = self.receive_push()
+        self.idle.append(worker)
+        return self._apply_and_log(worker, buf)
+
+    def before_checkpoint(self, final: bool, workers_have_state: bool
+                          ) -> list[tuple[str, dict]]:
+        """Let every push in flight land (applied below --iterations, counted but discarded
+        at or above it), so that each worker is idle and can report its state. Without
+        worker state a periodic checkpoint waits for nothing."""
+        rows = []
+        if not (final or workers_have_state):
+            return rows
+        while self.computing:
+            worker, buf = self.receive_push()
+            self.idle.append(worker)
+            if self.version < self.iterations:
+                rows += self._apply_and_log(worker, buf)
+        return rows
+
+    def request_state(self, worker: int) -> None:
+        """Ask an idle worker for its compressor state (it answers with kind 'checkpoint')."""
+        self._send_signal(worker, STATE)
+
+    def after_checkpoint(self) -> None:
+        """Nothing to do: idle workers are pulled at the next step."""
+
+    def finish(self) -> None:
+        for w in self.workers:
+            self._send_signal(w, STOP)
+
+    def progress(self) -> str:
+        dense = 8 + 4 * self.theta.numel()  # version header + float32 gradient
+        return (f"test accuracy {self.accuracy:.4f}  worker->server {self.received / 1e6:.2f} MB "
+                f"({dense * self.applied / max(self.received, 1):.1f}x smaller than "
+                "uncompressed)")
+
+    def state(self) -> list[tuple[str, torch.Tensor]]:
+        return [("server/theta", self.theta.clone()), ("server/touches", self.touches.clone()),
+                ("server/push_counts", torch.from_numpy(self.push_counts.copy())),
+                ("server/version", torch.tensor([self.version], dtype=torch.int64))]
+
+    def load_state(self, values: dict[str, torch.Tensor]) -> None:
+        self.theta.copy_(values["server/theta"])
+        self.touches.copy_(values["server/touches"])
+        self.push_counts[:] = values["server/push_counts"].numpy()
+        self.version = int(values["server/version"][0])
+
+    def published(self) -> list[tuple[str, torch.Tensor]]:
+        return module_state(self.model_with_theta())
+
+    def model_with_theta(self) -> nn.Module:
+        vector_to_parameters(self.theta.clone(), self.model.parameters())
+        return self.model

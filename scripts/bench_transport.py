@@ -51,7 +51,7 @@ def main():
             print("bench_transport: run with exactly 2 ranks: mpiexec -n 2 python "
                   "scripts/bench_transport.py", file=sys.stderr)
         return 2
-    transport = Transport(MPI.COMM_WORLD)
+    transport = Transport(("batch_g",), MPI.COMM_WORLD)
     rows = []
     for size in SIZES:
         array = np.ones(size // 4, dtype=np.float32)

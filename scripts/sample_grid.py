@@ -2,37 +2,37 @@
 
 Usage: ``python scripts/sample_grid.py runs/quickstart/run.h5 samples.png [--rows 10]``
 
-With ACGAN, row r shows class r % 10. Reads only HDF5 datasets (no pickle);
-writes the PNG with zlib alone, so it needs no imaging library.
+Works for the run files of MD-GAN, FL-GAN and the standalone GAN, on every
+dataset (greyscale or RGB). With ACGAN, row r shows class r % classes. Reads
+only HDF5 datasets (no pickle); writes the PNG with Pillow.
 """
 from __future__ import annotations
 
 import argparse
-import struct
 import sys
-import zlib
 
 import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
-from mpi_gan.config import NUM_CLASSES, Config
+from mpi_gan.config import GanConfig, latent_classes
+from mpi_gan.data import spec_of
+from mpi_gan.gan.losses import latent_batch
 from mpi_gan.models import make_generator
 
 
-def write_png(path: str, image: np.ndarray) -> None:
-    """Write a 2-D uint8 array as an 8-bit greyscale PNG."""
-    height, width = image.shape
-    raw = b"".join(b"\x00" + image[y].tobytes() for y in range(height))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(
-            ">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0,
-                                                                  0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+def load_generator(path: str) -> tuple[torch.nn.Module, GanConfig]:
+    """G and the run's configuration from a run file (/generator/model) or a checkpoint
+    (rank 0's G: /state/rank_0/model for MD-GAN, /state/rank_0/g/model otherwise)."""
+    with h5py.File(path, "r") as f:
+        cfg = GanConfig.from_attrs(f["config"].attrs)
+        group = next(f[p] for p in ("generator/model", "state/rank_0/g/model",
+                                    "state/rank_0/model") if p in f)
+        state = {k: torch.from_numpy(np.array(v[()])) for k, v in group.items()}
+    g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, spec_of(cfg).shape)
+    g.load_state_dict(state)
+    return g.eval(), cfg
 
 
 def main(argv=None) -> int:
@@ -44,26 +44,20 @@ def main(argv=None) -> int:
     parser.add_argument("--cols", type=int, default=10, help="grid columns")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent samples")
     args = parser.parse_args(argv)
-    with h5py.File(args.run_file, "r") as f:
-        cfg = Config.from_attrs(f["config"].attrs)
-        state = {k: torch.from_numpy(np.array(v[()])) for k, v in f["generator/model"].items()}
-    g = make_generator(cfg.model, cfg.latent_dim, cfg.seed)
-    g.load_state_dict(state)
-    g.eval()
-    count = args.rows * args.cols
-    gen = torch.Generator().manual_seed(args.seed)
-    if cfg.acgan:
-        labels = torch.arange(count) // args.cols % NUM_CLASSES
-        z = torch.cat([torch.randn(count, cfg.latent_dim - NUM_CLASSES, generator=gen),
-                       F.one_hot(labels, NUM_CLASSES).float()], dim=1)
-    else:
-        z = torch.randn(count, cfg.latent_dim, generator=gen)
+    g, cfg = load_generator(args.run_file)
+    classes, count = latent_classes(cfg), args.rows * args.cols
+    z, _ = latent_batch(cfg.latent_dim, classes, count, args.seed, "sample-grid")
+    if classes:  # one class per row
+        z[:, -classes:] = torch.nn.functional.one_hot(
+            torch.arange(count) // args.cols % classes, classes).float()
     with torch.no_grad():
-        x = g(z)[:, 0]
+        x = g(z)
+    c, h, w = x.shape[1:]
     pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    grid = pixels.reshape(args.rows, args.cols, 28, 28).transpose(0, 2, 1, 3)
-    write_png(args.png, grid.reshape(args.rows * 28, args.cols * 28))
-    print(f"wrote {args.png}: {count} samples of {cfg.model} G from {args.run_file}")
+    grid = pixels.reshape(args.rows, args.cols, c, h, w).transpose(0, 3, 1, 4, 2)
+    grid = grid.reshape(args.rows * h, args.cols * w, c)
+    Image.fromarray(grid[:, :, 0] if c == 1 else grid).save(args.png)
+    print(f"wrote {args.png}: {count} samples of {cfg.model} G ({c}x{h}x{w}) from {args.run_file}")
     return 0
 
 

@@ -23,7 +23,8 @@ import torch
 
 from .cache import ensure_cache, cache_path
 from .spec import DATASETS, DataError, DatasetSpec, dataset_spec
-from .splits import label_histogram, parse_split, real_batch_indices, split_indices
+from .splits import (epoch_iterations, label_histogram, parse_split, real_batch_indices,
+                     split_indices)
 from .synthetic import synthetic_images
 
 
@@ -150,6 +151,6 @@ def plan_data(cfg, workers: int, worker: int) -> DataPlan:
     return DataPlan(dataset.spec, sizes, histogram, shard)
 
 
-__all__ = ["DataPlan", "plan_data", "DATASETS", "DataError", "Dataset", "DatasetSpec", "Shard", "dataset_spec",
+__all__ = ["DataPlan", "plan_data", "epoch_iterations", "DATASETS", "DataError", "Dataset", "DatasetSpec", "Shard", "dataset_spec",
            "ensure_cache", "label_histogram", "open_dataset", "parse_split", "prepare",
            "real_batch_indices", "resolved_cache_dir", "spec_of", "split_indices", "to_shard"]

@@ -81,6 +81,11 @@ def label_histogram(labels: np.ndarray, shards: list[np.ndarray], classes: int) 
                      np.zeros(0, np.int64) for idx in shards]).astype(np.int64)
 
 
+def epoch_iterations(epochs: int, shard_size: int, batch: int) -> int:
+    """Iterations of ``epochs`` local epochs over a shard: epochs * (m // b) (0: never)."""
+    return epochs * (shard_size // batch)
+
+
 def real_batch_indices(seed: int, worker: int, shard_size: int, batch: int,
                        iteration: int) -> torch.Tensor:
     """Positions in the shard of the real batch used at ``iteration`` (0-based).

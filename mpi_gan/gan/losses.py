@@ -94,3 +94,24 @@ def error_feedback(disc: nn.Module, x_g: torch.Tensor, y_g: torch.Tensor | None,
 def make_adam(module: nn.Module, lr: float, beta1: float, beta2: float) -> torch.optim.Adam:
     """The Adam optimizer used for G and every D (foreach off: same kernels everywhere)."""
     return torch.optim.Adam(module.parameters(), lr=lr, betas=(beta1, beta2), foreach=False)
+
+
+def gan_step(g: nn.Module, d: nn.Module, opt_g: torch.optim.Optimizer,
+             opt_d: torch.optim.Optimizer, x_real: torch.Tensor, y_real: torch.Tensor | None,
+             z: torch.Tensor, y_fake: torch.Tensor | None, disc_steps: int,
+             saturating: bool) -> tuple[float, float]:
+    """One local iteration of a full GAN (FL-GAN workers, the standalone GAN).
+
+    G makes one batch X = G(z) (b, C, H, W); D takes ``disc_steps`` Adam steps on
+    (X_r, X) as in MD-GAN's workers, then G one Adam step on the mean generator loss
+    of X under the updated D. Returns (mean D loss, G loss) before the steps.
+    """
+    g.train()
+    x_fake = g(z)
+    d_losses = [discriminator_step(d, opt_d, x_real, y_real, x_fake.detach(), y_fake)
+                for _ in range(disc_steps)]
+    opt_g.zero_grad(set_to_none=True)
+    loss = generator_loss_per_sample(d(x_fake), y_fake, saturating).mean()
+    loss.backward()
+    opt_g.step()
+    return sum(d_losses) / len(d_losses), float(loss.detach())

@@ -51,6 +51,15 @@ class Metrics:
         return len(next(iter(self.rows.values()))) if self.rows else 0
 
 
+def gan_table(workers: int, bytes_column: str) -> Metrics:
+    """The GAN algorithms' per-step table: iteration (int64, G updates done), seconds
+    (float64, wall time of the step on rank 0), d_loss and g_loss (float32 (workers,): each
+    worker's D loss and generator loss), and a cumulative int64 byte count of rank 0."""
+    return Metrics({"iteration": (np.int64, ()), "seconds": (np.float64, ()),
+                    "d_loss": (np.float32, (workers,)), "g_loss": (np.float32, (workers,)),
+                    bytes_column: (np.int64, ())})
+
+
 def write_tables(f, tables: dict[str, Metrics]) -> None:
     """Each table as chunked datasets extendable along rows, under its group path."""
     for path, table in tables.items():

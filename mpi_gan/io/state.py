@@ -64,6 +64,17 @@ def load_adam_state(module: nn.Module, optimizer: torch.optim.Optimizer,
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+def with_prefix(entries: list[tuple[str, torch.Tensor]], prefix: str
+                ) -> list[tuple[str, torch.Tensor]]:
+    """The same entries named ``<prefix><name>`` (one role holding several models)."""
+    return [(prefix + name, t) for name, t in entries]
+
+
+def under(values: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries whose name starts with ``prefix``, named without it."""
+    return {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+
+
 def load_rng_state(values: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(values["rng/torch"].to(torch.uint8).cpu())
 

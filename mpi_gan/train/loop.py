@@ -21,6 +21,7 @@ worker. Every rank's torch RNG state is part of its state.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -101,6 +102,10 @@ class Algorithm:
     def extras(self, ctx: Context) -> dict[str, np.ndarray]:
         """Extra datasets (path -> array) for the run file and checkpoints."""
         return {}
+
+    def summary(self, result: RunResult) -> list[str]:
+        """Lines rank 0 prints when the run is done."""
+        return []
 
     def table_paths(self) -> tuple[str, ...]:
         return ("metrics",)
@@ -284,3 +289,18 @@ class Trainer:
 def run_algorithm(algorithm: Algorithm, cfg, comm: MPI.Comm | None = None) -> RunResult:
     """Train ``algorithm`` under ``cfg`` on every rank of ``comm``."""
     return Trainer(algorithm, cfg, comm).run()
+
+
+def run_main(algorithm: Algorithm, parse, argv: list[str] | None = None) -> int:
+    """An entry point's body: parse the command line (errors printed by rank 0 only), train,
+    and let rank 0 say where the files are."""
+    comm = MPI.COMM_WORLD
+    cfg = parse(sys.argv[1:] if argv is None else argv, quiet=comm.Get_rank() != 0)
+    result = run_algorithm(algorithm, cfg, comm)
+    if comm.Get_rank() == 0:
+        for line in algorithm.summary(result):
+            print(line)
+        print(f"done: run file {os.path.abspath(result.run_file)}, checkpoint "
+              f"{os.path.abspath(result.checkpoint)}, logs "
+              f"{os.path.abspath(os.path.join(cfg.out, 'logs'))}", flush=True)
+    return 0

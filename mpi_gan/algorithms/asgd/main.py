@@ -10,9 +10,6 @@ every byte is counted by link and kind in ``<out>/run.h5`` (docs/asgd.md).
 """
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 from mpi4py import MPI
 from torch import nn
@@ -21,7 +18,7 @@ from ...config import AsgdConfig, parse_asgd_config, validate_asgd
 from ...data import open_dataset, plan_data, spec_of
 from ...io.runlog import Metrics
 from ...models import count_params, make_classifier
-from ...train import Algorithm, Context, RunResult, run_algorithm
+from ...train import Algorithm, Context, RunResult, run_algorithm, run_main
 from .protocol import KINDS, make_channel, worker_state
 from .server import AsgdServer
 from .worker import AsgdWorker
@@ -100,6 +97,10 @@ class ASGD(Algorithm):
     def extras(self, ctx: Context):
         return ctx.data.extras()
 
+    def summary(self, result):
+        role = result.role
+        return [f"final test accuracy {role.accuracy:.4f} after {role.version} pushes"]
+
 
 def run_asgd(cfg: AsgdConfig, comm: MPI.Comm | None = None) -> RunResult:
     """Collective over ``comm``: rank 0 serves, the others work."""
@@ -107,12 +108,4 @@ def run_asgd(cfg: AsgdConfig, comm: MPI.Comm | None = None) -> RunResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    comm = MPI.COMM_WORLD
-    cfg = parse_asgd_config(sys.argv[1:] if argv is None else argv, quiet=comm.Get_rank() != 0)
-    result = run_asgd(cfg, comm)
-    if comm.Get_rank() == 0:
-        role = result.role
-        print(f"final test accuracy {role.accuracy:.4f} after {role.version} pushes")
-        print(f"done: run file {os.path.abspath(result.run_file)}, checkpoint "
-              f"{os.path.abspath(result.checkpoint)}", flush=True)
-    return 0
+    return run_main(ASGD(), parse_asgd_config, argv)

@@ -7,20 +7,16 @@ files written under ``--out``.
 """
 from __future__ import annotations
 
-import os
-import sys
-
-import numpy as np
 import torch
 from mpi4py import MPI
 
 from ...config import Config, disc_outputs, latent_classes, parse_config, validate
 from ...data import plan_data, spec_of
 from ...gan.losses import make_adam
-from ...io.runlog import Metrics
+from ...io.runlog import Metrics, gan_table
 from ...io.state import adam_state, module_state
 from ...models import count_params, make_discriminator, make_generator
-from ...train import Algorithm, Context, RunResult, run_algorithm
+from ...train import Algorithm, Context, RunResult, run_algorithm, run_main
 from . import plan as alg
 from .protocol import KINDS
 from .server import Server
@@ -29,16 +25,10 @@ from .worker import Worker, channel_state, feedback_channel
 
 
 def mdgan_metrics(workers: int) -> Metrics:
-    """MD-GAN's per-iteration table.
-
-    iteration (int64, G updates done), seconds (float64, wall time of the
-    iteration on rank 0), d_loss and g_loss (float32 (N,): each worker's D loss
-    averaged over its L steps and its mean generator loss on X_g),
-    server_bytes_out (int64, cumulative bytes sent by rank 0).
-    """
-    return Metrics({"iteration": (np.int64, ()), "seconds": (np.float64, ()),
-                    "d_loss": (np.float32, (workers,)), "g_loss": (np.float32, (workers,)),
-                    "server_bytes_out": (np.int64, ())})
+    """MD-GAN's per-iteration table (``gan_table``): d_loss is each worker's D loss averaged
+    over its L steps, g_loss its mean generator loss on X_g; server_bytes_out the bytes
+    rank 0 has sent."""
+    return gan_table(workers, "server_bytes_out")
 
 
 def worker_template(cfg: Config, worker: int = 1) -> list[tuple[str, torch.Tensor]]:
@@ -110,11 +100,4 @@ def run(cfg: Config, comm: MPI.Comm | None = None) -> RunResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    comm = MPI.COMM_WORLD
-    cfg = parse_config(sys.argv[1:] if argv is None else argv, quiet=comm.Get_rank() != 0)
-    result = run(cfg, comm)
-    if comm.Get_rank() == 0:
-        print(f"done: run file {os.path.abspath(result.run_file)}, "
-              f"checkpoint {os.path.abspath(result.checkpoint)}, logs "
-              f"{os.path.abspath(os.path.join(cfg.out, 'logs'))}", flush=True)
-    return 0
+    return run_main(MDGAN(), parse_config, argv)

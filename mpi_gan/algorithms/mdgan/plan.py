@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ...data.splits import epoch_iterations
 from ...seeding import generator
 
 
@@ -56,7 +57,7 @@ def swap_source(dest: list[int], worker: int) -> int:
 
 def swap_period(swap_epochs: int, shard_size: int, batch_size: int) -> int:
     """Iterations between swaps: E local epochs of m // b iterations (0: never)."""
-    return swap_epochs * (shard_size // batch_size)
+    return epoch_iterations(swap_epochs, shard_size, batch_size)
 
 
 def swap_after(iteration: int, period: int) -> int | None:

@@ -1,0 +1,55 @@
+"""A full GAN trained locally: what every FL-GAN worker and the standalone GAN run.
+
+Holds G, D and their Adam optimizers; ``step(t)`` is one ``gan_step`` on the
+real batch and latent batch that are pure functions of (seed, owner, t), so a
+resumed or replayed run draws the same data.
+"""
+from __future__ import annotations
+
+import torch
+
+from ...config import GanConfig, disc_outputs, latent_classes
+from ...data import Shard, real_batch_indices
+from ...gan.losses import gan_step, latent_batch, make_adam
+from ...io.state import (adam_state, load_adam_state, load_module_state, module_state, under,
+                         with_prefix)
+from ...models import make_discriminator, make_generator
+
+
+class LocalGAN:
+    """G (b, latent) -> (b, C, H, W), D, Adam for each; ``owner`` names the data streams
+    (the worker rank, 1 for the standalone GAN). Every LocalGAN of a run starts from the
+    same seeded G and D."""
+
+    def __init__(self, cfg: GanConfig, shape: tuple[int, int, int], shard: Shard | None,
+                 owner: int, device: torch.device = torch.device("cpu")):
+        self.cfg, self.shard, self.owner, self.device = cfg, shard, owner, device
+        self.classes = latent_classes(cfg)
+        self.g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape).to(device)
+        self.d = make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, 0, shape).to(device)
+        self.opt_g = make_adam(self.g, cfg.lr_g, cfg.beta1, cfg.beta2)
+        self.opt_d = make_adam(self.d, cfg.lr_d, cfg.beta1, cfg.beta2)
+
+    def step(self, iteration: int) -> tuple[float, float]:
+        """One local iteration; returns (mean D loss, G loss)."""
+        cfg = self.cfg
+        idx = real_batch_indices(cfg.seed, self.owner, len(self.shard), cfg.batch_size,
+                                 iteration)
+        x_r = self.shard.images[idx].to(self.device)
+        y_r = self.shard.labels[idx].to(self.device) if self.classes else None
+        z, y_fake = latent_batch(cfg.latent_dim, self.classes, cfg.batch_size, cfg.seed,
+                                 "local", self.owner, iteration)
+        return gan_step(self.g, self.d, self.opt_g, self.opt_d, x_r, y_r, z.to(self.device),
+                        y_fake.to(self.device) if y_fake is not None else None,
+                        cfg.disc_steps, cfg.g_loss == "saturating")
+
+    def state(self) -> list[tuple[str, torch.Tensor]]:
+        """``g/`` and ``d/`` entries: each model and its Adam state."""
+        return (with_prefix(module_state(self.g) + adam_state(self.g, self.opt_g), "g/")
+                + with_prefix(module_state(self.d) + adam_state(self.d, self.opt_d), "d/"))
+
+    def load_state(self, values: dict[str, torch.Tensor]) -> None:
+        for prefix, model, opt in (("g/", self.g, self.opt_g), ("d/", self.d, self.opt_d)):
+            part = under(values, prefix)
+            load_module_state(model, part)
+            load_adam_state(model, opt, part)

@@ -1,0 +1,80 @@
+"""FL-GAN on the training skeleton: ``mpiexec -n N+1 python -m mpi_gan.flgan [options]``.
+
+Ranks 1..N each train a full GAN (G and D, MD-GAN's losses and Adam settings) on
+their shard; after every round (``--round-epochs`` local epochs, the paper's 1,
+or ``--round-every`` iterations) rank 0 averages all G and D weighted by shard
+size and sends the averages back. ``--iterations`` counts local G updates per
+worker, so MD-GAN and FL-GAN runs compare at equal G updates. The server's
+averaged G is the one in the run file.
+"""
+from __future__ import annotations
+
+from mpi4py import MPI
+
+from ...config import FlganConfig, parse, validate_flgan
+from ...data import plan_data
+from ...io.runlog import gan_table
+from ...models import count_params
+from ...train import Algorithm, Context, RunResult, run_algorithm, run_main
+from .local import LocalGAN
+from .protocol import KINDS, round_period
+from .server import FlganServer
+from .worker import FlganWorker
+
+
+class FLGAN(Algorithm):
+    name = "flgan"
+    run_format = "mpi-gan-flgan-run"
+    config_class = FlganConfig
+    kinds = KINDS
+    model_group = "generator"
+
+    def validate(self, cfg, world_size):
+        validate_flgan(cfg, world_size)
+
+    def load_data(self, ctx: Context):
+        return plan_data(ctx.cfg, ctx.size - 1, ctx.rank)
+
+    def make_role(self, ctx: Context):
+        cfg, data = ctx.cfg, ctx.data
+        period = round_period(cfg, data.mean_shard)
+        local = LocalGAN(cfg, data.spec.shape, data.shard, ctx.rank, ctx.device)
+        if ctx.rank == 0:
+            ctx.log.info("FL-GAN: 1 server + %d workers, %s %s, model %s%s, G %d params, "
+                         "D %d params, batch %d, device %s, iterations %d..%d, a round every "
+                         "%d iterations", ctx.size - 1, cfg.dataset,
+                         "x".join(map(str, data.spec.shape)), cfg.model,
+                         " (ACGAN)" if cfg.acgan else "", count_params(local.g),
+                         count_params(local.d), cfg.batch_size, ctx.device, ctx.start,
+                         cfg.iterations, period)
+            return FlganServer(ctx.transport, local.g, local.d, data.shard_sizes, period,
+                               cfg.iterations)
+        ctx.log.info("worker %d: shard of %d samples, device %s", ctx.rank, len(data.shard),
+                     ctx.device)
+        return FlganWorker(ctx.transport, local, period, cfg.iterations)
+
+    def worker_template(self, ctx: Context):
+        local = LocalGAN(ctx.cfg, ctx.data.spec.shape, None, 1)
+        return FlganWorker(None, local, 1, 1).state()
+
+    def tables(self, ctx: Context):
+        return {"metrics": gan_table(ctx.size - 1, "server_bytes_in")}
+
+    def extras(self, ctx: Context):
+        return ctx.data.extras()
+
+
+def run(cfg: FlganConfig, comm: MPI.Comm | None = None) -> RunResult:
+    """Run FL-GAN on every rank of ``comm`` (collective)."""
+    return run_algorithm(FLGAN(), cfg, comm)
+
+
+def parse_flgan_config(argv, quiet: bool = False) -> FlganConfig:
+    return parse(FlganConfig, argv, "python -m mpi_gan.flgan", (
+        "FL-GAN over MPI (the MD-GAN paper's federated baseline): ranks 1..N each train a "
+        "full GAN on their shard, rank 0 averages G and D every round (FedAvg). Launch with "
+        "mpiexec -n N+1."), quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(FLGAN(), parse_flgan_config, argv)

@@ -1,0 +1,92 @@
+"""The standalone GAN on the training skeleton: ``python -m mpi_gan.standalone [options]``.
+
+One process trains one G and one D on the whole training set, with the same
+datasets, models, losses, Adam settings, run file and checkpoints as the
+distributed algorithms: the reference point of the paper's comparison.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from mpi4py import MPI
+
+from ...config import GanConfig, parse, validate_standalone
+from ...data import plan_data
+from ...io.runlog import gan_table
+from ...io.state import module_state
+from ...models import count_params
+from ...train import Algorithm, Context, RunResult, run_algorithm, run_main
+from ..flgan.local import LocalGAN
+
+
+class StandaloneRole:
+    """The one GAN; every iteration is a metrics row."""
+
+    def __init__(self, local: LocalGAN):
+        self.local, self.last = local, None
+
+    def step(self, iteration: int):
+        tic = time.perf_counter()
+        d_loss, g_loss = self.local.step(iteration)
+        self.last = dict(iteration=iteration + 1, seconds=time.perf_counter() - tic,
+                         d_loss=[d_loss], g_loss=[g_loss], samples_seen=(iteration + 1) *
+                         self.local.cfg.batch_size)
+        return [("metrics", self.last)]
+
+    def progress(self) -> str:
+        return f"D loss {self.last['d_loss'][0]:.4f}  G loss {self.last['g_loss'][0]:.4f}"
+
+    def state(self) -> list[tuple[str, torch.Tensor]]:
+        return self.local.state()
+
+    def load_state(self, values) -> None:
+        self.local.load_state(values)
+
+    def published(self) -> list[tuple[str, torch.Tensor]]:
+        return module_state(self.local.g)
+
+
+class Standalone(Algorithm):
+    name = "standalone"
+    run_format = "mpi-gan-standalone-run"
+    config_class = GanConfig
+    kinds = ()
+    model_group = "generator"
+
+    def validate(self, cfg, world_size):
+        validate_standalone(cfg, world_size)
+
+    def load_data(self, ctx: Context):
+        return plan_data(ctx.cfg, 1, 1)  # the whole training set (its i.i.d. order)
+
+    def make_role(self, ctx: Context):
+        cfg, data = ctx.cfg, ctx.data
+        local = LocalGAN(cfg, data.spec.shape, data.shard, 1, ctx.device)
+        ctx.log.info("standalone GAN: %s %s, %d samples, model %s%s, G %d params, D %d params, "
+                     "batch %d, device %s, iterations %d..%d", cfg.dataset,
+                     "x".join(map(str, data.spec.shape)), len(data.shard), cfg.model,
+                     " (ACGAN)" if cfg.acgan else "", count_params(local.g),
+                     count_params(local.d), cfg.batch_size, ctx.device, ctx.start,
+                     cfg.iterations)
+        return StandaloneRole(local)
+
+    def tables(self, ctx: Context):
+        return {"metrics": gan_table(1, "samples_seen")}
+
+    def extras(self, ctx: Context):
+        return ctx.data.extras()
+
+
+def run(cfg: GanConfig, comm: MPI.Comm | None = None) -> RunResult:
+    return run_algorithm(Standalone(), cfg, comm)
+
+
+def parse_standalone_config(argv, quiet: bool = False) -> GanConfig:
+    return parse(GanConfig, argv, "python -m mpi_gan.standalone", (
+        "A standalone GAN in one process (no mpiexec needed): the same datasets, models, "
+        "losses and files as MD-GAN and FL-GAN, on the whole training set."), quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(Standalone(), parse_standalone_config, argv)

@@ -1,0 +1,7 @@
+"""``mpiexec -n N+1 python -m mpi_gan.flgan``: FL-GAN (see mpi_gan.algorithms.flgan)."""
+import sys
+
+from .algorithms.flgan.main import FLGAN, main, run  # noqa: F401 - public entry
+
+if __name__ == "__main__":
+    sys.exit(main())

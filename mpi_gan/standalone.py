@@ -1,0 +1,7 @@
+"""``python -m mpi_gan.standalone``: the standalone GAN (see mpi_gan.algorithms.standalone)."""
+import sys
+
+from .algorithms.standalone.main import Standalone, main, run  # noqa: F401 - public entry
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -171,8 +171,7 @@ FlganConfig.HELP = {
     "iterations": "local generator updates of every worker (comparable with MD-GAN's G "
                   "updates); a resumed run continues up to this number",
     "round_epochs": "E: a FedAvg round every E local epochs of the mean shard (the paper's 1)",
-    "round_every": "a FedAvg round every this many iterations (0: every --round-epochs epochs);"
-                   " the last iteration always ends a round",
+    "round_every": "a FedAvg round every this many iterations (0: every --round-epochs epochs)",
 }
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import datasets_in, mpirun
+from tests.test_data import write_cifar_dir
 
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,33 +39,101 @@ def test_help_prints_defaults():
     assert "--checkpoint-every" in proc.stdout and "(default: 500)" in proc.stdout
 
 
-@pytest.mark.parametrize("world", [2, 3, 4])
-def test_resume_is_bit_identical(tmp_path, world):
-    """2T iterations in one go == T, then --resume up to 2T (swaps and ACGAN included)."""
+def resume_matches_straight(tmp_path, module, world, common, total=12, half=6):
+    """2T iterations in one go == T, then --resume up to 2T: every rank's saved state
+    (models, Adam, RNG, compressor), the run file's tables and model, bit for bit."""
     straight, split = tmp_path / "straight", tmp_path / "split"
-    # 96 samples, batch 8: N = 2 swaps after iterations 6 and 12, N = 3 after 4, 8 and 12
-    # compressed feedback: the compressor's call counter and the residual must resume too
-    common = ["--swap-adam", "travel", "--checkpoint-every", "6", "--keep-checkpoints", "5",
-              "--compress", "randomk:ratio=0.2", "--residual"]
-    p1 = mdgan(world, straight, "--iterations", "12", *common)
+    common = [*common, "--checkpoint-every", str(half), "--keep-checkpoints", "5"]
+    run = mpirun if world > 1 else single
+    p1 = run(world, [module, "--out", str(straight), "--iterations", str(total), *common])
     assert p1.returncode == 0, p1.stderr
-    p2 = mdgan(world, split, "--iterations", "6", *common)
+    p2 = run(world, [module, "--out", str(split), "--iterations", str(half), *common])
     assert p2.returncode == 0, p2.stderr
-    first = split / "checkpoints" / "ckpt_00000006.h5"
+    first = split / "checkpoints" / f"ckpt_{half:08d}.h5"
     before = digest(first)
-    p3 = mdgan(world, split, "--iterations", "12", *common, "--resume", str(split))
+    p3 = run(world, [module, "--out", str(split), "--iterations", str(total), *common,
+                     "--resume", str(split)])
     assert p3.returncode == 0, p3.stderr
     assert "resumed from" in p3.stdout
     assert digest(first) == before  # the checkpoint resumed from is untouched
-    a = all_params(straight / "checkpoints" / "ckpt_00000012.h5")
-    b = all_params(split / "checkpoints" / "ckpt_00000012.h5")
-    assert a.keys() == b.keys() and len(a) > 20
+    name = f"ckpt_{total:08d}.h5"
+    a = all_params(straight / "checkpoints" / name)
+    b = all_params(split / "checkpoints" / name)
+    assert a.keys() == b.keys() and len(a) > 10 and any("rng" in k for k in a)
     for key in a:
         assert np.array_equal(a[key], b[key]), key
-    with h5py.File(split / "run.h5", "r") as f:
-        assert f["metrics/iteration"][()].tolist() == list(range(1, 13))
     with h5py.File(straight / "run.h5", "r") as f1, h5py.File(split / "run.h5", "r") as f2:
+        rows = f2["metrics/iteration"][()]
+        assert np.array_equal(f1["metrics/iteration"][()], rows) and len(rows)
         assert np.array_equal(f1["metrics/d_loss"][()], f2["metrics/d_loss"][()])
+        model = "generator" if "generator" in f1 else "model"
+        for key in f1[f"{model}/model"]:
+            assert np.array_equal(f1[f"{model}/model/{key}"][()], f2[f"{model}/model/{key}"][()])
+        assert f2.attrs["finished"] == 1 and f2.attrs["iteration"] == total
+
+
+def single(n, args, timeout=240):
+    """``python -m <args>`` as one process, without mpiexec."""
+    assert n == 1
+    try:
+        return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                              timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{args} hung for {timeout}s: {exc.stdout}\n{exc.stderr}")
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_mdgan_resume_is_bit_identical(tmp_path, world):
+    # 96 samples, batch 8: N = 2 swaps after iterations 6 and 12, N = 3 after 4, 8 and 12
+    # compressed feedback: the compressor's call counter and the residual must resume too
+    resume_matches_straight(tmp_path, "mpi_gan.mdgan", world, [
+        *FAST, "--swap-adam", "travel", "--compress", "randomk:ratio=0.2", "--residual"])
+
+
+def test_mdgan_resume_is_bit_identical_on_rgb_images(tmp_path):
+    """3x32x32: CIFAR-10 binary batches written here, the paper's CIFAR10 CNN, non-i.i.d."""
+    write_cifar_dir(str(tmp_path / "cifar"), per_batch=16)
+    resume_matches_straight(tmp_path, "mpi_gan.mdgan", 3, [
+        "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"), "--cache-dir",
+        str(tmp_path / "cache"), "--model", "cnn", "--latent-dim", "32", "--batch-size", "8",
+        "--split", "labels:5", "--log-every", "100", "--seed", "3"], total=8, half=4)
+
+
+def test_flgan_resume_is_bit_identical(tmp_path):
+    # shards of 48, batch 8: rounds after iterations 6 and 8 (the last); 4 is mid-round
+    resume_matches_straight(tmp_path, "mpi_gan.flgan", 3, FAST, total=8, half=4)
+
+
+def test_standalone_resume_is_bit_identical_without_mpiexec(tmp_path):
+    resume_matches_straight(tmp_path, "mpi_gan.standalone", 1, FAST, total=8, half=4)
+
+
+def test_asgd_and_baselines_help_prints_defaults():
+    for module, flag, default in (("mpi_gan.flgan", "--round-epochs", "(default: 1)"),
+                                  ("mpi_gan.standalone", "--split", "(default: iid)"),
+                                  ("mpi_gan.asgd", "--staleness", "(default: adacomp)")):
+        proc = single(1, [module, "--help"], timeout=60)
+        assert proc.returncode == 0 and flag in proc.stdout and default in proc.stdout, module
+
+
+def test_eight_ranks_k_below_n_equal_the_reference(tmp_path):
+    """1 server + 7 workers, k = 3 < N, swaps every 3 iterations, on synthetic data."""
+    from mpi_gan.algorithms.mdgan.reference import run_reference
+    from mpi_gan.config import Config
+    out = tmp_path / "n8"
+    args = ["--dataset", "synthetic", "--synthetic-size", "168", "--batch-size", "8",
+            "--iterations", "7", "--k", "3", "--checkpoint-every", "0", "--seed", "11",
+            "--log-every", "100", "--cache-dir", str(tmp_path / "cache")]
+    proc = mpirun(8, ["mpi_gan.mdgan", "--out", str(out), *args], timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out / "run.h5", "r") as f:
+        cfg = Config.from_attrs(f["config"].attrs)
+        assert cfg.k == 3 and f.attrs["world_size"] == 8
+        assert f["traffic/kinds/swap/messages"][()][1:, 1:].sum() == 2 * 7  # 2 swaps x 7
+        stored = {k: f[f"generator/model/{k}"][()] for k in f["generator/model"]}
+    ref_g, _ = run_reference(cfg, 8)
+    for key, value in ref_g.state_dict().items():
+        assert np.allclose(stored[key], value.numpy(), rtol=0, atol=1e-6), key
 
 
 def bad_runs(tmp_path):
@@ -163,3 +232,29 @@ def test_asgd_bad_input(tmp_path):
                       timeout=60)
         assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr)
         assert proc.stderr.count("error:") == 1, proc.stderr
+
+
+def test_baselines_and_datasets_bad_input(tmp_path):
+    """One clear message and a non-zero exit on every rank, for the new entry points and data."""
+    write_cifar_dir(str(tmp_path / "cifar"), per_batch=4)  # 20 training images
+    cases = [
+        (2, "mpi_gan.standalone", [], "runs in one process"),
+        (1, "mpi_gan.flgan", [], "at least 2 MPI ranks"),
+        (3, "mpi_gan.flgan", ["--round-every", "-1"], "must be an integer >= 0"),
+        (3, "mpi_gan.mdgan", ["--dataset", "celeba", "--data-dir", str(tmp_path)],
+         "--acgan needs class labels"),
+        (3, "mpi_gan.mdgan", ["--dataset", "cifar10"], "cifar10 needs --data-dir"),
+        (3, "mpi_gan.flgan", ["--dataset", "cifar10", "--data-dir", str(tmp_path / "nope")],
+         "does not exist"),
+        (3, "mpi_gan.mdgan", ["--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"),
+                              "--batch-size", "16"], "fewer than --batch-size 16"),
+        (3, "mpi_gan.mdgan", ["--split", "labels:12"], "only 10 classes"),
+        (3, "mpi_gan.asgd", ["--dataset", "celeba"], "has no labels"),
+    ]
+    for n, module, args, message in cases:
+        run = mpirun if n > 1 else single
+        proc = run(n, [module, *FAST, "--out", str(tmp_path / "x"), "--cache-dir",
+                       str(tmp_path / "cache"), *args], timeout=60)
+        assert proc.returncode != 0, (module, args, proc.stdout)
+        assert message in proc.stderr, (module, args, proc.stderr)
+        assert proc.stderr.count("error:") == 1, (module, args, proc.stderr)

@@ -45,9 +45,30 @@ def test_residual_memory_conserves_mass(spec):
     for _ in range(20):
         grad = torch.randn(500, generator=g)
         total_grad += grad.double()
-        total_sent += c.decompress(channel.encode(grad, "w")).double()
+        payload = channel.encode(grad, "w")
+        sent = c.decompress(payload)
+        # something real travels: the payload's values, at its indices, nonzero
+        assert payload.count >= 1 and int((sent != 0).sum()) == payload.count
+        total_sent += sent.double()
     residual = c.residuals["w"] if c.owns_residual else channel.memory.residuals["w"]
     assert torch.allclose(total_sent + residual.double(), total_grad, atol=1e-3)
+    # and it carries the gradient, not noise: what was sent points the gradient's way
+    assert float(total_sent @ total_grad) > 0
+
+
+def test_fp16_and_randomk_send_their_inputs():
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(2))
+    half = compression.get("fp16")
+    y = half.decompress(half.compress(x, "w"))
+    assert torch.equal(y, x.half().float())  # exactly the float16 rounding of the input
+    assert torch.allclose(y, x, rtol=1e-3, atol=1e-4)
+    rk = compression.get("randomk", ratio=0.1, seed=5)
+    payload = rk.compress(x, "w")
+    y = rk.decompress(payload)
+    kept = torch.nonzero(y).view(-1)
+    assert payload.count == len(kept) == 100
+    assert torch.equal(y[kept], x[kept])  # the chosen entries, unscaled and exact
+    assert (y[torch.ones(1000, dtype=torch.bool).index_fill_(0, kept, False)] == 0).all()
 
 
 def test_adacomp_bins_rule_on_hand_built_bins():

@@ -47,15 +47,18 @@ class FLGAN(Algorithm):
                          " (ACGAN)" if cfg.acgan else "", count_params(local.g),
                          count_params(local.d), cfg.batch_size, ctx.device, ctx.start,
                          cfg.iterations, period)
-            return FlganServer(ctx.transport, local.g, local.d, data.shard_sizes, period,
-                               cfg.iterations)
+            if cfg.iterations % period:
+                ctx.log.warning("--iterations %d is not a multiple of the round length %d: the "
+                                "last %d iterations are not in the server's averaged G",
+                                cfg.iterations, period, cfg.iterations % period)
+            return FlganServer(ctx.transport, local.g, local.d, data.shard_sizes, period)
         ctx.log.info("worker %d: shard of %d samples, device %s", ctx.rank, len(data.shard),
                      ctx.device)
-        return FlganWorker(ctx.transport, local, period, cfg.iterations)
+        return FlganWorker(ctx.transport, local, period)
 
     def worker_template(self, ctx: Context):
         local = LocalGAN(ctx.cfg, ctx.data.spec.shape, None, 1)
-        return FlganWorker(None, local, 1, 1).state()
+        return FlganWorker(None, local, 1).state()
 
     def tables(self, ctx: Context):
         return {"metrics": gan_table(ctx.size - 1, "server_bytes_in")}

@@ -18,7 +18,8 @@ def round_period(cfg, mean_shard: int) -> int:
                                                       cfg.batch_size))
 
 
-def round_after(iteration: int, period: int, iterations: int) -> bool:
-    """Whether a round ends after 0-based ``iteration``; the run's last iteration always
-    ends one, so the server's averaged G is the final model."""
-    return (iteration + 1) % period == 0 or iteration + 1 == iterations
+def round_after(iteration: int, period: int) -> bool:
+    """Whether a round ends after 0-based ``iteration``. Rounds do not depend on
+    ``--iterations``, so a run resumed with a larger target continues exactly as if it
+    had never stopped; iterations after the last round are not in the server's G."""
+    return (iteration + 1) % period == 0

@@ -21,7 +21,7 @@ def run_reference(cfg: FlganConfig, world_size: int):
     for t in range(cfg.iterations):
         for n in sorted(locals_):
             locals_[n].step(t)
-        if round_after(t, period, cfg.iterations):
+        if round_after(t, period):
             mean = fedavg([flatten([locals_[n].g, locals_[n].d]) for n in sorted(locals_)],
                           weights)
             for gan in (average, *locals_.values()):

@@ -18,10 +18,10 @@ class FlganServer:
     """Holds the averaged G and D; idle between rounds."""
 
     def __init__(self, transport: Transport, g: nn.Module, d: nn.Module,
-                 shard_sizes: np.ndarray, period: int, iterations: int):
+                 shard_sizes: np.ndarray, period: int):
         self.t, self.g, self.d = transport, g, d
         self.weights = [float(s) for s in shard_sizes]
-        self.period, self.iterations = period, iterations
+        self.period = period
         self.workers = list(range(1, transport.size))
         size = flatten([g, d]).numel()
         self.uploads = {n: torch.empty(size) for n in self.workers}
@@ -31,7 +31,7 @@ class FlganServer:
 
     def step(self, iteration: int):
         """At the end of a round: FedAvg of every upload, sent back; one metrics row."""
-        if not round_after(iteration, self.period, self.iterations):
+        if not round_after(iteration, self.period):
             return None
         tic = time.perf_counter()
         requests = [self.t.irecv_into(self.uploads[n], n, "upload") for n in self.workers]

@@ -1,6 +1,6 @@
 """Analytic traffic of an FL-GAN run, message by message.
 
-Per round r (rounds end every P iterations and at the last one) and worker n:
+Per round (one ends after every P iterations) and worker n:
   upload   n -> 0  |w| + |theta| float32 (G and D: parameters and BatchNorm statistics)
   losses   n -> 0  2 float32 (the round's mean D and G losses)
   average  0 -> n  the same |w| + |theta| float32
@@ -27,7 +27,7 @@ def expected_traffic(cfg, world_size: int, period: int, model_floats: int,
     nbytes = np.zeros((len(KINDS), world_size, world_size), dtype=np.int64)
     msgs = np.zeros_like(nbytes)
     iters = cfg.iterations
-    rounds = sum(round_after(t, period, iters) for t in range(iters))
+    rounds = sum(round_after(t, period) for t in range(iters))
     checkpoints = len({t for t in range(1, iters + 1)
                        if (cfg.checkpoint_every and t % cfg.checkpoint_every == 0) or t == iters})
 

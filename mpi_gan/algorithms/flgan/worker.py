@@ -13,15 +13,15 @@ from .protocol import round_after
 class FlganWorker:
     """``local`` is this worker's LocalGAN; losses are summed over the round."""
 
-    def __init__(self, transport: Transport, local: LocalGAN, period: int, iterations: int):
-        self.t, self.local, self.period, self.iterations = transport, local, period, iterations
+    def __init__(self, transport: Transport, local: LocalGAN, period: int):
+        self.t, self.local, self.period = transport, local, period
         self.round_losses = torch.zeros(3, dtype=torch.float64)  # D sum, G sum, iterations
         self.average = torch.empty(flatten([local.g, local.d]).numel())
 
     def step(self, iteration: int) -> None:
         d_loss, g_loss = self.local.step(iteration)
         self.round_losses += torch.tensor([d_loss, g_loss, 1.0], dtype=torch.float64)
-        if round_after(iteration, self.period, self.iterations):
+        if round_after(iteration, self.period):
             self.exchange()
 
     def exchange(self) -> None:

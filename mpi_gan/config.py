@@ -45,16 +45,21 @@ class _Fields:
 
 
 @dataclass
-class GanConfig(_Fields):
-    """What every GAN run shares; on its own, the standalone GAN's configuration."""
+class DataConfig(_Fields):
+    """The data of a run: dataset, its files and cache, image size, split."""
 
-    # data
     dataset: str = "mnist"
     data_dir: str = ""
     cache_dir: str = ""
     image_size: int = 0
     split: str = "iid"
     synthetic_size: int = 6000
+
+
+@dataclass
+class GanConfig(DataConfig):
+    """What every GAN run shares; on its own, the standalone GAN's configuration."""
+
     # model
     model: str = "mlp"
     acgan: bool = True
@@ -176,15 +181,9 @@ FlganConfig.HELP = {
 
 
 @dataclass
-class AsgdConfig(_Fields):
+class AsgdConfig(DataConfig):
     """Asynchronous parameter-server SGD configuration (AdaComp paper's setting)."""
 
-    dataset: str = "mnist"
-    data_dir: str = ""
-    cache_dir: str = ""
-    image_size: int = 0
-    split: str = "iid"
-    synthetic_size: int = 6000
     iterations: int = 20000
     batch_size: int = 10
     lr: float = 0.1

@@ -31,6 +31,7 @@ from mpi4py import MPI
 
 from ..comm.launch import abort_on_exception, agree, select_device, start_run
 from ..comm.transport import Transport
+from ..data import plan_data
 from ..io.checkpoint import checkpoint_path, prune_checkpoints, read_checkpoint, write_checkpoint
 from ..io.runlog import Metrics, RunFile
 from ..io.state import Layout, load_rng_state, rng_state
@@ -80,12 +81,15 @@ class Algorithm:
     model_group = "model"     # run-file group of the model rank 0 publishes
     synchronous = True
 
+    check = None              # check(cfg, world_size) raises ConfigError
+
     def validate(self, cfg, world_size: int) -> None:
-        raise NotImplementedError
+        type(self).check(cfg, world_size)
 
     def load_data(self, ctx: Context):
-        """This rank's data (runs inside the agreed set-up: raise DataError on bad data)."""
-        return None
+        """This rank's data (runs inside the agreed set-up: raise DataError on bad data):
+        by default the shard split of a server + workers run (``data.plan_data``)."""
+        return plan_data(ctx.cfg, ctx.size - 1, ctx.rank)
 
     def make_role(self, ctx: Context):
         raise NotImplementedError
@@ -100,8 +104,9 @@ class Algorithm:
         return {}
 
     def extras(self, ctx: Context) -> dict[str, np.ndarray]:
-        """Extra datasets (path -> array) for the run file and checkpoints."""
-        return {}
+        """Extra datasets (path -> array) for the run file and checkpoints: by default
+        each worker's shard size and label histogram."""
+        return ctx.data.extras()
 
     def summary(self, result: RunResult) -> list[str]:
         """Lines rank 0 prints when the run is done."""

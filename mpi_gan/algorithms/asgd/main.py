@@ -61,8 +61,7 @@ class ASGD(Algorithm):
     model_group = "model"
     synchronous = False
 
-    def validate(self, cfg, world_size):
-        validate_asgd(cfg, world_size)
+    check = staticmethod(validate_asgd)
 
     def table_paths(self):
         return ("metrics", "metrics/eval")
@@ -93,9 +92,6 @@ class ASGD(Algorithm):
 
     def tables(self, ctx: Context):
         return {"metrics": push_table(), "metrics/eval": eval_table()}
-
-    def extras(self, ctx: Context):
-        return ctx.data.extras()
 
     def summary(self, result):
         role = result.role

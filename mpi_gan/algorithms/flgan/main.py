@@ -12,7 +12,6 @@ from __future__ import annotations
 from mpi4py import MPI
 
 from ...config import FlganConfig, parse, validate_flgan
-from ...data import plan_data
 from ...io.runlog import gan_table
 from ...models import count_params
 from ...train import Algorithm, Context, RunResult, run_algorithm, run_main
@@ -29,11 +28,7 @@ class FLGAN(Algorithm):
     kinds = KINDS
     model_group = "generator"
 
-    def validate(self, cfg, world_size):
-        validate_flgan(cfg, world_size)
-
-    def load_data(self, ctx: Context):
-        return plan_data(ctx.cfg, ctx.size - 1, ctx.rank)
+    check = staticmethod(validate_flgan)
 
     def make_role(self, ctx: Context):
         cfg, data = ctx.cfg, ctx.data
@@ -62,9 +57,6 @@ class FLGAN(Algorithm):
 
     def tables(self, ctx: Context):
         return {"metrics": gan_table(ctx.size - 1, "server_bytes_in")}
-
-    def extras(self, ctx: Context):
-        return ctx.data.extras()
 
 
 def run(cfg: FlganConfig, comm: MPI.Comm | None = None) -> RunResult:

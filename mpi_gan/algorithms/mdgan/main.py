@@ -11,7 +11,7 @@ import torch
 from mpi4py import MPI
 
 from ...config import Config, disc_outputs, latent_classes, parse_config, validate
-from ...data import plan_data, spec_of
+from ...data import spec_of
 from ...gan.losses import make_adam
 from ...io.runlog import Metrics, gan_table
 from ...io.state import adam_state, module_state
@@ -47,11 +47,7 @@ class MDGAN(Algorithm):
     kinds = KINDS
     model_group = "generator"
 
-    def validate(self, cfg, world_size):
-        validate(cfg, world_size)
-
-    def load_data(self, ctx: Context):
-        return plan_data(ctx.cfg, ctx.size - 1, ctx.rank)
+    check = staticmethod(validate)
 
     def make_role(self, ctx: Context):
         cfg, data = ctx.cfg, ctx.data
@@ -88,9 +84,6 @@ class MDGAN(Algorithm):
 
     def tables(self, ctx: Context):
         return {"metrics": mdgan_metrics(ctx.size - 1)}
-
-    def extras(self, ctx: Context):
-        return ctx.data.extras()
 
 
 def run(cfg: Config, comm: MPI.Comm | None = None) -> RunResult:

@@ -54,8 +54,7 @@ class Standalone(Algorithm):
     kinds = ()
     model_group = "generator"
 
-    def validate(self, cfg, world_size):
-        validate_standalone(cfg, world_size)
+    check = staticmethod(validate_standalone)
 
     def load_data(self, ctx: Context):
         return plan_data(ctx.cfg, 1, 1)  # the whole training set (its i.i.d. order)
@@ -73,9 +72,6 @@ class Standalone(Algorithm):
 
     def tables(self, ctx: Context):
         return {"metrics": gan_table(1, "samples_seen")}
-
-    def extras(self, ctx: Context):
-        return ctx.data.extras()
 
 
 def run(cfg: GanConfig, comm: MPI.Comm | None = None) -> RunResult:

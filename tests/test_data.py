@@ -290,3 +290,19 @@ def test_full_mnist_offline_cache(tmp_path):
     assert os.path.getmtime(path) == mtime
     shard = data.plan_data(c, 3, 3).shard
     assert len(shard) == 20000 and shard.images.shape[1:] == (1, 28, 28)
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+def test_full_fashion_mnist_from_the_debian_package(tmp_path):
+    """Without --data-dir, Fashion-MNIST comes from Debian's package, converted once."""
+    c = cfg(dataset="fashion-mnist", cache_dir=str(tmp_path), batch_size=10)
+    data.prepare(c, log=lambda *_: None)
+    ds = data.open_dataset(c)
+    assert len(ds.train_labels) == 60000 and ds.test_size == 10000
+    assert ds.train_labels[:5].tolist() == [9, 0, 0, 3, 0]  # the release's own order
+    assert np.bincount(ds.train_labels).tolist() == [6000] * 10
+    test = ds.test_set(10000)
+    assert test.labels[:3].tolist() == [9, 2, 1] and test.images.shape == (10000, 1, 28, 28)
+    plan = data.plan_data(c, 4, 2)
+    assert len(plan.shard) == 15000 and plan.histogram.sum() == 60000

@@ -26,7 +26,6 @@ class FlganServer:
         size = flatten([g, d]).numel()
         self.uploads = {n: torch.empty(size) for n in self.workers}
         self.losses = {n: torch.empty(2) for n in self.workers}
-        self.started = time.perf_counter()
         self.last = None
 
     def step(self, iteration: int):

@@ -1,6 +1,7 @@
-"""MD-GAN run configuration: command line, defaults and validation.
+"""Run configurations of every entry point: command line, defaults and validation.
 
-The configuration is plain data (a dataclass of str/int/float/bool) so that it
+DataConfig (dataset, files, split) -> GanConfig (the standalone GAN) -> Config
+(MD-GAN) and FlganConfig (FL-GAN); AsgdConfig (asynchronous SGD). A configuration is plain data (a dataclass of str/int/float/bool) so that it
 can be stored as HDF5 attributes and compared on resume; nothing is ever
 evaluated or unpickled.
 """

@@ -10,9 +10,13 @@ Failure policy:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import stat
+import struct
 import sys
+import termios
 import time
 import traceback
 
@@ -80,11 +84,6 @@ ABORT_GRACE_SECONDS = 0.3
 def _wait_stderr_read(timeout: float) -> None:
     """If stderr is a pipe (to the launcher), return once nothing written to it is left
     unread, or after ``timeout`` seconds; at once for a terminal or a file."""
-    import fcntl
-    import stat
-    import struct
-    import termios
-
     try:
         if not stat.S_ISFIFO(os.fstat(2).st_mode):
             return

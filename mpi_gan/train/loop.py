@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -68,7 +68,6 @@ class RunResult:
     role: object
     run_file: str | None = None
     checkpoint: str | None = None
-    extras: dict = field(default_factory=dict)
 
 
 class Algorithm:

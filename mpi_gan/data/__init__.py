@@ -50,8 +50,10 @@ class Dataset:
     """One dataset, open for reading: its spec, training labels and row reads."""
 
     def __init__(self, spec: DatasetSpec, path: str | None = None,
-                 arrays: dict[str, np.ndarray] | None = None):
+                 arrays: dict[str, np.ndarray] | None = None, key: str = ""):
         self.spec, self.path, self._arrays = spec, path, arrays
+        # names this data in other caches (the score classifier's): the cache file's stem
+        self.key = key or os.path.splitext(os.path.basename(path or spec.name))[0]
         self.train_labels = np.asarray(self._read("train_labels", slice(None)))
         self.test_size = len(self._read("test_labels", slice(None)))
 
@@ -106,7 +108,8 @@ def open_dataset(cfg) -> Dataset:
         train = synthetic_images(cfg.seed, cfg.synthetic_size, "train")
         test = synthetic_images(cfg.seed, spec.test_size, "test")
         return Dataset(spec, arrays={"train_images": train[0], "train_labels": train[1],
-                                     "test_images": test[0], "test_labels": test[1]})
+                                     "test_images": test[0], "test_labels": test[1]},
+                       key=f"synthetic-{cfg.synthetic_size}-seed{cfg.seed}")
     path = cache_path(spec, cfg.data_dir, resolved_cache_dir(cfg.cache_dir))
     if not os.path.isfile(path):
         raise DataError(f"the dataset cache {path} is missing (it is written at start-up)")

@@ -140,8 +140,9 @@ class RunFile:
                 self.written[path] = len(self.tables[path])
 
     def update(self, iteration: int, traffic: tuple[np.ndarray, np.ndarray], model_entries,
-               finished: bool) -> None:
-        """Rows so far, then traffic totals, the model and the progress attrs, in place."""
+               finished: bool, datasets: dict[str, np.ndarray] | None = None) -> None:
+        """Rows so far, then traffic totals, the model, ``datasets`` (path -> array, written
+        at creation with the same shapes) and the progress attrs, in place."""
         self.append_rows()
         nbytes, messages = traffic
         with h5py.File(self.path, "r+") as f:
@@ -154,5 +155,7 @@ class RunFile:
             for name, tensor in model_entries:
                 if name.startswith("model/"):
                     f[f"{self.model_group}/{name}"][...] = tensor.detach().cpu().numpy()
+            for path, array in (datasets or {}).items():
+                f[path][...] = array
             f.attrs.update({"iteration": iteration, "finished": int(finished)})
             f.flush()

@@ -31,11 +31,15 @@ from mpi4py import MPI
 
 from ..comm.launch import abort_on_exception, agree, select_device, start_run
 from ..comm.transport import Transport
-from ..data import plan_data
+from ..config import latent_classes
+from ..data import open_dataset, plan_data, resolved_cache_dir
 from ..io.checkpoint import checkpoint_path, prune_checkpoints, read_checkpoint, write_checkpoint
 from ..io.runlog import Metrics, RunFile
 from ..io.state import Layout, load_rng_state, rng_state
+from ..metrics.evaluator import SCORES, Evaluator, generate
 from ..seeding import derive_seed
+from .cost import CostMeter, cost_datasets, merge_cost, read_cost, split_cost
+from .progress import Progress
 
 # kinds the skeleton itself sends, appended to every algorithm's own
 SKELETON_KINDS = ("checkpoint", "restore")
@@ -79,6 +83,7 @@ class Algorithm:
     kinds: tuple[str, ...] = ()
     model_group = "model"     # run-file group of the model rank 0 publishes
     synchronous = True
+    evaluates = False         # rank 0's role holds a generator to score (``generator``)
 
     check = None              # check(cfg, world_size) raises ConfigError
 
@@ -112,10 +117,32 @@ class Algorithm:
         return []
 
     def table_paths(self) -> tuple[str, ...]:
-        return ("metrics",)
+        return ("metrics", "scores") if self.evaluates else ("metrics",)
+
+    def generator(self, role) -> torch.nn.Module:
+        """The generator rank 0's role holds (scored every ``--eval-every`` iterations)."""
+        return role.g
 
     def reader(self, path: str):
         return read_checkpoint(path, self.name, self.config_class, self.table_paths())
+
+
+def scores_table() -> Metrics:
+    """Rank 0's evaluations: iteration (G updates done), wall_seconds (training-loop wall
+    time so far), server_bytes (bytes rank 0 has sent and received so far), eval_seconds
+    (the evaluation's own time), and every score of ``metrics.SCORES`` (float64, NaN where
+    the dataset does not get it)."""
+    return Metrics({"iteration": (np.int64, ()), "wall_seconds": (np.float64, ()),
+                    "server_bytes": (np.int64, ()), "eval_seconds": (np.float64, ()),
+                    **{name: (np.float64, ()) for name in SCORES}})
+
+
+def checkpoint_layout(template: list, measured: bool) -> Layout:
+    """A worker's checkpoint message: its state, its RNG state and, when the skeleton
+    measures its cost (synchronous algorithms), its cost counters (``cost/...``)."""
+    if not template:
+        return Layout([])
+    return Layout(template + rng_state() + (CostMeter().entries() if measured else []))
 
 
 def injected_fault(rank: int) -> int | None:
@@ -146,12 +173,22 @@ class Trainer:
         device = agree(comm, lambda: select_device(getattr(cfg, "device", "cpu"), local))
         ctx = Context(cfg, comm, rank, size, device, log)
         ctx.data = agree(comm, lambda: algo.load_data(ctx))
+        self.evaluator = agree(comm, lambda: self._make_evaluator(ctx))
         torch.set_num_threads(cfg.threads)
         # every stream the algorithms draw is seed-derived; the global RNG is seeded too,
         # so that a run (and its checkpointed RNG state) is reproducible whatever uses it
         torch.manual_seed(derive_seed(cfg.seed, "global", rank))
         with abort_on_exception(comm):
             return self._train(ctx, ckpt)
+
+    def _make_evaluator(self, ctx: Context) -> Evaluator | None:
+        """Rank 0's scorer (trains the score classifier on first use); None if not scoring."""
+        cfg = ctx.cfg
+        if ctx.rank != 0 or not self.algorithm.evaluates or not cfg.eval_every:
+            return None
+        dataset = open_dataset(cfg)
+        return Evaluator(dataset, dataset.key, resolved_cache_dir(cfg.cache_dir),
+                         cfg.eval_samples, cfg.inception_weights, ctx.device, ctx.log.info)
 
     def _train(self, ctx: Context, ckpt) -> RunResult:
         cfg, algo = self.cfg, self.algorithm
@@ -163,16 +200,21 @@ class Trainer:
         role = self.role = algo.make_role(ctx)
         template = algo.worker_template(ctx)
         self.layout = Layout(template + rng_state() if template else [])
+        self.message = checkpoint_layout(template, algo.synchronous)
+        self.meter = CostMeter()
         result = RunResult(role)
         if ctx.rank == 0:
             self.tables = algo.tables(ctx)
+            if algo.evaluates:
+                self.tables["scores"] = scores_table()
+            self.cost_base, self.wall_base = np.zeros((ctx.size, 3)), 0.0
             self.extras = algo.extras(ctx)
             if ckpt is not None:
                 self._resume_server(role, ckpt)
             self.run_file = RunFile(
                 os.path.join(cfg.out, "run.h5"), algo.run_format, cfg, ctx.size, self.tables,
                 transport.kinds, transport.local_view(), algo.model_group, role.published(),
-                ctx.start, self.extras)
+                ctx.start, {**self.extras, **cost_datasets(self.cost_base, self.wall_base)})
             result.run_file = self.run_file.path
         elif ctx.start > 0 and self.layout.fields:
             self._load(role, self.layout.unpack(
@@ -199,6 +241,7 @@ class Trainer:
         for path, table in self.tables.items():
             table.load(ckpt.tables[path])
         transport.add_base(ckpt.traffic_bytes, ckpt.traffic_messages)
+        self.cost_base, self.wall_base = read_cost(ckpt.path, ctx.size)
         if self.layout.fields:
             for n in ctx.workers:  # one worker's state in memory at a time
                 values = ckpt.rank_state(n)
@@ -213,27 +256,53 @@ class Trainer:
         Returns the final checkpoint's path (None on workers)."""
         ctx, cfg, role, sync = self.ctx, self.cfg, self.role, self.algorithm.synchronous
         fault = injected_fault(ctx.rank)
-        window, in_window = time.perf_counter(), 0
         every = cfg.checkpoint_every
         done = last_checkpoint = ctx.start
-        while done < cfg.iterations:
-            if done == fault:
-                raise RuntimeError(f"fault injected by MPI_GAN_FAULT at iteration {done} on "
-                                   f"rank {ctx.rank}")
-            self._record(role.step(done))
-            done = done + 1 if sync else role.version
-            if ctx.rank == 0:
-                in_window += 1
-                if done % cfg.log_every == 0 or done == cfg.iterations:
-                    rate = in_window / max(time.perf_counter() - window, 1e-9)
-                    ctx.log.info("iter %d/%d  %.2f it/s  %s", done, cfg.iterations, rate,
-                                 role.progress())
-                    self.run_file.append_rows()
-                    window, in_window = time.perf_counter(), 0
-            if every and done // every > last_checkpoint // every and done < cfg.iterations:
-                done = last_checkpoint = self.checkpoint(done, final=False)
-        self.checkpoint(done, final=True)
+        self.loop_start = time.perf_counter()
+        progress = self.progress = Progress(ctx.log, ctx.start, cfg.iterations) \
+            if ctx.rank == 0 else None
+        try:
+            while done < cfg.iterations:
+                if done == fault:
+                    raise RuntimeError(f"fault injected by MPI_GAN_FAULT at iteration {done} on "
+                                       f"rank {ctx.rank}")
+                self._record(self.meter.measure(role.step, done) if sync else role.step(done))
+                done = done + 1 if sync else role.version
+                if ctx.rank == 0:
+                    progress.step(done)
+                    if done % cfg.log_every == 0 or done == cfg.iterations:
+                        progress.line(done, role.progress())
+                        self.run_file.append_rows()
+                    if self.evaluator is not None and done % cfg.eval_every == 0:
+                        self._evaluate(done)
+                if every and done // every > last_checkpoint // every and done < cfg.iterations:
+                    done = last_checkpoint = self.checkpoint(done, final=False)
+            self.checkpoint(done, final=True)
+        finally:
+            if progress is not None:
+                progress.close()
         return self.final_path
+
+    def _wall(self) -> float:
+        """Training-loop wall seconds so far, earlier segments of a resumed run included."""
+        return self.wall_base + time.perf_counter() - self.loop_start
+
+    def _evaluate(self, done: int) -> None:
+        """Score rank 0's generator (``--eval-samples`` samples) into the scores table."""
+        ctx, cfg, transport = self.ctx, self.cfg, self.ctx.transport
+        tic = time.perf_counter()
+        images = generate(self.algorithm.generator(self.role), cfg.latent_dim,
+                          latent_classes(cfg), cfg.eval_samples, cfg.seed, ctx.device)
+        scores = self.evaluator.score(images)
+        self.tables["scores"].append(
+            iteration=done, wall_seconds=self._wall(),
+            server_bytes=transport.sent_total() + transport.received_total(),
+            eval_seconds=time.perf_counter() - tic,
+            **{name: scores.get(name, np.nan) for name in SCORES})
+        self.run_file.append_rows()
+        text = "  ".join(f"{name} {scores[name]:.3f}" for name in self.evaluator.names)
+        ctx.log.info("iter %d scores: %s (%.1f s)", done, text, time.perf_counter() - tic)
+        self.progress.scored(text)
 
     def _record(self, rows) -> None:
         """Append a role's metric rows, [(table path, row)], to rank 0's tables."""
@@ -243,9 +312,11 @@ class Trainer:
     # -------------------------------------------------------- checkpoints
     def send_state(self) -> None:
         """A worker's part of a checkpoint: its packed state to rank 0."""
-        if self.layout.fields:
+        if self.message.fields:
             entries = self.role.state() + rng_state()
-            self.ctx.transport.send_tensor(self.layout.pack(entries), 0, "checkpoint")
+            if self.algorithm.synchronous:
+                entries += self.meter.entries()
+            self.ctx.transport.send_tensor(self.message.pack(entries), 0, "checkpoint")
 
     def checkpoint(self, iteration: int, final: bool) -> int:
         """Write the checkpoint of ``iteration`` (collective for synchronous algorithms).
@@ -262,27 +333,34 @@ class Trainer:
             self._record(role.before_checkpoint(final, bool(self.layout.fields)))
             iteration = role.version
         path = checkpoint_path(cfg.out, iteration)
-        traffic = []
+        traffic, cost = [], np.zeros((ctx.size, 3))
+        cost[0] = self.meter.row()
+        extras = dict(self.extras)
 
         def states():  # rank 0's, then each worker's as it arrives
             yield 0, role.state() + rng_state()
-            for n in ctx.workers if self.layout.fields else ():
+            for n in ctx.workers if self.message.fields else ():
                 if not algo.synchronous:
                     role.request_state(n)
-                buf = transport.recv_into(self.layout.empty(), n, "checkpoint")
-                yield n, list(self.layout.unpack(buf).items())
+                values = self.message.unpack(
+                    transport.recv_into(self.message.empty(), n, "checkpoint"))
+                if algo.synchronous:
+                    values, cost[n] = split_cost(values)
+                yield n, list(values.items())
 
         def totals():  # after every state: workers have sent all they count
             if final and not algo.synchronous:
                 role.finish()
             traffic[:] = transport.totals() if algo.synchronous or final else \
                 transport.local_view()
+            extras.update(cost_datasets(merge_cost(self.cost_base, cost), self._wall()))
             return traffic
 
         write_checkpoint(path, algo.name, cfg, iteration, ctx.size, states(), self.tables,
-                         transport.kinds, totals, self.extras)
+                         transport.kinds, totals, extras)
         prune_checkpoints(cfg.out, cfg.keep_checkpoints)
-        self.run_file.update(iteration, traffic, role.published(), finished=final)
+        self.run_file.update(iteration, traffic, role.published(), finished=final,
+                             datasets={k: v for k, v in extras.items() if k.startswith("cost/")})
         ctx.log.info("checkpoint %s, run file %s", path, self.run_file.path)
         if not final and not algo.synchronous:
             role.after_checkpoint()

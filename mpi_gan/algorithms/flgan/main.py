@@ -27,6 +27,7 @@ class FLGAN(Algorithm):
     config_class = FlganConfig
     kinds = KINDS
     model_group = "generator"
+    evaluates = True
 
     check = staticmethod(validate_flgan)
 

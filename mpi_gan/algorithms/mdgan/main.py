@@ -46,6 +46,7 @@ class MDGAN(Algorithm):
     config_class = Config
     kinds = KINDS
     model_group = "generator"
+    evaluates = True
 
     check = staticmethod(validate)
 

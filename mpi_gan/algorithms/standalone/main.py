@@ -53,6 +53,7 @@ class Standalone(Algorithm):
     config_class = GanConfig
     kinds = ()
     model_group = "generator"
+    evaluates = True
 
     check = staticmethod(validate_standalone)
 
@@ -72,6 +73,9 @@ class Standalone(Algorithm):
 
     def tables(self, ctx: Context):
         return {"metrics": gan_table(1, "samples_seen")}
+
+    def generator(self, role: StandaloneRole) -> torch.nn.Module:
+        return role.local.g
 
 
 def run(cfg: GanConfig, comm: MPI.Comm | None = None) -> RunResult:

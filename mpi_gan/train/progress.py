@@ -1,0 +1,63 @@
+"""Rank 0's progress: a tqdm bar on a terminal, plain periodic log lines otherwise.
+
+On a terminal (stdout is a TTY) the bar shows the iteration, it/s, time left and a
+postfix (losses, bytes, the latest score); the periodic lines then go to the log
+file only. In a SLURM job's log (stdout a file) there is no bar, only the lines,
+every ``--log-every`` iterations, so logs stay small and greppable.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from tqdm import tqdm
+
+PROGRESS = "progress"  # attribute of the records the console skips while a bar is shown
+
+
+class _NotProgress(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, PROGRESS, False)
+
+
+class Progress:
+    """Counts iterations on rank 0; ``line`` logs a periodic line, ``note`` sets the postfix."""
+
+    def __init__(self, log: logging.Logger, start: int, total: int, bar: bool | None = None):
+        self.log, self.total = log, total
+        self.window, self.in_window = time.perf_counter(), 0
+        self.score = ""
+        bar = sys.stdout.isatty() if bar is None else bar
+        self.bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, leave=True,
+                        mininterval=0.5, file=sys.stdout) if bar else None
+        self._filter = _NotProgress()
+        if self.bar is not None:
+            for handler in log.handlers:
+                if not isinstance(handler, logging.FileHandler):
+                    handler.addFilter(self._filter)
+
+    def step(self, done: int) -> None:
+        """One more iteration done (``done`` in all)."""
+        self.in_window += 1
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def line(self, done: int, text: str) -> None:
+        """The periodic progress line: iteration, rate since the last line, ``text``."""
+        rate = self.in_window / max(time.perf_counter() - self.window, 1e-9)
+        self.log.info("iter %d/%d  %.2f it/s  %s%s", done, self.total, rate, text, self.score,
+                      extra={PROGRESS: True})
+        if self.bar is not None:
+            self.bar.set_postfix_str(text + self.score, refresh=False)
+        self.window, self.in_window = time.perf_counter(), 0
+
+    def scored(self, text: str) -> None:
+        """The latest scores, shown on the bar and the following lines."""
+        self.score = "  " + text
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            for handler in self.log.handlers:
+                handler.removeFilter(self._filter)

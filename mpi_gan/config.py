@@ -289,7 +289,8 @@ _TYPES = {
     "threads": _positive_int, "log_every": _positive_int, "seed": _nonnegative_int,
     "image_size": _nonnegative_int, "round_epochs": _positive_int,
     "round_every": _nonnegative_int,
-    "lr": _positive_float, "eval_every": _positive_int, "eval_size": _positive_int,
+    "lr": _positive_float, "eval_every": _nonnegative_int, "eval_size": _positive_int,
+    "eval_samples": _positive_int,
 }
 
 

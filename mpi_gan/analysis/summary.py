@@ -1,0 +1,67 @@
+"""The summary table of runs (one row each) and the MD-GAN / FL-GAN worker-cost ratios.
+
+Columns: run, algorithm, dataset, split, model, workers, k (MD-GAN), batch_size,
+iterations, finished, the final score of each kind (last evaluation during training,
+or the stored offline evaluation when there is none), wall_seconds (training loop),
+worker_seconds_per_iteration and worker_flops_per_iteration (mean over the ranks that
+train: the workers, or the one standalone process), server_bytes_sent,
+worker_bytes_sent (mean over workers), and bytes_<kind> (all links) per message kind.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..metrics.evaluator import SCORES
+
+
+def _trainers(run: dict) -> list[int]:
+    """The ranks whose cost is the per-worker cost (standalone: its only rank)."""
+    return [0] if run["world"] == 1 else list(range(1, run["world"]))
+
+
+def summary_row(run: dict) -> dict:
+    cfg, cost, total = run["config"], run["cost"], run["bytes"].sum(axis=0)
+    row = {"run": run["name"], "algorithm": run["algorithm"], "dataset": cfg.get("dataset"),
+           "split": cfg.get("split"), "model": cfg.get("model"),
+           "workers": max(run["world"] - 1, 1), "k": cfg.get("k", np.nan) if
+           run["algorithm"] == "mdgan" else np.nan, "batch_size": cfg.get("batch_size"),
+           "iterations": run["iteration"], "finished": run["finished"]}
+    for name in SCORES:
+        column = run["scores"].get(name)
+        value = column[-1] if column is not None and len(column) else np.nan
+        row[name] = run["evaluation"].get(name, np.nan) if np.isnan(value) else value
+    ranks = _trainers(run)
+    steps = cost.get("steps")
+    if steps is not None and steps[ranks].min() > 0:
+        row["wall_seconds"] = float(cost["wall_seconds"])
+        row["worker_seconds_per_iteration"] = float(np.mean(
+            cost["compute_seconds"][ranks] / steps[ranks]))
+        row["worker_flops_per_iteration"] = float(np.mean(cost["flops_per_step"][ranks]))
+    row["server_bytes_sent"] = int(total[0].sum())
+    row["worker_bytes_sent"] = float(total[1:].sum(axis=1).mean()) if run["world"] > 1 else 0.0
+    for i, kind in enumerate(run["kinds"]):
+        row[f"bytes_{kind}"] = int(run["bytes"][i].sum())
+    return row
+
+
+def summary_table(runs: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([summary_row(r) for r in runs])
+
+
+def cost_ratios(table: pd.DataFrame) -> pd.DataFrame:
+    """MD-GAN worker cost / FL-GAN worker cost for each (dataset, split, batch_size) that has
+    both (the first run of each algorithm): seconds and FLOPs per iteration."""
+    rows = []
+    if "worker_seconds_per_iteration" not in table:
+        return pd.DataFrame(rows)
+    for key, group in table.groupby(["dataset", "split", "batch_size"]):
+        md, fl = group[group.algorithm == "mdgan"], group[group.algorithm == "flgan"]
+        if len(md) and len(fl):
+            rows.append({"dataset": key[0], "split": key[1], "batch_size": key[2],
+                         "mdgan_run": md.run.iloc[0], "flgan_run": fl.run.iloc[0],
+                         "seconds_ratio": md.worker_seconds_per_iteration.iloc[0] /
+                         fl.worker_seconds_per_iteration.iloc[0],
+                         "flops_ratio": md.worker_flops_per_iteration.iloc[0] /
+                         fl.worker_flops_per_iteration.iloc[0]})
+    return pd.DataFrame(rows)

@@ -109,7 +109,7 @@ def test_traffic_model_hand_computed():
                  swap_epochs=1, checkpoint_every=5, acgan=True, swap_adam="reset", seed=3)
     # world 4: N = 3, shard 40, 4 iterations per epoch: swaps after iterations 3 and 7
     nbytes, msgs = expected_traffic(cfg, 4, sample_floats=784, mean_shard=40, d_state_bytes=400,
-                                    d_param_tensors=2, d_param_floats=100, rng_bytes=16)
+                                    d_param_tensors=2, d_param_floats=100, skeleton_bytes=16)
     kind = {k: i for i, k in enumerate(KINDS)}
     assert nbytes[kind["batch_g"], 0, 2] == 8 * 10 * 784 * 4
     assert msgs[kind["batch_d"], 0, 3] == 8

@@ -15,7 +15,7 @@ from mpi_gan.config import FlganConfig
 from mpi_gan.data import spec_of
 from mpi_gan.flgan import FLGAN, run
 from mpi_gan.gan.fedavg import flatten
-from mpi_gan.io.state import Layout, rng_state
+from mpi_gan.train.loop import checkpoint_layout
 from tests.conftest import datasets_in, restored_state
 from tests.test_mpi_mdgan import cifar_dir
 
@@ -84,7 +84,7 @@ def test_traffic_counters_equal_analytic_model(mpi_tmp_path):
     if comm.Get_rank() != 0:
         return
     model_floats = flatten([result.role.g, result.role.d]).numel()
-    state_bytes = Layout(FLGAN().worker_template(_ctx(cfg)) + rng_state()).nbytes
+    state_bytes = checkpoint_layout(FLGAN().worker_template(_ctx(cfg)), True).nbytes
     period = round_period(cfg, 24)
     assert period == 3
     exp_bytes, exp_msgs = expected_traffic(cfg, world, period, model_floats, state_bytes)

@@ -13,7 +13,8 @@ from mpi_gan.algorithms.mdgan.reference import run_reference
 from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
 from mpi_gan.config import Config, disc_outputs
 from mpi_gan.data import spec_of
-from mpi_gan.io.state import Layout, rng_state
+from mpi_gan.train.cost import COST_FIELDS
+from mpi_gan.train.loop import checkpoint_layout
 from mpi_gan.mdgan import run, worker_template
 from mpi_gan.models import count_params, make_discriminator, make_generator
 from tests.test_data import write_cifar_dir
@@ -102,13 +103,14 @@ def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam, compress
     d = make_discriminator(cfg.model, disc_outputs(cfg), 0, 1, shape)
     d_state = sum(t.numel() * t.element_size() for t in d.state_dict().values())
     rng_bytes = torch.get_rng_state().numel()
+    skeleton = rng_bytes + 8 * len(COST_FIELDS)  # RNG state, cost counters (float64 each)
     channel = 0 if compress == "none" else 8 * sample * 4  # residual of (8, C, H, W)
     mean_shard = 24 if dataset == "synthetic" else 5 * 24 // (world - 1)
     exp_bytes, exp_msgs = expected_traffic(cfg, world, sample, mean_shard, d_state,
                                            len(list(d.parameters())), count_params(d),
-                                           rng_bytes, channel)
-    assert Layout(worker_template(cfg) + rng_state()).nbytes == d_state + \
-        2 * 4 * count_params(d) + 4 * len(list(d.parameters())) + rng_bytes + channel
+                                           skeleton, channel)
+    assert checkpoint_layout(worker_template(cfg), True).nbytes == d_state + \
+        2 * 4 * count_params(d) + 4 * len(list(d.parameters())) + skeleton + channel
     with h5py.File(result.run_file, "r") as f:
         assert f["traffic"].attrs["header_bytes_per_message"] == 0
         feedback = KINDS.index("feedback")

@@ -173,7 +173,7 @@ class Trainer:
         device = agree(comm, lambda: select_device(getattr(cfg, "device", "cpu"), local))
         ctx = Context(cfg, comm, rank, size, device, log)
         ctx.data = agree(comm, lambda: algo.load_data(ctx))
-        self.evaluator = agree(comm, lambda: self._make_evaluator(ctx))
+        self.evaluator = agree(comm, lambda: self._make_evaluator(ctx, ckpt))
         torch.set_num_threads(cfg.threads)
         # every stream the algorithms draw is seed-derived; the global RNG is seeded too,
         # so that a run (and its checkpointed RNG state) is reproducible whatever uses it
@@ -181,10 +181,12 @@ class Trainer:
         with abort_on_exception(comm):
             return self._train(ctx, ckpt)
 
-    def _make_evaluator(self, ctx: Context) -> Evaluator | None:
-        """Rank 0's scorer (trains the score classifier on first use); None if not scoring."""
-        cfg = ctx.cfg
-        if ctx.rank != 0 or not self.algorithm.evaluates or not cfg.eval_every:
+    def _make_evaluator(self, ctx: Context, ckpt) -> Evaluator | None:
+        """Rank 0's scorer (trains the score classifier on first use); None if this run
+        scores nothing (not a GAN, ``--eval-every 0``, or no multiple of it ahead)."""
+        cfg, start = ctx.cfg, ckpt.iteration if ckpt else 0
+        if ctx.rank != 0 or not self.algorithm.evaluates or not cfg.eval_every or \
+                (start // cfg.eval_every + 1) * cfg.eval_every > cfg.iterations:
             return None
         dataset = open_dataset(cfg)
         return Evaluator(dataset, dataset.key, resolved_cache_dir(cfg.cache_dir),

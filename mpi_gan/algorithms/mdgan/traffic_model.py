@@ -23,12 +23,13 @@ FLOAT32, INT64 = 4, 8
 
 def expected_traffic(cfg: Config, world_size: int, sample_floats: int, mean_shard: int,
                      d_state_bytes: int, d_param_tensors: int, d_param_floats: int,
-                     rng_bytes: int, channel_bytes: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                     skeleton_bytes: int, channel_bytes: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(bytes, messages), int64 (len(KINDS), world, world), of a fresh run of ``cfg``.
 
     sample_floats: d = C*H*W of one image; mean_shard: the m of a local epoch;
     d_state_bytes: bytes of D's parameters and buffers; d_param_tensors: number of
-    parameter tensors; d_param_floats: |theta|; rng_bytes: size of a torch RNG state;
+    parameter tensors; d_param_floats: |theta|; skeleton_bytes: what the training skeleton
+    adds to a worker's checkpoint message (its torch RNG state and cost counters);
     channel_bytes: the feedback compressor's and residual's state in a checkpoint.
     With ``--compress`` other than none, feedback sizes depend on the data: the
     ``feedback`` bytes given here are then those of uncompressed feedback.
@@ -57,7 +58,8 @@ def expected_traffic(cfg: Config, world_size: int, sample_floats: int, mean_shar
             add("labels", 0, n, iters, 2 * b * INT64)
         add("feedback", n, 0, iters, batch_bytes)
         add("losses", n, 0, iters, 2 * FLOAT32)
-        add("checkpoint", n, 0, checkpoints, d_state_bytes + adam_bytes + rng_bytes + channel_bytes)
+        add("checkpoint", n, 0, checkpoints, d_state_bytes + adam_bytes + skeleton_bytes +
+            channel_bytes)
     for s in swaps:
         dest = alg.derangement(cfg.seed, s, workers)
         if dest is not None:

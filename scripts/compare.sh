@@ -3,7 +3,9 @@
 # same number of generator updates for every algorithm, the paper's evaluation protocol
 # (every 1,000 iterations, 500 samples against 500 test images), MLP models (the CNNs do
 # not fit a 2-core machine's time budget: see docs/results.md).
-#   MNIST, i.i.d.:      MD-GAN k=1, MD-GAN k=ceil(log2 4)=2, FL-GAN, standalone GAN
+#   MNIST, i.i.d.:      MD-GAN k=1, k=ceil(log2 4)=2 and k=N=4, FL-GAN, standalone GAN
+#                       (k=1 generates 2 batches so that X_g and X_d differ: with 4 workers
+#                       k=1 and k=2 are the same run, bit for bit; k=4 is the other extreme)
 #   MNIST, labels:2:    MD-GAN k=1, FL-GAN       (non-i.i.d.: 2 classes per worker)
 #   Fashion-MNIST iid:  MD-GAN k=1, FL-GAN
 # then the real-data ceilings (evaluate --real) and the analysis (tables, plots, sample grids).
@@ -37,6 +39,7 @@ run() {  # run NAME RANKS MODULE ARGS...: skip if finished, resume if checkpoint
 
 run mnist-iid-mdgan-k1     5 mpi_gan.mdgan --dataset mnist --split iid --k 1
 run mnist-iid-mdgan-k2     5 mpi_gan.mdgan --dataset mnist --split iid --k 2
+run mnist-iid-mdgan-k4     5 mpi_gan.mdgan --dataset mnist --split iid --k 4
 run mnist-iid-flgan        5 mpi_gan.flgan --dataset mnist --split iid
 run mnist-iid-standalone   1 mpi_gan.standalone --dataset mnist
 run mnist-labels2-mdgan-k1 5 mpi_gan.mdgan --dataset mnist --split labels:2 --k 1

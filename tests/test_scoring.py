@@ -1,0 +1,180 @@
+"""End-to-end tests of the scores: evaluation rows and cost counters in real MPI runs,
+``python -m mpi_gan.evaluate`` (also --real on full MNIST) and ``python -m mpi_gan.analyze``."""
+import os
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mpi_gan.metrics.classifier import ACCURACY_FLOOR, load_classifier
+from tests.conftest import mpirun
+from tests.test_cli import FAST, resume_matches_straight, single
+
+pytestmark = pytest.mark.slow
+SCORED = ["--eval-every", "5", "--eval-samples", "50", "--iterations", "10"]
+
+
+def train(module, ranks, out, cache, *extra):
+    run = mpirun if ranks > 1 else single
+    proc = run(ranks, [module, "--out", str(out), *FAST, *SCORED, "--cache-dir", str(cache),
+                       *extra])
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def scored_runs(tmp_path_factory):
+    """MD-GAN, FL-GAN and the standalone GAN on the synthetic set, scored every 5 iterations."""
+    root = tmp_path_factory.mktemp("scored")
+    cache = root / "cache"
+    runs = {"mdgan": root / "mdgan", "flgan": root / "flgan", "standalone": root / "alone"}
+    logs = {"mdgan": train("mpi_gan.mdgan", 3, runs["mdgan"], cache).stdout,
+            "flgan": train("mpi_gan.flgan", 3, runs["flgan"], cache, "--round-every", "5").stdout,
+            "standalone": train("mpi_gan.standalone", 1, runs["standalone"], cache).stdout}
+    return runs, logs, cache
+
+
+def test_evaluation_rows_and_cost_are_in_the_run_file(scored_runs):
+    runs, logs, _ = scored_runs
+    for name, out in runs.items():
+        assert "iter 5 scores: mnist_score" in logs[name], logs[name]
+        with h5py.File(out / "run.h5", "r") as f:
+            scores = {k: f["scores"][k][()] for k in f["scores"]}
+            assert list(scores["iteration"]) == [5, 10], name
+            assert ((scores["mnist_score"] >= 1) & (scores["mnist_score"] <= 10)).all()
+            assert (scores["classifier_fid"] > 0).all()
+            assert np.isnan(scores["inception_fid"]).all() and np.isnan(scores["inception_score"]).all()
+            assert (np.diff(scores["wall_seconds"]) > 0).all() and (scores["eval_seconds"] > 0).all()
+            world = int(f.attrs["world_size"])
+            assert (np.diff(scores["server_bytes"]) > 0).all() or world == 1
+            cost = {k: f["cost"][k][()] for k in f["cost"]}
+            assert list(cost["steps"]) == [10] * world
+            assert (cost["compute_seconds"] > 0).all() and cost["wall_seconds"] > 0
+            trainers = slice(1, None) if world > 1 else slice(0, 1)
+            assert (cost["flops_per_step"][trainers] > 0).all()
+    with h5py.File(runs["mdgan"] / "run.h5", "r") as md, \
+            h5py.File(runs["flgan"] / "run.h5", "r") as fl:
+        # an MD-GAN worker trains D only; an FL-GAN worker D and G
+        assert md["cost/flops_per_step"][1] < fl["cost/flops_per_step"][1]
+
+
+def test_scoring_does_not_change_the_training(scored_runs, tmp_path):
+    runs, _, cache = scored_runs
+    train("mpi_gan.mdgan", 3, tmp_path / "plain", cache, "--eval-every", "0")
+    with h5py.File(runs["mdgan"] / "run.h5", "r") as a, \
+            h5py.File(tmp_path / "plain" / "run.h5", "r") as b:
+        assert "scores" in b and len(b["scores/iteration"]) == 0
+        for key in a["generator/model"]:
+            assert np.array_equal(a["generator/model"][key][()], b["generator/model"][key][()])
+
+
+def test_evaluate_matches_the_training_rows_and_stores_them(scored_runs):
+    runs, _, cache = scored_runs
+    run_file = runs["mdgan"] / "run.h5"
+    proc = mpirun(1, ["mpi_gan.evaluate", str(runs["mdgan"]), "--cache-dir", str(cache)])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split("=")[0] for line in lines[-2:]] == ["mnist_score", "classifier_fid"]
+    printed = {k: float(v) for k, v in (line.split("=") for line in lines[-2:])}
+    with h5py.File(run_file, "r") as f:
+        stored = dict(f["evaluation"].attrs)
+        last = {k: f["scores"][k][-1] for k in ("mnist_score", "classifier_fid")}
+    assert stored["samples"] == 50
+    for name, value in printed.items():  # same generator, latents and real images
+        assert value == pytest.approx(last[name], rel=1e-5)
+        assert stored[name] == pytest.approx(last[name], rel=1e-5)
+    ckpt = runs["flgan"] / "checkpoints" / "ckpt_00000010.h5"
+    proc = mpirun(1, ["mpi_gan.evaluate", str(ckpt), "--samples", "20", "--cache-dir",
+                      str(cache)])
+    assert proc.returncode == 0 and "stored in" in proc.stdout, proc.stderr
+    with h5py.File(ckpt, "r") as f:
+        assert f.attrs["complete"] == 1 and f["evaluation"].attrs["samples"] == 20
+
+
+def test_evaluate_bad_input_is_one_clear_error(tmp_path):
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5")
+    for args, message in [([str(tmp_path / "missing")], "no run file or checkpoint"),
+                          ([str(junk)], "not a readable HDF5 file"),
+                          (["--real", "--samples", "1"], "--samples must be"),
+                          ([], "give run files")]:
+        proc = mpirun(1, ["mpi_gan.evaluate", *args], timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_bad_inception_weights_stop_every_rank_at_start(tmp_path):
+    proc = mpirun(3, ["mpi_gan.mdgan", "--out", str(tmp_path / "r"), *FAST, *SCORED,
+                      "--inception-weights", str(tmp_path / "none.pt")], timeout=120)
+    assert proc.returncode == 2
+    assert "mpi_gan: error: Inception weights" in proc.stderr and "no such file" in proc.stderr
+
+
+def test_resumed_run_scores_as_if_never_interrupted(tmp_path):
+    resume_matches_straight(tmp_path, "mpi_gan.mdgan", 3, [
+        *FAST, "--eval-every", "3", "--eval-samples", "30", "--cache-dir",
+        str(tmp_path / "cache")])
+    with h5py.File(tmp_path / "straight" / "run.h5", "r") as a, \
+            h5py.File(tmp_path / "split" / "run.h5", "r") as b:
+        assert list(b["scores/iteration"][()]) == [3, 6, 9, 12]
+        for name in ("iteration", "mnist_score", "classifier_fid"):
+            assert np.array_equal(a[f"scores/{name}"][()], b[f"scores/{name}"][()]), name
+        assert list(b["cost/steps"][()]) == [12, 12, 12]
+
+
+def test_analyze_writes_the_table_and_plots(scored_runs, tmp_path):
+    runs, _, _ = scored_runs
+    out = tmp_path / "analysis"
+    proc = mpirun(1, ["mpi_gan.analyze", *map(str, runs.values()), "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "runs=3"
+    ratio = [line for line in lines if line.startswith("mdgan_vs_flgan_worker_flops_synthetic")]
+    assert ratio and 0 < float(ratio[0].split("=")[1]) < 1
+    table = pd.read_csv(out / "summary.csv")
+    assert list(table.algorithm) == ["mdgan", "flgan", "standalone"]
+    for column in ("mnist_score", "classifier_fid", "wall_seconds", "worker_seconds_per_iteration",
+                   "worker_flops_per_iteration", "worker_bytes_sent", "bytes_feedback",
+                   "bytes_upload", "k", "split", "workers"):
+        assert column in table, column
+    assert table.mnist_score.between(1, 10).all() and (table.iterations == 10).all()
+    assert list(table.workers) == [2, 2, 1]
+    assert len(pd.read_csv(out / "cost_ratios.csv")) == 1
+    for name in ("scores_vs_iteration", "scores_vs_wall_seconds", "scores_vs_server_bytes",
+                 "losses", "traffic_mdgan", "traffic_flgan", "traffic_alone"):
+        with Image.open(out / f"{name}.png") as image:
+            image.load()
+            assert image.size == (1200, 900), name
+    with Image.open(out / "samples_mdgan.png") as image:
+        image.load()
+        assert image.size == (280, 280)
+        assert np.asarray(image).std() > 0
+
+
+@pytest.fixture(scope="session")
+def score_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("score-cache")
+
+
+def test_evaluate_real_mnist_is_above_nine_and_classifier_meets_its_floor(score_cache):
+    proc = mpirun(1, ["mpi_gan.evaluate", "--real", "--dataset", "mnist", "--cache-dir",
+                      str(score_cache)], timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    score = float(proc.stdout.strip().splitlines()[-2].removeprefix("mnist_score="))
+    assert score > 9
+    [path] = [p for p in os.listdir(score_cache) if p.startswith("classifier-mnist")]
+    assert load_classifier(str(score_cache / path), (1, 28, 28), 10).accuracy >= \
+        ACCURACY_FLOOR["mnist"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_classifier_meets_its_floor(score_cache):
+    proc = mpirun(1, ["mpi_gan.evaluate", "--real", "--dataset", "fashion-mnist", "--cache-dir",
+                      str(score_cache)], timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    [path] = [p for p in os.listdir(score_cache) if p.startswith("classifier-fashion")]
+    assert load_classifier(str(score_cache / path), (1, 28, 28), 10).accuracy >= \
+        ACCURACY_FLOOR["fashion-mnist"]

@@ -178,3 +178,35 @@ def test_fashion_mnist_classifier_meets_its_floor(score_cache):
     [path] = [p for p in os.listdir(score_cache) if p.startswith("classifier-fashion")]
     assert load_classifier(str(score_cache / path), (1, 28, 28), 10).accuracy >= \
         ACCURACY_FLOOR["fashion-mnist"]
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(tmp_path):
+    """On a TTY rank 0 draws a tqdm bar and keeps the periodic lines for its log file; with
+    stdout a file (a batch job's log) it prints the lines."""
+    import pty
+    import subprocess
+    import sys
+    args = [sys.executable, "-m", "mpi_gan.standalone", *FAST, "--iterations", "10",
+            "--log-every", "5", "--eval-every", "0"]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "tty")], stdout=slave,
+                            stderr=subprocess.PIPE, env=dict(os.environ, COLUMNS="120"))
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=240) == 0, proc.stderr.read()
+    os.close(master)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert "10/10" in terminal and "it/s" in terminal and "\r" in terminal
+    assert "iter 5/10" not in terminal
+    assert "iter 5/10" in (tmp_path / "tty" / "logs" / "rank0.log").read_text()
+    piped = single(1, ["mpi_gan.standalone", *FAST, "--iterations", "10", "--log-every", "5",
+                       "--eval-every", "0", "--out", str(tmp_path / "file")])
+    assert piped.returncode == 0 and "iter 5/10" in piped.stdout and "\r" not in piped.stdout

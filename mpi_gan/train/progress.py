@@ -8,6 +8,7 @@ every ``--log-every`` iterations, so logs stay small and greppable.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 
@@ -29,8 +30,12 @@ class Progress:
         self.window, self.in_window = time.perf_counter(), 0
         self.score = ""
         bar = sys.stdout.isatty() if bar is None else bar
-        self.bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, leave=True,
-                        mininterval=0.5, file=sys.stdout) if bar else None
+        # the terminal's size (80 x 24 if it reports none, as a bare pseudo-terminal does,
+        # which tqdm would take as 'no room' and draw nothing)
+        size = shutil.get_terminal_size()
+        self.bar = tqdm(total=total, initial=start, unit="it", ncols=size.columns,
+                        nrows=size.lines, leave=True, mininterval=0.5,
+                        file=sys.stdout) if bar else None
         self._filter = _NotProgress()
         if self.bar is not None:
             for handler in log.handlers:

@@ -98,3 +98,26 @@ def test_any_size_from_any_source_and_local_view(transport):
         assert messages[push, 1:, 0].tolist() == [1] * (size - 1)
     else:
         transport.send_tensor(torch.full((rank * 3,), rank, dtype=torch.uint8), 0, "push")
+
+
+def test_cost_meter_counts_compute_apart_from_waiting_on_the_network(transport):
+    """Rank 1's step waits ~0.5 s for rank 0's message: its compute seconds exclude that
+    wait (blocked time, as the skeleton's CostMeter subtracts it), its wall time does not."""
+    import time
+    from mpi_gan.train.cost import CostMeter
+    rank = transport.rank
+    meter = CostMeter()
+
+    def step():
+        if rank == 0:
+            time.sleep(0.5)  # compute of rank 0, from rank 1's view a wait
+            transport.send_tensor(torch.ones(4), 1, "losses")
+        elif rank == 1:
+            wait_all([transport.irecv_into(torch.empty(4), 0, "losses")])
+    meter.measure(lambda: None)  # the first step is counted in FLOPs, not timed
+    tic = time.perf_counter()
+    meter.measure(step)
+    wall = time.perf_counter() - tic
+    ok = rank != 1 or (wall >= 0.45 and meter.compute_seconds < 0.25 and meter.steps == 1)
+    results = transport.comm.allgather((ok, wall, meter.compute_seconds))
+    assert all(r[0] for r in results), results

@@ -2,7 +2,7 @@
 
 ``CostMeter.measure`` runs a role's step, timing it with ``time.perf_counter`` and
 subtracting the seconds the transport spent blocked in MPI calls during it; the
-first step a process runs is also counted with torch's FLOP formulas
+first step a process runs is instead counted with torch's FLOP formulas
 (``torch.utils.flop_counter.flop_registry``, what ``FlopCounterMode`` counts: matrix
 products and convolutions, forward and backward, 2 FLOPs per multiply-add). The
 counting mode is our own few lines because ``FlopCounterMode``'s module tracker
@@ -42,20 +42,26 @@ class FlopCount(TorchDispatchMode):
 
 
 class CostMeter:
-    """This process's totals since it started (a resumed run adds the checkpoint's)."""
+    """This process's totals since it started (a resumed run adds the checkpoint's).
+
+    The first step of a process is counted in FLOPs and not timed (torch's dispatch
+    machinery costs seconds on first use); every later step is timed: ``steps`` counts
+    the timed steps, ``compute_seconds`` their seconds apart from network waits.
+    """
 
     def __init__(self):
         self.compute_seconds, self.steps, self.flops_per_step = 0.0, 0, 0.0
+        self.counted = False
 
     def measure(self, step, *args):
-        """``step(*args)``'s result; its seconds minus network blocking are added."""
-        tic, blocked = time.perf_counter(), blocked_seconds()
-        if self.steps == 0:
+        """``step(*args)``'s result, counted in FLOPs (first call) or timed (later calls)."""
+        if not self.counted:
             with FlopCount() as counter:
                 out = step(*args)
-            self.flops_per_step = float(counter.flops)
-        else:
-            out = step(*args)
+            self.flops_per_step, self.counted = float(counter.flops), True
+            return out
+        tic, blocked = time.perf_counter(), blocked_seconds()
+        out = step(*args)
         self.compute_seconds += (time.perf_counter() - tic) - (blocked_seconds() - blocked)
         self.steps += 1
         return out
@@ -77,8 +83,8 @@ def split_cost(values: dict[str, torch.Tensor]) -> tuple[dict, np.ndarray]:
 
 
 def cost_datasets(rows: np.ndarray, wall_seconds: float) -> dict[str, np.ndarray]:
-    """/cost datasets from rows float64 (world, 3): compute_seconds (world,), steps
-    (world,) int64, flops_per_step (world,), and rank 0's training-loop wall_seconds ()."""
+    """/cost datasets from rows float64 (world, 3): compute_seconds (world,), steps (timed
+    steps) (world,) int64, flops_per_step (world,), and rank 0's training-loop wall_seconds ()."""
     return {"cost/compute_seconds": rows[:, 0].copy(), "cost/steps": rows[:, 1].astype(np.int64),
             "cost/flops_per_step": rows[:, 2].copy(),
             "cost/wall_seconds": np.float64(wall_seconds)}

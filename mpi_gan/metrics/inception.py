@@ -11,7 +11,8 @@ Accepted files (``InceptionNet.load``), recognised by their forward's signature:
   ``forward(img, return_features: bool, ...)`` on (n, 3, H, W) in [0, 255]; its
   default output is the 1008-class softmax.
 The Inception Score needs the latter two kinds; with features-only weights it is
-refused with a clear message.
+refused with a clear message. Pickled state dicts (pytorch-fid's ``.pth``) are
+refused: the project never unpickles what a user supplies.
 """
 from __future__ import annotations
 
@@ -68,7 +69,9 @@ class InceptionNet:
             module = torch.jit.load(path, map_location=device).eval()
         except Exception as exc:  # noqa: BLE001 - any failure means: not a TorchScript file
             raise InceptionError(f"cannot load {path} as a TorchScript Inception: "
-                                 f"{str(exc).splitlines()[0]}") from None
+                                 f"{str(exc).splitlines()[0]} (state dicts such as pytorch-fid's "
+                                 ".pth are pickles, which mpi-gan never loads from a user: "
+                                 "give a TorchScript file, docs/metrics.md)") from None
         args = [a.name for a in module.forward.schema.arguments]
         if "return_features" in args:
             return cls(module, "nvidia", path, device)

@@ -158,6 +158,7 @@ def score_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("score-cache")
 
 
+@pytest.mark.timeout(1000)  # trains the MNIST score classifier (80 s on an idle 2-core machine)
 def test_evaluate_real_mnist_is_above_nine_and_classifier_meets_its_floor(score_cache):
     proc = mpirun(1, ["mpi_gan.evaluate", "--real", "--dataset", "mnist", "--cache-dir",
                       str(score_cache)], timeout=900)
@@ -171,6 +172,7 @@ def test_evaluate_real_mnist_is_above_nine_and_classifier_meets_its_floor(score_
 
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
                     reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.timeout(1000)
 def test_fashion_mnist_classifier_meets_its_floor(score_cache):
     proc = mpirun(1, ["mpi_gan.evaluate", "--real", "--dataset", "fashion-mnist", "--cache-dir",
                       str(score_cache)], timeout=900)

@@ -98,8 +98,12 @@ def write_checkpoint(path: str, algorithm: str, cfg, iteration: int, world_size:
         f.attrs["complete"] = 1  # last: a file without it is not a checkpoint
 
 
-def read_checkpoint(path: str, algorithm: str, config_class, table_paths) -> Checkpoint:
-    """Read and structurally check a checkpoint of ``algorithm``; CheckpointError if unusable."""
+def read_checkpoint(path: str, algorithm: str, config_class, table_paths,
+                    optional_tables=()) -> Checkpoint:
+    """Read and structurally check a checkpoint of ``algorithm``; CheckpointError if unusable.
+
+    ``table_paths`` must be there; ``optional_tables`` are read if there (a checkpoint
+    written before a table existed still resumes)."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT or int(f.attrs.get("complete", 0)) != 1:
@@ -119,7 +123,8 @@ def read_checkpoint(path: str, algorithm: str, config_class, table_paths) -> Che
             return Checkpoint(
                 path=path, algorithm=algorithm, config=config_class.from_attrs(f["config"].attrs),
                 iteration=int(f.attrs["iteration"]), world_size=world,
-                tables={p: read_table(f, p) for p in table_paths}, kinds=kinds,
+                tables={p: read_table(f, p) for p in (*table_paths, *optional_tables)
+                        if p in table_paths or p in f}, kinds=kinds,
                 traffic_bytes=traffic_bytes, traffic_messages=traffic_messages)
     except CheckpointError:
         raise

@@ -117,14 +117,15 @@ class Algorithm:
         return []
 
     def table_paths(self) -> tuple[str, ...]:
-        return ("metrics", "scores") if self.evaluates else ("metrics",)
+        return ("metrics",)
 
     def generator(self, role) -> torch.nn.Module:
         """The generator rank 0's role holds (scored every ``--eval-every`` iterations)."""
         return role.g
 
     def reader(self, path: str):
-        return read_checkpoint(path, self.name, self.config_class, self.table_paths())
+        return read_checkpoint(path, self.name, self.config_class, self.table_paths(),
+                               ("scores",) if self.evaluates else ())
 
 
 def scores_table() -> Metrics:
@@ -241,7 +242,8 @@ class Trainer:
                                f"algorithm {transport.kinds}")
         self._load(role, ckpt.rank_state(0))
         for path, table in self.tables.items():
-            table.load(ckpt.tables[path])
+            if path in ckpt.tables:  # scores: absent from checkpoints of older versions
+                table.load(ckpt.tables[path])
         transport.add_base(ckpt.traffic_bytes, ckpt.traffic_messages)
         self.cost_base, self.wall_base = read_cost(ckpt.path, ctx.size)
         if self.layout.fields:

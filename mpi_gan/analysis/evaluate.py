@@ -12,8 +12,7 @@ The output ends with one ``name=value`` line per score.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
+import dataclasses
 import sys
 import time
 
@@ -22,7 +21,8 @@ import torch
 
 from ..config import DATASETS, GanConfig, latent_classes
 from ..data import DataError, open_dataset, prepare, resolved_cache_dir
-from ..io.atomic import _fsync_dir
+from ..io.atomic import atomic_h5_update
+from ..io.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..metrics.evaluator import Evaluator, generate
 from .runs import RunFileError, load_generator, resolve
 
@@ -62,25 +62,16 @@ def _evaluator(cfg: GanConfig, samples: int, device) -> Evaluator:
 def store(path: str, scores: dict[str, float], attrs: dict) -> str:
     """Write ``/evaluation`` attrs into ``path`` by atomic copy and rename; returns a note."""
     with h5py.File(path, "r") as f:
-        if f.attrs.get("format", "") != "mpi-gan-checkpoint" and int(f.attrs.get(
+        if f.attrs.get("format", "") != CHECKPOINT_FORMAT and int(f.attrs.get(
                 "finished", 0)) != 1:
             return f"not stored in {path}: its run has not finished (it may still be written)"
-    tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "r+") as f:
+        with atomic_h5_update(path) as f:
             if "evaluation" in f:
                 del f["evaluation"]
             f.create_group("evaluation").attrs.update({**attrs, **scores})
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(os.path.dirname(os.path.abspath(path)))
     except OSError as exc:
         return f"not stored in {path}: {exc.strerror or exc}"
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return f"stored in {path} /evaluation"
 
 
@@ -88,7 +79,7 @@ def evaluate_file(path: str, args) -> dict[str, float]:
     g, cfg = load_generator(path)
     overrides = {k: getattr(args, k) for k in ("data_dir", "cache_dir", "inception_weights")
                  if getattr(args, k)}
-    cfg = GanConfig(**{**cfg.__dict__, **overrides})
+    cfg = dataclasses.replace(cfg, **overrides)
     samples = args.samples or cfg.eval_samples
     seed = cfg.seed if args.seed < 0 else args.seed
     tic = time.perf_counter()

@@ -77,6 +77,10 @@ class Dataset:
         """The training samples at sorted ``indices`` (only those rows are read)."""
         return to_shard(self._read("train_images", indices), self.train_labels[indices])
 
+    def test_rows(self, indices: np.ndarray) -> Shard:
+        """The test samples at sorted ``indices`` (only those rows are read)."""
+        return to_shard(self._read("test_images", indices), self._read("test_labels", indices))
+
     def test_set(self, size: int) -> Shard:
         """The first ``size`` test samples."""
         rows = slice(0, min(size, self.test_size))

@@ -87,8 +87,7 @@ class Evaluator:
         """Real test images: part 0 the reference set, part 1 the disjoint set ``--real``
         scores (fewer if the test set is small)."""
         rows = np.sort(self.rows[part * self.samples:(part + 1) * self.samples])
-        images = self.dataset.test_set(self.dataset.test_size).images
-        return images[torch.from_numpy(rows)]
+        return self.dataset.test_rows(rows).images  # only those rows are read
 
     def _stats(self, images: torch.Tensor) -> dict:
         stats = {}

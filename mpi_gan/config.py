@@ -166,7 +166,9 @@ GanConfig.HELP = {
     "beta2": "Adam beta2 (G and D)",
     "seed": "run seed: every random stream is derived from it",
     "out": "run directory: run.h5, checkpoints/, logs/",
-    "resume": "checkpoint file, or run directory (its newest valid checkpoint)",
+    "resume": "checkpoint file, or run directory (its newest valid checkpoint), or 'auto': "
+              "continue --out's unfinished run, start fresh if it has none, refuse a "
+              "finished one (what jobs/ use)",
     "checkpoint_every": "write a checkpoint every this many iterations (0: only at the end)",
     "keep_checkpoints": "how many newest checkpoints to keep",
     "device": "compute device; auto: one CUDA device per local rank if any, else CPU",

@@ -26,6 +26,7 @@ from mpi4py import MPI
 
 from ..config import ConfigError
 from ..data import DataError, prepare
+from ..io.atomic import DiskFullError
 from ..io.checkpoint import CheckpointError, load_resume
 
 EXIT_USAGE = 2
@@ -63,9 +64,15 @@ def agree(comm: MPI.Comm, step):
     return result
 
 
+# errors after set-up whose message says it all (a full disk): one ``mpi_gan: error:``
+# line, no traceback
+CLEAR_ERRORS = (DiskFullError,)
+
+
 @contextlib.contextmanager
 def abort_on_exception(comm: MPI.Comm):
-    """Turn any exception on this rank into MPI_Abort of the whole job."""
+    """Turn any exception on this rank into MPI_Abort of the whole job; never returns
+    normally after one (if MPI_Abort returns, the process exits)."""
     try:
         yield
     except SystemExit as exc:
@@ -73,6 +80,8 @@ def abort_on_exception(comm: MPI.Comm):
             _abort(comm, f"exited with status {exc.code}", int(exc.code) if isinstance(
                 exc.code, int) else 1)
         raise
+    except CLEAR_ERRORS as exc:
+        _abort(comm, str(exc), 1, clear=True)
     except BaseException as exc:  # noqa: BLE001 - every failure must end the job
         _abort(comm, "".join(traceback.format_exception(exc)), 1)
 
@@ -103,7 +112,9 @@ def _wait_stderr_read(timeout: float) -> None:
         time.sleep(0.01)
 
 
-def _abort(comm: MPI.Comm, text: str, code: int) -> None:
+def _abort(comm: MPI.Comm, text: str, code: int, clear: bool = False) -> None:
+    """Log ``text``, print it (``clear``: as one ``mpi_gan: error:`` line, else under a
+    header naming the rank), let the launcher read it, then end the whole job."""
     rank = comm.Get_rank()
     logger = logging.getLogger("mpi_gan")
     logger.error("rank %d aborting the job: %s", rank, text)
@@ -111,11 +122,15 @@ def _abort(comm: MPI.Comm, text: str, code: int) -> None:
         handler.flush()
     logs = [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
     where = f" (also in {logs[0]})" if logs else ""
-    print(f"mpi_gan: rank {rank} failed, aborting all ranks{where}:\n{text}", file=sys.stderr,
-          flush=True)
+    if clear:
+        print(f"mpi_gan: error: {text}", file=sys.stderr, flush=True)
+    else:
+        print(f"mpi_gan: rank {rank} failed, aborting all ranks{where}:\n{text}",
+              file=sys.stderr, flush=True)
     _wait_stderr_read(STDERR_DRAIN_SECONDS)
     time.sleep(ABORT_GRACE_SECONDS)
     comm.Abort(code)
+    os._exit(code)  # MPI_Abort may return (a singleton without a launcher): never go on
 
 
 def local_rank(comm: MPI.Comm) -> int:

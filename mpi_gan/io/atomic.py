@@ -6,10 +6,49 @@ the previous file of the same name is never damaged.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 
 import h5py
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left while writing a file; its message names the file, the
+    space it needs and the space free."""
+
+
+def _no_space(exc: OSError, path: str, written: str, size_hint: int) -> DiskFullError:
+    """``exc`` (a full disk or quota) as a DiskFullError naming ``path``; the space needed
+    is estimated as the largest of ``written``'s and ``path``'s sizes and ``size_hint``."""
+    sizes = [size_hint]
+    for candidate in (written, path):
+        with contextlib.suppress(OSError):
+            sizes.append(os.stat(candidate).st_size)
+    directory = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(directory).free if os.path.isdir(directory) else 0
+    if written != path:  # a temporary file, removed next: its space is free again
+        with contextlib.suppress(OSError):
+            free += os.stat(written).st_blocks * 512
+    what = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    error = DiskFullError(f"{what} writing {path}: it needs about {max(sizes) / 1e6:.1f} MB, "
+                          f"{free / 1e6:.1f} MB free in {directory}")
+    error.errno = exc.errno
+    return error
+
+
+@contextlib.contextmanager
+def disk_full_errors(path: str, written: str | None = None, size_hint: int = 0):
+    """Turn a full disk or quota while writing ``path`` (through the file ``written``,
+    default ``path``) into a DiskFullError with a one-line message."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, DiskFullError) or exc.errno not in NO_SPACE:
+            raise
+        raise _no_space(exc, path, written or path, size_hint) from exc
 
 
 def _fsync_dir(directory: str) -> None:
@@ -21,36 +60,39 @@ def _fsync_dir(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_h5(path: str):
-    """Yield an ``h5py.File`` open for writing that replaces ``path`` on success only."""
+def _replacing(path: str, size_hint: int):
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over
+    ``path``; remove it in any case. A full disk raises DiskFullError (the previous
+    ``path`` is untouched)."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(directory)
+        with disk_full_errors(path, tmp, size_hint):
+            yield tmp
+            with open(tmp, "rb+") as raw:
+                os.fsync(raw.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(directory)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
 @contextlib.contextmanager
+def atomic_h5(path: str, size_hint: int = 0):
+    """Yield an ``h5py.File`` open for writing that replaces ``path`` on success only.
+
+    A full disk raises DiskFullError (``size_hint``: the bytes the file is expected to
+    take, for its message)."""
+    with _replacing(path, size_hint) as tmp, h5py.File(tmp, "w") as f:
+        yield f
+
+
+@contextlib.contextmanager
 def atomic_h5_update(path: str):
     """Yield ``path``'s copy open read-write (an ``h5py.File``); the copy replaces ``path``
     on success only, so a crash mid-update leaves the original intact."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with _replacing(path, os.path.getsize(path)) as tmp:
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "r+") as f:
             yield f
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(directory)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

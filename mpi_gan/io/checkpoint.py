@@ -78,7 +78,8 @@ def read_entries(group) -> dict[str, torch.Tensor]:
 
 def write_checkpoint(path: str, algorithm: str, cfg, iteration: int, world_size: int, states,
                      tables, kinds, traffic, extras=None) -> None:
-    """Write one checkpoint atomically (temporary file, fsync, rename).
+    """Write one checkpoint atomically (temporary file, fsync, rename); a full disk raises
+    DiskFullError, the earlier checkpoints kept.
 
     states: iterable of (rank, named tensors), consumed one at a time (a generator
     can receive each worker's state only when it is written); traffic: (bytes,
@@ -86,7 +87,9 @@ def write_checkpoint(path: str, algorithm: str, cfg, iteration: int, world_size:
     called once every state is written.
     """
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with atomic_h5(path) as f:
+    previous = [os.path.getsize(p) for p in glob.glob(os.path.join(os.path.dirname(path),
+                                                                    "ckpt_*.h5"))]
+    with atomic_h5(path, size_hint=max(previous, default=0)) as f:
         f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
                         "algorithm": algorithm, "iteration": iteration,
                         "world_size": world_size})
@@ -192,14 +195,50 @@ def check_out_is_free(out: str, resume_path: str | None) -> None:
                           f"choose another --out, or --resume {out} to continue it")
 
 
+AUTO = "auto"
+
+
+def resolve_auto(cfg, reader):
+    """``--resume auto``: ``--out``'s newest valid checkpoint if it holds an unfinished run,
+    None (a fresh start) if it holds no checkpoint; CheckpointError if its run is finished
+    (its checkpoint has reached ``--iterations``)."""
+    if not list_checkpoints(cfg.out):
+        return None
+    ckpt = resolve_resume(cfg.out, reader)
+    if ckpt.iteration >= cfg.iterations:
+        raise CheckpointError(f"--resume auto: --out {cfg.out!r} holds a finished run "
+                              f"({ckpt.path} is at iteration {ckpt.iteration}, --iterations "
+                              f"{cfg.iterations}): nothing to do; raise --iterations to continue "
+                              "it or choose another --out")
+    return ckpt
+
+
 def load_resume(cfg, world_size: int, reader):
     """Rank 0 at start-up: the checkpoint to continue from (None for a fresh run), after
-    checking that it fits this run and that ``--out`` holds no other run to overwrite."""
-    ckpt = resolve_resume(cfg.resume, reader) if cfg.resume else None
+    checking that it fits this run and that ``--out`` holds no other run to overwrite.
+
+    ``--resume auto`` resumes ``--out``'s own run if it has one (``resolve_auto``); a
+    ``run.h5`` with no checkpoint beside it (a run stopped before its first checkpoint)
+    is then started again from scratch."""
+    auto = cfg.resume == AUTO
+    if auto:
+        ckpt = resolve_auto(cfg, reader)
+    else:
+        ckpt = resolve_resume(cfg.resume, reader) if cfg.resume else None
     if ckpt is not None:
         check_compatible(ckpt, cfg, world_size)
-    check_out_is_free(cfg.out, ckpt.path if ckpt else None)
+    if not auto:
+        check_out_is_free(cfg.out, ckpt.path if ckpt else None)
+    remove_stale_temporaries(cfg.out)
     return ckpt
+
+
+def remove_stale_temporaries(out: str) -> None:
+    """Delete the temporary files (``*.h5.tmp-<pid>``) a writer killed mid-write left in
+    ``out`` and ``out/checkpoints``: this run owns ``out``, nothing else writes there."""
+    for pattern in ("*.h5.tmp-*", os.path.join("checkpoints", "*.h5.tmp-*")):
+        for path in glob.glob(os.path.join(out, pattern)):
+            os.unlink(path)
 
 
 def prune_checkpoints(run_dir: str, keep: int) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from .atomic import atomic_h5
+from .atomic import atomic_h5, disk_full_errors
 
 
 class Metrics:
@@ -131,7 +131,7 @@ class RunFile:
         pending = {p: n for p, n in self.written.items() if len(self.tables[p]) > n}
         if not pending:
             return
-        with h5py.File(self.path, "r+") as f:
+        with disk_full_errors(self.path), h5py.File(self.path, "r+") as f:
             for path, start in pending.items():
                 for name, array in self.tables[path].arrays(start).items():
                     dataset = f[f"{path}/{name}"]
@@ -145,7 +145,7 @@ class RunFile:
         at creation with the same shapes) and the progress attrs, in place."""
         self.append_rows()
         nbytes, messages = traffic
-        with h5py.File(self.path, "r+") as f:
+        with disk_full_errors(self.path), h5py.File(self.path, "r+") as f:
             kinds = str(f["traffic"].attrs["kinds"]).split(",")
             f["traffic/bytes"][...] = nbytes.sum(axis=0)
             f["traffic/messages"][...] = messages.sum(axis=0)

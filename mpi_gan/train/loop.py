@@ -20,7 +20,9 @@ worker. Every rank's torch RNG state is part of its state.
 """
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ import torch
 from mpi4py import MPI
 
 from ..comm.launch import abort_on_exception, agree, select_device, start_run
+from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name
 from ..comm.transport import Transport
 from ..config import latent_classes
 from ..data import open_dataset, plan_data, resolved_cache_dir
@@ -67,11 +70,15 @@ class Context:
 
 @dataclass
 class RunResult:
-    """What a rank ends with: its role, and on rank 0 the output paths."""
+    """What a rank ends with: its role, on rank 0 the output paths, and the stop signal
+    all ranks agreed on (0 if the run went to its end)."""
 
     role: object
     run_file: str | None = None
     checkpoint: str | None = None
+    stopped: int = 0
+    iteration: int = 0
+    start: int = 0
 
 
 class Algorithm:
@@ -146,16 +153,25 @@ def checkpoint_layout(template: list, measured: bool) -> Layout:
     return Layout(template + rng_state() + (CostMeter().entries() if measured else []))
 
 
-def injected_fault(rank: int) -> int | None:
-    """Iteration at which ``MPI_GAN_FAULT=rank:iteration`` makes this rank fail, if any.
+FAULTS = ("raise", "kill-in-checkpoint")
 
-    A testing aid for the abort path (an exception on one rank must end the job).
+
+def injected_fault(rank: int) -> tuple[int, str] | None:
+    """``(iteration, how)`` from ``MPI_GAN_FAULT=rank:iteration[:how]`` for this rank, if any.
+
+    A testing aid for the failure paths: ``raise`` (default) raises an exception at that
+    iteration (it must end the job); ``kill-in-checkpoint`` makes rank 0 SIGKILL itself
+    while writing that iteration's checkpoint, after its own state is in the temporary
+    file (the previous checkpoint must stay valid).
     """
     spec = os.environ.get("MPI_GAN_FAULT", "")
     if not spec:
         return None
-    fault_rank, _, iteration = spec.partition(":")
-    return int(iteration) if int(fault_rank) == rank else None
+    fault_rank, iteration, *how = spec.split(":")
+    how = how[0] if how else "raise"
+    if how not in FAULTS:
+        raise ValueError(f"MPI_GAN_FAULT={spec!r}: unknown fault {how!r}, one of {FAULTS}")
+    return (int(iteration), how) if int(fault_rank) == rank else None
 
 
 class Trainer:
@@ -179,8 +195,14 @@ class Trainer:
         # every stream the algorithms draw is seed-derived; the global RNG is seeded too,
         # so that a run (and its checkpointed RNG state) is reproducible whatever uses it
         torch.manual_seed(derive_seed(cfg.seed, "global", rank))
+        # from here on a stop signal only sets a flag (comm/preemption.py); after a stop the
+        # handlers stay installed to the exit, so SLURM's SIGTERM after a requeue kills nothing
+        self.stop = StopFlag().install()
         with abort_on_exception(comm):
-            return self._train(ctx, ckpt)
+            result = self._train(ctx, ckpt)
+        if not result.stopped:
+            self.stop.restore()
+        return result
 
     def _make_evaluator(self, ctx: Context, ckpt) -> Evaluator | None:
         """Rank 0's scorer (trains the score classifier on first use); None if this run
@@ -222,12 +244,16 @@ class Trainer:
         elif ctx.start > 0 and self.layout.fields:
             self._load(role, self.layout.unpack(
                 transport.recv_into(self.layout.empty(), 0, "restore")))
+        ending = np.zeros(2, dtype=np.int64)  # the agreed stop signal, the last iteration
         if algo.synchronous or ctx.rank == 0:
             result.checkpoint = self._loop()
+            ending[:] = self.stopped, self.done
         else:
             role.serve(self.send_state)
             transport.totals()
         transport.free()
+        ctx.comm.Bcast([ending, MPI.INT64_T], root=0)  # asynchronous workers learn it here
+        result.stopped, result.iteration, result.start = int(ending[0]), int(ending[1]), ctx.start
         return result
 
     @staticmethod
@@ -257,17 +283,21 @@ class Trainer:
     def _loop(self) -> str:
         """Step until ``--iterations``; checkpoints every ``--checkpoint-every`` and at the end.
 
-        Returns the final checkpoint's path (None on workers)."""
+        A stop signal (``self.stop``) ends the loop at the next iteration boundary with a
+        checkpoint: synchronous algorithms agree on it every iteration (one Allreduce of
+        one int); an asynchronous server acts on its own flag (every launcher signals
+        every rank). Returns the last checkpoint's path (None on workers)."""
         ctx, cfg, role, sync = self.ctx, self.cfg, self.role, self.algorithm.synchronous
-        fault = injected_fault(ctx.rank)
+        self.fault = fault = injected_fault(ctx.rank)
         every = cfg.checkpoint_every
         done = last_checkpoint = ctx.start
+        self.stopped = 0
         self.loop_start = time.perf_counter()
         progress = self.progress = Progress(ctx.log, ctx.start, cfg.iterations) \
             if ctx.rank == 0 else None
         try:
             while done < cfg.iterations:
-                if done == fault:
+                if fault == (done, "raise"):
                     raise RuntimeError(f"fault injected by MPI_GAN_FAULT at iteration {done} on "
                                        f"rank {ctx.rank}")
                 self._record(self.meter.measure(role.step, done) if sync else role.step(done))
@@ -281,7 +311,15 @@ class Trainer:
                         self._evaluate(done)
                 if every and done // every > last_checkpoint // every and done < cfg.iterations:
                     done = last_checkpoint = self.checkpoint(done, final=False)
-            self.checkpoint(done, final=True)
+                self.stopped = self.stop.agreed(ctx.comm) if sync else self.stop.signal
+                if self.stopped and done < cfg.iterations:
+                    ctx.log.info("%s received: checkpoint at iteration %d, then exit",
+                                 signal_name(self.stopped), done)
+                    break
+            else:
+                self.stopped = 0
+            done = self.checkpoint(done, final=True, finished=not self.stopped)
+            self.done = done
         finally:
             if progress is not None:
                 progress.close()
@@ -322,11 +360,14 @@ class Trainer:
                 entries += self.meter.entries()
             self.ctx.transport.send_tensor(self.message.pack(entries), 0, "checkpoint")
 
-    def checkpoint(self, iteration: int, final: bool) -> int:
+    def checkpoint(self, iteration: int, final: bool, finished: bool | None = None) -> int:
         """Write the checkpoint of ``iteration`` (collective for synchronous algorithms).
 
-        An asynchronous server first lets the pushes in flight land (``before_checkpoint``),
-        which may advance it: returns the iteration the checkpoint holds."""
+        ``final``: the last checkpoint of this process (asynchronous workers are stopped);
+        ``finished`` (default ``final``): the run reached ``--iterations`` (a run stopped by
+        a signal ends with a final, unfinished checkpoint). An asynchronous server first
+        lets the pushes in flight land (``before_checkpoint``), which may advance it:
+        returns the iteration the checkpoint holds."""
         ctx, cfg, algo, transport = self.ctx, self.cfg, self.algorithm, self.ctx.transport
         role, self.final_path = self.role, None
         if ctx.rank != 0:
@@ -343,6 +384,8 @@ class Trainer:
 
         def states():  # rank 0's, then each worker's as it arrives
             yield 0, role.state() + rng_state()
+            if self.fault == (iteration, "kill-in-checkpoint"):
+                os.kill(os.getpid(), signal.SIGKILL)
             for n in ctx.workers if self.message.fields else ():
                 if not algo.synchronous:
                     role.request_state(n)
@@ -363,7 +406,8 @@ class Trainer:
         write_checkpoint(path, algo.name, cfg, iteration, ctx.size, states(), self.tables,
                          transport.kinds, totals, extras)
         prune_checkpoints(cfg.out, cfg.keep_checkpoints)
-        self.run_file.update(iteration, traffic, role.published(), finished=final,
+        self.run_file.update(iteration, traffic, role.published(),
+                             finished=final if finished is None else finished,
                              datasets={k: v for k, v in extras.items() if k.startswith("cost/")})
         ctx.log.info("checkpoint %s, run file %s", path, self.run_file.path)
         if not final and not algo.synchronous:
@@ -383,6 +427,8 @@ def run_main(algorithm: Algorithm, parse, argv: list[str] | None = None) -> int:
     comm = MPI.COMM_WORLD
     cfg = parse(sys.argv[1:] if argv is None else argv, quiet=comm.Get_rank() != 0)
     result = run_algorithm(algorithm, cfg, comm)
+    if result.stopped:
+        return stopped_exit(comm, cfg, result)
     if comm.Get_rank() == 0:
         for line in algorithm.summary(result):
             print(line)
@@ -390,3 +436,18 @@ def run_main(algorithm: Algorithm, parse, argv: list[str] | None = None) -> int:
               f"{os.path.abspath(result.checkpoint)}, logs "
               f"{os.path.abspath(os.path.join(cfg.out, 'logs'))}", flush=True)
     return 0
+
+
+def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> int:
+    """After a stop signal: once every rank is past the checkpoint, rank 0 says where it is
+    and, under SLURM, requeues the job; every rank returns ``EXIT_PREEMPTED``."""
+    comm.Barrier()
+    if comm.Get_rank() == 0:
+        name = signal_name(result.stopped)
+        print(f"stopped by {name} at iteration {result.iteration} of {cfg.iterations}: "
+              f"checkpoint {os.path.abspath(result.checkpoint)}; continue with --resume auto "
+              f"--out {cfg.out} (exit status {EXIT_PREEMPTED})", flush=True)
+        command = requeue_command(result.stopped, result.iteration > result.start)
+        if command:
+            requeue(command, logging.getLogger("mpi_gan"))
+    return EXIT_PREEMPTED

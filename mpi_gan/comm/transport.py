@@ -192,7 +192,10 @@ class Transport:
         memory = MPI.buffer.fromaddress(tensor.data_ptr(), count * tensor.element_size())
         return [memory, count, mpi_type(tensor.dtype)]
 
-    def _outgoing(self, tensor: torch.Tensor) -> torch.Tensor:
+    def staged(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` as it goes on the wire: detached, and copied to the host if it is on
+        a GPU and MPI is not CUDA-aware. Stage a tensor once when it goes to several
+        peers; sending the staged tensor copies nothing more."""
         if tensor.is_cuda and not self.cuda_aware:
             return tensor.detach().cpu()
         return tensor.detach() if tensor.requires_grad else tensor
@@ -232,7 +235,7 @@ class Transport:
     # ------------------------------------------------------------ blocking
     def send_tensor(self, tensor: torch.Tensor, dest: int, kind: str) -> None:
         """Send ``tensor`` to ``dest`` as one message of ``kind``."""
-        data = self._outgoing(tensor)
+        data = self.staged(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
         with _Blocked():
             self.comm.Send(self._wire(data), dest=dest, tag=tag)
@@ -252,7 +255,7 @@ class Transport:
                  kind: str) -> torch.Tensor:
         """Send ``tensor`` to ``dest`` while receiving ``out`` from ``source``; cannot deadlock
         in any permutation pattern."""
-        data = self._outgoing(tensor)
+        data = self.staged(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
         buf, finish = self._incoming(out)
         status = MPI.Status()
@@ -282,7 +285,7 @@ class Transport:
     # -------------------------------------------------------- non-blocking
     def isend_tensor(self, tensor: torch.Tensor, dest: int, kind: str) -> Request:
         """Start sending ``tensor``; it must not change until the request is waited on."""
-        data = self._outgoing(tensor)
+        data = self.staged(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
         return Request(self.comm.Isend(self._wire(data), dest=dest, tag=tag), (data,))
 

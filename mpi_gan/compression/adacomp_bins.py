@@ -36,6 +36,8 @@ class AdaCompBins(Compressor):
     def compress(self, tensor, name=""):
         g = tensor.detach().reshape(-1)
         residual = self.residuals.get(name)
+        if residual is not None and residual.device != g.device:  # restored onto the host
+            residual = residual.to(g.device)
         accumulated = g.clone() if residual is None else residual + g
         idx, gmax = bin_selection(accumulated, accumulated + g, self.params["bin_size"])
         if self.params["values"] == "exact":

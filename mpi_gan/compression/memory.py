@@ -17,7 +17,11 @@ class ResidualMemory:
     def compensate(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
         """tensor + residual (a new tensor; the input is not modified)."""
         residual = self.residuals.get(name)
-        return tensor.clone() if residual is None else tensor + residual
+        if residual is None:
+            return tensor.clone()
+        if residual.device != tensor.device:  # restored from a checkpoint onto the host
+            residual = self.residuals[name] = residual.to(tensor.device)
+        return tensor + residual
 
     def update(self, compensated: torch.Tensor, name: str, sent: torch.Tensor) -> None:
         """residual = compensated - sent (``sent``: the decompressed payload)."""

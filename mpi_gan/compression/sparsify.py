@@ -25,7 +25,7 @@ def topk_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
     """
     n = flat.numel()
     if k >= n:
-        return torch.arange(n)
+        return torch.arange(n, device=flat.device)
     mags = flat.abs()
     if n >= SAMPLED_TOPK_MIN and k <= n // 16:
         # enough samples that about 256 of them lie above the k-th largest magnitude
@@ -49,7 +49,7 @@ def bin_maxima(values: torch.Tensor, bin_size: int) -> torch.Tensor:
     """max |values| over consecutive bins of ``bin_size`` (the last bin may be shorter)."""
     n = values.numel()
     bins = -(-n // bin_size)
-    padded = torch.zeros(bins * bin_size, dtype=values.dtype)
+    padded = torch.zeros(bins * bin_size, dtype=values.dtype, device=values.device)
     padded[:n] = values.abs()
     return padded.view(bins, bin_size).max(dim=1).values
 

@@ -40,7 +40,7 @@ from ..io.checkpoint import checkpoint_path, prune_checkpoints, read_checkpoint,
 from ..io.runlog import Metrics, RunFile
 from ..io.state import Layout, load_rng_state, rng_state
 from ..metrics.evaluator import SCORES, Evaluator, generate
-from ..seeding import derive_seed
+from ..seeding import derive_seed, seed_device
 from .cost import CostMeter, cost_datasets, merge_cost, read_cost, split_cost
 from .progress import Progress
 
@@ -188,6 +188,7 @@ class Trainer:
         rank, size = comm.Get_rank(), comm.Get_size()
         log, ckpt, local = start_run(comm, cfg, algo.validate, algo.reader)
         device = agree(comm, lambda: select_device(getattr(cfg, "device", "cpu"), local))
+        seed_device(device, derive_seed(cfg.seed, "device", rank))
         ctx = Context(cfg, comm, rank, size, device, log)
         ctx.data = agree(comm, lambda: algo.load_data(ctx))
         self.evaluator = agree(comm, lambda: self._make_evaluator(ctx, ckpt))

@@ -46,11 +46,12 @@ class Server:
                                 iteration, j) for j in range(self.batches)]
         self.g.train()
         generated = [self.g(z.to(self.device)) for z, _ in latents]
+        outgoing = [self.t.staged(x) for x in generated]  # one host copy per batch, on a GPU
         requests = []
         for n in self.workers:
             g, d = self.assignment[n]
-            requests.append(self.t.isend_tensor(generated[g].detach(), n, "batch_g"))
-            requests.append(self.t.isend_tensor(generated[d].detach(), n, "batch_d"))
+            requests.append(self.t.isend_tensor(outgoing[g], n, "batch_g"))
+            requests.append(self.t.isend_tensor(outgoing[d], n, "batch_d"))
             if self.classes:
                 labels = torch.cat([latents[g][1], latents[d][1]])
                 requests.append(self.t.isend_tensor(labels, n, "labels"))

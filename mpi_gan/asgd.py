@@ -2,6 +2,10 @@
 mpi_gan.algorithms.asgd)."""
 import sys
 
+from .thread_pools import limit_threads
+
+if __name__ == "__main__":
+    limit_threads()  # before torch starts its pools
 from .algorithms.asgd.main import ASGD, main, run_asgd, worker_template  # noqa: F401 - public entry
 
 if __name__ == "__main__":

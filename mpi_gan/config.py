@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+from .thread_pools import DEFAULT_THREADS
 from .data import DATASETS, DataError, DatasetSpec, parse_split, spec_of
 
 
@@ -81,7 +82,7 @@ class GanConfig(DataConfig):
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     device: str = "auto"
-    threads: int = 1
+    threads: int = DEFAULT_THREADS
     log_every: int = 50
     # evaluation (the paper's protocol by default)
     eval_every: int = 1000
@@ -212,7 +213,7 @@ class AsgdConfig(DataConfig):
     keep_checkpoints: int = 2
     eval_every: int = 1000
     eval_size: int = 10000
-    threads: int = 1
+    threads: int = DEFAULT_THREADS
     log_every: int = 1000
 
 

@@ -76,6 +76,32 @@ def blocked_seconds() -> float:
     return _Blocked.seconds
 
 
+# How a rank waits for MPI: it polls without pause for SPIN_SECONDS (a message already on
+# its way arrives within that, at full speed), then sleeps between polls, the pause
+# doubling up to MAX_PAUSE_SECONDS. A rank that waits long (its turn in a checkpoint,
+# rank 0's set-up, a slower peer) so leaves its core to the ranks that compute, which
+# decides the speed when ranks outnumber cores (MPICH's blocking calls spin instead).
+SPIN_SECONDS = 0.002
+MAX_PAUSE_SECONDS = 0.001
+
+
+def poll(done) -> None:
+    """Call ``done()`` until it returns true: at once, then spinning, then with pauses."""
+    if done():
+        return
+    deadline, pause = time.perf_counter() + SPIN_SECONDS, 2e-5
+    while not done():
+        if time.perf_counter() >= deadline:
+            time.sleep(pause)
+            pause = min(2 * pause, MAX_PAUSE_SECONDS)
+
+
+def settle(requests: list[MPI.Request], statuses: list[MPI.Status]) -> None:
+    """Complete every request (MPI progresses them together), waiting as ``poll`` does."""
+    with _Blocked():
+        poll(lambda: MPI.Request.Testall(requests, statuses))
+
+
 class Request:
     """A pending non-blocking operation; keeps its buffers alive until completed."""
 
@@ -84,8 +110,7 @@ class Request:
 
     def wait(self) -> None:
         status = MPI.Status()
-        with _Blocked():
-            self._request.Wait(status)
+        settle([self._request], [status])
         self._complete(status)
 
     def _complete(self, status: MPI.Status) -> None:
@@ -98,8 +123,7 @@ class Request:
 def wait_all(requests: Sequence[Request]) -> None:
     """Complete every request (MPI progresses all of them together)."""
     statuses = [MPI.Status() for _ in requests]
-    with _Blocked():
-        MPI.Request.Waitall([r._request for r in requests], statuses)
+    settle([r._request for r in requests], statuses)
     for r, status in zip(requests, statuses):
         r._complete(status)
 
@@ -237,15 +261,13 @@ class Transport:
         """Send ``tensor`` to ``dest`` as one message of ``kind``."""
         data = self.staged(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
-        with _Blocked():
-            self.comm.Send(self._wire(data), dest=dest, tag=tag)
+        settle([self.comm.Isend(self._wire(data), dest=dest, tag=tag)], [MPI.Status()])
 
     def recv_into(self, out: torch.Tensor, source: int, kind: str) -> torch.Tensor:
         """Receive one message of ``kind`` from ``source`` into ``out`` (shape and dtype fixed)."""
         buf, finish = self._incoming(out)
         status = MPI.Status()
-        with _Blocked():
-            self.comm.Recv(self._wire(buf), source=source, tag=self.tag_of(kind), status=status)
+        settle([self.comm.Irecv(self._wire(buf), source=source, tag=self.tag_of(kind))], [status])
         self._check(status, out, kind, source)
         if finish is not None:
             finish()
@@ -259,9 +281,8 @@ class Transport:
         tag = self._count(kind, dest, data.numel() * data.element_size())
         buf, finish = self._incoming(out)
         status = MPI.Status()
-        with _Blocked():
-            self.comm.Sendrecv(self._wire(data), dest=dest, sendtag=tag, recvbuf=self._wire(buf),
-                               source=source, recvtag=tag, status=status)
+        settle([self.comm.Irecv(self._wire(buf), source=source, tag=tag),
+                self.comm.Isend(self._wire(data), dest=dest, tag=tag)], [status, MPI.Status()])
         self._check(status, out, kind, source)
         if finish is not None:
             finish()
@@ -273,11 +294,17 @@ class Transport:
         ``source`` may be ``ANY_SOURCE``. Matched probe (Mprobe/Mrecv), so no other
         receive can steal the message. Returns (uint8 CPU tensor, source rank).
         """
-        status = MPI.Status()
+        status, tag, found = MPI.Status(), self.tag_of(kind), []
+
+        def probe():
+            message = self.comm.Improbe(source=source, tag=tag, status=status)
+            if message is not None:
+                found.append(message)
+            return bool(found)
         with _Blocked():
-            message = self.comm.Mprobe(source=source, tag=self.tag_of(kind), status=status)
+            poll(probe)
             buf = torch.empty(status.Get_count(MPI.BYTE), dtype=torch.uint8)
-            message.Recv(self._wire(buf))
+            found[0].Recv(self._wire(buf))
         source = status.Get_source()
         self._check(status, buf, kind, source)
         return buf, source

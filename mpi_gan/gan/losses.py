@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .adam import Adam
 from ..seeding import generator
 
 
@@ -65,7 +66,7 @@ def generator_loss_per_sample(logits_fake: torch.Tensor, labels_fake: torch.Tens
 
 
 # ------------------------------------------------------------ worker math
-def discriminator_step(disc: nn.Module, optimizer: torch.optim.Optimizer,
+def discriminator_step(disc: nn.Module, optimizer: Adam,
                        x_real: torch.Tensor, y_real: torch.Tensor | None,
                        x_fake: torch.Tensor, y_fake: torch.Tensor | None) -> float:
     """One Adam step of D on (X_r, X_d); returns the loss before the step."""
@@ -91,13 +92,14 @@ def error_feedback(disc: nn.Module, x_g: torch.Tensor, y_g: torch.Tensor | None,
     return feedback, float(losses.detach().mean())
 
 
-def make_adam(module: nn.Module, lr: float, beta1: float, beta2: float) -> torch.optim.Adam:
-    """The Adam optimizer used for G and every D (foreach off: same kernels everywhere)."""
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(beta1, beta2), foreach=False)
+def make_adam(module: nn.Module, lr: float, beta1: float, beta2: float) -> Adam:
+    """The Adam optimizer used for G and every D (gan/adam.py: torch's single-tensor Adam,
+    the same kernels everywhere)."""
+    return Adam(module.parameters(), lr=lr, betas=(beta1, beta2))
 
 
-def gan_step(g: nn.Module, d: nn.Module, opt_g: torch.optim.Optimizer,
-             opt_d: torch.optim.Optimizer, x_real: torch.Tensor, y_real: torch.Tensor | None,
+def gan_step(g: nn.Module, d: nn.Module, opt_g: Adam,
+             opt_d: Adam, x_real: torch.Tensor, y_real: torch.Tensor | None,
              z: torch.Tensor, y_fake: torch.Tensor | None, disc_steps: int,
              saturating: bool) -> tuple[float, float]:
     """One local iteration of a full GAN (FL-GAN workers, the standalone GAN).

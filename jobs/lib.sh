@@ -26,7 +26,7 @@ mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
   OUT=${OUT:-$RUNS/${SLURM_JOB_NAME:-mpi_gan}-${SLURM_JOB_ID:-local}}
   local args=(--out "$OUT" --resume auto) pair var extra=()
   for pair in DATASET=--dataset ITERATIONS=--iterations BATCH_SIZE=--batch-size SEED=--seed \
-      CHECKPOINT_EVERY=--checkpoint-every THREADS=--threads "$@"; do
+      CHECKPOINT_EVERY=--checkpoint-every THREADS=--threads DEVICE=--device "$@"; do
     var=${pair%%=*}
     if [ -n "${!var:-}" ]; then args+=("${pair#*=}" "${!var}"); fi
   done

@@ -213,18 +213,22 @@ class AsgdConfig(DataConfig):
     keep_checkpoints: int = 2
     eval_every: int = 1000
     eval_size: int = 10000
+    device: str = "auto"
     threads: int = DEFAULT_THREADS
     log_every: int = 1000
 
 
 AsgdConfig.RESUMABLE = frozenset(
     {"iterations", "out", "resume", "checkpoint_every", "keep_checkpoints", "threads",
-     "log_every", "data_dir", "cache_dir", "eval_every", "eval_size"})
-AsgdConfig.CHOICES = {"dataset": DATASETS, "staleness": ("adacomp", "none")}
+     "log_every", "data_dir", "cache_dir", "eval_every", "eval_size", "device"})
+AsgdConfig.CHOICES = {"dataset": DATASETS, "staleness": ("adacomp", "none"),
+                      "device": GanConfig.CHOICES["device"]}
 AsgdConfig.HELP = {
     **{k: Config.HELP[k] for k in ("dataset", "data_dir", "cache_dir", "image_size", "split",
                                    "synthetic_size", "seed",
                                    "resume", "keep_checkpoints", "threads")},
+    "device": "workers' compute device; auto: one CUDA device per local rank if any, else "
+              "CPU (the server updates and evaluates theta on the CPU)",
     "iterations": "total pushes applied by the server; a resumed run continues up to this number",
     "batch_size": "samples per worker gradient",
     "lr": "server learning rate",

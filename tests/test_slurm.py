@@ -73,7 +73,7 @@ def test_every_job_script_runs_under_sbatch(cluster, tmp_path):
     assert "srun --mpi=pmi2" in (tmp_path / f"mdgan-{jobs[0][0]}.out").read_text()
     assert "bin/mpiexec -n 3" in (tmp_path / f"mdgan-{jobs[3][0]}.out").read_text()
     assert "final test accuracy" in (tmp_path / f"asgd-{jobs[2][0]}.out").read_text()
-    for script in ("mdgan-gpu.sbatch", "flgan-gpu.sbatch"):
+    for script in ("mdgan-gpu.sbatch", "flgan-gpu.sbatch", "asgd-gpu.sbatch"):
         proc = cluster.run("sbatch", "--test-only", f"{REPO}/jobs/{script}", check=False)
         assert "gpu" in proc.stderr.lower() or "gres" in proc.stderr.lower(), proc.stderr
 

@@ -112,6 +112,7 @@ def value_bytes(code: int, count: int, dtype: torch.dtype) -> int:
 
 
 def _to_numpy(values: torch.Tensor) -> np.ndarray:
+    values = values.detach().cpu()  # a device tensor is copied to the host once, here
     if values.dtype == torch.bfloat16:
         return values.view(torch.int16).numpy()
     return values.numpy()

@@ -81,9 +81,9 @@ class ASGD(Algorithm):
                          cfg.lr, ctx.start, cfg.iterations)
             return AsgdServer(ctx.transport, model, cfg.lr, cfg.staleness == "adacomp",
                               ctx.data.shard, cfg.eval_every, cfg.iterations)
-        ctx.log.info("worker %d: shard of %d samples, compress %s", ctx.rank, len(ctx.data.shard),
-                     cfg.compress)
-        return AsgdWorker(ctx.transport, model, ctx.data.shard,
+        ctx.log.info("worker %d: shard of %d samples, compress %s, device %s", ctx.rank,
+                     len(ctx.data.shard), cfg.compress, ctx.device)
+        return AsgdWorker(ctx.transport, model.to(ctx.device), ctx.data.shard,
                           make_channel(cfg.compress, cfg.residual), cfg.batch_size, cfg.seed,
                           ctx.rank)
 

@@ -11,12 +11,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import vector_to_parameters
 
 from ... import compression
 from ...comm.transport import Transport
 from ...data import Shard, real_batch_indices
 from .protocol import HEADER, STATE, STOP, worker_state
+
+
+@torch.no_grad()
+def load_vector(vector: torch.Tensor, parameters) -> None:
+    """Copy the flat float32 ``vector`` into ``parameters`` in order, on their devices
+    (``torch.nn.utils.vector_to_parameters`` would make them views of ``vector``)."""
+    offset = 0
+    for p in parameters:
+        p.copy_(vector[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
 
 
 class AsgdWorker:
@@ -43,7 +52,9 @@ class AsgdWorker:
         idx = real_batch_indices(self.seed, self.rank, len(self.shard), self.batch_size, step)
         self.model.train()
         self.model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(self.shard.images[idx]), self.shard.labels[idx])
+        device = next(self.model.parameters()).device
+        loss = F.cross_entropy(self.model(self.shard.images[idx].to(device)),
+                               self.shard.labels[idx].to(device))
         loss.backward()
         return [p.grad for p in self.model.parameters()]
 
@@ -63,7 +74,7 @@ class AsgdWorker:
                 send_state()
                 continue
             tic = time.perf_counter()
-            vector_to_parameters(buf[HEADER:].view(torch.float32), self.model.parameters())
+            load_vector(buf[HEADER:].view(torch.float32), self.model.parameters())
             message = self.push_message(version, self.gradient(step))
             self.compute_seconds += time.perf_counter() - tic
             self.pushed_bytes += message.numel()

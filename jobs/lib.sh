@@ -41,6 +41,11 @@ mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
     *) echo "mpi_gan job: LAUNCHER must be srun or mpiexec, not '$LAUNCHER'" >&2; return 2 ;;
   esac
   mkdir -p "$RUNS"
+  # rank 0 writes `scontrol requeue ...` here when it stops on the warning signal; it is run
+  # below, once every rank has left (a requeue kills whatever is left of the job at once)
+  export MPI_GAN_REQUEUE_FILE=${TMPDIR:-/tmp}/mpi_gan-requeue-${SLURM_JOB_ID:-local}-$$
+  rm -f "$MPI_GAN_REQUEUE_FILE"
+  if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then mpi_gan_clean_shm; fi
   echo "mpi_gan job ${SLURM_JOB_ID:-} restart ${SLURM_RESTART_COUNT:-0} on" \
        "${SLURM_JOB_NODELIST:-$(hostname)} $(date -Is): ${cmd[*]} ${args[*]}"
   "${cmd[@]}" "${args[@]}" &
@@ -52,5 +57,22 @@ mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
   wait "$child" 2>/dev/null && status=0 || status=$?
   trap - USR1 TERM
   echo "mpi_gan job ${SLURM_JOB_ID:-} $(date -Is): exit status $status"
+  if [ -s "$MPI_GAN_REQUEUE_FILE" ]; then
+    local requeue
+    requeue=$(cat "$MPI_GAN_REQUEUE_FILE")
+    rm -f "$MPI_GAN_REQUEUE_FILE"
+    echo "mpi_gan job ${SLURM_JOB_ID:-}: requeued: $requeue"
+    $requeue || echo "mpi_gan job ${SLURM_JOB_ID:-}: '$requeue' failed; resubmit to continue" >&2
+  fi
   return "$status"
+}
+
+mpi_gan_clean_shm() {  # MPICH shared-memory files of this user that no process maps
+  # A rank killed inside MPI leaves /dev/shm/mpich_shm_* behind; a requeued job keeps its
+  # job and step ids, so MPICH names its file the same and hangs in MPI_Init on the old one.
+  local f
+  for f in /dev/shm/mpich_shm_*; do
+    [ -O "$f" ] || continue
+    grep -qsF "$f" /proc/[0-9]*/maps 2>/dev/null || rm -f "$f"
+  done
 }

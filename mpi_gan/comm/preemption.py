@@ -9,7 +9,11 @@ writes a checkpoint and every rank exits with ``EXIT_PREEMPTED``.
 
 Under SLURM (``SLURM_JOB_ID`` set) rank 0 then requeues the job (``scontrol requeue``)
 when the signal was SIGUSR1 or SIGUSR2, the warning signals, and the run advanced
-since it started (so a signal that arrives at once cannot loop). SIGTERM is not
+since it started (so a signal that arrives at once cannot loop): after every rank has
+finalized MPI, because the requeue kills what is left of the job at once, and a rank
+killed inside MPICH leaves its shared-memory file behind, on which the requeued job
+(same job id, same step id) would hang in MPI_Init. Under jobs/ rank 0 only writes the
+command to ``MPI_GAN_REQUEUE_FILE`` and the batch script runs it once the step is over. SIGTERM is not
 requeued by the program: it is what ``scancel`` sends, and a cancelled job must stay
 cancelled; a scheduler that preempts with requeue requeues the job itself.
 
@@ -73,9 +77,23 @@ def requeue_command(signum: int, advanced: bool, environ=os.environ) -> list[str
     return ["scontrol", "requeue", job]
 
 
-def requeue(command: list[str], log) -> None:
-    """Run ``command`` (``scontrol requeue JOB``); log, never raise, if it fails: the
-    checkpoint is written, so the user can resubmit by hand."""
+REQUEUE_FILE = "MPI_GAN_REQUEUE_FILE"
+
+
+def requeue(command: list[str], log, environ=os.environ) -> None:
+    """Requeue the job: write ``command`` to the file named by ``MPI_GAN_REQUEUE_FILE`` if
+    that is set (jobs/lib.sh sets it and runs the command once the job step has ended),
+    else run it (``scontrol requeue JOB``). Log, never raise, if it fails: the checkpoint
+    is written, so the user can resubmit by hand."""
+    path = environ.get(REQUEUE_FILE)
+    if path:
+        try:
+            with open(path, "w") as f:
+                f.write(" ".join(command) + "\n")
+            log.info("requeue left to the batch script: %s", " ".join(command))
+        except OSError as exc:
+            log.error("could not write %s (%s); resubmit the job to continue", path, exc)
+        return
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:

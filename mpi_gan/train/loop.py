@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -429,7 +430,7 @@ def run_main(algorithm: Algorithm, parse, argv: list[str] | None = None) -> int:
     cfg = parse(sys.argv[1:] if argv is None else argv, quiet=comm.Get_rank() != 0)
     result = run_algorithm(algorithm, cfg, comm)
     if result.stopped:
-        return stopped_exit(comm, cfg, result)
+        stopped_exit(comm, cfg, result)
     if comm.Get_rank() == 0:
         for line in algorithm.summary(result):
             print(line)
@@ -439,16 +440,24 @@ def run_main(algorithm: Algorithm, parse, argv: list[str] | None = None) -> int:
     return 0
 
 
-def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> int:
-    """After a stop signal: once every rank is past the checkpoint, rank 0 says where it is
-    and, under SLURM, requeues the job; every rank returns ``EXIT_PREEMPTED``."""
+def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
+    """After a stop signal, every rank past the checkpoint: rank 0 says where it is, every
+    rank finalizes MPI, then rank 0 requeues the job under SLURM (``comm/preemption.py``
+    says why in this order), and every rank exits with ``EXIT_PREEMPTED`` at once."""
     comm.Barrier()
+    log = logging.getLogger("mpi_gan")
+    command = None
     if comm.Get_rank() == 0:
         name = signal_name(result.stopped)
         print(f"stopped by {name} at iteration {result.iteration} of {cfg.iterations}: "
               f"checkpoint {os.path.abspath(result.checkpoint)}; continue with --resume auto "
               f"--out {cfg.out} (exit status {EXIT_PREEMPTED})", flush=True)
         command = requeue_command(result.stopped, result.iteration > result.start)
-        if command:
-            requeue(command, logging.getLogger("mpi_gan"))
-    return EXIT_PREEMPTED
+    MPI.Finalize()
+    if command:
+        requeue(command, log)
+    for handler in log.handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_PREEMPTED)  # nothing is left to do; the stop handlers still hold signals

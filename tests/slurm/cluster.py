@@ -9,6 +9,7 @@ Needs Debian's ``slurm-wlm`` and ``munge`` (``.ci/run`` installs them) and root.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -67,6 +68,10 @@ class LocalCluster:
             os.makedirs(os.path.join(self.state, sub), exist_ok=True)
         with open(os.path.join(HERE, "slurm.conf.in")) as f:
             text = f.read()
+        # job ids unique to this cluster: a job never shares its id (and so MPICH's names
+        # derived from it) with a job of another cluster started on this machine
+        first_job = 100 + (os.getpid() * 7919 + int(time.time())) % 50_000_000
+        text = text.replace("@FIRST_JOB_ID@", str(first_job))
         text = text.replace("@STATE@", self.state).replace(
             "@CTLD_PORT@", str(_free_port())).replace("@SLURMD_PORT@", str(_free_port()))
         with open(self.conf, "w") as f:
@@ -95,24 +100,38 @@ class LocalCluster:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        """Cancel every job, shut the daemons down, kill what does not stop in 20 s."""
-        self.run("scancel", "--full", "--user", "root", check=False)
+        """Cancel every job and let the queue drain (30 s at most), shut the daemons down,
+        then kill every process still carrying this cluster's ``SLURM_CONF`` (daemons,
+        slurmstepd, job tasks): nothing of it may outlive the tests, or a later cluster's
+        job of the same id could meet it."""
+        self.run("scancel", "--user", "root", check=False)
+        deadline = time.monotonic() + 30
+        while self.run("squeue", "-h", check=False).stdout.strip() and \
+                time.monotonic() < deadline:
+            time.sleep(0.5)
         self.run("scontrol", "shutdown", check=False)
         self.run("munged", "--stop", f"--socket={self.socket}", check=False)
         deadline = time.monotonic() + 20
-        for name in ("slurmctld", "slurmd", "munged"):
-            pid = self._pid(name)
-            while pid and _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if pid and _alive(pid):
+        while self._leftovers() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in self._leftovers():
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    def _pid(self, name: str) -> int | None:
-        try:
-            with open(os.path.join(self.state, f"{name}.pid")) as f:
-                return int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+    def _leftovers(self) -> list[int]:
+        """Processes (not this one) whose environment holds ``SLURM_CONF`` of this cluster."""
+        marker = f"SLURM_CONF={self.conf}".encode()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker in f.read().split(b"\0"):
+                        pids.append(int(entry))
+            except OSError:
+                continue
+        return pids
 
     def logs(self) -> str:
         """The daemons' logs' last lines (for failure messages)."""
@@ -149,10 +168,3 @@ class LocalCluster:
                                    f"{timeout} s: {info}")
             time.sleep(0.5)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

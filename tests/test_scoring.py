@@ -182,17 +182,13 @@ def test_fashion_mnist_classifier_meets_its_floor(score_cache):
         ACCURACY_FLOOR["fashion-mnist"]
 
 
-def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(tmp_path):
-    """On a TTY rank 0 draws a tqdm bar and keeps the periodic lines for its log file; with
-    stdout a file (a batch job's log) it prints the lines."""
+def on_a_terminal(args, env):
+    """Run ``args`` with stdout a pseudo-terminal; what it drew there."""
     import pty
     import subprocess
-    import sys
-    args = [sys.executable, "-m", "mpi_gan.standalone", *FAST, "--iterations", "10",
-            "--log-every", "5", "--eval-every", "0"]
     master, slave = pty.openpty()
-    proc = subprocess.Popen([*args, "--out", str(tmp_path / "tty")], stdout=slave,
-                            stderr=subprocess.PIPE, env=dict(os.environ, COLUMNS="120"))
+    proc = subprocess.Popen(args, stdout=slave, stderr=subprocess.PIPE,
+                            env=dict(os.environ, COLUMNS="120", **env))
     os.close(slave)
     chunks = []
     while True:
@@ -205,10 +201,24 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(tmp_path):
         chunks.append(chunk)
     assert proc.wait(timeout=240) == 0, proc.stderr.read()
     os.close(master)
-    terminal = b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(tmp_path):
+    """On a TTY rank 0 draws a tqdm bar and keeps the periodic lines for its log file; with
+    stdout a file (a batch job's log) it prints the lines; MPI_GAN_PROGRESS=lines prints
+    lines on a TTY too (Open MPI hands its ranks one even when its output is a file)."""
+    import sys
+    args = [sys.executable, "-m", "mpi_gan.standalone", *FAST, "--iterations", "10",
+            "--log-every", "5", "--eval-every", "0"]
+    terminal = on_a_terminal([*args, "--out", str(tmp_path / "tty")], {})
     assert "10/10" in terminal and "it/s" in terminal and "\r" in terminal
     assert "iter 5/10" not in terminal
     assert "iter 5/10" in (tmp_path / "tty" / "logs" / "rank0.log").read_text()
+    lines = on_a_terminal([*args, "--out", str(tmp_path / "lines")],
+                          {"MPI_GAN_PROGRESS": "lines"})
+    # a terminal turns each newline into \r\n; a bar redraws with a bare \r
+    assert "iter 5/10" in lines and "it/s" in lines and "\r" not in lines.replace("\r\n", "")
     piped = single(1, ["mpi_gan.standalone", *FAST, "--iterations", "10", "--log-every", "5",
                        "--eval-every", "0", "--out", str(tmp_path / "file")])
     assert piped.returncode == 0 and "iter 5/10" in piped.stdout and "\r" not in piped.stdout

@@ -3,11 +3,14 @@
 On a terminal (stdout is a TTY) the bar shows the iteration, it/s, time left and a
 postfix (losses, bytes, the latest score); the periodic lines then go to the log
 file only. In a SLURM job's log (stdout a file) there is no bar, only the lines,
-every ``--log-every`` iterations, so logs stay small and greppable.
+every ``--log-every`` iterations, so logs stay small and greppable. Open MPI's
+``mpiexec`` gives its ranks a pseudo-terminal even when its own output is a file:
+``MPI_GAN_PROGRESS=lines`` (set by jobs/lib.sh) or ``bar`` overrides the guess.
 """
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -29,7 +32,9 @@ class Progress:
         self.log, self.total = log, total
         self.window, self.in_window = time.perf_counter(), 0
         self.score = ""
-        bar = sys.stdout.isatty() if bar is None else bar
+        if bar is None:
+            choice = os.environ.get("MPI_GAN_PROGRESS", "auto")
+            bar = sys.stdout.isatty() if choice not in ("bar", "lines") else choice == "bar"
         # the terminal's size (80 x 24 if it reports none, as a bare pseudo-terminal does,
         # which tqdm would take as 'no room' and draw nothing)
         size = shutil.get_terminal_size()

@@ -20,6 +20,7 @@ worker. Every rank's torch RNG state is part of its state.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -188,6 +189,8 @@ class Trainer:
         cfg, comm, algo = self.cfg, self.comm, self.algorithm
         rank, size = comm.Get_rank(), comm.Get_size()
         log, ckpt, local = start_run(comm, cfg, algo.validate, algo.reader)
+        with contextlib.suppress(FileNotFoundError):  # left by this rank's last stop
+            os.unlink(finalized_mark(cfg.out, rank))
         device = agree(comm, lambda: select_device(getattr(cfg, "device", "cpu"), local))
         seed_device(device, derive_seed(cfg.seed, "device", rank))
         ctx = Context(cfg, comm, rank, size, device, log)
@@ -441,23 +444,42 @@ def run_main(algorithm: Algorithm, parse, argv: list[str] | None = None) -> int:
 
 
 def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
-    """After a stop signal, every rank past the checkpoint: rank 0 says where it is, every
-    rank finalizes MPI, then rank 0 requeues the job under SLURM (``comm/preemption.py``
-    says why in this order), and every rank exits with ``EXIT_PREEMPTED`` at once."""
+    """After a stop signal, every rank past the checkpoint: rank 0 says where it is; every
+    rank finalizes MPI and marks it in ``<out>/logs/.finalized-<rank>``; once all have
+    (10 s at most), rank 0 requeues the job under SLURM (``comm/preemption.py`` says why
+    only then) and every rank exits with ``EXIT_PREEMPTED``. MPICH's mpiexec kills the
+    ranks still alive when one exits non-zero before they finalized, and reports the
+    status of the first rank to exit: so no rank exits before all have finalized."""
     comm.Barrier()
     log = logging.getLogger("mpi_gan")
+    rank, size = comm.Get_rank(), comm.Get_size()
     command = None
-    if comm.Get_rank() == 0:
+    if rank == 0:
         name = signal_name(result.stopped)
         print(f"stopped by {name} at iteration {result.iteration} of {cfg.iterations}: "
               f"checkpoint {os.path.abspath(result.checkpoint)}; continue with --resume auto "
               f"--out {cfg.out} (exit status {EXIT_PREEMPTED})", flush=True)
         command = requeue_command(result.stopped, result.iteration > result.start)
     MPI.Finalize()
+    marks = [finalized_mark(cfg.out, r) for r in range(size)]
+    with open(marks[rank], "w"):
+        pass
+    deadline = time.monotonic() + FINALIZE_WAIT_SECONDS
+    while not all(os.path.exists(m) for m in marks) and time.monotonic() < deadline:
+        time.sleep(0.01)
     if command:
         requeue(command, log)
     for handler in log.handlers:
         handler.flush()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(EXIT_PREEMPTED)  # nothing is left to do; the stop handlers still hold signals
+    os._exit(EXIT_PREEMPTED)  # the stop handlers still hold any further signal
+
+
+FINALIZE_WAIT_SECONDS = 10.0
+
+
+def finalized_mark(out: str, rank: int) -> str:
+    """The file by which ``rank`` says it has finalized MPI after a stop (removed by the
+    rank at its next start)."""
+    return os.path.join(out, "logs", f".finalized-{rank}")

@@ -12,11 +12,11 @@ import pytest
 
 from tests.conftest import PYTHON
 from tests.slurm.cluster import LocalCluster, missing
-from tests.test_cli import all_params
+from tests.test_cli import FAST, all_params
 
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GAN_ARGS = "--synthetic-size 96 --batch-size 8 --log-every 100 --seed 7"
+GAN_ARGS = " ".join(FAST[2:])  # test_cli's small runs; DATASET=synthetic sets the dataset
 ASGD_ARGS = "--synthetic-size 400 --eval-size 200 --eval-every 1000000 --log-every 1000 --seed 2"
 
 

@@ -13,8 +13,8 @@ since it started (so a signal that arrives at once cannot loop): after every ran
 finalized MPI, because the requeue kills what is left of the job at once, and a rank
 killed inside MPICH leaves its shared-memory file behind, on which the requeued job
 (same job id, same step id) would hang in MPI_Init. Under jobs/ rank 0 only writes the
-command to ``MPI_GAN_REQUEUE_FILE`` and the batch script runs it once the step is over. SIGTERM is not
-requeued by the program: it is what ``scancel`` sends, and a cancelled job must stay
+command to ``MPI_GAN_REQUEUE_FILE`` and the batch script runs it once the step is over.
+SIGTERM is not requeued by the program: it is what ``scancel`` sends, and a cancelled job must stay
 cancelled; a scheduler that preempts with requeue requeues the job itself.
 
 MPICH's ``mpiexec`` forwards SIGUSR1 and SIGTERM to every rank (SIGUSR2 ends mpiexec

@@ -87,8 +87,8 @@ def write_checkpoint(path: str, algorithm: str, cfg, iteration: int, world_size:
     called once every state is written.
     """
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    previous = [os.path.getsize(p) for p in glob.glob(os.path.join(os.path.dirname(path),
-                                                                    "ckpt_*.h5"))]
+    run_dir = os.path.dirname(os.path.dirname(path))
+    previous = [os.path.getsize(p) for p in list_checkpoints(run_dir)]
     with atomic_h5(path, size_hint=max(previous, default=0)) as f:
         f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
                         "algorithm": algorithm, "iteration": iteration,

@@ -100,6 +100,7 @@ class Config(GanConfig):
     swap_adam: str = "reset"
     compress: str = "none"
     residual: bool = True
+    fault_tolerant: bool = False
 
 
 @dataclass
@@ -117,7 +118,8 @@ GanConfig.RESUMABLE = frozenset(
     {"iterations", "out", "resume", "checkpoint_every", "keep_checkpoints", "device",
      "threads", "log_every", "data_dir", "cache_dir", "eval_every", "eval_samples",
      "inception_weights"})
-Config.RESUMABLE = FlganConfig.RESUMABLE = GanConfig.RESUMABLE
+FlganConfig.RESUMABLE = GanConfig.RESUMABLE
+Config.RESUMABLE = GanConfig.RESUMABLE | {"fault_tolerant"}
 
 GanConfig.CHOICES = {
     "dataset": DATASETS,
@@ -185,6 +187,8 @@ GanConfig.HELP = {
     "compress": "compressor of each worker's feedback F_n, NAME[:key=value,...], e.g. "
                 "topk:ratio=0.1 (names: none, fp16, topk, randomk, adacomp, adacomp_bins)",
     "residual": "keep each worker's unsent feedback and add it to the next (error feedback)",
+    "fault_tolerant": "go on without a worker that dies (ULFM: Open MPI's mpiexec --with-ft "
+                      "ulfm); the survivors run its iteration again (docs/hpc.md)",
 }
 Config.HELP = GanConfig.HELP
 FlganConfig.HELP = {
@@ -421,7 +425,19 @@ def validate(cfg: Config, world_size: int) -> None:
         raise ConfigError(f"--k must satisfy 1 <= k <= number of workers ({workers}), got {cfg.k}")
     if cfg.swap_epochs < 0:
         raise ConfigError(f"--swap-epochs must be >= 0, got {cfg.swap_epochs}")
+    if cfg.fault_tolerant:
+        _require_ulfm()
     _validate_gan(cfg)
+
+
+def _require_ulfm() -> None:
+    from mpi4py import MPI  # here only: reading a configuration must not start MPI
+
+    from .comm.ulfm import HOW_TO_LAUNCH, ulfm_enabled
+    if not ulfm_enabled():
+        library = MPI.Get_library_version().splitlines()[0].strip()
+        raise ConfigError(f"--fault-tolerant needs an MPI that survives a dead rank, "
+                          f"{HOW_TO_LAUNCH}; this is {library}")
 
 
 def validate_flgan(cfg: FlganConfig, world_size: int) -> None:

@@ -28,6 +28,7 @@ from ..config import ConfigError
 from ..data import DataError, prepare
 from ..io.atomic import DiskFullError
 from ..io.checkpoint import CheckpointError, load_resume
+from .ulfm import ServerLost
 
 EXIT_USAGE = 2
 SETUP_ERRORS = (ConfigError, DataError, CheckpointError, OSError)
@@ -64,9 +65,9 @@ def agree(comm: MPI.Comm, step):
     return result
 
 
-# errors after set-up whose message says it all (a full disk): one ``mpi_gan: error:``
+# errors after set-up whose message says it all (a full disk, a dead server): one ``mpi_gan: error:``
 # line, no traceback
-CLEAR_ERRORS = (DiskFullError,)
+CLEAR_ERRORS = (DiskFullError, ServerLost)
 
 
 @contextlib.contextmanager

@@ -146,6 +146,11 @@ class Transport:
         self.comm = (comm if comm is not None else MPI.COMM_WORLD).Dup()
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
+        # peers are named by their rank in the original communicator ("world" rank), which
+        # stays theirs when ``shrink`` continues on the survivors of a failure
+        self._origin = self.comm.Get_group()
+        self._world_of = list(range(self.size))  # current communicator rank -> world rank
+        self._peer = {w: w for w in self._world_of}  # world rank -> current rank
         self.cuda_aware = cuda_aware_from_env() if cuda_aware is None else cuda_aware
         # this rank's sends per [kind][destination] (plain ints: cheapest on the hot path)
         self._sent_bytes = [[0] * self.size for _ in self.kinds]
@@ -153,6 +158,8 @@ class Transport:
         # what this rank received per [kind][source]
         self._received_bytes = [[0] * self.size for _ in self.kinds]
         self._received_messages = [[0] * self.size for _ in self.kinds]
+        # Unix time of the last message received from each rank (NaN: none yet)
+        self.heard = [float("nan")] * self.size
         # totals carried over from a checkpoint (added on rank 0 when resuming)
         shape = (len(self.kinds), self.size, self.size)
         self._base_bytes = np.zeros(shape, dtype=np.int64)
@@ -255,19 +262,22 @@ class Transport:
                                  f"received {got}")
         self._received_bytes[self._index[kind]][source] += got
         self._received_messages[self._index[kind]][source] += 1
+        self.heard[source] = time.time()
 
     # ------------------------------------------------------------ blocking
     def send_tensor(self, tensor: torch.Tensor, dest: int, kind: str) -> None:
         """Send ``tensor`` to ``dest`` as one message of ``kind``."""
         data = self.staged(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
-        settle([self.comm.Isend(self._wire(data), dest=dest, tag=tag)], [MPI.Status()])
+        settle([self.comm.Isend(self._wire(data), dest=self._peer[dest], tag=tag)],
+               [MPI.Status()])
 
     def recv_into(self, out: torch.Tensor, source: int, kind: str) -> torch.Tensor:
         """Receive one message of ``kind`` from ``source`` into ``out`` (shape and dtype fixed)."""
         buf, finish = self._incoming(out)
         status = MPI.Status()
-        settle([self.comm.Irecv(self._wire(buf), source=source, tag=self.tag_of(kind))], [status])
+        settle([self.comm.Irecv(self._wire(buf), source=self._peer[source],
+                                tag=self.tag_of(kind))], [status])
         self._check(status, out, kind, source)
         if finish is not None:
             finish()
@@ -281,8 +291,9 @@ class Transport:
         tag = self._count(kind, dest, data.numel() * data.element_size())
         buf, finish = self._incoming(out)
         status = MPI.Status()
-        settle([self.comm.Irecv(self._wire(buf), source=source, tag=tag),
-                self.comm.Isend(self._wire(data), dest=dest, tag=tag)], [status, MPI.Status()])
+        settle([self.comm.Irecv(self._wire(buf), source=self._peer[source], tag=tag),
+                self.comm.Isend(self._wire(data), dest=self._peer[dest], tag=tag)],
+               [status, MPI.Status()])
         self._check(status, out, kind, source)
         if finish is not None:
             finish()
@@ -297,7 +308,8 @@ class Transport:
         status, tag, found = MPI.Status(), self.tag_of(kind), []
 
         def probe():
-            message = self.comm.Improbe(source=source, tag=tag, status=status)
+            message = self.comm.Improbe(source=self._peer.get(source, source), tag=tag,
+                                        status=status)
             if message is not None:
                 found.append(message)
             return bool(found)
@@ -305,7 +317,7 @@ class Transport:
             poll(probe)
             buf = torch.empty(status.Get_count(MPI.BYTE), dtype=torch.uint8)
             found[0].Recv(self._wire(buf))
-        source = status.Get_source()
+        source = self._world_of[status.Get_source()]
         self._check(status, buf, kind, source)
         return buf, source
 
@@ -314,7 +326,8 @@ class Transport:
         """Start sending ``tensor``; it must not change until the request is waited on."""
         data = self.staged(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
-        return Request(self.comm.Isend(self._wire(data), dest=dest, tag=tag), (data,))
+        return Request(self.comm.Isend(self._wire(data), dest=self._peer[dest], tag=tag),
+                       (data,))
 
     def irecv_into(self, out: torch.Tensor, source: int, kind: str) -> Request:
         """Start receiving into ``out``; its content is valid once the request is waited on."""
@@ -324,8 +337,8 @@ class Transport:
             self._check(status, out, kind, source)
             if finish is not None:
                 finish()
-        return Request(self.comm.Irecv(self._wire(buf), source=source, tag=self.tag_of(kind)),
-                       (buf, out), complete)
+        return Request(self.comm.Irecv(self._wire(buf), source=self._peer[source],
+                                       tag=self.tag_of(kind)), (buf, out), complete)
 
     # ------------------------------------------------------------ counters
     def totals(self, root: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
@@ -338,6 +351,28 @@ class Transport:
         self.comm.Reduce([counters, MPI.INT64_T], [total, MPI.INT64_T] if total is not None
                          else None, op=MPI.SUM, root=root)
         return (total[0], total[1]) if total is not None else None
+
+    # ------------------------------------------------------------ survivors
+    @property
+    def alive(self) -> list[int]:
+        """World ranks of the communicator's members (all of them until ``shrink``)."""
+        return list(self._world_of)
+
+    def shrink(self) -> list[int]:
+        """After a peer failure (ULFM, ``comm/ulfm.py``): revoke the communicator, so that
+        every survivor's pending operation on it fails too, and go on with a communicator
+        of the survivors (collective over them). Peers keep their world ranks; the counters
+        keep their shape. Returns the world ranks lost since the last call."""
+        old = self.comm
+        old.Revoke()
+        new = old.Shrink()
+        new.Set_errhandler(MPI.ERRORS_RETURN)
+        survivors = MPI.Group.Translate_ranks(new.Get_group(), list(range(new.Get_size())),
+                                              self._origin)
+        lost = [w for w in self._world_of if w not in survivors]
+        self.comm, self._world_of = new, list(survivors)
+        self._peer = {w: i for i, w in enumerate(survivors)}
+        return lost
 
     def free(self) -> None:
         self.comm.Free()

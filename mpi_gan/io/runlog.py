@@ -47,6 +47,11 @@ class Metrics:
         """Replace the rows by stored arrays (used when resuming)."""
         self.rows = {c: list(arrays[c]) for c in self.columns}
 
+    def truncate(self, rows: int) -> None:
+        """Keep the first ``rows`` rows (the run file follows at its next append)."""
+        for column in self.rows.values():
+            del column[rows:]
+
     def __len__(self) -> int:
         return len(next(iter(self.rows.values()))) if self.rows else 0
 
@@ -127,12 +132,14 @@ class RunFile:
         self.written = {p: len(t) for p, t in tables.items()}
 
     def append_rows(self) -> None:
-        """Append the rows added to the tables since the last call."""
-        pending = {p: n for p, n in self.written.items() if len(self.tables[p]) > n}
+        """Append the rows added to the tables since the last call (and drop the rows a
+        table lost to ``Metrics.truncate``)."""
+        pending = {p: n for p, n in self.written.items() if len(self.tables[p]) != n}
         if not pending:
             return
         with disk_full_errors(self.path), h5py.File(self.path, "r+") as f:
-            for path, start in pending.items():
+            for path, written in pending.items():
+                start = min(written, len(self.tables[path]))
                 for name, array in self.tables[path].arrays(start).items():
                     dataset = f[f"{path}/{name}"]
                     dataset.resize(start + len(array), axis=0)

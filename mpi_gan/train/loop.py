@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 import numpy as np
@@ -36,6 +36,7 @@ from mpi4py import MPI
 from ..comm.launch import abort_on_exception, agree, select_device, start_run
 from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name
 from ..comm.transport import Transport
+from ..comm.ulfm import is_peer_failure
 from ..config import latent_classes
 from ..data import open_dataset, plan_data, resolved_cache_dir
 from ..io.checkpoint import checkpoint_path, prune_checkpoints, read_checkpoint, write_checkpoint
@@ -45,6 +46,7 @@ from ..metrics.evaluator import SCORES, Evaluator, generate
 from ..seeding import derive_seed, seed_device
 from .cost import CostMeter, cost_datasets, merge_cost, read_cost, split_cost
 from .progress import Progress
+from .recovery import Snapshots, faults_table, recover, truncate_after
 
 # kinds the skeleton itself sends, appended to every algorithm's own
 SKELETON_KINDS = ("checkpoint", "restore")
@@ -64,10 +66,12 @@ class Context:
     data: object = None
     transport: Transport | None = None
     start: int = 0
+    lost: set = field(default_factory=set)  # world ranks of workers that died
 
     @property
     def workers(self) -> list[int]:
-        return list(range(1, self.size))
+        """World ranks of the workers alive."""
+        return [n for n in range(1, self.size) if n not in self.lost]
 
 
 @dataclass
@@ -81,6 +85,7 @@ class RunResult:
     stopped: int = 0
     iteration: int = 0
     start: int = 0
+    lost: tuple = ()  # world ranks that died during the run (``--fault-tolerant``)
 
 
 class Algorithm:
@@ -134,7 +139,7 @@ class Algorithm:
 
     def reader(self, path: str):
         return read_checkpoint(path, self.name, self.config_class, self.table_paths(),
-                               ("scores",) if self.evaluates else ())
+                               ("scores", "faults") if self.evaluates else ("faults",))
 
 
 def scores_table() -> Metrics:
@@ -155,25 +160,29 @@ def checkpoint_layout(template: list, measured: bool) -> Layout:
     return Layout(template + rng_state() + (CostMeter().entries() if measured else []))
 
 
-FAULTS = ("raise", "kill-in-checkpoint")
+FAULTS = ("raise", "kill", "kill-in-checkpoint")
 
 
 def injected_fault(rank: int) -> tuple[int, str] | None:
-    """``(iteration, how)`` from ``MPI_GAN_FAULT=rank:iteration[:how]`` for this rank, if any.
+    """``(iteration, how)`` from ``MPI_GAN_FAULT=rank:iteration[:how][,...]`` for this rank,
+    if any (one fault per rank; several ranks separated by commas).
 
     A testing aid for the failure paths: ``raise`` (default) raises an exception at that
-    iteration (it must end the job); ``kill-in-checkpoint`` makes rank 0 SIGKILL itself
-    while writing that iteration's checkpoint, after its own state is in the temporary
-    file (the previous checkpoint must stay valid).
+    iteration (it must end the job); ``kill`` makes the rank SIGKILL itself at the start of
+    that iteration (a dead worker: ``--fault-tolerant`` goes on without it);
+    ``kill-in-checkpoint`` makes rank 0 SIGKILL itself while writing that iteration's
+    checkpoint, after its own state is in the temporary file (the previous checkpoint must
+    stay valid).
     """
     spec = os.environ.get("MPI_GAN_FAULT", "")
-    if not spec:
-        return None
-    fault_rank, iteration, *how = spec.split(":")
-    how = how[0] if how else "raise"
-    if how not in FAULTS:
-        raise ValueError(f"MPI_GAN_FAULT={spec!r}: unknown fault {how!r}, one of {FAULTS}")
-    return (int(iteration), how) if int(fault_rank) == rank else None
+    for fault in filter(None, spec.split(",")):
+        fault_rank, iteration, *how = fault.split(":")
+        how = how[0] if how else "raise"
+        if how not in FAULTS:
+            raise ValueError(f"MPI_GAN_FAULT={spec!r}: unknown fault {how!r}, one of {FAULTS}")
+        if int(fault_rank) == rank:
+            return int(iteration), how
+    return None
 
 
 class Trainer:
@@ -233,10 +242,13 @@ class Trainer:
         self.message = checkpoint_layout(template, algo.synchronous)
         self.meter = CostMeter()
         result = RunResult(role)
+        self.snapshots = Snapshots() if getattr(cfg, "fault_tolerant", False) else None
         if ctx.rank == 0:
             self.tables = algo.tables(ctx)
             if algo.evaluates:
                 self.tables["scores"] = scores_table()
+            if self.snapshots is not None:
+                self.tables["faults"] = faults_table()
             self.cost_base, self.wall_base = np.zeros((ctx.size, 3)), 0.0
             self.extras = algo.extras(ctx)
             if ckpt is not None:
@@ -256,9 +268,11 @@ class Trainer:
         else:
             role.serve(self.send_state)
             transport.totals()
+        # asynchronous workers learn it here; over the survivors if some died
+        transport.comm.Bcast([ending, MPI.INT64_T], root=0)
         transport.free()
-        ctx.comm.Bcast([ending, MPI.INT64_T], root=0)  # asynchronous workers learn it here
         result.stopped, result.iteration, result.start = int(ending[0]), int(ending[1]), ctx.start
+        result.lost = tuple(sorted(ctx.lost))
         return result
 
     @staticmethod
@@ -291,44 +305,96 @@ class Trainer:
         A stop signal (``self.stop``) ends the loop at the next iteration boundary with a
         checkpoint: synchronous algorithms agree on it every iteration (one Allreduce of
         one int); an asynchronous server acts on its own flag (every launcher signals
-        every rank). Returns the last checkpoint's path (None on workers)."""
-        ctx, cfg, role, sync = self.ctx, self.cfg, self.role, self.algorithm.synchronous
-        self.fault = fault = injected_fault(ctx.rank)
-        every = cfg.checkpoint_every
-        done = last_checkpoint = ctx.start
+        every rank). With ``--fault-tolerant`` a dead worker's MPI error is caught here,
+        the survivors recover (``train/recovery.py``) and run the interrupted iteration
+        again. Returns the last checkpoint's path (None on workers)."""
+        ctx, cfg = self.ctx, self.cfg
+        self.fault = injected_fault(ctx.rank)
+        self.done = self.last_checkpoint = ctx.start
         self.stopped = 0
         self.loop_start = time.perf_counter()
-        progress = self.progress = Progress(ctx.log, ctx.start, cfg.iterations) \
-            if ctx.rank == 0 else None
+        self.progress = Progress(ctx.log, ctx.start, cfg.iterations) if ctx.rank == 0 else None
+        stopping = False
         try:
-            while done < cfg.iterations:
-                if fault == (done, "raise"):
-                    raise RuntimeError(f"fault injected by MPI_GAN_FAULT at iteration {done} on "
-                                       f"rank {ctx.rank}")
-                self._record(self.meter.measure(role.step, done) if sync else role.step(done))
-                done = done + 1 if sync else role.version
-                if ctx.rank == 0:
-                    progress.step(done)
-                    if done % cfg.log_every == 0 or done == cfg.iterations:
-                        progress.line(done, role.progress())
-                        self.run_file.append_rows()
-                    if self.evaluator is not None and done % cfg.eval_every == 0:
-                        self._evaluate(done)
-                if every and done // every > last_checkpoint // every and done < cfg.iterations:
-                    done = last_checkpoint = self.checkpoint(done, final=False)
-                self.stopped = self.stop.agreed(ctx.comm) if sync else self.stop.signal
-                if self.stopped and done < cfg.iterations:
-                    ctx.log.info("%s received: checkpoint at iteration %d, then exit",
-                                 signal_name(self.stopped), done)
+            while True:
+                try:
+                    if self.done < cfg.iterations and not stopping:
+                        stopping = self._advance()
+                        if stopping:
+                            ctx.log.info("%s received: checkpoint at iteration %d, then exit",
+                                         signal_name(self.stopped), self.done)
+                        continue
+                    if not stopping:
+                        self.stopped = 0  # a signal during the last iteration stops nothing
+                    self.done = self.checkpoint(self.done, final=True, finished=not stopping)
+                    if self.snapshots is not None:  # uniform: every survivor ends, or none
+                        ctx.transport.comm.Agree(1)
                     break
-            else:
-                self.stopped = 0
-            done = self.checkpoint(done, final=True, finished=not self.stopped)
-            self.done = done
+                except MPI.Exception as exc:
+                    if self.snapshots is None or not is_peer_failure(exc):
+                        raise
+                    self._recover(time.time())
+                    stopping = False  # the flag is still set: agreed again after the step
         finally:
-            if progress is not None:
-                progress.close()
+            if self.progress is not None:
+                self.progress.close()
         return self.final_path
+
+    def _advance(self) -> bool:
+        """One iteration from ``self.done`` (which it advances), its rows, progress,
+        scores and checkpoint, then the stop agreement; True if the loop must stop."""
+        ctx, cfg, role, sync = self.ctx, self.cfg, self.role, self.algorithm.synchronous
+        done, every = self.done, cfg.checkpoint_every
+        if self.fault == (done, "raise"):
+            raise RuntimeError(f"fault injected by MPI_GAN_FAULT at iteration {done} on "
+                               f"rank {ctx.rank}")
+        if self.fault == (done, "kill"):
+            ctx.log.info("MPI_GAN_FAULT: SIGKILL at iteration %d, Unix time %.6f", done,
+                         time.time())
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.snapshots is not None:
+            self.snapshots.take(done, role.state() + rng_state())
+        self._record(self.meter.measure(role.step, done) if sync else role.step(done))
+        done = self.done = done + 1 if sync else role.version
+        if ctx.rank == 0:
+            self.progress.step(done)
+            if done % cfg.log_every == 0 or done == cfg.iterations:
+                self.progress.line(done, role.progress())
+                self.run_file.append_rows()
+            if self.evaluator is not None and done % cfg.eval_every == 0:
+                self._evaluate(done)
+        if every and done // every > self.last_checkpoint // every and done < cfg.iterations:
+            self.done = self.last_checkpoint = self.checkpoint(done, final=False)
+        self.stopped = self.stop.agreed(ctx.transport.comm) if sync else self.stop.signal
+        return bool(self.stopped) and self.done < cfg.iterations
+
+    def _recover(self, detected: float) -> None:
+        """After a peer's death (``--fault-tolerant``): agree with the survivors on the
+        iteration to run again, restore this rank's state of then, plan over the
+        survivors; rank 0 drops the rows of the undone steps and records the loss."""
+        ctx, transport = self.ctx, self.ctx.transport
+        failure = recover(transport, self.done, detected)
+        ctx.lost.update(failure.lost)
+        if failure.iteration in self.snapshots:  # this rank was in (or past) that iteration
+            self._load(self.role, self.snapshots.restore(failure.iteration))
+        elif failure.iteration != self.done:
+            raise RuntimeError(f"fault tolerance: rank {ctx.rank} is at iteration {self.done} "
+                               f"and kept no state for iteration {failure.iteration}")
+        self.role.lose(failure.lost)
+        self.done = failure.iteration
+        ctx.log.warning("lost rank(s) %s: iteration %d runs again on %d workers (recovery "
+                        "%.3f s)", failure.lost, failure.iteration, len(ctx.workers),
+                        failure.seconds)
+        if ctx.rank != 0:
+            return
+        truncate_after(self.tables, failure.iteration)
+        for rank in failure.lost:
+            self.tables["faults"].append(
+                iteration=failure.iteration, rank=rank, detected_unix=failure.detected,
+                silent_seconds=failure.detected - transport.heard[rank],
+                recovery_seconds=failure.seconds, workers_left=len(ctx.workers))
+        self.run_file.append_rows()
+        self.progress.step(failure.iteration)
 
     def _wall(self) -> float:
         """Training-loop wall seconds so far, earlier segments of a resumed run included."""
@@ -449,8 +515,10 @@ def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
     (10 s at most), rank 0 requeues the job under SLURM (``comm/preemption.py`` says why
     only then) and every rank exits with ``EXIT_PREEMPTED``. MPICH's mpiexec kills the
     ranks still alive when one exits non-zero before they finalized, and reports the
-    status of the first rank to exit: so no rank exits before all have finalized."""
-    comm.Barrier()
+    status of the first rank to exit: so no rank exits before all have finalized. Ranks
+    lost earlier (``--fault-tolerant``) are not waited for."""
+    if not result.lost:  # the survivors already agreed on the end (``Trainer._loop``)
+        comm.Barrier()
     log = logging.getLogger("mpi_gan")
     rank, size = comm.Get_rank(), comm.Get_size()
     command = None
@@ -461,8 +529,8 @@ def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
               f"--out {cfg.out} (exit status {EXIT_PREEMPTED})", flush=True)
         command = requeue_command(result.stopped, result.iteration > result.start)
     MPI.Finalize()
-    marks = [finalized_mark(cfg.out, r) for r in range(size)]
-    with open(marks[rank], "w"):
+    marks = [finalized_mark(cfg.out, r) for r in range(size) if r not in result.lost]
+    with open(finalized_mark(cfg.out, rank), "w"):
         pass
     deadline = time.monotonic() + FINALIZE_WAIT_SECONDS
     while not all(os.path.exists(m) for m in marks) and time.monotonic() < deadline:

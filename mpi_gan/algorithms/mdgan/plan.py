@@ -35,6 +35,31 @@ def batch_assignment(worker: int, batches: int) -> tuple[int, int]:
     return worker % batches, (worker + 1) % batches
 
 
+def batch_plan(k: int, workers: list[int]) -> tuple[int, dict[int, tuple[int, int]]]:
+    """(K, {n: (g, d)}) for the workers alive, ``workers`` (world ranks, increasing).
+
+    The i-th of them (1-based) gets ``batch_assignment(i, K)``, and K is
+    ``generated_batches(min(k, len(workers)))``: with every worker alive this is the
+    paper's plan (i = n); once some died, k is lowered to the survivors' count if it
+    exceeds it, so that every generated batch is someone's X_g.
+    """
+    batches = generated_batches(min(k, len(workers)))
+    return batches, {n: batch_assignment(i, batches) for i, n in enumerate(workers, 1)}
+
+
+def swap_partners(seed: int, swap_index: int, workers: list[int], worker: int
+                  ) -> tuple[int, int] | None:
+    """(destination, source) of ``worker``'s D in the ``swap_index``-th swap among the
+    workers alive, ``workers`` (world ranks, increasing): the derangement of
+    ``len(workers)`` drawn on positions, mapped to ranks. None when nobody is left to
+    swap with."""
+    dest = derangement(seed, swap_index, len(workers))
+    if dest is None:
+        return None
+    position = workers.index(worker) + 1
+    return workers[dest[position - 1] - 1], workers[swap_source(dest, position) - 1]
+
+
 def derangement(seed: int, swap_index: int, workers: int) -> list[int] | None:
     """Swap partners for the ``swap_index``-th swap: ``dest[n-1]`` is where worker n sends D.
 

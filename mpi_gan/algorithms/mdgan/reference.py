@@ -16,9 +16,14 @@ from ...models import make_discriminator, make_generator
 from .worker import feedback_channel, feedback_name
 
 
-def run_reference(cfg: Config, world_size: int
+def run_reference(cfg: Config, world_size: int, lost: dict[int, list[int]] | None = None
                   ) -> tuple[torch.nn.Module, dict[int, torch.nn.Module]]:
-    """Train for ``cfg.iterations`` iterations; returns (G, {n: D held by worker n})."""
+    """Train for ``cfg.iterations`` iterations; returns (G, {n: D held by worker n}).
+
+    ``lost``: {iteration: workers}, workers that leave (die) at the start of that 0-based
+    iteration, with their D and their shard; the others go on as ``--fault-tolerant`` does
+    (``plan.batch_plan`` over the survivors, feedback scaled by 1 / (N_alive b), swaps
+    among the survivors)."""
     workers = world_size - 1
     plans = {n: plan_data(cfg, workers, n) for n in range(1, workers + 1)}
     shards = {n: p.shard for n, p in plans.items()}
@@ -29,11 +34,13 @@ def run_reference(cfg: Config, world_size: int
              for n in shards}
     d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2) for n, d in discs.items()}
     channels = {n: feedback_channel(cfg) for n in shards}
-    batches = alg.generated_batches(cfg.k)
-    assignment = {n: alg.batch_assignment(n, batches) for n in shards}
     period = alg.swap_period(cfg.swap_epochs, plans[1].mean_shard, cfg.batch_size)
     b = cfg.batch_size
     for t in range(cfg.iterations):
+        for n in (lost or {}).get(t, ()):
+            for held in (shards, discs, d_opts, channels):
+                del held[n]
+        batches, assignment = alg.batch_plan(cfg.k, sorted(shards))
         latents = [latent_batch(cfg.latent_dim, classes, b, cfg.seed, t, j)
                    for j in range(batches)]
         g.train()
@@ -53,14 +60,16 @@ def run_reference(cfg: Config, world_size: int
                 fb = channels[n].compressor.decompress(channels[n].encode(fb, feedback_name(n)))
             feedbacks.append(fb)
         grads = alg.feedback_gradients(feedbacks, [assignment[n][0] for n in sorted(shards)],
-                                       batches, 1.0 / (workers * b))
+                                       batches, 1.0 / (len(shards) * b))
         alg.generator_step(g_opt, generated, grads)
         swap = alg.swap_after(t, period)
-        dest = alg.derangement(cfg.seed, swap, workers) if swap is not None else None
+        alive = sorted(shards)
+        dest = {n: alg.swap_partners(cfg.seed, swap, alive, n)[0] for n in alive} \
+            if swap is not None and len(alive) > 1 else None
         if dest is not None:
-            discs = {dest[n - 1]: discs[n] for n in discs}
+            discs = {dest[n]: discs[n] for n in discs}
             if cfg.swap_adam == "travel":
-                d_opts = {dest[n - 1]: d_opts[n] for n in d_opts}
+                d_opts = {dest[n]: d_opts[n] for n in d_opts}
             else:
                 d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2)
                           for n, d in discs.items()}

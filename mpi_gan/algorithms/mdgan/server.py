@@ -29,16 +29,21 @@ class Server:
                  sample_shape: tuple[int, ...], classes: int):
         self.t, self.g, self.opt, self.cfg, self.device = transport, generator, optimizer, cfg, device
         self.classes = classes  # one-hot classes in the latent (0: no ACGAN)
-        self.workers = list(range(1, transport.size))
-        self.batches = alg.generated_batches(cfg.k)
-        self.assignment = {n: alg.batch_assignment(n, self.batches) for n in self.workers}
-        self.scale = 1.0 / (len(self.workers) * cfg.batch_size)
+        self.world_workers = transport.size - 1
+        self.lose([])
         shape = (cfg.batch_size, *sample_shape)
         self.feedback = {n: torch.empty(shape, device=device) for n in self.workers}
         self.losses = {n: torch.empty(2) for n in self.workers}
         # feedback arrives compressed (variable size) unless --compress none
         self.decoder = None if cfg.compress == "none" else compression.parse_spec(cfg.compress)
         self.last = None
+
+    def lose(self, lost: list[int]) -> None:
+        """Plan over the workers alive (``lost``: world ranks that died): K and the batch
+        assignment (``plan.batch_plan``), and the feedback's scale 1 / (N_alive b)."""
+        self.workers = [n for n in self.t.alive if n != 0 and n not in lost]
+        self.batches, self.assignment = alg.batch_plan(self.cfg.k, self.workers)
+        self.scale = 1.0 / (len(self.workers) * self.cfg.batch_size)
 
     def step(self, iteration: int) -> list[tuple[str, dict]]:
         """Run iteration ``iteration`` (0-based); returns its metrics row."""
@@ -68,7 +73,9 @@ class Server:
                                        [self.assignment[n][0] for n in self.workers],
                                        self.batches, self.scale)
         alg.generator_step(self.opt, generated, grads)
-        losses = np.stack([self.losses[n].numpy() for n in self.workers])
+        losses = np.full((self.world_workers, 2), np.nan, dtype=np.float32)  # NaN: dead
+        for n in self.workers:
+            losses[n - 1] = self.losses[n].numpy()
         self.last = dict(iteration=iteration + 1, seconds=time.perf_counter() - tic,
                          d_loss=losses[:, 0].copy(), g_loss=losses[:, 1].copy(),
                          server_bytes_out=self.t.sent_total())
@@ -86,7 +93,8 @@ class Server:
 
     def progress(self) -> str:
         row = self.last
-        return (f"D loss {row['d_loss'].mean():.4f}  G loss {row['g_loss'].mean():.4f}  server "
+        d_loss, g_loss = np.nanmean(row["d_loss"]), np.nanmean(row["g_loss"])  # NaN: dead
+        return (f"D loss {d_loss:.4f}  G loss {g_loss:.4f}  server "
                 f"sent {self.t.sent_total() / 1e6:.1f} MB, received "
                 f"{self.t.received_total() / 1e6:.1f} MB")
 

@@ -52,12 +52,16 @@ class Worker:
         self.swap_period = swap_period  # iterations between swaps (0: never)
         self.n = transport.rank
         self.feedback_bytes = 0  # bytes of every feedback message sent
-        self.workers = transport.size - 1
+        self.lose([])
         b = cfg.batch_size
         self.shape = (b, *shard.images.shape[1:])
         self.x_g = torch.empty(self.shape, device=device)
         self.x_d = torch.empty(self.shape, device=device)
         self.labels = torch.empty(2 * b, dtype=torch.int64, device=device)
+
+    def lose(self, lost: list[int]) -> None:
+        """Swap among the workers alive only (``lost``: world ranks that died)."""
+        self.workers = [n for n in self.t.alive if n != 0 and n not in lost]
 
     def step(self, iteration: int) -> None:
         """Run iteration ``iteration`` (0-based) of Algorithm 1 on this worker, then swap D
@@ -97,13 +101,13 @@ class Worker:
 
     def swap(self, swap_index: int) -> None:
         """Exchange D with peers along the seed-derived derangement (Sendrecv: no deadlock)."""
-        dest = alg.derangement(self.cfg.seed, swap_index, self.workers)
-        if dest is None:
+        partners = alg.swap_partners(self.cfg.seed, swap_index, self.workers, self.n)
+        if partners is None:
             return
         entries = self._swap_entries()
         layout = Layout(entries)
-        received = self.t.sendrecv_into(layout.pack(entries), dest[self.n - 1], layout.empty(),
-                                   alg.swap_source(dest, self.n), "swap")
+        received = self.t.sendrecv_into(layout.pack(entries), partners[0], layout.empty(),
+                                        partners[1], "swap")
         values = layout.unpack(received)
         load_module_state(self.d, values)
         if self.cfg.swap_adam == "travel":

@@ -367,12 +367,30 @@ class Transport:
         old.Revoke()
         new = old.Shrink()
         new.Set_errhandler(MPI.ERRORS_RETURN)
-        survivors = MPI.Group.Translate_ranks(new.Get_group(), list(range(new.Get_size())),
-                                              self._origin)
-        lost = [w for w in self._world_of if w not in survivors]
-        self.comm, self._world_of = new, list(survivors)
-        self._peer = {w: i for i, w in enumerate(survivors)}
-        return lost
+        return self._continue_on(new)
+
+    def exclude(self, ranks: Sequence[int]) -> bool:
+        """Go on without the world ranks ``ranks`` (workers lost before the checkpoint a
+        run resumes from); collective over every member. Returns False on an excluded
+        rank, whose transport is then unusable."""
+        old = self.comm
+        new = old.Split(MPI.UNDEFINED if self.rank in ranks else 0, self.rank)
+        old.Free()
+        if new == MPI.COMM_NULL:
+            self.comm = None
+            return False
+        self._continue_on(new)
+        return True
+
+    def _continue_on(self, new: MPI.Comm) -> list[int]:
+        """Use ``new`` (a sub-communicator of the members) from now on; returns the world
+        ranks no longer members."""
+        members = MPI.Group.Translate_ranks(new.Get_group(), list(range(new.Get_size())),
+                                            self._origin)
+        gone = [w for w in self._world_of if w not in members]
+        self.comm, self._world_of = new, list(members)
+        self._peer = {w: i for i, w in enumerate(members)}
+        return gone
 
     def free(self) -> None:
         self.comm.Free()

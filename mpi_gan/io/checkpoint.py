@@ -173,13 +173,6 @@ def check_compatible(ckpt, cfg, world_size: int) -> None:
         details = ", ".join(f"--{d.replace('_', '-')} {getattr(ckpt.config, d)!r} in checkpoint "
                             f"vs {getattr(cfg, d)!r} now" for d in diff)
         raise CheckpointError(f"{ckpt.path} does not match this run: {details}")
-    lost = ckpt.tables.get("faults", {}).get("rank", ())
-    if len(lost):
-        first = int(ckpt.tables["faults"]["iteration"][0])
-        raise CheckpointError(f"{ckpt.path} was written after rank(s) {sorted(map(int, lost))} "
-                              f"died (--fault-tolerant): it holds no state for them, so it "
-                              f"cannot be resumed; resume from a checkpoint written before "
-                              f"iteration {first}, or start afresh")
     if ckpt.iteration >= cfg.iterations:
         raise CheckpointError(f"{ckpt.path} is at iteration {ckpt.iteration}, already >= "
                               f"--iterations {cfg.iterations}: raise --iterations to continue")

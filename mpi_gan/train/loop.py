@@ -35,7 +35,7 @@ from mpi4py import MPI
 
 from ..comm.launch import abort_on_exception, agree, select_device, start_run
 from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name
-from ..comm.transport import Transport
+from ..comm.transport import Transport, settle
 from ..comm.ulfm import is_peer_failure
 from ..config import latent_classes
 from ..data import open_dataset, plan_data, resolved_cache_dir
@@ -98,6 +98,7 @@ class Algorithm:
     model_group = "model"     # run-file group of the model rank 0 publishes
     synchronous = True
     evaluates = False         # rank 0's role holds a generator to score (``generator``)
+    fault_tolerant = False    # can go on without dead workers (``--fault-tolerant``)
 
     check = None              # check(cfg, world_size) raises ConfigError
 
@@ -158,6 +159,21 @@ def checkpoint_layout(template: list, measured: bool) -> Layout:
     if not template:
         return Layout([])
     return Layout(template + rng_state() + (CostMeter().entries() if measured else []))
+
+
+def lost_before(comm: MPI.Comm, ckpt) -> list[int]:
+    """Collective: the world ranks the checkpoint rank 0 resumes from records as dead
+    (its ``faults`` table; [] for a fresh run)."""
+    mask = np.zeros(comm.Get_size(), dtype=np.int8)
+    if ckpt is not None:
+        mask[[int(r) for r in ckpt.tables.get("faults", {}).get("rank", [])]] = 1
+    comm.Bcast([mask, MPI.INT8_T], root=0)
+    return [int(r) for r in np.flatnonzero(mask)]
+
+
+# tag of rank 0's message that tells an idle rank how the run ended (on the world
+# communicator, whose other traffic is the collectives of the set-up)
+IDLE_END_TAG = 7
 
 
 FAULTS = ("raise", "kill", "kill-in-checkpoint")
@@ -236,6 +252,10 @@ class Trainer:
         start = np.array([ckpt.iteration if ckpt else 0], dtype=np.int64)
         ctx.comm.Bcast([start, MPI.INT64_T], root=0)
         ctx.start = int(start[0])
+        self.idle = lost_before(ctx.comm, ckpt)
+        ctx.lost.update(self.idle)
+        if self.idle and not transport.exclude(self.idle):
+            return self._wait_idle(ctx)
         role = self.role = algo.make_role(ctx)
         template = algo.worker_template(ctx)
         self.layout = Layout(template + rng_state() if template else [])
@@ -247,7 +267,7 @@ class Trainer:
             self.tables = algo.tables(ctx)
             if algo.evaluates:
                 self.tables["scores"] = scores_table()
-            if self.snapshots is not None:
+            if algo.fault_tolerant:
                 self.tables["faults"] = faults_table()
             self.cost_base, self.wall_base = np.zeros((ctx.size, 3)), 0.0
             self.extras = algo.extras(ctx)
@@ -271,9 +291,22 @@ class Trainer:
         # asynchronous workers learn it here; over the survivors if some died
         transport.comm.Bcast([ending, MPI.INT64_T], root=0)
         transport.free()
+        if ctx.rank == 0:
+            for n in self.idle:  # bookkeeping (not counted): the idle ranks' end
+                ctx.comm.Send([ending, MPI.INT64_T], dest=n, tag=IDLE_END_TAG)
         result.stopped, result.iteration, result.start = int(ending[0]), int(ending[1]), ctx.start
         result.lost = tuple(sorted(ctx.lost))
         return result
+
+    def _wait_idle(self, ctx: Context) -> RunResult:
+        """A worker lost before the checkpoint this run resumes from (its state is not in
+        it): it takes no part, and waits for rank 0 to tell how the run ended."""
+        ctx.log.info("rank %d died before iteration %d (faults table): idle in this run",
+                     ctx.rank, ctx.start)
+        ending, status = np.zeros(2, dtype=np.int64), MPI.Status()
+        settle([ctx.comm.Irecv([ending, MPI.INT64_T], source=0, tag=IDLE_END_TAG)], [status])
+        return RunResult(None, stopped=int(ending[0]), iteration=int(ending[1]),
+                         start=ctx.start, lost=tuple(sorted(ctx.lost)))
 
     @staticmethod
     def _load(role, values: dict[str, torch.Tensor]) -> None:

@@ -47,6 +47,7 @@ class MDGAN(Algorithm):
     kinds = KINDS
     model_group = "generator"
     evaluates = True
+    fault_tolerant = True
 
     check = staticmethod(validate)
 

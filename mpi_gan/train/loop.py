@@ -36,7 +36,7 @@ from mpi4py import MPI
 from ..comm.launch import abort_on_exception, agree, select_device, start_run
 from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name
 from ..comm.transport import Transport, settle
-from ..comm.ulfm import is_peer_failure
+from ..comm.ulfm import is_peer_failure, ulfm_enabled
 from ..config import latent_classes
 from ..data import open_dataset, plan_data, resolved_cache_dir
 from ..io.checkpoint import checkpoint_path, prune_checkpoints, read_checkpoint, write_checkpoint
@@ -539,7 +539,18 @@ def run_main(algorithm: Algorithm, parse, argv: list[str] | None = None) -> int:
         print(f"done: run file {os.path.abspath(result.run_file)}, checkpoint "
               f"{os.path.abspath(result.checkpoint)}, logs "
               f"{os.path.abspath(os.path.join(cfg.out, 'logs'))}", flush=True)
+    if result.lost and ulfm_enabled():
+        exit_now(0)  # Open MPI's MPI_Finalize can hang once a rank has died
     return 0
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush the logs and standard streams, then leave without MPI_Finalize."""
+    for handler in logging.getLogger("mpi_gan").handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
@@ -561,7 +572,8 @@ def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
               f"checkpoint {os.path.abspath(result.checkpoint)}; continue with --resume auto "
               f"--out {cfg.out} (exit status {EXIT_PREEMPTED})", flush=True)
         command = requeue_command(result.stopped, result.iteration > result.start)
-    MPI.Finalize()
+    if not (result.lost and ulfm_enabled()):  # Open MPI's can hang once a rank has died
+        MPI.Finalize()
     marks = [finalized_mark(cfg.out, r) for r in range(size) if r not in result.lost]
     with open(finalized_mark(cfg.out, rank), "w"):
         pass
@@ -570,11 +582,7 @@ def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
         time.sleep(0.01)
     if command:
         requeue(command, log)
-    for handler in log.handlers:
-        handler.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_PREEMPTED)  # the stop handlers still hold any further signal
+    exit_now(EXIT_PREEMPTED)  # the stop handlers still hold any further signal
 
 
 FINALIZE_WAIT_SECONDS = 10.0

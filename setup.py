@@ -15,6 +15,7 @@ setup(
     packages=find_packages(include=["mpi_gan", "mpi_gan.*"]),
     python_requires=">=3.10",
     install_requires=["mpi4py>=4.0", "numpy>=1.24", "h5py>=3.8", "torch>=2.1", "pillow>=9.1",
+                      "numba>=0.59",
                       "tqdm>=4.66", "pandas>=2.0", "matplotlib>=3.7"],
     extras_require={
         # the PyPI MPICH wheel: the default MPI when the machine has none

@@ -119,7 +119,8 @@ def test_every_index_encoding_round_trips(data):
     count = data.draw(st.integers(0, min(numel, 3000)))
     idx = np.sort(np.random.default_rng(data.draw(st.integers(0, 99))).choice(
         numel, count, replace=False)).astype(np.int64)
-    for code in (indexcodec.INT32, indexcodec.BLOCK16, indexcodec.VARINT, indexcodec.BITMAP):
+    for code in (indexcodec.INT32, indexcodec.BLOCK16, indexcodec.VARINT, indexcodec.BITMAP,
+                 indexcodec.RICE):
         encoded = indexcodec.encode(code, idx, numel)
         assert len(encoded) == indexcodec.encoded_sizes(idx, numel)[code]
         assert np.array_equal(indexcodec.decode(code, encoded, count, numel), idx)
@@ -202,3 +203,115 @@ def test_sampled_topk_is_exact_on_large_tensors(n, ratio, seed, layout):
     k = max(1, int(ratio * n))
     expected = torch.topk(x.abs(), k).indices.sort().values
     assert torch.equal(topk_indices(x, k), expected)
+
+
+# ---- compiled kernels (CPU) against the torch forms and their own properties ----------
+
+@given(n=st.integers(1, 1 << 18), ratio=st.floats(0.0005, 0.5), seed=st.integers(0, 99))
+@settings(max_examples=40, deadline=None)
+def test_topk_kernel_equals_the_torch_form(n, ratio, seed):
+    from mpi_gan.compression.sparsify import SAMPLED_TOPK_MIN, _topk_cpu, _topk_torch
+    x = distinct_magnitudes(n, seed)
+    k = max(1, int(ratio * n))
+    if k >= n:
+        return
+    sampled = n >= SAMPLED_TOPK_MIN and k <= n // 16
+    assert np.array_equal(_topk_cpu(x.numpy(), k, sampled), _topk_torch(x, k, sampled).numpy())
+    assert np.array_equal(_topk_cpu(x.double().numpy(), k, sampled),
+                          _topk_torch(x, k, sampled).numpy())
+
+
+def test_topk_kernel_breaks_ties_towards_the_lowest_indices():
+    from mpi_gan.compression.sparsify import topk_indices
+    x = torch.zeros(200000)
+    x[[5, 70, 90000, 150000]] = torch.tensor([3.0, -2.0, 2.0, 2.0])
+    assert topk_indices(x, 2).tolist() == [5, 70]
+    assert topk_indices(x, 3).tolist() == [5, 70, 90000]
+    assert topk_indices(x, 6).tolist() == [0, 1, 5, 70, 90000, 150000]
+
+
+@given(n=st.integers(1, 300000), fraction=st.floats(0.0, 1.0), seed=st.integers(0, 2**63 - 1))
+@settings(max_examples=60, deadline=None)
+def test_random_indices_are_distinct_sorted_and_seeded(n, fraction, seed):
+    from mpi_gan.compression.sparsify import random_indices
+    k = int(fraction * n)
+    idx = random_indices(n, k, seed)
+    assert idx.dtype == torch.int64 and len(idx) == k
+    assert bool((idx[1:] > idx[:-1]).all()) and (k == 0 or (0 <= idx[0] and idx[-1] < n))
+    assert torch.equal(idx, random_indices(n, k, seed))
+
+
+def test_random_indices_are_uniform():
+    from mpi_gan.compression.sparsify import random_indices
+    n, k = 1_000_000, 100_000
+    idx = random_indices(n, k, 7).numpy()
+    counts = np.bincount(idx * 10 // n, minlength=10)  # 10,000 expected per tenth
+    assert np.all(np.abs(counts - 10000) < 500)  # 5 standard deviations
+    assert not np.array_equal(idx, random_indices(n, k, 8).numpy())
+    dense = random_indices(n, 900_000, 7).numpy()  # drawn as the 100,000 left out
+    assert len(np.unique(dense)) == 900_000 and np.all(np.abs(
+        np.bincount(dense * 10 // n, minlength=10) - 90000) < 500)
+
+
+@given(n=st.integers(1, 5000), bin_size=st.integers(1, 100), seed=st.integers(0, 99),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+@settings(max_examples=60, deadline=None)
+def test_bins_kernel_equals_the_torch_form(n, bin_size, seed, dtype):
+    from mpi_gan.compression.sparsify import accumulate_and_select, bin_maxima
+    gen = torch.Generator().manual_seed(seed)
+    residual = torch.randn(n, generator=gen).to(dtype)
+    residual[:n // 3] = 0  # whole bins of zeros send nothing
+    g = torch.randn(n, generator=gen).to(dtype)
+    g[:n // 4] = 0
+    accumulated = residual + g
+    expected_idx, gmax = bin_selection(accumulated, accumulated + g, bin_size)
+    idx, scale = accumulate_and_select(residual, g, bin_size, torch.empty(n, dtype=torch.int64))
+    assert torch.equal(residual, accumulated)  # the residual became G, in place
+    assert torch.equal(idx, expected_idx)
+    assert scale == pytest.approx(float(bin_maxima(accumulated, bin_size).double().mean()))
+
+
+def test_rice_and_q8_on_the_wire():
+    from mpi_gan.compression.payload import Q8
+    x = torch.randn(100000, generator=torch.Generator().manual_seed(3))
+    c = compression.parse_spec("adacomp:ratio=0.01,values=int8")
+    payload = c.compress(x, "w")
+    assert payload.index_code == indexcodec.RICE and payload.value_code == Q8
+    # 1000 indices of gaps ~100: about 8 bits each with Rice, against 10+ with varint
+    assert len(payload.indices) < 0.85 * indexcodec.encoded_sizes(
+        indexcodec.decode(payload.index_code, payload.indices, payload.count, 100000),
+        100000)[indexcodec.VARINT]
+    y = c.decompress(Payload.from_bytes(payload.to_bytes())[0])
+    sent = y != 0
+    assert int(sent.sum()) == 1000
+    step = float(x.abs().max()) / 127
+    assert float((y[sent] - x[sent]).abs().max()) <= step / 2 * 1.0001
+    assert set(torch.nonzero(sent).view(-1).tolist()) == set(torch.topk(x.abs(), 1000).indices.tolist())
+
+
+def test_rice_rejects_truncated_and_padded_streams():
+    idx = np.sort(np.random.default_rng(0).choice(50000, 400, replace=False)).astype(np.int64)
+    encoded = indexcodec.encode(indexcodec.RICE, idx, 50000)
+    assert np.array_equal(indexcodec.decode(indexcodec.RICE, encoded, 400, 50000), idx)
+    for bad in (encoded[:-1], np.concatenate([encoded, [0]]), encoded[:1]):
+        with pytest.raises(PayloadError, match="rice"):
+            indexcodec.decode(indexcodec.RICE, bad, 400, 50000)
+    with pytest.raises(PayloadError, match="rice"):  # an index past the end of the tensor
+        indexcodec.decode(indexcodec.RICE, encoded, 400, int(idx[-1]))
+    bad_parameter = encoded.copy()
+    bad_parameter[0] = 40
+    with pytest.raises(PayloadError, match="parameter"):
+        indexcodec.decode(indexcodec.RICE, bad_parameter, 400, 50000)
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS + ["adacomp:values=int8"])
+def test_decode_into_a_reused_buffer_equals_a_new_tensor(spec):
+    c = compression.parse_spec(spec)
+    out = torch.full((3, 700), 9.0)
+    for seed in range(3):
+        x = torch.randn(3, 700, generator=torch.Generator().manual_seed(seed))
+        payload = Payload.from_bytes(c.compress(x, "w").to_bytes())[0]
+        assert c.decompress(payload, out=out) is out
+        assert torch.equal(out, c.decompress(payload))
+    with pytest.raises(ValueError, match="payload holds"):
+        c.decompress(payload, out=torch.empty(2100))

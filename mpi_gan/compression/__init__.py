@@ -1,7 +1,7 @@
 """Gradient compression behind one interface (GRACE-style).
 
 ``compression.get(name, **params)`` returns a compressor with
-``compress(tensor, name) -> Payload`` and ``decompress(payload) -> tensor``;
+``compress(tensor, name) -> Payload`` and ``decompress(payload, out=None) -> tensor``;
 ``Payload.nbytes`` is exactly what travels. ``parse_spec("topk:ratio=0.01")``
 reads the command-line form. ``Channel`` chains residual memory and compressor.
 Registered: none, fp16, topk, randomk, adacomp, adacomp_bins.
@@ -83,7 +83,7 @@ class Channel:
             return self.compressor.compress(tensor, name)
         compensated = self.memory.compensate(tensor, name)
         payload = self.compressor.compress(compensated, name)
-        self.memory.update(compensated, name, self.compressor.decompress(payload))
+        self.memory.update(compensated, name, payload)
         return payload
 
 

@@ -5,13 +5,14 @@ send i iff |H_i| >= max |G| of the bin. ``values=exact`` sends G_i;
 ``values=sign`` sends sign(G_i) * scale with one scale per tensor (the mean of
 the bins' max |G|), 1 bit per value. The residual R becomes G minus what was
 sent. The residual is part of the algorithm, so this compressor keeps its own
-(``owns_residual``).
+(``owns_residual``). On the CPU the accumulation and selection are one compiled pass
+that updates R in place (``sparsify.accumulate_and_select``).
 """
 import torch
 
 from .base import Compressor, is_positive_int, one_of
 from .payload import F32, SIGN, make_payload
-from .sparsify import bin_selection
+from .sparsify import accumulate_and_select, bin_selection, on_kernel, send_from_residual
 
 
 class AdaCompBins(Compressor):
@@ -25,6 +26,7 @@ class AdaCompBins(Compressor):
     def __init__(self, **params):
         super().__init__(**params)
         self.residuals: dict[str, torch.Tensor] = {}
+        self._scratch = torch.empty(0, dtype=torch.int64)  # selected indices, reused
 
     def state(self, name, numel):
         residual = self.residuals.get(name)
@@ -33,20 +35,32 @@ class AdaCompBins(Compressor):
     def load_state(self, name, values):
         self.residuals[name] = values["residual"].clone()
 
-    def compress(self, tensor, name=""):
-        g = tensor.detach().reshape(-1)
+    def _accumulate(self, g: torch.Tensor, name: str):
+        """(G = R + g, selected indices, scale) with G the new residual buffer."""
         residual = self.residuals.get(name)
         if residual is not None and residual.device != g.device:  # restored onto the host
             residual = residual.to(g.device)
+        bin_size = self.params["bin_size"]
+        if on_kernel(g) and (residual is None or residual.dtype == g.dtype):
+            accumulated = torch.zeros_like(g) if residual is None else residual
+            if self._scratch.numel() < g.numel():
+                self._scratch = torch.empty(g.numel(), dtype=torch.int64)
+            idx, scale = accumulate_and_select(accumulated, g.contiguous(), bin_size,
+                                               self._scratch)
+            return accumulated, idx, scale
         accumulated = g.clone() if residual is None else residual + g
-        idx, gmax = bin_selection(accumulated, accumulated + g, self.params["bin_size"])
-        if self.params["values"] == "exact":
-            sent, scale, code = accumulated[idx], 0.0, F32
+        idx, gmax = bin_selection(accumulated, accumulated + g, bin_size)
+        return accumulated, idx, float(gmax.mean()) if gmax.numel() else 0.0
+
+    def compress(self, tensor, name=""):
+        g = tensor.detach().reshape(-1)
+        accumulated, idx, scale = self._accumulate(g, name)
+        sign = self.params["values"] == "sign"
+        if on_kernel(accumulated):
+            sent = send_from_residual(accumulated, idx, sign, scale)
         else:
-            scale = float(gmax.mean()) if gmax.numel() else 0.0
-            sent = torch.where(accumulated[idx] < 0, -scale, scale).to(g.dtype)
-            code = SIGN
-        residual = accumulated.clone()
-        residual[idx] -= sent
-        self.residuals[name] = residual
-        return make_payload(tensor, idx, sent, code, scale)
+            sent = (torch.where(accumulated[idx] < 0, -scale, scale).to(g.dtype) if sign
+                    else accumulated[idx])
+            accumulated[idx] -= sent
+        self.residuals[name] = accumulated
+        return make_payload(tensor, idx, sent, SIGN if sign else F32, scale if sign else 0.0)

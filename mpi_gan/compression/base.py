@@ -42,8 +42,9 @@ class Compressor:
     def compress(self, tensor: torch.Tensor, name: str = "") -> Payload:
         raise NotImplementedError
 
-    def decompress(self, payload: Payload) -> torch.Tensor:
-        return decode_payload(payload)
+    def decompress(self, payload: Payload, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The dense tensor; written into ``out`` (a reused CPU buffer) when given."""
+        return decode_payload(payload, out)
 
     def state(self, name: str, numel: int) -> dict[str, torch.Tensor]:
         """What this compressor remembers about tensor ``name`` (for checkpoints);

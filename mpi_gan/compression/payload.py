@@ -7,6 +7,8 @@ then the index section (``indexcodec``) and the value section:
   RAW   count values in the tensor's own dtype       F32  count float32
   F16   count float16                                SIGN count sign bits (1 = negative),
                                                           value = +-scale
+  Q8    count int8 q in [-127, 127], value = q * scale (scale = max |value| / 127,
+        rounded to nearest: at most scale / 2 off)
 Everything the receiving rank needs (shape, dtype, count, encodings) is in the
 header; ``nbytes`` is exactly what goes on the wire. ``Payload.from_bytes``
 validates every field before touching the sections.
@@ -28,8 +30,8 @@ MAX_NUMEL = 1 << 31  # int32 indices address every element
 _FIXED = struct.Struct("<2sBBBBBB")
 _TAIL = struct.Struct("<IfII")
 HEADER_BASE = _FIXED.size + _TAIL.size  # 24 bytes + 4 per dimension
-RAW, F32, F16, SIGN = 0, 1, 2, 3
-VALUE_NAMES = {RAW: "raw", F32: "float32", F16: "float16", SIGN: "sign+scale"}
+RAW, F32, F16, SIGN, Q8 = 0, 1, 2, 3, 4
+VALUE_NAMES = {RAW: "raw", F32: "float32", F16: "float16", SIGN: "sign+scale", Q8: "int8+scale"}
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 DTYPE_CODE = {dt: i for i, dt in enumerate(DTYPES)}
 _RAW_NUMPY = {torch.float32: "<f4", torch.float64: "<f8", torch.float16: "<f2",
@@ -108,6 +110,8 @@ def value_bytes(code: int, count: int, dtype: torch.dtype) -> int:
         return 4 * count
     if code == F16:
         return 2 * count
+    if code == Q8:
+        return count
     return -(-count // 8)  # SIGN
 
 
@@ -118,8 +122,15 @@ def _to_numpy(values: torch.Tensor) -> np.ndarray:
     return values.numpy()
 
 
-def encode_values(code: int, values: torch.Tensor) -> np.ndarray:
-    """Value section for a 1-D tensor of the values sent."""
+def q8_scale(values: torch.Tensor) -> float:
+    """The float32 step of the Q8 code: max |values| / 127 (0 for no or zero values)."""
+    if not values.numel():
+        return 0.0
+    return float(np.float32(float(values.detach().abs().max()) / 127))
+
+
+def encode_values(code: int, values: torch.Tensor, scale: float = 0.0) -> np.ndarray:
+    """Value section for a 1-D tensor of the values sent (``scale``: Q8's step)."""
     values = values.detach().reshape(-1).cpu()
     if code == RAW:
         return np.ascontiguousarray(_to_numpy(values)).view(np.uint8)
@@ -129,6 +140,11 @@ def encode_values(code: int, values: torch.Tensor) -> np.ndarray:
         return values.to(torch.float16).numpy().view(np.uint8)
     if code == SIGN:
         return np.packbits((values < 0).numpy(), bitorder="little")
+    if code == Q8:
+        if scale == 0.0:
+            return np.zeros(len(values), dtype=np.uint8)
+        q = torch.round(values.to(torch.float32) / np.float32(scale)).clamp_(-127, 127)
+        return q.to(torch.int8).numpy().view(np.uint8)
     raise PayloadError(f"unknown value encoding {code}")
 
 
@@ -142,6 +158,8 @@ def decode_values(payload: Payload) -> torch.Tensor:
         out = torch.from_numpy(v.view("<f4").copy())
     elif payload.value_code == F16:
         out = torch.from_numpy(v.view("<f2").copy())
+    elif payload.value_code == Q8:
+        out = torch.from_numpy(v.view(np.int8).astype(np.float32)) * np.float32(payload.scale)
     else:
         negative = torch.from_numpy(np.unpackbits(v, count=n, bitorder="little").astype(bool))
         out = torch.full((n,), float(payload.scale))
@@ -158,14 +176,16 @@ def make_payload(tensor: torch.Tensor, indices: torch.Tensor | None, values: tor
         raise ValueError(f"cannot compress tensors of dtype {tensor.dtype}; "
                          f"supported: {[str(d) for d in DTYPES]}")
     numel = tensor.numel()
+    if value_code == Q8:
+        scale = q8_scale(values)
     if indices is None:
         icode, ibytes, count = indexcodec.DENSE, np.zeros(0, dtype=np.uint8), numel
     else:
-        idx = indices.detach().cpu().numpy().astype(np.int64)
+        idx = np.ascontiguousarray(indices.detach().cpu().numpy(), dtype=np.int64)
         icode = indexcodec.choose(idx, numel)
         ibytes, count = indexcodec.encode(icode, idx, numel), len(idx)
     return Payload(tuple(tensor.shape), tensor.dtype, count, icode, value_code, float(scale),
-                   ibytes, encode_values(value_code, values))
+                   ibytes, encode_values(value_code, values, scale))
 
 
 def decode_sparse(payload: Payload) -> tuple[np.ndarray, torch.Tensor]:
@@ -174,13 +194,29 @@ def decode_sparse(payload: Payload) -> tuple[np.ndarray, torch.Tensor]:
     return idx, decode_values(payload)
 
 
-def decode_payload(payload: Payload) -> torch.Tensor:
-    """The dense tensor a payload stands for (zeros where nothing was sent)."""
+def decode_payload(payload: Payload, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The dense tensor a payload stands for (zeros where nothing was sent).
+
+    ``out``: a CPU tensor of the payload's shape and dtype to write it into (a receive
+    buffer reused every iteration; a new tensor is allocated otherwise); returns it.
+    """
     numel = payload.numel
     idx = indexcodec.decode(payload.index_code, payload.indices, payload.count, numel)
     values = decode_values(payload)
+    if out is not None and (tuple(out.shape) != payload.shape or out.dtype != payload.dtype
+                            or not out.is_contiguous() or out.device.type != "cpu"):
+        raise ValueError(f"decode into {tuple(out.shape)} {out.dtype} on {out.device}: the "
+                         f"payload holds {payload.shape} {payload.dtype}")
     if payload.index_code == indexcodec.DENSE:
-        return values.reshape(payload.shape)
-    out = torch.zeros(numel, dtype=payload.dtype)
-    out[torch.from_numpy(idx)] = values
-    return out.reshape(payload.shape)
+        if out is None:
+            return values.reshape(payload.shape)
+        return out.copy_(values.reshape(payload.shape))
+    if out is None:
+        out = torch.empty(payload.shape, dtype=payload.dtype)
+    if payload.dtype in (torch.float32, torch.float64):
+        from .kernels import scatter
+        scatter(out.view(-1).numpy(), idx, values.numpy())
+    else:
+        out.zero_()
+        out.view(-1)[torch.from_numpy(idx)] = values
+    return out

@@ -30,7 +30,6 @@ class RandomK(TopK):
         call = self._calls.get(name, 0)
         self._calls[name] = call + 1
         # drawn on the CPU: the same indices whatever the tensor's device
-        g = torch.Generator().manual_seed(derive_seed(self.params["seed"], "randomk", name, call))
+        seed = derive_seed(self.params["seed"], "randomk", name, call)
         k = selection_count(flat.numel(), self.params["ratio"], self.params["count"])
-        return random_indices(flat.numel(), k, g).to(flat.device)
-
+        return random_indices(flat.numel(), k, seed).to(flat.device)

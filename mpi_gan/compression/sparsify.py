@@ -1,7 +1,26 @@
-"""Pure selection functions shared by the sparse compressors. Inputs are 1-D tensors."""
+"""Pure selection functions shared by the sparse compressors. Inputs are 1-D tensors.
+
+On the CPU (float32 or float64) they run the compiled kernels of ``kernels`` (one pass
+over memory); on other devices or dtypes, torch operations with the same result.
+"""
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def kernels():
+    """The numba kernels module, imported on first use (keeps numba out of runs that
+    never compress)."""
+    from . import kernels as module
+    return module
+
+
+def on_kernel(t: torch.Tensor) -> bool:
+    """Whether the compiled CPU kernels take ``t`` (a CPU float32/float64 tensor)."""
+    return t.device.type == "cpu" and t.dtype in KERNEL_DTYPES
 
 
 def selection_count(numel: int, ratio: float | None, count: int | None) -> int:
@@ -16,18 +35,29 @@ SAMPLED_TOPK_MIN = 1 << 16  # below this many elements a plain torch.topk is as 
 
 
 def topk_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """Sorted indices of the ``k`` largest magnitudes (ties at the boundary: any of them).
+    """Sorted int64 indices of the ``k`` largest magnitudes of 1-D ``flat``.
 
-    Large sparse selections first keep the candidates above a threshold estimated
-    from a strided sample (expected 1.5 k of them), then take the exact top k
-    among those; if fewer than k candidates pass, the full top-k runs instead,
-    so the result is always exact.
+    A threshold from a sample (about 256 sampled values above the k-th largest) keeps
+    about 1.5 k candidates in one pass, and the exact k-th magnitude is found among them;
+    if fewer than k pass, the full top-k runs instead, so the result is always exact.
+    CPU: compiled kernels (a sample of 16-element runs, one cache line each; ties at the
+    boundary go to the lowest indices). Other devices: torch operations with an
+    element-strided sample; ties at the boundary: any of them.
     """
     n = flat.numel()
     if k >= n:
         return torch.arange(n, device=flat.device)
+    sampled = n >= SAMPLED_TOPK_MIN and k <= n // 16
+    if on_kernel(flat):
+        return torch.from_numpy(_topk_cpu(flat.contiguous().numpy(), k, sampled))
+    return _topk_torch(flat, k, sampled)
+
+
+def _topk_torch(flat: torch.Tensor, k: int, sampled: bool) -> torch.Tensor:
+    """The torch form of ``topk_indices`` (any device; 0 < k < len(flat))."""
+    n = flat.numel()
     mags = flat.abs()
-    if n >= SAMPLED_TOPK_MIN and k <= n // 16:
+    if sampled:
         # enough samples that about 256 of them lie above the k-th largest magnitude
         stride = max(1, n // max(4096, 256 * n // k))
         sample = mags[::stride]
@@ -40,9 +70,30 @@ def topk_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(mags, k, sorted=False).indices.sort().values
 
 
-def random_indices(numel: int, k: int, generator: torch.Generator) -> torch.Tensor:
-    """``k`` distinct indices drawn uniformly from ``generator``, sorted."""
-    return torch.randperm(numel, generator=generator)[:k].sort().values
+def _kth_largest(values: np.ndarray, k: int):
+    return np.partition(values, len(values) - k)[len(values) - k]
+
+
+def _topk_cpu(x: np.ndarray, k: int, sampled: bool) -> np.ndarray:
+    """The CPU form of ``topk_indices`` on a numpy array (0 < k < len(x))."""
+    kern = kernels()
+    if sampled:
+        n = len(x)
+        sample = kern.strided_sample(x, max(16, 16 * n // max(4096, 256 * n // k)))
+        threshold = _kth_largest(sample, min(len(sample), int(1.5 * k * len(sample) / n) + 1))
+        idx = np.empty(2 * k + 1024, np.int64)
+        mags = np.empty(2 * k + 1024, x.dtype)
+        m = kern.magnitudes_at_least(x, threshold, idx, mags)
+        if k <= m <= len(idx):
+            return kern.keep_best(idx[:m], mags[:m], _kth_largest(mags[:m].copy(), k), k)
+    mags = np.abs(x)
+    return kern.keep_best(np.arange(len(x)), mags, _kth_largest(mags.copy(), k), k)
+
+
+def random_indices(numel: int, k: int, seed: int) -> torch.Tensor:
+    """``k`` distinct indices of [0, numel) drawn uniformly from ``seed`` (SplitMix64,
+    the same on every machine), sorted, int64 on the CPU."""
+    return torch.from_numpy(kernels().random_indices(numel, k, seed))
 
 
 def bin_maxima(values: torch.Tensor, bin_size: int) -> torch.Tensor:
@@ -59,9 +110,28 @@ def bin_selection(accumulated: torch.Tensor, lookahead: torch.Tensor, bin_size: 
     """AdaComp (Chen et al. 2018) selection: send i iff |H_i| >= max |G| over i's bin.
 
     accumulated G = R + g, lookahead H = G + g, 1-D. Bins whose max |G| is 0 send
-    nothing. Returns (sorted indices, per-bin max |G|).
+    nothing. Returns (sorted indices, per-bin max |G|). (Torch operations, any device;
+    ``accumulate_and_select`` is the one-pass CPU form.)
     """
     gmax = bin_maxima(accumulated, bin_size)
     threshold = gmax.repeat_interleave(bin_size)[:accumulated.numel()]
     mask = (lookahead.abs() >= threshold) & (threshold > 0)
     return torch.nonzero(mask).view(-1), gmax
+
+
+def accumulate_and_select(residual: torch.Tensor, g: torch.Tensor, bin_size: int,
+                          scratch: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """In place, CPU: residual <- G = residual + g; returns (the indices ``bin_selection``
+    would choose, the mean of the bins' max |G|). ``scratch``: int64, len >= len(g); the
+    indices returned are a view of it (valid until it is used again)."""
+    count, total, bins = kernels().bins_select(g.numpy(), residual.numpy(), bin_size,
+                                               scratch.numpy())
+    return scratch[:count], (total / bins if bins else 0.0)
+
+
+def send_from_residual(residual: torch.Tensor, idx: torch.Tensor, sign: bool,
+                       scale: float) -> torch.Tensor:
+    """In place, CPU: the values sent at ``idx`` (G_i, or +-scale by the sign of G_i) and
+    R_i -= sent_i (one pass over the sent entries)."""
+    scale = residual.new_tensor(scale).item()  # rounded to the residual's dtype
+    return torch.from_numpy(kernels().bins_send(residual.numpy(), idx.numpy(), sign, scale))

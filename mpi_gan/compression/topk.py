@@ -1,9 +1,11 @@
 """Top-k sparsification: the k largest magnitudes of each tensor, zeros elsewhere."""
 from .base import Compressor, is_fraction, is_positive_int, one_of
-from .payload import F16, F32, make_payload
-from .sparsify import selection_count, topk_indices
+from .payload import F16, F32, Q8, make_payload
+import torch
 
-VALUE_CODES = {"fp32": F32, "fp16": F16}
+from .sparsify import on_kernel, selection_count, topk_indices
+
+VALUE_CODES = {"fp32": F32, "fp16": F16, "int8": Q8}
 
 
 class TopK(Compressor):
@@ -11,7 +13,7 @@ class TopK(Compressor):
     PARAMS = {
         "ratio": (None, is_fraction, "fraction of each tensor to send, in (0, 1]"),
         "count": (None, is_positive_int, "number of values to send per tensor"),
-        "values": ("fp32", one_of(*VALUE_CODES), "value precision: fp32 or fp16"),
+        "values": ("fp32", one_of(*VALUE_CODES), "value precision: fp32, fp16 or int8 (one float32 scale per tensor)"),
     }
 
     def validate(self):
@@ -25,4 +27,8 @@ class TopK(Compressor):
     def compress(self, tensor, name=""):
         flat = tensor.detach().reshape(-1)
         idx = self.select(flat, name)
-        return make_payload(tensor, idx, flat[idx], VALUE_CODES[self.params["values"]])
+        if on_kernel(flat) and flat.is_contiguous():  # numpy's gather: no torch dispatch
+            values = torch.from_numpy(flat.numpy()[idx.numpy()])
+        else:
+            values = flat[idx]
+        return make_payload(tensor, idx, values, VALUE_CODES[self.params["values"]])

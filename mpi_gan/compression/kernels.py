@@ -1,0 +1,411 @@
+"""Compiled (numba) kernels of the sparse compressors: one pass over memory where torch
+would make several. Pure functions on 1-D numpy arrays; nothing here keeps state.
+
+Imported lazily (``sparsify.kernels()``) so that a run without compression never loads
+numba. Compiled on first use and cached next to this file (``cache=True``), so later
+processes load the machine code in milliseconds.
+
+Conventions: indices are int64, sorted, distinct, in [0, n); magnitudes are ``abs``;
+ties at a selection boundary go to the lowest indices (so results are deterministic).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_JIT = dict(cache=True, nogil=True)
+_MASK_BLOCK = 1024  # elements compared at once before the mask is scanned
+# the position of a 64-bit word's only set bit, by de Bruijn multiplication
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN_POSITION = np.zeros(64, np.int64)
+for _bit in range(64):
+    _DEBRUIJN_POSITION[((1 << _bit) * 0x03F79D71B4CB0A89 % (1 << 64)) >> 58] = _bit
+
+
+@njit(**_JIT)
+def _expand(mask, base, x, m, out_idx, out_mag):
+    """Append base + j and |x[base + j]| for each set byte j of ``mask`` (a whole number
+    of 8-byte words), found by the lowest set bit of each word; return the count so far
+    (entries past the buffers' end are only counted)."""
+    cap = out_idx.shape[0]
+    words = mask.view(np.uint64)
+    one = np.uint64(1)
+    for w in range(words.shape[0]):
+        word = words[w]
+        while word:
+            low = word & (~word + one)
+            j = w * 8 + (_DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)] >> 3)
+            if m < cap:
+                out_idx[m] = base + j
+                out_mag[m] = abs(x[base + j])
+            m += 1
+            word ^= low
+    return m
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def magnitudes_at_least(x, threshold, out_idx, out_mag):
+    """Write the i with |x_i| >= threshold into ``out_idx`` (in order) and |x_i| into
+    ``out_mag``; return how many there are (may exceed the buffers' length: then only
+    the first ones are written). NaNs may or may not be taken (fastmath).
+
+    The comparison runs over blocks into a byte mask (vectorised); each 8-byte word of
+    the mask is then expanded one set byte at a time.
+    """
+    n = x.shape[0]
+    mask = np.zeros(_MASK_BLOCK, np.uint8)
+    m = 0
+    blocks = n // _MASK_BLOCK
+    for b in range(blocks):
+        base = b * _MASK_BLOCK
+        for j in range(_MASK_BLOCK):
+            mask[j] = abs(x[base + j]) >= threshold
+        m = _expand(mask, base, x, m, out_idx, out_mag)
+    base = blocks * _MASK_BLOCK
+    mask[:] = 0
+    for j in range(n - base):
+        mask[j] = abs(x[base + j]) >= threshold
+    return _expand(mask, base, x, m, out_idx, out_mag)
+
+
+@njit(**_JIT)
+def strided_sample(x, stride):
+    """|x| at the starts of every ``stride``-th run of 16 consecutive elements (one cache
+    line each: a sample of about 16 n / stride values for n / stride cache misses)."""
+    n = x.shape[0]
+    runs = max(1, n // stride)
+    out = np.empty(16 * runs, x.dtype)
+    m = 0
+    for r in range(runs):
+        start = r * stride
+        for j in range(start, min(n, start + 16)):
+            out[m] = abs(x[j])
+            m += 1
+    return out[:m]
+
+
+@njit(**_JIT)
+def keep_best(idx, mags, kth, k):
+    """The entries of ``idx`` (kept in order) whose ``mags`` exceed ``kth``, then the
+    earliest of those equal to it, k in all (``kth``: the k-th largest of ``mags``)."""
+    greater = 0
+    for j in range(idx.shape[0]):
+        greater += mags[j] > kth
+    ties = k - greater
+    out = np.empty(k + 1, np.int64)
+    r = 0
+    for j in range(idx.shape[0]):
+        v = mags[j]
+        take = (v > kth) | ((v == kth) & (ties > 0))
+        ties -= take & (v == kth)
+        out[r] = idx[j]
+        r += take
+        if r == k:
+            break
+    return out[:r]
+
+
+@njit(**_JIT)
+def _splitmix64(state):
+    """(next state, 64 random bits) of SplitMix64 (Steele et al. 2014)."""
+    state = state + np.uint64(0x9E3779B97F4A7C15)
+    z = state
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return state, z ^ (z >> np.uint64(31))
+
+
+@njit(**_JIT)
+def random_indices(n, k, seed):
+    """k distinct indices of [0, n) drawn uniformly by SplitMix64 from ``seed``, sorted.
+
+    Draws (32 random bits x n) >> 32 into a bitmap until k are set (n < 2**32); for
+    k > n / 2 it draws the n - k left out instead. O(k + n / 64) time, n / 8 bytes.
+    """
+    k = min(max(k, 0), n)
+    invert = 2 * k > n
+    want = n - k if invert else k
+    words = np.zeros((n + 63) // 64, np.uint64)
+    state = np.uint64(seed)
+    have = 0
+    one = np.uint64(1)
+    while have < want:
+        state, bits = _splitmix64(state)
+        i = np.int64(((bits >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
+        w, b = i >> 6, np.uint64(i & 63)
+        if not (words[w] >> b) & one:
+            words[w] |= one << b
+            have += 1
+    out = np.empty(k, np.int64)
+    r = 0
+    for w in range(words.shape[0]):
+        word = ~words[w] if invert else words[w]
+        base = w * 64
+        while word and r < k:
+            low = word & (~word + one)  # lowest set bit; its position by de Bruijn
+            pos = _DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)]
+            if base + pos >= n:
+                break
+            out[r] = base + pos
+            r += 1
+            word ^= low
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def bins_select(g, residual, bin_size, out):
+    """AdaComp of Chen et al.: residual <- G = residual + g in place; in each bin of
+    ``bin_size`` elements send i iff |G_i + g_i| >= max |G| over the bin (> 0).
+
+    Writes the sent indices into ``out`` (int64, len >= len(g)) and returns
+    (count, sum of the bins' max |G| in bin order, number of bins). Each bin is
+    accumulated, compared and compacted while it is in the L1 cache.
+    """
+    n = g.shape[0]
+    mask = np.empty(bin_size, np.uint8)
+    m = 0
+    total = 0.0
+    bins = (n + bin_size - 1) // bin_size
+    for b in range(bins):
+        lo = b * bin_size
+        size = min(bin_size, n - lo)
+        gmax = residual[lo] * 0
+        for j in range(size):
+            value = residual[lo + j] + g[lo + j]
+            residual[lo + j] = value
+            gmax = max(gmax, abs(value))
+        total += gmax
+        if gmax > 0:
+            for j in range(size):
+                mask[j] = abs(residual[lo + j] + g[lo + j]) >= gmax
+            for j in range(size):  # branch-free: a fifth of the entries or so pass
+                out[m] = lo + j
+                m += mask[j]
+    return m, total, bins
+
+
+@njit(**_JIT)
+def bins_send(residual, idx, sign, scale):
+    """The values sent at ``idx`` and the residual update R_i -= sent_i, in one pass:
+    G_i itself (R_i becomes 0), or +-scale by the sign of G_i when ``sign``."""
+    out = np.empty(idx.shape[0], residual.dtype)
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        value = residual[i]
+        if sign:
+            value = -scale if value < 0 else scale
+        out[j] = value
+        residual[i] -= value
+    return out
+
+
+# ---- index codecs (see indexcodec) ----------------------------------------------------
+
+@njit(**_JIT)
+def varint_encode(idx, size):
+    out = np.empty(size, np.uint8)
+    pos = 0
+    prev = -1
+    for j in range(idx.shape[0]):
+        gap = idx[j] - prev - 1
+        prev = idx[j]
+        while gap >= 128:
+            out[pos] = (gap & 0x7F) | 0x80
+            gap >>= 7
+            pos += 1
+        out[pos] = gap
+        pos += 1
+    return out
+
+
+@njit(**_JIT)
+def varint_decode(data, count, max_bytes):
+    """(indices, ok); ok is False on a truncated, overlong or miscounted stream."""
+    out = np.empty(count, np.int64)
+    pos = 0
+    n = data.shape[0]
+    prev = -1
+    for j in range(count):
+        gap = 0
+        shift = 0
+        while True:
+            if pos >= n or shift >= 7 * max_bytes:
+                return out, False
+            byte = np.int64(data[pos])
+            pos += 1
+            gap |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 128:
+                break
+        prev = prev + gap + 1
+        out[j] = prev
+    return out, pos == n
+
+
+@njit(**_JIT)
+def gap_code_sizes(idx):
+    """(varint bytes, best Rice parameter r, Rice bits with r) of the gaps
+    idx[j] - idx[j-1] - 1, in one pass: r is the best of three around
+    log2(0.69 x mean gap). Rice bits per gap: (gap >> r) + 1 + r."""
+    count = idx.shape[0]
+    if count == 0:
+        return 0, 0, 0
+    mean = (idx[count - 1] + 1) / count
+    guess = 0
+    while guess < 31 and (1 << (guess + 1)) <= mean * 0.69:
+        guess += 1
+    lo = max(0, min(guess - 1, 29))
+    size = 0
+    b0 = b1 = b2 = 0
+    prev = -1
+    for j in range(count):
+        gap = idx[j] - prev - 1
+        prev = idx[j]
+        b0 += gap >> lo
+        b1 += gap >> (lo + 1)
+        b2 += gap >> (lo + 2)
+        size += 1
+        while gap >= 128:
+            gap >>= 7
+            size += 1
+    best, best_bits = lo, b0 + count * (1 + lo)
+    if b1 + count * (2 + lo) < best_bits:
+        best, best_bits = lo + 1, b1 + count * (2 + lo)
+    if b2 + count * (3 + lo) < best_bits:
+        best, best_bits = lo + 2, b2 + count * (3 + lo)
+    return size, best, best_bits
+
+
+@njit(**_JIT)
+def rice_encode(idx, r, nbits):
+    """Bit stream of ``nbits`` bits, least significant bit of each byte first: per gap
+    (idx[j] - idx[j-1] - 1), gap >> r one bits, a zero bit, then the r low bits."""
+    out = np.zeros((nbits + 7) // 8 + 8, np.uint8)
+    acc = np.uint64(0)
+    fill = 0
+    pos = 0
+    prev = -1
+    low_mask = (1 << r) - 1
+    for j in range(idx.shape[0]):
+        gap = idx[j] - prev - 1
+        prev = idx[j]
+        q = gap >> r
+        while q >= 32:
+            acc |= np.uint64(0xFFFFFFFF) << np.uint64(fill)
+            fill += 32
+            q -= 32
+            while fill >= 8:
+                out[pos] = acc & np.uint64(0xFF)
+                acc >>= np.uint64(8)
+                fill -= 8
+                pos += 1
+        acc |= np.uint64((1 << q) - 1) << np.uint64(fill)  # q ones, then the zero
+        fill += q + 1
+        while fill >= 8:
+            out[pos] = acc & np.uint64(0xFF)
+            acc >>= np.uint64(8)
+            fill -= 8
+            pos += 1
+        acc |= np.uint64(gap & low_mask) << np.uint64(fill)
+        fill += r
+        while fill >= 8:
+            out[pos] = acc & np.uint64(0xFF)
+            acc >>= np.uint64(8)
+            fill -= 8
+            pos += 1
+    if fill:
+        out[pos] = acc & np.uint64(0xFF)
+    return out[:(nbits + 7) // 8]
+
+
+@njit(**_JIT)
+def rice_decode(data, count, r, numel):
+    """(indices, ok); ok is False if the stream ends early, an index reaches ``numel``, or
+    more than the last byte's padding is left over. Bits are read 56 at a time; the
+    unary part is counted with the lowest zero bit's position."""
+    out = np.empty(count, np.int64)
+    n = data.shape[0]
+    pos = 0
+    acc = np.uint64(0)
+    fill = 0
+    prev = -1
+    one = np.uint64(1)
+    low_mask = np.uint64((1 << r) - 1)
+    for j in range(count):
+        q = 0
+        while True:
+            while fill <= 56 and pos < n:
+                acc |= np.uint64(data[pos]) << np.uint64(fill)
+                fill += 8
+                pos += 1
+            if fill == 0:
+                return out, False
+            zeros = ~acc
+            first_zero = 64
+            if zeros:
+                low = zeros & (~zeros + one)
+                first_zero = _DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)]
+            if first_zero < fill:
+                q += first_zero
+                acc = (acc >> np.uint64(first_zero)) >> one  # the ones and the ending zero
+                fill -= first_zero + 1
+                break
+            q += fill  # all loaded bits are ones
+            acc = np.uint64(0)
+            fill = 0
+            if q > numel:
+                return out, False
+        while fill <= 56 and pos < n:
+            acc |= np.uint64(data[pos]) << np.uint64(fill)
+            fill += 8
+            pos += 1
+        if fill < r:
+            return out, False
+        low = np.int64(acc & low_mask)
+        acc >>= np.uint64(r)
+        fill -= r
+        prev = prev + ((q << r) | low) + 1
+        if prev >= numel:
+            return out, False
+        out[j] = prev
+    return out, pos == n and fill < 8
+
+
+@njit(**_JIT)
+def bitmap_encode(idx, n):
+    out = np.zeros((n + 7) // 8, np.uint8)
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        out[i >> 3] |= np.uint8(1 << (i & 7))
+    return out
+
+
+@njit(**_JIT)
+def bitmap_decode(data, n):
+    """Indices of the set bits among the first n (little-endian bit order)."""
+    count = 0
+    for j in range(data.shape[0]):
+        byte = data[j]
+        while byte:
+            byte &= byte - 1
+            count += 1
+    out = np.empty(count, np.int64)
+    r = 0
+    for j in range(data.shape[0]):
+        byte = data[j]
+        b = 0
+        while byte:
+            if byte & 1:
+                out[r] = 8 * j + b
+                r += 1
+            byte >>= 1
+            b += 1
+    return out
+
+
+@njit(**_JIT)
+def scatter(out, idx, values):
+    """out[:] = 0; out[idx] = values (one pass to clear, one over the sent entries)."""
+    out[:] = 0
+    for j in range(idx.shape[0]):
+        out[idx[j]] = values[j]

@@ -1,5 +1,8 @@
 """Unit tests (no MPI) for MD-GAN's pure functions."""
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from mpi_gan.algorithms.mdgan import plan as alg
@@ -138,3 +141,45 @@ def test_staleness_rule_by_hand():
     # theta_i -= lr * g_i / max(1, tau_i)
     assert theta.tolist() == [-0.5 - 2.0, -0.5 - 1.0 - 1.0, -1.0, -2.0, 0.0]
     assert touches.tolist() == [2, 3, 1, 1, 0]
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_touch_log_equals_per_pull_touch_copies(data):
+    """The server's bounded log gives the same tau as a copy of the touch counts per pull,
+    for any interleaving of pulls and sparse or dense pushes, and holds only the updates
+    since the oldest pull still out."""
+    from mpi_gan.algorithms.asgd.staleness import TouchLog, apply_parts, staleness
+    layers = [(0, 7), (7, 40)]  # two layers of the flat vector
+    size, workers = 40, data.draw(st.integers(1, 5))
+    rng = np.random.default_rng(data.draw(st.integers(0, 999)))
+    theta_a, theta_b = torch.zeros(size), torch.zeros(size)
+    touches_a, touches_b = torch.zeros(size, dtype=torch.int64), torch.zeros(size, dtype=torch.int64)
+    log, version, pulled_at, copies = TouchLog(), 0, {}, {}
+    for w in range(workers):
+        pulled_at[w], copies[w] = 0, touches_a.clone()
+    for _ in range(data.draw(st.integers(1, 40))):
+        w = int(rng.integers(workers))
+        parts = []
+        for start, stop in layers:
+            if rng.random() < 0.3:
+                where = slice(start, stop)
+            else:
+                where = torch.from_numpy(np.sort(rng.choice(np.arange(start, stop),
+                                                            rng.integers(0, stop - start + 1),
+                                                            replace=False)).astype(np.int64))
+            n = (stop - start) if isinstance(where, slice) else len(where)
+            parts.append((where, torch.from_numpy(rng.normal(size=n).astype(np.float32))))
+        a = apply_parts(theta_a, touches_a,
+                        lambda layer, where: staleness(touches_a, copies[w], where), parts, 0.1, True)
+        since = pulled_at[w]
+        b = apply_parts(theta_b, touches_b, lambda layer, where: log.tau(layer, where, since),
+                        parts, 0.1, True)
+        assert a == b
+        version += 1
+        log.record(version, [where for where, _ in parts])
+        pulled_at[w], copies[w] = version, touches_a.clone()  # the worker pulls again
+        oldest = min(pulled_at.values())
+        log.forget_up_to(oldest)
+        assert list(log.entries) == list(range(oldest + 1, version + 1))
+    assert torch.equal(theta_a, theta_b) and torch.equal(touches_a, touches_b)

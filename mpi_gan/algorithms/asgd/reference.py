@@ -15,7 +15,7 @@ from ...config import AsgdConfig
 from ...data import plan_data
 from .main import make_model
 from .protocol import decode_push, layer_offsets, make_channel
-from .staleness import apply_parts
+from .staleness import apply_parts, staleness
 from .worker import AsgdWorker
 
 def replay(cfg: AsgdConfig, world_size: int, workers: np.ndarray, t_pulls: np.ndarray
@@ -44,8 +44,9 @@ def replay(cfg: AsgdConfig, world_size: int, workers: np.ndarray, t_pulls: np.nd
         message = role.push_message(t_pull, role.gradient(steps[w]))
         steps[w] += 1
         _, parts = decode_push(message, layers)
-        sent, tau_max, tau_sum = apply_parts(theta, touches, at_pull, parts, cfg.lr,
-                                             cfg.staleness == "adacomp")
+        sent, tau_max, tau_sum = apply_parts(
+            theta, touches, lambda layer, where: staleness(touches, at_pull, where), parts,
+            cfg.lr, cfg.staleness == "adacomp")
         out["sent"].append(sent)
         out["tau_max"].append(tau_max)
         out["tau_sum"].append(tau_sum)

@@ -19,7 +19,7 @@ from ...data import Shard
 from ...io.state import module_state
 from ...models import evaluate
 from .protocol import HEADER, STATE, STOP, decode_push, layer_offsets
-from .staleness import apply_parts
+from .staleness import TouchLog, apply_parts
 
 
 class AsgdServer:
@@ -35,8 +35,10 @@ class AsgdServer:
         self.header = self.pull[:HEADER].view(torch.int64)
         self.theta = self.pull[HEADER:].view(torch.float32)
         self.theta.copy_(parameters_to_vector(model.parameters()).detach())
-        self.touches = torch.zeros(size, dtype=torch.int64)
-        self.at_pull: dict[int, torch.Tensor] = {}
+        self.touches = torch.zeros(size, dtype=torch.int64)  # updates applied per parameter
+        self.pulled_at: dict[int, int] = {}  # worker -> version of its last pull
+        self.log = TouchLog()  # index sets applied since the oldest pull still out
+        self.log_peak_bytes = 0
         self.workers = list(range(1, transport.size))
         self.push_counts = np.zeros(transport.size, dtype=np.int64)
         self.version = 0
@@ -51,7 +53,7 @@ class AsgdServer:
     def send_pull(self, worker: int) -> None:
         """Send theta with its version and the worker's next step; remember the pull."""
         self.header[0], self.header[1] = self.version, int(self.push_counts[worker])
-        self.at_pull[worker] = self.touches.clone()
+        self.pulled_at[worker] = self.version
         self.t.send_tensor(self.pull, worker, "pull")
         self.computing.add(worker)
 
@@ -68,9 +70,15 @@ class AsgdServer:
     def apply(self, worker: int, buf: torch.Tensor) -> dict:
         """Apply one push; returns its log row (without timing)."""
         t_pull, parts = decode_push(buf, self.layers)
-        sent, tau_max, tau_sum = apply_parts(self.theta, self.touches, self.at_pull[worker],
-                                             parts, self.lr, self.use_staleness)
+        since = self.pulled_at[worker]
+        sent, tau_max, tau_sum = apply_parts(
+            self.theta, self.touches, lambda layer, where: self.log.tau(layer, where, since),
+            parts, self.lr, self.use_staleness)
         self.version += 1
+        self.log.record(self.version, [where for where, _ in parts])
+        self.log.forget_up_to(min((self.pulled_at[w] for w in self.computing),
+                                  default=self.version))
+        self.log_peak_bytes = max(self.log_peak_bytes, self.log.nbytes)
         self.applied += 1
         self.received += int(buf.numel())
         return {"push": self.version, "worker": worker, "t_pull": t_pull,
@@ -126,7 +134,7 @@ class AsgdServer:
         dense = 8 + 4 * self.theta.numel()  # version header + float32 gradient
         return (f"test accuracy {self.accuracy:.4f}  worker->server {self.received / 1e6:.2f} MB "
                 f"({dense * self.applied / max(self.received, 1):.1f}x smaller than "
-                "uncompressed)")
+                f"uncompressed)  staleness log peak {self.log_peak_bytes / 1e3:.1f} KB")
 
     def state(self) -> list[tuple[str, torch.Tensor]]:
         return [("server/theta", self.theta.clone()), ("server/touches", self.touches.clone()),

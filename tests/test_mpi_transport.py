@@ -125,3 +125,58 @@ def test_cost_meter_counts_compute_apart_from_waiting_on_the_network(transport):
     ok = rank != 1 or (wall >= 0.5 and meter.compute_seconds < 0.4 and meter.steps == 1)
     results = transport.comm.allgather((ok, wall, meter.compute_seconds))
     assert all(r[0] for r in results), results
+
+
+@pytest.fixture
+def chunked():
+    """A transport whose messages of 64 bytes or more travel in 64-byte pieces (as those
+    of 1 GiB or more do by default): the large-message path, at test sizes."""
+    t = Transport(KINDS, chunk_bytes=64)
+    yield t
+    t.free()
+
+
+CHUNK_SHAPES = [(0,), (1,), (15,), (16,), (17,), (32,), (100,), (7, 3)]  # float32: 64 B = 16
+
+
+def test_messages_above_the_chunk_limit_arrive_whole(chunked):
+    rank, size = chunked.rank, chunked.size
+    right, left = (rank + 1) % size, (rank - 1) % size
+    sent = 0
+    for dtype in (torch.float32, torch.float64, torch.uint8, torch.float16):
+        for shape in CHUNK_SHAPES:
+            out = torch.empty(shape, dtype=dtype)
+            recv = chunked.irecv_into(out, left, "swap")
+            send = chunked.isend_tensor(payload(dtype, shape, rank), right, "swap")
+            wait_all([recv, send])
+            assert torch.equal(out, payload(dtype, shape, left)), (dtype, shape)
+            got = chunked.sendrecv_into(payload(dtype, shape, rank), right,
+                                        torch.empty(shape, dtype=dtype), left, "feedback")
+            assert torch.equal(got, payload(dtype, shape, left)), (dtype, shape)
+            sent += 2 * int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
+    # counted once per message, in its own bytes, however many pieces it took
+    assert chunked.sent_total() == sent and chunked.received_total() == sent
+    nbytes, messages = chunked.local_view()
+    assert messages[KINDS.index("swap"), rank, right] == 4 * len(CHUNK_SHAPES)
+
+
+def test_any_size_messages_in_pieces_from_any_source(chunked):
+    from mpi_gan.comm.transport import ANY_SOURCE
+    rank, size = chunked.rank, chunked.size
+    sizes = [0, 63, 64, 65, 128, 300]  # below, at and above the limit, and multiples of it
+    if rank == 0:
+        got = {r: [] for r in range(1, size)}
+        for _ in range((size - 1) * len(sizes)):
+            buf, source = chunked.recv_any_size(ANY_SOURCE, "push")
+            got[source].append(buf)
+        for source, bufs in got.items():
+            assert [len(b) for b in bufs] == sizes
+            for n, buf in zip(sizes, bufs):
+                assert torch.equal(buf, (torch.arange(n) + source).to(torch.uint8))
+        nbytes, messages = chunked.local_view()
+        push = KINDS.index("push")
+        assert nbytes[push, 1:, 0].tolist() == [sum(sizes)] * (size - 1)
+        assert messages[push, 1:, 0].tolist() == [len(sizes)] * (size - 1)
+    else:
+        for n in sizes:
+            chunked.send_tensor((torch.arange(n) + rank).to(torch.uint8), 0, "push")

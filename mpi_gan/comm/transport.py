@@ -103,29 +103,43 @@ def settle(requests: list[MPI.Request], statuses: list[MPI.Status]) -> None:
 
 
 class Request:
-    """A pending non-blocking operation; keeps its buffers alive until completed."""
+    """A pending non-blocking operation (one or more MPI requests: a message above the
+    chunk limit travels in pieces); keeps its buffers alive until completed."""
 
-    def __init__(self, request: MPI.Request, keep: tuple, finish=None):
-        self._request, self._keep, self._finish = request, keep, finish
+    def __init__(self, requests: list[MPI.Request], keep: tuple, finish=None):
+        self._requests, self._keep, self._finish = requests, keep, finish
 
     def wait(self) -> None:
-        status = MPI.Status()
-        settle([self._request], [status])
-        self._complete(status)
+        wait_all([self])
 
-    def _complete(self, status: MPI.Status) -> None:
+    def _complete(self, statuses: list[MPI.Status]) -> None:
         if self._finish is not None:
             finish, self._finish = self._finish, None
-            finish(status)
+            finish(statuses)
         self._keep = ()
 
 
 def wait_all(requests: Sequence[Request]) -> None:
     """Complete every request (MPI progresses all of them together)."""
-    statuses = [MPI.Status() for _ in requests]
-    settle([r._request for r in requests], statuses)
+    statuses = [[MPI.Status() for _ in r._requests] for r in requests]
+    settle([m for r in requests for m in r._requests], [s for ss in statuses for s in ss])
     for r, status in zip(requests, statuses):
         r._complete(status)
+
+
+# Messages of this many bytes or more travel as several MPI messages (same tag, in order:
+# MPI does not let them overtake each other), so that no count passes MPI's int limit.
+CHUNK_BYTES = 1 << 30
+
+
+def pieces(nbytes: int, limit: int) -> list[tuple[int, int]]:
+    """(offset, length) in bytes of the MPI messages that carry one message of ``nbytes``:
+    itself if below ``limit``; else full ``limit``-byte pieces and a last shorter one,
+    possibly empty, so that a receiver that does not know the size sees the end."""
+    if nbytes < limit:
+        return [(0, nbytes)]
+    full = nbytes // limit
+    return [(i * limit, limit) for i in range(full)] + [(full * limit, nbytes - full * limit)]
 
 
 class Transport:
@@ -138,7 +152,7 @@ class Transport:
     """
 
     def __init__(self, kinds: Sequence[str], comm: MPI.Comm | None = None,
-                 cuda_aware: bool | None = None):
+                 cuda_aware: bool | None = None, chunk_bytes: int = CHUNK_BYTES):
         if len(set(kinds)) != len(kinds):
             raise TransportError(f"message kinds must be distinct: {tuple(kinds)}")
         self.kinds = tuple(kinds)
@@ -152,6 +166,9 @@ class Transport:
         self._world_of = list(range(self.size))  # current communicator rank -> world rank
         self._peer = {w: w for w in self._world_of}  # world rank -> current rank
         self.cuda_aware = cuda_aware_from_env() if cuda_aware is None else cuda_aware
+        if not 0 < chunk_bytes < 1 << 31:
+            raise TransportError(f"chunk_bytes must be in [1, 2**31): {chunk_bytes}")
+        self.chunk_bytes = chunk_bytes
         # this rank's sends per [kind][destination] (plain ints: cheapest on the hot path)
         self._sent_bytes = [[0] * self.size for _ in self.kinds]
         self._sent_messages = [[0] * self.size for _ in self.kinds]
@@ -223,6 +240,25 @@ class Transport:
         memory = MPI.buffer.fromaddress(tensor.data_ptr(), count * tensor.element_size())
         return [memory, count, mpi_type(tensor.dtype)]
 
+    def _wires(self, tensor: torch.Tensor) -> list:
+        """Buffer specs of the MPI messages that carry ``tensor`` (``pieces``): one typed
+        spec below the chunk limit, else byte ranges of its memory, no copy."""
+        nbytes = tensor.numel() * tensor.element_size()
+        if nbytes < self.chunk_bytes:
+            return [self._wire(tensor)]
+        self._wire(tensor)  # the same checks (contiguous, stream synchronised)
+        base = tensor.data_ptr()
+        return [[MPI.buffer.fromaddress(base + offset, length), length, MPI.BYTE] if length
+                else [np.empty(0, dtype=np.uint8), 0, MPI.BYTE]
+                for offset, length in pieces(nbytes, self.chunk_bytes)]
+
+    def _isends(self, data: torch.Tensor, dest: int, tag: int) -> list[MPI.Request]:
+        return [self.comm.Isend(w, dest=self._peer[dest], tag=tag) for w in self._wires(data)]
+
+    def _irecvs(self, buf: torch.Tensor, source: int, tag: int) -> list[MPI.Request]:
+        return [self.comm.Irecv(w, source=self._peer[source], tag=tag)
+                for w in self._wires(buf)]
+
     def staged(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` as it goes on the wire: detached, and copied to the host if it is on
         a GPU and MPI is not CUDA-aware. Stage a tensor once when it goes to several
@@ -254,8 +290,9 @@ class Transport:
         self._sent_messages[i][dest] += 1
         return tag
 
-    def _check(self, status: MPI.Status, out: torch.Tensor, kind: str, source: int) -> None:
-        got = status.Get_count(MPI.BYTE)
+    def _check(self, statuses: list[MPI.Status], out: torch.Tensor, kind: str,
+               source: int) -> None:
+        got = sum(status.Get_count(MPI.BYTE) for status in statuses)
         want = out.numel() * out.element_size()
         if got != want:
             raise TransportError(f"{kind} message from rank {source}: expected {want} bytes, "
@@ -269,16 +306,16 @@ class Transport:
         """Send ``tensor`` to ``dest`` as one message of ``kind``."""
         data = self.staged(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
-        settle([self.comm.Isend(self._wire(data), dest=self._peer[dest], tag=tag)],
-               [MPI.Status()])
+        requests = self._isends(data, dest, tag)
+        settle(requests, [MPI.Status() for _ in requests])
 
     def recv_into(self, out: torch.Tensor, source: int, kind: str) -> torch.Tensor:
         """Receive one message of ``kind`` from ``source`` into ``out`` (shape and dtype fixed)."""
         buf, finish = self._incoming(out)
-        status = MPI.Status()
-        settle([self.comm.Irecv(self._wire(buf), source=self._peer[source],
-                                tag=self.tag_of(kind))], [status])
-        self._check(status, out, kind, source)
+        requests = self._irecvs(buf, source, self.tag_of(kind))
+        statuses = [MPI.Status() for _ in requests]
+        settle(requests, statuses)
+        self._check(statuses, out, kind, source)
         if finish is not None:
             finish()
         return out
@@ -290,11 +327,11 @@ class Transport:
         data = self.staged(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
         buf, finish = self._incoming(out)
-        status = MPI.Status()
-        settle([self.comm.Irecv(self._wire(buf), source=self._peer[source], tag=tag),
-                self.comm.Isend(self._wire(data), dest=self._peer[dest], tag=tag)],
-               [status, MPI.Status()])
-        self._check(status, out, kind, source)
+        receives = self._irecvs(buf, source, tag)
+        sends = self._isends(data, dest, tag)
+        statuses = [MPI.Status() for _ in receives + sends]
+        settle(receives + sends, statuses)
+        self._check(statuses[:len(receives)], out, kind, source)
         if finish is not None:
             finish()
         return out
@@ -303,22 +340,32 @@ class Transport:
         """Receive one message of ``kind`` whose size is not known in advance.
 
         ``source`` may be ``ANY_SOURCE``. Matched probe (Mprobe/Mrecv), so no other
-        receive can steal the message. Returns (uint8 CPU tensor, source rank).
+        receive can steal the message; a message that came in pieces (a first piece of
+        exactly the chunk limit) is completed from the same source and joined.
+        Returns (uint8 CPU tensor, source rank).
         """
-        status, tag, found = MPI.Status(), self.tag_of(kind), []
-
-        def probe():
-            message = self.comm.Improbe(source=self._peer.get(source, source), tag=tag,
-                                        status=status)
-            if message is not None:
-                found.append(message)
-            return bool(found)
+        tag = self.tag_of(kind)
+        parts, statuses = [], []
         with _Blocked():
-            poll(probe)
-            buf = torch.empty(status.Get_count(MPI.BYTE), dtype=torch.uint8)
-            found[0].Recv(self._wire(buf))
-        source = self._world_of[status.Get_source()]
-        self._check(status, buf, kind, source)
+            while True:
+                status, found = MPI.Status(), []
+
+                def probe():
+                    message = self.comm.Improbe(source=self._peer.get(source, source), tag=tag,
+                                                status=status)
+                    if message is not None:
+                        found.append(message)
+                    return bool(found)
+                poll(probe)
+                part = torch.empty(status.Get_count(MPI.BYTE), dtype=torch.uint8)
+                found[0].Recv(self._wire(part))
+                parts.append(part)
+                statuses.append(status)
+                source = self._world_of[status.Get_source()]
+                if part.numel() != self.chunk_bytes:
+                    break
+        buf = parts[0] if len(parts) == 1 else torch.cat(parts)
+        self._check(statuses, buf, kind, source)
         return buf, source
 
     # -------------------------------------------------------- non-blocking
@@ -326,19 +373,17 @@ class Transport:
         """Start sending ``tensor``; it must not change until the request is waited on."""
         data = self.staged(tensor)
         tag = self._count(kind, dest, data.numel() * data.element_size())
-        return Request(self.comm.Isend(self._wire(data), dest=self._peer[dest], tag=tag),
-                       (data,))
+        return Request(self._isends(data, dest, tag), (data,))
 
     def irecv_into(self, out: torch.Tensor, source: int, kind: str) -> Request:
         """Start receiving into ``out``; its content is valid once the request is waited on."""
         buf, finish = self._incoming(out)
 
-        def complete(status: MPI.Status) -> None:
-            self._check(status, out, kind, source)
+        def complete(statuses: list[MPI.Status]) -> None:
+            self._check(statuses, out, kind, source)
             if finish is not None:
                 finish()
-        return Request(self.comm.Irecv(self._wire(buf), source=self._peer[source],
-                                       tag=self.tag_of(kind)), (buf, out), complete)
+        return Request(self._irecvs(buf, source, self.tag_of(kind)), (buf, out), complete)
 
     # ------------------------------------------------------------ counters
     def totals(self, root: int = 0) -> tuple[np.ndarray, np.ndarray] | None:

@@ -120,7 +120,7 @@ def test_every_index_encoding_round_trips(data):
     idx = np.sort(np.random.default_rng(data.draw(st.integers(0, 99))).choice(
         numel, count, replace=False)).astype(np.int64)
     for code in (indexcodec.INT32, indexcodec.BLOCK16, indexcodec.VARINT, indexcodec.BITMAP,
-                 indexcodec.RICE):
+                 indexcodec.RICE, indexcodec.EXPG):
         encoded = indexcodec.encode(code, idx, numel)
         assert len(encoded) == indexcodec.encoded_sizes(idx, numel)[code]
         assert np.array_equal(indexcodec.decode(code, encoded, count, numel), idx)
@@ -289,19 +289,32 @@ def test_rice_and_q8_on_the_wire():
     assert set(torch.nonzero(sent).view(-1).tolist()) == set(torch.topk(x.abs(), 1000).indices.tolist())
 
 
-def test_rice_rejects_truncated_and_padded_streams():
-    idx = np.sort(np.random.default_rng(0).choice(50000, 400, replace=False)).astype(np.int64)
-    encoded = indexcodec.encode(indexcodec.RICE, idx, 50000)
-    assert np.array_equal(indexcodec.decode(indexcodec.RICE, encoded, 400, 50000), idx)
+@pytest.mark.parametrize("code,name", [(indexcodec.RICE, "rice"),
+                                       (indexcodec.EXPG, "expgolomb")])
+def test_gap_codes_reject_truncated_and_padded_streams(code, name):
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(50000, 400, replace=False)).astype(np.int64)
+    encoded = indexcodec.encode(code, idx, 50000)
+    assert np.array_equal(indexcodec.decode(code, encoded, 400, 50000), idx)
     for bad in (encoded[:-1], np.concatenate([encoded, [0]]), encoded[:1]):
-        with pytest.raises(PayloadError, match="rice"):
-            indexcodec.decode(indexcodec.RICE, bad, 400, 50000)
-    with pytest.raises(PayloadError, match="rice"):  # an index past the end of the tensor
-        indexcodec.decode(indexcodec.RICE, encoded, 400, int(idx[-1]))
+        with pytest.raises(PayloadError, match=name):
+            indexcodec.decode(code, bad, 400, 50000)
+    with pytest.raises(PayloadError, match=name):  # an index past the end of the tensor
+        indexcodec.decode(code, encoded, 400, int(idx[-1]))
     bad_parameter = encoded.copy()
     bad_parameter[0] = 40
-    with pytest.raises(PayloadError, match="parameter"):
-        indexcodec.decode(indexcodec.RICE, bad_parameter, 400, 50000)
+    with pytest.raises(PayloadError, match="bad"):
+        indexcodec.decode(code, bad_parameter, 400, 50000)
+
+
+def test_exp_golomb_wins_on_clustered_indices():
+    """Clusters of nearby indices far apart (as in real gradients, whose large entries
+    share rows and columns): exp-Golomb beats Rice, whose unary part grows with the gap."""
+    starts = np.arange(0, 1_000_000, 20_000)
+    idx = (starts[:, None] + np.arange(0, 60, 3)[None, :]).reshape(-1).astype(np.int64)
+    sizes = indexcodec.encoded_sizes(idx, 1_000_000)
+    assert sizes[indexcodec.EXPG] < 0.5 * sizes[indexcodec.RICE]
+    assert indexcodec.choose(idx, 1_000_000) == indexcodec.EXPG
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS + ["adacomp:values=int8"])

@@ -372,6 +372,105 @@ def rice_decode(data, count, r, numel):
 
 
 @njit(**_JIT)
+def _bit_length(v):
+    """floor(log2 v) for v >= 1."""
+    length = 0
+    while v > 1:
+        v >>= 1
+        length += 1
+    return length
+
+
+@njit(**_JIT)
+def expg_sizes(idx, kmax):
+    """Bits of the exponential-Golomb code of order k of the gaps, for k = 0..kmax:
+    per gap, with v = (gap >> k) + 1 and L = floor(log2 v): L one bits, a zero bit, the L
+    low bits of v, then the k low bits of the gap (2 L + 1 + k bits)."""
+    out = np.zeros(kmax + 1, np.int64)
+    prev = -1
+    for j in range(idx.shape[0]):
+        gap = idx[j] - prev - 1
+        prev = idx[j]
+        for k in range(kmax + 1):
+            out[k] += 2 * _bit_length((gap >> k) + 1) + 1 + k
+    return out
+
+
+@njit(**_JIT)
+def expg_encode(idx, k, nbits):
+    """The bit stream of ``expg_sizes``' code of order k (``nbits`` bits, least
+    significant bit of each byte first)."""
+    out = np.zeros((nbits + 7) // 8 + 16, np.uint8)
+    acc = np.uint64(0)
+    fill = 0
+    pos = 0
+    prev = -1
+    low_mask = (1 << k) - 1
+    for j in range(idx.shape[0]):
+        gap = idx[j] - prev - 1
+        prev = idx[j]
+        v = (gap >> k) + 1
+        length = _bit_length(v)
+        # L ones and a zero (L <= 40), then the L low bits of v, then k low bits of the gap
+        for value, bits in (((1 << length) - 1, length + 1),
+                            (v & ((1 << length) - 1), length), (gap & low_mask, k)):
+            acc |= np.uint64(value) << np.uint64(fill)
+            fill += bits
+            while fill >= 8:
+                out[pos] = acc & np.uint64(0xFF)
+                acc >>= np.uint64(8)
+                fill -= 8
+                pos += 1
+    if fill:
+        out[pos] = acc & np.uint64(0xFF)
+    return out[:(nbits + 7) // 8]
+
+
+@njit(**_JIT)
+def expg_decode(data, count, k, numel):
+    """(indices, ok) of ``expg_encode``'s stream; ok is False if it ends early, an index
+    reaches ``numel``, a length is impossible, or more than the padding is left over."""
+    out = np.empty(count, np.int64)
+    n = data.shape[0]
+    pos = 0
+    acc = np.uint64(0)
+    fill = 0
+    prev = -1
+    one = np.uint64(1)
+    for j in range(count):
+        while fill <= 56 and pos < n:
+            acc |= np.uint64(data[pos]) << np.uint64(fill)
+            fill += 8
+            pos += 1
+        zeros = ~acc
+        if zeros == 0 or fill == 0:
+            return out, False
+        low = zeros & (~zeros + one)
+        length = _DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)]
+        if length >= fill or length > 40:
+            return out, False
+        acc = (acc >> np.uint64(length)) >> one
+        fill -= length + 1
+        parts = np.zeros(2, np.int64)
+        for p, bits in enumerate((length, k)):
+            while fill <= 56 and pos < n:
+                acc |= np.uint64(data[pos]) << np.uint64(fill)
+                fill += 8
+                pos += 1
+            if fill < bits:
+                return out, False
+            parts[p] = np.int64(acc & np.uint64((1 << bits) - 1))
+            acc >>= np.uint64(bits)
+            fill -= bits
+        v = (1 << length) | parts[0]
+        prev = prev + (((v - 1) << k) | parts[1]) + 1
+        if prev >= numel:
+            return out, False
+        out[j] = prev
+    return out, pos == n and fill < 8
+
+
+@njit(**_JIT)
 def bitmap_encode(idx, n):
     out = np.zeros((n + 7) // 8, np.uint8)
     for j in range(idx.shape[0]):

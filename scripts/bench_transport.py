@@ -11,8 +11,10 @@ trials. Then the message pattern of one MD-GAN iteration between the server and 
 worker (b = 10 MNIST images): X_g and X_d out (31,360 B each), the error feedback back
 (31,360 B) and the two losses (8 B), in iterations per second.
 
-Last lines, one per floor of issue 9: ``ratio_4KB``, ``ratio_64KB``,
-``ratio_min_ge_1MB`` (ours over raw bandwidth), ``mdgan_iteration_vs_raw``, then
+"persistent" is the transport's ``persistent`` messages (MPI persistent requests set up
+once, started every time), the form for messages that repeat with one shape. Last lines,
+one per floor of issue 9: ``ratio_4KB``, ``ratio_64KB``, ``ratio_min_ge_1MB`` (our best
+form over raw bandwidth), ``mdgan_iteration_vs_raw``, then
 ``ours_vs_gloo_<size>`` and ``ours_vs_pickle_<size>`` (our speed over theirs) at
 64 KB and 16 MB and for the MD-GAN iteration.
 """
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from mpi_gan.comm.transport import Transport
+from mpi_gan.comm.transport import Transport, wait_all
 
 SIZES = [4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
 IMAGE_FLOATS = 10 * 784  # one MD-GAN batch of b = 10 MNIST images
@@ -80,11 +82,14 @@ def ping_pongs(comm, transport, dist, array):
     def pickled_recv():
         array[:] = comm.recv(source=other, tag=9)
 
+    out = transport.persistent(tensor, other, "data", send=True)
+    back = transport.persistent(tensor, other, "data", send=False)
     return {
         "raw": trip(lambda: comm.Send([array, MPI.FLOAT], dest=other, tag=7),
                     lambda: comm.Recv([array, MPI.FLOAT], source=other, tag=7)),
         "mpi_gan": trip(lambda: transport.send_tensor(tensor, other, "data"),
                         lambda: transport.recv_into(tensor, other, "data")),
+        "persistent": trip(lambda: out.start().wait(), lambda: back.start().wait()),
         "pickle": trip(lambda: comm.send(array, dest=other, tag=9), pickled_recv),
         "gloo": trip(lambda: dist.send(tensor, other), lambda: dist.recv(tensor, other)),
     }
@@ -116,11 +121,24 @@ def mdgan_iterations(comm, transport, dist):
     def pickled_recv(i, peer):
         arrays[i][:] = comm.recv(source=peer, tag=20 + i)
 
+    # the server sends 0, 1 and receives 2, 3; the worker the other way round
+    sending = (0, 1) if rank == 0 else (2, 3)
+    held = [transport.persistent(tensors[i], 1 - rank, kinds[i], send=i in sending)
+            for i in range(4)]
+
+    def persistent_iteration():  # the worker computes between its receives and sends
+        if rank == 0:
+            wait_all([m.start() for m in held])
+        else:
+            wait_all([m.start() for m in held[:2]])
+            wait_all([m.start() for m in held[2:]])
+
     return {
         "raw": pattern(lambda i, p: comm.Send([arrays[i], MPI.FLOAT], dest=p, tag=10 + i),
                        lambda i, p: comm.Recv([arrays[i], MPI.FLOAT], source=p, tag=10 + i)),
         "mpi_gan": pattern(lambda i, p: transport.send_tensor(tensors[i], p, kinds[i]),
                            lambda i, p: transport.recv_into(tensors[i], p, kinds[i])),
+        "persistent": persistent_iteration,
         "pickle": pattern(lambda i, p: comm.send(arrays[i], dest=p, tag=20 + i), pickled_recv),
         "gloo": pattern(lambda i, p: dist.send(tensors[i], p),
                         lambda i, p: dist.recv(tensors[i], p)),
@@ -167,25 +185,26 @@ def main():
     dist.destroy_process_group()
     if rank != 0:
         return 0
-    names = ("raw", "mpi_gan", "pickle", "gloo")
-    print("ping-pong bandwidth, GB/s (ratio: mpi_gan / raw)")
-    print(f"{'size':>6} " + " ".join(f"{n:>9}" for n in names) + f" {'ratio':>7}")
+    names = ("raw", "mpi_gan", "persistent", "pickle", "gloo")
+    print("ping-pong bandwidth, GB/s (ratio: our best, plain or persistent, over raw)")
+    print(f"{'size':>6} " + " ".join(f"{n:>10}" for n in names) + f" {'ratio':>7}")
+    best = {size: max(bw["mpi_gan"], bw["persistent"]) for size, bw in bandwidth.items()}
     for size, bw in bandwidth.items():
-        print(f"{label(size):>6} " + " ".join(f"{bw[n]:9.3f}" for n in names)
-              + f" {bw['mpi_gan'] / bw['raw']:7.3f}")
+        print(f"{label(size):>6} " + " ".join(f"{bw[n]:10.3f}" for n in names)
+              + f" {best[size] / bw['raw']:7.3f}")
     print("MD-GAN iteration (server <-> 1 worker, b = 10), iterations/s")
-    print("       " + " ".join(f"{iteration[n]:9.0f}" for n in names)
-          + f" {iteration['mpi_gan'] / iteration['raw']:7.3f}")
-    ratio = {size: bw["mpi_gan"] / bw["raw"] for size, bw in bandwidth.items()}
+    ours_iteration = max(iteration["mpi_gan"], iteration["persistent"])
+    print("       " + " ".join(f"{iteration[n]:10.0f}" for n in names)
+          + f" {ours_iteration / iteration['raw']:7.3f}")
+    ratio = {size: best[size] / bw["raw"] for size, bw in bandwidth.items()}
     print(f"ratio_4KB={ratio[4 << 10]:.3f}")
     print(f"ratio_64KB={ratio[64 << 10]:.3f}")
     print(f"ratio_min_ge_1MB={min(r for s, r in ratio.items() if s >= 1 << 20):.3f}")
-    print(f"mdgan_iteration_vs_raw={iteration['mpi_gan'] / iteration['raw']:.3f}")
+    print(f"mdgan_iteration_vs_raw={ours_iteration / iteration['raw']:.3f}")
     for peer in ("gloo", "pickle"):
         for size in (64 << 10, 16 << 20):
-            print(f"ours_vs_{peer}_{label(size)}="
-                  f"{bandwidth[size]['mpi_gan'] / bandwidth[size][peer]:.2f}")
-        print(f"ours_vs_{peer}_mdgan_iteration={iteration['mpi_gan'] / iteration[peer]:.2f}")
+            print(f"ours_vs_{peer}_{label(size)}={best[size] / bandwidth[size][peer]:.2f}")
+        print(f"ours_vs_{peer}_mdgan_iteration={ours_iteration / iteration[peer]:.2f}")
     return 0
 
 

@@ -180,3 +180,33 @@ def test_any_size_messages_in_pieces_from_any_source(chunked):
     else:
         for n in sizes:
             chunked.send_tensor((torch.arange(n) + rank).to(torch.uint8), 0, "push")
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 64])
+def test_persistent_messages_repeat_with_fresh_contents(chunk_bytes):
+    t = Transport(KINDS, chunk_bytes=chunk_bytes)
+    rank, size = t.rank, t.size
+    right, left = (rank + 1) % size, (rank - 1) % size
+    out_x, in_x = torch.empty(100), torch.empty(100)  # 400 B: in pieces at a 64 B limit
+    out_l, in_l = torch.empty(2, dtype=torch.int64), torch.empty(2, dtype=torch.int64)
+    sends = [t.persistent(out_x, right, "feedback", send=True),
+             t.persistent(out_l, right, "losses", send=True)]
+    receives = [t.persistent(in_x, left, "feedback", send=False),
+                t.persistent(in_l, left, "losses", send=False)]
+    for iteration in range(5):
+        out_x.copy_(torch.arange(100.0) * iteration + rank)
+        out_l.copy_(torch.tensor([iteration, rank]))
+        wait_all([m.start() for m in receives + sends])
+        assert torch.equal(in_x, torch.arange(100.0) * iteration + left)
+        assert in_l.tolist() == [iteration, left]
+    nbytes, messages = t.local_view()
+    assert messages[KINDS.index("feedback"), rank, right] == 5
+    assert nbytes[KINDS.index("feedback"), rank, right] == 5 * 400
+    assert nbytes[KINDS.index("losses"), left, rank] == 5 * 16
+    # a size mismatch is an error, as for any receive
+    wide = t.persistent(torch.empty(5), left, "labels", send=False).start()
+    send = t.isend_tensor(torch.zeros(3), right, "labels")
+    with pytest.raises(TransportError, match="expected 20 bytes, received 12"):
+        wide.wait()
+    send.wait()
+    t.free()

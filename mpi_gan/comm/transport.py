@@ -127,6 +127,68 @@ def wait_all(requests: Sequence[Request]) -> None:
         r._complete(status)
 
 
+class Persistent:
+    """One message that repeats with a fixed buffer, peer and kind (MPI persistent
+    requests, set up once with ``Send_init``/``Recv_init``; ``Transport.persistent``).
+
+    ``start()`` begins one transfer of ``tensor`` (a send counts it then); the caller
+    completes it with ``wait()`` or ``wait_all``. The caller writes ``tensor`` before a send
+    starts and reads it after a receive completes, never in between. Device tensors go
+    through a host buffer unless MPI is CUDA-aware. After the transport changes its
+    communicator (``shrink``/``exclude``), the requests are set up again on the new one.
+    """
+
+    def __init__(self, transport: "Transport", tensor: torch.Tensor, peer: int, kind: str,
+                 send: bool):
+        self.transport, self.tensor, self.peer, self.kind, self.send = (
+            transport, tensor, peer, kind, send)
+        staged = tensor.is_cuda and not transport.cuda_aware
+        if not tensor.is_contiguous():
+            raise TransportError("persistent messages need a contiguous tensor")
+        self.host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True) if staged \
+            else tensor
+        self.nbytes = tensor.numel() * tensor.element_size()
+        self._index = transport._index_of(kind)
+        self._keep = ()
+        self._requests: list[MPI.Request] = []
+        self.setup()
+
+    def setup(self) -> None:
+        """(Re)create the MPI requests on the transport's current communicator."""
+        self.free()
+        t, tag = self.transport, self.transport.tag_of(self.kind)
+        rank = t._peer[self.peer]
+        make = t.comm.Send_init if self.send else t.comm.Recv_init
+        self._requests = [make(w, rank, tag) for w in t._wires(self.host)]
+
+    def start(self) -> "Persistent":
+        if self.send:
+            if self.host is not self.tensor:
+                self.host.copy_(self.tensor)
+            t, i = self.transport, self._index
+            t._sent_bytes[i][self.peer] += self.nbytes
+            t._sent_messages[i][self.peer] += 1
+        MPI.Prequest.Startall(self._requests)
+        return self
+
+    def wait(self) -> None:
+        wait_all([self])
+
+    def _complete(self, statuses: list[MPI.Status]) -> None:
+        if not self.send:
+            self.transport._check(statuses, self.host, self.kind, self.peer)
+            if self.host is not self.tensor:
+                self.tensor.copy_(self.host)
+
+    def free(self) -> None:
+        for request in self._requests:
+            try:
+                request.Free()
+            except MPI.Exception:  # on a communicator revoked after a failure
+                pass
+        self._requests = []
+
+
 # Messages of this many bytes or more travel as several MPI messages (same tag, in order:
 # MPI does not let them overtake each other), so that no count passes MPI's int limit.
 CHUNK_BYTES = 1 << 30
@@ -169,6 +231,7 @@ class Transport:
         if not 0 < chunk_bytes < 1 << 31:
             raise TransportError(f"chunk_bytes must be in [1, 2**31): {chunk_bytes}")
         self.chunk_bytes = chunk_bytes
+        self._persistent: list[Persistent] = []  # set up again when the communicator changes
         # this rank's sends per [kind][destination] (plain ints: cheapest on the hot path)
         self._sent_bytes = [[0] * self.size for _ in self.kinds]
         self._sent_messages = [[0] * self.size for _ in self.kinds]
@@ -275,6 +338,18 @@ class Transport:
         if not out.is_contiguous():
             raise TransportError("receive buffers must be contiguous")
         return out, None
+
+    def persistent(self, tensor: torch.Tensor, peer: int, kind: str, send: bool
+                   ) -> Persistent:
+        """A message of ``kind`` to (``send``) or from ``peer`` through ``tensor``, set up once
+        and started every iteration (``Persistent``): the cheapest form of a message that
+        repeats with the same shape."""
+        message = Persistent(self, tensor, peer, kind, send)
+        self._persistent.append(message)
+        return message
+
+    def _index_of(self, kind: str) -> int:
+        return self.tag_of(kind) - TAG_BASE
 
     def tag_of(self, kind: str) -> int:
         """The MPI tag of message kind ``kind``."""
@@ -435,9 +510,14 @@ class Transport:
         gone = [w for w in self._world_of if w not in members]
         self.comm, self._world_of = new, list(members)
         self._peer = {w: i for i, w in enumerate(members)}
+        self._persistent = [p for p in self._persistent if p.peer in self._peer]
+        for message in self._persistent:
+            message.setup()
         return gone
 
     def free(self) -> None:
+        for message in self._persistent:
+            message.free()
         self.comm.Free()
 
 

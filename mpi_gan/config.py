@@ -209,7 +209,7 @@ class AsgdConfig(DataConfig):
     lr: float = 0.1
     staleness: str = "adacomp"
     compress: str = "none"
-    residual: bool = False
+    residual: bool = True
     seed: int = 0
     out: str = "runs/asgd"
     resume: str = ""
@@ -240,7 +240,9 @@ AsgdConfig.HELP = {
                  "worker's pull; 'none': plain asynchronous SGD step",
     "compress": "compressor of each push, NAME[:key=value,...], e.g. adacomp:ratio=0.01 "
                 "(names: none, fp16, topk, randomk, adacomp, adacomp_bins)",
-    "residual": "workers keep what their compressor left unsent and add it to the next gradient",
+    "residual": "workers keep what their compressor left unsent (and the rounding of what it "
+                "sent) and add it to the next gradient (error feedback; nothing to keep with "
+                "--compress none)",
     "out": "run directory: run.h5, checkpoints/, logs/",
     "checkpoint_every": "write a checkpoint every this many applied pushes (0: only at the end)",
     "eval_every": "evaluate test accuracy every this many applied pushes (and at the end)",

@@ -5,8 +5,9 @@
 # accuracy (scripts/traffic_report.py).
 # Usage: bash scripts/adacomp_experiment.sh [PUSHES] [OUT_DIR] [WORKERS] [SPEC ...]
 #   defaults: 30000 pushes, runs/adacomp-experiment-<time>, 4 workers, spec "adacomp"
-#   (the compressor's defaults, the best measured setting); a spec may end in "+residual"
-#   to add the workers' residual memory (--residual). Run `make setup` first.
+#   (the compressor's defaults with the workers' residual memory: the best measured
+#   setting); a spec may end in "+noresidual" to run without the residual memory
+#   (--no-residual, the paper's released code). Run `make setup` first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PUSHES=${1:-30000}
@@ -22,8 +23,8 @@ run() { $BIN/mpiexec -n $((WORKERS + 1)) $BIN/python -m mpi_gan.asgd "${common[@
 files=("$OUT/asgd/run.h5")
 for spec in "${SPECS[@]}"; do
   name=${spec//[:,=+]/_}
-  flags=(--compress "${spec%+residual}" --staleness adacomp)
-  [ "$spec" = "${spec%+residual}" ] || flags+=(--residual)
+  flags=(--compress "${spec%+*}" --staleness adacomp --residual)
+  [ "$spec" = "${spec%+noresidual}" ] || flags+=(--no-residual)
   [ -f "$OUT/$name/run.h5" ] || run "${flags[@]}" --out "$OUT/$name"
   files+=("$OUT/$name/run.h5")
 done

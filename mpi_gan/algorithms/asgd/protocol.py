@@ -66,9 +66,12 @@ def decode_push(buf: torch.Tensor, layers) -> tuple[int, list[tuple[object, torc
 
 
 def make_channel(compress: str, residual: bool) -> compression.Channel:
-    """A worker's compressor (``--compress`` spec), with residual memory if ``residual``."""
-    return compression.Channel(compression.parse_spec(compress),
-                               compression.ResidualMemory() if residual else None)
+    """A worker's compressor (``--compress`` spec), with residual memory if ``residual``
+    and the compressor loses anything (``none`` sends everything: no residual)."""
+    compressor = compression.parse_spec(compress)
+    lossy = compressor.name != "none"
+    return compression.Channel(compressor,
+                               compression.ResidualMemory() if residual and lossy else None)
 
 
 def worker_state(channel: compression.Channel, names, shapes) -> list[tuple[str, torch.Tensor]]:

@@ -180,6 +180,12 @@ class Persistent:
             if self.host is not self.tensor:
                 self.tensor.copy_(self.host)
 
+    def release(self) -> None:
+        """Free the requests and forget this message (when a role plans anew)."""
+        self.free()
+        if self in self.transport._persistent:
+            self.transport._persistent.remove(self)
+
     def free(self) -> None:
         for request in self._requests:
             try:

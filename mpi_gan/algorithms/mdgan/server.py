@@ -30,12 +30,14 @@ class Server:
         self.t, self.g, self.opt, self.cfg, self.device = transport, generator, optimizer, cfg, device
         self.classes = classes  # one-hot classes in the latent (0: no ACGAN)
         self.world_workers = transport.size - 1
-        self.lose([])
-        shape = (cfg.batch_size, *sample_shape)
-        self.feedback = {n: torch.empty(shape, device=device) for n in self.workers}
-        self.losses = {n: torch.empty(2) for n in self.workers}
+        self.shape = (cfg.batch_size, *sample_shape)
+        workers = [n for n in transport.alive if n != 0]
+        self.feedback = {n: torch.empty(self.shape, device=device) for n in workers}
+        self.losses = {n: torch.empty(2) for n in workers}
         # feedback arrives compressed (variable size) unless --compress none
         self.decoder = None if cfg.compress == "none" else compression.parse_spec(cfg.compress)
+        self.messages: list = []  # persistent messages of the current plan
+        self.lose([])
         self.last = None
 
     def lose(self, lost: list[int]) -> None:
@@ -44,6 +46,32 @@ class Server:
         self.workers = [n for n in self.t.alive if n != 0 and n not in lost]
         self.batches, self.assignment = alg.batch_plan(self.cfg.k, self.workers)
         self.scale = 1.0 / (len(self.workers) * self.cfg.batch_size)
+        self._plan_messages()
+
+    def _plan_messages(self) -> None:
+        """The iteration's fixed-shape messages as persistent ones (set up once per plan):
+        each generated batch goes out of one buffer (on the host when MPI cannot read the
+        device) to the workers it is assigned to; feedback (uncompressed) and losses come
+        in to each worker's buffer."""
+        for message in self.messages:
+            message.release()
+        on_host = self.device.type == "cuda" and not self.t.cuda_aware
+        self.outgoing = [torch.empty(self.shape, device="cpu" if on_host else self.device,
+                                     pin_memory=on_host) for _ in range(self.batches)]
+        self.label_out = {n: torch.empty(2 * self.cfg.batch_size, dtype=torch.int64)
+                          for n in self.workers}
+        persistent = self.t.persistent
+        self.messages = []
+        for n in self.workers:
+            g, d = self.assignment[n]
+            self.messages += [persistent(self.outgoing[g], n, "batch_g", send=True),
+                              persistent(self.outgoing[d], n, "batch_d", send=True)]
+            if self.classes:
+                self.messages.append(persistent(self.label_out[n], n, "labels", send=True))
+        for n in self.workers:
+            if self.decoder is None:
+                self.messages.append(persistent(self.feedback[n], n, "feedback", send=False))
+            self.messages.append(persistent(self.losses[n], n, "losses", send=False))
 
     def step(self, iteration: int) -> list[tuple[str, dict]]:
         """Run iteration ``iteration`` (0-based); returns its metrics row."""
@@ -52,19 +80,13 @@ class Server:
                                 iteration, j) for j in range(self.batches)]
         self.g.train()
         generated = [self.g(z.to(self.device)) for z, _ in latents]
-        outgoing = [self.t.staged(x) for x in generated]  # one host copy per batch, on a GPU
-        requests = []
-        for n in self.workers:
-            g, d = self.assignment[n]
-            requests.append(self.t.isend_tensor(outgoing[g], n, "batch_g"))
-            requests.append(self.t.isend_tensor(outgoing[d], n, "batch_d"))
-            if self.classes:
-                labels = torch.cat([latents[g][1], latents[d][1]])
-                requests.append(self.t.isend_tensor(labels, n, "labels"))
-        for n in self.workers:
-            if self.decoder is None:
-                requests.append(self.t.irecv_into(self.feedback[n], n, "feedback"))
-            requests.append(self.t.irecv_into(self.losses[n], n, "losses"))
+        for buffer, x in zip(self.outgoing, generated):  # one host copy per batch, on a GPU
+            buffer.copy_(x.detach())
+        if self.classes:
+            for n in self.workers:
+                g, d = self.assignment[n]
+                torch.cat([latents[g][1], latents[d][1]], out=self.label_out[n])
+        requests = [message.start() for message in self.messages]
         if self.decoder is not None:
             for _ in self.workers:  # in arrival order; summed below in worker order
                 self._receive_compressed_feedback()

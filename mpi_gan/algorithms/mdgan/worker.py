@@ -58,6 +58,17 @@ class Worker:
         self.x_g = torch.empty(self.shape, device=device)
         self.x_d = torch.empty(self.shape, device=device)
         self.labels = torch.empty(2 * b, dtype=torch.int64, device=device)
+        self.feedback_out = torch.empty(self.shape, device=device)
+        self.losses_out = torch.empty(2)
+        # the fixed-shape messages with the server, set up once (persistent requests)
+        persistent = transport.persistent
+        self.incoming = [persistent(self.x_g, 0, "batch_g", send=False),
+                         persistent(self.x_d, 0, "batch_d", send=False)]
+        if cfg.acgan:
+            self.incoming.append(persistent(self.labels, 0, "labels", send=False))
+        self.outgoing = [persistent(self.losses_out, 0, "losses", send=True)]
+        if channel is None:
+            self.outgoing.append(persistent(self.feedback_out, 0, "feedback", send=True))
 
     def lose(self, lost: list[int]) -> None:
         """Swap among the workers alive only (``lost``: world ranks that died)."""
@@ -67,10 +78,7 @@ class Worker:
         """Run iteration ``iteration`` (0-based) of Algorithm 1 on this worker, then swap D
         if a swap is due after it."""
         cfg = self.cfg
-        incoming = [self.t.irecv_into(self.x_g, 0, "batch_g"),
-                    self.t.irecv_into(self.x_d, 0, "batch_d")]
-        if cfg.acgan:
-            incoming.append(self.t.irecv_into(self.labels, 0, "labels"))
+        incoming = [message.start() for message in self.incoming]
         idx = real_batch_indices(cfg.seed, self.n, len(self.shard), cfg.batch_size, iteration)
         x_r = self.shard.images[idx].to(self.device)
         y_r = self.shard.labels[idx].to(self.device) if cfg.acgan else None
@@ -80,15 +88,16 @@ class Worker:
         d_losses = [discriminator_step(self.d, self.opt, x_r, y_r, self.x_d, y_d)
                     for _ in range(cfg.disc_steps)]
         feedback, g_loss = error_feedback(self.d, self.x_g, y_g, cfg.g_loss == "saturating")
-        losses = torch.tensor([sum(d_losses) / len(d_losses), g_loss], dtype=torch.float32)
+        self.losses_out.copy_(torch.tensor([sum(d_losses) / len(d_losses), g_loss]))
         if self.channel is None:
-            message = feedback.contiguous()
+            message = self.feedback_out.copy_(feedback)
+            requests = []
         else:
             payload = self.channel.encode(feedback, feedback_name(self.n))
             message = torch.from_numpy(payload.to_bytes())
+            requests = [self.t.isend_tensor(message, 0, "feedback")]
         self.feedback_bytes += message.numel() * message.element_size()
-        wait_all([self.t.isend_tensor(message, 0, "feedback"),
-                  self.t.isend_tensor(losses, 0, "losses")])
+        wait_all(requests + [m.start() for m in self.outgoing])
         swap = alg.swap_after(iteration, self.swap_period)
         if swap is not None:
             self.swap(swap)

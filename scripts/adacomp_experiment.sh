@@ -7,7 +7,9 @@
 #   defaults: 30000 pushes, runs/adacomp-experiment-<time>, 4 workers, spec "adacomp"
 #   (the compressor's defaults with the workers' residual memory: the best measured
 #   setting); a spec may end in "+noresidual" to run without the residual memory
-#   (--no-residual, the paper's released code). Run `make setup` first.
+#   (--no-residual, the paper's released code). BASELINE_STALENESS=adacomp gives the
+#   uncompressed run the staleness-aware step too (lr / delay for dense pushes): with 16
+#   workers the plain step diverges at lr 0.1. Run `make setup` first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PUSHES=${1:-30000}
@@ -19,7 +21,8 @@ SPECS=("$@")
 BIN=.venv/bin
 common=(--iterations "$PUSHES" --batch-size 10 --lr 0.1 --eval-every 2500 --log-every 2500 --seed 0)
 run() { $BIN/mpiexec -n $((WORKERS + 1)) $BIN/python -m mpi_gan.asgd "${common[@]}" "$@"; }
-[ -f "$OUT/asgd/run.h5" ] || run --compress none --staleness none --out "$OUT/asgd"
+[ -f "$OUT/asgd/run.h5" ] || run --compress none --staleness "${BASELINE_STALENESS:-none}" \
+    --out "$OUT/asgd"
 files=("$OUT/asgd/run.h5")
 for spec in "${SPECS[@]}"; do
   name=${spec//[:,=+]/_}

@@ -501,3 +501,31 @@ def scatter(out, idx, values):
     out[:] = 0
     for j in range(idx.shape[0]):
         out[idx[j]] = values[j]
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) every kernel, on tiny inputs: ``make setup`` runs
+    it once, so that ranks starting together find the cache filled instead of compiling
+    at the same time."""
+    for dtype in (np.float32, np.float64):
+        x = np.linspace(-1, 1, 2000).astype(dtype)
+        idx = np.empty(64, np.int64)
+        magnitudes_at_least(x, dtype(0.99), idx, np.empty(64, dtype))
+        keep_best(np.arange(10), np.abs(x[:10]), dtype(0.5), 3)
+        strided_sample(x, 100)
+        residual = np.zeros_like(x)
+        out = np.empty(len(x), np.int64)
+        count = bins_select(x, residual, 64, out)[0]
+        bins_send(residual, out[:count], True, 0.5)
+        scatter(np.empty_like(x), out[:count], x[:count])
+    idx = random_indices(2000, 50, 1)
+    _, r, rice_bits = gap_code_sizes(idx)
+    rice_decode(rice_encode(idx, r, rice_bits), 50, r, 2000)
+    sizes = expg_sizes(idx, 8)
+    expg_decode(expg_encode(idx, 3, sizes[3]), 50, 3, 2000)
+    varint_decode(varint_encode(idx, gap_code_sizes(idx)[0]), 50, 5)
+    bitmap_decode(bitmap_encode(idx, 2000), 2000)
+
+
+if __name__ == "__main__":
+    warm_up()

@@ -77,7 +77,9 @@ class ASGD(Algorithm):
         if ctx.rank == 0:
             ctx.log.info("ASGD: 1 server + %d workers, AdaComp CNN %d params, compress %s%s, "
                          "staleness %s, lr %g, pushes %d..%d", ctx.size - 1, count_params(model),
-                         cfg.compress, " + residual" if cfg.residual else "", cfg.staleness,
+                         cfg.compress,
+                         " + residual" if cfg.residual and cfg.compress != "none" else "",
+                         cfg.staleness,
                          cfg.lr, ctx.start, cfg.iterations)
             return AsgdServer(ctx.transport, model, cfg.lr, cfg.staleness == "adacomp",
                               ctx.data.shard, cfg.eval_every, cfg.iterations)

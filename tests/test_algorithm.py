@@ -127,6 +127,109 @@ def test_traffic_model_hand_computed():
     assert nbytes[:, 1:, 1:][[i for i in range(len(KINDS)) if KINDS[i] != "swap"]].sum() == 0
 
 
+def test_binomial_tree_by_hand():
+    assert [alg.tree_parent(p) for p in range(1, 12)] == [0, 0, 1, 0, 1, 2, 3, 0, 1, 2, 3]
+    assert alg.tree_children(0, 8) == [1, 2, 4] and alg.tree_children(1, 8) == [3, 5]
+    assert alg.tree_children(3, 8) == [7] and alg.tree_children(4, 8) == [] == \
+        alg.tree_children(0, 1)
+    for size in range(1, 40):  # parents and children agree; depth ceil(log2 size)
+        for p in range(size):
+            assert all(alg.tree_parent(c) == p for c in alg.tree_children(p, size))
+        assert sorted(c for p in range(size) for c in alg.tree_children(p, size)) == \
+            list(range(1, size))
+        depth = max(bin(p).count("1") for p in range(size))  # hops from position 0
+        assert depth <= (size - 1).bit_length()
+
+
+def test_tree_exchange_routes_by_hand():
+    # N = 3, k = 1 (K = 2): g, d of workers 1, 2, 3 = (1, 0), (0, 1), (1, 0)
+    batches, assignment = alg.batch_plan(1, [1, 2, 3])
+    assert alg.batch_recipients(batches, assignment) == [
+        [(2, "batch_g"), (1, "batch_d"), (3, "batch_d")],
+        [(1, "batch_g"), (3, "batch_g"), (2, "batch_d")]]
+    links, feedback = alg.exchange_links("tree", batches, assignment)
+    L = alg.Link
+    assert links == [L(0, 0, 2, "batch_g"), L(0, 2, 1, "batch_d"), L(0, 2, 3, "batch_d"),
+                     L(1, 0, 1, "batch_g"), L(1, 1, 3, "batch_g"), L(1, 1, 2, "batch_d")]
+    assert feedback == [L(0, 2, 0, "feedback"), L(1, 1, 0, "feedback"),
+                        L(1, 3, 1, "feedback")]
+    p2p_links, p2p_feedback = alg.exchange_links("p2p", batches, assignment)
+    assert all(link.sender == 0 for link in p2p_links) and len(p2p_links) == 6
+    assert p2p_feedback == [L(1, 1, 0, "feedback"), L(0, 2, 0, "feedback"),
+                            L(1, 3, 0, "feedback")]
+    with pytest.raises(ValueError, match="exchange must be one of"):
+        alg.exchange_links("ring", batches, assignment)
+
+
+@settings(max_examples=60, deadline=None)
+@given(workers=st.integers(1, 40), k=st.integers(1, 40))
+def test_tree_exchange_delivers_once_and_sums_every_feedback(workers, k):
+    k = min(k, workers)
+    ranks = list(range(1, workers + 1))
+    batches, assignment = alg.batch_plan(k, ranks)
+    links, feedback = alg.exchange_links("tree", batches, assignment)
+    # the server sends each batch once; every worker gets its X_g and X_d exactly once,
+    # from the server or from a worker that had it earlier in the list
+    assert sorted(link.batch for link in links if link.sender == 0) == list(range(batches))
+    has = {0: set(range(batches))}
+    for link in links:
+        assert link.batch in has.get(link.sender, ())
+        has.setdefault(link.receiver, set()).add(link.batch)
+    for n in ranks:
+        got = {link.kind: link.batch for link in links if link.receiver == n}
+        assert got == {"batch_g": assignment[n][0], "batch_d": assignment[n][1]}
+    # feedback: each X_g holder sends once, to a holder of the same X_g or the server;
+    # the server gets one sum per batch that has X_g holders
+    assert sorted(link.sender for link in feedback) == ranks
+    for link in feedback:
+        assert link.receiver == 0 or assignment[link.receiver][0] == link.batch
+    to_server = [link.batch for link in feedback if link.receiver == 0]
+    assert to_server == sorted({g for g, _ in assignment.values()})
+    # no worker relays more than ceil(log2(2N/K + 1)) copies of one batch
+    for n in ranks:
+        for j in assignment[n]:
+            fan_out = sum(1 for link in links if link.sender == n and link.batch == j)
+            assert fan_out <= (2 * workers).bit_length()
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(1, 33), seed=st.integers(0, 2**31))
+def test_tree_sum_is_the_sum_in_a_fixed_order(size, seed):
+    values = [torch.randn(5, 7, generator=torch.Generator().manual_seed(seed + i))
+              for i in range(size)]
+    kept = [v.clone() for v in values]
+    total = alg.tree_sum(values)
+    assert torch.allclose(total, torch.stack(values).sum(0), rtol=0, atol=1e-6 * size)
+    assert torch.equal(total, alg.tree_sum(values))  # deterministic
+    assert all(torch.equal(v, k) for v, k in zip(values, kept))  # inputs untouched
+    if size == 4:  # by hand: 3 hangs from 1, which adds it; 0 adds 1's sum, then 2
+        assert torch.equal(total, (values[0] + (values[1] + values[3])) + values[2])
+
+
+def test_traffic_model_tree_server_link():
+    """--exchange tree: the server sends K batches and receives K feedback sums an
+    iteration (p2p: 2N and N); workers receive one X_g and one X_d either way."""
+    kind = {k: i for i, k in enumerate(KINDS)}
+    sizes = dict(sample_floats=784, mean_shard=40, d_state_bytes=400, d_param_tensors=2,
+                 d_param_floats=100, skeleton_bytes=16)
+    batch = 10 * 784 * 4
+    for workers, k in ((16, 4), (7, 3), (3, 1), (1, 1)):
+        rows = {}
+        for exchange in ("p2p", "tree"):
+            cfg = Config(dataset="synthetic", synthetic_size=40 * workers, batch_size=10,
+                         iterations=3, k=k, acgan=False, exchange=exchange)
+            nbytes, msgs = expected_traffic(cfg, workers + 1, **sizes)
+            data = nbytes[[kind["batch_g"], kind["batch_d"], kind["feedback"]]].sum(0)
+            rows[exchange] = data[0].sum(), data[:, 0].sum()
+            for name in ("batch_g", "batch_d"):
+                assert (msgs[kind[name]][:, 1:].sum(0) == 3).all()  # one each iteration
+            assert msgs[kind["feedback"]].sum() == 3 * workers
+        batches = max(k, 2)
+        with_feedback = min(batches, workers)  # batches someone holds as X_g
+        assert rows["p2p"] == (3 * 2 * workers * batch, 3 * workers * batch)
+        assert rows["tree"] == (3 * batches * batch, 3 * with_feedback * batch)
+
+
 def test_staleness_rule_by_hand():
     from mpi_gan.algorithms.asgd.staleness import apply_push, staleness
     theta = torch.zeros(5)

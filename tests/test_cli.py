@@ -116,24 +116,41 @@ def test_asgd_and_baselines_help_prints_defaults():
         assert proc.returncode == 0 and flag in proc.stdout and default in proc.stdout, module
 
 
-def test_eight_ranks_k_below_n_equal_the_reference(tmp_path):
-    """1 server + 7 workers, k = 3 < N, swaps every 3 iterations, on synthetic data."""
+@pytest.mark.parametrize("exchange", ["p2p", "tree"])
+def test_eight_ranks_k_below_n_equal_the_reference(tmp_path, exchange):
+    """1 server + 7 workers, k = 3 < N, swaps every 3 iterations, on synthetic data; with
+    --exchange tree, batches go down trees of 4 and 5 recipients (depth 2 and 3) and
+    the traffic counters equal the model's."""
     from mpi_gan.algorithms.mdgan.reference import run_reference
+    from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
+    from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS
     from mpi_gan.config import Config
     out = tmp_path / "n8"
     args = ["--dataset", "synthetic", "--synthetic-size", "168", "--batch-size", "8",
             "--iterations", "7", "--k", "3", "--checkpoint-every", "0", "--seed", "11",
-            "--log-every", "100", "--cache-dir", str(tmp_path / "cache")]
+            "--log-every", "100", "--cache-dir", str(tmp_path / "cache"),
+            "--exchange", exchange]
     proc = mpirun(8, ["mpi_gan.mdgan", "--out", str(out), *args], timeout=300)
     assert proc.returncode == 0, proc.stderr
     with h5py.File(out / "run.h5", "r") as f:
         cfg = Config.from_attrs(f["config"].attrs)
-        assert cfg.k == 3 and f.attrs["world_size"] == 8
+        assert cfg.k == 3 and f.attrs["world_size"] == 8 and cfg.exchange == exchange
         assert f["traffic/kinds/swap/messages"][()][1:, 1:].sum() == 2 * 7  # 2 swaps x 7
         stored = {k: f[f"generator/model/{k}"][()] for k in f["generator/model"]}
+        counted = {kind: f[f"traffic/kinds/{kind}/bytes"][()] for kind in
+                   ("batch_g", "batch_d", "feedback")}
     ref_g, _ = run_reference(cfg, 8)
     for key, value in ref_g.state_dict().items():
         assert np.allclose(stored[key], value.numpy(), rtol=0, atol=1e-6), key
+    model, _ = expected_traffic(cfg, 8, 784, 24, 0, 0, 0, 0)
+    batch = 7 * 8 * 784 * 4  # 7 iterations of (8, 1, 28, 28) float32
+    for kind, got in counted.items():
+        assert np.array_equal(got, model[ALL_KINDS.index(kind)]), kind
+    server_out = counted["batch_g"][0].sum() + counted["batch_d"][0].sum()
+    assert server_out == (3 if exchange == "tree" else 2 * 7) * batch
+    assert counted["feedback"][:, 0].sum() == (3 if exchange == "tree" else 7) * batch
+    relayed = counted["batch_g"][1:].sum() + counted["batch_d"][1:].sum()
+    assert relayed == (2 * 7 - 3 if exchange == "tree" else 0) * batch
 
 
 def bad_runs(tmp_path):
@@ -161,6 +178,10 @@ def bad_runs(tmp_path):
         (4, ["--resume", str(ckpt), "--iterations", "8"], "written by 3 ranks"),
         (3, ["--resume", str(tmp_path / "nothing-here"), "--iterations", "8"], "no such file"),
         (3, ["--out", str(blocker / "sub")], "is not a writable directory"),
+        (3, ["--exchange", "ring"], "--exchange: invalid choice: 'ring'"),
+        (3, ["--exchange", "tree", "--compress", "topk:ratio=0.1"],
+         "--exchange tree sums the feedback on its way up the tree and needs --compress none"),
+        (3, ["--exchange", "tree", "--fault-tolerant"], "--exchange tree does not survive"),
         # a new run must not overwrite an earlier run's files
         (3, ["--out", str(good), "--iterations", "8"], "already holds a run"),
     ], out

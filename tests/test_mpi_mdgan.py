@@ -33,6 +33,9 @@ CASES = {
                              residual=False),
     # fewer generated batches than workers (k < N) where N > 1
     "mlp-k1": dict(model="mlp", k=1),
+    # --exchange tree: batches relayed along binomial trees, feedback summed up them
+    "mlp-tree": dict(model="mlp", exchange="tree"),
+    "mlp-acgan-tree-k1-travel": dict(model="mlp", exchange="tree", k=1, swap_adam="travel"),
     # 3x32x32 images: CIFAR-10 binary batches written by the test, the paper's CIFAR10 CNN
     "cifar10-cnn": dict(dataset="cifar10", model="cnn", latent_dim=32),
     "cifar10-mlp-labels2": dict(dataset="cifar10", model="mlp", split="labels:2"),
@@ -84,16 +87,18 @@ def test_equivalence_with_single_process_reference(mpi_tmp_path, case):
         assert p.shape == q.shape and not torch.equal(p, q), f"G {name} did not move"
 
 
-@pytest.mark.parametrize("swap_adam,compress,dataset", [
-    ("reset", "none", "synthetic"), ("travel", "none", "synthetic"),
-    ("reset", "topk:count=100", "synthetic"), ("travel", "none", "cifar10")])
-def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam, compress, dataset):
+@pytest.mark.parametrize("swap_adam,compress,dataset,exchange", [
+    ("reset", "none", "synthetic", "p2p"), ("travel", "none", "synthetic", "p2p"),
+    ("reset", "topk:count=100", "synthetic", "p2p"), ("travel", "none", "cifar10", "p2p"),
+    ("travel", "none", "synthetic", "tree")])
+def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam, compress, dataset,
+                                               exchange):
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     world = comm.Get_size()
-    cfg = small_config(mpi_tmp_path / f"traffic-{swap_adam}-{compress}-{dataset}", world,
-                       swap_adam=swap_adam, iterations=9, checkpoint_every=5, compress=compress,
-                       dataset=dataset)
+    cfg = small_config(mpi_tmp_path / f"traffic-{swap_adam}-{compress}-{dataset}-{exchange}",
+                       world, swap_adam=swap_adam, iterations=9, checkpoint_every=5,
+                       compress=compress, dataset=dataset, exchange=exchange)
     result = run(cfg)
     sent = comm.gather(getattr(result.role, "feedback_bytes", 0), root=0)  # test bookkeeping
     if comm.Get_rank() != 0:

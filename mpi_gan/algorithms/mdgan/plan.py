@@ -9,6 +9,8 @@ workers, K = generated batches. The GAN losses every algorithm shares are in
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ...data.splits import epoch_iterations
@@ -91,6 +93,97 @@ def swap_after(iteration: int, period: int) -> int | None:
     if period > 0 and (iteration + 1) % period == 0:
         return (iteration + 1) // period
     return None
+
+
+# ------------------------------------------------------------ exchange routes
+EXCHANGES = ("p2p", "tree")
+
+
+@dataclass(frozen=True)
+class Link:
+    """One message of every iteration: a copy of generated batch ``batch`` (kind
+    batch_g or batch_d: what the receiver uses it as) or a feedback (sum) on it."""
+
+    batch: int     # j, 0-based among the K generated batches
+    sender: int    # world rank (0: the server)
+    receiver: int  # world rank (0: the server)
+    kind: str      # batch_g, batch_d or feedback
+
+
+def tree_parent(position: int) -> int:
+    """Parent of ``position`` (>= 1) in the binomial tree rooted at position 0: the
+    position with its highest set bit cleared (1, 2, 4, 8 hang from 0; 3, 5, 9 from 1)."""
+    return position - (1 << (position.bit_length() - 1))
+
+
+def tree_children(position: int, size: int) -> list[int]:
+    """Children of ``position`` in the binomial tree over positions 0..size-1, increasing:
+    position + 2**i for every 2**i > position that stays below ``size``."""
+    step = 1 << position.bit_length()
+    children = []
+    while position + step < size:
+        children.append(position + step)
+        step <<= 1
+    return children
+
+
+def batch_recipients(batches: int, assignment: dict[int, tuple[int, int]]
+                     ) -> list[list[tuple[int, str]]]:
+    """For each batch j: [(world rank, kind)] of the workers that receive it, the X_g
+    holders first (batch_g, in worker order), then the X_d holders (batch_d)."""
+    recipients: list[list[tuple[int, str]]] = [[] for _ in range(batches)]
+    for slot, kind in ((0, "batch_g"), (1, "batch_d")):
+        for n in sorted(assignment):
+            recipients[assignment[n][slot]].append((n, kind))
+    return recipients
+
+
+def exchange_links(exchange: str, batches: int, assignment: dict[int, tuple[int, int]]
+                   ) -> tuple[list[Link], list[Link]]:
+    """(batch links, feedback links) of one iteration under ``--exchange``.
+
+    p2p (the paper's): the server sends X_g and X_d to every worker (worker order) and
+    every worker sends its feedback to the server, which sums it per batch in worker
+    order. tree: batch j goes from the server to its first recipient only and on along
+    the binomial tree over ``batch_recipients`` (position p gets it from
+    ``tree_parent(p)``); the X_g holders (positions 0..G_j-1, a subtree) send their
+    feedback up the same tree: each adds to its own the sums of its children in
+    increasing position (``tree_sum``) and position 0 sends the batch's sum to the
+    server. Each batch's links are listed in increasing position: senders receive
+    before they forward, and each receiver's feedback links are in the order it adds them.
+    """
+    if exchange not in EXCHANGES:
+        raise ValueError(f"exchange must be one of {EXCHANGES}, got {exchange!r}")
+    batch_links: list[Link] = []
+    feedback_links: list[Link] = []
+    if exchange == "p2p":
+        for n in sorted(assignment):
+            g, d = assignment[n]
+            batch_links += [Link(g, 0, n, "batch_g"), Link(d, 0, n, "batch_d")]
+            feedback_links.append(Link(g, n, 0, "feedback"))
+        return batch_links, feedback_links
+    for j, members in enumerate(batch_recipients(batches, assignment)):
+        ranks = [n for n, _ in members]
+        for p, (n, kind) in enumerate(members):
+            batch_links.append(Link(j, ranks[tree_parent(p)] if p else 0, n, kind))
+            if kind == "batch_g":
+                feedback_links.append(Link(j, n, ranks[tree_parent(p)] if p else 0,
+                                           "feedback"))
+    return batch_links, feedback_links
+
+
+def tree_sum(values: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of ``values`` (value p held at tree position p) as ``--exchange tree`` adds them:
+    each position adds to its own value its children's sums in increasing position,
+    bottom up; returns a new tensor (position 0's sum). Equal to the sum in list order
+    up to rounding."""
+    sums: list[torch.Tensor] = [torch.empty(0)] * len(values)
+    for p in reversed(range(len(values))):
+        total = values[p].clone()
+        for child in tree_children(p, len(values)):
+            total.add_(sums[child])
+        sums[p] = total
+    return sums[0]
 
 
 # ------------------------------------------------------------ server math

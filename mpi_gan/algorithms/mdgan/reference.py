@@ -16,6 +16,24 @@ from ...models import make_discriminator, make_generator
 from .worker import feedback_channel, feedback_name
 
 
+def server_feedback(exchange: str, feedbacks: list[torch.Tensor], batches: int,
+                    assignment: dict[int, tuple[int, int]]
+                    ) -> tuple[list[torch.Tensor], list[int]]:
+    """(what reaches the server, the batch of each) from every worker's feedback
+    (``feedbacks`` in worker order): p2p, each worker's own; tree, one ``plan.tree_sum``
+    per batch over its X_g holders in worker order (their tree positions)."""
+    workers = sorted(assignment)
+    if exchange == "p2p":
+        return feedbacks, [assignment[n][0] for n in workers]
+    sums, summed = [], []
+    for j in range(batches):
+        held = [fb for n, fb in zip(workers, feedbacks) if assignment[n][0] == j]
+        if held:
+            sums.append(alg.tree_sum(held))
+            summed.append(j)
+    return sums, summed
+
+
 def run_reference(cfg: Config, world_size: int, lost: dict[int, list[int]] | None = None
                   ) -> tuple[torch.nn.Module, dict[int, torch.nn.Module]]:
     """Train for ``cfg.iterations`` iterations; returns (G, {n: D held by worker n}).
@@ -59,7 +77,8 @@ def run_reference(cfg: Config, world_size: int, lost: dict[int, list[int]] | Non
             if channels[n] is not None:  # what the server decodes from the compressed payload
                 fb = channels[n].compressor.decompress(channels[n].encode(fb, feedback_name(n)))
             feedbacks.append(fb)
-        grads = alg.feedback_gradients(feedbacks, [assignment[n][0] for n in sorted(shards)],
+        grads = alg.feedback_gradients(*server_feedback(cfg.exchange, feedbacks, batches,
+                                                        assignment),
                                        batches, 1.0 / (len(shards) * b))
         alg.generator_step(g_opt, generated, grads)
         swap = alg.swap_after(t, period)

@@ -42,17 +42,22 @@ class Server:
 
     def lose(self, lost: list[int]) -> None:
         """Plan over the workers alive (``lost``: world ranks that died): K and the batch
-        assignment (``plan.batch_plan``), and the feedback's scale 1 / (N_alive b)."""
+        assignment (``plan.batch_plan``), the iteration's routes (``plan.exchange_links``)
+        and the feedback's scale 1 / (N_alive b)."""
         self.workers = [n for n in self.t.alive if n != 0 and n not in lost]
         self.batches, self.assignment = alg.batch_plan(self.cfg.k, self.workers)
+        batch_links, feedback_links = alg.exchange_links(self.cfg.exchange, self.batches,
+                                                         self.assignment)
+        self.batch_links = [link for link in batch_links if link.sender == 0]
+        self.feedback_links = [link for link in feedback_links if link.receiver == 0]
         self.scale = 1.0 / (len(self.workers) * self.cfg.batch_size)
         self._plan_messages()
 
     def _plan_messages(self) -> None:
         """The iteration's fixed-shape messages as persistent ones (set up once per plan):
         each generated batch goes out of one buffer (on the host when MPI cannot read the
-        device) to the workers it is assigned to; feedback (uncompressed) and losses come
-        in to each worker's buffer."""
+        device) along the server's batch links; feedback (uncompressed: one per feedback
+        link) and losses come in to each sender's buffer."""
         for message in self.messages:
             message.release()
         on_host = self.device.type == "cuda" and not self.t.cuda_aware
@@ -61,17 +66,16 @@ class Server:
         self.label_out = {n: torch.empty(2 * self.cfg.batch_size, dtype=torch.int64)
                           for n in self.workers}
         persistent = self.t.persistent
-        self.messages = []
-        for n in self.workers:
-            g, d = self.assignment[n]
-            self.messages += [persistent(self.outgoing[g], n, "batch_g", send=True),
-                              persistent(self.outgoing[d], n, "batch_d", send=True)]
-            if self.classes:
-                self.messages.append(persistent(self.label_out[n], n, "labels", send=True))
-        for n in self.workers:
-            if self.decoder is None:
-                self.messages.append(persistent(self.feedback[n], n, "feedback", send=False))
-            self.messages.append(persistent(self.losses[n], n, "losses", send=False))
+        self.messages = [persistent(self.outgoing[link.batch], link.receiver, link.kind,
+                                    send=True) for link in self.batch_links]
+        if self.classes:
+            self.messages += [persistent(self.label_out[n], n, "labels", send=True)
+                              for n in self.workers]
+        if self.decoder is None:
+            self.messages += [persistent(self.feedback[link.sender], link.sender, "feedback",
+                                         send=False) for link in self.feedback_links]
+        self.messages += [persistent(self.losses[n], n, "losses", send=False)
+                          for n in self.workers]
 
     def step(self, iteration: int) -> list[tuple[str, dict]]:
         """Run iteration ``iteration`` (0-based); returns its metrics row."""
@@ -88,11 +92,11 @@ class Server:
                 torch.cat([latents[g][1], latents[d][1]], out=self.label_out[n])
         requests = [message.start() for message in self.messages]
         if self.decoder is not None:
-            for _ in self.workers:  # in arrival order; summed below in worker order
+            for _ in self.feedback_links:  # in arrival order; summed below in link order
                 self._receive_compressed_feedback()
         wait_all(requests)
-        grads = alg.feedback_gradients([self.feedback[n] for n in self.workers],
-                                       [self.assignment[n][0] for n in self.workers],
+        grads = alg.feedback_gradients([self.feedback[link.sender] for link in self.feedback_links],
+                                       [link.batch for link in self.feedback_links],
                                        self.batches, self.scale)
         alg.generator_step(self.opt, generated, grads)
         losses = np.full((self.world_workers, 2), np.nan, dtype=np.float32)  # NaN: dead

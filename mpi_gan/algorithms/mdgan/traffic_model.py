@@ -1,9 +1,16 @@
 """Analytic traffic of an MD-GAN run, message by message (MD-GAN paper, Sec. IV-C).
 
-Per iteration and worker n (b = batch size, d = C*H*W floats per sample):
+Per iteration and worker n (b = batch size, d = C*H*W floats per sample), with
+--exchange p2p (the paper's):
   batch_g  0 -> n  b*d float32        batch_d  0 -> n  b*d float32
   labels   0 -> n  2*b int64 (ACGAN only)
   feedback n -> 0  b*d float32        losses   n -> 0  2 float32
+With --exchange tree, labels and losses are the same, and every batch_g, batch_d and
+feedback message (b*d float32 each) follows ``plan.exchange_links``: each of the K
+batches leaves the server once, every worker still receives one X_g and one X_d (from
+the server or a relay), and the server receives one feedback sum per batch that is
+someone's X_g (K of them when N >= K), so the server's link carries 2K instead of 3N
+batches an iteration.
 Per swap (N >= 2), worker n -> its derangement partner: D's parameters and
 buffers (the paper's |theta|), plus Adam's state (2|theta| + one float32 step
 per parameter tensor) with --swap-adam travel.
@@ -51,12 +58,13 @@ def expected_traffic(cfg: Config, world_size: int, sample_floats: int, mean_shar
     swaps = [s for s in (alg.swap_after(t, period) for t in range(iters)) if s is not None]
     checkpoints = len({t for t in range(1, iters + 1)
                        if (cfg.checkpoint_every and t % cfg.checkpoint_every == 0) or t == iters})
+    batch_links, feedback_links = alg.exchange_links(
+        cfg.exchange, *alg.batch_plan(cfg.k, list(range(1, world_size))))
+    for link in batch_links + feedback_links:
+        add(link.kind, link.sender, link.receiver, iters, batch_bytes)
     for n in range(1, world_size):
-        add("batch_g", 0, n, iters, batch_bytes)
-        add("batch_d", 0, n, iters, batch_bytes)
         if cfg.acgan:
             add("labels", 0, n, iters, 2 * b * INT64)
-        add("feedback", n, 0, iters, batch_bytes)
         add("losses", n, 0, iters, 2 * FLOAT32)
         add("checkpoint", n, 0, checkpoints, d_state_bytes + adam_bytes + skeleton_bytes +
             channel_bytes)

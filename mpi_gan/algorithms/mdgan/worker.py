@@ -52,7 +52,6 @@ class Worker:
         self.swap_period = swap_period  # iterations between swaps (0: never)
         self.n = transport.rank
         self.feedback_bytes = 0  # bytes of every feedback message sent
-        self.lose([])
         b = cfg.batch_size
         self.shape = (b, *shard.images.shape[1:])
         self.x_g = torch.empty(self.shape, device=device)
@@ -60,29 +59,63 @@ class Worker:
         self.labels = torch.empty(2 * b, dtype=torch.int64, device=device)
         self.feedback_out = torch.empty(self.shape, device=device)
         self.losses_out = torch.empty(2)
-        # the fixed-shape messages with the server, set up once (persistent requests)
-        persistent = transport.persistent
-        self.incoming = [persistent(self.x_g, 0, "batch_g", send=False),
-                         persistent(self.x_d, 0, "batch_d", send=False)]
-        if cfg.acgan:
-            self.incoming.append(persistent(self.labels, 0, "labels", send=False))
-        self.outgoing = [persistent(self.losses_out, 0, "losses", send=True)]
-        if channel is None:
-            self.outgoing.append(persistent(self.feedback_out, 0, "feedback", send=True))
+        self.messages: list = []  # persistent messages of the current plan
+        self.lose([])
 
     def lose(self, lost: list[int]) -> None:
-        """Swap among the workers alive only (``lost``: world ranks that died)."""
+        """Plan over the workers alive (``lost``: world ranks that died): swaps among them
+        only, and this worker's routes of the iteration (``plan.exchange_links``)."""
         self.workers = [n for n in self.t.alive if n != 0 and n not in lost]
+        batches, assignment = alg.batch_plan(self.cfg.k, self.workers)
+        batch_links, feedback_links = alg.exchange_links(self.cfg.exchange, batches,
+                                                         assignment)
+        self._plan_messages(assignment[self.n][0], batch_links, feedback_links)
+
+    def _plan_messages(self, g: int, batch_links: list[alg.Link],
+                       feedback_links: list[alg.Link]) -> None:
+        """The iteration's fixed-shape messages as persistent ones (set up once per plan):
+        X_g and X_d in, each followed by the sends that relay it on (tree); the labels in
+        (ACGAN); the children's feedback sums in (tree), in the order they are added;
+        feedback (uncompressed) and losses out."""
+        for message in self.messages:
+            message.release()
+        persistent = self.t.persistent
+        self.relays = []  # (receive of X_g or X_d, the sends that forward it), X_g first
+        for link in sorted((k for k in batch_links if k.receiver == self.n),
+                           key=lambda k: k.kind != "batch_g"):
+            buffer = self.x_g if link.kind == "batch_g" else self.x_d
+            forwards = [persistent(buffer, out.receiver, out.kind, send=True)
+                        for out in batch_links
+                        if out.sender == self.n and (out.batch == g) == (buffer is self.x_g)]
+            self.relays.append((persistent(buffer, link.sender, link.kind, send=False),
+                                forwards))
+        self.incoming = [persistent(self.labels, 0, "labels", send=False)] \
+            if self.cfg.acgan else []
+        self.sums_in = [persistent(torch.empty_like(self.feedback_out), link.sender,
+                                   "feedback", send=False)
+                        for link in feedback_links if link.receiver == self.n]
+        self.outgoing = [persistent(self.losses_out, 0, "losses", send=True)]
+        if self.channel is None:
+            parent = next(link.receiver for link in feedback_links if link.sender == self.n)
+            self.outgoing.append(persistent(self.feedback_out, parent, "feedback", send=True))
+        self.messages = [m for receive, forwards in self.relays for m in (receive, *forwards)]
+        self.messages += self.incoming + self.sums_in + self.outgoing
 
     def step(self, iteration: int) -> None:
         """Run iteration ``iteration`` (0-based) of Algorithm 1 on this worker, then swap D
-        if a swap is due after it."""
+        if a swap is due after it. With ``--exchange tree`` it also relays X_g and X_d as
+        they arrive and adds its children's feedback sums to its own."""
         cfg = self.cfg
-        incoming = [message.start() for message in self.incoming]
+        for message in [receive for receive, _ in self.relays] + self.incoming + self.sums_in:
+            message.start()
         idx = real_batch_indices(cfg.seed, self.n, len(self.shard), cfg.batch_size, iteration)
         x_r = self.shard.images[idx].to(self.device)
         y_r = self.shard.labels[idx].to(self.device) if cfg.acgan else None
-        wait_all(incoming)
+        requests = []
+        for receive, forwards in self.relays:
+            receive.wait()
+            requests += [message.start() for message in forwards]
+        wait_all(self.incoming)
         y_g, y_d = (self.labels[:cfg.batch_size], self.labels[cfg.batch_size:]) if cfg.acgan \
             else (None, None)
         d_losses = [discriminator_step(self.d, self.opt, x_r, y_r, self.x_d, y_d)
@@ -91,11 +124,13 @@ class Worker:
         self.losses_out.copy_(torch.tensor([sum(d_losses) / len(d_losses), g_loss]))
         if self.channel is None:
             message = self.feedback_out.copy_(feedback)
-            requests = []
+            for child in self.sums_in:  # in the order plan.tree_sum adds them
+                child.wait()
+                message.add_(child.tensor)
         else:
             payload = self.channel.encode(feedback, feedback_name(self.n))
             message = torch.from_numpy(payload.to_bytes())
-            requests = [self.t.isend_tensor(message, 0, "feedback")]
+            requests.append(self.t.isend_tensor(message, 0, "feedback"))
         self.feedback_bytes += message.numel() * message.element_size()
         wait_all(requests + [m.start() for m in self.outgoing])
         swap = alg.swap_after(iteration, self.swap_period)

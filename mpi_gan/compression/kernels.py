@@ -387,12 +387,13 @@ def rice_decode(data, count, r, numel):
 
 @njit(**_JIT)
 def _bit_length(v):
-    """floor(log2 v) for v >= 1."""
-    length = 0
-    while v > 1:
-        v >>= 1
-        length += 1
-    return length
+    """floor(log2 v) for 1 <= v < 2**63, without a loop: the bits below the highest are set,
+    the highest alone is kept and its position read by de Bruijn multiplication."""
+    w = np.uint64(v)
+    for shift in (1, 2, 4, 8, 16, 32):
+        w |= w >> np.uint64(shift)
+    top = w ^ (w >> np.uint64(1))
+    return _DEBRUIJN_POSITION[(top * _DEBRUIJN) >> np.uint64(58)]
 
 
 @njit(**_JIT)

@@ -126,6 +126,27 @@ def test_every_index_encoding_round_trips(data):
         assert np.array_equal(indexcodec.decode(code, encoded, count, numel), idx)
     best = indexcodec.choose(idx, numel)
     assert indexcodec.encoded_sizes(idx, numel)[best] == min(indexcodec.encoded_sizes(idx, numel).values())
+    from mpi_gan.compression import kernels  # every exp-Golomb order's size in one pass
+    assert kernels.expg_all_bits(idx).tolist() == [kernels.expg_bits(idx, k) for k in range(32)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_gap_codes_long_runs_and_huge_gaps_round_trip(seed):
+    """Clusters of consecutive indices between gaps of up to 2**33 (Rice's unary part
+    over many 64-bit words), streams of many words; the one-pass sizes of every
+    exp-Golomb order equal the order-by-order definition."""
+    rng = np.random.default_rng(seed)
+    starts = np.cumsum(rng.integers(1, 2 ** int(rng.integers(8, 34)), size=300))
+    idx = np.unique(np.concatenate([s + np.arange(int(rng.integers(1, 40))) for s in starts]))
+    numel = int(idx[-1]) + 1 + int(rng.integers(0, 1000))
+    gaps = indexcodec.gap_parameters(idx)
+    for code in (indexcodec.VARINT, indexcodec.RICE, indexcodec.EXPG):
+        encoded = indexcodec.encode(code, idx, numel)
+        assert len(encoded) == indexcodec.encoded_sizes(idx, numel, gaps)[code]
+        assert np.array_equal(indexcodec.decode(code, encoded, len(idx), numel), idx)
+    from mpi_gan.compression import kernels
+    every = [kernels.expg_bits(idx, k) for k in range(32)]
+    assert kernels.expg_all_bits(idx).tolist() == every and gaps[4] == min(every)
 
 
 def test_choice_of_encoding_follows_density():

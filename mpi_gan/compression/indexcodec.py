@@ -37,56 +37,71 @@ def _kernels():
     return kernels
 
 
-def encoded_sizes(idx: np.ndarray, numel: int) -> dict[int, int]:
-    """Bytes each sparse encoding would take for ``idx`` (int64, sorted) in ``numel`` elements."""
-    count = len(idx)
+def gap_parameters(idx: np.ndarray) -> tuple[int, int, int, int, int]:
+    """(varint bytes, Rice parameter r, Rice bits, exp-Golomb order k, exp-Golomb bits) of
+    the gaps of ``idx`` (int64, sorted): what ``encoded_sizes`` and ``encode`` need, for
+    callers that use both to compute once."""
     varint, rice_r, rice_bits = _kernels().gap_code_sizes(idx)
-    expg_bits = int(_expg_best(idx, rice_r)[1])
+    expg_k, expg_bits = _expg_best(idx)
+    return int(varint), int(rice_r), int(rice_bits), expg_k, expg_bits
+
+
+def encoded_sizes(idx: np.ndarray, numel: int, gaps: tuple | None = None) -> dict[int, int]:
+    """Bytes each sparse encoding would take for ``idx`` (int64, sorted) in ``numel``
+    elements (``gaps``: ``gap_parameters(idx)`` if already known)."""
+    count = len(idx)
+    varint, _, rice_bits, _, expg_bits = gaps or gap_parameters(idx)
     sizes = {BLOCK16: 4 * (-(-numel // BLOCK)) + 2 * count, BITMAP: -(-numel // 8),
-             VARINT: int(varint), RICE: 1 + -(-int(rice_bits) // 8),
-             EXPG: 1 + -(-expg_bits // 8)}
+             VARINT: varint, RICE: 1 + -(-rice_bits // 8), EXPG: 1 + -(-expg_bits // 8)}
     if numel < (1 << 31):
         sizes[INT32] = 4 * count
     return sizes
 
 
-def _expg_best(idx: np.ndarray, rice_r: int) -> tuple[int, int]:
-    """(order k, bits) of the cheapest exponential-Golomb code, k in 0..rice_r + 1 (its
-    best order lies below the Rice parameter)."""
-    sizes = _kernels().expg_sizes(idx, min(int(rice_r) + 1, 31))
+def _expg_best(idx: np.ndarray) -> tuple[int, int]:
+    """(order k, bits) of the cheapest exponential-Golomb code over k = 0..31 (ties: the
+    lowest k), every order's size from one pass (``kernels.expg_all_bits``)."""
+    sizes = _kernels().expg_all_bits(idx)
     k = int(np.argmin(sizes))
     return k, int(sizes[k])
 
 
-def choose(idx: np.ndarray, numel: int) -> int:
+def choose(idx: np.ndarray, numel: int, gaps: tuple | None = None) -> int:
     """The code of the smallest encoding (ties: the lowest code)."""
-    sizes = encoded_sizes(idx, numel)
+    sizes = encoded_sizes(idx, numel, gaps)
     return min(sorted(sizes), key=lambda code: sizes[code])
 
 
-def encode(code: int, idx: np.ndarray, numel: int) -> np.ndarray:
-    """Encode ``idx`` with ``code``; returns uint8 bytes."""
+def choose_and_encode(idx: np.ndarray, numel: int) -> tuple[int, np.ndarray]:
+    """(code, bytes) of the smallest encoding of ``idx``, the gaps analysed once."""
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    gaps = gap_parameters(idx)
+    code = choose(idx, numel, gaps)
+    return code, encode(code, idx, numel, gaps)
+
+
+def encode(code: int, idx: np.ndarray, numel: int, gaps: tuple | None = None) -> np.ndarray:
+    """Encode ``idx`` with ``code``; returns uint8 bytes (``gaps``: ``gap_parameters(idx)``
+    if already known)."""
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     if code == INT32:
         return idx.astype("<i4").view(np.uint8)
     if code == BLOCK16:
         counts = np.bincount(idx >> 16, minlength=-(-numel // BLOCK)).astype("<u4")
         return np.concatenate([counts.view(np.uint8), (idx & 0xFFFF).astype("<u2").view(np.uint8)])
-    if code == VARINT:
-        return _kernels().varint_encode(idx, _kernels().gap_code_sizes(idx)[0])
     if code == BITMAP:
         return _kernels().bitmap_encode(idx, numel)
-    if code == RICE:
-        _, r, bits = _kernels().gap_code_sizes(idx)
-        return np.concatenate([np.array([r], dtype=np.uint8),
-                               _kernels().rice_encode(idx, r, bits)])
-    if code == EXPG:
-        k, bits = _expg_best(idx, _kernels().gap_code_sizes(idx)[1])
-        return np.concatenate([np.array([k], dtype=np.uint8),
-                               _kernels().expg_encode(idx, k, bits)])
     if code == DENSE:
         return np.zeros(0, dtype=np.uint8)
-    raise PayloadError(f"unknown index encoding {code}")
+    if code not in (VARINT, RICE, EXPG):
+        raise PayloadError(f"unknown index encoding {code}")
+    varint, r, rice_bits, k, expg_bits = gaps or gap_parameters(idx)
+    if code == VARINT:
+        return _kernels().varint_encode(idx, varint)
+    if code == RICE:
+        return np.concatenate([np.array([r], dtype=np.uint8),
+                               _kernels().rice_encode(idx, r, rice_bits)])
+    return np.concatenate([np.array([k], dtype=np.uint8), _kernels().expg_encode(idx, k, expg_bits)])
 
 
 def decode(code: int, data: np.ndarray, count: int, numel: int) -> np.ndarray:

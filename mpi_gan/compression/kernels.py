@@ -10,8 +10,13 @@ ties at a selection boundary go to the lowest indices (so results are determinis
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numba import njit
+
+if sys.byteorder != "little":  # the bit writers store 64-bit words and send their bytes
+    raise ImportError("mpi_gan's compression kernels need a little-endian machine")
 
 _JIT = dict(cache=True, nogil=True)
 _MASK_BLOCK = 1024  # elements compared at once before the mask is scanned
@@ -298,18 +303,34 @@ def _lowest_zero(acc):
 
 
 @njit(**_JIT)
-def _put(out, pos, acc, fill, value, bits):
-    """Append the ``bits`` low bits of ``value`` (bits + fill <= 64) to the bit stream
-    ``out`` (least significant bit of each byte first) through the accumulator ``acc``
-    holding ``fill`` pending bits; returns the new (pos, acc, fill)."""
-    acc |= np.uint64(value) << np.uint64(fill)
+def _put(words, w, acc, fill, value, bits):
+    """Append the ``bits`` low bits of ``value`` (value < 2**bits, bits <= 64) to the bit
+    stream in uint64 ``words`` (each word's least significant bit first) through the
+    accumulator ``acc`` holding ``fill`` (< 64) pending bits; a full accumulator is
+    stored as one word. Returns the new (w, acc, fill)."""
+    v = np.uint64(value)
+    acc |= v << np.uint64(fill)
     fill += bits
-    while fill >= 8:
-        out[pos] = acc & np.uint64(0xFF)
-        acc >>= np.uint64(8)
-        fill -= 8
-        pos += 1
-    return pos, acc, fill
+    if fill >= 64:
+        words[w] = acc
+        w += 1
+        fill -= 64
+        acc = v >> np.uint64(bits - fill) if fill else np.uint64(0)
+    return w, acc, fill
+
+
+@njit(**_JIT)
+def _stream(nbits):
+    """Zeroed uint64 words for a bit stream of ``nbits`` bits (and one spare)."""
+    return np.zeros((nbits + 63) // 64 + 1, np.uint64)
+
+
+@njit(**_JIT)
+def _stream_bytes(words, w, acc, nbits):
+    """The first (nbits + 7) // 8 bytes of the stream once its pending bits are stored,
+    little-endian: byte 0 holds the stream's first 8 bits (least significant first)."""
+    words[w] = acc
+    return words.view(np.uint8)[:(nbits + 7) // 8]
 
 
 @njit(**_JIT)
@@ -326,20 +347,23 @@ def _refill(data, pos, acc, fill):
 @njit(**_JIT)
 def rice_encode(idx, r, nbits):
     """Bit stream of ``nbits`` bits, least significant bit of each byte first: per gap
-    (idx[j] - idx[j-1] - 1), gap >> r one bits, a zero bit, then the r low bits."""
-    out = np.zeros((nbits + 7) // 8 + 8, np.uint8)
-    acc, fill, pos = np.uint64(0), 0, 0
+    (idx[j] - idx[j-1] - 1), gap >> r one bits, a zero bit, then the r low bits
+    (r <= 31: written together once the unary part is below 32 bits)."""
+    words = _stream(nbits)
+    acc, fill, w = np.uint64(0), 0, 0
     low_mask = (1 << r) - 1
-    for gap in _gaps(idx):
+    prev = -1
+    for j in range(idx.shape[0]):
+        gap = idx[j] - prev - 1
+        prev = idx[j]
         q = gap >> r
         while q >= 32:
-            pos, acc, fill = _put(out, pos, acc, fill, 0xFFFFFFFF, 32)
+            w, acc, fill = _put(words, w, acc, fill, 0xFFFFFFFF, 32)
             q -= 32
-        pos, acc, fill = _put(out, pos, acc, fill, (1 << q) - 1, q + 1)  # q ones, a zero
-        pos, acc, fill = _put(out, pos, acc, fill, gap & low_mask, r)
-    if fill:
-        out[pos] = acc & np.uint64(0xFF)
-    return out[:(nbits + 7) // 8]
+        # q ones, a zero, the r low bits
+        w, acc, fill = _put(words, w, acc, fill, ((1 << q) - 1) | ((gap & low_mask) << (q + 1)),
+                            q + 1 + r)
+    return _stream_bytes(words, w, acc, nbits)
 
 
 @njit(**_JIT)
@@ -397,37 +421,70 @@ def _bit_length(v):
 
 
 @njit(**_JIT)
-def expg_sizes(idx, kmax):
-    """Bits of the exponential-Golomb code of order k of the gaps, for k = 0..kmax:
-    per gap, with v = (gap >> k) + 1 and L = floor(log2 v): L one bits, a zero bit, the L
-    low bits of v, then the k low bits of the gap (2 L + 1 + k bits)."""
-    out = np.zeros(kmax + 1, np.int64)
+def expg_bits(idx, k):
+    """Bits of the exponential-Golomb code of order k of the gaps: per gap, with
+    v = (gap >> k) + 1 and L = floor(log2 v): L one bits, a zero bit, the L low bits of
+    v, then the k low bits of the gap (2 L + 1 + k bits)."""
+    total = 0
     prev = -1
     for j in range(idx.shape[0]):
         gap = idx[j] - prev - 1
         prev = idx[j]
-        for k in range(kmax + 1):
-            out[k] += 2 * _bit_length((gap >> k) + 1) + 1 + k
+        total += 2 * _bit_length((gap >> k) + 1)
+    return total + idx.shape[0] * (1 + k)
+
+
+@njit(**_JIT)
+def expg_all_bits(idx):
+    """``expg_bits`` for every order k = 0..31 in one pass over the gaps (int64 (32,)).
+
+    With m = bit length of a gap g (0 for g = 0): L_k(g) = 0 for k >= m, and for k < m
+    L_k(g) = m - 1 - k, plus 1 when g + 2**k reaches 2**m, that is when
+    c = bit length of (2**m - 1 - g) is at most k. So a histogram of (m, c) over the gaps
+    gives every order's total without a pass per order."""
+    hist = np.zeros((65, 65), np.int64)
+    prev = -1
+    one = np.uint64(1)
+    for j in range(idx.shape[0]):
+        gap = idx[j] - prev - 1
+        prev = idx[j]
+        if gap == 0:
+            hist[0, 0] += 1
+            continue
+        m = _bit_length(gap) + 1
+        rest = np.uint64((one << np.uint64(m)) - one) - np.uint64(gap)
+        c = _bit_length(rest) + 1 if rest else 0
+        hist[m, c] += 1
+    count = idx.shape[0]
+    out = np.zeros(32, np.int64)
+    for k in range(32):
+        total = count * (1 + k)
+        for m in range(k + 1, 65):
+            for c in range(m + 1):
+                if hist[m, c]:
+                    total += 2 * hist[m, c] * (m - 1 - k + (c <= k))
+        out[k] = total
     return out
 
 
 @njit(**_JIT)
 def expg_encode(idx, k, nbits):
-    """The bit stream of ``expg_sizes``' code of order k (``nbits`` bits, least
+    """The bit stream of ``expg_bits``' code of order k (``nbits`` bits, least
     significant bit of each byte first)."""
-    out = np.zeros((nbits + 7) // 8 + 16, np.uint8)
-    acc, fill, pos = np.uint64(0), 0, 0
+    words = _stream(nbits)
+    acc, fill, w = np.uint64(0), 0, 0
     low_mask = (1 << k) - 1
-    for gap in _gaps(idx):
+    prev = -1
+    for j in range(idx.shape[0]):
+        gap = idx[j] - prev - 1
+        prev = idx[j]
         v = (gap >> k) + 1
         length = _bit_length(v)
         # L ones and a zero (L <= 40), then the L low bits of v, then k low bits of the gap
-        pos, acc, fill = _put(out, pos, acc, fill, (1 << length) - 1, length + 1)
-        pos, acc, fill = _put(out, pos, acc, fill, v & ((1 << length) - 1), length)
-        pos, acc, fill = _put(out, pos, acc, fill, gap & low_mask, k)
-    if fill:
-        out[pos] = acc & np.uint64(0xFF)
-    return out[:(nbits + 7) // 8]
+        w, acc, fill = _put(words, w, acc, fill, (1 << length) - 1, length + 1)
+        w, acc, fill = _put(words, w, acc, fill, v & ((1 << length) - 1), length)
+        w, acc, fill = _put(words, w, acc, fill, gap & low_mask, k)
+    return _stream_bytes(words, w, acc, nbits)
 
 
 @njit(**_JIT)
@@ -448,16 +505,20 @@ def expg_decode(data, count, k, numel):
             return out, False
         acc = (acc >> np.uint64(length)) >> one
         fill -= length + 1
-        parts = np.zeros(2, np.int64)
+        high = low = 0
         for p, bits in enumerate((length, k)):
             pos, acc, fill = _refill(data, pos, acc, fill)
             if fill < bits:
                 return out, False
-            parts[p] = np.int64(acc & np.uint64((1 << bits) - 1))
+            part = np.int64(acc & np.uint64((1 << bits) - 1))
             acc >>= np.uint64(bits)
             fill -= bits
-        v = (1 << length) | parts[0]
-        prev = prev + (((v - 1) << k) | parts[1]) + 1
+            if p == 0:
+                high = part
+            else:
+                low = part
+        v = (1 << length) | high
+        prev = prev + (((v - 1) << k) | low) + 1
         if prev >= numel:
             return out, False
         out[j] = prev
@@ -522,7 +583,7 @@ def warm_up() -> None:
     idx = random_indices(2000, 50, 1)
     _, r, rice_bits = gap_code_sizes(idx)
     rice_decode(rice_encode(idx, r, rice_bits), 50, r, 2000)
-    sizes = expg_sizes(idx, 8)
+    sizes = expg_all_bits(idx)
     expg_decode(expg_encode(idx, 3, sizes[3]), 50, 3, 2000)
     varint_decode(varint_encode(idx, gap_code_sizes(idx)[0]), 50, 5)
     bitmap_decode(bitmap_encode(idx, 2000), 2000)

@@ -182,8 +182,7 @@ def make_payload(tensor: torch.Tensor, indices: torch.Tensor | None, values: tor
         icode, ibytes, count = indexcodec.DENSE, np.zeros(0, dtype=np.uint8), numel
     else:
         idx = np.ascontiguousarray(indices.detach().cpu().numpy(), dtype=np.int64)
-        icode = indexcodec.choose(idx, numel)
-        ibytes, count = indexcodec.encode(icode, idx, numel), len(idx)
+        (icode, ibytes), count = indexcodec.choose_and_encode(idx, numel), len(idx)
     return Payload(tuple(tensor.shape), tensor.dtype, count, icode, value_code, float(scale),
                    ibytes, encode_values(value_code, values, scale))
 

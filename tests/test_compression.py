@@ -237,9 +237,11 @@ def test_topk_kernel_equals_the_torch_form(n, ratio, seed):
     if k >= n:
         return
     sampled = n >= SAMPLED_TOPK_MIN and k <= n // 16
-    assert np.array_equal(_topk_cpu(x.numpy(), k, sampled), _topk_torch(x, k, sampled).numpy())
-    assert np.array_equal(_topk_cpu(x.double().numpy(), k, sampled),
-                          _topk_torch(x, k, sampled).numpy())
+    expected = _topk_torch(x, k, sampled)
+    for values in (x, x.double()):
+        idx, picked = _topk_cpu(values.numpy(), k, sampled)
+        assert np.array_equal(idx, expected.numpy())
+        assert np.array_equal(picked, values[expected].numpy())  # the values, kept on the way
 
 
 def test_topk_kernel_breaks_ties_towards_the_lowest_indices():

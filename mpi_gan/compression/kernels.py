@@ -28,8 +28,8 @@ for _bit in range(64):
 
 
 @njit(**_JIT)
-def _expand(mask, base, x, m, out_idx, out_mag):
-    """Append base + j and |x[base + j]| for each set byte j of ``mask`` (a whole number
+def _expand(mask, base, x, m, out_idx, out_val):
+    """Append base + j and x[base + j] for each set byte j of ``mask`` (a whole number
     of 8-byte words), found by the lowest set bit of each word; return the count so far
     (entries past the buffers' end are only counted)."""
     cap = out_idx.shape[0]
@@ -42,16 +42,16 @@ def _expand(mask, base, x, m, out_idx, out_mag):
             j = w * 8 + (_DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)] >> 3)
             if m < cap:
                 out_idx[m] = base + j
-                out_mag[m] = abs(x[base + j])
+                out_val[m] = x[base + j]
             m += 1
             word ^= low
     return m
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def magnitudes_at_least(x, threshold, out_idx, out_mag):
-    """Write the i with |x_i| >= threshold into ``out_idx`` (in order) and |x_i| into
-    ``out_mag``; return how many there are (may exceed the buffers' length: then only
+def values_at_least(x, threshold, out_idx, out_val):
+    """Write the i with |x_i| >= threshold into ``out_idx`` (in order) and x_i into
+    ``out_val``; return how many there are (may exceed the buffers' length: then only
     the first ones are written). NaNs may or may not be taken (fastmath).
 
     The comparison runs over blocks into a byte mask (vectorised); each 8-byte word of
@@ -65,12 +65,12 @@ def magnitudes_at_least(x, threshold, out_idx, out_mag):
         base = b * _MASK_BLOCK
         for j in range(_MASK_BLOCK):
             mask[j] = abs(x[base + j]) >= threshold
-        m = _expand(mask, base, x, m, out_idx, out_mag)
+        m = _expand(mask, base, x, m, out_idx, out_val)
     base = blocks * _MASK_BLOCK
     mask[:] = 0
     for j in range(n - base):
         mask[j] = abs(x[base + j]) >= threshold
-    return _expand(mask, base, x, m, out_idx, out_mag)
+    return _expand(mask, base, x, m, out_idx, out_val)
 
 
 @njit(**_JIT)
@@ -90,24 +90,27 @@ def strided_sample(x, stride):
 
 
 @njit(**_JIT)
-def keep_best(idx, mags, kth, k):
-    """The entries of ``idx`` (kept in order) whose ``mags`` exceed ``kth``, then the
-    earliest of those equal to it, k in all (``kth``: the k-th largest of ``mags``)."""
+def keep_best(idx, vals, kth, k):
+    """(indices, values): the entries of ``idx`` and ``vals`` (kept in order) whose |vals|
+    exceed ``kth``, then the earliest of those equal to it, k in all (``kth``: the k-th
+    largest of |vals|)."""
     greater = 0
     for j in range(idx.shape[0]):
-        greater += mags[j] > kth
+        greater += abs(vals[j]) > kth
     ties = k - greater
     out = np.empty(k + 1, np.int64)
+    out_val = np.empty(k + 1, vals.dtype)
     r = 0
     for j in range(idx.shape[0]):
-        v = mags[j]
+        v = abs(vals[j])
         take = (v > kth) | ((v == kth) & (ties > 0))
         ties -= take & (v == kth)
         out[r] = idx[j]
+        out_val[r] = vals[j]
         r += take
         if r == k:
             break
-    return out[:r]
+    return out[:r], out_val[:r]
 
 
 @njit(**_JIT)
@@ -572,8 +575,8 @@ def warm_up() -> None:
     for dtype in (np.float32, np.float64):
         x = np.linspace(-1, 1, 2000).astype(dtype)
         idx = np.empty(64, np.int64)
-        magnitudes_at_least(x, dtype(0.99), idx, np.empty(64, dtype))
-        keep_best(np.arange(10), np.abs(x[:10]), dtype(0.5), 3)
+        values_at_least(x, dtype(0.99), idx, np.empty(64, dtype))
+        keep_best(np.arange(10), x[:10], dtype(0.5), 3)
         strided_sample(x, 100)
         residual = np.zeros_like(x)
         out = np.empty(len(x), np.int64)

@@ -32,4 +32,4 @@ class RandomK(TopK):
         # drawn on the CPU: the same indices whatever the tensor's device
         seed = derive_seed(self.params["seed"], "randomk", name, call)
         k = selection_count(flat.numel(), self.params["ratio"], self.params["count"])
-        return random_indices(flat.numel(), k, seed).to(flat.device)
+        return random_indices(flat.numel(), k, seed).to(flat.device), None

@@ -35,26 +35,34 @@ SAMPLED_TOPK_MIN = 1 << 16  # below this many elements a plain torch.topk is as 
 
 
 def topk_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """Sorted int64 indices of the ``k`` largest magnitudes of 1-D ``flat``.
+    """Sorted int64 indices of the ``k`` largest magnitudes of 1-D ``flat`` (``topk_select``'s)."""
+    return topk_select(flat, k)[0]
+
+
+def topk_select(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted int64 indices, their values) of the ``k`` largest magnitudes of 1-D ``flat``.
 
     A threshold from a sample (about 256 sampled values above the k-th largest) keeps
     about 1.5 k candidates in one pass, and the exact k-th magnitude is found among them;
     if fewer than k pass, the full top-k runs instead, so the result is always exact.
-    CPU: compiled kernels (a sample of 16-element runs, one cache line each; ties at the
-    boundary go to the lowest indices). Other devices: torch operations with an
-    element-strided sample; ties at the boundary: any of them.
+    CPU: compiled kernels (a sample of 16-element runs, one cache line each; the values
+    are kept with the candidates, so no gather follows; ties at the boundary go to the
+    lowest indices). Other devices: torch operations with an element-strided sample;
+    ties at the boundary: any of them.
     """
     n = flat.numel()
     if k >= n:
-        return torch.arange(n, device=flat.device)
+        return torch.arange(n, device=flat.device), flat.clone()
     sampled = n >= SAMPLED_TOPK_MIN and k <= n // 16
     if on_kernel(flat):
-        return torch.from_numpy(_topk_cpu(flat.contiguous().numpy(), k, sampled))
-    return _topk_torch(flat, k, sampled)
+        idx, values = _topk_cpu(flat.contiguous().numpy(), k, sampled)
+        return torch.from_numpy(idx), torch.from_numpy(values)
+    idx = _topk_torch(flat, k, sampled)
+    return idx, flat[idx]
 
 
 def _topk_torch(flat: torch.Tensor, k: int, sampled: bool) -> torch.Tensor:
-    """The torch form of ``topk_indices`` (any device; 0 < k < len(flat))."""
+    """The torch form of ``topk_select``'s indices (any device; 0 < k < len(flat))."""
     n = flat.numel()
     mags = flat.abs()
     if sampled:
@@ -74,20 +82,19 @@ def _kth_largest(values: np.ndarray, k: int):
     return np.partition(values, len(values) - k)[len(values) - k]
 
 
-def _topk_cpu(x: np.ndarray, k: int, sampled: bool) -> np.ndarray:
-    """The CPU form of ``topk_indices`` on a numpy array (0 < k < len(x))."""
+def _topk_cpu(x: np.ndarray, k: int, sampled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The CPU form of ``topk_select`` on a numpy array (0 < k < len(x))."""
     kern = kernels()
     if sampled:
         n = len(x)
         sample = kern.strided_sample(x, max(16, 16 * n // max(4096, 256 * n // k)))
         threshold = _kth_largest(sample, min(len(sample), int(1.5 * k * len(sample) / n) + 1))
         idx = np.empty(2 * k + 1024, np.int64)
-        mags = np.empty(2 * k + 1024, x.dtype)
-        m = kern.magnitudes_at_least(x, threshold, idx, mags)
+        vals = np.empty(2 * k + 1024, x.dtype)
+        m = kern.values_at_least(x, threshold, idx, vals)
         if k <= m <= len(idx):
-            return kern.keep_best(idx[:m], mags[:m], _kth_largest(mags[:m].copy(), k), k)
-    mags = np.abs(x)
-    return kern.keep_best(np.arange(len(x)), mags, _kth_largest(mags.copy(), k), k)
+            return kern.keep_best(idx[:m], vals[:m], _kth_largest(np.abs(vals[:m]), k), k)
+    return kern.keep_best(np.arange(len(x)), x, _kth_largest(np.abs(x), k), k)
 
 
 def random_indices(numel: int, k: int, seed: int) -> torch.Tensor:

@@ -3,7 +3,7 @@ from .base import Compressor, is_fraction, is_positive_int, one_of
 from .payload import F16, F32, Q8, make_payload
 import torch
 
-from .sparsify import on_kernel, selection_count, topk_indices
+from .sparsify import on_kernel, selection_count, topk_select
 
 VALUE_CODES = {"fp32": F32, "fp16": F16, "int8": Q8}
 
@@ -21,14 +21,15 @@ class TopK(Compressor):
             raise ValueError(f"compressor {self.name!r}: give exactly one of ratio or count")
 
     def select(self, flat, name):
+        """(sorted int64 indices, their values, or None if the caller gathers them)."""
         k = selection_count(flat.numel(), self.params["ratio"], self.params["count"])
-        return topk_indices(flat, k)
+        return topk_select(flat, k)
 
     def compress(self, tensor, name=""):
         flat = tensor.detach().reshape(-1)
-        idx = self.select(flat, name)
-        if on_kernel(flat) and flat.is_contiguous():  # numpy's gather: no torch dispatch
+        idx, values = self.select(flat, name)
+        if values is None and on_kernel(flat) and flat.is_contiguous():  # numpy's gather
             values = torch.from_numpy(flat.numpy()[idx.numpy()])
-        else:
+        elif values is None:
             values = flat[idx]
         return make_payload(tensor, idx, values, VALUE_CODES[self.params["values"]])

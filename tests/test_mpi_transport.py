@@ -196,7 +196,12 @@ def test_persistent_messages_repeat_with_fresh_contents(chunk_bytes):
     for iteration in range(5):
         out_x.copy_(torch.arange(100.0) * iteration + rank)
         out_l.copy_(torch.tensor([iteration, rank]))
-        wait_all([m.start() for m in receives + sends])
+        started = [m.start() for m in receives + sends]
+        if iteration % 2:  # one by one (a single request's own wait) or all together
+            for message in started:
+                message.wait()
+        else:
+            wait_all(started)
         assert torch.equal(in_x, torch.arange(100.0) * iteration + left)
         assert in_l.tolist() == [iteration, left]
     nbytes, messages = t.local_view()

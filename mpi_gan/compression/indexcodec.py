@@ -134,8 +134,8 @@ def decode(code: int, data: np.ndarray, count: int, numel: int) -> np.ndarray:
     elif code == BITMAP:
         if n != -(-numel // 8):
             raise PayloadError(f"bitmap: {n} bytes for {numel} elements")
-        idx = _kernels().bitmap_decode(data, numel)
-        if len(idx) != count or (count and idx[-1] >= numel):
+        idx, ok = _kernels().bitmap_decode(data, count)
+        if not ok or (count and idx[-1] >= numel):
             raise PayloadError("bitmap: set bits differ from the count or lie past the end")
     elif code == RICE:
         if n < 1 or data[0] > 31:

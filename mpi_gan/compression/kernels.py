@@ -437,6 +437,21 @@ def expg_bits(idx, k):
     return total + idx.shape[0] * (1 + k)
 
 
+_SMALL_GAPS = 256
+
+
+@njit(**_JIT)
+def _count_gap(hist, gap, times):
+    """hist[m, c] += times for ``gap``: m its bit length, c that of 2**m - 1 - gap."""
+    if gap == 0:
+        hist[0, 0] += times
+        return
+    one = np.uint64(1)
+    m = _bit_length(gap) + 1
+    rest = np.uint64((one << np.uint64(m)) - one) - np.uint64(gap)
+    hist[m, _bit_length(rest) + 1 if rest else 0] += times
+
+
 @njit(**_JIT)
 def expg_all_bits(idx):
     """``expg_bits`` for every order k = 0..31 in one pass over the gaps (int64 (32,)).
@@ -446,18 +461,18 @@ def expg_all_bits(idx):
     c = bit length of (2**m - 1 - g) is at most k. So a histogram of (m, c) over the gaps
     gives every order's total without a pass per order."""
     hist = np.zeros((65, 65), np.int64)
+    small = np.zeros(_SMALL_GAPS, np.int64)  # gaps below this are counted by value first
     prev = -1
-    one = np.uint64(1)
     for j in range(idx.shape[0]):
         gap = idx[j] - prev - 1
         prev = idx[j]
-        if gap == 0:
-            hist[0, 0] += 1
-            continue
-        m = _bit_length(gap) + 1
-        rest = np.uint64((one << np.uint64(m)) - one) - np.uint64(gap)
-        c = _bit_length(rest) + 1 if rest else 0
-        hist[m, c] += 1
+        if gap < _SMALL_GAPS:
+            small[gap] += 1
+        else:
+            _count_gap(hist, gap, 1)
+    for gap in range(_SMALL_GAPS):
+        if small[gap]:
+            _count_gap(hist, gap, small[gap])
     count = idx.shape[0]
     out = np.zeros(32, np.int64)
     for k in range(32):
@@ -538,26 +553,23 @@ def bitmap_encode(idx, n):
 
 
 @njit(**_JIT)
-def bitmap_decode(data, n):
-    """Indices of the set bits among the first n (little-endian bit order)."""
-    count = 0
-    for j in range(data.shape[0]):
-        byte = data[j]
-        while byte:
-            byte &= byte - 1
-            count += 1
-    out = np.empty(count, np.int64)
+def bitmap_decode(data, count):
+    """(indices of the set bits, ok) of a little-endian bitmap, ``count`` expected; ok is
+    False if the bitmap has another number of set bits. The bitmap is the densest
+    encoding's choice, so every bit of a non-zero byte is written without a branch (the
+    index always, the count advanced by the bit)."""
+    out = np.empty(count + 8, np.int64)
     r = 0
     for j in range(data.shape[0]):
         byte = data[j]
-        b = 0
-        while byte:
-            if byte & 1:
-                out[r] = 8 * j + b
-                r += 1
-            byte >>= 1
-            b += 1
-    return out
+        if byte == 0:
+            continue
+        if r > count:
+            return out[:count], False
+        for b in range(8):
+            out[r] = 8 * j + b
+            r += (byte >> b) & 1
+    return out[:count], r == count
 
 
 @njit(**_JIT)
@@ -589,7 +601,7 @@ def warm_up() -> None:
     sizes = expg_all_bits(idx)
     expg_decode(expg_encode(idx, 3, sizes[3]), 50, 3, 2000)
     varint_decode(varint_encode(idx, gap_code_sizes(idx)[0]), 50, 5)
-    bitmap_decode(bitmap_encode(idx, 2000), 2000)
+    bitmap_decode(bitmap_encode(idx, 2000), 50)
 
 
 if __name__ == "__main__":

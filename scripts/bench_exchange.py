@@ -79,7 +79,8 @@ def main() -> None:
     p2p, tree = rows["p2p"], rows["tree"]
     for mode, r in rows.items():
         print(f"{mode}_server_bytes_per_iteration={r['out'] + r['into']:.0f}")
-        print(f"{mode}_measured_over_model={(r['out'] + r['into']) / (r['model_out'] + r['model_into']):.4f}")
+        measured, modelled = r["out"] + r["into"], r["model_out"] + r["model_into"]
+        print(f"{mode}_measured_over_model={measured / modelled:.4f}")
     print(f"seconds_per_iteration_tree_over_p2p={tree['seconds'] / p2p['seconds']:.3f}")
     print(f"server_bytes_out_tree_over_p2p={tree['out'] / p2p['out']:.3f}")
     print(f"server_bytes_in_tree_over_p2p={tree['into'] / p2p['into']:.3f}")

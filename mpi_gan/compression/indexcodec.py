@@ -101,7 +101,8 @@ def encode(code: int, idx: np.ndarray, numel: int, gaps: tuple | None = None) ->
     if code == RICE:
         return np.concatenate([np.array([r], dtype=np.uint8),
                                _kernels().rice_encode(idx, r, rice_bits)])
-    return np.concatenate([np.array([k], dtype=np.uint8), _kernels().expg_encode(idx, k, expg_bits)])
+    return np.concatenate([np.array([k], dtype=np.uint8),
+                           _kernels().expg_encode(idx, k, expg_bits)])
 
 
 def decode(code: int, data: np.ndarray, count: int, numel: int) -> np.ndarray:

@@ -149,6 +149,29 @@ def test_gap_codes_long_runs_and_huge_gaps_round_trip(seed):
     assert kernels.expg_all_bits(idx).tolist() == every and gaps[4] == min(every)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bitmap_payload_decodes_into_place_and_rejects_wrong_bits(dtype):
+    """A dense selection travels as a bitmap and is scattered straight into the output;
+    an extra bit, a missing bit or a bit past the end raises PayloadError."""
+    import dataclasses
+    from mpi_gan.compression.payload import decode_payload, make_payload
+    x = torch.randn(1001, dtype=dtype)
+    idx = torch.arange(0, 1001, 2)
+    payload = make_payload(x, idx, x[idx], 1)
+    assert payload.index_code == indexcodec.BITMAP
+    expected = torch.zeros_like(x)
+    expected[idx] = x[idx].float().to(dtype)  # value code 1: float32 on the wire
+    assert torch.equal(decode_payload(payload), expected)
+    assert torch.equal(decode_payload(payload, out=torch.full_like(x, 7.0)), expected)
+    # an extra bit, a missing one, and the last index (1000) moved past the end (1007)
+    for position, change in ((1, lambda b: b | 2), (0, lambda b: b & 0xFE),
+                             (-1, lambda b: (b & 0xFE) | 0x80)):
+        bits = payload.indices.copy()
+        bits[position] = change(bits[position])
+        with pytest.raises(PayloadError, match="bitmap"):
+            decode_payload(dataclasses.replace(payload, indices=bits))
+
+
 def test_choice_of_encoding_follows_density():
     numel = 1 << 20
     assert indexcodec.choose(np.array([5, 900000]), numel) == indexcodec.VARINT

@@ -150,9 +150,9 @@ def test_gap_codes_long_runs_and_huge_gaps_round_trip(seed):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_bitmap_payload_decodes_into_place_and_rejects_wrong_bits(dtype):
-    """A dense selection travels as a bitmap and is scattered straight into the output;
-    an extra bit, a missing bit or a bit past the end raises PayloadError."""
+def test_bitmap_payload_decodes_and_rejects_wrong_bits(dtype):
+    """A dense selection travels as a bitmap and decodes into a reused output; an extra
+    bit, a missing bit or a bit past the end raises PayloadError."""
     import dataclasses
     from mpi_gan.compression.payload import decode_payload, make_payload
     x = torch.randn(1001, dtype=dtype)

@@ -572,43 +572,6 @@ def bitmap_decode(data, count):
     return out[:count], r == count
 
 
-_BYTE_BITS = np.zeros((256, 8), np.int64)  # positions of each byte value's set bits
-_BYTE_COUNT = np.zeros(256, np.int64)
-for _byte in range(256):
-    _bits = [b for b in range(8) if _byte >> b & 1]
-    _BYTE_COUNT[_byte] = len(_bits)
-    _BYTE_BITS[_byte, :len(_bits)] = _bits
-
-
-@njit(**_JIT)
-def bitmap_scatter(data, values, out):
-    """out[:] = 0, then the r-th set bit i of the little-endian bitmap ``data`` gets
-    out[i] = values[r], without making the index array (one table lookup per byte).
-    Returns False, leaving ``out`` unspecified, if the bitmap's set bits are not exactly
-    len(values) or one lies at or past len(out)."""
-    out[:] = 0
-    count, n = values.shape[0], out.shape[0]
-    r = 0
-    whole = min(n // 8, data.shape[0])
-    for j in range(whole):
-        byte = data[j]
-        k = _BYTE_COUNT[byte]
-        if r + k > count:
-            return False
-        for b in range(k):
-            out[8 * j + _BYTE_BITS[byte, b]] = values[r + b]
-        r += k
-    for j in range(whole, data.shape[0]):
-        byte = data[j]
-        for b in range(8):
-            if (byte >> b) & 1:
-                if 8 * j + b >= n or r == count:
-                    return False
-                out[8 * j + b] = values[r]
-                r += 1
-    return r == count
-
-
 @njit(**_JIT)
 def scatter(out, idx, values):
     """out[:] = 0; out[idx] = values (one pass to clear, one over the sent entries)."""
@@ -632,7 +595,6 @@ def warm_up() -> None:
         count = bins_select(x, residual, 64, out)[0]
         bins_send(residual, out[:count], True, 0.5)
         scatter(np.empty_like(x), out[:count], x[:count])
-        bitmap_scatter(bitmap_encode(out[:count], len(x)), x[:count], np.empty_like(x))
     idx = random_indices(2000, 50, 1)
     _, r, rice_bits = gap_code_sizes(idx)
     rice_decode(rice_encode(idx, r, rice_bits), 50, r, 2000)

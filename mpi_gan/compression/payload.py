@@ -200,12 +200,12 @@ def decode_payload(payload: Payload, out: torch.Tensor | None = None) -> torch.T
     buffer reused every iteration; a new tensor is allocated otherwise); returns it.
     """
     numel = payload.numel
-    if payload.index_code == indexcodec.BITMAP and payload.dtype in (torch.float32,
-                                                                     torch.float64):
-        return _decode_bitmap(payload, out)
     idx = indexcodec.decode(payload.index_code, payload.indices, payload.count, numel)
     values = decode_values(payload)
-    _check_out(payload, out)
+    if out is not None and (tuple(out.shape) != payload.shape or out.dtype != payload.dtype
+                            or not out.is_contiguous() or out.device.type != "cpu"):
+        raise ValueError(f"decode into {tuple(out.shape)} {out.dtype} on {out.device}: the "
+                         f"payload holds {payload.shape} {payload.dtype}")
     if payload.index_code == indexcodec.DENSE:
         if out is None:
             return values.reshape(payload.shape)
@@ -218,27 +218,4 @@ def decode_payload(payload: Payload, out: torch.Tensor | None = None) -> torch.T
     else:
         out.zero_()
         out.view(-1)[torch.from_numpy(idx)] = values
-    return out
-
-
-def _check_out(payload: Payload, out: torch.Tensor | None) -> None:
-    if out is not None and (tuple(out.shape) != payload.shape or out.dtype != payload.dtype
-                            or not out.is_contiguous() or out.device.type != "cpu"):
-        raise ValueError(f"decode into {tuple(out.shape)} {out.dtype} on {out.device}: the "
-                         f"payload holds {payload.shape} {payload.dtype}")
-
-
-def _decode_bitmap(payload: Payload, out: torch.Tensor | None) -> torch.Tensor:
-    """``decode_payload`` of a float32/float64 bitmap payload: the values go straight to
-    their places (``kernels.bitmap_scatter``), with no index array in between."""
-    from .kernels import bitmap_scatter
-    data = np.ascontiguousarray(payload.indices, dtype=np.uint8)
-    if len(data) != -(-payload.numel // 8):
-        raise PayloadError(f"bitmap: {len(data)} bytes for {payload.numel} elements")
-    values = decode_values(payload)
-    _check_out(payload, out)
-    if out is None:
-        out = torch.empty(payload.shape, dtype=payload.dtype)
-    if not bitmap_scatter(data, values.numpy(), out.view(-1).numpy()):
-        raise PayloadError("bitmap: set bits differ from the count or lie past the end")
     return out

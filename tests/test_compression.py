@@ -351,6 +351,36 @@ def test_gap_codes_reject_truncated_and_padded_streams(code, name):
     bad_parameter[0] = 40
     with pytest.raises(PayloadError, match="bad"):
         indexcodec.decode(code, bad_parameter, 400, 50000)
+    ones = np.concatenate([encoded[:1], np.full(300, 0xFF, np.uint8)])  # no zero bit: a
+    with pytest.raises(PayloadError, match=name):  # unary part or a length past the end
+        indexcodec.decode(code, ones, 400, 50000)
+
+
+def test_expgolomb_refuses_a_length_that_would_wrap_the_index():
+    """Order 31, a length of 33 and high bits 1: ((2**33 + 1 - 1) << 31) wraps to 0 in 64
+    bits, so without the length check the stream would decode to the in-range index 100."""
+    bits = [1] * 33 + [0] + [1] + [0] * 32 + [(100 >> b) & 1 for b in range(31)]
+    bits += [0] * (-len(bits) % 8)
+    stream = np.packbits(np.array(bits, np.uint8), bitorder="little")
+    with pytest.raises(PayloadError, match="expgolomb"):
+        indexcodec.decode(indexcodec.EXPG, np.concatenate([[31], stream]).astype(np.uint8),
+                          1, 5000)
+
+
+@pytest.mark.parametrize("code", [indexcodec.RICE, indexcodec.EXPG])
+def test_gap_codes_on_random_bytes_raise_or_give_valid_indices(code):
+    """Garbage from a peer: a clear error or in-range increasing indices, never a crash."""
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        data = rng.integers(0, 256, int(rng.integers(1, 80)), dtype=np.uint8)
+        data[0] = rng.integers(0, 12)
+        count = int(rng.integers(0, 60))
+        try:
+            idx = indexcodec.decode(code, data, count, 5000)
+        except PayloadError:
+            continue
+        assert len(idx) == count and (count == 0 or (idx[0] >= 0 and idx[-1] < 5000))
+        assert np.all(np.diff(idx) > 0)
 
 
 def test_exp_golomb_wins_on_clustered_indices():

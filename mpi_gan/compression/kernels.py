@@ -19,7 +19,6 @@ if sys.byteorder != "little":  # the bit writers store 64-bit words and send the
     raise ImportError("mpi_gan's compression kernels need a little-endian machine")
 
 _JIT = dict(cache=True, nogil=True)
-_MASK_BLOCK = 1024  # elements compared at once before the mask is scanned
 # the position of a 64-bit word's only set bit, by de Bruijn multiplication
 _DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
 _DEBRUIJN_POSITION = np.zeros(64, np.int64)
@@ -28,24 +27,14 @@ for _bit in range(64):
 
 
 @njit(**_JIT)
-def _expand(mask, base, x, m, out_idx, out_val):
-    """Append base + j and x[base + j] for each set byte j of ``mask`` (a whole number
-    of 8-byte words), found by the lowest set bit of each word; return the count so far
-    (entries past the buffers' end are only counted)."""
-    cap = out_idx.shape[0]
-    words = mask.view(np.uint64)
-    one = np.uint64(1)
-    for w in range(words.shape[0]):
-        word = words[w]
-        while word:
-            low = word & (~word + one)
-            j = w * 8 + (_DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)] >> 3)
-            if m < cap:
-                out_idx[m] = base + j
-                out_val[m] = x[base + j]
-            m += 1
-            word ^= low
-    return m
+def _lowest_bit(word):
+    """Position of the lowest set bit of a non-zero uint64 (de Bruijn multiplication;
+    0 for a zero word)."""
+    low = word & (~word + np.uint64(1))
+    return _DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)]
+
+
+_UNROLLED = 4  # candidates written without a branch per 64-element group
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -54,23 +43,44 @@ def values_at_least(x, threshold, out_idx, out_val):
     ``out_val``; return how many there are (may exceed the buffers' length: then only
     the first ones are written). NaNs may or may not be taken (fastmath).
 
-    The comparison runs over blocks into a byte mask (vectorised); each 8-byte word of
-    the mask is then expanded one set byte at a time.
+    Per group of 64 elements the comparison gives a 64-bit mask and a count in one
+    vectorised loop (no byte mask in memory); the first ``_UNROLLED`` set bits are then
+    written without a branch (a sparse selection rarely has more in a group; slots past
+    the count are overwritten by the next group) and only the rare rest in a loop.
     """
     n = x.shape[0]
-    mask = np.zeros(_MASK_BLOCK, np.uint8)
+    cap = out_idx.shape[0]
     m = 0
-    blocks = n // _MASK_BLOCK
-    for b in range(blocks):
-        base = b * _MASK_BLOCK
-        for j in range(_MASK_BLOCK):
-            mask[j] = abs(x[base + j]) >= threshold
-        m = _expand(mask, base, x, m, out_idx, out_val)
-    base = blocks * _MASK_BLOCK
-    mask[:] = 0
-    for j in range(n - base):
-        mask[j] = abs(x[base + j]) >= threshold
-    return _expand(mask, base, x, m, out_idx, out_val)
+    one = np.uint64(1)
+    for group in range(n // 64):  # (a stepped range or a skip of empty groups is slower)
+        base = 64 * group
+        bits = np.uint64(0)
+        count = 0
+        for j in range(64):
+            hit = abs(x[base + j]) >= threshold
+            bits |= np.uint64(hit) << np.uint64(j)
+            count += hit
+        if m + _UNROLLED <= cap:
+            for r in range(_UNROLLED):
+                i = base + _lowest_bit(bits)
+                out_idx[m + r] = i
+                out_val[m + r] = x[i]
+                bits &= bits - one
+        if count > _UNROLLED or m + _UNROLLED > cap:
+            for r in range(0 if m + _UNROLLED > cap else _UNROLLED, count):
+                i = base + _lowest_bit(bits)
+                if m + r < cap:
+                    out_idx[m + r] = i
+                    out_val[m + r] = x[i]
+                bits &= bits - one
+        m += count
+    for i in range(n - n % 64, n):
+        if abs(x[i]) >= threshold:
+            if m < cap:
+                out_idx[m] = i
+                out_val[m] = x[i]
+            m += 1
+    return m
 
 
 @njit(**_JIT)
@@ -150,13 +160,12 @@ def random_indices(n, k, seed):
         word = ~words[w] if invert else words[w]
         base = w * 64
         while word and r < k:
-            low = word & (~word + one)  # lowest set bit; its position by de Bruijn
-            pos = _DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)]
+            pos = _lowest_bit(word)
             if base + pos >= n:
                 break
             out[r] = base + pos
             r += 1
-            word ^= low
+            word &= word - one
     return out
 
 
@@ -285,41 +294,27 @@ def gap_code_sizes(idx):
 
 
 @njit(**_JIT)
-def _gaps(idx):
-    """idx[j] - idx[j-1] - 1 with idx[-1] = -1: the gap codes' input."""
-    out = np.empty(idx.shape[0], np.int64)
-    prev = -1
-    for j in range(idx.shape[0]):
-        out[j] = idx[j] - prev - 1
-        prev = idx[j]
-    return out
-
-
-@njit(**_JIT)
 def _lowest_zero(acc):
     """Position of the lowest zero bit of ``acc`` (64 if it has none)."""
     zeros = ~acc
-    if zeros == 0:
-        return 64
-    low = zeros & (~zeros + np.uint64(1))
-    return _DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)]
+    return 64 if zeros == 0 else _lowest_bit(zeros)
 
 
 @njit(**_JIT)
-def _put(words, w, acc, fill, value, bits):
-    """Append the ``bits`` low bits of ``value`` (value < 2**bits, bits <= 64) to the bit
-    stream in uint64 ``words`` (each word's least significant bit first) through the
-    accumulator ``acc`` holding ``fill`` (< 64) pending bits; a full accumulator is
-    stored as one word. Returns the new (w, acc, fill)."""
+def _put(acc, fill, value, bits):
+    """Append the ``bits`` low bits of ``value`` (value < 2**bits, 1 <= bits <= 64) to a
+    bit stream (each word's least significant bit first) whose current word ``acc`` holds
+    ``fill`` (< 64) bits. Returns (word, full, acc, fill): the caller stores ``word`` as
+    the current word and moves to the next one when ``full`` (1); ``acc`` and ``fill``
+    are then what spilled over. Scalars only: a kernel that passed its arrays to a helper
+    in its inner loop would pay two atomic reference counts per call."""
     v = np.uint64(value)
-    acc |= v << np.uint64(fill)
+    word = acc | (v << np.uint64(fill))
     fill += bits
-    if fill >= 64:
-        words[w] = acc
-        w += 1
-        fill -= 64
-        acc = v >> np.uint64(bits - fill) if fill else np.uint64(0)
-    return w, acc, fill
+    if fill < 64:
+        return word, 0, word, fill
+    fill -= 64
+    return word, 1, (v >> np.uint64(1)) >> np.uint64(bits - fill - 1), fill
 
 
 @njit(**_JIT)
@@ -337,14 +332,19 @@ def _stream_bytes(words, w, acc, nbits):
 
 
 @njit(**_JIT)
-def _refill(data, pos, acc, fill):
-    """Load whole bytes of ``data`` from ``pos`` into the accumulator while it has room
-    (up to 64 bits); returns the new (pos, acc, fill)."""
-    while fill <= 56 and pos < data.shape[0]:
-        acc |= np.uint64(data[pos]) << np.uint64(fill)
-        fill += 8
-        pos += 1
-    return pos, acc, fill
+def _padded_words(data):
+    """uint8 ``data`` copied into uint64 words, followed by at least two zero words: a
+    64-bit ``_window`` at any bit position up to 64 bits past the end stays in bounds."""
+    words = np.zeros(data.shape[0] // 8 + 3, np.uint64)
+    words.view(np.uint8)[:data.shape[0]] = data
+    return words
+
+
+@njit(**_JIT)
+def _window(lo, hi, offset):
+    """The 64 stream bits starting at bit ``offset`` (0..63) of word ``lo``; ``hi`` is the
+    next word. Read as ``_window(words[p >> 6], words[(p >> 6) + 1], p & 63)`` at bit p."""
+    return (lo >> np.uint64(offset)) | ((hi << np.uint64(1)) << np.uint64(63 - offset))
 
 
 @njit(**_JIT)
@@ -361,55 +361,47 @@ def rice_encode(idx, r, nbits):
         prev = idx[j]
         q = gap >> r
         while q >= 32:
-            w, acc, fill = _put(words, w, acc, fill, 0xFFFFFFFF, 32)
+            word, full, acc, fill = _put(acc, fill, 0xFFFFFFFF, 32)
+            words[w] = word
+            w += full
             q -= 32
         # q ones, a zero, the r low bits
-        w, acc, fill = _put(words, w, acc, fill, ((1 << q) - 1) | ((gap & low_mask) << (q + 1)),
-                            q + 1 + r)
+        word, full, acc, fill = _put(acc, fill, ((1 << q) - 1) | ((gap & low_mask) << (q + 1)),
+                                     q + 1 + r)
+        words[w] = word
+        w += full
     return _stream_bytes(words, w, acc, nbits)
 
 
 @njit(**_JIT)
 def rice_decode(data, count, r, numel):
     """(indices, ok); ok is False if the stream ends early, an index reaches ``numel``, or
-    more than the last byte's padding is left over. Bits are read 56 at a time; the
-    unary part is counted with the lowest zero bit's position."""
+    more than the last byte's padding is left over. The stream is read through 64-bit
+    windows; the unary part is counted with the lowest zero bit's position."""
     out = np.empty(count, np.int64)
-    n = data.shape[0]
-    pos = 0
-    acc = np.uint64(0)
-    fill = 0
+    words = _padded_words(data)
+    end = 8 * data.shape[0]
+    p = 0
     prev = -1
-    one = np.uint64(1)
     low_mask = np.uint64((1 << r) - 1)
     for j in range(count):
         q = 0
         while True:
-            pos, acc, fill = _refill(data, pos, acc, fill)
-            if fill == 0:
+            ones = _lowest_zero(_window(words[p >> 6], words[(p >> 6) + 1], p & 63))
+            q += ones
+            p += ones
+            if p >= end or q > numel:
                 return out, False
-            first_zero = _lowest_zero(acc)
-            if first_zero < fill:
-                q += first_zero
-                acc = (acc >> np.uint64(first_zero)) >> one  # the ones and the ending zero
-                fill -= first_zero + 1
+            if ones < 64:
                 break
-            q += fill  # all loaded bits are ones
-            acc = np.uint64(0)
-            fill = 0
-            if q > numel:
-                return out, False
-        pos, acc, fill = _refill(data, pos, acc, fill)
-        if fill < r:
-            return out, False
-        low = np.int64(acc & low_mask)
-        acc >>= np.uint64(r)
-        fill -= r
+        p += 1  # the zero
+        low = np.int64(_window(words[p >> 6], words[(p >> 6) + 1], p & 63) & low_mask)
+        p += r
         prev = prev + ((q << r) | low) + 1
-        if prev >= numel:
+        if p > end or prev >= numel:
             return out, False
         out[j] = prev
-    return out, pos == n and fill < 8
+    return out, (p + 7) // 8 == data.shape[0]
 
 
 @njit(**_JIT)
@@ -441,15 +433,14 @@ _SMALL_GAPS = 256
 
 
 @njit(**_JIT)
-def _count_gap(hist, gap, times):
-    """hist[m, c] += times for ``gap``: m its bit length, c that of 2**m - 1 - gap."""
+def _gap_class(gap):
+    """(m, c) of ``gap``: m its bit length, c that of 2**m - 1 - gap ((0, 0) for 0)."""
     if gap == 0:
-        hist[0, 0] += times
-        return
+        return 0, 0
     one = np.uint64(1)
     m = _bit_length(gap) + 1
     rest = np.uint64((one << np.uint64(m)) - one) - np.uint64(gap)
-    hist[m, _bit_length(rest) + 1 if rest else 0] += times
+    return m, (_bit_length(rest) + 1 if rest else 0)
 
 
 @njit(**_JIT)
@@ -469,10 +460,11 @@ def expg_all_bits(idx):
         if gap < _SMALL_GAPS:
             small[gap] += 1
         else:
-            _count_gap(hist, gap, 1)
+            m, c = _gap_class(gap)
+            hist[m, c] += 1
     for gap in range(_SMALL_GAPS):
-        if small[gap]:
-            _count_gap(hist, gap, small[gap])
+        m, c = _gap_class(gap)
+        hist[m, c] += small[gap]
     count = idx.shape[0]
     out = np.zeros(32, np.int64)
     for k in range(32):
@@ -498,49 +490,45 @@ def expg_encode(idx, k, nbits):
         prev = idx[j]
         v = (gap >> k) + 1
         length = _bit_length(v)
-        # L ones and a zero (L <= 40), then the L low bits of v, then k low bits of the gap
-        w, acc, fill = _put(words, w, acc, fill, (1 << length) - 1, length + 1)
-        w, acc, fill = _put(words, w, acc, fill, v & ((1 << length) - 1), length)
-        w, acc, fill = _put(words, w, acc, fill, gap & low_mask, k)
+        # L ones, a zero and the L low bits of v (2 L + 1 <= 63 bits: gaps < 2**31)
+        word, full, acc, fill = _put(acc, fill, ((1 << length) - 1)
+                                     | ((v & ((1 << length) - 1)) << (length + 1)),
+                                     2 * length + 1)
+        words[w] = word
+        w += full
+        if k:  # then the k low bits of the gap
+            word, full, acc, fill = _put(acc, fill, gap & low_mask, k)
+            words[w] = word
+            w += full
     return _stream_bytes(words, w, acc, nbits)
 
 
 @njit(**_JIT)
 def expg_decode(data, count, k, numel):
     """(indices, ok) of ``expg_encode``'s stream; ok is False if it ends early, an index
-    reaches ``numel``, a length is impossible, or more than the padding is left over."""
+    reaches ``numel``, a length is impossible (over 31), or more than the padding is left
+    over. Read through 64-bit windows, as ``rice_decode``."""
     out = np.empty(count, np.int64)
-    n = data.shape[0]
-    pos = 0
-    acc = np.uint64(0)
-    fill = 0
+    words = _padded_words(data)
+    end = 8 * data.shape[0]
+    p = 0
     prev = -1
-    one = np.uint64(1)
+    low_mask = np.uint64((1 << k) - 1)
     for j in range(count):
-        pos, acc, fill = _refill(data, pos, acc, fill)
-        length = _lowest_zero(acc)
-        if length >= fill or length > 40:
+        length = _lowest_zero(_window(words[p >> 6], words[(p >> 6) + 1], p & 63))
+        if length > 31:
             return out, False
-        acc = (acc >> np.uint64(length)) >> one
-        fill -= length + 1
-        high = low = 0
-        for p, bits in enumerate((length, k)):
-            pos, acc, fill = _refill(data, pos, acc, fill)
-            if fill < bits:
-                return out, False
-            part = np.int64(acc & np.uint64((1 << bits) - 1))
-            acc >>= np.uint64(bits)
-            fill -= bits
-            if p == 0:
-                high = part
-            else:
-                low = part
-        v = (1 << length) | high
-        prev = prev + (((v - 1) << k) | low) + 1
-        if prev >= numel:
+        p += length + 1
+        high = np.int64(_window(words[p >> 6], words[(p >> 6) + 1], p & 63)
+                        & np.uint64((1 << length) - 1))
+        p += length
+        low = np.int64(_window(words[p >> 6], words[(p >> 6) + 1], p & 63) & low_mask)
+        p += k
+        prev = prev + ((((1 << length) | high) - 1) << k | low) + 1
+        if p > end or prev >= numel:
             return out, False
         out[j] = prev
-    return out, pos == n and fill < 8
+    return out, (p + 7) // 8 == data.shape[0]
 
 
 @njit(**_JIT)

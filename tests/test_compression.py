@@ -152,7 +152,7 @@ def test_gap_codes_long_runs_and_huge_gaps_round_trip(seed):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_bitmap_payload_decodes_and_rejects_wrong_bits(dtype):
     """A dense selection travels as a bitmap and decodes into a reused output; an extra
-    bit, a missing bit or a bit past the end raises PayloadError."""
+    bit, a missing bit or a bit past the end raises PayloadError and leaves the output."""
     import dataclasses
     from mpi_gan.compression.payload import decode_payload, make_payload
     x = torch.randn(1001, dtype=dtype)
@@ -170,6 +170,10 @@ def test_bitmap_payload_decodes_and_rejects_wrong_bits(dtype):
         bits[position] = change(bits[position])
         with pytest.raises(PayloadError, match="bitmap"):
             decode_payload(dataclasses.replace(payload, indices=bits))
+        out = torch.full_like(x, 7.0)  # checked before the receive buffer is written
+        with pytest.raises(PayloadError, match="bitmap"):
+            decode_payload(dataclasses.replace(payload, indices=bits), out=out)
+        assert torch.equal(out, torch.full_like(x, 7.0))
 
 
 def test_choice_of_encoding_follows_density():

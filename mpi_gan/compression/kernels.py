@@ -13,25 +13,38 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core.extending import intrinsic
 
 if sys.byteorder != "little":  # the bit writers store 64-bit words and send their bytes
     raise ImportError("mpi_gan's compression kernels need a little-endian machine")
 
 _JIT = dict(cache=True, nogil=True)
-# the position of a 64-bit word's only set bit, by de Bruijn multiplication
-_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
-_DEBRUIJN_POSITION = np.zeros(64, np.int64)
-for _bit in range(64):
-    _DEBRUIJN_POSITION[((1 << _bit) * 0x03F79D71B4CB0A89 % (1 << 64)) >> 58] = _bit
+
+
+def _bit_count_intrinsic(name: str, build):
+    """A numba intrinsic uint64 -> int64 emitting LLVM's ``name`` (one instruction where
+    the CPU has it: tzcnt, lzcnt, popcnt), built by ``build(builder, value)``."""
+    def typer(typingctx, word):
+        def codegen(context, builder, signature, args):
+            return build(builder, args[0])
+        return types.int64(types.uint64), codegen
+    typer.__name__ = name
+    return intrinsic(typer)
+
+
+_FALSE = ir.Constant(ir.IntType(1), 0)  # defined for 0: 64
+_trailing_zeros = _bit_count_intrinsic("_trailing_zeros", lambda b, v: b.cttz(v, _FALSE))
+_leading_zeros = _bit_count_intrinsic("_leading_zeros", lambda b, v: b.ctlz(v, _FALSE))
+_popcount = _bit_count_intrinsic("_popcount", lambda b, v: b.ctpop(v))
 
 
 @njit(**_JIT)
 def _lowest_bit(word):
-    """Position of the lowest set bit of a non-zero uint64 (de Bruijn multiplication;
-    0 for a zero word)."""
-    low = word & (~word + np.uint64(1))
-    return _DEBRUIJN_POSITION[(low * _DEBRUIJN) >> np.uint64(58)]
+    """Position of the lowest set bit of a uint64 (0 for a zero word, so that a caller
+    writing without a branch stays at its group's first element)."""
+    return _trailing_zeros(word) & 63
 
 
 _UNROLLED = 4  # candidates written without a branch per 64-element group
@@ -296,8 +309,7 @@ def gap_code_sizes(idx):
 @njit(**_JIT)
 def _lowest_zero(acc):
     """Position of the lowest zero bit of ``acc`` (64 if it has none)."""
-    zeros = ~acc
-    return 64 if zeros == 0 else _lowest_bit(zeros)
+    return _trailing_zeros(~acc)
 
 
 @njit(**_JIT)
@@ -376,43 +388,65 @@ def rice_encode(idx, r, nbits):
 @njit(**_JIT)
 def rice_decode(data, count, r, numel):
     """(indices, ok); ok is False if the stream ends early, an index reaches ``numel``, or
-    more than the last byte's padding is left over. The stream is read through 64-bit
-    windows; the unary part is counted with the lowest zero bit's position."""
+    more than the last byte's padding is left over.
+
+    The stream is read through 64-bit windows, and every code that lies whole in a window
+    is decoded from it without touching memory (a code's unary part is counted with the
+    lowest zero bit's position); a code longer than what is left of the window starts a
+    new window at that code, and one longer than 64 bits is read a window at a time."""
     out = np.empty(count, np.int64)
     words = _padded_words(data)
     end = 8 * data.shape[0]
     p = 0
     prev = -1
+    ur = np.uint64(r)
     low_mask = np.uint64((1 << r) - 1)
-    for j in range(count):
-        q = 0
-        while True:
-            ones = _lowest_zero(_window(words[p >> 6], words[(p >> 6) + 1], p & 63))
-            q += ones
-            p += ones
-            if p >= end or q > numel:
-                return out, False
-            if ones < 64:
-                break
-        p += 1  # the zero
-        low = np.int64(_window(words[p >> 6], words[(p >> 6) + 1], p & 63) & low_mask)
-        p += r
-        prev = prev + ((q << r) | low) + 1
-        if p > end or prev >= numel:
+    one = np.uint64(1)
+    j = 0
+    while j < count:
+        if p > end:
             return out, False
-        out[j] = prev
-    return out, (p + 7) // 8 == data.shape[0]
+        win = _window(words[p >> 6], words[(p >> 6) + 1], p & 63)
+        left = 64
+        while j < count:
+            ones = _lowest_zero(win)
+            size = ones + 1 + r
+            if size > left:
+                break
+            shifted = (win >> np.uint64(ones)) >> one
+            prev += (ones << r | np.int64(shifted & low_mask)) + 1
+            if prev >= numel:
+                return out, False
+            out[j] = prev
+            j += 1
+            win = shifted >> ur
+            left -= size
+            p += size
+        if j < count and left == 64:  # a code of more than 64 bits: a long unary part
+            q = 0
+            while True:
+                ones = _lowest_zero(_window(words[p >> 6], words[(p >> 6) + 1], p & 63))
+                q += ones
+                p += ones
+                if p >= end or q > numel:
+                    return out, False
+                if ones < 64:
+                    break
+            p += 1  # the zero
+            low = np.int64(_window(words[p >> 6], words[(p >> 6) + 1], p & 63) & low_mask)
+            p += r
+            prev += ((q << r) | low) + 1
+            if prev >= numel:
+                return out, False
+            out[j] = prev
+            j += 1
+    return out, p <= end and (p + 7) // 8 == data.shape[0]
 
 
 @njit(**_JIT)
 def _bit_length(v):
-    """floor(log2 v) for 1 <= v < 2**63, without a loop: the bits below the highest are set,
-    the highest alone is kept and its position read by de Bruijn multiplication."""
-    w = np.uint64(v)
-    for shift in (1, 2, 4, 8, 16, 32):
-        w |= w >> np.uint64(shift)
-    top = w ^ (w >> np.uint64(1))
-    return _DEBRUIJN_POSITION[(top * _DEBRUIJN) >> np.uint64(58)]
+    """floor(log2 v) for 1 <= v < 2**63."""
+    return 63 - _leading_zeros(np.uint64(v))
 
 
 @njit(**_JIT)
@@ -561,6 +595,64 @@ def bitmap_decode(data, count):
 
 
 @njit(**_JIT)
+def sign_values(bits, count, scale):
+    """float32 (count,): -scale where bit j of the little-endian ``bits`` is set, else
+    +scale (the SIGN value section decoded; ``bits`` holds at least count bits)."""
+    out = np.empty(count, np.float32)
+    positive = np.float32(scale)
+    for j in range(count):
+        negative = (bits[j >> 3] >> (j & 7)) & 1
+        out[j] = -positive if negative else positive
+    return out
+
+
+@njit(**_JIT)
+def bitmap_scatter(data, values, out):
+    """out[i] = the next of ``values`` where bit i of the little-endian bitmap ``data`` is
+    set, 0 elsewhere: a bitmap payload decoded straight into the dense buffer, with no
+    index array between (for a dense selection that array is larger than the tensor).
+
+    Returns ok, checked before ``out`` is touched: ``data`` has (len(out) + 7) // 8 bytes
+    whose set bits number len(values), none past len(out). Branch-free per bit (the
+    value is read and selected either way)."""
+    n = out.shape[0]
+    count = values.shape[0]
+    if data.shape[0] != (n + 7) // 8:
+        return False
+    whole = n // 64
+    words = data[:8 * whole].view(np.uint64)
+    set_bits = 0
+    for w in range(whole):
+        set_bits += _popcount(words[w])
+    for i in range(64 * whole, 8 * data.shape[0]):
+        bit = (data[i >> 3] >> (i & 7)) & 1
+        if bit and i >= n:
+            return False
+        set_bits += bit
+    if set_bits != count:
+        return False
+    r = 0
+    zero = out.dtype.type(0)
+    for j in range(data.shape[0]):
+        byte = data[j]
+        base = 8 * j
+        if r + 8 <= count and base + 8 <= n:
+            for b in range(8):
+                hit = (byte >> b) & 1
+                value = values[r]  # r < count here: read it either way, then select
+                out[base + b] = value if hit else zero
+                r += hit
+        else:
+            for b in range(min(8, n - base)):
+                if (byte >> b) & 1:
+                    out[base + b] = values[r]
+                    r += 1
+                else:
+                    out[base + b] = zero
+    return True
+
+
+@njit(**_JIT)
 def scatter(out, idx, values):
     """out[:] = 0; out[idx] = values (one pass to clear, one over the sent entries)."""
     out[:] = 0
@@ -583,6 +675,7 @@ def warm_up() -> None:
         count = bins_select(x, residual, 64, out)[0]
         bins_send(residual, out[:count], True, 0.5)
         scatter(np.empty_like(x), out[:count], x[:count])
+        bitmap_scatter(bitmap_encode(out[:count], len(x)), x[:count], np.empty_like(x))
     idx = random_indices(2000, 50, 1)
     _, r, rice_bits = gap_code_sizes(idx)
     rice_decode(rice_encode(idx, r, rice_bits), 50, r, 2000)
@@ -590,6 +683,7 @@ def warm_up() -> None:
     expg_decode(expg_encode(idx, 3, sizes[3]), 50, 3, 2000)
     varint_decode(varint_encode(idx, gap_code_sizes(idx)[0]), 50, 5)
     bitmap_decode(bitmap_encode(idx, 2000), 50)
+    sign_values(np.zeros(2, np.uint8), 9, 0.5)
 
 
 if __name__ == "__main__":

@@ -161,9 +161,8 @@ def decode_values(payload: Payload) -> torch.Tensor:
     elif payload.value_code == Q8:
         out = torch.from_numpy(v.view(np.int8).astype(np.float32)) * np.float32(payload.scale)
     else:
-        negative = torch.from_numpy(np.unpackbits(v, count=n, bitorder="little").astype(bool))
-        out = torch.full((n,), float(payload.scale))
-        out[negative] = -payload.scale
+        from .kernels import sign_values
+        out = torch.from_numpy(sign_values(v, n, payload.scale))
     return out.to(payload.dtype)
 
 
@@ -200,12 +199,15 @@ def decode_payload(payload: Payload, out: torch.Tensor | None = None) -> torch.T
     buffer reused every iteration; a new tensor is allocated otherwise); returns it.
     """
     numel = payload.numel
-    idx = indexcodec.decode(payload.index_code, payload.indices, payload.count, numel)
-    values = decode_values(payload)
     if out is not None and (tuple(out.shape) != payload.shape or out.dtype != payload.dtype
                             or not out.is_contiguous() or out.device.type != "cpu"):
         raise ValueError(f"decode into {tuple(out.shape)} {out.dtype} on {out.device}: the "
                          f"payload holds {payload.shape} {payload.dtype}")
+    if payload.index_code == indexcodec.BITMAP and payload.dtype in (torch.float32,
+                                                                     torch.float64):
+        return _bitmap_payload(payload, out)
+    idx = indexcodec.decode(payload.index_code, payload.indices, payload.count, numel)
+    values = decode_values(payload)
     if payload.index_code == indexcodec.DENSE:
         if out is None:
             return values.reshape(payload.shape)
@@ -219,3 +221,16 @@ def decode_payload(payload: Payload, out: torch.Tensor | None = None) -> torch.T
         out.zero_()
         out.view(-1)[torch.from_numpy(idx)] = values
     return out
+
+
+def _bitmap_payload(payload: Payload, out: torch.Tensor | None) -> torch.Tensor:
+    """``decode_payload`` of a float32/float64 bitmap payload: one pass from the bitmap and
+    the values into the dense tensor (``kernels.bitmap_scatter``), no index array."""
+    from .kernels import bitmap_scatter
+    values = decode_values(payload).numpy()
+    dense = torch.empty(payload.shape, dtype=payload.dtype) if out is None else out
+    if not bitmap_scatter(np.ascontiguousarray(payload.indices), values,
+                          dense.view(-1).numpy()):
+        raise PayloadError(f"bitmap: {len(payload.indices)} bytes whose set bits differ from "
+                           f"the count {payload.count} or lie past {payload.numel} elements")
+    return dense

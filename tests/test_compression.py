@@ -271,6 +271,25 @@ def test_topk_kernel_equals_the_torch_form(n, ratio, seed):
         assert np.array_equal(picked, values[expected].numpy())  # the values, kept on the way
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threshold_scan_fills_any_buffer_length_exactly(dtype):
+    """``values_at_least`` counts every hit and writes the first ones in order, whatever
+    the buffers' length: at, just below or just above the count, or any length that
+    makes the branch-free writes of a group meet the end of the buffer."""
+    from mpi_gan.compression import kernels
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(5000 + 37).astype(dtype)
+    x[100:164] = 9.0  # one group of 64 hits, and groups of 0 to a few elsewhere
+    threshold = dtype(1.5)
+    expected = np.flatnonzero(np.abs(x) >= threshold)
+    for cap in list(range(0, 12)) + list(range(len(expected) - 6, len(expected) + 6)):
+        idx, vals = np.full(cap, -1, np.int64), np.zeros(cap, dtype)
+        assert kernels.values_at_least(x, threshold, idx, vals) == len(expected)
+        written = min(cap, len(expected))
+        assert np.array_equal(idx[:written], expected[:written]), cap
+        assert np.array_equal(vals[:written], x[expected[:written]])
+
+
 def test_topk_kernel_breaks_ties_towards_the_lowest_indices():
     from mpi_gan.compression.sparsify import topk_indices
     x = torch.zeros(200000)

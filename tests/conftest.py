@@ -2,10 +2,12 @@
 import os
 import subprocess
 import sys
+import time
 
 import h5py
 import pytest
 
+from mpi_gan.io.checkpoint import list_checkpoints
 from mpi_gan.io.state import rng_state
 from mpi_gan.train import Trainer
 
@@ -24,6 +26,31 @@ def mpirun(n, args, timeout=240, env=None, cwd=None):
                               env=full_env, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{' '.join(cmd)} hung for {timeout}s; output so far:\n{exc.stdout}\n{exc.stderr}")
+
+
+def newest_checkpoint(run_dir) -> int:
+    """The iteration of a run directory's newest checkpoint (0 if it has none)."""
+    paths = list_checkpoints(str(run_dir))
+    return int(os.path.basename(paths[-1])[5:13]) if paths else 0
+
+
+def wait_for_checkpoint(run_dir, at_least, ended, timeout=600, poll=0.05):
+    """Wait until a running job has a checkpoint at iteration ``at_least`` or later; its
+    iteration. Waits for "or later", never for one file: older checkpoints are pruned
+    (``--keep-checkpoints``), so a job that ran ahead of this loop has deleted the file it
+    named. ``ended()`` returns None while the job runs, else why it ended (with its log):
+    the wait fails at once with that text, and after ``timeout`` seconds. Looks every
+    ``poll`` seconds."""
+    deadline = time.monotonic() + timeout
+    while (newest := newest_checkpoint(run_dir)) < at_least:
+        why = ended()
+        if why is not None:
+            pytest.fail(f"the job ended before a checkpoint at >= {at_least}: {why}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no checkpoint at >= {at_least} in {run_dir} after {timeout} s "
+                        f"(newest: {newest})")
+        time.sleep(poll)
+    return newest
 
 
 @pytest.fixture

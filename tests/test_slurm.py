@@ -4,13 +4,12 @@ uninterrupted one. Skipped where SLURM and munge are not installed (``.ci/run``
 installs them); the cluster is shut down at the end, also when a test fails."""
 import os
 import re
-import time
 
 import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import PYTHON
+from tests.conftest import PYTHON, wait_for_checkpoint
 from tests.slurm.cluster import LocalCluster, missing
 from tests.test_cli import FAST, all_params
 
@@ -42,6 +41,18 @@ def job_env(runs, **extra):
 def submit(cluster, tmp_path, script, ntasks=3, **env):
     return cluster.submit(f"--chdir={tmp_path}", f"--ntasks={ntasks}", f"{REPO}/jobs/{script}",
                           env=job_env(tmp_path / "runs", **env))
+
+
+def running(cluster, tmp_path, job):
+    """For ``wait_for_checkpoint``: None while ``job`` is pending or running, else its
+    state and log."""
+    def ended():
+        info = cluster.job(job)
+        if info.get("JobState") in ("PENDING", "CONFIGURING", "RUNNING"):
+            return None
+        log = tmp_path / f"mdgan-{job}.out"
+        return f"{info}\n" + (log.read_text()[-3000:] if log.exists() else "(no log)")
+    return ended
 
 
 def finished(cluster, tmp_path, job, name, iterations, timeout=600):
@@ -102,33 +113,39 @@ def test_preempted_jobs_requeue_resume_and_match_an_uninterrupted_one(cluster, t
     """Three identical MD-GAN jobs: one warned with USR1 (``scancel --signal=USR1 --batch``,
     as ``--signal=B:USR1@...`` does): it checkpoints, rank 0 requeues it; one requeued by
     ``scontrol requeue`` (SLURM's SIGTERM): it checkpoints and SLURM requeues it; one left
-    alone. All three end with the same parameters, bit for bit."""
-    settings = {"ITERATIONS": "300"}
-    warned, requeued, alone = (submit(cluster, tmp_path, "mdgan.sbatch", **settings)
-                               for _ in range(3))
+    alone. All three end with the same parameters, bit for bit. The two signalled jobs are
+    submitted one after the other, each signalled once it has a checkpoint (never waiting
+    for one file: older checkpoints are pruned while a test waits)."""
+    settings = {"ITERATIONS": "600"}
+    alone = submit(cluster, tmp_path, "mdgan.sbatch", **settings)
     runs = tmp_path / "runs"
-    for job, action in ((warned, ("scancel", "--signal=USR1", "--batch")),
-                        (requeued, ("scontrol", "requeue"))):
-        first = runs / f"mdgan-{job}" / "checkpoints" / "ckpt_00000010.h5"
-        deadline = time.monotonic() + 600
-        while not first.exists():
-            assert time.monotonic() < deadline, cluster.job(job)
-            time.sleep(0.2)
+    signalled = []
+    for action in (("scancel", "--signal=USR1", "--batch"), ("scontrol", "requeue")):
+        # one at a time, each signalled soon after its first checkpoint: hundreds of
+        # iterations before its end, whatever the load and the others' start-up skew
+        job = submit(cluster, tmp_path, "mdgan.sbatch", **settings)
+        wait_for_checkpoint(runs / f"mdgan-{job}", 10, running(cluster, tmp_path, job),
+                            poll=0.2)
         cluster.run(*action, str(job))
+        signalled.append(job)
+    warned, requeued = signalled
     finals = {}
     for job, signal_name in ((warned, "SIGUSR1"), (requeued, "SIGTERM"), (alone, None)):
         info = cluster.wait(job, 900)
         log = (tmp_path / f"mdgan-{job}.out").read_text()
+        if signal_name:
+            stopped = re.search(rf"stopped by {signal_name} at iteration (\d+)", log)
+            assert stopped, (f"job {job} was not stopped by {signal_name}", info, log)
+            stop = int(stopped.group(1))
         assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (info, log)
         if signal_name:
-            stop = int(re.search(rf"stopped by {signal_name} at iteration (\d+)", log).group(1))
             assert info["Restarts"] == "1", (info, log)
             assert "exit status 75" in log and f"mpi_gan job {job} restart 1" in log
             assert f"resumed from {runs}/mdgan-{job}/checkpoints/ckpt_{stop:08d}.h5" in log
             assert ("requeued: scontrol requeue" in log) == (signal_name == "SIGUSR1")
         else:
             assert info["Restarts"] == "0" and "stopped by" not in log
-        finals[job] = all_params(runs / f"mdgan-{job}" / "checkpoints" / "ckpt_00000300.h5")
+        finals[job] = all_params(runs / f"mdgan-{job}" / "checkpoints" / "ckpt_00000600.h5")
     reference = finals[alone]
     for job in (warned, requeued):
         assert finals[job].keys() == reference.keys()

@@ -427,3 +427,135 @@ def test_decode_into_a_reused_buffer_equals_a_new_tensor(spec):
         assert torch.equal(out, c.decompress(payload))
     with pytest.raises(ValueError, match="payload holds"):
         c.decompress(payload, out=torch.empty(2100))
+
+
+# ---- adacomp_bins packed in the wire (float32, bins of a multiple of 64) ---------------
+
+@given(n=st.integers(0, 3000), groups=st.integers(1, 3), seed=st.integers(0, 99),
+       rounds=st.integers(1, 3))
+@settings(max_examples=60, deadline=None)
+def test_packing_bins_kernel_equals_select_then_send(n, groups, seed, rounds):
+    """``bins_bitmap_select`` = ``bins_select`` + ``bins_send`` (exact values): the same
+    residual, count and scale bit for bit, the selection's bitmap, the values packed
+    from an odd byte offset; over several rounds (the residual carried)."""
+    from mpi_gan.compression import kernels
+    rng = np.random.default_rng(seed)
+    bin_size = 64 * groups
+    old = rng.standard_normal(n).astype(np.float32)
+    old[:n // 3] = 0  # whole bins of zeros send nothing
+    new = old.copy()
+    for _ in range(rounds):
+        g = rng.standard_normal(n).astype(np.float32)
+        g[:n // 4] = 0
+        idx = np.empty(n, np.int64)
+        count, total, bins = kernels.bins_select(g, old, bin_size, idx)
+        sent = kernels.bins_send(old, idx[:count], False, 0.0)
+        words = np.zeros(-(-n // 64), np.uint64)
+        wire = np.full(7 + 4 * n + 64, 0xAB, np.uint8)
+        assert kernels.bins_bitmap_select(g, new, bin_size, words, wire, 7) == (count, total,
+                                                                              bins)
+        assert np.array_equal(new, old)
+        bitmap = kernels.bitmap_encode(idx[:count], n)
+        assert np.array_equal(words.view(np.uint8)[:len(bitmap)], bitmap)
+        assert np.array_equal(wire[7:7 + 4 * count].view("<f4"), sent)
+
+
+def test_lanes_portable_form_equals_the_native_one():
+    """The 16-lane compress and expand of ``lanes``: the form compiled here (AVX-512 where
+    the CPU has it) and LLVM's portable masked form (every other CPU) give the same
+    floats, at byte offsets of any alignment, for every kind of mask."""
+    from numba import njit
+
+    from mpi_gan.compression import lanes
+
+    def kernel(compress, expand):
+        @njit
+        def run(src, masks, packed, spread):
+            at = 0
+            for j in range(masks.shape[0]):
+                compress(packed, 3 + 4 * at, src, 1 + 64 * j, masks[j])
+                expand(spread, 2 + 64 * j, packed, 3 + 4 * at, masks[j])
+                at += _count(masks[j])
+            return at
+        return run
+
+    @njit
+    def _count(mask):
+        c = 0
+        for b in range(16):
+            c += (mask >> np.uint64(b)) & np.uint64(1)
+        return c
+
+    globals()["_count"] = _count
+    rng = np.random.default_rng(4)
+    masks = np.concatenate([np.array([0, 0xFFFF, 1, 0x8000, 0xFFFF0000_0000FFFF], np.uint64),
+                            rng.integers(0, 1 << 63, 200, dtype=np.uint64)])
+    src = np.frombuffer(rng.standard_normal(16 * len(masks) + 1).astype(np.float32).tobytes(),
+                        np.uint8)
+    results = []
+    for compress, expand in ((lanes.compress16, lanes.expand16),
+                             (lanes.compress16_portable, lanes.expand16_portable)):
+        packed = np.zeros(64 * len(masks) + 128, np.uint8)
+        spread = np.zeros(64 * len(masks) + 128, np.uint8)
+        count = kernel(compress, expand)(src, masks, packed, spread)
+        results.append((count, packed[:3 + 4 * count].copy(), spread[:2 + 64 * len(masks)]))
+    (count, packed, spread), (count2, packed2, spread2) = results
+    assert count == count2 == sum(bin(int(m) & 0xFFFF).count("1") for m in masks)
+    assert np.array_equal(packed, packed2) and np.array_equal(spread, spread2)
+    floats = src[1:1 + 64 * len(masks)].view("<u4").reshape(-1, 16)  # (bit patterns: the
+    keep = [[(int(m) >> b) & 1 for b in range(16)] for m in masks]    # odd offset makes NaNs)
+    expected = np.where(np.array(keep, bool), floats, 0)
+    assert np.array_equal(spread[2:].view("<u4").reshape(-1, 16), expected)
+
+
+@pytest.mark.parametrize("shape", [(3, 4096), (64, 3, 3, 3), (100,), (0,)])
+def test_adacomp_bins_packed_payload_equals_the_rule(shape):
+    """Exact float32 values in bins of 64 or 128: what is sent and what stays in the
+    residual follow the rule (``bin_selection``); a dense selection travels as a bitmap
+    written in place (``to_bytes`` copies nothing), a sparse one by the smallest code."""
+    from mpi_gan.compression.payload import decode_payload
+    codes = set()
+    for bin_size in (64, 128):
+        c = compression.get("adacomp_bins", bin_size=bin_size)
+        gen = torch.Generator().manual_seed(bin_size)
+        residual = torch.zeros(shape).reshape(-1)
+        for step in range(3):
+            g = torch.randn(shape, generator=gen)
+            if step == 2:  # one large entry per 64: a sparse selection
+                g = g * 1e-3
+                g.view(-1)[::64] = 10.0
+            accumulated = residual + g.reshape(-1)
+            idx, _ = bin_selection(accumulated, accumulated + g.reshape(-1), bin_size)
+            payload = c.compress(g, "w")
+            expected = torch.zeros_like(accumulated)
+            expected[idx] = accumulated[idx]
+            residual = accumulated.clone()
+            residual[idx] = 0
+            assert torch.equal(c.residuals["w"], residual)
+            wire = payload.to_bytes()
+            assert len(wire) == payload.nbytes and payload.count == idx.numel()
+            assert torch.equal(decode_payload(Payload.from_bytes(wire)[0]).reshape(-1), expected)
+            numel = accumulated.numel()
+            codes.add(payload.index_code)
+            if 0 < (numel + 7) // 8 <= idx.numel():
+                assert payload.index_code == indexcodec.BITMAP and wire is payload.wire
+            else:
+                assert payload.index_code == indexcodec.choose(idx.numpy(), numel)
+                assert payload.wire is None
+    if shape != (0,):  # both kinds met
+        assert indexcodec.BITMAP in codes and len(codes) >= 2
+
+
+def test_payload_written_in_place_is_copied_once_replaced():
+    """A payload whose sections lie in its wire buffer sends that buffer; one with a section
+    replaced (``dataclasses.replace``) sends its own sections."""
+    import dataclasses
+    c = compression.get("adacomp_bins")
+    payload = c.compress(torch.randn(4096, generator=torch.Generator().manual_seed(1)), "w")
+    assert payload.index_code == indexcodec.BITMAP and payload.to_bytes() is payload.wire
+    values = payload.values.copy()
+    values[:4] = 0  # the first value becomes 0.0
+    other = dataclasses.replace(payload, values=values)
+    wire = other.to_bytes()
+    assert wire is not payload.wire and np.array_equal(wire[-len(values):], values)
+    assert np.array_equal(wire[:-len(values)], payload.to_bytes()[:-len(values)])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ class Payload:
     scale: float
     indices: np.ndarray
     values: np.ndarray
+    # the whole wire form, where a compressor wrote the sections in place after room for
+    # the header (``in_wire``): ``to_bytes`` then fills the header and copies nothing
+    wire: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def numel(self) -> int:
@@ -68,8 +71,20 @@ class Payload:
 
     def to_bytes(self) -> np.ndarray:
         """The whole payload as one uint8 array (what is sent)."""
-        return np.concatenate([np.frombuffer(self.header(), dtype=np.uint8),
-                               self.indices, self.values])
+        head = np.frombuffer(self.header(), dtype=np.uint8)
+        if self._sections_in_wire(len(head)):
+            self.wire[:len(head)] = head
+            return self.wire
+        return np.concatenate([head, self.indices, self.values])
+
+    def _sections_in_wire(self, header: int) -> bool:
+        """Whether ``wire`` is the header's room followed by ``indices`` and ``values``
+        themselves (not so after ``dataclasses.replace`` of a section, say)."""
+        if self.wire is None or len(self.wire) != header + len(self.indices) + len(self.values):
+            return False
+        at = self.wire.ctypes.data + header
+        return (self.indices.ctypes.data == at and self.values.ctypes.data == at + len(self.indices)
+                and self.indices.flags.c_contiguous and self.values.flags.c_contiguous)
 
     @classmethod
     def from_bytes(cls, data, offset: int = 0) -> tuple["Payload", int]:
@@ -166,14 +181,18 @@ def decode_values(payload: Payload) -> torch.Tensor:
     return out.to(payload.dtype)
 
 
-def make_payload(tensor: torch.Tensor, indices: torch.Tensor | None, values: torch.Tensor,
-                 value_code: int, scale: float = 0.0) -> Payload:
-    """Build the payload sending ``values`` at sorted flat ``indices`` (None: all, dense)."""
+def _check_compressible(tensor: torch.Tensor) -> None:
     if tensor.numel() > MAX_NUMEL:
         raise ValueError(f"cannot compress a tensor of {tensor.numel()} > {MAX_NUMEL} elements")
     if tensor.dtype not in DTYPE_CODE:
         raise ValueError(f"cannot compress tensors of dtype {tensor.dtype}; "
                          f"supported: {[str(d) for d in DTYPES]}")
+
+
+def make_payload(tensor: torch.Tensor, indices: torch.Tensor | None, values: torch.Tensor,
+                 value_code: int, scale: float = 0.0) -> Payload:
+    """Build the payload sending ``values`` at sorted flat ``indices`` (None: all, dense)."""
+    _check_compressible(tensor)
     numel = tensor.numel()
     if value_code == Q8:
         scale = q8_scale(values)
@@ -184,6 +203,23 @@ def make_payload(tensor: torch.Tensor, indices: torch.Tensor | None, values: tor
         (icode, ibytes), count = indexcodec.choose_and_encode(idx, numel), len(idx)
     return Payload(tuple(tensor.shape), tensor.dtype, count, icode, value_code, float(scale),
                    ibytes, encode_values(value_code, values, scale))
+
+
+def header_size(shape) -> int:
+    """Bytes of the header of a payload of a tensor of ``shape``."""
+    return HEADER_BASE + 4 * len(shape)
+
+
+def in_wire(tensor: torch.Tensor, wire: np.ndarray, index_code: int, index_bytes: int,
+            count: int, value_code: int, scale: float = 0.0) -> Payload:
+    """The payload whose index section (``index_bytes``) and value section (``count``
+    values) a compressor wrote into ``wire`` after ``header_size(tensor.shape)`` bytes."""
+    _check_compressible(tensor)
+    head = header_size(tensor.shape)
+    end = head + index_bytes + value_bytes(value_code, count, tensor.dtype)
+    return Payload(tuple(tensor.shape), tensor.dtype, count, index_code, value_code,
+                   float(scale), wire[head:head + index_bytes], wire[head + index_bytes:end],
+                   wire[:end])
 
 
 def decode_sparse(payload: Payload) -> tuple[np.ndarray, torch.Tensor]:
@@ -225,12 +261,17 @@ def decode_payload(payload: Payload, out: torch.Tensor | None = None) -> torch.T
 
 def _bitmap_payload(payload: Payload, out: torch.Tensor | None) -> torch.Tensor:
     """``decode_payload`` of a float32/float64 bitmap payload: one pass from the bitmap and
-    the values into the dense tensor (``kernels.bitmap_scatter``), no index array."""
-    from .kernels import bitmap_scatter
-    values = decode_values(payload).numpy()
+    the values into the dense tensor, no index array (float32 values of a float32 tensor
+    are read where they lie in the received bytes: ``kernels.bitmap_expand``)."""
+    from .kernels import bitmap_expand, bitmap_scatter
     dense = torch.empty(payload.shape, dtype=payload.dtype) if out is None else out
-    if not bitmap_scatter(np.ascontiguousarray(payload.indices), values,
-                          dense.view(-1).numpy()):
+    bitmap = np.ascontiguousarray(payload.indices)
+    if payload.dtype == torch.float32 and payload.value_code in (RAW, F32):
+        ok = bitmap_expand(bitmap, np.ascontiguousarray(payload.values), payload.count,
+                           dense.view(-1).numpy())
+    else:
+        ok = bitmap_scatter(bitmap, decode_values(payload).numpy(), dense.view(-1).numpy())
+    if not ok:
         raise PayloadError(f"bitmap: {len(payload.indices)} bytes whose set bits differ from "
                            f"the count {payload.count} or lie past {payload.numel} elements")
     return dense

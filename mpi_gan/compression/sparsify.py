@@ -136,6 +136,40 @@ def accumulate_and_select(residual: torch.Tensor, g: torch.Tensor, bin_size: int
     return scratch[:count], (total / bins if bins else 0.0)
 
 
+def packs_in_wire(g: torch.Tensor, residual: torch.Tensor | None, bin_size: int) -> bool:
+    """Whether ``accumulate_select_pack`` takes this gradient: CPU float32 (the residual
+    too), bins a multiple of 64 elements."""
+    return (g.device.type == "cpu" and g.dtype == torch.float32 and bin_size % 64 == 0
+            and (residual is None or (residual.device.type == "cpu"
+                                      and residual.dtype == torch.float32)))
+
+
+def accumulate_select_pack(residual: torch.Tensor, g: torch.Tensor, bin_size: int,
+                           head: int) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """``accumulate_and_select`` then ``send_from_residual`` (exact values) in one pass
+    (``kernels.bins_bitmap_select``; where ``packs_in_wire``), writing the wire form.
+
+    Returns (words, wire, count, scale): the selection as a bitmap (uint64 words, bit i of
+    the flat tensor set iff i is sent); a new uint8 buffer with the ``count`` sent values
+    as float32 from byte ``head + ceil(n / 8)`` (room for a header of ``head`` bytes and a
+    bitmap before them); the mean of the bins' max |G|."""
+    n = g.numel()
+    start = head + (n + 7) // 8
+    wire = np.empty(start + 4 * n + 64, np.uint8)  # 64: the packing writes 16 lanes
+    words = np.empty(-(-n // 64), np.uint64)
+    count, total, bins = kernels().bins_bitmap_select(g.numpy(), residual.numpy(), bin_size,
+                                                      words, wire, start)
+    return words, wire, count, (total / bins if bins else 0.0)
+
+
+def bitmap_indices(words: np.ndarray, numel: int, count: int) -> torch.Tensor:
+    """The ``count`` set bits of the first ``numel`` bits of uint64 ``words``, as sorted
+    int64 indices."""
+    idx, ok = kernels().bitmap_decode(words.view(np.uint8)[:(numel + 7) // 8], count)
+    assert ok, "the selection's bitmap and its count disagree"
+    return torch.from_numpy(idx)
+
+
 def send_from_residual(residual: torch.Tensor, idx: torch.Tensor, sign: bool,
                        scale: float) -> torch.Tensor:
     """In place, CPU: the values sent at ``idx`` (G_i, or +-scale by the sign of G_i) and

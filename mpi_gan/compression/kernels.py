@@ -686,16 +686,9 @@ def sign_values(bits, count, scale):
 
 
 @njit(**_JIT)
-def bitmap_scatter(data, values, out):
-    """out[i] = the next of ``values`` where bit i of the little-endian bitmap ``data`` is
-    set, 0 elsewhere: a bitmap payload decoded straight into the dense buffer, with no
-    index array between (for a dense selection that array is larger than the tensor).
-
-    Returns ok, checked before ``out`` is touched: ``data`` has (len(out) + 7) // 8 bytes
-    whose set bits number len(values), none past len(out). Branch-free per bit (the
-    value is read and selected either way)."""
-    n = out.shape[0]
-    count = values.shape[0]
+def _bitmap_holds(data, n, count):
+    """Whether the little-endian bitmap ``data`` has (n + 7) // 8 bytes whose set bits
+    number ``count``, none at n or past it."""
     if data.shape[0] != (n + 7) // 8:
         return False
     whole = n // 64
@@ -708,7 +701,21 @@ def bitmap_scatter(data, values, out):
         if bit and i >= n:
             return False
         set_bits += bit
-    if set_bits != count:
+    return set_bits == count
+
+
+@njit(**_JIT)
+def bitmap_scatter(data, values, out):
+    """out[i] = the next of ``values`` where bit i of the little-endian bitmap ``data`` is
+    set, 0 elsewhere: a bitmap payload decoded straight into the dense buffer, with no
+    index array between (for a dense selection that array is larger than the tensor).
+
+    Returns ok, checked before ``out`` is touched: ``data`` has (len(out) + 7) // 8 bytes
+    whose set bits number len(values), none past len(out). Branch-free per bit (the
+    value is read and selected either way)."""
+    n = out.shape[0]
+    count = values.shape[0]
+    if not _bitmap_holds(data, n, count):
         return False
     r = 0
     zero = out.dtype.type(0)
@@ -738,20 +745,10 @@ def bitmap_expand(data, values, count, out):
     ``out``: 16 lanes at a time (``lanes.expand16``), element by element only where fewer
     than 64 values are left. Returns ok, checked before ``out`` is touched."""
     n = out.shape[0]
-    if data.shape[0] != (n + 7) // 8 or values.shape[0] != 4 * count:
+    if values.shape[0] != 4 * count or not _bitmap_holds(data, n, count):
         return False
     whole = n // 64
     words = data[:8 * whole].view(np.uint64)
-    set_bits = 0
-    for w in range(whole):
-        set_bits += _popcount(words[w])
-    for i in range(64 * whole, 8 * data.shape[0]):
-        bit = (data[i >> 3] >> (i & 7)) & 1
-        if bit and i >= n:
-            return False
-        set_bits += bit
-    if set_bits != count:
-        return False
     r = 0
     zero = np.float32(0)
     one = np.uint64(1)

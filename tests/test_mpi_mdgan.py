@@ -29,6 +29,8 @@ CASES = {
     "cnn-acgan-reset": dict(model="cnn", acgan=True, swap_adam="reset", latent_dim=32),
     "mlp-topk-residual": dict(model="mlp", compress="topk:ratio=0.05", residual=True),
     "mlp-adacomp_bins-sign": dict(model="mlp", compress="adacomp_bins:bin_size=64,values=sign"),
+    # exact values: packed into the wire by the selection pass, a bitmap when dense
+    "mlp-adacomp_bins": dict(model="mlp", compress="adacomp_bins"),
     "mlp-randomk-fp16": dict(model="mlp", compress="randomk:ratio=0.3,values=fp16",
                              residual=False),
     # fewer generated batches than workers (k < N) where N > 1

@@ -11,9 +11,9 @@ in bins of a multiple of 64, that pass also sends: it packs the sent values into
 wire buffer and leaves the selection as a bitmap (``sparsify.accumulate_select_pack``).
 Such a payload's indices travel as that bitmap whenever it is at most a quarter of the
 value bytes (at least one element in 8 sent): the index section is then at most a fifth
-of the payload, so no index code could save more than that (the gap codes save 1-4% of
-the payload on the benchmark's noise), and no pass over the indices is made. Sparser
-selections choose the smallest index code, as every payload does.
+of the payload, so no index code could save more than that (the gap codes would save
+0-3.4% of the payload on the benchmark's noise), and no pass over the indices is made.
+Sparser selections choose the smallest index code, as every payload does.
 """
 import numpy as np
 import torch

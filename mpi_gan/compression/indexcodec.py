@@ -1,4 +1,5 @@
-"""Encodings of sorted, unique flat indices into bytes; the smallest is chosen per payload.
+"""Encodings of sorted, unique flat indices into bytes; the smallest is chosen per payload
+(except where ``adacomp_bins`` packs a dense selection in place: see its module).
 
 All functions are pure and work on numpy arrays. Indices are int64, strictly
 increasing, in [0, numel). Decoders validate everything they read and raise

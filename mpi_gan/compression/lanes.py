@@ -10,7 +10,9 @@ which every backend lowers (to lane-by-lane code where it has no such instructio
 Callers allow for the difference: the native compress writes all 16 lanes (slots past the
 kept ones hold garbage, to be overwritten), so its destination needs 16 floats of room.
 
-Imported by ``kernels`` only (numba is loaded lazily with it).
+Imported by ``kernels`` only (numba is loaded lazily with it). numba's cache of a kernel
+is checked against its own source file only: after editing this one, delete
+``mpi_gan/compression/__pycache__/kernels.*`` (or touch kernels.py).
 """
 from __future__ import annotations
 

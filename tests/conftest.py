@@ -7,7 +7,7 @@ import time
 import h5py
 import pytest
 
-from mpi_gan.io.checkpoint import list_checkpoints
+from mpi_gan.io.checkpoint import checkpoint_iteration, list_checkpoints
 from mpi_gan.io.state import rng_state
 from mpi_gan.train import Trainer
 
@@ -31,7 +31,7 @@ def mpirun(n, args, timeout=240, env=None, cwd=None):
 def newest_checkpoint(run_dir) -> int:
     """The iteration of a run directory's newest checkpoint (0 if it has none)."""
     paths = list_checkpoints(str(run_dir))
-    return int(os.path.basename(paths[-1])[5:13]) if paths else 0
+    return checkpoint_iteration(paths[-1]) if paths else 0
 
 
 def wait_for_checkpoint(run_dir, at_least, ended, timeout=600, poll=0.05):

@@ -136,6 +136,11 @@ def read_checkpoint(path: str, algorithm: str, config_class, table_paths,
             from exc
 
 
+def checkpoint_iteration(path: str) -> int:
+    """The iteration in a checkpoint file's name (``ckpt_<iteration:08d>.h5``)."""
+    return int(_NAME.search(path).group(1))
+
+
 def list_checkpoints(run_dir: str) -> list[str]:
     """Checkpoint files of a run directory, oldest first."""
     paths = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt_*.h5"))

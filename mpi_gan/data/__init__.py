@@ -11,6 +11,8 @@ the HDF5 cache (``cache.py``) or the in-memory synthetic set. Sources:
   cifar10        --data-dir with the binary batches (cifar-10-batches-bin)
   celeba         --data-dir with img_align_celeba/ (--image-size 32 or 64)
   synthetic      seeded MNIST-shaped images, no files
+  ring, grid     seeded 2-D mixtures of Gaussians (toy.py), no files: points (n, 2)
+                 float32 in their own units, not images
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .spec import DATASETS, DataError, DatasetSpec, dataset_spec
 from .splits import (epoch_iterations, label_histogram, parse_split, real_batch_indices,
                      split_indices)
 from .synthetic import synthetic_images
+from .toy import TOY_DATASETS, toy_points
 
 
 @dataclass
@@ -40,10 +43,13 @@ class Shard:
 
 
 def to_shard(images_u8: np.ndarray, labels_u8: np.ndarray) -> Shard:
-    """uint8 (m, C, H, W) images and labels -> a Shard."""
+    """uint8 (m, C, H, W) images and labels -> a Shard; float32 samples (the toy points)
+    are taken as they are."""
+    labels = torch.from_numpy(np.asarray(labels_u8, dtype=np.int64))
+    if images_u8.dtype != np.uint8:
+        return Shard(torch.from_numpy(np.array(images_u8, dtype=np.float32)), labels)
     images = torch.from_numpy(np.ascontiguousarray(images_u8)).to(torch.float32)
-    return Shard(images.div_(127.5).sub_(1.0),
-                 torch.from_numpy(np.asarray(labels_u8, dtype=np.int64)))
+    return Shard(images.div_(127.5).sub_(1.0), labels)
 
 
 class Dataset:
@@ -101,7 +107,7 @@ def spec_of(cfg) -> DatasetSpec:
 def prepare(cfg, log=print) -> None:
     """Convert the configured dataset into its cache if needed (once per node)."""
     spec = spec_of(cfg)
-    if spec.name != "synthetic":
+    if spec.name != "synthetic" and spec.name not in TOY_DATASETS:
         ensure_cache(spec, cfg.data_dir, resolved_cache_dir(cfg.cache_dir), log)
 
 
@@ -114,6 +120,12 @@ def open_dataset(cfg) -> Dataset:
         return Dataset(spec, arrays={"train_images": train[0], "train_labels": train[1],
                                      "test_images": test[0], "test_labels": test[1]},
                        key=f"synthetic-{cfg.synthetic_size}-seed{cfg.seed}")
+    if spec.name in TOY_DATASETS:
+        train = toy_points(spec.name, cfg.seed, spec.train_size, "train")
+        test = toy_points(spec.name, cfg.seed, spec.test_size, "test")
+        return Dataset(spec, arrays={"train_images": train[0], "train_labels": train[1],
+                                     "test_images": test[0], "test_labels": test[1]},
+                       key=f"{spec.name}-seed{cfg.seed}")
     path = cache_path(spec, cfg.data_dir, resolved_cache_dir(cfg.cache_dir))
     if not os.path.isfile(path):
         raise DataError(f"the dataset cache {path} is missing (it is written at start-up)")

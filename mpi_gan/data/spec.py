@@ -8,7 +8,12 @@ used at run time are those of the loaded files (a test's small IDX file holds
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
+
+from .toy import TEST_SIZE as TOY_TEST_SIZE, TOY_DATASETS, TRAIN_SIZE as TOY_TRAIN_SIZE
 
 
 class DataError(RuntimeError):
@@ -17,24 +22,38 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """name; shape (C, H, W) of one image; classes (0: unlabelled); nominal sizes."""
+    """name; shape of one sample, (C, H, W) for images, (2,) for the toy points; classes
+    (0: unlabelled); nominal sizes."""
 
     name: str
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     classes: int
     train_size: int
     test_size: int
 
     @property
     def sample_size(self) -> int:
-        """Values per image, C * H * W."""
-        c, h, w = self.shape
-        return c * h * w
+        """Values per sample, C * H * W for images."""
+        return math.prod(self.shape)
+
+    @property
+    def is_image(self) -> bool:
+        """Images (C, H, W), stored as uint8 and seen by the models in [-1, 1]; otherwise
+        points in their own units (the toy mixtures)."""
+        return len(self.shape) == 3
+
+    def to_data(self, samples) -> np.ndarray:
+        """Samples as the models see them (n, *shape) -> float32 in the dataset's own value
+        range: images from [-1, 1] to pixel values [0, 255] (clipped), points unchanged."""
+        values = np.asarray(samples, dtype=np.float32)
+        if not self.is_image:
+            return values.copy()
+        return np.clip((values + 1.0) * 127.5, 0.0, 255.0)
 
 
 NATIVE_SIZES = {"mnist": 28, "fashion-mnist": 28, "cifar10": 32, "celeba": 64, "synthetic": 28}
 CELEBA_SIZES = (32, 64)
-DATASETS = tuple(NATIVE_SIZES)
+DATASETS = tuple(NATIVE_SIZES) + TOY_DATASETS
 
 
 def dataset_spec(name: str, image_size: int = 0, synthetic_size: int = 6000) -> DatasetSpec:
@@ -43,6 +62,10 @@ def dataset_spec(name: str, image_size: int = 0, synthetic_size: int = 6000) -> 
     Only CelebA can be resized (to 32 or 64); the other datasets keep their own size.
     Raises DataError naming the valid choices.
     """
+    if name in TOY_DATASETS:
+        if image_size:
+            raise DataError(f"--image-size {image_size}: {name} holds 2-D points, not images")
+        return DatasetSpec(name, (2,), 0, TOY_TRAIN_SIZE, TOY_TEST_SIZE)
     if name not in NATIVE_SIZES:
         raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     size = image_size or NATIVE_SIZES[name]

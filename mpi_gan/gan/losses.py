@@ -44,7 +44,8 @@ def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor,
     """
     ones = torch.ones_like(logits_real[:, 0])
     loss = (F.binary_cross_entropy_with_logits(logits_real[:, 0], ones)
-            + F.binary_cross_entropy_with_logits(logits_fake[:, 0], torch.zeros_like(ones)))
+            + F.binary_cross_entropy_with_logits(logits_fake[:, 0],
+                                               torch.zeros_like(logits_fake[:, 0])))
     if labels_real is not None:
         loss = loss + F.cross_entropy(logits_real[:, 1:], labels_real) \
             + F.cross_entropy(logits_fake[:, 1:], labels_fake)
@@ -69,7 +70,8 @@ def generator_loss_per_sample(logits_fake: torch.Tensor, labels_fake: torch.Tens
 def discriminator_step(disc: nn.Module, optimizer: Adam,
                        x_real: torch.Tensor, y_real: torch.Tensor | None,
                        x_fake: torch.Tensor, y_fake: torch.Tensor | None) -> float:
-    """One Adam step of D on (X_r, X_d); returns the loss before the step."""
+    """One optimizer step (Adam in every algorithm) of D on (X_r, X_d); returns the loss
+    before the step."""
     optimizer.zero_grad(set_to_none=True)
     loss = discriminator_loss(disc(x_real), disc(x_fake), y_real, y_fake)
     loss.backward()

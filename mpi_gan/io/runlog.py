@@ -45,8 +45,12 @@ class Metrics:
         return out
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
-        """Replace the rows by stored arrays (used when resuming)."""
-        self.rows = {c: list(arrays[c]) for c in self.columns}
+        """Replace the rows by stored arrays (used when resuming). A column the stored
+        table lacks (a score added by a later version) is filled with NaN."""
+        count = len(next(iter(arrays.values()))) if arrays else 0
+        self.rows = {c: list(arrays[c]) if c in arrays else
+                     [np.full(shape, np.nan, dtype)] * count if count else []
+                     for c, (dtype, shape) in self.columns.items()}
 
     def truncate(self, rows: int) -> None:
         """Keep the first ``rows`` rows (the run file follows at its next append)."""

@@ -5,7 +5,9 @@ test images) with the scores that fit the dataset.
   score classifier gives ``mnist_score`` (the Inception Score of its softmax) and
   ``classifier_fid`` (FID on its 128 penultimate features);
 * RGB datasets, or any dataset when Inception weights are given: ``inception_fid``,
-  and ``inception_score`` when the weights have logits.
+  and ``inception_score`` when the weights have logits;
+* the toy mixtures of points (ring, grid): ``modes``, ``high_quality`` and ``mode_kl``
+  against the mixture's known centres (``metrics/modes.py``; no real test points needed).
 The real test images are the same for every run of a dataset (a permutation of the
 test set drawn from the classifier seed, not the run seed), so runs compare.
 """
@@ -15,13 +17,15 @@ import numpy as np
 import torch
 
 from ..data import Dataset
+from ..data.toy import mixture
 from ..gan.losses import latent_batch
 from ..seeding import derive_seed
 from .classifier import classifier_for
 from .inception import InceptionError, InceptionNet, bundled_weights
+from .modes import MODE_SCORES, mode_scores
 from .scores import frechet_distance, gaussian_stats, inception_score
 
-SCORES = ("mnist_score", "classifier_fid", "inception_fid", "inception_score")
+SCORES = ("mnist_score", "classifier_fid", "inception_fid", "inception_score") + MODE_SCORES
 
 
 def real_rows(test_size: int, samples: int, seed: int = 0) -> np.ndarray:
@@ -46,7 +50,8 @@ def generate(g: torch.nn.Module, latent_dim: int, classes: int, count: int, seed
 
 
 class Evaluator:
-    """Scores images (n, C, H, W) in [-1, 1] against ``samples`` fixed real test images.
+    """Scores images (n, C, H, W) in [-1, 1] against ``samples`` fixed real test images,
+    or points (n, 2) of a toy mixture against its centres.
 
     ``names``: the scores this dataset gets, in ``SCORES`` order. Raises InceptionError
     (a set-up error) for an RGB dataset without Inception weights.
@@ -61,7 +66,11 @@ class Evaluator:
         if samples > dataset.test_size:
             raise InceptionError(f"{samples} evaluation samples, but {spec.name} has only "
                                  f"{dataset.test_size} test images")
-        self.classifier = self.inception = None
+        self.classifier = self.inception = self.mixture = None
+        if not spec.is_image:
+            self.mixture = mixture(spec.name)
+            self.names, self.reference = MODE_SCORES, {}
+            return
         if spec.shape[0] == 1 and spec.classes:
             self.classifier = classifier_for(dataset, dataset_key, cache_dir, classifier_seed,
                                              log)
@@ -99,6 +108,8 @@ class Evaluator:
 
     def score(self, images: torch.Tensor) -> dict[str, float]:
         """Every score in ``names`` for ``images``."""
+        if self.mixture is not None:
+            return mode_scores(images.numpy(), self.mixture.centres, self.mixture.std)
         out = {}
         if self.classifier is not None:
             out["mnist_score"] = inception_score(self.classifier.probabilities(images))

@@ -5,7 +5,9 @@
   (3, 32, 32)  mlp: the same MLP on 3072 values;  cnn: the paper's CIFAR10 CNN
   (3, 64, 64)  mlp: the MLP on 12288 values;  cnn: the CIFAR10 CNN with one more
                doubling (CelebA 64x64, our extension)
-Generators map z (b, latent_dim) to images (b, C, H, W) in [-1, 1];
+  (2,)         mlp: a small MLP for points (the toy mixtures ring and grid, 128 units
+               per layer, linear output); no cnn
+Generators map z (b, latent_dim) to images (b, C, H, W) in [-1, 1] (points: (b, 2));
 discriminators map images to logits (b, outputs): column 0 real/fake, then one
 per class with ACGAN. Parameter counts against the paper's: docs/models.md.
 """
@@ -18,7 +20,7 @@ from ..seeding import derive_seed
 from .classifier import AdaCompCNN, evaluate
 from .cnn import CifarGenerator, CNNDiscriminator, CNNGenerator
 from .layers import MinibatchDiscrimination
-from .mlp import MLPDiscriminator, MLPGenerator
+from .mlp import MLPDiscriminator, MLPGenerator, PointDiscriminator, PointGenerator
 
 MODELS = ("mlp", "cnn")
 MNIST_SHAPE = (1, 28, 28)
@@ -30,6 +32,8 @@ PAPER_PARAMS = {("mlp", MNIST_SHAPE): (716_560, 670_219), ("cnn", MNIST_SHAPE): 
 def generator_for(model: str, latent_dim: int, shape: tuple[int, int, int]) -> nn.Module:
     """An unseeded G of architecture ``model`` for images of ``shape``."""
     shape = tuple(shape)
+    if model == "mlp" and len(shape) == 1:
+        return PointGenerator(latent_dim, shape[0])
     if model == "mlp":
         return MLPGenerator(latent_dim, shape)
     if model == "cnn" and shape == MNIST_SHAPE:
@@ -41,9 +45,11 @@ def generator_for(model: str, latent_dim: int, shape: tuple[int, int, int]) -> n
 
 def discriminator_for(model: str, outputs: int, shape: tuple[int, int, int]) -> nn.Module:
     """An unseeded D of architecture ``model`` for images of ``shape``."""
+    if model == "mlp" and len(shape) == 1:
+        return PointDiscriminator(outputs, shape[0])
     if model == "mlp":
         return MLPDiscriminator(outputs, tuple(shape))
-    if model == "cnn":
+    if model == "cnn" and len(shape) == 3:
         return CNNDiscriminator(outputs, shape[0])
     raise ValueError(f"no {model} discriminator")
 
@@ -79,6 +85,7 @@ def make_classifier(seed: int, shape: tuple[int, int, int] = MNIST_SHAPE,
 
 
 __all__ = ["AdaCompCNN", "CNNDiscriminator", "CNNGenerator", "CifarGenerator", "MODELS",
-           "MLPDiscriminator", "MLPGenerator", "MinibatchDiscrimination", "PAPER_PARAMS",
+           "MLPDiscriminator", "MLPGenerator", "MinibatchDiscrimination", "PointDiscriminator",
+           "PointGenerator", "PAPER_PARAMS",
            "count_params", "discriminator_for", "evaluate", "generator_for", "make_classifier",
            "make_discriminator", "make_generator"]

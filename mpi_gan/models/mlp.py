@@ -35,3 +35,32 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.reshape(len(x), self.pixels))
+
+
+class PointGenerator(nn.Module):
+    """The MLP for points (the toy mixtures): FC latent_dim -> 128 -> 128 -> dims, ReLU,
+    linear output (the points' own units, not [-1, 1]); output (b, dims)."""
+
+    def __init__(self, latent_dim: int, dims: int = 2, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, dims))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class PointDiscriminator(nn.Module):
+    """The MLP D for points: FC dims -> 128 -> 128 -> outputs, ReLU; input (b, dims)."""
+
+    def __init__(self, outputs: int, dims: int = 2, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dims, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -32,5 +32,6 @@ setup(
     },
     entry_points={"console_scripts": ["mpi-gan-mdgan=mpi_gan.mdgan:main",
                                       "mpi-gan-evaluate=mpi_gan.evaluate:main",
-                                      "mpi-gan-analyze=mpi_gan.analyze:main"]},
+                                      "mpi-gan-analyze=mpi_gan.analyze:main",
+                                      "mpi-gan-sample=mpi_gan.sample:main"]},
 )

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+from .argtypes import integer, nonnegative_int, positive_float, positive_int
 from .thread_pools import DEFAULT_THREADS
 from .data import DATASETS, DataError, DatasetSpec, parse_split, spec_of
 
@@ -28,6 +29,7 @@ class _Fields:
     HELP: ClassVar[dict] = {}
     CHOICES: ClassVar[dict] = {}
     RESUMABLE: ClassVar[frozenset] = frozenset()
+    WITHOUT: ClassVar[frozenset] = frozenset()  # fields this algorithm refuses to use
 
     def as_attrs(self) -> dict:
         """The config as a flat dict of HDF5-storable scalars."""
@@ -75,6 +77,7 @@ class GanConfig(DataConfig):
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    g_ema: float = 0.0
     seed: int = 0
     # run management
     out: str = "runs/standalone"
@@ -131,13 +134,15 @@ GanConfig.CHOICES = {
 Config.CHOICES = {**GanConfig.CHOICES, "swap_adam": ("reset", "travel"),
                   "exchange": ("p2p", "tree")}
 FlganConfig.CHOICES = GanConfig.CHOICES
+FlganConfig.WITHOUT = frozenset({"g_ema"})  # its G is the FedAvg of the workers'
 
 
 # Defaults a dataset brings to the command line (flags given explicitly win); documented
 # with their reasons in docs/toy.md. Configurations built in code get the class defaults.
-_TOY_DEFAULTS = {"acgan": False, "model": "mlp", "latent_dim": 16, "batch_size": 100,
+_TOY_DEFAULTS = {"acgan": False, "model": "mlp", "latent_dim": 2, "batch_size": 100,
                  "lr_g": 1e-3, "lr_d": 1e-3, "iterations": 5000, "eval_every": 500,
-                 "eval_samples": 2500, "checkpoint_every": 1000, "log_every": 500}
+                 "eval_samples": 2500, "checkpoint_every": 1000, "log_every": 500,
+                 "swap_adam": "travel", "g_ema": 0.999}
 DATASET_DEFAULTS: dict[str, dict] = {"ring": dict(_TOY_DEFAULTS), "grid": dict(_TOY_DEFAULTS)}
 
 
@@ -179,6 +184,9 @@ GanConfig.HELP = {
     "lr_d": "discriminator Adam learning rate",
     "beta1": "Adam beta1 (G and D)",
     "beta2": "Adam beta2 (G and D)",
+    "g_ema": "decay of an exponential moving average of G's weights, updated after every G "
+             "step (0: none); the average is what is scored, published in run.h5 and "
+             "sampled (Yazici et al. 2019; docs/training.md)",
     "seed": "run seed: every random stream is derived from it",
     "out": "run directory: run.h5, checkpoints/, logs/",
     "resume": "checkpoint file, or run directory (its newest valid checkpoint), or 'auto': "
@@ -279,35 +287,8 @@ class _RankAwareParser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
-    return value
+_positive_int, _nonnegative_int, _int, _positive_float = (
+    positive_int, nonnegative_int, integer, positive_float)
 
 
 _TYPES = {
@@ -352,7 +333,7 @@ def parse(cls, argv, prog: str, description: str, quiet: bool = False):
     named, _ = parser.parse_known_args(argv)
     parser.set_defaults(**{name: value for name, value in
                            DATASET_DEFAULTS.get(named.dataset, {}).items()
-                           if hasattr(named, name)})
+                           if hasattr(named, name) and name not in cls.WITHOUT})
     return cls(**vars(parser.parse_args(argv)))
 
 
@@ -430,9 +411,9 @@ def _validate_gan(cfg: GanConfig) -> None:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(cfg, name)}")
     _require_choices(cfg)
-    for name in ("beta1", "beta2"):
+    for name in ("beta1", "beta2", "g_ema"):
         if not 0.0 <= getattr(cfg, name) < 1.0:
-            raise ConfigError(f"--{name} must be in [0, 1), got {getattr(cfg, name)}")
+            raise ConfigError(f"{_flag(name)} must be in [0, 1), got {getattr(cfg, name)}")
     check_compress_spec(getattr(cfg, "compress", "none"))
     spec = _require_dataset(cfg)
     if not spec.is_image and cfg.model != "mlp":
@@ -477,6 +458,9 @@ def _require_ulfm() -> None:
 def validate_flgan(cfg: FlganConfig, world_size: int) -> None:
     """Raise ConfigError if the FL-GAN ``cfg`` cannot run on ``world_size`` MPI ranks."""
     _require_ranks(world_size, "FL-GAN")
+    if cfg.g_ema:
+        raise ConfigError("--g-ema: FL-GAN's generator is the FedAvg of its workers' and keeps "
+                          "no average of its own; use --g-ema 0 (mdgan and standalone have it)")
     if cfg.round_epochs < 1 or cfg.round_every < 0:
         raise ConfigError(f"--round-epochs must be >= 1 and --round-every >= 0, got "
                           f"{cfg.round_epochs} and {cfg.round_every}")

@@ -17,25 +17,10 @@ ITERATIONS=${1:-5000}
 OUT=${2:-runs/compare}
 BATCH=${3:-32}
 BIN=.venv/bin
-common=(--iterations "$ITERATIONS" --batch-size "$BATCH" --model mlp --seed 0
+COMMON=(--iterations "$ITERATIONS" --batch-size "$BATCH" --model mlp --seed 0
         --eval-every 1000 --eval-samples 500 --log-every 500 --checkpoint-every 1000)
 
-finished() {  # a run file whose 'finished' attribute is 1
-  [ -f "$1/run.h5" ] && $BIN/python -c "import h5py,sys; sys.exit(0 if h5py.File(sys.argv[1],'r').attrs['finished'] == 1 else 1)" "$1/run.h5"
-}
-
-run() {  # run NAME RANKS MODULE ARGS...: skip if finished, resume if checkpointed
-  local name=$1 ranks=$2 module=$3; shift 3
-  local dir="$OUT/$name" resume=()
-  if finished "$dir"; then echo "== $name: finished, skipped"; return; fi
-  if compgen -G "$dir/checkpoints/ckpt_*.h5" >/dev/null; then resume=(--resume "$dir"); fi
-  echo "== $name"
-  if [ "$ranks" = 1 ]; then
-    $BIN/python -m "$module" "${common[@]}" --out "$dir" "${resume[@]}" "$@"
-  else
-    $BIN/mpiexec -n "$ranks" $BIN/python -m "$module" "${common[@]}" --out "$dir" "${resume[@]}" "$@"
-  fi
-}
+source scripts/runs.sh
 
 run mnist-iid-mdgan-k1     5 mpi_gan.mdgan --dataset mnist --split iid --k 1
 run mnist-iid-mdgan-k2     5 mpi_gan.mdgan --dataset mnist --split iid --k 2

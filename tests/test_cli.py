@@ -85,9 +85,11 @@ def single(n, args, timeout=240):
 @pytest.mark.parametrize("world", [2, 3, 4])
 def test_mdgan_resume_is_bit_identical(tmp_path, world):
     # 96 samples, batch 8: N = 2 swaps after iterations 6 and 12, N = 3 after 4, 8 and 12
-    # compressed feedback: the compressor's call counter and the residual must resume too
+    # compressed feedback: the compressor's call counter and the residual must resume too;
+    # so must the moving average of G (--g-ema), which is also the run file's generator
     resume_matches_straight(tmp_path, "mpi_gan.mdgan", world, [
-        *FAST, "--swap-adam", "travel", "--compress", "randomk:ratio=0.2", "--residual"])
+        *FAST, "--swap-adam", "travel", "--compress", "randomk:ratio=0.2", "--residual",
+        "--g-ema", "0.9"])
 
 
 def test_mdgan_resume_is_bit_identical_on_rgb_images(tmp_path):
@@ -105,7 +107,8 @@ def test_flgan_resume_is_bit_identical(tmp_path):
 
 
 def test_standalone_resume_is_bit_identical_without_mpiexec(tmp_path):
-    resume_matches_straight(tmp_path, "mpi_gan.standalone", 1, FAST, total=8, half=4)
+    resume_matches_straight(tmp_path, "mpi_gan.standalone", 1, [*FAST, "--g-ema", "0.9"],
+                            total=8, half=4)
 
 
 def test_asgd_and_baselines_help_prints_defaults():

@@ -518,3 +518,29 @@ def test_flgan_reference_weights_each_worker_by_its_shard_size(monkeypatch):
     assert not torch.allclose(got, reversed_weights, rtol=1e-3, atol=1e-3)
     for gan in locals_.values():  # every worker continues from the average
         assert torch.equal(flatten([gan.g, gan.d]), flatten([g, d]))
+
+
+def test_moving_average_of_the_generator_by_hand():
+    """--g-ema: after each G step a <- decay a + (1 - decay) w for every parameter, by hand
+    over three steps; buffers copied; the average takes no gradient."""
+    from mpi_gan.gan.ema import make_average, update_average
+
+    g = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    with torch.no_grad():
+        for p in g.parameters():
+            p.fill_(1.0)
+    average = make_average(g)
+    assert all(not p.requires_grad for p in average.parameters())
+    expected = 1.0
+    for w in (3.0, -1.0, 5.0):
+        with torch.no_grad():
+            for p in g.parameters():
+                p.fill_(w)
+            g[1].running_mean.fill_(w)
+        update_average(average, g, 0.9)
+        expected = 0.9 * expected + 0.1 * w
+        for p in average.parameters():
+            assert torch.allclose(p, torch.full_like(p, expected), atol=1e-6)
+        assert torch.equal(average[1].running_mean, g[1].running_mean)
+    # closed form after the three steps: 0.9^3 * 1 + 0.1 (0.9^2 * 3 + 0.9 * (-1) + 5)
+    assert expected == pytest.approx(1.382, abs=1e-12)

@@ -131,6 +131,8 @@ def test_resume_skips_corrupt_newest_and_prunes(tmp_path):
     ({"split": "labels:x"}, 3, "--split 'labels:x'"),
     ({"split": "dirichlet:-1"}, 3, "dirichlet:ALPHA"),
     ({"model": "resnet"}, 3, "--model must be one of"),
+    ({"g_ema": 1.0}, 3, "--g-ema must be in"),
+    ({"g_ema": -0.1}, 3, "--g-ema must be in"),
 ])
 def test_validate_rejects(changes, world, message):
     with pytest.raises(ConfigError, match=message):
@@ -148,3 +150,10 @@ def test_out_with_an_earlier_run_is_protected(tmp_path):
     check_out_is_free(str(tmp_path), path)  # continuing that very run is fine
     with pytest.raises(CheckpointError, match="already holds a run"):
         check_out_is_free(str(tmp_path), str(tmp_path / "elsewhere" / "ckpt_00000002.h5"))
+
+
+def test_flgan_refuses_a_generator_average():
+    from mpi_gan.config import FlganConfig, validate_flgan
+    with pytest.raises(ConfigError, match="--g-ema: FL-GAN"):
+        validate_flgan(FlganConfig(g_ema=0.99), 3)
+    validate_flgan(FlganConfig(), 3)

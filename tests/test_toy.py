@@ -98,6 +98,10 @@ def test_toy_defaults_on_the_command_line():
     cfg = parse_config(["--dataset", "ring", "--lr-g", "3e-4"])
     assert cfg.acgan is False and cfg.lr_g == 3e-4 and cfg.lr_d == 1e-3
     assert cfg.iterations == 5000 and cfg.eval_samples == 2500
+    assert cfg.g_ema == 0.999 and cfg.swap_adam == "travel" and cfg.latent_dim == 2
+    from mpi_gan.algorithms.flgan.main import parse_flgan_config
+    fl = parse_flgan_config(["--dataset", "ring"])
+    assert fl.g_ema == 0.0 and fl.lr_g == 1e-3  # FL-GAN keeps no average of G
     validate(cfg, 5)
     assert parse_config(["--dataset", "ring", "--acgan"]).acgan is True  # explicit wins
     plain = parse_config([])

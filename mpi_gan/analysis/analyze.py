@@ -2,11 +2,14 @@
 
 ``python -m mpi_gan.analyze RUN... --out DIR`` reads run files, run directories or
 checkpoints and writes into DIR: summary.csv (printed too; columns in
-mpi_gan/analysis/summary.py), cost_ratios.csv (MD-GAN worker cost / FL-GAN worker
+mpi_gan/analysis/summary.py, plus seed and group), groups.csv (printed too: one row per
+group of runs that differ only in their seed, their mean, std, min and max; columns in
+mpi_gan/analysis/groups.py), cost_ratios.csv (MD-GAN worker cost / FL-GAN worker
 cost where both ran on the same data), scores_vs_{iteration,wall_seconds,
 server_bytes}.png, losses.png, traffic_<run>.png per run and samples_<run>.png per
-run with a generator (one row per class with ACGAN). Its output ends with
-``name=value`` lines: the cost ratios and the number of runs.
+run with a generator (one row per class with ACGAN; toy runs: a scatter of the points,
+the mixture's centres marked). Its output ends with
+``name=value`` lines: the cost ratios, the number of groups and the number of runs.
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ import sys
 
 import pandas as pd
 
+from .groups import group_table, label_runs
 from .plots import loss_plot, score_plots, traffic_plot
 from .runs import RunFileError, read_run
-from .samples import sample_grid
+from .sampling import grid_png
 from .summary import cost_ratios, summary_table
 
 
@@ -29,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run files, run directories or "
                    "checkpoints")
     p.add_argument("--out", default="analysis", help="directory for the CSV and PNG files")
-    p.add_argument("--grid", type=int, default=10, help="rows and columns of sample grids")
+    p.add_argument("--grid", type=int, default=10, help="rows and columns of sample grids "
+                   "(rows: one per class with ACGAN; toy runs: 10 x grid^2 points)")
     return p
 
 
@@ -45,27 +50,30 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:  # unique names for the per-run files
         if names.count(run["name"]) > 1:
             run["name"] = f"{run['name']}-{os.path.basename(os.path.dirname(run['path']))}"
-    table = summary_table(runs)
+    table = label_runs(runs, summary_table(runs))
     table.to_csv(os.path.join(args.out, "summary.csv"), index=False)
+    groups = group_table(table)
+    groups.to_csv(os.path.join(args.out, "groups.csv"), index=False)
     ratios = cost_ratios(table)
     ratios.to_csv(os.path.join(args.out, "cost_ratios.csv"), index=False)
     written = score_plots(runs, args.out) + [loss_plot(runs, args.out)]
     for run in runs:
         written.append(traffic_plot(run, args.out))
         if run["algorithm"] in ("mdgan", "flgan", "standalone"):
-            path = os.path.join(args.out, f"samples_{run['name']}.png")
-            sample_grid(run["path"], args.grid, args.grid).save(path)
-            written.append(path)
+            written.append(grid_png(run["path"], args.grid,
+                                    os.path.join(args.out, f"samples_{run['name']}.png")))
     with pd.option_context("display.width", 250, "display.max_columns", 40,
                            "display.float_format", "{:.4g}".format):
         print(table.to_string(index=False))
+        print(groups.dropna(axis=1, how="all").to_string(index=False))
         if len(ratios):
             print(ratios.to_string(index=False))
-    print(f"wrote {os.path.join(args.out, 'summary.csv')}, cost_ratios.csv and "
+    print(f"wrote {os.path.join(args.out, 'summary.csv')}, groups.csv, cost_ratios.csv and "
           f"{len(written)} PNG files in {args.out}")
     for _, r in ratios.iterrows():
         tag = f"{r.dataset}_{r.split}".replace("-", "_").replace(":", "")
         print(f"mdgan_vs_flgan_worker_seconds_{tag}={r.seconds_ratio:.4g}")
         print(f"mdgan_vs_flgan_worker_flops_{tag}={r.flops_ratio:.4g}")
+    print(f"groups={len(groups)}")
     print(f"runs={len(runs)}")
     return 0

@@ -1,8 +1,11 @@
 """PNG plots of runs (matplotlib, Agg backend: no display needed). Every figure is
 FIGSIZE at DPI: 1200 x 900 pixels.
 
-* ``scores_vs_<x>.png``: one panel per score, one line per run, against iterations,
-  training wall seconds, or bytes rank 0 has sent and received;
+* ``scores_vs_<x>.png``: one panel per score against iterations, training wall seconds,
+  or bytes rank 0 has sent and received; one line per group of runs that differ only in
+  their seed (mpi_gan/analysis/groups.py): the mean over its seeds at each evaluation
+  iteration (x: the mean x there), a band from their min to their max, labelled
+  ``<setting> (<n> seeds)``; a group of one run is a plain line labelled with its name;
 * ``losses.png``: D and G losses (mean over workers) against iterations;
 * ``traffic_<run>.png``: a source x destination heatmap of bytes per message kind.
 """
@@ -17,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import numpy as np  # noqa: E402
 
 from ..metrics.evaluator import SCORES  # noqa: E402
+from .groups import group_runs, setting_labels  # noqa: E402
 
 FIGSIZE, DPI = (12, 9), 100
 X_AXES = {"iteration": "generator updates", "wall_seconds": "training wall time (s)",
@@ -38,29 +42,62 @@ def _grid(count: int):
     return fig, list(axes.flat[:count])
 
 
+def seed_curve(group: list[dict], name: str, x: str) -> tuple[np.ndarray, ...]:
+    """(x, mean, min, max) of score ``name`` over a group's runs at the evaluation
+    iterations every run has a finite value at, x the mean of the runs' ``x`` there."""
+    tables = [run["scores"] for run in group]
+    common = None
+    for table in tables:
+        values = np.asarray(table.get(name, []), dtype=np.float64)
+        done = set(np.asarray(table["iteration"])[np.isfinite(values)].tolist()) \
+            if len(values) else set()
+        common = done if common is None else common & done
+    iterations = np.array(sorted(common or ()), dtype=np.int64)
+    if not len(iterations):
+        return (np.empty(0),) * 4
+    xs, ys = (np.empty((len(tables), len(iterations))) for _ in range(2))
+    for i, table in enumerate(tables):
+        row = {int(it): j for j, it in enumerate(table["iteration"])}
+        at = [row[int(it)] for it in iterations]
+        xs[i] = np.asarray(table[x], dtype=np.float64)[at]
+        ys[i] = np.asarray(table[name], dtype=np.float64)[at]
+    return xs.mean(axis=0), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
+
+
+def score_figure(groups: list[list[dict]], names: list[str], x: str):
+    """The figure of ``scores_vs_<x>.png`` (not saved): one panel per score in ``names``,
+    one line (and band, for several seeds) per group."""
+    labels = setting_labels(groups)
+    fig, axes = _grid(len(names))
+    for ax, name in zip(axes, names):
+        for group, setting in zip(groups, labels):
+            xs, mean, low, high = seed_curve(group, name, x)
+            if not len(xs):
+                continue
+            if len(group) == 1:
+                ax.plot(xs, mean, marker="o", label=group[0]["name"])
+                continue
+            line, = ax.plot(xs, mean, marker="o", label=f"{setting} ({len(group)} seeds)")
+            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel(X_AXES[x])
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"scores against {X_AXES[x]}")
+    fig.tight_layout()
+    return fig
+
+
 def score_plots(runs: list[dict], out: str) -> list[str]:
     """scores_vs_iteration.png, scores_vs_wall_seconds.png, scores_vs_server_bytes.png
-    (none if no run has scores)."""
+    (none if no run has scores); runs are grouped by ``groups.group_runs``."""
     names = [n for n in SCORES if any(np.isfinite(r["scores"].get(n, [np.nan])).any()
                                       for r in runs if r["scores"].get(n) is not None)]
     if not names:
         return []
-    paths = []
-    for x, label in X_AXES.items():
-        fig, axes = _grid(len(names))
-        for ax, name in zip(axes, names):
-            for run in runs:
-                table = run["scores"]
-                if name in table and len(table[name]) and np.isfinite(table[name]).any():
-                    ax.plot(table[x], table[name], marker="o", label=run["name"])
-            ax.set_xlabel(label)
-            ax.set_ylabel(name)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        fig.suptitle(f"scores against {label}")
-        fig.tight_layout()
-        paths.append(_save(fig, os.path.join(out, f"scores_vs_{x}.png")))
-    return paths
+    groups = group_runs(runs)
+    return [_save(score_figure(groups, names, x), os.path.join(out, f"scores_vs_{x}.png"))
+            for x in X_AXES]
 
 
 def loss_plot(runs: list[dict], out: str) -> str:

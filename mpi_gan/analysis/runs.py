@@ -21,7 +21,10 @@ from ..models import make_generator
 # run-file format attribute -> algorithm name (checkpoints store the name directly)
 ALGORITHMS = {"mpi-gan-mdgan-run": "mdgan", "mpi-gan-flgan-run": "flgan",
               "mpi-gan-standalone-run": "standalone", "mpi-gan-asgd-run": "asgd"}
-GENERATOR_GROUPS = ("generator/model", "state/rank_0/g/model", "state/rank_0/model")
+# the run file's generator (the average with --g-ema); in a checkpoint the average if the
+# run keeps one, else rank 0's G (FL-GAN and standalone: g/, MD-GAN: model/)
+GENERATOR_GROUPS = ("generator/model", "state/rank_0/g_ema/model", "state/rank_0/g/model",
+                    "state/rank_0/model")
 
 
 class RunFileError(ValueError):

@@ -50,6 +50,24 @@ class DatasetSpec:
             return values.copy()
         return np.clip((values + 1.0) * 127.5, 0.0, 255.0)
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The name of every class, index order (``()`` for unlabelled data): CLASS_NAMES
+        where the dataset has names, else the class indices as text."""
+        names = CLASS_NAMES.get(self.name, ())
+        return names if len(names) == self.classes else tuple(map(str, range(self.classes)))
+
+
+DIGITS = tuple("0123456789")
+# the datasets' own label names, in label order (the synthetic set's classes are its 10
+# blob patterns: shown by index)
+CLASS_NAMES = {
+    "mnist": DIGITS,
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                      "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                "ship", "truck"),
+}
 
 NATIVE_SIZES = {"mnist": 28, "fashion-mnist": 28, "cifar10": 32, "celeba": 64, "synthetic": 28}
 CELEBA_SIZES = (32, 64)

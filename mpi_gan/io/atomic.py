@@ -60,7 +60,7 @@ def _fsync_dir(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def _replacing(path: str, size_hint: int):
+def replacing(path: str, size_hint: int):
     """Yield a temporary path beside ``path``; on success fsync it and rename it over
     ``path``; remove it in any case. A full disk raises DiskFullError (the previous
     ``path`` is untouched)."""
@@ -84,7 +84,7 @@ def atomic_h5(path: str, size_hint: int = 0):
 
     A full disk raises DiskFullError (``size_hint``: the bytes the file is expected to
     take, for its message)."""
-    with _replacing(path, size_hint) as tmp, h5py.File(tmp, "w") as f:
+    with replacing(path, size_hint) as tmp, h5py.File(tmp, "w") as f:
         yield f
 
 
@@ -92,7 +92,7 @@ def atomic_h5(path: str, size_hint: int = 0):
 def atomic_h5_update(path: str):
     """Yield ``path``'s copy open read-write (an ``h5py.File``); the copy replaces ``path``
     on success only, so a crash mid-update leaves the original intact."""
-    with _replacing(path, os.path.getsize(path)) as tmp:
+    with replacing(path, os.path.getsize(path)) as tmp:
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "r+") as f:
             yield f

@@ -39,6 +39,17 @@ def adam_state(module: nn.Module, optimizer) -> list[tuple[str, torch.Tensor]]:
     return entries
 
 
+def average_state(average: nn.Module | None) -> list[tuple[str, torch.Tensor]]:
+    """The moving average of G (``--g-ema``) as ``g_ema/model/<key>``; [] without one."""
+    return [] if average is None else with_prefix(module_state(average), "g_ema/")
+
+
+def load_average_state(average: nn.Module | None, values: dict[str, torch.Tensor]) -> None:
+    """Copy the ``g_ema/`` entries into ``average`` (nothing without one)."""
+    if average is not None:
+        load_module_state(average, under(values, "g_ema/"))
+
+
 def rng_state() -> list[tuple[str, torch.Tensor]]:
     """This process's global torch CPU RNG state."""
     return [("rng/torch", torch.get_rng_state())]

@@ -90,7 +90,9 @@ class Evaluator:
             return self.classifier is not None
         if name == "inception_fid":
             return self.inception is not None
-        return self.inception is not None and self.inception.has_logits
+        if name == "inception_score":
+            return self.inception is not None and self.inception.has_logits
+        return self.mixture is not None  # the mode scores
 
     def real(self, part: int) -> torch.Tensor:
         """Real test images: part 0 the reference set, part 1 the disjoint set ``--real``

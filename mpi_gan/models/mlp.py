@@ -37,16 +37,20 @@ class MLPDiscriminator(nn.Module):
         return self.net(x.reshape(len(x), self.pixels))
 
 
+def point_mlp(inputs: int, outputs: int, hidden: int = 128) -> nn.Sequential:
+    """FC inputs -> hidden -> hidden -> outputs, ReLU between, linear output."""
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, outputs))
+
+
 class PointGenerator(nn.Module):
     """The MLP for points (the toy mixtures): FC latent_dim -> 128 -> 128 -> dims, ReLU,
     linear output (the points' own units, not [-1, 1]); output (b, dims)."""
 
     def __init__(self, latent_dim: int, dims: int = 2, hidden: int = 128):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(latent_dim, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, dims))
+        self.net = point_mlp(latent_dim, dims, hidden)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -57,10 +61,7 @@ class PointDiscriminator(nn.Module):
 
     def __init__(self, outputs: int, dims: int = 2, hidden: int = 128):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dims, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, outputs))
+        self.net = point_mlp(dims, outputs, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

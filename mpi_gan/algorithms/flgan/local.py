@@ -10,9 +10,10 @@ import torch
 
 from ...config import GanConfig, disc_outputs, latent_classes
 from ...data import Shard, real_batch_indices
+from ...gan.ema import make_average, update_average
 from ...gan.losses import gan_step, latent_batch, make_adam
-from ...io.state import (adam_state, load_adam_state, load_module_state, module_state, under,
-                         with_prefix)
+from ...io.state import (adam_state, average_state, load_adam_state, load_average_state,
+                         load_module_state, module_state, under, with_prefix)
 from ...models import make_discriminator, make_generator
 
 
@@ -29,6 +30,13 @@ class LocalGAN:
         self.d = make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, 0, shape).to(device)
         self.opt_g = make_adam(self.g, cfg.lr_g, cfg.beta1, cfg.beta2)
         self.opt_d = make_adam(self.d, cfg.lr_d, cfg.beta1, cfg.beta2)
+        # the moving average of G (--g-ema; the standalone GAN only: FL-GAN refuses it)
+        self.average = make_average(self.g) if getattr(cfg, "g_ema", 0.0) else None
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """The generator that is scored, published and sampled: the average if any, else G."""
+        return self.g if self.average is None else self.average
 
     def step(self, iteration: int) -> tuple[float, float]:
         """One local iteration; returns (mean D loss, G loss)."""
@@ -39,17 +47,22 @@ class LocalGAN:
         y_r = self.shard.labels[idx].to(self.device) if self.classes else None
         z, y_fake = latent_batch(cfg.latent_dim, self.classes, cfg.batch_size, cfg.seed,
                                  "local", self.owner, iteration)
-        return gan_step(self.g, self.d, self.opt_g, self.opt_d, x_r, y_r, z.to(self.device),
-                        y_fake.to(self.device) if y_fake is not None else None,
-                        cfg.disc_steps, cfg.g_loss == "saturating")
+        losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x_r, y_r, z.to(self.device),
+                          y_fake.to(self.device) if y_fake is not None else None,
+                          cfg.disc_steps, cfg.g_loss == "saturating")
+        if self.average is not None:
+            update_average(self.average, self.g, cfg.g_ema)
+        return losses
 
     def state(self) -> list[tuple[str, torch.Tensor]]:
-        """``g/`` and ``d/`` entries: each model and its Adam state."""
+        """``g/`` and ``d/`` entries: each model and its Adam state; ``g_ema/`` the average."""
         return (with_prefix(module_state(self.g) + adam_state(self.g, self.opt_g), "g/")
-                + with_prefix(module_state(self.d) + adam_state(self.d, self.opt_d), "d/"))
+                + with_prefix(module_state(self.d) + adam_state(self.d, self.opt_d), "d/")
+                + average_state(self.average))
 
     def load_state(self, values: dict[str, torch.Tensor]) -> None:
         for prefix, model, opt in (("g/", self.g, self.opt_g), ("d/", self.d, self.opt_d)):
             part = under(values, prefix)
             load_module_state(model, part)
             load_adam_state(model, opt, part)
+        load_average_state(self.average, values)

@@ -12,6 +12,7 @@ from mpi4py import MPI
 
 from ...config import Config, disc_outputs, latent_classes, parse_config, validate
 from ...data import spec_of
+from ...gan.ema import make_average
 from ...gan.losses import make_adam
 from ...io.runlog import Metrics, gan_table
 from ...io.state import adam_state, module_state
@@ -57,7 +58,8 @@ class MDGAN(Algorithm):
         if ctx.rank == 0:
             g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape).to(ctx.device)
             role = Server(ctx.transport, g, make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2), cfg,
-                          ctx.device, shape, latent_classes(cfg))
+                          ctx.device, shape, latent_classes(cfg),
+                          make_average(g) if cfg.g_ema else None)
             d_params = count_params(make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, 1,
                                                        shape))
             ctx.log.info(
@@ -80,6 +82,10 @@ class MDGAN(Algorithm):
     def swap_period(cfg, data) -> int:
         """E local epochs of the mean shard (m // b iterations each; 0: never)."""
         return alg.swap_period(cfg.swap_epochs, data.mean_shard, cfg.batch_size)
+
+    def generator(self, role: Server) -> torch.nn.Module:
+        """The moving average of G with ``--g-ema``, else G."""
+        return role.scored
 
     def worker_template(self, ctx: Context):
         return worker_template(ctx.cfg)

@@ -16,8 +16,10 @@ from ...comm.transport import ANY_SOURCE, Transport, TransportError, wait_all
 from ...compression.payload import Payload
 from ...config import Config
 from ...gan.adam import Adam
+from ...gan.ema import update_average
 from ...gan.losses import latent_batch
-from ...io.state import adam_state, load_adam_state, load_module_state, module_state
+from ...io.state import (adam_state, average_state, load_adam_state, load_average_state,
+                         load_module_state, module_state)
 from . import plan as alg
 
 
@@ -26,8 +28,9 @@ class Server:
 
     def __init__(self, transport: Transport, generator: nn.Module,
                  optimizer: Adam, cfg: Config, device: torch.device,
-                 sample_shape: tuple[int, ...], classes: int):
+                 sample_shape: tuple[int, ...], classes: int, average: nn.Module | None = None):
         self.t, self.g, self.opt, self.cfg, self.device = transport, generator, optimizer, cfg, device
+        self.average = average  # the moving average of G's weights (--g-ema), or None
         self.classes = classes  # one-hot classes in the latent (0: no ACGAN)
         self.world_workers = transport.size - 1
         self.shape = (cfg.batch_size, *sample_shape)
@@ -99,6 +102,8 @@ class Server:
                                        [link.batch for link in self.feedback_links],
                                        self.batches, self.scale)
         alg.generator_step(self.opt, generated, grads)
+        if self.average is not None:
+            update_average(self.average, self.g, cfg.g_ema)
         losses = np.full((self.world_workers, 2), np.nan, dtype=np.float32)  # NaN: dead
         for n in self.workers:
             losses[n - 1] = self.losses[n].numpy()
@@ -124,14 +129,20 @@ class Server:
                 f"sent {self.t.sent_total() / 1e6:.1f} MB, received "
                 f"{self.t.received_total() / 1e6:.1f} MB")
 
+    @property
+    def scored(self) -> nn.Module:
+        """The generator that is scored, published and sampled: the average if any, else G."""
+        return self.g if self.average is None else self.average
+
     def state(self) -> list[tuple[str, torch.Tensor]]:
-        """G's model and Adam entries (see io/state.py)."""
-        return module_state(self.g) + adam_state(self.g, self.opt)
+        """G's model and Adam entries (see io/state.py), and the average's (``g_ema/``)."""
+        return module_state(self.g) + adam_state(self.g, self.opt) + average_state(self.average)
 
     def load_state(self, values: dict[str, torch.Tensor]) -> None:
         load_module_state(self.g, values)
         load_adam_state(self.g, self.opt, values)
+        load_average_state(self.average, values)
 
     def published(self) -> list[tuple[str, torch.Tensor]]:
-        """What the run file holds: G's weights."""
-        return module_state(self.g)
+        """What the run file holds: the weights of the scored generator."""
+        return module_state(self.scored)

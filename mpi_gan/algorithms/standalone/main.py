@@ -44,7 +44,8 @@ class StandaloneRole:
         self.local.load_state(values)
 
     def published(self) -> list[tuple[str, torch.Tensor]]:
-        return module_state(self.local.g)
+        """What the run file holds: the scored generator (the average with --g-ema)."""
+        return module_state(self.local.scored)
 
 
 class Standalone(Algorithm):
@@ -75,7 +76,7 @@ class Standalone(Algorithm):
         return {"metrics": gan_table(1, "samples_seen")}
 
     def generator(self, role: StandaloneRole) -> torch.nn.Module:
-        return role.local.g
+        return role.local.scored
 
 
 def run(cfg: GanConfig, comm: MPI.Comm | None = None) -> RunResult:

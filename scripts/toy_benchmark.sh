@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The mode-coverage benchmarks (docs/toy.md): ring (8 modes) and grid (25 modes), 1 server
+# + 4 workers (the standalone GAN: one process), each dataset's defaults (5,000 generator
+# updates, scored every 500 on 2,500 points), seeds 0, 1 and 2:
+#   mdgan-k1          MD-GAN, k = 1 (2 batches; with 4 workers the same run as k = ceil(log2 4))
+#   mdgan-k4          MD-GAN, k = N = 4 (every worker its own X_g)
+#   mdgan-k1-no-ema   MD-GAN k = 1 scoring G itself (--g-ema 0), as FL-GAN does
+#   mdgan-k1-adacomp  MD-GAN k = 1, each worker's feedback compressed by AdaComp
+#   flgan             FL-GAN (its G is the FedAvg of the workers': no moving average)
+#   standalone        the standalone GAN
+# then `mpi_gan.analyze`, whose groups.csv holds the mean, std, min and max over seeds.
+# Usage: bash scripts/toy_benchmark.sh [OUT_DIR] [SEEDS...]   (run `make setup` first)
+# Re-running it skips finished runs and resumes interrupted ones from their checkpoints.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/toy}
+shift || true
+if [ $# -gt 0 ]; then SEEDS=("$@"); else SEEDS=(0 1 2); fi
+BIN=.venv/bin
+
+COMMON=()
+LOG_RUNS=1
+source scripts/runs.sh
+
+mkdir -p "$OUT"
+for seed in "${SEEDS[@]}"; do
+  for ds in ring grid; do
+    common=(--dataset "$ds" --seed "$seed")  # each dataset's own defaults otherwise
+    run "$ds-mdgan-k1-s$seed"         5 mpi_gan.mdgan "${common[@]}" --k 1
+    run "$ds-mdgan-k4-s$seed"         5 mpi_gan.mdgan "${common[@]}" --k 4
+    run "$ds-mdgan-k1-no-ema-s$seed"  5 mpi_gan.mdgan "${common[@]}" --k 1 --g-ema 0
+    run "$ds-mdgan-k1-adacomp-s$seed" 5 mpi_gan.mdgan "${common[@]}" --k 1 \
+        --compress adacomp:ratio=0.1
+    run "$ds-flgan-s$seed"            5 mpi_gan.flgan "${common[@]}"
+    run "$ds-standalone-s$seed"       1 mpi_gan.standalone "${common[@]}"
+  done
+done
+$BIN/python -m mpi_gan.analyze "$OUT"/*/run.h5 --out "$OUT/analysis"

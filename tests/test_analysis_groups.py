@@ -1,0 +1,215 @@
+"""Grouping of runs that differ only in their seed (mpi_gan/analysis/groups.py): the key,
+the aggregate table, the bands of the score plots, and ``python -m mpi_gan.analyze`` end to
+end on three tiny standalone runs of the ring mixture."""
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import PolyCollection
+from PIL import Image
+
+from mpi_gan.analysis.groups import (group_key, group_runs, group_table, label_runs,
+                                     setting_labels)
+from mpi_gan.analysis.plots import score_figure, score_plots, seed_curve
+from mpi_gan.analysis.summary import summary_table
+from mpi_gan.config import Config, GanConfig
+from mpi_gan.metrics.evaluator import SCORES
+
+
+def make_run(name, seed=0, iterations=40, algorithm="standalone", evals=(20, 40),
+             modes=(1.0, 2.0), wall=2.0, sent=0, **config):
+    """A run dict shaped like ``read_run``'s, built by hand (no training)."""
+    cls = Config if algorithm == "mdgan" else GanConfig
+    world = 3 if algorithm == "mdgan" else 1
+    cfg = cls(dataset="ring", model="mlp", seed=seed, iterations=iterations,
+              out=f"runs/{name}", **config).as_attrs()
+    n = len(evals)
+    scores = {"iteration": np.array(evals, dtype=np.int64),
+              "wall_seconds": np.linspace(wall / n, wall, n),
+              "server_bytes": np.linspace(sent / n, sent, n).astype(np.int64),
+              "eval_seconds": np.full(n, 0.01)}
+    for score in SCORES:
+        scores[score] = np.full(n, np.nan)
+    scores["modes"] = np.asarray(modes, dtype=np.float64)
+    scores["mode_kl"] = 2.0 - scores["modes"] / 4
+    traffic = np.zeros((1, world, world), dtype=np.int64)
+    traffic[0, 0, 1:] = sent // max(world - 1, 1)
+    steps = np.full(world, iterations - 1)
+    return {"path": f"runs/{name}/run.h5", "algorithm": algorithm, "name": name,
+            "config": cfg, "iteration": iterations, "finished": 1, "world": world,
+            "metrics": {"iteration": np.arange(1, iterations + 1),
+                        "d_loss": np.ones((iterations, max(world - 1, 1)), np.float32),
+                        "g_loss": np.ones((iterations, max(world - 1, 1)), np.float32)},
+            "scores": scores, "kinds": ("batches",), "bytes": traffic,
+            "cost": {"compute_seconds": np.full(world, wall / 2), "steps": steps,
+                     "flops_per_step": np.full(world, 1e6), "wall_seconds": np.float64(wall)},
+            "evaluation": {}}
+
+
+def names_of(groups):
+    return [[run["name"] for run in group] for group in groups]
+
+
+def test_runs_that_differ_only_in_their_seed_form_one_group():
+    runs = [make_run(f"s{s}", seed=s) for s in range(3)]
+    assert len({group_key(r) for r in runs}) == 1
+    assert names_of(group_runs(runs)) == [["s0", "s1", "s2"]]
+
+
+def test_bookkeeping_fields_do_not_split_a_group():
+    a = make_run("a", seed=0, data_dir="/data", cache_dir="/c1", threads=1, device="cpu",
+                 checkpoint_every=5, log_every=1, eval_every=20, eval_samples=500)
+    b = make_run("b", seed=7, data_dir="/other", cache_dir="/c2", threads=4, device="cuda",
+                 checkpoint_every=0, log_every=9, eval_every=10, eval_samples=100,
+                 resume="runs/x/ckpt.h5")
+    assert a["config"]["out"] != b["config"]["out"]
+    assert group_key(a) == group_key(b)
+    assert names_of(group_runs([a, b])) == [["a", "b"]]
+
+
+@pytest.mark.parametrize("change", [dict(lr_d=1e-3), dict(lr_g=1e-3), dict(batch_size=50),
+                                    dict(split="noniid"), dict(latent_dim=8)])
+def test_a_setting_that_changes_the_math_makes_two_groups(change):
+    runs = [make_run("a", seed=0), make_run("b", seed=1), make_run("c", seed=2, **change)]
+    assert names_of(group_runs(runs)) == [["a", "b"], ["c"]]
+    labels = setting_labels(group_runs(runs))
+    assert len(set(labels)) == 2
+    name = next(iter(change))
+    if name not in ("batch_size", "split"):  # those are in the base label
+        assert f"{name}=" in labels[1]
+
+
+def test_k_algorithm_and_length_split_groups():
+    md = [make_run("k1", seed=0, algorithm="mdgan", k=1),
+          make_run("k1b", seed=1, algorithm="mdgan", k=1),
+          make_run("k2", seed=0, algorithm="mdgan", k=2)]
+    assert names_of(group_runs(md)) == [["k1", "k1b"], ["k2"]]
+    labels = setting_labels(group_runs(md))
+    assert "k=1" in labels[0] and "k=2" in labels[1]
+    long = [make_run("short", seed=0, iterations=40), make_run("long", seed=1, iterations=80)]
+    assert names_of(group_runs(long)) == [["short"], ["long"]]
+    assert names_of(group_runs([make_run("alone", seed=0), md[0]])) == [["alone"], ["k1"]]
+
+
+def test_group_table_aggregates_match_numpy():
+    modes = {0: (1.0, 3.0), 1: (2.0, 5.0), 2: (0.0, 7.5)}
+    walls = {0: 2.0, 1: 3.5, 2: 2.25}
+    runs = [make_run(f"a{s}", seed=s, modes=modes[s], wall=walls[s]) for s in (2, 0, 1)]
+    runs += [make_run("b0", seed=4, modes=(1.0, 6.0), wall=9.0, lr_d=1e-3),
+             make_run("b1", seed=3, modes=(0.0, 4.0), wall=8.0, lr_d=1e-3)]
+    runs.append(make_run("solo", seed=0, modes=(0.0, 1.0), wall=1.0, algorithm="mdgan",
+                         sent=3000))
+    table = label_runs(runs, summary_table(runs))
+    assert table.group.nunique() == 3 and list(table.seed) == [2, 0, 1, 4, 3, 0]
+    groups = group_table(table)
+    assert len(groups) == 3
+    assert list(groups.seeds) == [3, 2, 1]
+    assert list(groups.seed_list) == ["0 1 2", "3 4", "0"]
+    assert list(groups.setting) == list(dict.fromkeys(table.group))
+    for column in ("algorithm", "dataset", "split", "model", "workers", "k", "batch_size",
+                   "iterations", "finished"):
+        assert column in groups, column
+    assert list(groups.algorithm) == ["standalone", "standalone", "mdgan"]
+    assert list(groups.iterations) == [40, 40, 40] and list(groups.workers) == [1, 1, 2]
+    for row, members in zip(groups.itertuples(), (runs[:3], runs[3:5], runs[5:])):
+        finals = np.array([r["scores"]["modes"][-1] for r in members])
+        kls = np.array([r["scores"]["mode_kl"][-1] for r in members])
+        seconds = np.array([float(r["cost"]["wall_seconds"]) for r in members])
+        for name, values in (("modes", finals), ("mode_kl", kls), ("wall_seconds", seconds)):
+            assert getattr(row, f"{name}_mean") == pytest.approx(values.mean()), name
+            assert getattr(row, f"{name}_min") == values.min(), name
+            assert getattr(row, f"{name}_max") == values.max(), name
+            std = getattr(row, f"{name}_std")
+            if len(values) == 1:
+                assert np.isnan(std), name
+            else:
+                assert std == pytest.approx(np.std(values, ddof=1)), name
+                assert std != pytest.approx(np.std(values, ddof=0)), name
+    assert groups.server_bytes_sent_mean.tolist() == [0, 0, 3000]
+    for score in SCORES:  # a column per statistic for every score, NaN where none was taken
+        for stat in ("mean", "std", "min", "max"):
+            assert f"{score}_{stat}" in groups
+    assert groups.mnist_score_mean.isna().all()
+    for column in ("worker_seconds_per_iteration", "worker_flops_per_iteration",
+                   "worker_bytes_sent"):
+        assert f"{column}_std" in groups, column
+
+
+def test_seed_curve_aligns_seeds_by_iteration():
+    runs = [make_run("a", seed=0, evals=(20, 40), modes=(1.0, 3.0), wall=2.0),
+            make_run("b", seed=1, evals=(10, 20, 40), modes=(9.0, 2.0, 6.0), wall=3.0),
+            make_run("c", seed=2, evals=(20, 40), modes=(0.0, 4.5), wall=4.0)]
+    x, mean, low, high = seed_curve(runs, "modes", "iteration")
+    assert list(x) == [20, 40]  # iteration 10: one seed only
+    at20, at40 = np.array([1.0, 2.0, 0.0]), np.array([3.0, 6.0, 4.5])
+    assert mean == pytest.approx([at20.mean(), at40.mean()])
+    assert list(low) == [0.0, 3.0] and list(high) == [2.0, 6.0]
+    x, *_ = seed_curve(runs, "modes", "wall_seconds")
+    walls = np.array([[1.0, 2.0], [2.0, 3.0], [2.0, 4.0]])  # each run's wall at 20 and 40
+    assert x == pytest.approx(walls.mean(axis=0))
+
+
+def test_score_plot_draws_a_band_per_group_of_seeds(tmp_path):
+    runs = [make_run(f"a{s}", seed=s, modes=(s, 2 * s + 1)) for s in range(3)]
+    runs.append(make_run("solo", seed=0, lr_d=1e-3))
+    groups = group_runs(runs)
+    fig = score_figure(groups, ["modes", "mode_kl"], "iteration")
+    ax = fig.axes[0]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 1  # the three seeds; the one-seed group is a plain line
+    lows_highs = bands[0].get_paths()[0].vertices[:, 1]
+    assert lows_highs.min() == 0.0 and lows_highs.max() == 5.0
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == [f"{setting_labels(groups)[0]} (3 seeds)", "solo"]
+    paths = score_plots(runs, str(tmp_path))
+    assert [p.rsplit("/", 1)[1] for p in paths] == [
+        "scores_vs_iteration.png", "scores_vs_wall_seconds.png", "scores_vs_server_bytes.png"]
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.size == (1200, 900)
+
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def ring_runs(tmp_path_factory):
+    """Three standalone runs of the ring mixture that differ only in their seed."""
+    root = tmp_path_factory.mktemp("ring-seeds")
+    paths = []
+    for seed in SEEDS:
+        out = root / f"seed{seed}"
+        proc = subprocess.run([sys.executable, "-m", "mpi_gan.standalone", "--dataset", "ring",
+                               "--iterations", "40", "--eval-every", "20",
+                               "--checkpoint-every", "0", "--seed", str(seed), "--out", str(out)],
+                              capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr
+        paths.append(out / "run.h5")
+    return paths
+
+
+def test_analyze_writes_groups_csv(ring_runs, tmp_path, capsys):
+    from mpi_gan.analyze import main
+    out = tmp_path / "analysis"
+    assert main([*map(str, ring_runs), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2:] == ["groups=1", "runs=3"]
+    summary = pd.read_csv(out / "summary.csv")
+    groups = pd.read_csv(out / "groups.csv")
+    assert len(summary) == 3 and summary.group.nunique() == 1
+    assert len(groups) == 1 and groups.seeds[0] == 3 and groups.seed_list[0] == "0 1 2"
+    assert groups.setting[0] == summary.group[0]
+    assert (groups.dataset[0], groups.iterations[0], groups.algorithm[0]) == \
+        ("ring", 40, "standalone")
+    for column in ("modes", "high_quality", "mode_kl", "wall_seconds",
+                   "worker_seconds_per_iteration", "server_bytes_sent"):
+        values = summary[column].to_numpy(dtype=np.float64)
+        assert groups[f"{column}_mean"][0] == pytest.approx(values.mean()), column
+        assert groups[f"{column}_min"][0] == pytest.approx(values.min()), column
+        assert groups[f"{column}_max"][0] == pytest.approx(values.max()), column
+        assert groups[f"{column}_std"][0] == pytest.approx(np.std(values, ddof=1),
+                                                           nan_ok=True), column
+    with Image.open(out / "scores_vs_iteration.png") as image:
+        assert image.size == (1200, 900)

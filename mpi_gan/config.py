@@ -241,6 +241,7 @@ class AsgdConfig(DataConfig):
     keep_checkpoints: int = 2
     eval_every: int = 1000
     eval_size: int = 10000
+    validation: int = 0
     device: str = "auto"
     threads: int = DEFAULT_THREADS
     log_every: int = 1000
@@ -269,8 +270,13 @@ AsgdConfig.HELP = {
                 "--compress none)",
     "out": "run directory: run.h5, checkpoints/, logs/",
     "checkpoint_every": "write a checkpoint every this many applied pushes (0: only at the end)",
-    "eval_every": "evaluate test accuracy every this many applied pushes (and at the end)",
-    "eval_size": "test samples used per evaluation (at most the whole test set)",
+    "eval_every": "evaluate accuracy every this many applied pushes (and at the end) on the "
+                  "validation samples with --validation, else on the test set",
+    "eval_size": "test samples used per test evaluation (at most the whole test set)",
+    "validation": "hold out this many training samples (seeded, stratified per class) as a "
+                  "validation set: workers train on the rest, the server evaluates on them "
+                  "every --eval-every pushes and on the test set only once, at the end "
+                  "(0: no hold-out, every evaluation on the test set)",
     "log_every": "rank 0 prints progress every this many applied pushes",
 }
 
@@ -300,7 +306,7 @@ _TYPES = {
     "image_size": _nonnegative_int, "round_epochs": _positive_int,
     "round_every": _nonnegative_int,
     "lr": _positive_float, "eval_every": _nonnegative_int, "eval_size": _positive_int,
-    "eval_samples": _positive_int,
+    "eval_samples": _positive_int, "validation": _nonnegative_int,
 }
 
 

@@ -8,8 +8,12 @@
 #                       k=1 and k=2 are the same run, bit for bit; k=4 is the other extreme)
 #   MNIST, labels:2:    MD-GAN k=1, FL-GAN       (non-i.i.d.: 2 classes per worker)
 #   Fashion-MNIST iid:  MD-GAN k=1, FL-GAN
-# then the real-data ceilings (evaluate --real) and the analysis (tables, plots, sample grids).
-# Usage: bash scripts/compare.sh [ITERATIONS] [OUT_DIR] [BATCH]   (run `make setup` first)
+#   MNIST, i.i.d.:      MD-GAN k=1 with AdaComp-compressed feedback (quality against bytes)
+# each for every seed in SEEDS (default 0 1 2; k=2, the same run as k=1, for seed 0 only),
+# then the real-data ceilings (evaluate --real) and the analysis (tables, plots, sample
+# grids; groups.csv: mean, std, min and max over the seeds).
+# Usage: [SEEDS="0 1 2"] bash scripts/compare.sh [ITERATIONS] [OUT_DIR] [BATCH]
+# (run `make setup` first)
 # Re-running it skips finished runs and resumes interrupted ones from their checkpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,20 +21,27 @@ ITERATIONS=${1:-5000}
 OUT=${2:-runs/compare}
 BATCH=${3:-32}
 BIN=.venv/bin
-COMMON=(--iterations "$ITERATIONS" --batch-size "$BATCH" --model mlp --seed 0
+read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
+COMMON=(--iterations "$ITERATIONS" --batch-size "$BATCH" --model mlp
         --eval-every 1000 --eval-samples 500 --log-every 500 --checkpoint-every 1000)
 
 source scripts/runs.sh
 
-run mnist-iid-mdgan-k1     5 mpi_gan.mdgan --dataset mnist --split iid --k 1
-run mnist-iid-mdgan-k2     5 mpi_gan.mdgan --dataset mnist --split iid --k 2
-run mnist-iid-mdgan-k4     5 mpi_gan.mdgan --dataset mnist --split iid --k 4
-run mnist-iid-flgan        5 mpi_gan.flgan --dataset mnist --split iid
-run mnist-iid-standalone   1 mpi_gan.standalone --dataset mnist
-run mnist-labels2-mdgan-k1 5 mpi_gan.mdgan --dataset mnist --split labels:2 --k 1
-run mnist-labels2-flgan    5 mpi_gan.flgan --dataset mnist --split labels:2
-run fashion-iid-mdgan-k1   5 mpi_gan.mdgan --dataset fashion-mnist --split iid --k 1
-run fashion-iid-flgan      5 mpi_gan.flgan --dataset fashion-mnist --split iid
+for seed in "${SEEDS[@]}"; do
+  s=(--seed "$seed")
+  run "mnist-iid-mdgan-k1-s$seed"     5 mpi_gan.mdgan "${s[@]}" --dataset mnist --split iid --k 1
+  [ "$seed" != 0 ] || \
+  run "mnist-iid-mdgan-k2-s$seed"     5 mpi_gan.mdgan "${s[@]}" --dataset mnist --split iid --k 2
+  run "mnist-iid-mdgan-k4-s$seed"     5 mpi_gan.mdgan "${s[@]}" --dataset mnist --split iid --k 4
+  run "mnist-iid-flgan-s$seed"        5 mpi_gan.flgan "${s[@]}" --dataset mnist --split iid
+  run "mnist-iid-standalone-s$seed"   1 mpi_gan.standalone "${s[@]}" --dataset mnist
+  run "mnist-iid-mdgan-k1-adacomp-s$seed" 5 mpi_gan.mdgan "${s[@]}" --dataset mnist --split iid \
+      --k 1 --compress adacomp
+  run "mnist-labels2-mdgan-k1-s$seed" 5 mpi_gan.mdgan "${s[@]}" --dataset mnist --split labels:2 --k 1
+  run "mnist-labels2-flgan-s$seed"    5 mpi_gan.flgan "${s[@]}" --dataset mnist --split labels:2
+  run "fashion-iid-mdgan-k1-s$seed"   5 mpi_gan.mdgan "${s[@]}" --dataset fashion-mnist --split iid --k 1
+  run "fashion-iid-flgan-s$seed"      5 mpi_gan.flgan "${s[@]}" --dataset fashion-mnist --split iid
+done
 
 for dataset in mnist fashion-mnist; do
   $BIN/python -m mpi_gan.evaluate --real --dataset "$dataset" --samples 500 \

@@ -3,9 +3,9 @@
 # + 4 workers (the standalone GAN: one process), each dataset's defaults (5,000 generator
 # updates, scored every 500 on 2,500 points), seeds 0, 1 and 2:
 #   mdgan-k1          MD-GAN, k = 1 (2 batches; with 4 workers the same run as k = ceil(log2 4))
-#   mdgan-k4          MD-GAN, k = N = 4 (every worker its own X_g)
 #   mdgan-k1-no-ema   MD-GAN k = 1 scoring G itself (--g-ema 0), as FL-GAN does
-#   mdgan-k1-adacomp  MD-GAN k = 1, each worker's feedback compressed by AdaComp
+#   mdgan-k1-topk     MD-GAN k = 1, each worker's feedback compressed to its largest half
+#                     (top-k, no residual: a residual belongs to last iteration's samples)
 #   flgan             FL-GAN (its G is the FedAvg of the workers': no moving average)
 #   standalone        the standalone GAN
 # then `mpi_gan.analyze`, whose groups.csv holds the mean, std, min and max over seeds.
@@ -27,10 +27,9 @@ for seed in "${SEEDS[@]}"; do
   for ds in ring grid; do
     common=(--dataset "$ds" --seed "$seed")  # each dataset's own defaults otherwise
     run "$ds-mdgan-k1-s$seed"         5 mpi_gan.mdgan "${common[@]}" --k 1
-    run "$ds-mdgan-k4-s$seed"         5 mpi_gan.mdgan "${common[@]}" --k 4
     run "$ds-mdgan-k1-no-ema-s$seed"  5 mpi_gan.mdgan "${common[@]}" --k 1 --g-ema 0
-    run "$ds-mdgan-k1-adacomp-s$seed" 5 mpi_gan.mdgan "${common[@]}" --k 1 \
-        --compress adacomp:ratio=0.1
+    run "$ds-mdgan-k1-topk-s$seed"    5 mpi_gan.mdgan "${common[@]}" --k 1 \
+        --compress topk:ratio=0.5 --no-residual
     run "$ds-flgan-s$seed"            5 mpi_gan.flgan "${common[@]}"
     run "$ds-standalone-s$seed"       1 mpi_gan.standalone "${common[@]}"
   done

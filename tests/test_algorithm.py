@@ -286,3 +286,29 @@ def test_touch_log_equals_per_pull_touch_copies(data):
         log.forget_up_to(oldest)
         assert list(log.entries) == list(range(oldest + 1, version + 1))
     assert torch.equal(theta_a, theta_b) and torch.equal(touches_a, touches_b)
+
+
+def test_asgd_validation_flag_is_math_config():
+    """--validation: a count >= 0 (0 by default: no hold-out), part of the mathematics
+    (a resume must match it), absent from checkpoints written before it (read as 0)."""
+    from mpi_gan.config import AsgdConfig, mismatched_fields, parse_asgd_config
+    assert parse_asgd_config([]).validation == 0
+    assert parse_asgd_config(["--validation", "10000"]).validation == 10000
+    with pytest.raises(SystemExit):
+        parse_asgd_config(["--validation", "-1"], quiet=True)
+    assert "validation" not in AsgdConfig.RESUMABLE
+    assert mismatched_fields(AsgdConfig(), AsgdConfig(validation=10)) == ["validation"]
+    old = {k: v for k, v in AsgdConfig(seed=4).as_attrs().items() if k != "validation"}
+    assert AsgdConfig.from_attrs(old) == AsgdConfig(seed=4)
+
+
+def test_asgd_eval_table_reads_old_checkpoints_as_test_rows():
+    from mpi_gan.algorithms.asgd.main import eval_table
+    table = eval_table()
+    table.load({"push": np.array([5, 10]), "accuracy": np.array([0.5, 0.75]),
+                "loss": np.array([1.0, 0.5])})  # no 'validation' column: all on the test set
+    assert table.arrays()["validation"].tolist() == [0, 0]
+    table.append(push=15, accuracy=0.8, loss=0.4, validation=1)
+    assert table.arrays()["validation"].tolist() == [0, 0, 1]
+    table.load(table.arrays())
+    assert table.arrays()["push"].tolist() == [5, 10, 15]

@@ -227,9 +227,11 @@ def test_asgd_end_to_end_and_traffic_report(tmp_path):
     runs = {}
     for name, compress in (("plain", "none"), ("ada", "adacomp:ratio=0.01,values=fp16")):
         out = tmp_path / name
+        # both evaluate on 80 held-out training samples, the test set once at the end
         proc = mpirun(3, ["mpi_gan.asgd", *ASGD_FAST, "--iterations", "100", "--compress",
-                          compress, "--out", str(out)], timeout=180)
+                          compress, "--validation", "80", "--out", str(out)], timeout=180)
         assert proc.returncode == 0, proc.stderr
+        assert "final validation accuracy" in proc.stdout and "80 held-out" in proc.stdout
         assert "final test accuracy" in proc.stdout
         runs[name] = out / "run.h5"
     report = subprocess.run([sys.executable, "scripts/traffic_report.py", str(runs["plain"]),
@@ -243,6 +245,13 @@ def test_asgd_end_to_end_and_traffic_report(tmp_path):
     assert "accuracy" in ada
     plain = next(line for line in lines if " none " in line)
     assert " 1.0x" in plain
+    assert "validation" in ada and "test" in ada
+    # then one row per setting (one seed each), validation and test apart
+    head = lines.index("per setting (asgd runs that differ only in their seed):")
+    assert "VALIDATION acc mean" in lines[head + 1] and "TEST acc mean" in lines[head + 1]
+    assert lines[head + 2].startswith("none, staleness adacomp")
+    assert lines[head + 3].startswith("adacomp:ratio=0.01,values=fp16, residual")
+    assert lines[head + 3].count(" pt") == 2  # validation and test against the baseline
 
 
 def test_asgd_bad_input(tmp_path):

@@ -248,6 +248,86 @@ def test_plan_reads_only_the_own_shard_and_checks_sizes(tmp_path):
         data.plan_data(c, 3, 1)
 
 
+def test_holdout_sizes_disjoint_deterministic_stratified():
+    rng = np.random.default_rng(4)
+    # imbalanced classes, one of them rare, labels not contiguous (no class 3)
+    labels = rng.choice([0, 1, 2, 4, 5], size=1003, p=[0.5, 0.2, 0.15, 0.14, 0.01])
+    sizes = {c: int((labels == c).sum()) for c in np.unique(labels)}
+    for count in (0, 1, 7, 250, 1002):
+        train, held = data.holdout_indices(labels, count, 9)
+        assert train.dtype == held.dtype == np.int64
+        assert len(held) == count and len(train) == len(labels) - count
+        assert np.array_equal(np.sort(held), held) and np.array_equal(np.sort(train), train)
+        assert not set(train.tolist()) & set(held.tolist())  # disjoint
+        assert np.array_equal(np.union1d(train, held), np.arange(len(labels)))
+        # stratified: every class within one of its proportional share
+        for c, n_c in sizes.items():
+            share = count * n_c / len(labels)
+            assert np.floor(share) <= (labels[held] == c).sum() <= np.ceil(share), (count, c)
+        # a pure function of (labels, count, seed)
+        again = data.holdout_indices(labels.copy(), count, 9)
+        assert np.array_equal(again[0], train) and np.array_equal(again[1], held)
+    held9 = data.holdout_indices(labels, 250, 9)[1]
+    assert not np.array_equal(data.holdout_indices(labels, 250, 10)[1], held9)  # other seed
+    # not the first or last samples of each class: a random choice within it
+    zeros = np.flatnonzero(labels == 0)
+    chosen = np.intersect1d(held9, zeros)
+    assert not np.array_equal(chosen, zeros[:len(chosen)])
+    assert not np.array_equal(chosen, zeros[-len(chosen):])
+    # unlabelled data (all zeros): a plain seeded choice
+    train, held = data.holdout_indices(np.zeros(50, np.int64), 10, 1)
+    assert len(held) == 10 and len(np.union1d(train, held)) == 50
+    for bad in (-1, len(labels), len(labels) + 5):
+        with pytest.raises(ValueError, match="--validation"):
+            data.holdout_indices(labels, bad, 0)
+
+
+def image_rows(shard):
+    """The uint8 pixels of every sample of a shard, as bytes (to compare samples)."""
+    pixels = torch.round((shard.images + 1) * 127.5).to(torch.uint8).numpy()
+    return {row.tobytes() for row in pixels.reshape(len(pixels), -1)}
+
+
+@pytest.mark.parametrize("split", ["iid", "labels:2", "dirichlet:1.0"])
+def test_shards_exclude_the_validation_samples(tmp_path, split):
+    arrays = make_idx_dir(str(tmp_path / "m"), n_train=90)
+    c = cfg(data_dir=str(tmp_path / "m"), cache_dir=str(tmp_path / "c"), seed=5,
+            split=split, validation=15)
+    data.prepare(c, log=lambda *_: None)
+    labels = arrays["train_labels"]
+    keep, held = data.holdout_indices(labels, 15, 5)
+    plans = [data.plan_data(c, 3, w) for w in range(4)]
+    for plan in plans:  # every rank computes the same hold-out
+        assert np.array_equal(plan.validation_indices, held)
+        assert plan.histogram.sum() <= 75 and plan.shard_sizes.sum() == plan.histogram.sum()
+        assert np.array_equal(plan.extras()["data/validation_indices"], held)
+    shards = data.open_dataset(c).shards(split, 5, 3, keep)
+    assert all(np.isin(s, keep).all() and not np.isin(s, held).any() for s in shards)
+    # the shards are the split of the remaining samples alone (positions mapped back)
+    expected = data.split_indices(labels[keep], 10, 3, split, 5)
+    assert all(np.array_equal(s, keep[e]) for s, e in zip(shards, expected))
+    # and the images each worker reads: none of them is a validation image
+    held_images = {row.astype(np.uint8).tobytes() for row in
+                   arrays["train_images"][held].reshape(15, -1)}
+    assert len(held_images) == 15  # random images: all distinct
+    for w in range(1, 4):
+        shard = plans[w].shard
+        assert len(shard) == len(shards[w - 1])
+        assert torch.equal(shard.labels, torch.from_numpy(labels[shards[w - 1]]))
+        assert not image_rows(shard) & held_images, f"worker {w} trains on validation samples"
+    if split == "iid":
+        assert plans[0].shard_sizes.tolist() == [25, 25, 25]
+    # no hold-out: the shards, and the run file's datasets, as before
+    c.validation = 0
+    plan = data.plan_data(c, 3, 2)
+    assert plan.validation_indices is None and "data/validation_indices" not in plan.extras()
+    assert torch.equal(plan.shard.labels,
+                       torch.from_numpy(labels[data.split_indices(labels, 10, 3, split, 5)[1]]))
+    c.validation = 90
+    with pytest.raises(data.DataError, match="--validation 90: .* smaller than the 90"):
+        data.plan_data(c, 3, 1)
+
+
 def test_real_batches_walk_each_epoch_once():
     m, b = 50, 10
     epoch0 = torch.cat([data.real_batch_indices(0, 1, m, b, t) for t in range(5)])

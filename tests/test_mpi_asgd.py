@@ -10,12 +10,15 @@ from mpi_gan.algorithms.asgd.traffic_model import expected_traffic
 from mpi_gan.io.state import Layout, rng_state
 from mpi_gan.asgd import ASGD, run_asgd, worker_template
 from mpi_gan.config import AsgdConfig
+from mpi_gan.data import holdout_indices, open_dataset
+from mpi_gan.models import evaluate
 from tests.conftest import datasets_in, restored_state
 
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
-SPECS = ["adacomp:ratio=0.01", "none", "adacomp_bins:bin_size=64,values=sign"]
+# (compressor, --validation): the first holds out 100 of the 600 training samples
+SPECS = [("adacomp:ratio=0.01", 100), ("none", 0), ("adacomp_bins:bin_size=64,values=sign", 0)]
 
 
 def small(out, **changes):
@@ -26,18 +29,27 @@ def small(out, **changes):
     return AsgdConfig(**base)
 
 
-@pytest.mark.parametrize("spec", SPECS)
-def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec):
+def shard_rows(shard):
+    """The uint8 pixels of every sample of a shard, as bytes (to compare samples)."""
+    pixels = torch.round((shard.images + 1) * 127.5).to(torch.uint8).numpy()
+    return {row.tobytes() for row in pixels.reshape(len(pixels), -1)}
+
+
+@pytest.mark.parametrize("spec,validation", SPECS)
+def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec, validation):
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     world, rank = comm.Get_size(), comm.Get_rank()
     # with --residual, checkpoints (every 100 pushes) quiesce the workers first
     cfg = small(mpi_tmp_path / spec.split(":")[0], compress=spec,
-                residual=spec.startswith("adacomp:"))
+                residual=spec.startswith("adacomp:"), validation=validation)
     result = run_asgd(cfg)
     pushed = comm.gather(getattr(result.role, "pushed_bytes", 0), root=0)  # test bookkeeping
+    # the samples each worker trained on (test bookkeeping)
+    trained = comm.gather(shard_rows(result.role.shard) if rank else set(), root=0)
     if rank != 0:
         return
+    check_evaluations(cfg, result, world, trained)
     with h5py.File(result.run_file, "r") as f:
         push_bytes = f["traffic/kinds/push/bytes"][()]
         push_msgs = f["traffic/kinds/push/messages"][()]
@@ -85,14 +97,55 @@ def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec):
     assert accuracy[-1] > 0.5  # it learns the synthetic classes
 
 
-@pytest.mark.parametrize("spec,residual", [("adacomp", False), ("randomk:ratio=0.05", True)])
-def test_asgd_resume_continues_with_worker_state(mpi_tmp_path, spec, residual):
+def check_evaluations(cfg, result, world, trained):
+    """Evaluations every --eval-every pushes on the held-out samples with --validation (on
+    the test set without), and with --validation once more on the test set at the end; no
+    held-out sample in any worker's shard."""
+    server = result.role
+    dataset = open_dataset(cfg)
+    test = dataset.test_set(cfg.eval_size)
+    with h5py.File(result.run_file, "r") as f:
+        table = {k: f[f"metrics/eval/{k}"][()] for k in ("push", "accuracy", "loss", "validation")}
+        shard_sizes = f["data/shard_sizes"][()]
+        held = f["data/validation_indices"][()] if "data/validation_indices" in f else None
+    # the final theta (push 240; pushes in flight at the end are not applied) on each set
+    model = server.model_with_theta()
+    on_test = evaluate(model, test.images, test.labels)
+    if not cfg.validation:
+        assert held is None and server.validation is None
+        assert table["push"].tolist() == [120, 240] and table["validation"].tolist() == [0, 0]
+        assert shard_sizes.sum() == (600 // (world - 1)) * (world - 1)
+        assert (table["accuracy"][-1], table["loss"][-1]) == on_test
+        return
+    assert np.array_equal(held, holdout_indices(dataset.train_labels, cfg.validation,
+                                                cfg.seed)[1])
+    assert shard_sizes.sum() == (500 // (world - 1)) * (world - 1)  # from the other 500
+    validation = dataset.train_rows(held)
+    assert torch.equal(server.validation.images, validation.images)
+    # validation every 120 pushes, then the test set once, at the end
+    assert table["push"].tolist() == [120, 240, 240]
+    assert table["validation"].tolist() == [1, 1, 0]
+    assert (table["accuracy"][1], table["loss"][1]) == evaluate(model, validation.images,
+                                                                validation.labels)
+    assert (table["accuracy"][2], table["loss"][2]) == on_test
+    assert server.accuracy == table["accuracy"][1]
+    assert server.test_accuracy == table["accuracy"][2]
+    # not one held-out sample was trained on (synthetic samples are distinct)
+    held_rows = shard_rows(validation)
+    assert len(held_rows) == cfg.validation
+    for w in range(1, world):
+        assert not trained[w] & held_rows, f"worker {w} trained on validation samples"
+
+
+@pytest.mark.parametrize("spec,residual,validation", [("adacomp", False, 0),
+                                                     ("randomk:ratio=0.05", True, 60)])
+def test_asgd_resume_continues_with_worker_state(mpi_tmp_path, spec, residual, validation):
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     rank, world = comm.Get_rank(), comm.Get_size()
     out = mpi_tmp_path / f"resume-{spec.split(':')[0]}"
     first = run_asgd(small(out, iterations=100, checkpoint_every=50, compress=spec,
-                           residual=residual))
+                           residual=residual, validation=validation))
     saved = {}
     if rank == 0:
         with h5py.File(first.checkpoint, "r") as f:
@@ -109,7 +162,8 @@ def test_asgd_resume_continues_with_worker_state(mpi_tmp_path, spec, residual):
     # the restored state is the state saved, on every rank (RNG included)
     ckpt_path = comm.bcast(first.checkpoint, root=0)
     applied = restored_state(ASGD(), small(out, iterations=101, checkpoint_every=50,
-                                           compress=spec, residual=residual, resume=str(out)))
+                                           compress=spec, residual=residual, resume=str(out),
+                                           validation=validation))
     mismatched = []
     with h5py.File(ckpt_path, "r") as f:
         stored = f.get(f"state/rank_{rank}")
@@ -122,11 +176,21 @@ def test_asgd_resume_continues_with_worker_state(mpi_tmp_path, spec, residual):
     everywhere = comm.allgather(mismatched)
     assert not any(everywhere), everywhere
     second = run_asgd(small(out, iterations=160, checkpoint_every=50, compress=spec,
-                            residual=residual, resume=str(out)))  # resumes from push 101
-    if rank != 0:
+                            residual=residual, resume=str(out), validation=validation))
+    if rank != 0:  # (resumed from push 101)
         return
     with h5py.File(second.run_file, "r") as f:
         pushes = f["metrics/push"][()]
         assert pushes.tolist() == list(range(1, 161)) and f.attrs["iteration"] == 160
+        # (push, on validation) of every evaluation: each segment's end (100, 101, 160) on
+        # the test set too with --validation; the earlier segments' rows are kept
+        evals = list(zip(f["metrics/eval/push"][()].tolist(),
+                         f["metrics/eval/validation"][()].tolist()))
+        if validation:
+            assert evals == [(100, 1), (100, 0), (101, 1), (101, 0), (120, 1), (160, 1),
+                             (160, 0)]
+            assert f["data/validation_indices"].shape == (validation,)
+        else:
+            assert evals == [(100, 0), (101, 0), (120, 0), (160, 0)]
     with h5py.File(second.checkpoint, "r") as f:
         assert f["state/rank_0/server/push_counts"][()].sum() >= 160

@@ -25,8 +25,8 @@ import torch
 
 from .cache import ensure_cache, cache_path
 from .spec import DATASETS, DataError, DatasetSpec, dataset_spec
-from .splits import (epoch_iterations, label_histogram, parse_split, real_batch_indices,
-                     split_indices)
+from .splits import (epoch_iterations, holdout_indices, label_histogram, parse_split,
+                     real_batch_indices, split_indices)
 from .synthetic import synthetic_images
 from .toy import TOY_DATASETS, toy_points
 
@@ -72,12 +72,24 @@ class Dataset:
         except (OSError, KeyError) as exc:
             raise DataError(f"cannot read the dataset cache {self.path}: {exc}") from exc
 
-    def shards(self, split: str, seed: int, workers: int) -> list[np.ndarray]:
-        """Every worker's sorted training indices (worker n at position n - 1)."""
+    def shards(self, split: str, seed: int, workers: int, keep: np.ndarray | None = None
+               ) -> list[np.ndarray]:
+        """Every worker's sorted training indices (worker n at position n - 1), split from
+        the training samples at sorted indices ``keep`` only (None: all of them)."""
+        labels = self.train_labels if keep is None else self.train_labels[keep]
         try:
-            return split_indices(self.train_labels, self.spec.classes, workers, split, seed)
+            shards = split_indices(labels, self.spec.classes, workers, split, seed)
         except ValueError as exc:
             raise DataError(str(exc)) from None
+        return shards if keep is None else [keep[s] for s in shards]
+
+    def holdout(self, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(kept, held out): ``holdout_indices`` of the training labels; DataError if
+        ``count`` is not below the training set's size."""
+        try:
+            return holdout_indices(self.train_labels, count, seed)
+        except ValueError as exc:
+            raise DataError(f"{exc} of {self.spec.name}") from None
 
     def train_rows(self, indices: np.ndarray) -> Shard:
         """The training samples at sorted ``indices`` (only those rows are read)."""
@@ -136,12 +148,16 @@ def open_dataset(cfg) -> Dataset:
 class DataPlan:
     """What a rank of a distributed run knows about the data: the spec, every worker's
     shard size and label histogram (int64 (N,), (N, classes)), and its own shard
-    (workers) or nothing (the server)."""
+    (workers) or nothing (the server); with a validation hold-out (``--validation``),
+    the sorted training indices held out (int64, never in a shard), else None, and the
+    held-out samples themselves where a rank reads them (``validation``: the ASGD server)."""
 
     spec: DatasetSpec
     shard_sizes: np.ndarray
     histogram: np.ndarray
     shard: Shard | None = None
+    validation_indices: np.ndarray | None = None
+    validation: Shard | None = None
 
     @property
     def mean_shard(self) -> int:
@@ -149,15 +165,25 @@ class DataPlan:
         return int(self.shard_sizes.sum()) // len(self.shard_sizes)
 
     def extras(self) -> dict[str, np.ndarray]:
-        """Run-file datasets: /data/shard_sizes (N,), /data/label_histogram (N, classes)."""
-        return {"data/shard_sizes": self.shard_sizes, "data/label_histogram": self.histogram}
+        """Run-file datasets: /data/shard_sizes (N,), /data/label_histogram (N, classes),
+        and /data/validation_indices (held-out training indices) if any were held out."""
+        extras = {"data/shard_sizes": self.shard_sizes, "data/label_histogram": self.histogram}
+        if self.validation_indices is not None:
+            extras["data/validation_indices"] = self.validation_indices
+        return extras
 
 
 def plan_data(cfg, workers: int, worker: int) -> DataPlan:
     """Split the configured dataset over ``workers`` and read worker ``worker``'s shard
-    (0: the server, which reads none). DataError if a shard is smaller than a batch."""
+    (0: the server, which reads none). DataError if a shard is smaller than a batch.
+
+    A config with ``validation`` > 0 (mpi_gan.asgd's ``--validation``) first holds out
+    that many training samples (``holdout_indices``, seeded by ``seed``): the shards are
+    split from the remaining ones, and the plan names the held-out indices."""
     dataset = open_dataset(cfg)
-    shards = dataset.shards(cfg.split, cfg.seed, workers)
+    count = getattr(cfg, "validation", 0)
+    keep, held = dataset.holdout(count, cfg.seed) if count else (None, None)
+    shards = dataset.shards(cfg.split, cfg.seed, workers, keep)
     sizes = np.array([len(s) for s in shards], dtype=np.int64)
     smallest = int(sizes.argmin())
     if sizes[smallest] < cfg.batch_size:
@@ -167,9 +193,10 @@ def plan_data(cfg, workers: int, worker: int) -> DataPlan:
             f"size or the worker count, or choose another split")
     histogram = label_histogram(dataset.train_labels, shards, dataset.spec.classes)
     shard = dataset.train_rows(shards[worker - 1]) if worker > 0 else None
-    return DataPlan(dataset.spec, sizes, histogram, shard)
+    return DataPlan(dataset.spec, sizes, histogram, shard, held)
 
 
 __all__ = ["DataPlan", "plan_data", "epoch_iterations", "DATASETS", "DataError", "Dataset", "DatasetSpec", "Shard", "dataset_spec",
-           "ensure_cache", "label_histogram", "open_dataset", "parse_split", "prepare",
-           "real_batch_indices", "resolved_cache_dir", "spec_of", "split_indices", "to_shard"]
+           "ensure_cache", "holdout_indices", "label_histogram", "open_dataset", "parse_split",
+           "prepare", "real_batch_indices", "resolved_cache_dir", "spec_of", "split_indices",
+           "to_shard"]

@@ -9,6 +9,10 @@
                  small A gives skewed label mixes, large A approaches i.i.d.
 Every split is a pure function of (labels, N, split, seed): each rank computes
 all shards from the labels alone and reads only its own images.
+
+``holdout_indices`` first sets aside a validation set (``--validation`` of
+mpi_gan.asgd), a seeded, class-stratified choice of training samples; the
+shards are then split from the remaining samples only.
 """
 from __future__ import annotations
 
@@ -33,6 +37,44 @@ def parse_split(text: str) -> tuple[str, float]:
     except ValueError:
         pass
     raise ValueError(f"--split {text!r}: use {SPLIT_FORMS}")
+
+
+def holdout_indices(labels: np.ndarray, count: int, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, validation_idx): sorted int64 indices into ``labels`` of the samples
+    kept for training and of ``count`` samples held out for validation; disjoint, their
+    union is every index. A pure function of (labels, count, seed).
+
+    Stratified: class c gets floor(count * n_c / total) samples, the remaining ones go
+    one each to the classes with the largest fractional parts (ties: lower class first),
+    so every class is represented in proportion (unlabelled data: one class). The
+    samples of a class are drawn by a seed-derived permutation of its members.
+    ValueError unless 0 <= count < len(labels).
+    """
+    labels = np.asarray(labels)
+    total = len(labels)
+    if not 0 <= count < total:
+        raise ValueError(f"--validation {count}: must be >= 0 and smaller than the "
+                         f"{total} training samples")
+    if count == 0:
+        return np.arange(total, dtype=np.int64), np.zeros(0, np.int64)
+    classes, inverse = np.unique(labels, return_inverse=True)
+    sizes = np.bincount(inverse, minlength=len(classes)).astype(np.int64)
+    exact = sizes * count  # quota * total, kept integral: no float rounding
+    quota = exact // total
+    extra = count - int(quota.sum())
+    # the classes with the largest remainders (stable: lower class first on a tie)
+    quota[np.argsort(-(exact % total), kind="stable")[:extra]] += 1
+    held = []
+    for c, (value, take) in enumerate(zip(classes.tolist(), quota.tolist())):
+        members = np.flatnonzero(inverse == c)
+        order = torch.randperm(len(members),
+                               generator=generator(seed, "holdout", int(value))).numpy()
+        held.append(members[order[:take]])
+    validation = np.sort(np.concatenate(held)).astype(np.int64)
+    keep = np.ones(total, dtype=bool)
+    keep[validation] = False
+    return np.flatnonzero(keep).astype(np.int64), validation
 
 
 def split_indices(labels: np.ndarray, classes: int, workers: int, split: str, seed: int

@@ -5,8 +5,10 @@ Rank 0 holds the AdaComp paper's CNN and applies each worker's push the
 moment it arrives (any source, no barrier), with AdaComp's staleness-aware step
 (``--staleness adacomp``) or a plain one; ranks 1..N pull the model with its
 version, compute a gradient on a batch of their shard, compress it
-(``--compress``) and push. Test accuracy is logged every ``--eval-every`` pushes;
-every byte is counted by link and kind in ``<out>/run.h5`` (docs/asgd.md).
+(``--compress``) and push. Accuracy is logged every ``--eval-every`` pushes, on
+``--validation`` training samples held out from every shard (then on the test set
+once, at the end) or, without them, on the test set; every byte is counted by
+link and kind in ``<out>/run.h5`` (docs/asgd.md).
 """
 from __future__ import annotations
 
@@ -33,10 +35,25 @@ def push_table() -> Metrics:
                     "tau_max": i64, "tau_sum": i64, "bytes": i64, "seconds": (np.float64, ())})
 
 
+class EvalTable(Metrics):
+    """One row per evaluation: push number, accuracy, mean cross-entropy, and on which
+    samples: ``validation`` 1 for the held-out training samples (``--validation``), 0 for
+    the test set. Rows of checkpoints written before the column existed were all on the
+    test set (0)."""
+
+    def __init__(self):
+        super().__init__({"push": (np.int64, ()), "accuracy": (np.float64, ()),
+                          "loss": (np.float64, ()), "validation": (np.int64, ())})
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        if arrays and "validation" not in arrays:
+            arrays = {**arrays, "validation": np.zeros(len(arrays["push"]), np.int64)}
+        super().load(arrays)
+
+
 def eval_table() -> Metrics:
-    """One row per evaluation: push number, test accuracy, mean test cross-entropy."""
-    return Metrics({"push": (np.int64, ()), "accuracy": (np.float64, ()),
-                    "loss": (np.float64, ())})
+    """The evaluation table (``EvalTable``)."""
+    return EvalTable()
 
 
 def make_model(cfg: AsgdConfig) -> nn.Module:
@@ -67,9 +84,15 @@ class ASGD(Algorithm):
         return ("metrics", "metrics/eval")
 
     def load_data(self, ctx: Context):
+        """Workers: their shard (of the training samples not held out). Server: the first
+        ``--eval-size`` test samples as ``shard``, and with ``--validation`` the held-out
+        training samples as ``validation``."""
         plan = plan_data(ctx.cfg, ctx.size - 1, ctx.rank)
         if ctx.rank == 0:
-            plan.shard = open_dataset(ctx.cfg).test_set(ctx.cfg.eval_size)
+            dataset = open_dataset(ctx.cfg)
+            plan.shard = dataset.test_set(ctx.cfg.eval_size)
+            if plan.validation_indices is not None:
+                plan.validation = dataset.train_rows(plan.validation_indices)
         return plan
 
     def make_role(self, ctx: Context):
@@ -81,8 +104,13 @@ class ASGD(Algorithm):
                          " + residual" if cfg.residual and cfg.compress != "none" else "",
                          cfg.staleness,
                          cfg.lr, ctx.start, cfg.iterations)
+            held = ctx.data.validation
+            ctx.log.info("evaluation every %d pushes on %s", cfg.eval_every,
+                         f"{len(held)} held-out training samples (validation), on "
+                         f"{len(ctx.data.shard)} test samples once at the end" if held is not None
+                         else f"{len(ctx.data.shard)} test samples")
             return AsgdServer(ctx.transport, model, cfg.lr, cfg.staleness == "adacomp",
-                              ctx.data.shard, cfg.eval_every, cfg.iterations)
+                              ctx.data.shard, cfg.eval_every, cfg.iterations, held)
         ctx.log.info("worker %d: shard of %d samples, compress %s, device %s", ctx.rank,
                      len(ctx.data.shard), cfg.compress, ctx.device)
         return AsgdWorker(ctx.transport, model.to(ctx.device), ctx.data.shard,
@@ -97,7 +125,11 @@ class ASGD(Algorithm):
 
     def summary(self, result):
         role = result.role
-        return [f"final test accuracy {role.accuracy:.4f} after {role.version} pushes"]
+        if role.validation is None:
+            return [f"final test accuracy {role.accuracy:.4f} after {role.version} pushes"]
+        return [f"final validation accuracy {role.accuracy:.4f} ({len(role.validation)} held-out "
+                f"training samples), final test accuracy {role.test_accuracy:.4f} after "
+                f"{role.version} pushes"]
 
 
 def run_asgd(cfg: AsgdConfig, comm: MPI.Comm | None = None) -> RunResult:

@@ -1,9 +1,11 @@
 """ASGD server (rank 0): holds theta and applies every push as it arrives, from any worker.
 
-Receives its transport, model, test set and config as arguments. One skeleton
-``step`` applies one push (AdaComp's staleness-aware step, or a plain one);
-the pull that answers it goes out at the start of the next step, so a
-checkpoint can find that worker idle.
+Receives its transport, model, test set, validation set and config as arguments.
+One skeleton ``step`` applies one push (AdaComp's staleness-aware step, or a
+plain one); the pull that answers it goes out at the start of the next step, so
+a checkpoint can find that worker idle. Evaluations (every ``eval_every``
+pushes and at ``iterations``) use the validation set if there is one, and then
+the test set once, at ``iterations``; else the test set.
 """
 from __future__ import annotations
 
@@ -26,9 +28,11 @@ class AsgdServer:
     """theta (flat float32), per-parameter touch counts, the push log."""
 
     def __init__(self, transport: Transport, model: nn.Module, lr: float, use_staleness: bool,
-                 test: Shard | None = None, eval_every: int = 0, iterations: int = 0):
+                 test: Shard | None = None, eval_every: int = 0, iterations: int = 0,
+                 validation: Shard | None = None):
         self.t, self.model, self.lr, self.use_staleness = transport, model, lr, use_staleness
         self.test, self.eval_every, self.iterations = test, eval_every, iterations
+        self.validation = validation
         self.layers = layer_offsets(model)
         size = sum(p.numel() for p in model.parameters())
         self.pull = torch.zeros(HEADER + 4 * size, dtype=torch.uint8)
@@ -47,7 +51,8 @@ class AsgdServer:
         self.started = time.perf_counter()
         self.received = 0     # bytes of the pushes applied by this process
         self.applied = 0      # pushes applied by this process
-        self.accuracy = float("nan")
+        self.accuracy = float("nan")       # of the last evaluation (validation if any)
+        self.test_accuracy = float("nan")  # of the last evaluation on the test set
 
     # -------------------------------------------------------------- messages
     def send_pull(self, worker: int) -> None:
@@ -89,11 +94,24 @@ class AsgdServer:
         rows = [("metrics", {**self.apply(worker, buf),
                              "seconds": time.perf_counter() - self.started})]
         v = self.version
-        if self.test is not None and (v % self.eval_every == 0 or v == self.iterations):
-            self.accuracy, loss = evaluate(self.model_with_theta(), self.test.images,
-                                           self.test.labels)
-            rows.append(("metrics/eval", {"push": v, "accuracy": self.accuracy, "loss": loss}))
+        held = self.validation
+        samples = held if held is not None else self.test
+        if samples is not None and (v % self.eval_every == 0 or v == self.iterations):
+            rows.append(self._evaluate(samples, held is not None))
+            if held is not None and v == self.iterations and self.test is not None:
+                rows.append(self._evaluate(self.test, False))  # the test set, once
         return rows
+
+    def _evaluate(self, samples: Shard, validation: bool) -> tuple[str, dict]:
+        """Evaluate theta on ``samples`` (the validation set if ``validation``, else the
+        test set); returns the eval table's row."""
+        accuracy, loss = evaluate(self.model_with_theta(), samples.images, samples.labels)
+        if validation or self.validation is None:
+            self.accuracy = accuracy
+        if not validation:
+            self.test_accuracy = accuracy
+        return ("metrics/eval", {"push": self.version, "accuracy": accuracy, "loss": loss,
+                                 "validation": int(validation)})
 
     # ------------------------------------------------------- skeleton hooks
     def step(self, iteration: int) -> list[tuple[str, dict]]:
@@ -132,7 +150,9 @@ class AsgdServer:
 
     def progress(self) -> str:
         dense = 8 + 4 * self.theta.numel()  # version header + float32 gradient
-        return (f"test accuracy {self.accuracy:.4f}  worker->server {self.received / 1e6:.2f} MB "
+        which = "test" if self.validation is None else "validation"
+        return (f"{which} accuracy {self.accuracy:.4f}  "
+                f"worker->server {self.received / 1e6:.2f} MB "
                 f"({dense * self.applied / max(self.received, 1):.1f}x smaller than "
                 f"uncompressed)  staleness log peak {self.log_peak_bytes / 1e3:.1f} KB")
 

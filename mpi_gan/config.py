@@ -318,6 +318,8 @@ def build_parser(cls, prog: str, description: str, quiet: bool = False
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     defaults = cls()
     for f in fields(cls):
+        if f.name in cls.WITHOUT:  # not an option of this algorithm: its default holds
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
@@ -335,11 +337,13 @@ def parse(cls, argv, prog: str, description: str, quiet: bool = False):
 
     The dataset named by ``--dataset`` brings its own defaults (``DATASET_DEFAULTS``) for
     the flags the command line does not give."""
+    first = argparse.ArgumentParser(add_help=False)  # the dataset, before --help shows
+    first.add_argument("--dataset", default=cls().dataset)
+    dataset = first.parse_known_args(argv)[0].dataset
     parser = build_parser(cls, prog, description, quiet=quiet)
-    named, _ = parser.parse_known_args(argv)
+    names = {f.name for f in fields(cls)} - cls.WITHOUT
     parser.set_defaults(**{name: value for name, value in
-                           DATASET_DEFAULTS.get(named.dataset, {}).items()
-                           if hasattr(named, name) and name not in cls.WITHOUT})
+                           DATASET_DEFAULTS.get(dataset, {}).items() if name in names})
     return cls(**vars(parser.parse_args(argv)))
 
 

@@ -60,17 +60,18 @@ def test_runs_that_differ_only_in_their_seed_form_one_group():
 
 def test_bookkeeping_fields_do_not_split_a_group():
     a = make_run("a", seed=0, data_dir="/data", cache_dir="/c1", threads=1, device="cpu",
-                 checkpoint_every=5, log_every=1, eval_every=20, eval_samples=500)
+                 checkpoint_every=5, log_every=1, eval_every=20)
     b = make_run("b", seed=7, data_dir="/other", cache_dir="/c2", threads=4, device="cuda",
-                 checkpoint_every=0, log_every=9, eval_every=10, eval_samples=100,
-                 resume="runs/x/ckpt.h5")
+                 checkpoint_every=0, log_every=9, eval_every=10, resume="runs/x/ckpt.h5")
     assert a["config"]["out"] != b["config"]["out"]
     assert group_key(a) == group_key(b)
     assert names_of(group_runs([a, b])) == [["a", "b"]]
 
 
 @pytest.mark.parametrize("change", [dict(lr_d=1e-3), dict(lr_g=1e-3), dict(batch_size=50),
-                                    dict(split="noniid"), dict(latent_dim=8)])
+                                    dict(split="noniid"), dict(latent_dim=8),
+                                    dict(g_ema=0.99), dict(eval_samples=100),
+                                    dict(inception_weights="/w.pt")])
 def test_a_setting_that_changes_the_math_makes_two_groups(change):
     runs = [make_run("a", seed=0), make_run("b", seed=1), make_run("c", seed=2, **change)]
     assert names_of(group_runs(runs)) == [["a", "b"], ["c"]]
@@ -213,3 +214,13 @@ def test_analyze_writes_groups_csv(ring_runs, tmp_path, capsys):
                                                            nan_ok=True), column
     with Image.open(out / "scores_vs_iteration.png") as image:
         assert image.size == (1200, 900)
+
+
+def test_a_field_an_older_run_file_lacks_counts_as_its_default():
+    """A run written before --g-ema existed has no g_ema attribute: it ran without an
+    average, so it groups with a new run at --g-ema 0, not with one at 0.99."""
+    old = make_run("old", seed=0)
+    old["config"].pop("g_ema", None)
+    new = make_run("new", seed=1, g_ema=0.0)
+    averaged = make_run("avg", seed=2, g_ema=0.99)
+    assert names_of(group_runs([old, new, averaged])) == [["old", "new"], ["avg"]]

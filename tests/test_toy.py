@@ -58,7 +58,10 @@ def test_mode_scores_by_hand():
     assert s["mode_kl"] == pytest.approx(float(np.sum(p * np.log(8 * p))))
     # half the points off the ring: high quality 0.5
     half = np.concatenate([np.repeat(c, 10, axis=0), np.full((80, 2), 10.0)])
-    assert mode_scores(half, c, std)["high_quality"] == 0.5
+    s = mode_scores(half, c, std)
+    assert s["high_quality"] == 0.5 and s["modes"] == 8.0
+    # the histogram is over the high-quality points only: uniform, KL 0
+    assert s["mode_kl"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_real_ring_points_reach_the_ceiling():

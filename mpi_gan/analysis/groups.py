@@ -4,9 +4,11 @@ Two runs (dicts of ``runs.read_run``) belong to one group when their algorithm, 
 size, length (the iteration the file reached) and every configuration field are equal,
 except ``seed`` and the fields that do not change the mathematics: the ``RESUMABLE``
 fields of the run configurations (out, resume, data_dir, cache_dir, device, threads,
-checkpoint_every, keep_checkpoints, log_every, eval_every, eval_samples / eval_size,
-inception_weights, fault_tolerant). ``iterations`` is resumable but is part of the key
-through the reached iteration: runs of different length are never grouped.
+checkpoint_every, keep_checkpoints, log_every, eval_every, eval_size, fault_tolerant)
+but for the two that change what a score measures (eval_samples, inception_weights).
+``iterations`` is resumable but is part of the key through the reached iteration: runs
+of different length are never grouped. A field a run file lacks (written before the field
+existed) counts as its default, the value that run used.
 
 ``groups.csv`` (``group_table``): one row per group with its settings (algorithm,
 dataset, split, model, workers, k, batch_size, iterations, setting: a readable label),
@@ -19,11 +21,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+import dataclasses
+
 from ..config import AsgdConfig, Config, FlganConfig, GanConfig
 
 # configuration fields that do not take part in the group key
 IGNORED = frozenset(GanConfig.RESUMABLE | Config.RESUMABLE | FlganConfig.RESUMABLE
-                    | AsgdConfig.RESUMABLE | {"seed"}) - {"iterations"}
+                    | AsgdConfig.RESUMABLE | {"seed"}) - {"iterations", "eval_samples",
+                                                          "inception_weights"}
+# each algorithm's configuration defaults: the value of a field its older run files lack
+DEFAULTS = {name: dataclasses.asdict(cls()) for name, cls in (
+    ("mdgan", Config), ("flgan", FlganConfig), ("standalone", GanConfig), ("asgd", AsgdConfig))}
 # group-table columns that are settings (the same for every run of a group), not aggregated
 SETTINGS = ("algorithm", "dataset", "split", "model", "workers", "k", "batch_size",
             "iterations")
@@ -41,7 +49,8 @@ def _hashable(value):
 
 def group_fields(run: dict) -> dict:
     """The fields that decide a run's group, by name."""
-    fields = {k: _hashable(v) for k, v in run["config"].items() if k not in IGNORED}
+    config = {**DEFAULTS.get(run["algorithm"], {}), **run["config"]}
+    fields = {k: _hashable(v) for k, v in config.items() if k not in IGNORED}
     fields.update(algorithm=run["algorithm"], world=int(run["world"]),
                   iterations=int(run["iteration"]))
     return fields

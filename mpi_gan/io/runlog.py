@@ -45,11 +45,16 @@ class Metrics:
         return out
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
-        """Replace the rows by stored arrays (used when resuming). A column the stored
-        table lacks (a score added by a later version) is filled with NaN."""
+        """Replace the rows by stored arrays (used when resuming). A floating-point column
+        the stored table lacks (a score added by a later version) is filled with NaN; a
+        missing column of another type is an error (no value can stand for it)."""
         count = len(next(iter(arrays.values()))) if arrays else 0
+        missing = [c for c, (dtype, _) in self.columns.items() if c not in arrays]
+        bad = [c for c in missing if count and not np.issubdtype(dtype_of(self, c), np.floating)]
+        if bad:
+            raise ValueError(f"stored table lacks the column(s) {bad}, which have no default")
         self.rows = {c: list(arrays[c]) if c in arrays else
-                     [np.full(shape, np.nan, dtype)] * count if count else []
+                     [np.full(shape, np.nan, dtype)] * count
                      for c, (dtype, shape) in self.columns.items()}
 
     def truncate(self, rows: int) -> None:
@@ -60,6 +65,11 @@ class Metrics:
 
     def __len__(self) -> int:
         return len(next(iter(self.rows.values()))) if self.rows else 0
+
+
+def dtype_of(table: Metrics, column: str) -> np.dtype:
+    """The numpy dtype of one of ``table``'s columns."""
+    return np.dtype(table.columns[column][0])
 
 
 def gan_table(workers: int, bytes_column: str) -> Metrics:

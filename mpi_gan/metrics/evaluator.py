@@ -63,14 +63,14 @@ class Evaluator:
         spec = dataset.spec
         self.samples, self.dataset = samples, dataset
         self.rows = real_rows(dataset.test_size, samples, classifier_seed)
-        if samples > dataset.test_size:
-            raise InceptionError(f"{samples} evaluation samples, but {spec.name} has only "
-                                 f"{dataset.test_size} test images")
         self.classifier = self.inception = self.mixture = None
-        if not spec.is_image:
+        if not spec.is_image:  # scored against the mixture's centres: no test points needed
             self.mixture = mixture(spec.name)
             self.names, self.reference = MODE_SCORES, {}
             return
+        if samples > dataset.test_size:
+            raise InceptionError(f"{samples} evaluation samples, but {spec.name} has only "
+                                 f"{dataset.test_size} test images")
         if spec.shape[0] == 1 and spec.classes:
             self.classifier = classifier_for(dataset, dataset_key, cache_dir, classifier_seed,
                                              log)

@@ -9,7 +9,8 @@
 #   flgan             FL-GAN (its G is the FedAvg of the workers': no moving average)
 #   standalone        the standalone GAN
 # then `mpi_gan.analyze`, whose groups.csv holds the mean, std, min and max over seeds.
-# Usage: bash scripts/toy_benchmark.sh [OUT_DIR] [SEEDS...]   (run `make setup` first)
+# Usage: [DATASETS="ring grid"] bash scripts/toy_benchmark.sh [OUT_DIR] [SEEDS...]
+# (run `make setup` first)
 # Re-running it skips finished runs and resumes interrupted ones from their checkpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ source scripts/runs.sh
 
 mkdir -p "$OUT"
 for seed in "${SEEDS[@]}"; do
-  for ds in ring grid; do
+  for ds in ${DATASETS:-ring grid}; do
     common=(--dataset "$ds" --seed "$seed")  # each dataset's own defaults otherwise
     run "$ds-mdgan-k1-s$seed"         5 mpi_gan.mdgan "${common[@]}" --k 1
     run "$ds-mdgan-k1-no-ema-s$seed"  5 mpi_gan.mdgan "${common[@]}" --k 1 --g-ema 0

@@ -77,10 +77,13 @@ def _text(value) -> str:
 def setting_labels(groups: list[list[dict]]) -> list[str]:
     """A readable, unique label per group: ``<algorithm> <dataset>/<split> <model> <n>w
     [k=<k>] b=<batch> <iterations>it`` and then ``name=value`` for every other key field
-    whose value differs between the groups (e.g. ``lr_d=0.002``)."""
+    whose value differs between the groups of the same algorithm (e.g. ``lr_d=0.002``;
+    a field an algorithm does not have is never shown for it)."""
     fields = [group_fields(g[0]) for g in groups]
     names = sorted({n for f in fields for n in f} - _LABELLED)
-    varying = [n for n in names if len({repr(f.get(n)) for f in fields}) > 1]
+
+    def varies(name: str, algorithm: str) -> bool:
+        return len({repr(f.get(name)) for f in fields if f["algorithm"] == algorithm}) > 1
     labels = []
     for f in fields:
         label = (f"{f['algorithm']} {f.get('dataset')}/{f.get('split')} {f.get('model')} "
@@ -88,7 +91,8 @@ def setting_labels(groups: list[list[dict]]) -> list[str]:
         if f["algorithm"] == "mdgan" and "k" in f:
             label += f" k={f['k']}"
         label += f" b={f.get('batch_size')} {f['iterations']}it"
-        labels.append(" ".join([label] + [f"{n}={_text(f.get(n, '-'))}" for n in varying]))
+        labels.append(" ".join([label] + [f"{n}={_text(f[n])}" for n in names
+                                          if n in f and varies(n, f["algorithm"])]))
     seen: dict[str, int] = {}
     for i, label in enumerate(labels):  # cannot happen with distinct keys; kept unique anyway
         seen[label] = seen.get(label, 0) + 1

@@ -127,9 +127,10 @@ class ASGD(Algorithm):
         role = result.role
         if role.validation is None:
             return [f"final test accuracy {role.accuracy:.4f} after {role.version} pushes"]
+        test = (f"final test accuracy {role.test_accuracy:.4f}" if role.test_accuracy ==
+                role.test_accuracy else "no test evaluation (it runs once, at --iterations)")
         return [f"final validation accuracy {role.accuracy:.4f} ({len(role.validation)} held-out "
-                f"training samples), final test accuracy {role.test_accuracy:.4f} after "
-                f"{role.version} pushes"]
+                f"training samples), {test} after {role.version} pushes"]
 
 
 def run_asgd(cfg: AsgdConfig, comm: MPI.Comm | None = None) -> RunResult:

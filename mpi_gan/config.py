@@ -293,20 +293,16 @@ class _RankAwareParser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
-_positive_int, _nonnegative_int, _int, _positive_float = (
-    positive_int, nonnegative_int, integer, positive_float)
-
-
 _TYPES = {
-    "synthetic_size": _positive_int, "latent_dim": _positive_int, "iterations": _positive_int,
-    "batch_size": _positive_int, "k": _int, "disc_steps": _positive_int,
-    "swap_epochs": _nonnegative_int, "lr_g": _positive_float, "lr_d": _positive_float,
-    "checkpoint_every": _nonnegative_int, "keep_checkpoints": _positive_int,
-    "threads": _positive_int, "log_every": _positive_int, "seed": _nonnegative_int,
-    "image_size": _nonnegative_int, "round_epochs": _positive_int,
-    "round_every": _nonnegative_int,
-    "lr": _positive_float, "eval_every": _nonnegative_int, "eval_size": _positive_int,
-    "eval_samples": _positive_int, "validation": _nonnegative_int,
+    "synthetic_size": positive_int, "latent_dim": positive_int, "iterations": positive_int,
+    "batch_size": positive_int, "k": integer, "disc_steps": positive_int,
+    "swap_epochs": nonnegative_int, "lr_g": positive_float, "lr_d": positive_float,
+    "checkpoint_every": nonnegative_int, "keep_checkpoints": positive_int,
+    "threads": positive_int, "log_every": positive_int, "seed": nonnegative_int,
+    "image_size": nonnegative_int, "round_epochs": positive_int,
+    "round_every": nonnegative_int,
+    "lr": positive_float, "eval_every": nonnegative_int, "eval_size": positive_int,
+    "eval_samples": positive_int, "validation": nonnegative_int,
 }
 
 

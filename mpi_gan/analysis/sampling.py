@@ -25,6 +25,7 @@ from ..config import GanConfig, latent_classes
 from ..data import spec_of
 from ..data.toy import MIXTURES
 from ..gan.losses import latent_batch
+from ..metrics.evaluator import forward_in_chunks
 from .runs import load_generator
 
 CHUNK = 500        # samples per forward pass of G
@@ -63,10 +64,7 @@ def draw(g: torch.nn.Module, cfg: GanConfig, n: int, seed: int = 0, cls=None) ->
     """``n`` samples of G (in eval mode) float32 (n, *shape) in the dataset's own value
     range (``DatasetSpec.to_data``); latents from ``latents(cfg, n, seed, cls)``, generated
     in chunks of CHUNK without gradients."""
-    z = latents(cfg, n, seed, cls)
-    device = next(g.parameters()).device
-    with torch.no_grad():
-        x = torch.cat([g(z[s:s + CHUNK].to(device)).float().cpu() for s in range(0, n, CHUNK)])
+    x = forward_in_chunks(g, latents(cfg, n, seed, cls), next(g.parameters()).device, CHUNK)
     return spec_of(cfg).to_data(x.numpy())
 
 

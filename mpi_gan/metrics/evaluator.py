@@ -39,12 +39,19 @@ def generate(g: torch.nn.Module, latent_dim: int, classes: int, count: int, seed
     """``count`` samples (count, C, H, W) on the CPU from G in eval mode, latents from the
     stream ("eval",) of ``seed``; G's mode is restored and no other RNG is touched."""
     z, _ = latent_batch(latent_dim, classes, count, seed, "eval")
+    return forward_in_chunks(g, z, device, chunk)
+
+
+def forward_in_chunks(g: torch.nn.Module, z: torch.Tensor, device: torch.device,
+                      chunk: int = 500) -> torch.Tensor:
+    """G(z) float32 (n, *shape) on the CPU for latents z (n, latent_dim), ``chunk`` at a
+    time on ``device``, in eval mode without gradients; G's mode is restored."""
     was_training = g.training
     g.eval()
     try:
         with torch.no_grad():
             return torch.cat([g(z[s:s + chunk].to(device)).float().cpu()
-                              for s in range(0, count, chunk)])
+                              for s in range(0, len(z), chunk)])
     finally:
         g.train(was_training)
 

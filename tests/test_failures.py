@@ -153,13 +153,10 @@ def test_asgd_stops_on_sigterm_and_resumes_auto(tmp_path):
         os.kill(pid, signal.SIGTERM)
     code, _ = job.wait()
     text = job.output()
-    finalized = [out / "logs" / f".finalized-{rank}" for rank in range(3)]
-    # Every rank finalizes MPI and then exits with 75 once all have (stopped_exit). MPICH's
-    # mpiexec may still SIGKILL the last ranks to leave when the first exits non-zero, and
-    # then report 9 (seen in about 1 run in 5 of this test on a loaded machine): accepted
-    # only when every rank had finalized, i.e. the kill came after the whole stop was done.
-    assert code == EXIT_PREEMPTED or (
-        code == 9 and all(m.exists() for m in finalized)), text
+    # Every rank leaves through the C library's exit after MPI_Finalize (exit_now): with
+    # os._exit MPICH's mpiexec took the first rank out for a dead one, SIGKILLed the rest
+    # and reported 9 (1 run in 5 here, more on a loaded machine).
+    assert code == EXIT_PREEMPTED, text
     stop = stopped_at(text)
     assert ckpt(out, stop).exists() and "Traceback" not in text
     done = mpirun(3, [str(a) for a in common] + ["--iterations", str(stop + 30)], timeout=180)

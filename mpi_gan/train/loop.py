@@ -21,10 +21,12 @@ worker. Every rank's torch RNG state is part of its state.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -551,23 +553,31 @@ def run_main(algorithm: Algorithm, parse, argv: list[str] | None = None) -> int:
     return 0
 
 
-def exit_now(code: int) -> NoReturn:
-    """Flush the logs and standard streams, then leave without MPI_Finalize."""
+def exit_now(code: int, finalized: bool = False) -> NoReturn:
+    """Flush the logs and standard streams, then leave without Python's shutdown (no
+    MPI_Finalize from mpi4py's exit hook, no waiting on threads). ``finalized``: MPI_Finalize
+    was called, so leave through the C library's ``exit``, which runs MPICH's exit handlers:
+    a rank that skips them (``os._exit``) looks to MPICH's mpiexec like one that died, and it
+    SIGKILLs every rank still running and reports signal 9."""
     for handler in logging.getLogger("mpi_gan").handlers:
         handler.flush()
     sys.stdout.flush()
     sys.stderr.flush()
+    if finalized:
+        ctypes.CDLL(None).exit(code)
     os._exit(code)
 
 
 def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
     """After a stop signal, every rank past the checkpoint: rank 0 says where it is; every
-    rank finalizes MPI and marks it in ``<out>/logs/.finalized-<rank>``; once all have
-    (10 s at most), rank 0 requeues the job under SLURM (``comm/preemption.py`` says why
-    only then) and every rank exits with ``EXIT_PREEMPTED``. MPICH's mpiexec kills the
-    ranks still alive when one exits non-zero before they finalized, and reports the
-    status of the first rank to exit: so no rank exits before all have finalized. Ranks
-    lost earlier (``--fault-tolerant``) are not waited for."""
+    rank finalizes MPI and marks it in ``<out>/logs/.finalized-<rank>`` (its host and
+    process id). Once all have (10 s at most), the workers exit with status 0 and rank 0,
+    last, requeues the job under SLURM (``comm/preemption.py`` says why only then) and
+    exits with ``EXIT_PREEMPTED``, the job's status. Rank 0 leaves last because Open MPI's
+    mpirun kills the ranks still alive as soon as one exits non-zero: it waits until the
+    workers on its host have exited (their process ids gone; 10 s at most) and gives those on other hosts
+    ``REMOTE_EXIT_GRACE`` seconds. Ranks lost earlier (``--fault-tolerant``) are not
+    waited for."""
     if not result.lost:  # the survivors already agreed on the end (``Trainer._loop``)
         comm.Barrier()
     log = logging.getLogger("mpi_gan")
@@ -579,20 +589,66 @@ def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
               f"checkpoint {os.path.abspath(result.checkpoint)}; continue with --resume auto "
               f"--out {cfg.out} (exit status {EXIT_PREEMPTED})", flush=True)
         command = requeue_command(result.stopped, result.iteration > result.start)
-    if not (result.lost and ulfm_enabled()):  # Open MPI's can hang once a rank has died
+    finalized = not (result.lost and ulfm_enabled())  # Open MPI's can hang once a rank died
+    if finalized:
         MPI.Finalize()
     marks = [finalized_mark(cfg.out, r) for r in range(size) if r not in result.lost]
-    with open(finalized_mark(cfg.out, rank), "w"):
-        pass
+    with open(finalized_mark(cfg.out, rank), "w") as mark:
+        mark.write(f"{socket.gethostname()} {os.getpid()}\n")
     deadline = time.monotonic() + FINALIZE_WAIT_SECONDS
     while not all(os.path.exists(m) for m in marks) and time.monotonic() < deadline:
         time.sleep(0.01)
+    if rank != 0:
+        exit_now(0, finalized)
+    wait_for_exits([m for m in marks if m != finalized_mark(cfg.out, 0)],
+                   time.monotonic() + FINALIZE_WAIT_SECONDS)
     if command:
         requeue(command, log)
-    exit_now(EXIT_PREEMPTED)  # the stop handlers still hold any further signal
+    exit_now(EXIT_PREEMPTED, finalized)  # the stop handlers still hold any further signal
 
 
 FINALIZE_WAIT_SECONDS = 10.0
+REMOTE_EXIT_GRACE = 2.0  # seconds rank 0 gives a rank on another host to exit
+
+
+def wait_for_exits(marks: list[str], deadline: float) -> None:
+    """Return once the processes named by the ``.finalized-*`` files ``marks`` have exited:
+    those on this host when their process id is gone or a zombie, those elsewhere (or
+    whose mark cannot be read) after ``REMOTE_EXIT_GRACE`` seconds; at ``deadline``
+    (``time.monotonic``) at the latest."""
+    host, local, remote = socket.gethostname(), [], False
+    for mark in marks:
+        try:
+            with open(mark) as f:
+                where, pid = f.read().split()
+            if where == host:
+                local.append(int(pid))
+                continue
+        except (OSError, ValueError):
+            pass
+        remote = True
+    remote_until = min(deadline, time.monotonic() + REMOTE_EXIT_GRACE) if remote else 0.0
+    while local and time.monotonic() < deadline:
+        local = [pid for pid in local if process_alive(pid)]
+        time.sleep(0.01)
+    time.sleep(max(0.0, remote_until - time.monotonic()))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (a zombie, exited but not yet reaped
+    by its launcher, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state not in ("Z", "X")
 
 
 def finalized_mark(out: str, rank: int) -> str:

@@ -84,3 +84,26 @@ def test_settings_table_says_which_numbers_are_validation_and_which_test():
     markdown = report.settings_lines(settings, markdown=True)
     assert markdown[0].startswith("| setting |") and markdown[1].startswith("|---|")
     assert len(markdown) == 4 and "choose" in report.NOTE and "do not choose" in report.NOTE
+
+
+def eval_file(path, accuracy, validation=None):
+    import h5py
+    with h5py.File(path, "w") as f:
+        f["metrics/eval/accuracy"] = np.asarray(accuracy, np.float64)
+        if validation is not None:
+            f["metrics/eval/validation"] = np.asarray(validation, np.int64)
+    return h5py.File(path, "r")
+
+
+def test_final_accuracies_take_the_last_evaluation_of_each_set(tmp_path):
+    # evaluations on the validation set every so often, the test set once at the end
+    with eval_file(tmp_path / "a.h5", [0.5, 0.7, 0.8, 0.91, 0.9], [1, 1, 1, 1, 0]) as f:
+        assert report.final_accuracies(f) == (0.91, 0.9)
+    # a run stopped before its test evaluation: the test accuracy is NaN, never a validation one
+    with eval_file(tmp_path / "b.h5", [0.5, 0.7], [1, 1]) as f:
+        validation, test = report.final_accuracies(f)
+        assert validation == 0.7 and math.isnan(test)
+    # a file from before --validation: every evaluation was on the test set
+    with eval_file(tmp_path / "c.h5", [0.5, 0.6, 0.65]) as f:
+        validation, test = report.final_accuracies(f)
+        assert math.isnan(validation) and test == 0.65

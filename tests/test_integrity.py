@@ -4,15 +4,17 @@ intact. (Preemption, killed ranks and the checkpoint-time full disk: test_failur
 import errno
 import gzip
 import os
+import signal
 import zlib
 
 import h5py
 import pytest
 
 from mpi_gan.comm.launch import disk_full_message
+from mpi_gan.comm.preemption import EXIT_PREEMPTED
 from mpi_gan.io.atomic import DiskFullError, disk_full_errors, no_space_errno
 from tests.conftest import mpirun
-from tests.test_cli import ASGD_FAST, FAST
+from tests.test_cli import ASGD_FAST, FAST, digest
 from tests.test_failures import Job
 
 pytestmark = pytest.mark.slow
@@ -135,3 +137,67 @@ def test_a_disk_filled_by_another_process_mid_run_gives_one_line(tmp_path, small
     assert "Traceback" not in text and "Logging error" not in text
     with h5py.File(out / "checkpoints" / "ckpt_00000200.h5", "r") as f:
         assert f.attrs["complete"] == 1
+
+
+FOREVER = ["--iterations", "1000000"]
+
+
+def test_a_second_job_on_a_live_run_directory_is_refused_at_once(tmp_path):
+    """Two jobs on one --out, fresh or --resume auto: the second is refused with one line
+    naming the holder; the first goes on untouched and its run is its own."""
+    out = tmp_path / "run"
+    first = Job(3, ["mpi_gan.mdgan", "--out", out, *FAST, "--checkpoint-every", "10",
+                    "--resume", "auto", *FOREVER], tmp_path)
+    first.wait_for(out, 10)
+    holder = (out / "run.lock").read_text()
+    for extra in ([], ["--resume", "auto"]):
+        second = mpirun(3, ["mpi_gan.mdgan", "--out", str(out), *FAST, "--seed", "3",
+                            "--iterations", "20", *extra], timeout=60)
+        assert second.returncode == 2, second.stderr
+        [line] = error_lines(second.stderr)
+        assert f"--out '{out}' is in use by another job: pid " in line, line
+        assert f"holds {out}/run.lock" in line
+    assert (out / "run.lock").read_text() == holder
+    for pid in first.ranks().values():
+        os.kill(pid, signal.SIGTERM)
+    code, _ = first.wait()
+    assert code == EXIT_PREEMPTED, first.output()
+    assert not (out / "run.lock").exists()  # released at the end
+    with h5py.File(out / "run.h5", "r") as f:
+        assert int(f["config"].attrs["seed"]) == 7  # the first job's, never the second's
+    assert "Traceback" not in first.output()
+
+
+def test_a_killed_jobs_lock_is_taken_over_with_a_line(tmp_path):
+    out = tmp_path / "run"
+    common = ["mpi_gan.mdgan", "--out", out, *FAST, "--checkpoint-every", "10",
+              "--resume", "auto"]
+    job = Job(3, [*common, *FOREVER], tmp_path)
+    job.wait_for(out, 10)
+    job.kill()  # SIGKILL: the lock stays behind
+    assert (out / "run.lock").exists()
+    done = mpirun(3, [str(a) for a in common] + ["--iterations", "30"], timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert f"took over the stale lock {out}/run.lock of pid " in done.stdout
+    assert "on this host is gone" in done.stdout and "resumed from" in done.stdout
+
+
+def test_resume_auto_never_replaces_a_finished_run(tmp_path):
+    """A finished run whose checkpoints a user deleted: --resume auto with other settings is
+    refused, whatever --iterations says, and the run file stays as it was."""
+    out = tmp_path / "run"
+    done = mpirun(3, ["mpi_gan.mdgan", "--out", str(out), *FAST, "--iterations", "20"])
+    assert done.returncode == 0, done.stderr
+    for path in (out / "checkpoints").glob("*.h5"):
+        path.unlink()
+    before = digest(out / "run.h5")
+    for iterations, message in (("5", "holds a finished run (run.h5 finished at iteration "
+                                      "20, --iterations 5): nothing to do"),
+                                ("40", "holds a run at iteration 20 (finished) whose "
+                                       "checkpoints are all gone")):
+        proc = mpirun(3, ["mpi_gan.mdgan", "--out", str(out), *FAST, "--resume", "auto",
+                          "--iterations", iterations, "--seed", "3"], timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        [line] = error_lines(proc.stderr)
+        assert message in line, line
+    assert digest(out / "run.h5") == before and not (out / "run.lock").exists()

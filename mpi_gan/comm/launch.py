@@ -31,10 +31,11 @@ from ..config import ConfigError
 from ..data import DataError, prepare
 from ..io.atomic import DiskFullError, no_space_errno
 from ..io.checkpoint import CheckpointError, load_resume
+from ..io.lock import LockError, RunLock
 from .ulfm import ServerLost
 
 EXIT_USAGE = 2
-SETUP_ERRORS = (ConfigError, DataError, CheckpointError, OSError)
+SETUP_ERRORS = (ConfigError, DataError, CheckpointError, LockError, OSError)
 
 
 class SetupFailed(SystemExit):
@@ -161,6 +162,7 @@ def abort_on_exception(comm: MPI.Comm):
     try:
         yield
     except SetupFailed:
+        release_run_lock()
         raise
     except SystemExit as exc:
         if exc.code not in (0, None):
@@ -216,12 +218,31 @@ def _abort(comm: MPI.Comm, text: str, code: int, clear: bool = False) -> None:
     else:
         best_effort(print, f"mpi_gan: rank {rank} failed, aborting all ranks{where}:\n{text}",
                     file=sys.stderr, flush=True)
+    release_run_lock()
     best_effort(_wait_stderr_read, STDERR_DRAIN_SECONDS)
     best_effort(time.sleep, ABORT_GRACE_SECONDS)
     try:
         comm.Abort(code)
     finally:
         os._exit(code)  # MPI_Abort may return (a singleton without a launcher): never go on
+
+
+_RUN_LOCKS: list[RunLock] = []  # the run directory's lock this process holds
+
+
+def take_run_lock(out: str, say) -> RunLock:
+    """Take ``out``'s lock for this job (``say`` a takeover of a stale one); LockError if
+    another live job holds it."""
+    lock = RunLock(out)
+    lock.acquire(say)
+    _RUN_LOCKS.append(lock)
+    return lock
+
+
+def release_run_lock() -> None:
+    """Give up the run directory's lock if this process holds it (best effort)."""
+    while _RUN_LOCKS:
+        best_effort(_RUN_LOCKS.pop().release)
 
 
 def local_rank(comm: MPI.Comm) -> int:
@@ -301,13 +322,20 @@ def start_run(comm: MPI.Comm, cfg, validate, reader):
     """The set-up shared by the entry points, each step agreed on by every rank.
 
     Validates ``cfg`` for the world size (``validate(cfg, size)``), prepares
-    ``--out`` and this rank's log, lets rank 0 find and check the checkpoint to
-    resume (``reader`` parses one), and converts the dataset into its HDF5 cache
-    once per node. Returns (logger, checkpoint or None on other ranks, local rank).
+    ``--out``, lets rank 0 take its lock (``io/lock.py``: one job per run directory, held
+    until ``release_run_lock``) before anything is written there, opens this rank's log,
+    lets rank 0 find and check the checkpoint to resume (``reader`` parses one), and
+    converts the dataset into its HDF5 cache once per node. Returns (logger, checkpoint or
+    None on other ranks, local rank).
     """
     rank, size = comm.Get_rank(), comm.Get_size()
     agree(comm, lambda: validate(cfg, size))
-    log = setup_logging(agree(comm, lambda: prepare_out(cfg.out, rank)), rank)
+    log_path = agree(comm, lambda: prepare_out(cfg.out, rank))
+    said: list[str] = []
+    agree(comm, lambda: take_run_lock(cfg.out, said.append) if rank == 0 else None)
+    log = setup_logging(log_path, rank)
+    for line in said:
+        log.info("%s", line)
     ckpt = agree(comm, lambda: load_resume(cfg, size, reader) if rank == 0 else None)
     local = local_rank(comm)
     agree(comm, lambda: prepare(cfg, log.info) if local == 0 else None)

@@ -203,11 +203,38 @@ def check_out_is_free(out: str, resume_path: str | None) -> None:
 AUTO = "auto"
 
 
+def run_file_progress(out: str) -> tuple[int, bool] | None:
+    """(iteration, finished) of ``out``'s run.h5, None if there is none; CheckpointError
+    if it cannot be read."""
+    path = os.path.join(out, "run.h5")
+    if not os.path.exists(path):
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            return int(f.attrs["iteration"]), bool(f.attrs["finished"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"cannot read the run file {path}: {exc}") from exc
+
+
 def resolve_auto(cfg, reader):
     """``--resume auto``: ``--out``'s newest valid checkpoint if it holds an unfinished run,
-    None (a fresh start) if it holds no checkpoint; CheckpointError if its run is finished
-    (its checkpoint has reached ``--iterations``)."""
+    None (a fresh start) if it holds neither checkpoint nor progress; CheckpointError if
+    its run is finished (the run file says so, or its checkpoint has reached
+    ``--iterations``), and if its run file has progress but every checkpoint is gone
+    (``--resume auto`` never replaces a run it cannot continue)."""
+    progress = run_file_progress(cfg.out)
+    if progress is not None and progress[1] and progress[0] >= cfg.iterations:
+        raise CheckpointError(f"--resume auto: --out {cfg.out!r} holds a finished run "
+                              f"(run.h5 finished at iteration {progress[0]}, --iterations "
+                              f"{cfg.iterations}): nothing to do; raise --iterations to continue "
+                              "it or choose another --out")
     if not list_checkpoints(cfg.out):
+        if progress is not None and progress[0] > 0:
+            raise CheckpointError(
+                f"--resume auto: --out {cfg.out!r} holds a run at iteration {progress[0]} "
+                f"({'finished' if progress[1] else 'unfinished'}) whose checkpoints are all "
+                "gone, so it cannot be continued: choose another --out, or move its run.h5 "
+                "away to start it over")
         return None
     ckpt = resolve_resume(cfg.out, reader)
     if ckpt.iteration >= cfg.iterations:

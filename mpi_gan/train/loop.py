@@ -36,13 +36,15 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from ..comm.launch import abort_on_exception, agree, select_device, start_run
+from ..comm.launch import (abort_on_exception, agree, release_run_lock, select_device,
+                           start_run)
 from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name
 from ..comm.transport import Transport, settle
 from ..comm.ulfm import is_peer_failure, ulfm_enabled
 from ..config import latent_classes
 from ..data import open_dataset, plan_data, resolved_cache_dir
 from ..io.checkpoint import checkpoint_path, prune_checkpoints, read_checkpoint, write_checkpoint
+from ..io.lock import process_alive
 from ..io.runlog import Metrics, RunFile
 from ..io.state import Layout, load_rng_state, rng_state
 from ..metrics.evaluator import SCORES, Evaluator, generate
@@ -253,6 +255,7 @@ class Trainer:
         # handlers stay installed to the exit, so SLURM's SIGTERM after a requeue kills nothing
         self.stop = StopFlag().install()
         result = self._train(ctx, ckpt)
+        release_run_lock()  # every file of the run is written: --out is free again
         log.info("peak resident memory %.1f MB", peak_memory_mb())
         if not result.stopped:
             self.stop.restore()
@@ -647,23 +650,6 @@ def wait_for_exits(marks: list[str], deadline: float) -> None:
         local = [pid for pid in local if process_alive(pid)]
         time.sleep(0.01)
     time.sleep(max(0.0, remote_until - time.monotonic()))
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host still runs (a zombie, exited but not yet reaped
-    by its launcher, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return state not in ("Z", "X")
 
 
 def finalized_mark(out: str, rank: int) -> str:

@@ -1,0 +1,165 @@
+"""One job per run directory: ``<out>/run.lock``, held by rank 0 for the whole job.
+
+Taken by creating the file with ``O_CREAT | O_EXCL`` (atomic on local filesystems and on
+NFS v3 and later, unlike ``flock``), it records who holds it, one ``key=value`` a line:
+host, pid, start (UTC, ISO 8601), slurm_job and slurm_restart (SLURM_JOB_ID and
+SLURM_RESTART_COUNT, empty outside SLURM). While the job lives a daemon thread refreshes
+the file's modification time every ``HEARTBEAT_SECONDS``; the job removes it when it ends
+(a crash or SIGKILL leaves it behind).
+
+A second job that finds the lock is refused (``LockError``, naming the holder), unless the
+lock is stale, and then takes it over and says why:
+  * its holder ran on this host and its process is gone;
+  * it belongs to this SLURM job before a requeue (same job id, lower restart count);
+  * its heartbeat is older than ``STALE_SECONDS`` (a holder on another host that died).
+A takeover renames the stale file aside first, so of two jobs taking over at once one wins.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import socket
+import threading
+import time
+
+LOCK_NAME = "run.lock"
+HEARTBEAT_SECONDS = 15.0
+STALE_SECONDS = 120.0
+
+
+class LockError(RuntimeError):
+    """``--out`` is held by another live job."""
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def this_holder() -> dict[str, str]:
+    """The fields this process writes into a lock it takes."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid()),
+            "start": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "slurm_job": os.environ.get("SLURM_JOB_ID", ""),
+            "slurm_restart": os.environ.get("SLURM_RESTART_COUNT", "0")}
+
+
+def read_holder(path: str) -> dict[str, str]:
+    """A lock file's fields ({} if it is empty or unreadable: a holder mid-write)."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def describe(holder: dict[str, str]) -> str:
+    """The holder in words, for messages."""
+    if not holder:
+        return "a job that left no details"
+    text = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since " \
+           f"{holder.get('start', '?')}"
+    if holder.get("slurm_job"):
+        text += f" (SLURM job {holder['slurm_job']})"
+    return text
+
+
+def stale_reason(holder: dict[str, str], age: float) -> str | None:
+    """Why the lock of ``holder`` (heartbeat ``age`` seconds ago) is stale, or None if its
+    job may still live."""
+    host, pid = holder.get("host"), holder.get("pid", "")
+    if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+        return f"its process {pid} on this host is gone"
+    job = os.environ.get("SLURM_JOB_ID", "")
+    if job and holder.get("slurm_job") == job:
+        try:
+            earlier = int(holder.get("slurm_restart", "0")) < int(
+                os.environ.get("SLURM_RESTART_COUNT", "0"))
+        except ValueError:
+            earlier = False
+        if earlier:
+            return f"it is this SLURM job's ({job}) before its requeue"
+    if age > STALE_SECONDS:
+        return f"its heartbeat stopped {age:.0f} s ago (more than {STALE_SECONDS:.0f} s)"
+    return None
+
+
+class RunLock:
+    """The lock of one run directory; ``acquire`` it, ``release`` it at the end."""
+
+    def __init__(self, out: str):
+        self.path = os.path.join(out, LOCK_NAME)
+        self.held = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self, log=print) -> None:
+        """Take the lock, taking over a stale one (``log`` says so); LockError if another
+        live job holds it."""
+        for _ in range(3):  # a takeover raced by another job: look again
+            if self._create():
+                break
+            holder = read_holder(self.path)
+            try:
+                age = time.time() - os.stat(self.path).st_mtime
+            except FileNotFoundError:
+                continue  # released meanwhile
+            reason = stale_reason(holder, age) if holder else (
+                f"it is empty and {age:.0f} s old" if age > STALE_SECONDS else None)
+            if reason is None:
+                raise LockError(f"--out {os.path.dirname(self.path)!r} is in use by another "
+                                f"job: {describe(holder)} holds {self.path}; wait for it to "
+                                "end, or choose another --out")
+            aside = f"{self.path}.stale-{os.getpid()}"
+            try:
+                os.rename(self.path, aside)  # only one of several takers succeeds
+            except FileNotFoundError:
+                continue
+            os.unlink(aside)
+            log(f"took over the stale lock {self.path} of {describe(holder)}: {reason}")
+        else:
+            raise LockError(f"cannot take the lock {self.path}: other jobs keep taking it")
+        self.held = True
+        self._thread = threading.Thread(target=self._beat, name="run-lock-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{k}={v}\n" for k, v in this_holder().items()))
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(OSError):  # a full disk does not stop the run
+                os.utime(self.path)
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lock if this process still holds it (best
+        effort: never raises)."""
+        if not self.held:
+            return
+        self.held = False
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            if read_holder(self.path).get("pid") == str(os.getpid()) and \
+                    read_holder(self.path).get("host") == socket.gethostname():
+                os.unlink(self.path)

@@ -1,0 +1,106 @@
+"""One job per run directory (``io/lock.py``): real lock files, real processes; the
+staleness rules each way. No MPI."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mpi_gan.io import lock as run_lock
+from mpi_gan.io.lock import LockError, RunLock, read_holder
+
+
+def write_lock(out, **fields):
+    path = out / run_lock.LOCK_NAME
+    path.write_text("".join(f"{k}={v}\n" for k, v in fields.items()))
+    return path
+
+
+def dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_lock_records_its_holder_and_refuses_a_second_job(tmp_path):
+    first = RunLock(str(tmp_path))
+    first.acquire()
+    holder = read_holder(first.path)
+    assert holder["host"] == socket.gethostname() and holder["pid"] == str(os.getpid())
+    assert holder["start"].endswith("+00:00") and holder["slurm_restart"]
+    with pytest.raises(LockError, match=rf"is in use by another job: pid {os.getpid()} on "
+                       rf"{socket.gethostname()} since .* holds .*run\.lock"):
+        RunLock(str(tmp_path)).acquire()
+    first.release()
+    assert not os.path.exists(first.path)
+    second = RunLock(str(tmp_path))
+    second.acquire()  # free again
+    second.release()
+
+
+def test_a_lock_whose_process_on_this_host_is_gone_is_taken_over(tmp_path):
+    pid = dead_pid()
+    write_lock(tmp_path, host=socket.gethostname(), pid=pid, start="then", slurm_job="",
+               slurm_restart=0)
+    said = []
+    lock = RunLock(str(tmp_path))
+    lock.acquire(said.append)
+    assert said == [f"took over the stale lock {lock.path} of pid {pid} on "
+                    f"{socket.gethostname()} since then: its process {pid} on this host "
+                    "is gone"]
+    assert read_holder(lock.path)["pid"] == str(os.getpid())
+    assert not [p for p in os.listdir(tmp_path) if ".stale-" in p]
+    lock.release()
+
+
+def test_a_lock_on_another_host_is_stale_only_once_its_heartbeat_stopped(tmp_path):
+    path = write_lock(tmp_path, host="other-node", pid=1, start="then", slurm_job="",
+                      slurm_restart=0)
+    with pytest.raises(LockError, match="pid 1 on other-node"):
+        RunLock(str(tmp_path)).acquire()
+    old = time.time() - run_lock.STALE_SECONDS - 5
+    os.utime(path, (old, old))
+    said = []
+    lock = RunLock(str(tmp_path))
+    lock.acquire(said.append)
+    assert "its heartbeat stopped" in said[0]
+    lock.release()
+
+
+def test_a_requeued_slurm_job_takes_over_its_own_lock(tmp_path, monkeypatch):
+    write_lock(tmp_path, host="other-node", pid=1, start="then", slurm_job="77",
+               slurm_restart=0)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the same instance: still live
+    with pytest.raises(LockError, match=r"\(SLURM job 77\)"):
+        RunLock(str(tmp_path)).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "78")  # another job
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with pytest.raises(LockError):
+        RunLock(str(tmp_path)).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "77")  # the job after its requeue
+    said = []
+    lock = RunLock(str(tmp_path))
+    lock.acquire(said.append)
+    assert "it is this SLURM job's (77) before its requeue" in said[0]
+    assert read_holder(lock.path)["slurm_restart"] == "1"
+    lock.release()
+
+
+def test_the_heartbeat_keeps_the_lock_fresh_and_release_spares_another_holder(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(run_lock, "HEARTBEAT_SECONDS", 0.05)
+    lock = RunLock(str(tmp_path))
+    lock.acquire()
+    old = time.time() - 1000
+    os.utime(lock.path, (old, old))
+    deadline = time.monotonic() + 60
+    while os.stat(lock.path).st_mtime < old + 500 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.stat(lock.path).st_mtime > old + 500
+    # someone took the directory over meanwhile: releasing must not remove their lock
+    write_lock(tmp_path, host="other-node", pid=2, start="now")
+    lock.release()
+    assert read_holder(lock.path)["pid"] == "2"

@@ -9,11 +9,30 @@ from __future__ import annotations
 import argparse
 
 
+INT64_MAX = 2 ** 63 - 1  # run files and checkpoints store every option as a 64-bit integer
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one ``<name>: error: ...`` line with a pointer to
+    ``--help`` (exit status 2), not the whole usage."""
+
+    def __init__(self, *args, error_name: str = "mpi_gan", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.error_name = error_name
+
+    def error(self, message):
+        self.exit(2, f"{self.error_name}: error: {message} (see: {self.prog} --help)\n")
+
+
 def integer(text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if abs(value) > INT64_MAX:
+        raise argparse.ArgumentTypeError(f"must fit a 64-bit integer (at most {INT64_MAX}), "
+                                         f"got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:

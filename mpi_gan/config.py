@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from .argtypes import integer, nonnegative_int, positive_float, positive_int
+from .argtypes import OneLineParser, integer, nonnegative_int, positive_float, positive_int
 from .thread_pools import DEFAULT_THREADS
 from .data import DATASETS, DataError, DatasetSpec, parse_split, spec_of
 
@@ -281,7 +281,7 @@ AsgdConfig.HELP = {
 }
 
 
-class _RankAwareParser(argparse.ArgumentParser):
+class _RankAwareParser(OneLineParser):
     """An ArgumentParser whose errors are printed by one rank only."""
 
     def __init__(self, *args, quiet: bool = False, **kwargs):

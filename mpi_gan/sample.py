@@ -18,15 +18,10 @@ import argparse
 import os
 import sys
 
-from .argtypes import nonnegative_int, positive_int
+from .argtypes import OneLineParser, nonnegative_int, positive_int
 
 PROG = "mpi_gan.sample"
 EXTENSIONS = (".npy", ".png")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage: like every other error of the command
-        self.exit(2, f"{PROG}: error: {message}\n")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -37,7 +32,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[1].replace("``", ""),
+    p = OneLineParser(prog=f"python -m {PROG}", error_name=PROG, description=__doc__.split("\n\n")[1].replace("``", ""),
                 formatter_class=_Formatter)
     source = p.add_argument_group("input")
     source.add_argument("run", metavar="RUN_OR_CHECKPOINT",

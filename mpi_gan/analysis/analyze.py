@@ -19,6 +19,7 @@ import sys
 
 import pandas as pd
 
+from ..argtypes import OneLineParser
 from .groups import group_table, label_runs
 from .plots import loss_plot, score_plots, traffic_plot
 from .runs import RunFileError, read_run
@@ -27,7 +28,7 @@ from .summary import cost_ratios, summary_table
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mpi_gan.analyze",
+    p = OneLineParser(prog="python -m mpi_gan.analyze",
                                 description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN", help="run files, run directories or "

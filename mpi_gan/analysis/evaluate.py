@@ -19,6 +19,7 @@ import time
 import h5py
 import torch
 
+from ..argtypes import OneLineParser
 from ..config import DATASETS, GanConfig, latent_classes
 from ..data import DataError, open_dataset, prepare, resolved_cache_dir
 from ..io.atomic import atomic_h5_update
@@ -28,7 +29,7 @@ from .runs import RunFileError, load_generator, resolve
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m mpi_gan.evaluate", description=__doc__.split("\n\n")[1],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runs", nargs="*", metavar="RUN_OR_CHECKPOINT",

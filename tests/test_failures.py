@@ -141,6 +141,25 @@ def test_stop_signal_then_resume_auto_is_bit_identical(tmp_path, module, signum,
 
 
 @pytest.mark.timeout(600)
+def test_ctrl_c_stops_with_a_checkpoint_and_no_traceback(tmp_path):
+    """Ctrl-C in a terminal: SIGINT to mpiexec and to every rank (one process group); MPICH's
+    mpiexec forwards it again. Every rank stops at one iteration with a checkpoint, status
+    75, no KeyboardInterrupt traceback (there used to be about 90 lines of them)."""
+    out = tmp_path / "run"
+    job = Job(3, ["mpi_gan.mdgan", "--out", out, *FAST, "--checkpoint-every", "10",
+                  *FOREVER], tmp_path)
+    job.wait_for(out, 10)
+    for pid in [job.proc.pid, *job.ranks().values()]:
+        os.kill(pid, signal.SIGINT)
+    code, _ = job.wait()
+    text = job.output()
+    assert code == EXIT_PREEMPTED, text
+    stop = stopped_at(text)
+    assert "stopped by SIGINT" in text and ckpt(out, stop).exists()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+
+
+@pytest.mark.timeout(600)
 def test_asgd_stops_on_sigterm_and_resumes_auto(tmp_path):
     """The asynchronous server acts on its own flag: SIGTERM to every rank (as srun sends
     it) ends the run with a checkpoint and status 75; ``--resume auto`` finishes it."""

@@ -62,6 +62,40 @@ def test_stop_flag_records_the_first_signal_only_and_restores_handlers():
     assert signal.getsignal(signal.SIGUSR1) == before
 
 
+def test_ctrl_c_stops_like_sigterm_and_a_second_one_later_ends_at_once():
+    """Real SIGINTs to this process, a fake clock: repeats within a second (a terminal's
+    Ctrl-C reaches every rank directly and through mpiexec) only stop; one a second or
+    more after the first interrupts at once."""
+    now = [100.0]
+    flag = StopFlag(clock=lambda: now[0]).install()
+    interrupted = []
+    flag.interrupt_now = lambda: interrupted.append(now[0])
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt: only the flag
+        assert flag.signal == signal.SIGINT and not interrupted
+        now[0] += 0.5
+        os.kill(os.getpid(), signal.SIGINT)  # the same Ctrl-C, forwarded by mpiexec
+        assert not interrupted
+        now[0] += 1.0
+        os.kill(os.getpid(), signal.SIGINT)  # the user's second Ctrl-C
+        assert interrupted == [101.5]
+    finally:
+        flag.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_leaves_with_one_line_and_status_130():
+    code = ("import os, signal; from mpi_gan.comm.preemption import StopFlag; "
+            "f = StopFlag(clock=iter([0.0, 5.0]).__next__).install(); "
+            "os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGINT); "
+            "print('not reached')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert proc.returncode == 130 and proc.stdout == ""
+    assert proc.stderr.startswith("mpi_gan: interrupted twice (SIGINT): stopping now")
+    assert len(proc.stderr.splitlines()) == 1
+
+
 def test_requeue_only_after_a_warning_under_slurm_with_progress():
     slurm = {"SLURM_JOB_ID": "42"}
     assert requeue_command(signal.SIGUSR1, True, slurm) == ["scontrol", "requeue", "42"]

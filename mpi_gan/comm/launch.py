@@ -171,6 +171,9 @@ def abort_on_exception(comm: MPI.Comm):
         raise
     except CLEAR_ERRORS as exc:
         _abort(comm, describe_error(exc), 1, clear=True)
+    except KeyboardInterrupt:  # Ctrl-C before the stop handlers are installed (set-up)
+        _abort(comm, "interrupted (SIGINT) during set-up: nothing to keep, start it again",
+               130, clear=True)
     except BaseException as exc:  # noqa: BLE001 - every failure must end the job
         full = disk_full_message(exc)
         if full:

@@ -1,5 +1,8 @@
 """Preemption: a signal only sets a flag; the ranks agree on it at an iteration boundary.
 
+SIGINT (Ctrl-C) is a stop signal like SIGTERM; a second Ctrl-C, a second or more after
+the first, ends the rank at once without a checkpoint (status 130).
+
 SLURM warns a job before its time limit with the signal of ``--signal`` (jobs/ use
 SIGUSR1), and ends it with SIGTERM (time limit, ``scancel``, preemption), then SIGKILL
 after ``KillWait``. On SIGTERM, SIGUSR1 or SIGUSR2 the handler records the signal and
@@ -18,19 +21,26 @@ command to ``MPI_GAN_REQUEUE_FILE`` and the batch script runs it once the step i
 SIGTERM is not requeued by the program: it is what ``scancel`` sends, and a cancelled job must stay
 cancelled; a scheduler that preempts with requeue requeues the job itself.
 
-MPICH's ``mpiexec`` forwards SIGUSR1 and SIGTERM to every rank (SIGUSR2 ends mpiexec
-itself); ``srun`` delivers all three to every task.
+MPICH's ``mpiexec`` forwards SIGINT, SIGTERM and SIGUSR1 to every rank (SIGUSR2 ends
+mpiexec itself); Open MPI's ``mpirun`` forwards SIGUSR1 and SIGUSR2 (SIGINT and SIGTERM
+kill the job); ``srun`` delivers all of them to every task (docs/hpc.md has the table).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import time
 
 import numpy as np
 from mpi4py import MPI
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+# a second SIGINT this long after the first aborts at once (Ctrl-C twice): a terminal's
+# Ctrl-C reaches every rank directly and again through mpiexec, within milliseconds
+REPEAT_SIGINT_SECONDS = 1.0
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's status of a process ended by Ctrl-C
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 # sysexits' EX_TEMPFAIL: stopped on request with a checkpoint written; run again with
 # --resume auto (or the same --resume) to continue
@@ -41,12 +51,29 @@ class StopFlag:
     """The stop signals' flag on this rank; ``install`` sets the handlers, ``restore``
     puts the previous ones back."""
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
         self.signal = 0
         self._previous: dict[int, object] = {}
+        self._clock, self._first_sigint = clock, None
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if signum == signal.SIGINT:
+            now = self._clock()
+            if self._first_sigint is not None and \
+                    now - self._first_sigint >= REPEAT_SIGINT_SECONDS:
+                self.interrupt_now()
+            if self._first_sigint is None:
+                self._first_sigint = now
         self.signal = self.signal or int(signum)
+
+    @staticmethod
+    def interrupt_now() -> None:
+        """A second Ctrl-C: leave at once, without a checkpoint (the launcher ends the
+        other ranks); one line, written without Python's buffers."""
+        with contextlib.suppress(OSError):
+            os.write(2, b"mpi_gan: interrupted twice (SIGINT): stopping now, without a "
+                        b"checkpoint; --resume auto continues from the last one\n")
+        os._exit(EXIT_INTERRUPTED)
 
     def install(self) -> StopFlag:
         for sig in STOP_SIGNALS:

@@ -4,7 +4,9 @@ intact. (Preemption, killed ranks and the checkpoint-time full disk: test_failur
 import errno
 import gzip
 import os
+import re
 import signal
+import time
 import zlib
 
 import h5py
@@ -201,3 +203,29 @@ def test_resume_auto_never_replaces_a_finished_run(tmp_path):
         [line] = error_lines(proc.stderr)
         assert message in line, line
     assert digest(out / "run.h5") == before and not (out / "run.lock").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION), reason="Debian's dataset-fashion-mnist")
+def test_a_stop_signal_during_the_dataset_conversion_cuts_no_file(tmp_path):
+    """SIGTERM to every rank while rank 0 converts Fashion-MNIST into its cache: the
+    conversion finishes (no temporary file is left, the cache is complete), the run stops
+    after its first iteration with a checkpoint and status 75 (it used to die at once,
+    leaving a 27 MB ``.h5.tmp-<pid>`` in the cache directory)."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    flags = list(FAST)
+    flags[flags.index("--dataset") + 1] = "fashion-mnist"
+    job = Job(3, ["mpi_gan.mdgan", "--out", out, *flags, "--cache-dir", cache,
+                  "--eval-every", "0", "--checkpoint-every", "1000", *FOREVER], tmp_path)
+    deadline = time.monotonic() + 300
+    while "converting" not in job.output() and time.monotonic() < deadline:
+        assert job.proc.poll() is None, job.output()
+        time.sleep(0.01)
+    for pid in job.ranks().values():
+        os.kill(pid, signal.SIGTERM)
+    code, _ = job.wait()
+    text = job.output()
+    assert code == EXIT_PREEMPTED, text
+    assert "Traceback" not in text and re.search(r"stopped by SIGTERM at iteration \d+", text)
+    [cached] = os.listdir(cache)  # the cache, complete, and nothing else
+    with h5py.File(cache / cached, "r") as f:
+        assert f.attrs["complete"] == 1 and f["train_images"].shape == (60000, 1, 28, 28)

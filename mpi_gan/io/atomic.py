@@ -1,16 +1,21 @@
 """Atomic HDF5 writes: a temporary file in the same directory, fsync, rename.
 
-A crash (or a full disk) while writing leaves at worst a stray temporary file;
+A crash (or a full disk) while writing leaves at worst a stray temporary file, which the
+next write of the same file removes once its writer is gone (``remove_dead_temporaries``);
 the previous file of the same name is never damaged.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import shutil
+import socket
 
 import h5py
+
+from .lock import process_alive
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -78,13 +83,36 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def temporary_name(path: str) -> str:
+    """The temporary file beside ``path`` that this process writes: ``<path>.tmp-<host>-<pid>``."""
+    return f"{path}.tmp-{socket.gethostname()}-{os.getpid()}"
+
+
+def remove_dead_temporaries(path: str) -> list[str]:
+    """Delete the temporary files of ``path`` (``temporary_name``) whose writer ran on this
+    host and is gone (killed mid-write: SIGKILL, a second Ctrl-C, a node's OOM killer);
+    those of live processes or other hosts stay. Names of older versions (``.tmp-<pid>``)
+    count as this host's. Returns the paths removed."""
+    host, removed = socket.gethostname(), []
+    for candidate in glob.glob(glob.escape(path) + ".tmp-*"):
+        owner = candidate[len(path) + len(".tmp-"):]
+        where, _, pid = owner.rpartition("-")
+        if not pid.isdigit() or (where and where != host) or process_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(candidate)
+            removed.append(candidate)
+    return removed
+
+
 @contextlib.contextmanager
 def replacing(path: str, size_hint: int):
     """Yield a temporary path beside ``path``; on success fsync it and rename it over
     ``path``; remove it in any case. A full disk raises DiskFullError (the previous
     ``path`` is untouched)."""
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp-{os.getpid()}"
+    remove_dead_temporaries(path)
+    tmp = temporary_name(path)
     try:
         with disk_full_errors(path, tmp, size_hint):
             yield tmp

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from ..comm.launch import (abort_on_exception, agree, release_run_lock, select_device,
-                           start_run)
+from ..comm.launch import (SetupFailed, abort_on_exception, agree, release_run_lock,
+                           select_device, start_run)
 from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name
 from ..comm.transport import Transport, settle
 from ..comm.ulfm import is_peer_failure, ulfm_enabled
@@ -234,6 +234,18 @@ class Trainer:
             return self._run()
 
     def _run(self) -> RunResult:
+        # from here on a stop signal only sets a flag (comm/preemption.py), during set-up too
+        # (a long dataset conversion or score-classifier training is never cut mid-write: the
+        # run stops after its first iteration); after a stop the handlers stay installed to
+        # the exit, so SLURM's SIGTERM after a requeue kills nothing
+        self.stop = StopFlag().install()
+        try:
+            return self._set_up_and_train()
+        except SetupFailed:
+            self.stop.restore()
+            raise
+
+    def _set_up_and_train(self) -> RunResult:
         cfg, comm, algo = self.cfg, self.comm, self.algorithm
         rank, size = comm.Get_rank(), comm.Get_size()
         log, ckpt, local = start_run(comm, cfg, algo.validate, algo.reader)
@@ -251,9 +263,6 @@ class Trainer:
         # every stream the algorithms draw is seed-derived; the global RNG is seeded too,
         # so that a run (and its checkpointed RNG state) is reproducible whatever uses it
         torch.manual_seed(derive_seed(cfg.seed, "global", rank))
-        # from here on a stop signal only sets a flag (comm/preemption.py); after a stop the
-        # handlers stay installed to the exit, so SLURM's SIGTERM after a requeue kills nothing
-        self.stop = StopFlag().install()
         result = self._train(ctx, ckpt)
         release_run_lock()  # every file of the run is written: --out is free again
         log.info("peak resident memory %.1f MB", peak_memory_mb())

@@ -86,17 +86,12 @@ def sample(args) -> str:
     # torch and matplotlib only now: --help and usage errors answer at once
     import numpy as np
 
-    from .analysis.runs import RunFileError, load_generator, resolve
+    from .analysis.runs import load_trained_generator, resolve
     from .analysis.sampling import draw, sample_figure
     from .io.atomic import DiskFullError, replacing
 
     path = resolve(args.run)
-    try:
-        g, cfg = load_generator(path)
-    except RunFileError:
-        raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a damaged generator
-        raise RunFileError(f"{path}: cannot load its generator: {exc}") from None
+    g, cfg, iteration = load_trained_generator(path)
     if ext == ".npy":
         data = draw(g, cfg, args.n, args.seed, args.cls)
         what, size = f"{args.n} samples, float32 {data.shape}", data.nbytes
@@ -113,7 +108,7 @@ def sample(args) -> str:
         raise  # its message names the file and the space needed
     except OSError as exc:
         raise OSError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    return f"wrote {args.out} ({what}) from {path}"
+    return f"wrote {args.out} ({what}) from {path} (the generator of iteration {iteration})"
 
 
 def main(argv: list[str] | None = None) -> int:

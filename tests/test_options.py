@@ -26,7 +26,8 @@ def test_a_bad_option_is_one_line_pointing_to_help(module, args, message):
                           text=True, timeout=120)
     assert proc.returncode == 2
     [line] = proc.stderr.splitlines()
-    assert line.startswith(f"mpi_gan: error: {message}"), line
+    name = module if module in ("mpi_gan.evaluate", "mpi_gan.analyze") else "mpi_gan"
+    assert line.startswith(f"{name}: error: {message}"), line  # as the command's other errors
     assert line.endswith(f"(see: python -m {module} --help)"), line
     assert "usage:" not in proc.stderr
 

@@ -7,6 +7,7 @@ and a tiny ASGD run (no generator). The command-line runs of each group start to
 import dataclasses
 import io
 import os
+import shutil
 import subprocess
 import sys
 
@@ -214,7 +215,19 @@ def failures(runs, tmp_path_factory):
         f["x"] = np.arange(3)
     (root / "a_file").write_text("x")
     images = runs["images"]
+    untrained, diverged = root / "untrained.h5", root / "diverged.h5"
+    for path in (untrained, diverged):
+        shutil.copyfile(images / "run.h5", path)
+    with h5py.File(untrained, "r+") as f:  # a run file before the run's first checkpoint
+        f.attrs["iteration"] = 0
+    with h5py.File(diverged, "r+") as f:  # a run whose losses went to NaN
+        names = []
+        f["generator"].visititems(
+            lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        f["generator"][names[0]][...] = np.nan
     cases = {
+        "untrained": (untrained, "holds the untrained generator of iteration 0"),
+        "diverged": (diverged, "has non-finite values (NaN or inf) in"),
         "missing": (root / "none.h5", "no run file or checkpoint"),
         "not_hdf5": (root / "junk.h5", "not a readable HDF5 file"),
         "not_a_run": (root / "plain.h5", "not an mpi-gan run file"),
@@ -238,7 +251,8 @@ def failures(runs, tmp_path_factory):
     return {name: (done[name], dirs[name], cases[name][1]) for name in cases}
 
 
-@pytest.mark.parametrize("case", ["missing", "not_hdf5", "not_a_run", "asgd", "n_zero",
+@pytest.mark.parametrize("case", ["untrained", "diverged",
+                                  "missing", "not_hdf5", "not_a_run", "asgd", "n_zero",
                                   "extension", "unwritable", "no_such_dir",
                                   "class_unconditional", "class_range"])
 def test_bad_input_is_one_error_line_exit_2_and_no_file(failures, case):

@@ -81,7 +81,8 @@ def test_evaluate_matches_the_training_rows_and_stores_them(scored_runs):
     with h5py.File(run_file, "r") as f:
         stored = dict(f["evaluation"].attrs)
         last = {k: f["scores"][k][-1] for k in ("mnist_score", "classifier_fid")}
-    assert stored["samples"] == 50
+    assert stored["samples"] == 50 and stored["iteration"] == 10
+    assert f"{run_file} (the generator of iteration 10): " in proc.stdout
     for name, value in printed.items():  # same generator, latents and real images
         assert value == pytest.approx(last[name], rel=1e-5)
         assert stored[name] == pytest.approx(last[name], rel=1e-5)

@@ -28,9 +28,9 @@ from .summary import cost_ratios, summary_table
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m mpi_gan.analyze",
-                                description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(error_name="mpi_gan.analyze", prog="python -m mpi_gan.analyze",
+                      description=__doc__.split("\n\n")[1],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN", help="run files, run directories or "
                    "checkpoints")
     p.add_argument("--out", default="analysis", help="directory for the CSV and PNG files")

@@ -25,12 +25,13 @@ from ..data import DataError, open_dataset, prepare, resolved_cache_dir
 from ..io.atomic import atomic_h5_update
 from ..io.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..metrics.evaluator import Evaluator, generate
-from .runs import RunFileError, load_generator, resolve
+from .runs import RunFileError, load_trained_generator, resolve
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
-        prog="python -m mpi_gan.evaluate", description=__doc__.split("\n\n")[1],
+        error_name="mpi_gan.evaluate", prog="python -m mpi_gan.evaluate",
+        description=__doc__.split("\n\n")[1],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runs", nargs="*", metavar="RUN_OR_CHECKPOINT",
                    help="run files, run directories or checkpoints")
@@ -77,7 +78,7 @@ def store(path: str, scores: dict[str, float], attrs: dict) -> str:
 
 
 def evaluate_file(path: str, args) -> dict[str, float]:
-    g, cfg = load_generator(path)
+    g, cfg, iteration = load_trained_generator(path)
     overrides = {k: getattr(args, k) for k in ("data_dir", "cache_dir", "inception_weights")
                  if getattr(args, k)}
     cfg = dataclasses.replace(cfg, **overrides)
@@ -88,10 +89,11 @@ def evaluate_file(path: str, args) -> dict[str, float]:
     images = generate(g.to(args.device), cfg.latent_dim, latent_classes(cfg), samples, seed,
                       torch.device(args.device))
     scores = evaluator.score(images)
-    print(f"{path}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()) +
+    print(f"{path} (the generator of iteration {iteration}): " +
+          "  ".join(f"{k} {v:.4f}" for k, v in scores.items()) +
           f"  ({samples} samples, {time.perf_counter() - tic:.1f} s)")
     if not args.no_store:
-        print(store(path, scores, {"samples": samples, "seed": seed,
+        print(store(path, scores, {"samples": samples, "seed": seed, "iteration": iteration,
                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
     return scores
 

@@ -67,6 +67,33 @@ def load_generator(path: str) -> tuple[torch.nn.Module, GanConfig]:
     return g.eval(), cfg
 
 
+def load_trained_generator(path: str) -> tuple[torch.nn.Module, GanConfig, int]:
+    """G (eval mode), the run's configuration and the iteration G was stored at, from a run
+    file or a checkpoint; RunFileError, in one line, for what cannot be used: no generator,
+    a damaged one, the untrained generator of iteration 0 (a run file before its first
+    checkpoint), or one with non-finite parameters (a run that diverged)."""
+    try:
+        g, cfg = load_generator(path)
+    except RunFileError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a damaged generator
+        raise RunFileError(f"{path}: cannot load its generator: {exc}") from None
+    with _open(path) as f:
+        iteration = int(f.attrs.get("iteration", 0))
+    if iteration == 0:
+        raise RunFileError(f"{path} holds the untrained generator of iteration 0 (its run has "
+                           "written no checkpoint yet): nothing to use; try again after the "
+                           "run's first checkpoint (--checkpoint-every)")
+    bad = [name for name, value in g.state_dict().items()
+           if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise RunFileError(f"{path}: the generator of iteration {iteration} has non-finite "
+                           f"values (NaN or inf) in {bad[0]}{more}: its run diverged; use an "
+                           "earlier checkpoint or train again with smaller learning rates")
+    return g, cfg, iteration
+
+
 def read_run(path: str) -> dict:
     """Everything the analysis uses from one run: name, algorithm, config attrs, iteration,
     finished, metrics and scores tables (column -> array), traffic (kinds, bytes int64

@@ -29,7 +29,7 @@ def integer(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if abs(value) > INT64_MAX:
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
         raise argparse.ArgumentTypeError(f"must fit a 64-bit integer (at most {INT64_MAX}), "
                                          f"got {text!r}")
     return value

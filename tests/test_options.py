@@ -33,7 +33,7 @@ def test_a_bad_option_is_one_line_pointing_to_help(module, args, message):
 
 
 def test_integers_must_fit_64_bits():
-    assert integer(str(INT64_MAX)) == INT64_MAX and integer(str(-INT64_MAX)) == -INT64_MAX
+    assert integer(str(INT64_MAX)) == INT64_MAX and integer(str(-INT64_MAX - 1)) == -2 ** 63
     assert nonnegative_int(str(INT64_MAX)) == INT64_MAX
     for text in (str(INT64_MAX + 1), str(-INT64_MAX - 2), "1" + "0" * 30):
         with pytest.raises(argparse.ArgumentTypeError, match="must fit a 64-bit integer"):

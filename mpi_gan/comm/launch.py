@@ -59,7 +59,7 @@ def agree(comm: MPI.Comm, step):
         result = step()
     except SETUP_ERRORS as exc:
         error, result = describe_error(exc), None
-    except Exception as exc:  # noqa: BLE001 - every failure must reach the agreement
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure must be agreed on
         error, result = unexpected_error(comm.Get_rank(), exc), None
     rank, size = comm.Get_rank(), comm.Get_size()
     first = np.array([rank if error is not None else size], dtype=np.int64)

@@ -12,7 +12,8 @@ lock is stale, and then takes it over and says why:
   * its holder ran on this host and its process is gone;
   * it belongs to this SLURM job before a requeue (same job id, lower restart count);
   * its heartbeat is older than ``STALE_SECONDS`` (a holder on another host that died).
-A takeover renames the stale file aside first, so of two jobs taking over at once one wins.
+A takeover renames the stale file aside and checks it is the file it judged (its inode):
+if another taker's live lock was renamed instead, it is put back, so one taker wins.
 """
 from __future__ import annotations
 
@@ -113,9 +114,10 @@ class RunLock:
                 break
             holder = read_holder(self.path)
             try:
-                age = time.time() - os.stat(self.path).st_mtime
+                judged = os.stat(self.path)
             except FileNotFoundError:
                 continue  # released meanwhile
+            age = time.time() - judged.st_mtime
             reason = stale_reason(holder, age) if holder else (
                 f"it is empty and {age:.0f} s old" if age > STALE_SECONDS else None)
             if reason is None:
@@ -124,8 +126,15 @@ class RunLock:
                                 "end, or choose another --out")
             aside = f"{self.path}.stale-{os.getpid()}"
             try:
-                os.rename(self.path, aside)  # only one of several takers succeeds
+                os.rename(self.path, aside)
             except FileNotFoundError:
+                continue
+            if os.stat(aside).st_ino != judged.st_ino:
+                # another taker replaced the stale lock by its own live one meanwhile: put
+                # it back (unless a third has taken the name) and look again
+                with contextlib.suppress(OSError):
+                    os.link(aside, self.path)
+                os.unlink(aside)
                 continue
             os.unlink(aside)
             log(f"took over the stale lock {self.path} of {describe(holder)}: {reason}")
@@ -159,6 +168,8 @@ class RunLock:
             return
         self.held = False
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         with contextlib.suppress(Exception):
             if read_holder(self.path).get("pid") == str(os.getpid()) and \
                     read_holder(self.path).get("host") == socket.gethostname():

@@ -264,7 +264,8 @@ class Trainer:
         # so that a run (and its checkpointed RNG state) is reproducible whatever uses it
         torch.manual_seed(derive_seed(cfg.seed, "global", rank))
         result = self._train(ctx, ckpt)
-        release_run_lock()  # every file of the run is written: --out is free again
+        if not result.stopped:  # every file of the run is written: --out is free again
+            release_run_lock()  # (after a stop: in stopped_exit, once the marks are done)
         log.info("peak resident memory %.1f MB", peak_memory_mb())
         if not result.stopped:
             self.stop.restore()
@@ -591,7 +592,7 @@ def exit_now(code: int, finalized: bool = False) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     if finalized:
-        ctypes.CDLL(None).exit(code)
+        ctypes.PyDLL(None).exit(code)  # PyDLL keeps the GIL: no Python thread runs on
     os._exit(code)
 
 
@@ -629,6 +630,7 @@ def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
         exit_now(0, finalized)
     wait_for_exits([m for m in marks if m != finalized_mark(cfg.out, 0)],
                    time.monotonic() + FINALIZE_WAIT_SECONDS)
+    release_run_lock()  # the workers are gone: the requeued or next job may take --out
     if command:
         requeue(command, log)
     exit_now(EXIT_PREEMPTED, finalized)  # the stop handlers still hold any further signal

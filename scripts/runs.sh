@@ -14,6 +14,7 @@ run() {
   if finished "$dir"; then echo "== $name: finished, skipped"; return; fi
   if compgen -G "$dir/checkpoints/ckpt_*.h5" >/dev/null; then resume=(--resume "$dir"); fi
   echo "== $name"
+  mkdir -p "$OUT"
   [ "$ranks" = 1 ] || launch=("$BIN/mpiexec" -n "$ranks")
   if [ "${LOG_RUNS:-0}" = 1 ]; then
     "${launch[@]}" $BIN/python -m "$module" "${COMMON[@]}" --out "$dir" "${resume[@]}" "$@" \

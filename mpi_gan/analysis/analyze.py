@@ -61,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         written.append(traffic_plot(run, args.out))
         if run["algorithm"] in ("mdgan", "flgan", "standalone"):
-            written.append(grid_png(run["path"], args.grid,
-                                    os.path.join(args.out, f"samples_{run['name']}.png")))
+            try:
+                written.append(grid_png(run["path"], args.grid,
+                                        os.path.join(args.out, f"samples_{run['name']}.png")))
+            except RunFileError as exc:  # a damaged generator: the tables stand without it
+                print(f"mpi_gan.analyze: warning: no sample grid for {run['name']}: {exc}",
+                      file=sys.stderr)
     with pd.option_context("display.width", 250, "display.max_columns", 40,
                            "display.float_format", "{:.4g}".format):
         print(table.to_string(index=False))

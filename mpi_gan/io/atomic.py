@@ -15,6 +15,7 @@ import socket
 
 import h5py
 
+from .integrity import LIBVER
 from .lock import process_alive
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -127,11 +128,12 @@ def replacing(path: str, size_hint: int):
 
 @contextlib.contextmanager
 def atomic_h5(path: str, size_hint: int = 0):
-    """Yield an ``h5py.File`` open for writing that replaces ``path`` on success only.
+    """Yield an ``h5py.File`` open for writing that replaces ``path`` on success only, in
+    the file format whose metadata carry checksums (``integrity.LIBVER``).
 
     A full disk raises DiskFullError (``size_hint``: the bytes the file is expected to
     take, for its message)."""
-    with replacing(path, size_hint) as tmp, h5py.File(tmp, "w") as f:
+    with replacing(path, size_hint) as tmp, h5py.File(tmp, "w", libver=LIBVER) as f:
         yield f
 
 

@@ -2,6 +2,8 @@
 
 File ``<out>/checkpoints/ckpt_<iteration:08d>.h5``:
   attrs: format, format_version, algorithm, iteration, world_size, complete
+  every dataset chunked with a Fletcher-32 checksum (io/integrity.py; format version 3):
+  ``read_checkpoint`` verifies all of them before a run resumes from the file
   /config, /metrics..., /traffic, /data   as in the run file (runlog.write_common)
   /state/rank_<r>/<name>                  rank r's full state as named tensors
                                           (io/state.py: model/, adam/, rng/, channel/, ...)
@@ -11,6 +13,7 @@ parts eagerly and a rank's state only when asked (``rank_state``).
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -21,11 +24,13 @@ import numpy as np
 import torch
 
 from ..config import mismatched_fields
+from . import integrity
 from .atomic import atomic_h5
 from .runlog import read_table, read_traffic, write_common
 
 FORMAT = "mpi-gan-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # version 2: the same layout, written without checksums
 _NAME = re.compile(r"ckpt_(\d{8})\.h5$")
 
 
@@ -44,6 +49,7 @@ class Checkpoint:
     kinds: tuple[str, ...]
     traffic_bytes: np.ndarray
     traffic_messages: np.ndarray
+    passed_over: tuple[str, ...] = ()  # why newer checkpoints were refused (resolve_resume)
 
     def rank_state(self, rank: int) -> dict[str, torch.Tensor]:
         """Rank ``rank``'s named tensors ({} if it had none)."""
@@ -61,17 +67,18 @@ def checkpoint_path(out: str, iteration: int) -> str:
 
 
 def write_entries(group, entries) -> None:
-    """Named tensors as datasets of ``group`` (names may contain '/')."""
+    """Named tensors as checksummed datasets of ``group`` (names may contain '/')."""
     for name, tensor in entries:
-        group.create_dataset(name, data=tensor.detach().cpu().numpy())
+        integrity.create(group, name, tensor.detach().cpu().numpy())
 
 
 def read_entries(group) -> dict[str, torch.Tensor]:
+    """The datasets under ``group`` as tensors, named by their paths below it."""
     out = {}
 
     def visit(name, obj):
         if isinstance(obj, h5py.Dataset):
-            out[name] = torch.from_numpy(np.array(obj[()]))
+            out[name] = torch.from_numpy(np.array(integrity.read(obj)))
     group.visititems(visit)
     return out
 
@@ -111,9 +118,9 @@ def read_checkpoint(path: str, algorithm: str, config_class, table_paths,
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT or int(f.attrs.get("complete", 0)) != 1:
                 raise CheckpointError(f"{path} is not a complete mpi-gan checkpoint")
-            if int(f.attrs["format_version"]) != FORMAT_VERSION:
-                raise CheckpointError(f"{path}: unsupported checkpoint format version "
-                                      f"{f.attrs['format_version']}")
+            version = int(f.attrs["format_version"])
+            if version not in READABLE_VERSIONS:
+                raise CheckpointError(f"{path}: unsupported checkpoint format version {version}")
             if f.attrs["algorithm"] != algorithm:
                 raise CheckpointError(f"{path} is a checkpoint of {f.attrs['algorithm']}, "
                                       f"not of {algorithm}")
@@ -122,6 +129,8 @@ def read_checkpoint(path: str, algorithm: str, config_class, table_paths,
             if not set(ranks) <= set(range(world)):
                 raise CheckpointError(f"{path}: state of ranks {ranks} does not match its "
                                       f"world size {world}")
+            if version >= 3:
+                integrity.verify(f, path)
             kinds, traffic_bytes, traffic_messages = read_traffic(f)
             return Checkpoint(
                 path=path, algorithm=algorithm, config=config_class.from_attrs(f["config"].attrs),
@@ -131,6 +140,10 @@ def read_checkpoint(path: str, algorithm: str, config_class, table_paths,
                 traffic_bytes=traffic_bytes, traffic_messages=traffic_messages)
     except CheckpointError:
         raise
+    except integrity.ChecksumError as exc:
+        raise CheckpointError(f"checkpoint {exc}: refused (the file was damaged after it "
+                              "was written)") \
+            from exc
     except (OSError, KeyError, ValueError, IndexError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({exc})") \
             from exc
@@ -148,7 +161,8 @@ def list_checkpoints(run_dir: str) -> list[str]:
 
 
 def resolve_resume(path: str, reader):
-    """The checkpoint named by ``--resume``: a file, or a run directory's newest valid one.
+    """The checkpoint named by ``--resume``: a file, or a run directory's newest valid one
+    (its ``passed_over`` says why each newer one was refused: damaged, truncated).
 
     ``reader`` parses one file (``read_checkpoint`` bound to an algorithm).
     """
@@ -159,7 +173,7 @@ def resolve_resume(path: str, reader):
         errors = []
         for candidate in reversed(candidates):
             try:
-                return reader(candidate)
+                return dataclasses.replace(reader(candidate), passed_over=tuple(errors))
             except CheckpointError as exc:
                 errors.append(str(exc))
         raise CheckpointError(f"--resume {path!r}: no valid checkpoint: " + "; ".join(errors))

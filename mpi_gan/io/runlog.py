@@ -18,6 +18,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
+from . import integrity
 from .atomic import atomic_h5, disk_full_errors
 
 
@@ -86,7 +87,7 @@ def write_tables(f, tables: dict[str, Metrics]) -> None:
     for path, table in tables.items():
         group = f.require_group(path)
         for name, array in table.arrays().items():
-            group.create_dataset(name, data=array, maxshape=(None,) + array.shape[1:], chunks=True)
+            integrity.create(group, name, array, maxshape=(None,) + array.shape[1:])
 
 
 def write_common(f, cfg, tables: dict[str, Metrics], kinds, traffic_bytes: np.ndarray,
@@ -102,28 +103,29 @@ def write_common(f, cfg, tables: dict[str, Metrics], kinds, traffic_bytes: np.nd
     traffic = f.create_group("traffic")
     traffic.attrs["kinds"] = ",".join(kinds)
     traffic.attrs["header_bytes_per_message"] = 0
-    traffic.create_dataset("bytes", data=traffic_bytes.sum(axis=0))
-    traffic.create_dataset("messages", data=traffic_messages.sum(axis=0))
+    integrity.create(traffic, "bytes", traffic_bytes.sum(axis=0))
+    integrity.create(traffic, "messages", traffic_messages.sum(axis=0))
     for i, kind in enumerate(kinds):
         g = traffic.create_group(f"kinds/{kind}")
-        g.create_dataset("bytes", data=traffic_bytes[i])
-        g.create_dataset("messages", data=traffic_messages[i])
+        integrity.create(g, "bytes", traffic_bytes[i])
+        integrity.create(g, "messages", traffic_messages[i])
     for path, array in (extras or {}).items():
-        f.create_dataset(path, data=array)
+        integrity.create(f, path, array)
 
 
 def read_traffic(f) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     """(kinds, bytes, messages), counters int64 (len(kinds), world, world), from an open file."""
     kinds = tuple(str(f["traffic"].attrs["kinds"]).split(","))
-    by = np.stack([f[f"traffic/kinds/{k}/bytes"][()] for k in kinds])
-    msg = np.stack([f[f"traffic/kinds/{k}/messages"][()] for k in kinds])
+    by = np.stack([integrity.read(f[f"traffic/kinds/{k}/bytes"]) for k in kinds])
+    msg = np.stack([integrity.read(f[f"traffic/kinds/{k}/messages"]) for k in kinds])
     return kinds, by, msg
 
 
 def read_table(f, path: str = "metrics") -> dict[str, np.ndarray]:
     """The datasets directly inside group ``path`` (a metrics table) as arrays."""
     group = f[path]
-    return {name: group[name][()] for name in group if isinstance(group[name], h5py.Dataset)}
+    return {name: integrity.read(group[name]) for name in group
+            if isinstance(group[name], h5py.Dataset)}
 
 
 class RunFile:
@@ -144,7 +146,7 @@ class RunFile:
             group = f.create_group(model_group)
             for name, tensor in model_entries:
                 if name.startswith("model/"):
-                    group.create_dataset(name, data=tensor.detach().cpu().numpy())
+                    integrity.create(group, name, tensor.detach().cpu().numpy())
         self.written = {p: len(t) for p, t in tables.items()}
 
     def append_rows(self) -> None:

@@ -21,6 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from ..comm.transport import blocked_seconds
+from ..io import integrity
 
 COST_FIELDS = ("compute_seconds", "steps", "flops_per_step")
 
@@ -110,6 +111,6 @@ def read_cost(path: str, world: int) -> tuple[np.ndarray, float]:
     with h5py.File(path, "r") as f:
         if "cost" in f:
             for i, name in enumerate(COST_FIELDS):
-                rows[:, i] = f[f"cost/{name}"][()]
-            wall = float(f["cost/wall_seconds"][()])
+                rows[:, i] = integrity.read(f[f"cost/{name}"])
+            wall = float(integrity.read(f["cost/wall_seconds"]))
     return rows, wall

@@ -1,0 +1,242 @@
+"""Checksums on what is read back (io/integrity.py): the dataset cache, checkpoints and the
+run file's generator, each corrupted at random bytes of its stored data (seeded, several
+positions) and each corruption detected: a cache is rebuilt with one line saying so, a
+checkpoint is refused by name and ``--resume auto`` falls back to the newest one that
+verifies, a damaged generator is one error line of ``sample`` and ``evaluate``.
+
+The checkpoints and run file come from a real standalone run on the ring (one process)."""
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from mpi_gan.analysis.runs import RunFileError, load_trained_generator
+from mpi_gan.data import DataError, Dataset, spec_of
+from mpi_gan.data.cache import check_cache, ensure_cache, fingerprint, source
+from mpi_gan.io import integrity
+from mpi_gan.io.checkpoint import CheckpointError, list_checkpoints, resolve_resume
+from mpi_gan.algorithms.standalone.main import Standalone
+from tests.test_data import cfg, make_idx_dir
+
+PY = sys.executable
+POSITIONS = 6  # corrupted positions per kind of file
+
+
+def stored_spans(path: str, under: str = "/") -> list[tuple[str, int, int]]:
+    """(dataset, file offset, bytes) of every stored chunk of the datasets below ``under``."""
+    spans = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.name.startswith(under) and obj.chunks:
+            for i in range(obj.id.get_num_chunks()):
+                info = obj.id.get_chunk_info(i)
+                spans.append((obj.name, info.byte_offset, info.size))
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return spans
+
+
+def corrupt_random_byte(path: str, seed: int, under: str = "/") -> str:
+    """Change one byte, drawn uniformly from the stored data below ``under`` (seeded), to
+    another value; returns the dataset hit."""
+    rng = np.random.default_rng(seed)
+    spans = stored_spans(path, under)
+    sizes = np.array([s[2] for s in spans], dtype=float)
+    name, offset, size = spans[rng.choice(len(spans), p=sizes / sizes.sum())]
+    position = offset + int(rng.integers(size))
+    with open(path, "r+b") as f:
+        f.seek(position)
+        old = f.read(1)[0]
+        f.seek(position)
+        f.write(bytes([old ^ int(rng.integers(1, 256))]))
+    return name
+
+
+def test_every_dataset_written_is_checksummed_and_reads_back_exactly(tmp_path):
+    arrays = {"scalar": np.float32(3.5), "empty": np.zeros((0, 4)), "vector": np.arange(7),
+              "matrix": np.random.default_rng(0).normal(size=(300, 50)).astype(np.float32)}
+    path = str(tmp_path / "x.h5")
+    with h5py.File(path, "w", libver=integrity.LIBVER) as f:
+        for name, array in arrays.items():
+            integrity.create(f, name, array)
+        integrity.create(f, "rows", np.arange(10), maxshape=(None,))
+    with h5py.File(path, "r") as f:
+        integrity.verify(f)
+        for name, array in arrays.items():
+            back = integrity.read(f[name])
+            assert back.shape == np.shape(array) and back.dtype == np.asarray(array).dtype
+            assert np.array_equal(back, array), name
+        assert all(f[n].fletcher32 for n in ("scalar", "vector", "matrix", "rows"))
+        assert f["matrix"].chunks == (300, 50)  # one chunk, one checksum
+
+
+def test_verify_refuses_a_dataset_without_checksum(tmp_path):
+    path = str(tmp_path / "plain.h5")
+    with h5py.File(path, "w") as f:
+        f["x"] = np.arange(5)
+    with h5py.File(path, "r") as f, pytest.raises(integrity.ChecksumError,
+                                                  match="/x carries no checksum"):
+        integrity.verify(f)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fletcher32_catches_one_changed_byte_anywhere_in_the_data(tmp_path, seed):
+    path = str(tmp_path / "x.h5")
+    data = np.random.default_rng(seed).integers(0, 3, size=(64, 784), dtype=np.uint8)
+    with h5py.File(path, "w", libver=integrity.LIBVER) as f:
+        integrity.create(f, "images", data, chunks=(16, 784))  # mostly zero bytes, like MNIST
+    corrupt_random_byte(path, seed)
+    with h5py.File(path, "r") as f:
+        with pytest.raises(integrity.ChecksumError, match="/images fails its checksum"):
+            integrity.verify(f)
+        with pytest.raises(OSError) as caught:
+            f["images"][()]
+        assert integrity.is_checksum_failure(caught.value)
+
+
+# --- the dataset cache ---------------------------------------------------------------
+
+@pytest.fixture
+def idx_cache(tmp_path):
+    """(config, cache path, its arrays) of a cache converted from written IDX files."""
+    make_idx_dir(str(tmp_path / "idx"), n_train=600, n_test=100)
+    c = cfg(data_dir=str(tmp_path / "idx"), cache_dir=str(tmp_path / "cache"))
+    path = ensure_cache(spec_of(c), c.data_dir, c.cache_dir, log=lambda *_: None)
+    with h5py.File(path, "r") as f:
+        arrays = {k: f[k][()] for k in f}
+        assert f.attrs["checksum"] == "fletcher32" and f["train_images"].fletcher32
+    return c, path, arrays
+
+
+@pytest.mark.parametrize("seed", range(POSITIONS))
+def test_a_damaged_cache_is_rebuilt_with_one_line_saying_so(idx_cache, seed):
+    c, path, arrays = idx_cache
+    hit = corrupt_random_byte(path, seed)
+    stamp = fingerprint(source(spec_of(c), c.data_dir)[0])
+    assert check_cache(path, spec_of(c), stamp).startswith(f"damaged: {path}: dataset {hit} ")
+    said = []
+    assert ensure_cache(spec_of(c), c.data_dir, c.cache_dir, log=said.append) == path
+    assert said[0] == f"the dataset cache {path}: dataset {hit} fails its checksum: rebuilding it"
+    assert said[1].startswith("converting IDX files")
+    with h5py.File(path, "r") as f:
+        assert all(np.array_equal(f[k][()], arrays[k]) for k in arrays)  # as before
+    assert check_cache(path, spec_of(c), stamp) == ""
+
+
+def test_an_intact_cache_is_used_as_it_is_and_an_unchecksummed_one_rebuilt(idx_cache):
+    c, path, _ = idx_cache
+    mtime = os.stat(path).st_mtime_ns
+    said = []
+    ensure_cache(spec_of(c), c.data_dir, c.cache_dir, log=said.append)
+    assert said == [] and os.stat(path).st_mtime_ns == mtime
+    with h5py.File(path, "r+") as f:  # a cache of the previous version: no checksums
+        del f.attrs["checksum"]
+    ensure_cache(spec_of(c), c.data_dir, c.cache_dir, log=said.append)
+    assert len(said) == 1 and said[0].startswith("converting") and os.stat(path).st_mtime_ns != mtime
+
+
+def test_rows_damaged_after_start_up_are_a_data_error_naming_the_cache(idx_cache):
+    c, path, _ = idx_cache
+    dataset = Dataset(spec_of(c), path=path)
+    corrupt_random_byte(path, 0, under="/train_images")
+    with pytest.raises(DataError, match=f"the dataset cache {path} fails its checksum reading "
+                                        "train_images"):
+        dataset.train_rows(np.arange(600))
+
+
+def test_a_run_on_a_damaged_cache_says_so_and_trains_on_the_rebuilt_one(idx_cache, tmp_path):
+    c, path, _ = idx_cache
+    corrupt_random_byte(path, 1, under="/train_images")
+    proc = subprocess.run([PY, "-m", "mpi_gan.standalone", "--dataset", "mnist", "--data-dir",
+                           c.data_dir, "--cache-dir", c.cache_dir, "--iterations", "2",
+                           "--batch-size", "10", "--eval-every", "0", "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"the dataset cache {path}: dataset /train_images fails its checksum: rebuilding it" \
+        in proc.stdout
+
+
+# --- checkpoints and the run file ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ring_run(tmp_path_factory):
+    """A finished standalone run on the ring: checkpoints at 20 and 30, run.h5 at 30."""
+    out = tmp_path_factory.mktemp("checksums") / "run"
+    proc = subprocess.run([PY, "-m", "mpi_gan.standalone", "--dataset", "ring", "--iterations",
+                           "30", "--checkpoint-every", "10", "--eval-every", "0", "--out",
+                           str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert [os.path.basename(p) for p in list_checkpoints(str(out))] == \
+        ["ckpt_00000020.h5", "ckpt_00000030.h5"]
+    return out
+
+
+reader = Standalone().reader
+
+
+@pytest.mark.parametrize("seed", range(POSITIONS))
+def test_a_damaged_checkpoint_is_refused_by_name_and_the_older_one_used(ring_run, tmp_path,
+                                                                        seed):
+    run = tmp_path / "run"
+    shutil.copytree(ring_run, run)
+    newest = str(run / "checkpoints" / "ckpt_00000030.h5")
+    hit = corrupt_random_byte(newest, seed)
+    with pytest.raises(CheckpointError) as caught:
+        reader(newest)
+    assert str(caught.value) == (f"checkpoint {newest}: dataset {hit} fails its checksum: "
+                                 "refused (the file was damaged after it was written)")
+    ckpt = resolve_resume(str(run), reader)
+    assert ckpt.iteration == 20 and ckpt.passed_over == (str(caught.value),)
+
+
+def test_resume_auto_says_it_falls_back_and_continues_from_the_older_checkpoint(ring_run,
+                                                                                 tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ring_run, run)
+    newest = str(run / "checkpoints" / "ckpt_00000030.h5")
+    hit = corrupt_random_byte(newest, 99)
+    proc = subprocess.run([PY, "-m", "mpi_gan.standalone", "--dataset", "ring", "--iterations",
+                           "40", "--checkpoint-every", "10", "--eval-every", "0", "--out",
+                           str(run), "--resume", "auto"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == (f"checkpoint {newest}: dataset {hit} fails its checksum: refused (the "
+                        "file was damaged after it was written); resuming from the newest "
+                        "checkpoint that verifies, " + str(run / "checkpoints" / "ckpt_00000020.h5"))
+    assert f"resumed from {run / 'checkpoints' / 'ckpt_00000020.h5'} at iteration 20" in lines
+    reader(newest)  # written again, whole
+    with h5py.File(run / "run.h5", "r") as f:
+        assert f.attrs["iteration"] == 40 and f.attrs["finished"] == 1
+
+
+@pytest.mark.parametrize("seed", range(POSITIONS))
+def test_a_damaged_generator_in_the_run_file_is_one_clear_error(ring_run, tmp_path, seed):
+    path = str(tmp_path / "run.h5")
+    shutil.copyfile(ring_run / "run.h5", path)
+    load_trained_generator(path)  # intact: loads
+    corrupt_random_byte(path, seed, under="/generator")
+    with pytest.raises(RunFileError) as caught:
+        load_trained_generator(path)
+    assert str(caught.value) == (f"{path}: its generator fails its checksum: the file was "
+                                 "damaged after it was written; use one of the run's "
+                                 "checkpoints (checkpoints/ckpt_*.h5) instead")
+
+
+def test_sample_and_evaluate_print_one_line_for_a_damaged_generator(ring_run, tmp_path):
+    path = str(tmp_path / "run.h5")
+    shutil.copyfile(ring_run / "run.h5", path)
+    corrupt_random_byte(path, 7, under="/generator")
+    for module in ("sample", "evaluate"):
+        args = ["--n", "5", "--out", str(tmp_path / "x.npy")] if module == "sample" else []
+        proc = subprocess.run([PY, "-m", f"mpi_gan.{module}", path, *args],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, (module, proc.stderr)
+        assert proc.stderr.splitlines() == [
+            f"mpi_gan.{module}: error: {path}: its generator fails its checksum: the file was "
+            "damaged after it was written; use one of the run's checkpoints "
+            "(checkpoints/ckpt_*.h5) instead"], (module, proc.stderr)

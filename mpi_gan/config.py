@@ -87,6 +87,7 @@ class GanConfig(DataConfig):
     device: str = "auto"
     threads: int = DEFAULT_THREADS
     log_every: int = 50
+    on_nonfinite: str = "stop"
     # evaluation (the paper's protocol by default)
     eval_every: int = 1000
     eval_samples: int = 500
@@ -121,7 +122,7 @@ class FlganConfig(GanConfig):
 GanConfig.RESUMABLE = frozenset(
     {"iterations", "out", "resume", "checkpoint_every", "keep_checkpoints", "device",
      "threads", "log_every", "data_dir", "cache_dir", "eval_every", "eval_samples",
-     "inception_weights"})
+     "inception_weights", "on_nonfinite"})
 FlganConfig.RESUMABLE = GanConfig.RESUMABLE
 Config.RESUMABLE = GanConfig.RESUMABLE | {"fault_tolerant"}
 
@@ -130,6 +131,7 @@ GanConfig.CHOICES = {
     "model": ("mlp", "cnn"),
     "g_loss": ("nonsaturating", "saturating"),
     "device": ("auto", "cpu", "cuda"),
+    "on_nonfinite": ("stop", "skip"),
 }
 Config.CHOICES = {**GanConfig.CHOICES, "swap_adam": ("reset", "travel"),
                   "exchange": ("p2p", "tree")}
@@ -197,6 +199,10 @@ GanConfig.HELP = {
     "device": "compute device; auto: one CUDA device per local rank if any, else CPU",
     "threads": "torch intra-op threads per rank",
     "log_every": "rank 0 prints progress every this many iterations",
+    "on_nonfinite": "a NaN or infinite loss, gradient or parameter: 'stop' the run with one "
+                    "line naming it (no checkpoint holds it), or 'skip' the optimizer steps "
+                    "whose gradients are non-finite (the run still stops if every step since "
+                    "the last progress line was, or if a parameter is; docs/training.md)",
     "eval_every": "score G every this many iterations on rank 0, logged in run.h5 /scores "
                   "(0: never; MNIST-like data: MNIST score and classifier FID, RGB data: "
                   "Inception FID)",
@@ -245,13 +251,16 @@ class AsgdConfig(DataConfig):
     device: str = "auto"
     threads: int = DEFAULT_THREADS
     log_every: int = 1000
+    on_nonfinite: str = "stop"
 
 
 AsgdConfig.RESUMABLE = frozenset(
     {"iterations", "out", "resume", "checkpoint_every", "keep_checkpoints", "threads",
-     "log_every", "data_dir", "cache_dir", "eval_every", "eval_size", "device"})
+     "log_every", "data_dir", "cache_dir", "eval_every", "eval_size", "device",
+     "on_nonfinite"})
 AsgdConfig.CHOICES = {"dataset": DATASETS, "staleness": ("adacomp", "none"),
-                      "device": GanConfig.CHOICES["device"]}
+                      "device": GanConfig.CHOICES["device"],
+                      "on_nonfinite": GanConfig.CHOICES["on_nonfinite"]}
 AsgdConfig.HELP = {
     **{k: Config.HELP[k] for k in ("dataset", "data_dir", "cache_dir", "image_size", "split",
                                    "synthetic_size", "seed",
@@ -278,6 +287,10 @@ AsgdConfig.HELP = {
                   "every --eval-every pushes and on the test set only once, at the end "
                   "(0: no hold-out, every evaluation on the test set)",
     "log_every": "rank 0 prints progress every this many applied pushes",
+    "on_nonfinite": "a NaN or infinite push or parameter: 'stop' the run with one line "
+                    "naming it (no checkpoint holds it), or 'skip' (drop) non-finite pushes "
+                    "(the run still stops after --log-every of them in a row, or if theta is "
+                    "non-finite)",
 }
 
 

@@ -149,9 +149,13 @@ def flush_logs() -> None:
         best_effort(handler.flush)
 
 
+class ClearError(RuntimeError):
+    """An error after set-up whose message says it all (numbers gone non-finite, ...)."""
+
+
 # errors after set-up whose message says it all (a full disk, a dead server): one ``mpi_gan: error:``
 # line, no traceback
-CLEAR_ERRORS = (DiskFullError, ServerLost)
+CLEAR_ERRORS = (DiskFullError, ServerLost, ClearError)
 
 
 @contextlib.contextmanager

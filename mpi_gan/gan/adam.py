@@ -19,11 +19,16 @@ import torch
 
 class Adam:
     """``Adam(params, lr, betas, eps)``: ``step()`` after ``backward()``; ``zero_grad()``;
-    ``state``: parameter -> {"step", "exp_avg", "exp_avg_sq"}."""
+    ``state``: parameter -> {"step", "exp_avg", "exp_avg_sq"}.
+
+    ``skip_nonfinite``: a step whose gradients hold a NaN or an infinity is not taken
+    (parameters and moments unchanged, as torch.amp's GradScaler does); ``skipped`` counts
+    those steps."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8):
+                 eps: float = 1e-8, skip_nonfinite: bool = False):
         self.params = list(params)
+        self.skip_nonfinite, self.skipped = skip_nonfinite, 0
         self.lr, self.eps = float(lr), float(eps)
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
@@ -37,9 +42,18 @@ class Adam:
             else:
                 p.grad.detach_().zero_()
 
+    def gradients_finite(self) -> bool:
+        """Whether every gradient is free of NaN and infinity."""
+        return all(bool(torch.isfinite(p.grad).all()) for p in self.params
+                   if p.grad is not None)
+
     @torch.no_grad()
-    def step(self) -> None:
-        """One update of every parameter that has a gradient."""
+    def step(self) -> bool:
+        """One update of every parameter that has a gradient; False (nothing changed) if
+        ``skip_nonfinite`` and a gradient is not finite."""
+        if self.skip_nonfinite and not self.gradients_finite():
+            self.skipped += 1
+            return False
         beta1, beta2, lr, eps = self.beta1, self.beta2, self.lr, self.eps
         for p in self.params:
             if p.grad is None:
@@ -60,3 +74,4 @@ class Adam:
             step_size = lr / bias_correction1
             denom = (exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(eps)
             p.addcdiv_(exp_avg, denom, value=-step_size)
+        return True

@@ -94,10 +94,12 @@ def error_feedback(disc: nn.Module, x_g: torch.Tensor, y_g: torch.Tensor | None,
     return feedback, float(losses.detach().mean())
 
 
-def make_adam(module: nn.Module, lr: float, beta1: float, beta2: float) -> Adam:
+def make_adam(module: nn.Module, lr: float, beta1: float, beta2: float,
+              skip_nonfinite: bool = False) -> Adam:
     """The Adam optimizer used for G and every D (gan/adam.py: torch's single-tensor Adam,
-    the same kernels everywhere)."""
-    return Adam(module.parameters(), lr=lr, betas=(beta1, beta2))
+    the same kernels everywhere); ``skip_nonfinite``: ``--on-nonfinite skip``."""
+    return Adam(module.parameters(), lr=lr, betas=(beta1, beta2),
+                skip_nonfinite=skip_nonfinite)
 
 
 def gan_step(g: nn.Module, d: nn.Module, opt_g: Adam,

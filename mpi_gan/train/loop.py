@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from ..comm.launch import (SetupFailed, abort_on_exception, agree, release_run_lock,
-                           select_device, start_run)
+from ..comm.launch import (SetupFailed, abort_on_exception, agree, best_effort,
+                           release_run_lock, select_device, start_run)
 from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name
 from ..comm.transport import Transport, settle
 from ..comm.ulfm import is_peer_failure, ulfm_enabled
@@ -50,6 +50,7 @@ from ..io.state import Layout, load_rng_state, rng_state
 from ..metrics.evaluator import SCORES, Evaluator, generate
 from ..seeding import derive_seed, seed_device
 from .cost import CostMeter, cost_datasets, merge_cost, read_cost, split_cost
+from .numerics import NonFiniteError, Watch
 from .progress import Progress
 from .recovery import Snapshots, faults_table, recover, truncate_after
 
@@ -186,7 +187,7 @@ def lost_before(comm: MPI.Comm, ckpt) -> list[int]:
 IDLE_END_TAG = 7
 
 
-FAULTS = ("raise", "kill", "kill-in-checkpoint", "raise-in-setup", "raise-after-setup")
+FAULTS = ("raise", "kill", "kill-in-checkpoint", "raise-in-setup", "raise-after-setup", "nan")
 
 
 def injected_fault(rank: int) -> tuple[int, str] | None:
@@ -201,7 +202,9 @@ def injected_fault(rank: int) -> tuple[int, str] | None:
     stay valid); ``raise-in-setup`` raises an unexpected exception while the rank loads its
     data (an agreed set-up step: every rank must exit with status 2) and
     ``raise-after-setup`` right after that step, outside any agreement (it must abort the
-    job); for these two the iteration is ignored.
+    job); for these two the iteration is ignored. ``nan`` sets the rank's first
+    floating-point state tensor (a weight of its model, ASGD's theta) to NaN at the start of
+    that iteration (``--on-nonfinite`` must stop the run before a checkpoint holds it).
     """
     spec = os.environ.get("MPI_GAN_FAULT", "")
     for fault in filter(None, spec.split(",")):
@@ -308,6 +311,8 @@ class Trainer:
                 self.tables["faults"] = faults_table()
             self.cost_base, self.wall_base = np.zeros((ctx.size, 3)), 0.0
             self.extras = algo.extras(ctx)
+            self.watch = Watch(cfg.on_nonfinite, cfg.out, ctx.start, ctx.log, ctx.size > 1,
+                               ctx.lost)
             if ckpt is not None:
                 self._resume_server(role, ckpt)
             self.run_file = RunFile(
@@ -422,16 +427,27 @@ class Trainer:
             ctx.log.info("MPI_GAN_FAULT: SIGKILL at iteration %d, Unix time %.6f", done,
                          time.time())
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.fault == (done, "nan"):
+            ctx.log.info("MPI_GAN_FAULT: NaN in the state at iteration %d", done)
+            values = dict(role.state())
+            next(t for t in values.values() if t.is_floating_point()).fill_(float("nan"))
+            role.load_state(values)
         if self.snapshots is not None:
             self.snapshots.take(done, role.state() + rng_state())
-        self._record(self.meter.measure(role.step, done) if sync else role.step(done))
+        rows = self.meter.measure(role.step, done) if sync else role.step(done)
         done = self.done = done + 1 if sync else role.version
         if ctx.rank == 0:
+            self._record(rows, done)
             self.progress.step(done)
             if done % cfg.log_every == 0 or done == cfg.iterations:
                 self.progress.line(done, role.progress())
                 self.run_file.append_rows()
+                self.watch.state(done, 0, role.state())
+                self.watch.period(done)
             if self.evaluator is not None and done % cfg.eval_every == 0:
+                generator = self.algorithm.generator(role)
+                self.watch.state(done, 0, list(generator.state_dict().items()),
+                                 "generator parameters")
                 self._evaluate(done)
         if every and done // every > self.last_checkpoint // every and done < cfg.iterations:
             self.done = self.last_checkpoint = self.checkpoint(done, final=False)
@@ -487,10 +503,17 @@ class Trainer:
         ctx.log.info("iter %d scores: %s (%.1f s)", done, text, time.perf_counter() - tic)
         self.progress.scored(text)
 
-    def _record(self, rows) -> None:
-        """Append a role's metric rows, [(table path, row)], to rank 0's tables."""
+    def _record(self, rows, iteration: int) -> None:
+        """Append a role's metric rows of ``iteration``, [(table path, row)], to rank 0's
+        tables, and check them (``numerics.Watch.rows``: with --on-nonfinite stop, a
+        non-finite loss ends the run, its row written to the run file first, best effort)."""
         for table, row in rows or ():
             self.tables[table].append(**row)
+        try:
+            self.watch.rows(iteration, rows)
+        except NonFiniteError:
+            best_effort(self.run_file.append_rows)  # the losses up to the bad one
+            raise
 
     # -------------------------------------------------------- checkpoints
     def send_state(self) -> None:
@@ -516,15 +539,18 @@ class Trainer:
             transport.totals()
             return iteration
         if not algo.synchronous:
-            self._record(role.before_checkpoint(final, bool(self.layout.fields)))
+            rows = role.before_checkpoint(final, bool(self.layout.fields))
+            self._record(rows, role.version)
             iteration = role.version
         path = checkpoint_path(cfg.out, iteration)
         traffic, cost = [], np.zeros((ctx.size, 3))
         cost[0] = self.meter.row()
         extras = dict(self.extras)
 
-        def states():  # rank 0's, then each worker's as it arrives
-            yield 0, role.state() + rng_state()
+        def states():  # rank 0's, then each worker's as it arrives, each checked first
+            own = role.state()
+            self.watch.state(iteration, 0, own)
+            yield 0, own + rng_state()
             if self.fault == (iteration, "kill-in-checkpoint"):
                 os.kill(os.getpid(), signal.SIGKILL)
             for n in ctx.workers if self.message.fields else ():
@@ -534,6 +560,7 @@ class Trainer:
                     transport.recv_into(self.message.empty(), n, "checkpoint"))
                 if algo.synchronous:
                     values, cost[n] = split_cost(values)
+                self.watch.state(iteration, n, values.items())
                 yield n, list(values.items())
 
         def totals():  # after every state: workers have sent all they count

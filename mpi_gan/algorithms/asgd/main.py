@@ -109,8 +109,11 @@ class ASGD(Algorithm):
                          f"{len(held)} held-out training samples (validation), on "
                          f"{len(ctx.data.shard)} test samples once at the end" if held is not None
                          else f"{len(ctx.data.shard)} test samples")
-            return AsgdServer(ctx.transport, model, cfg.lr, cfg.staleness == "adacomp",
-                              ctx.data.shard, cfg.eval_every, cfg.iterations, held)
+            server = AsgdServer(ctx.transport, model, cfg.lr, cfg.staleness == "adacomp",
+                                ctx.data.shard, cfg.eval_every, cfg.iterations, held)
+            server.skip_nonfinite = cfg.on_nonfinite == "skip"
+            server.skip_limit = cfg.log_every
+            return server
         ctx.log.info("worker %d: shard of %d samples, compress %s, device %s", ctx.rank,
                      len(ctx.data.shard), cfg.compress, ctx.device)
         return AsgdWorker(ctx.transport, model.to(ctx.device), ctx.data.shard,

@@ -20,6 +20,7 @@ from ...comm.transport import ANY_SOURCE, Transport
 from ...data import Shard
 from ...io.state import module_state
 from ...models import evaluate
+from ...train.numerics import NonFiniteError
 from .protocol import HEADER, STATE, STOP, decode_push, layer_offsets
 from .staleness import TouchLog, apply_parts
 
@@ -51,6 +52,8 @@ class AsgdServer:
         self.started = time.perf_counter()
         self.received = 0     # bytes of the pushes applied by this process
         self.applied = 0      # pushes applied by this process
+        self.skip_nonfinite, self.skip_limit = False, 1  # --on-nonfinite skip, --log-every
+        self.skipped = self.skipped_in_a_row = 0  # non-finite pushes dropped
         self.accuracy = float("nan")       # of the last evaluation (validation if any)
         self.test_accuracy = float("nan")  # of the last evaluation on the test set
 
@@ -72,9 +75,21 @@ class AsgdServer:
         self.computing.discard(worker)
         return worker, buf
 
-    def apply(self, worker: int, buf: torch.Tensor) -> dict:
-        """Apply one push; returns its log row (without timing)."""
+    def apply(self, worker: int, buf: torch.Tensor) -> dict | None:
+        """Apply one push; returns its log row (without timing), or None for a non-finite
+        push dropped (``skip_nonfinite``; NonFiniteError after ``skip_limit`` in a row)."""
         t_pull, parts = decode_push(buf, self.layers)
+        if self.skip_nonfinite and not all(bool(torch.isfinite(v).all()) for _, v in parts):
+            self.skipped += 1
+            self.skipped_in_a_row += 1
+            if self.skipped_in_a_row >= self.skip_limit:
+                raise NonFiniteError(
+                    f"non-finite values (NaN or inf) in the last {self.skipped_in_a_row} "
+                    f"pushes, the last from worker {worker}, at push {self.version + 1}, even "
+                    "with --on-nonfinite skip: the run has diverged. Lower --lr and resume "
+                    "from a checkpoint before it")
+            return None
+        self.skipped_in_a_row = 0
         since = self.pulled_at[worker]
         sent, tau_max, tau_sum = apply_parts(
             self.theta, self.touches, lambda layer, where: self.log.tau(layer, where, since),
@@ -91,8 +106,10 @@ class AsgdServer:
                 "tau_sum": tau_sum, "bytes": int(buf.numel())}
 
     def _apply_and_log(self, worker: int, buf: torch.Tensor) -> list[tuple[str, dict]]:
-        rows = [("metrics", {**self.apply(worker, buf),
-                             "seconds": time.perf_counter() - self.started})]
+        row = self.apply(worker, buf)
+        if row is None:  # dropped: nothing applied, nothing to log
+            return []
+        rows = [("metrics", {**row, "seconds": time.perf_counter() - self.started})]
         v = self.version
         held = self.validation
         samples = held if held is not None else self.test
@@ -154,7 +171,8 @@ class AsgdServer:
         return (f"{which} accuracy {self.accuracy:.4f}  "
                 f"worker->server {self.received / 1e6:.2f} MB "
                 f"({dense * self.applied / max(self.received, 1):.1f}x smaller than "
-                f"uncompressed)  staleness log peak {self.log_peak_bytes / 1e3:.1f} KB")
+                f"uncompressed)  staleness log peak {self.log_peak_bytes / 1e3:.1f} KB" +
+                (f"  non-finite pushes dropped {self.skipped}" if self.skipped else ""))
 
     def state(self) -> list[tuple[str, torch.Tensor]]:
         return [("server/theta", self.theta.clone()), ("server/touches", self.touches.clone()),

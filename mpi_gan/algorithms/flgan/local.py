@@ -28,8 +28,9 @@ class LocalGAN:
         self.classes = latent_classes(cfg)
         self.g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape).to(device)
         self.d = make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, 0, shape).to(device)
-        self.opt_g = make_adam(self.g, cfg.lr_g, cfg.beta1, cfg.beta2)
-        self.opt_d = make_adam(self.d, cfg.lr_d, cfg.beta1, cfg.beta2)
+        skip = cfg.on_nonfinite == "skip"
+        self.opt_g = make_adam(self.g, cfg.lr_g, cfg.beta1, cfg.beta2, skip)
+        self.opt_d = make_adam(self.d, cfg.lr_d, cfg.beta1, cfg.beta2, skip)
         # the moving average of G (--g-ema; the standalone GAN only: FL-GAN refuses it)
         self.average = make_average(self.g) if getattr(cfg, "g_ema", 0.0) else None
 

@@ -57,7 +57,8 @@ class MDGAN(Algorithm):
         shape = data.spec.shape
         if ctx.rank == 0:
             g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape).to(ctx.device)
-            role = Server(ctx.transport, g, make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2), cfg,
+            opt = make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2, cfg.on_nonfinite == "skip")
+            role = Server(ctx.transport, g, opt, cfg,
                           ctx.device, shape, latent_classes(cfg),
                           make_average(g) if cfg.g_ema else None)
             d_params = count_params(make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, 1,
@@ -74,7 +75,8 @@ class MDGAN(Algorithm):
                                shape).to(ctx.device)
         ctx.log.info("worker %d: shard of %d samples, device %s", ctx.rank, len(data.shard),
                      ctx.device)
-        return Worker(ctx.transport, d, make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2),
+        return Worker(ctx.transport, d,
+                      make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2, cfg.on_nonfinite == "skip"),
                       data.shard, cfg, ctx.device, feedback_channel(cfg),
                       self.swap_period(cfg, data))
 

@@ -104,3 +104,45 @@ def test_the_heartbeat_keeps_the_lock_fresh_and_release_spares_another_holder(
     write_lock(tmp_path, host="other-node", pid=2, start="now")
     lock.release()
     assert read_holder(lock.path)["pid"] == "2"
+
+
+def test_a_lock_taken_over_is_seen_lost_and_its_heartbeat_leaves_it_alone(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(run_lock, "HEARTBEAT_SECONDS", 0.05)
+    lock = RunLock(str(tmp_path))
+    lock.acquire()
+    assert lock.check() == ""
+    os.unlink(lock.path)  # our heartbeat stalled; another job judged it stale, took over
+    write_lock(tmp_path, host="other-node", pid=2, start="now")
+    old = time.time() - 1000
+    os.utime(lock.path, (old, old))
+    assert lock.check() == (f"its lock {lock.path} was taken over by another job, pid 2 on "
+                            "other-node since now (this job's heartbeat had stalled for more "
+                            "than 120 s)")
+    time.sleep(0.5)  # ten heartbeats: none touches the other job's lock
+    assert abs(os.stat(lock.path).st_mtime - old) < 1
+    lock.release()
+    assert read_holder(lock.path)["pid"] == "2"
+
+
+def test_a_run_that_lost_its_lock_stops_before_writing_again(tmp_path):
+    from tests.conftest import wait_for_checkpoint
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mpi_gan.standalone", "--dataset", "ring",
+                             "--iterations", "1000000", "--checkpoint-every", "20",
+                             "--log-every", "5", "--eval-every", "0", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_checkpoint(str(out), 20, proc.poll)
+        os.unlink(out / run_lock.LOCK_NAME)
+        write_lock(out, host="other-node", pid=2, start="now")
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if line.startswith("mpi_gan: error:")]
+    assert lines == [f"mpi_gan: error: this job stops without writing anything more: its lock "
+                     f"{out / run_lock.LOCK_NAME} was taken over by another job, pid 2 on "
+                     "other-node since now (this job's heartbeat had stalled for more than "
+                     "120 s); --out is that job's now"], err
+    assert read_holder(str(out / run_lock.LOCK_NAME))["pid"] == "2"  # theirs, untouched

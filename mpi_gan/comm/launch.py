@@ -246,6 +246,12 @@ def take_run_lock(out: str, say) -> RunLock:
     return lock
 
 
+def run_lock_lost() -> str:
+    """Why this process no longer holds the run directory's lock it took ("" if it does,
+    or took none)."""
+    return next((why for why in (lock.check() for lock in _RUN_LOCKS) if why), "")
+
+
 def release_run_lock() -> None:
     """Give up the run directory's lock if this process holds it (best effort)."""
     while _RUN_LOCKS:

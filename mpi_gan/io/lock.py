@@ -4,8 +4,11 @@ Taken by creating the file with ``O_CREAT | O_EXCL`` (atomic on local filesystem
 NFS v3 and later, unlike ``flock``), it records who holds it, one ``key=value`` a line:
 host, pid, start (UTC, ISO 8601), slurm_job and slurm_restart (SLURM_JOB_ID and
 SLURM_RESTART_COUNT, empty outside SLURM). While the job lives a daemon thread refreshes
-the file's modification time every ``HEARTBEAT_SECONDS``; the job removes it when it ends
-(a crash or SIGKILL leaves it behind).
+the file's modification time every ``HEARTBEAT_SECONDS``, after checking the file is still
+the one it wrote (its holder fields; inode numbers are reused at once): a job whose heartbeat stalled past ``STALE_SECONDS`` (a
+suspended process, a hung filesystem) may have lost the lock to another job, and then
+``lost`` says so and the job stops before writing (``Trainer``). The job removes the lock
+when it ends (a crash or SIGKILL leaves it behind).
 
 A second job that finds the lock is refused (``LockError``, naming the holder), unless the
 lock is stale, and then takes it over and says why:
@@ -103,6 +106,8 @@ class RunLock:
     def __init__(self, out: str):
         self.path = os.path.join(out, LOCK_NAME)
         self.held = False
+        self.lost = ""  # why the lock is no longer this job's ("" while it is)
+        self._holder: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -150,14 +155,32 @@ class RunLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
+        holder = this_holder()
         with os.fdopen(fd, "w") as f:
-            f.write("".join(f"{k}={v}\n" for k, v in this_holder().items()))
+            f.write("".join(f"{k}={v}\n" for k, v in holder.items()))
             f.flush()
             os.fsync(f.fileno())
+        self._holder = holder
         return True
+
+    def check(self) -> str:
+        """Why this job no longer holds the lock ("" if it does): the file is gone, or is
+        another job's (taken over after this job's heartbeat stalled)."""
+        if self.held and not self.lost:
+            if not os.path.lexists(self.path):
+                self.lost = f"its lock {self.path} was removed while it ran"
+                return self.lost
+            holder = read_holder(self.path)
+            if holder and holder != self._holder:  # ({}: unreadable now, or mid-write)
+                self.lost = (f"its lock {self.path} was taken over by another job, "
+                             f"{describe(holder)} (this job's heartbeat had stalled for "
+                             f"more than {STALE_SECONDS:.0f} s)")
+        return self.lost
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
+            if self.check():
+                return  # another job's lock now: never refresh it
             with contextlib.suppress(OSError):  # a full disk does not stop the run
                 os.utime(self.path)
 
@@ -171,6 +194,6 @@ class RunLock:
         if self._thread is not None:
             self._thread.join(timeout=5)
         with contextlib.suppress(Exception):
-            if read_holder(self.path).get("pid") == str(os.getpid()) and \
-                    read_holder(self.path).get("host") == socket.gethostname():
+            if not self.check() and read_holder(self.path).get("pid") == str(os.getpid()) \
+                    and read_holder(self.path).get("host") == socket.gethostname():
                 os.unlink(self.path)

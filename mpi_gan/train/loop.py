@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from ..comm.launch import (SetupFailed, abort_on_exception, agree, best_effort,
-                           release_run_lock, select_device, start_run)
+from ..comm.launch import (ClearError, SetupFailed, abort_on_exception, agree, best_effort,
+                           release_run_lock, run_lock_lost, select_device, start_run)
 from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name
 from ..comm.transport import Transport, settle
 from ..comm.ulfm import is_peer_failure, ulfm_enabled
@@ -441,6 +441,7 @@ class Trainer:
             self.progress.step(done)
             if done % cfg.log_every == 0 or done == cfg.iterations:
                 self.progress.line(done, role.progress())
+                check_run_lock()
                 self.run_file.append_rows()
                 self.watch.state(done, 0, role.state())
                 self.watch.period(done)
@@ -542,6 +543,7 @@ class Trainer:
             rows = role.before_checkpoint(final, bool(self.layout.fields))
             self._record(rows, role.version)
             iteration = role.version
+        check_run_lock()
         path = checkpoint_path(cfg.out, iteration)
         traffic, cost = [], np.zeros((ctx.size, 3))
         cost[0] = self.meter.row()
@@ -582,6 +584,15 @@ class Trainer:
             role.after_checkpoint()
         self.final_path = path
         return iteration
+
+
+def check_run_lock() -> None:
+    """Rank 0, before it writes to ``--out``: ClearError if this job lost the directory's
+    lock (``io/lock.py``: another job took it over after this one's heartbeat stalled)."""
+    why = run_lock_lost()
+    if why:
+        raise ClearError(f"this job stops without writing anything more: {why}; --out is "
+                         "that job's now")
 
 
 def run_algorithm(algorithm: Algorithm, cfg, comm: MPI.Comm | None = None) -> RunResult:

@@ -84,6 +84,23 @@ def test_ctrl_c_stops_like_sigterm_and_a_second_one_later_ends_at_once():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_the_first_ctrl_c_says_at_once_what_happens_on_rank_0_only():
+    code = ("import os, signal; from mpi_gan.comm.preemption import StopFlag; "
+            "f = StopFlag(announce={}).install(); "
+            "os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGINT); "
+            "os.kill(os.getpid(), signal.SIGTERM); print(f.signal)")
+    said = {}
+    for announce in (True, False):
+        proc = subprocess.run([sys.executable, "-c", code.format(announce)],
+                              capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert proc.returncode == 0 and proc.stdout == f"{int(signal.SIGINT)}\n"
+        said[announce] = proc.stderr
+    assert said[False] == ""
+    assert said[True].splitlines() == [
+        "mpi_gan: interrupted (SIGINT): the run stops with a checkpoint after its current "
+        "step (or set-up) ends; Ctrl-C again, a second later, stops it at once, without one"]
+
+
 def test_a_second_ctrl_c_leaves_with_one_line_and_status_130():
     code = ("import os, signal; from mpi_gan.comm.preemption import StopFlag; "
             "f = StopFlag(clock=iter([0.0, 5.0]).__next__).install(); "

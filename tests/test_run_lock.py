@@ -1,5 +1,6 @@
 """One job per run directory (``io/lock.py``): real lock files, real processes; the
 staleness rules each way. No MPI."""
+import datetime
 import os
 import socket
 import subprocess
@@ -31,8 +32,13 @@ def test_the_lock_records_its_holder_and_refuses_a_second_job(tmp_path):
     assert holder["host"] == socket.gethostname() and holder["pid"] == str(os.getpid())
     assert holder["start"].endswith("+00:00") and holder["slurm_restart"]
     with pytest.raises(LockError, match=rf"is in use by another job: pid {os.getpid()} on "
-                       rf"{socket.gethostname()} since .* holds .*run\.lock"):
+                       rf"{socket.gethostname()} since .* holds .*run\.lock") as caught:
         RunLock(str(tmp_path)).acquire()
+    stale_at = datetime.datetime.fromtimestamp(os.stat(first.path).st_mtime + 120,
+                                               datetime.timezone.utc)
+    assert str(caught.value).endswith(
+        "(if that job is dead, its lock is taken over once its heartbeat is 120 s old, at "
+        f"{stale_at.isoformat(timespec='seconds')})")
     first.release()
     assert not os.path.exists(first.path)
     second = RunLock(str(tmp_path))

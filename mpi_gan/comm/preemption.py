@@ -47,12 +47,19 @@ REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 EXIT_PREEMPTED = 75
 
 
+ANNOUNCE_SIGINT = (b"mpi_gan: interrupted (SIGINT): the run stops with a checkpoint after its "
+                   b"current step (or set-up) ends; Ctrl-C again, a second later, stops it "
+                   b"at once, without one\n")
+
+
 class StopFlag:
     """The stop signals' flag on this rank; ``install`` sets the handlers, ``restore``
-    puts the previous ones back."""
+    puts the previous ones back. ``announce`` (rank 0): the first Ctrl-C says at once, in
+    one line, what will happen (set-up can take minutes before the run can stop)."""
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock=time.monotonic, announce: bool = False):
         self.signal = 0
+        self.announce = announce
         self._previous: dict[int, object] = {}
         self._clock, self._first_sigint = clock, None
 
@@ -64,6 +71,9 @@ class StopFlag:
                 self.interrupt_now()
             if self._first_sigint is None:
                 self._first_sigint = now
+                if self.announce and not self.signal:
+                    with contextlib.suppress(OSError):
+                        os.write(2, ANNOUNCE_SIGINT)
         self.signal = self.signal or int(signum)
 
     @staticmethod

@@ -126,9 +126,14 @@ class RunLock:
             reason = stale_reason(holder, age) if holder else (
                 f"it is empty and {age:.0f} s old" if age > STALE_SECONDS else None)
             if reason is None:
+                stale_at = datetime.datetime.fromtimestamp(
+                    judged.st_mtime + STALE_SECONDS, datetime.timezone.utc)
                 raise LockError(f"--out {os.path.dirname(self.path)!r} is in use by another "
                                 f"job: {describe(holder)} holds {self.path}; wait for it to "
-                                "end, or choose another --out")
+                                "end, or choose another --out (if that job is dead, its lock "
+                                "is taken over once its heartbeat is "
+                                f"{STALE_SECONDS:.0f} s old, at "
+                                f"{stale_at.isoformat(timespec='seconds')})")
             aside = f"{self.path}.stale-{os.getpid()}"
             try:
                 os.rename(self.path, aside)

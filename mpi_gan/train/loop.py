@@ -241,7 +241,7 @@ class Trainer:
         # (a long dataset conversion or score-classifier training is never cut mid-write: the
         # run stops after its first iteration); after a stop the handlers stay installed to
         # the exit, so SLURM's SIGTERM after a requeue kills nothing
-        self.stop = StopFlag().install()
+        self.stop = StopFlag(announce=self.comm.Get_rank() == 0).install()
         try:
             return self._set_up_and_train()
         except SetupFailed:

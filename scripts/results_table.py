@@ -1,0 +1,81 @@
+"""docs/results.md's score table from ``mpi_gan.analyze``'s groups.csv: one row per setting
+(runs that differ only in their seed), each score as mean +- std (min..max) over the seeds.
+
+Usage: ``python scripts/results_table.py runs/compare/analysis/groups.csv [real-*.txt ...]``
+
+A value is bolded only where it is a real winner within its data and split: its worst
+seed beats every other setting's best seed (higher MNIST score, lower FID). The real test
+images' ceilings come from ``evaluate --real`` outputs given after the CSV (the files
+``scripts/compare.sh`` writes), read from their ``mnist_score=`` and
+``classifier_fid=`` lines.
+"""
+from __future__ import annotations
+
+import re
+import sys
+
+import pandas as pd
+
+NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+SCORES = (("mnist_score", True), ("classifier_fid", False))  # (column, higher is better)
+
+
+def setting_name(row) -> str:
+    if row.algorithm == "mdgan":
+        name = f"MD-GAN k={int(row.k)}"
+        return name + (" AdaComp feedback" if "adacomp" in str(row.setting) else "")
+    return {"flgan": "FL-GAN", "standalone": "standalone GAN"}.get(row.algorithm, row.algorithm)
+
+
+def cell(row, column: str, bold: bool) -> str:
+    mean, std = row[f"{column}_mean"], row[f"{column}_std"]
+    low, high = row[f"{column}_min"], row[f"{column}_max"]
+    digits = 2 if column == "mnist_score" else 1
+    text = f"{mean:.{digits}f} +- {0 if pd.isna(std) else std:.{digits}f} " \
+           f"({low:.{digits}f}..{high:.{digits}f})"
+    return f"**{text}**" if bold else text
+
+
+def winners(group: pd.DataFrame, column: str, higher: bool) -> set:
+    """Index of the setting whose worst seed beats every other's best, if one does."""
+    best = None
+    for i, row in group.iterrows():
+        worst = row[f"{column}_min"] if higher else row[f"{column}_max"]
+        others = group.drop(index=i)
+        rivals = others[f"{column}_max"] if higher else others[f"{column}_min"]
+        if len(others) and ((worst > rivals).all() if higher else (worst < rivals).all()):
+            best = i
+    return {best} if best is not None else set()
+
+
+def ceiling(paths: list[str], dataset: str) -> str | None:
+    for path in paths:
+        text = open(path).read()
+        if dataset in path:
+            score = re.search(r"mnist_score=([\d.]+)", text)
+            fid = re.search(r"classifier_fid=([\d.]+)", text)
+            if score and fid:
+                return f"| {NAMES[dataset]} | real test images (ceiling) | - | - | " \
+                       f"{float(score.group(1)):.2f} | {float(fid.group(1)):.1f} |"
+    return None
+
+
+def main(argv: list[str]) -> None:
+    groups = pd.read_csv(argv[0])
+    groups = groups[groups.dataset.isin(NAMES)]
+    print("| data | split | setting | seeds | MNIST score (higher is better) | "
+          "classifier FID (lower is better) |")
+    print("|---|---|---|---|---|---|")
+    for (dataset, split), group in groups.groupby(["dataset", "split"], sort=False):
+        line = ceiling(argv[1:], dataset) if split == "iid" else None
+        if line:
+            print(line)
+        bold = {column: winners(group, column, higher) for column, higher in SCORES}
+        for i, row in group.iterrows():
+            print(f"| {NAMES[dataset]} | {split} | {setting_name(row)} | {row.seed_list} | "
+                  f"{cell(row, 'mnist_score', i in bold['mnist_score'])} | "
+                  f"{cell(row, 'classifier_fid', i in bold['classifier_fid'])} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

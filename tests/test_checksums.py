@@ -240,3 +240,55 @@ def test_sample_and_evaluate_print_one_line_for_a_damaged_generator(ring_run, tm
             f"mpi_gan.{module}: error: {path}: its generator fails its checksum: the file was "
             "damaged after it was written; use one of the run's checkpoints "
             "(checkpoints/ckpt_*.h5) instead"], (module, proc.stderr)
+
+
+def test_only_checksum_errors_count_as_checksum_failures_whatever_the_path(tmp_path):
+    missing = tmp_path / "my_checksums" / "cache.h5"
+    with pytest.raises(OSError) as caught:
+        h5py.File(missing, "r")
+    assert not integrity.is_checksum_failure(caught.value)
+    assert integrity.is_checksum_failure(OSError("Can't synchronously read data (filter "
+                                                 "returned failure during read)"))
+
+
+def flip_string_attribute(path: str, text: bytes) -> None:
+    """Change the first byte of every stored copy of ``text`` (a string attribute's value:
+    it lives in HDF5's global heap, which carries no checksum of its own)."""
+    data = bytearray(open(path, "rb").read())
+    start = data.find(text)
+    assert start >= 0
+    while start >= 0:
+        data[start] ^= 0x01
+        start = data.find(text, start + 1)
+    open(path, "wb").write(data)
+
+
+def test_a_damaged_configuration_string_is_caught_by_the_attributes_digest(ring_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ring_run, run)
+    newest = str(run / "checkpoints" / "ckpt_00000030.h5")
+    flip_string_attribute(newest, b"nonsaturating")  # --g-loss, in /config
+    with h5py.File(newest, "r") as f:
+        assert f["config"].attrs["g_loss"] != "nonsaturating"  # read back damaged, silently
+    with pytest.raises(CheckpointError, match=f"checkpoint {newest}: the attributes of /config "
+                                              "fail their checksum: refused"):
+        reader(newest)
+    assert resolve_resume(str(run), reader).iteration == 20
+    run_file = str(run / "run.h5")
+    flip_string_attribute(run_file, b"nonsaturating")
+    with pytest.raises(RunFileError, match="its configuration fails its checksum"):
+        load_trained_generator(run_file)
+
+
+def test_analyze_draws_no_grid_for_a_damaged_generator_and_says_so(ring_run, tmp_path):
+    (tmp_path / "damaged").mkdir()
+    path = str(tmp_path / "damaged" / "run.h5")
+    shutil.copyfile(ring_run / "run.h5", path)
+    corrupt_random_byte(path, 3, under="/generator")
+    proc = subprocess.run([PY, "-m", "mpi_gan.analyze", path, "--out", str(tmp_path / "a")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"mpi_gan.analyze: warning: no sample grid for damaged: {path}: its generator fails its "
+        "checksum: the file was damaged after it was written"], proc.stderr
+    assert (tmp_path / "a" / "summary.csv").exists()

@@ -97,8 +97,9 @@ def test_the_first_ctrl_c_says_at_once_what_happens_on_rank_0_only():
         said[announce] = proc.stderr
     assert said[False] == ""
     assert said[True].splitlines() == [
-        "mpi_gan: interrupted (SIGINT): the run stops with a checkpoint after its current "
-        "step (or set-up) ends; Ctrl-C again, a second later, stops it at once, without one"]
+        "mpi_gan: interrupted (SIGINT): the run stops with a checkpoint at its next iteration "
+        "(after set-up, if it is still setting up); Ctrl-C again, a second later, stops it "
+        "at once, without one"]
 
 
 def test_a_second_ctrl_c_leaves_with_one_line_and_status_130():

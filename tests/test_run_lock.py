@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -123,12 +124,25 @@ def test_a_lock_taken_over_is_seen_lost_and_its_heartbeat_leaves_it_alone(tmp_pa
     old = time.time() - 1000
     os.utime(lock.path, (old, old))
     assert lock.check() == (f"its lock {lock.path} was taken over by another job, pid 2 on "
-                            "other-node since now (this job's heartbeat had stalled for more "
-                            "than 120 s)")
+                            "other-node since now, which judged it stale (its heartbeat older "
+                            "than 120 s, or its process gone)")
     time.sleep(0.5)  # ten heartbeats: none touches the other job's lock
     assert abs(os.stat(lock.path).st_mtime - old) < 1
     lock.release()
     assert read_holder(lock.path)["pid"] == "2"
+
+
+def test_a_lock_removed_for_good_is_lost_but_one_renamed_aside_for_an_instant_is_not(
+        tmp_path):
+    lock = RunLock(str(tmp_path))
+    lock.acquire()
+    aside = lock.path + ".aside"
+    os.rename(lock.path, aside)  # a taker's rename-aside, put back within a second
+    threading.Timer(0.5, os.rename, (aside, lock.path)).start()
+    assert lock.check() == ""
+    os.unlink(lock.path)
+    assert lock.check() == f"its lock {lock.path} was removed while it ran"
+    lock.release()
 
 
 def test_a_run_that_lost_its_lock_stops_before_writing_again(tmp_path):
@@ -149,6 +163,6 @@ def test_a_run_that_lost_its_lock_stops_before_writing_again(tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("mpi_gan: error:")]
     assert lines == [f"mpi_gan: error: this job stops without writing anything more: its lock "
                      f"{out / run_lock.LOCK_NAME} was taken over by another job, pid 2 on "
-                     "other-node since now (this job's heartbeat had stalled for more than "
-                     "120 s); --out is that job's now"], err
+                     "other-node since now, which judged it stale (its heartbeat older than "
+                     "120 s, or its process gone); --out is that job's now"], err
     assert read_holder(str(out / run_lock.LOCK_NAME))["pid"] == "2"  # theirs, untouched

@@ -54,7 +54,9 @@ def _reading(path: str, what: str):
     truncated file) into a one-line RunFileError."""
     try:
         yield
-    except OSError as exc:
+    except (OSError, KeyError) as exc:  # HDF5 says a damaged metadata block with KeyError
+        if not isinstance(exc, OSError) and not integrity.is_checksum_failure(exc):
+            raise
         why = ("fails its checksum: the file was damaged after it was written"
                if integrity.is_checksum_failure(exc) else f"cannot be read ({exc})")
         raise RunFileError(f"{path}: its {what} {why}") from None
@@ -71,6 +73,8 @@ def load_generator(path: str) -> tuple[torch.nn.Module, GanConfig]:
     with _open(path) as f:
         if "config" not in f:
             raise RunFileError(f"{path} has no /config: not an mpi-gan run file or checkpoint")
+        with _reading(path, "configuration"):
+            integrity.check_attrs(f["config"], path)
         cfg = GanConfig.from_attrs(f["config"].attrs)
         group = next((f[p] for p in GENERATOR_GROUPS if p in f), None)
         if group is None or algorithm_of(f) == "asgd":

@@ -47,9 +47,9 @@ REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 EXIT_PREEMPTED = 75
 
 
-ANNOUNCE_SIGINT = (b"mpi_gan: interrupted (SIGINT): the run stops with a checkpoint after its "
-                   b"current step (or set-up) ends; Ctrl-C again, a second later, stops it "
-                   b"at once, without one\n")
+ANNOUNCE_SIGINT = (b"mpi_gan: interrupted (SIGINT): the run stops with a checkpoint at its "
+                   b"next iteration (after set-up, if it is still setting up); Ctrl-C again, "
+                   b"a second later, stops it at once, without one\n")
 
 
 class StopFlag:

@@ -130,4 +130,5 @@ def ensure_cache(spec: DatasetSpec, data_dir: str, cache_dir: str, log=print) ->
             integrity.create(f, key, array, chunks=chunks)
         f.attrs.update({"format": FORMAT, "dataset": spec.name, "source": description,
                         "fingerprint": stamp, "checksum": integrity.FILTER, "complete": 1})
+        integrity.seal(f)
     return path

@@ -44,8 +44,8 @@ class Adam:
 
     def gradients_finite(self) -> bool:
         """Whether every gradient is free of NaN and infinity."""
-        return all(bool(torch.isfinite(p.grad).all()) for p in self.params
-                   if p.grad is not None)
+        flags = [torch.isfinite(p.grad).all() for p in self.params if p.grad is not None]
+        return bool(torch.stack(flags).all()) if flags else True  # one device sync
 
     @torch.no_grad()
     def step(self) -> bool:

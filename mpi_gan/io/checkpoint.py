@@ -106,6 +106,7 @@ def write_checkpoint(path: str, algorithm: str, cfg, iteration: int, world_size:
             traffic = traffic()
         write_common(f, cfg, tables, kinds, *traffic, extras)
         f.attrs["complete"] = 1  # last: a file without it is not a checkpoint
+        integrity.seal(f)
 
 
 def read_checkpoint(path: str, algorithm: str, config_class, table_paths,

@@ -3,15 +3,21 @@
 Every dataset is written chunked with HDF5's Fletcher-32 filter (``create``): HDF5 checks
 each chunk's checksum whenever the chunk is read, by this program or by any user's h5py,
 and a chunk that fails raises an error instead of returning wrong numbers. Files are
-written with the HDF5 1.10 file format (``LIBVER``), whose metadata (superblock, object
-headers, chunk indexes) carry checksums too. A 0-d array is stored as shape (1,) with the
+written with the HDF5 1.10 file format (``LIBVER``), whose structural metadata
+(superblock, object headers, chunk indexes, numeric attributes) carry checksums too;
+variable-length strings (string attributes: the config, the format names) live in HDF5's
+global heap, which has none, so ``seal`` stores a digest of an object's attributes
+(``ATTRS_DIGEST``) that ``verify`` checks. A 0-d array is stored as shape (1,) with the
 attribute ``scalar`` = 1 (HDF5 cannot chunk a scalar); ``read`` gives it back as 0-d.
 
 ``verify`` reads every chunk of a file once (a checkpoint before resuming from it, a
-dataset cache when a node starts) and names the first dataset that fails;
-``is_checksum_failure`` tells a failed checksum from other read errors.
+dataset cache when a node starts), checks every sealed object's attributes, and names
+the first dataset or object that fails; ``is_checksum_failure`` tells a failed checksum
+from other read errors.
 """
 from __future__ import annotations
+
+import hashlib
 
 import h5py
 import numpy as np
@@ -19,7 +25,10 @@ import numpy as np
 LIBVER = ("v110", "latest")  # metadata checksums; readable by HDF5 >= 1.10
 FILTER = "fletcher32"
 ONE_CHUNK = 1 << 26  # bytes: a fixed-size array up to this size is one chunk
-_FAILURES = ("filter returned failure", "fletcher32", "checksum")
+# how HDF5 says a checksum failed (a chunk's Fletcher-32, a metadata block's own)
+_FAILURES = ("filter returned failure", "fletcher32", "metadata checksum",
+             "checksum verification failed")
+ATTRS_DIGEST = "attrs_blake2b"
 
 
 class ChecksumError(OSError):
@@ -48,14 +57,41 @@ def create(group, name: str, data: np.ndarray, **kwargs) -> h5py.Dataset:
 
 def read(dataset: h5py.Dataset) -> np.ndarray:
     """The whole dataset as an array (0-d for one written from a 0-d array)."""
-    array = dataset[()]
-    return np.asarray(array).reshape(()) if dataset.attrs.get("scalar", 0) == 1 else array
+    array = np.asarray(dataset[()])
+    return array.reshape(()) if dataset.attrs.get("scalar", 0) == 1 else array
 
 
 def is_checksum_failure(exc: BaseException) -> bool:
     """Whether an h5py read error is a failed checksum (of a chunk or of metadata)."""
     text = str(exc).lower()
     return isinstance(exc, ChecksumError) or any(s in text for s in _FAILURES)
+
+
+def _attrs_digest(obj) -> str:
+    """blake2b of ``obj``'s attributes (but the digest's own), as h5py reads them back."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(obj.attrs):
+        if name == ATTRS_DIGEST:
+            continue
+        value = obj.attrs[name]
+        value = value.decode() if isinstance(value, bytes) else value
+        value = value.tolist() if isinstance(value, np.ndarray) else \
+            value.item() if isinstance(value, np.generic) else value
+        h.update(f"{name}={value!r}\n".encode())
+    return h.hexdigest()
+
+
+def check_attrs(obj, where: str = "") -> None:
+    """ChecksumError if ``obj`` is sealed (``seal``) and its attributes changed since."""
+    if ATTRS_DIGEST in obj.attrs and obj.attrs[ATTRS_DIGEST] != _attrs_digest(obj):
+        raise ChecksumError(f"{where or obj.file.filename}: the attributes of {obj.name} "
+                            "fail their checksum")
+
+
+def seal(obj) -> None:
+    """Store the digest of ``obj``'s attributes (a group, a dataset, ``f`` for the root):
+    call it after its last attribute is written (and again after any change)."""
+    obj.attrs[ATTRS_DIGEST] = _attrs_digest(obj)
 
 
 def checksummed(dataset: h5py.Dataset) -> bool:
@@ -71,7 +107,14 @@ def verify(f, where: str = "") -> None:
     failed: list[str] = []
 
     def visit(name, obj):
-        if failed or not isinstance(obj, h5py.Dataset) or obj.size == 0:
+        if failed:
+            return
+        try:
+            check_attrs(obj, where)
+        except ChecksumError as exc:
+            failed.append(str(exc))
+            return
+        if not isinstance(obj, h5py.Dataset) or obj.size == 0:
             return
         if not checksummed(obj):
             failed.append(f"{where}: dataset {obj.name} carries no checksum")
@@ -84,6 +127,7 @@ def verify(f, where: str = "") -> None:
             failed.append(f"{where}: dataset {obj.name} {why}")
 
     try:
+        visit("", f)
         f.visititems(visit)
     except (OSError, RuntimeError, KeyError) as exc:  # the metadata itself
         raise ChecksumError(f"{where}: its structure fails to read ({exc})") from exc

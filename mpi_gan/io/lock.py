@@ -172,15 +172,29 @@ class RunLock:
         """Why this job no longer holds the lock ("" if it does): the file is gone, or is
         another job's (taken over after this job's heartbeat stalled)."""
         if self.held and not self.lost:
-            if not os.path.lexists(self.path):
+            if self._gone():
                 self.lost = f"its lock {self.path} was removed while it ran"
                 return self.lost
             holder = read_holder(self.path)
             if holder and holder != self._holder:  # ({}: unreadable now, or mid-write)
                 self.lost = (f"its lock {self.path} was taken over by another job, "
-                             f"{describe(holder)} (this job's heartbeat had stalled for "
-                             f"more than {STALE_SECONDS:.0f} s)")
+                             f"{describe(holder)}, which judged it stale (its heartbeat "
+                             f"older than {STALE_SECONDS:.0f} s, or its process gone)")
         return self.lost
+
+    def _gone(self, looks: int = 3, pause: float = 1.0) -> bool:
+        """Whether the lock file is absent at ``looks`` looks ``pause`` seconds apart (a
+        taker renames a lock aside for an instant; a filesystem error proves nothing)."""
+        for look in range(looks):
+            try:
+                os.lstat(self.path)
+                return False
+            except FileNotFoundError:
+                if look + 1 < looks:
+                    time.sleep(pause)
+            except OSError:
+                return False
+        return True
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):

@@ -99,10 +99,12 @@ def write_common(f, cfg, tables: dict[str, Metrics], kinds, traffic_bytes: np.nd
     config = f.create_group("config")
     for key, value in cfg.as_attrs().items():
         config.attrs[key] = value
+    integrity.seal(config)
     write_tables(f, tables)
     traffic = f.create_group("traffic")
     traffic.attrs["kinds"] = ",".join(kinds)
     traffic.attrs["header_bytes_per_message"] = 0
+    integrity.seal(traffic)
     integrity.create(traffic, "bytes", traffic_bytes.sum(axis=0))
     integrity.create(traffic, "messages", traffic_messages.sum(axis=0))
     for i, kind in enumerate(kinds):

@@ -312,7 +312,7 @@ class Trainer:
             self.cost_base, self.wall_base = np.zeros((ctx.size, 3)), 0.0
             self.extras = algo.extras(ctx)
             self.watch = Watch(cfg.on_nonfinite, cfg.out, ctx.start, ctx.log, ctx.size > 1,
-                               ctx.lost)
+                               ctx.lost, role.state)
             if ckpt is not None:
                 self._resume_server(role, ckpt)
             self.run_file = RunFile(
@@ -480,6 +480,7 @@ class Trainer:
                 iteration=failure.iteration, rank=rank, detected_unix=failure.detected,
                 silent_seconds=failure.detected - transport.heard[rank],
                 recovery_seconds=failure.seconds, workers_left=len(ctx.workers))
+        check_run_lock()
         self.run_file.append_rows()
         self.progress.step(failure.iteration)
 
@@ -499,6 +500,7 @@ class Trainer:
             server_bytes=transport.sent_total() + transport.received_total(),
             eval_seconds=time.perf_counter() - tic,
             **{name: scores.get(name, np.nan) for name in SCORES})
+        check_run_lock()
         self.run_file.append_rows()
         text = "  ".join(f"{name} {scores[name]:.3f}" for name in self.evaluator.names)
         ctx.log.info("iter %d scores: %s (%.1f s)", done, text, time.perf_counter() - tic)
@@ -513,7 +515,8 @@ class Trainer:
         try:
             self.watch.rows(iteration, rows)
         except NonFiniteError:
-            best_effort(self.run_file.append_rows)  # the losses up to the bad one
+            if not run_lock_lost():
+                best_effort(self.run_file.append_rows)  # the losses up to the bad one
             raise
 
     # -------------------------------------------------------- checkpoints

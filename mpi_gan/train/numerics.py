@@ -3,7 +3,8 @@ made them is skipped (``--on-nonfinite skip``).
 
 Rank 0 watches (``Watch``), cheaply, what passes through it anyway:
   * every metric row as it is recorded, each iteration: the losses of every worker (D loss,
-    G loss: a worker whose D or feedback went bad reports a non-finite loss at once);
+    G loss: a worker whose D or feedback went bad reports a non-finite loss at once; FL-GAN
+    at the end of its round);
   * its own state (G, or ASGD's theta, with the optimizer's moments) every ``--log-every``
     iterations and before every evaluation;
   * every rank's state as a checkpoint is written: a non-finite value is never saved (the
@@ -12,9 +13,9 @@ With ``stop`` the first non-finite value ends the job with one ``mpi_gan: error:
 naming the iteration, the rank (worker) and the quantity (``NonFiniteError``). With
 ``skip`` a non-finite loss is recorded as it is and the optimizer steps whose gradients are
 non-finite are not taken (``gan.adam.Adam``'s ``skip_nonfinite``; ASGD's server drops a
-non-finite push); the run still stops if a quantity is non-finite at every iteration since
-the last progress line (it has diverged: skipping cannot help), and always on a non-finite
-state.
+non-finite push); the run still stops if a quantity is non-finite in every row recorded
+since the last progress line (it has diverged: skipping cannot help), and always on a
+non-finite state (but for the loss sums a state keeps, ``RECORD_ENTRIES``).
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from ..comm.launch import ClearError
 from ..io.checkpoint import list_checkpoints
 
 MODES = ("stop", "skip")
+# state entries that sum losses (FL-GAN's round totals), not parameters: with skip they
+# hold the non-finite losses of skipped steps until the round ends
+RECORD_ENTRIES = ("round/losses",)
 
 
 class NonFiniteError(ClearError):
@@ -65,38 +69,59 @@ class Watch:
     progress line."""
 
     def __init__(self, mode: str, out: str, start: int, log, ranked: bool = True,
-                 lost: set | None = None):
+                 lost: set | None = None, own_state=None):
         self.mode, self.out, self.log, self.ranked = mode, out, log, ranked
         self.lost = lost if lost is not None else set()  # dead workers: NaN rows by design
+        self.own_state = own_state        # rank 0's state entries (a callable), or None
         self.since = start                # iteration of the last ``period``
-        self.bad: Counter = Counter()     # quantity -> iterations it was non-finite since
+        self.bad: Counter = Counter()     # quantity -> rows it was non-finite in since
+        self.seen = 0                     # iterations with rows since
 
     def _last_good(self) -> str:
         newest = list_checkpoints(self.out)
-        return (f"the newest checkpoint, {newest[-1]}, holds the last good state: resume from "
-                "it with lower learning rates" if newest else
+        return (f"the newest checkpoint is {newest[-1]}: resume from it with lower learning "
+                "rates" if newest else
                 "no checkpoint was written before: start again with lower learning rates")
 
     def _stop(self, what: str, iteration: int, rank: int) -> NonFiniteError:
+        other = ", or with --on-nonfinite skip" if self.mode == "stop" else ""
         return NonFiniteError(
             f"non-finite {what} (NaN or inf) on rank {rank} at iteration {iteration}: the run "
-            f"stops before saving it; {self._last_good()}, or with --on-nonfinite skip")
+            f"stops before saving it; {self._last_good()}{other}")
 
     def rows(self, iteration: int, rows) -> None:
-        """Check the metric rows of one iteration, [(table, row)], as they are recorded."""
+        """Check the metric rows of one iteration, [(table, row)], as they are recorded. A
+        bad row stops (``stop``) naming the first bad quantity and its worker, or rank 0's
+        own state when every worker's value is bad and that state is non-finite (a G gone
+        bad spoils every worker's loss; one worker gone bad spoils G through its feedback
+        within the same iteration, and is the one to name)."""
+        self.seen += bool(rows)
+        found = []
         for table, row in rows or ():
             for name, rank in nonfinite_columns(row, self.ranked):
                 if rank in self.lost:  # --fault-tolerant: a dead worker's losses are NaN
                     continue
-                if table != "metrics":  # another table's column: name the table
-                    name = f"{name} in /{table}"
-                if self.mode == "stop":
-                    raise self._stop(name, iteration, rank)
-                self.bad[name] += 1
+                found.append((f"{name} in /{table}" if table != "metrics" else name, rank))
+        if found and self.mode == "stop":
+            workers = {rank for _, rank in found}
+            if self.own_state is not None and (0 in workers or len(workers) == self._width(
+                    rows)):
+                self.state(iteration, 0, self.own_state())
+            name, rank = found[0]
+            raise self._stop(name, iteration, rank)
+        for name, _ in found:
+            self.bad[name] += 1
+
+    def _width(self, rows) -> int:
+        """The number of workers the rows' per-worker columns have (those alive)."""
+        widths = [np.asarray(v).size for _, row in rows for v in row.values()
+                  if np.asarray(v).ndim > 0 and np.issubdtype(np.asarray(v).dtype, np.floating)]
+        return max(widths, default=0) - len(self.lost)
 
     def state(self, iteration: int, rank: int, entries, what: str = "state") -> None:
         """Stop (in both modes) if rank ``rank``'s ``entries`` hold a non-finite value."""
-        found = first_nonfinite(entries)
+        found = first_nonfinite([(name, t) for name, t in entries
+                                 if not (self.mode == "skip" and name in RECORD_ENTRIES)])
         if found is not None:
             name, count = found
             more = f" and {count - 1} more" if count > 1 else ""
@@ -104,17 +129,17 @@ class Watch:
 
     def period(self, iteration: int) -> None:
         """At a progress line (``skip``): log what was non-finite since the last one; stop if
-        a quantity was at every iteration since."""
-        steps = iteration - self.since
+        a quantity was in every row recorded since (every iteration's, or with FL-GAN every
+        round's)."""
         for name, count in self.bad.items():
-            if steps > 0 and count >= steps:
+            if count >= self.seen > 0:
                 raise NonFiniteError(
-                    f"non-finite {name} (NaN or inf) at every iteration from {self.since + 1} "
-                    f"to {iteration}, even with --on-nonfinite skip: the run has diverged; "
-                    f"{self._last_good()}")
+                    f"non-finite {name} (NaN or inf) in every row from iteration "
+                    f"{self.since + 1} to {iteration}, even with --on-nonfinite skip: the run "
+                    f"has diverged; {self._last_good()}")
         if self.bad:
-            self.log.warning("iterations %d..%d: non-finite values skipped: %s",
+            self.log.warning("iterations %d..%d: non-finite losses, their steps skipped: %s",
                              self.since + 1, iteration,
                              ", ".join(f"{n} {c}x" for n, c in sorted(self.bad.items())))
         self.bad.clear()
-        self.since = iteration
+        self.since, self.seen = iteration, 0

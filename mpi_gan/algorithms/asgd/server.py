@@ -53,7 +53,8 @@ class AsgdServer:
         self.received = 0     # bytes of the pushes applied by this process
         self.applied = 0      # pushes applied by this process
         self.skip_nonfinite, self.skip_limit = False, 1  # --on-nonfinite skip, --log-every
-        self.skipped = self.skipped_in_a_row = 0  # non-finite pushes dropped
+        self.skipped = 0  # non-finite pushes dropped
+        self.skipped_in_a_row: dict[int, int] = {}  # worker -> its last pushes dropped
         self.accuracy = float("nan")       # of the last evaluation (validation if any)
         self.test_accuracy = float("nan")  # of the last evaluation on the test set
 
@@ -81,15 +82,15 @@ class AsgdServer:
         t_pull, parts = decode_push(buf, self.layers)
         if self.skip_nonfinite and not all(bool(torch.isfinite(v).all()) for _, v in parts):
             self.skipped += 1
-            self.skipped_in_a_row += 1
-            if self.skipped_in_a_row >= self.skip_limit:
+            row = self.skipped_in_a_row[worker] = self.skipped_in_a_row.get(worker, 0) + 1
+            if row >= self.skip_limit:
                 raise NonFiniteError(
-                    f"non-finite values (NaN or inf) in the last {self.skipped_in_a_row} "
-                    f"pushes, the last from worker {worker}, at push {self.version + 1}, even "
-                    "with --on-nonfinite skip: the run has diverged. Lower --lr and resume "
-                    "from a checkpoint before it")
+                    f"non-finite values (NaN or inf) in the last {row} pushes of worker "
+                    f"{worker} (rank {worker}), at push {self.version + 1}, even with "
+                    "--on-nonfinite skip: the run has diverged. Lower --lr and resume from a "
+                    "checkpoint before it")
             return None
-        self.skipped_in_a_row = 0
+        self.skipped_in_a_row[worker] = 0
         since = self.pulled_at[worker]
         sent, tau_max, tau_sum = apply_parts(
             self.theta, self.touches, lambda layer, where: self.log.tau(layer, where, since),

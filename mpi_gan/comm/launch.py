@@ -350,7 +350,7 @@ def start_run(comm: MPI.Comm, cfg, validate, reader):
     for line in said:
         log.info("%s", line)
     ckpt = agree(comm, lambda: load_resume(cfg, size, reader) if rank == 0 else None)
-    for reason in ckpt.passed_over if ckpt is not None else ():
+    for reason in getattr(ckpt, "passed_over", ()):
         log.warning("%s; resuming from the newest checkpoint that verifies, %s", reason,
                     ckpt.path)
     local = local_rank(comm)

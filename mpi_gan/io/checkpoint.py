@@ -13,7 +13,6 @@ parts eagerly and a rank's state only when asked (``rank_state``).
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 import re
@@ -174,9 +173,13 @@ def resolve_resume(path: str, reader):
         errors = []
         for candidate in reversed(candidates):
             try:
-                return dataclasses.replace(reader(candidate), passed_over=tuple(errors))
+                ckpt = reader(candidate)
             except CheckpointError as exc:
                 errors.append(str(exc))
+                continue
+            if errors:
+                ckpt.passed_over = tuple(errors)
+            return ckpt
         raise CheckpointError(f"--resume {path!r}: no valid checkpoint: " + "; ".join(errors))
     if not os.path.isfile(path):
         raise CheckpointError(f"--resume {path!r}: no such file or directory")

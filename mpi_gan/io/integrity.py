@@ -3,8 +3,8 @@
 Every dataset is written chunked with HDF5's Fletcher-32 filter (``create``): HDF5 checks
 each chunk's checksum whenever the chunk is read, by this program or by any user's h5py,
 and a chunk that fails raises an error instead of returning wrong numbers. Files are
-written with the HDF5 1.10 file format (``LIBVER``), whose structural metadata
-(superblock, object headers, chunk indexes, numeric attributes) carry checksums too;
+written in the HDF5 1.8 file format or later (``LIBVER``), whose structural metadata
+(superblock, object headers, numeric attributes) carry checksums too;
 variable-length strings (string attributes: the config, the format names) live in HDF5's
 global heap, which has none, so ``seal`` stores a digest of an object's attributes
 (``ATTRS_DIGEST``) that ``verify`` checks. A 0-d array is stored as shape (1,) with the
@@ -22,7 +22,10 @@ import hashlib
 import h5py
 import numpy as np
 
-LIBVER = ("v110", "latest")  # metadata checksums; readable by HDF5 >= 1.10
+# the HDF5 1.8 format at least: checksummed superblock and object headers (version 2);
+# not 1.10's (superblock 3), whose consistency flags leave a file that a killed process
+# had open for writing unreadable until ``h5clear``; readable by HDF5 >= 1.8
+LIBVER = ("v108", "latest")
 FILTER = "fletcher32"
 ONE_CHUNK = 1 << 26  # bytes: a fixed-size array up to this size is one chunk
 # how HDF5 says a checksum failed (a chunk's Fletcher-32, a metadata block's own)

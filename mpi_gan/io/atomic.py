@@ -13,9 +13,8 @@ import os
 import shutil
 import socket
 
-import h5py
 
-from .integrity import LIBVER
+from .integrity import open_for_writing
 from .lock import process_alive
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -133,7 +132,7 @@ def atomic_h5(path: str, size_hint: int = 0):
 
     A full disk raises DiskFullError (``size_hint``: the bytes the file is expected to
     take, for its message)."""
-    with replacing(path, size_hint) as tmp, h5py.File(tmp, "w", libver=LIBVER) as f:
+    with replacing(path, size_hint) as tmp, open_for_writing(tmp, "w") as f:
         yield f
 
 
@@ -143,5 +142,5 @@ def atomic_h5_update(path: str):
     on success only, so a crash mid-update leaves the original intact."""
     with replacing(path, os.path.getsize(path)) as tmp:
         shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "r+") as f:
+        with open_for_writing(tmp, "r+") as f:
             yield f

@@ -34,6 +34,13 @@ _FAILURES = ("filter returned failure", "fletcher32", "metadata checksum",
 ATTRS_DIGEST = "attrs_blake2b"
 
 
+def open_for_writing(path: str, mode: str) -> h5py.File:
+    """``path`` opened to write (``mode`` "w" or "r+"), without HDF5's chunk cache: every
+    chunk goes to the file at its write, so a full disk raises there, where the caller
+    catches it, not later while h5py frees a dataset (an exception Python can only print)."""
+    return h5py.File(path, mode, libver=LIBVER if mode == "w" else None, rdcc_nbytes=0)
+
+
 class ChecksumError(OSError):
     """A dataset (or the file's metadata) does not match its checksum: the file was changed
     after it was written (a disk or network fault, a stray write)."""

@@ -158,7 +158,7 @@ class RunFile:
                    if len(self.tables[p]) != n or self.tables[p].kept is not None}
         if not pending:
             return
-        with disk_full_errors(self.path), h5py.File(self.path, "r+") as f:
+        with disk_full_errors(self.path), integrity.open_for_writing(self.path, "r+") as f:
             for path, written in pending.items():
                 table = self.tables[path]
                 start = min(written, len(table), written if table.kept is None else table.kept)
@@ -174,7 +174,7 @@ class RunFile:
         at creation with the same shapes) and the progress attrs, in place."""
         self.append_rows()
         nbytes, messages = traffic
-        with disk_full_errors(self.path), h5py.File(self.path, "r+") as f:
+        with disk_full_errors(self.path), integrity.open_for_writing(self.path, "r+") as f:
             kinds = str(f["traffic"].attrs["kinds"]).split(",")
             f["traffic/bytes"][...] = nbytes.sum(axis=0)
             f["traffic/messages"][...] = messages.sum(axis=0)

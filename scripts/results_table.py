@@ -75,6 +75,23 @@ def main(argv: list[str]) -> None:
             print(f"| {NAMES[dataset]} | {split} | {setting_name(row)} | {row.seed_list} | "
                   f"{cell(row, 'mnist_score', i in bold['mnist_score'])} | "
                   f"{cell(row, 'classifier_fid', i in bold['classifier_fid'])} |")
+    feedback_table(groups)
+
+
+def feedback_table(groups: pd.DataFrame) -> None:
+    """MD-GAN's feedback through the server, dense against AdaComp-compressed, with the
+    scores: quality against bytes."""
+    rows = groups[(groups.algorithm == "mdgan") & (groups.dataset == "mnist") &
+                  (groups.split == "iid") & (groups.k == 1)]
+    if len(rows) < 2:
+        return
+    dense = rows[~rows.setting.str.contains("adacomp")].iloc[0]
+    print("\n| MNIST iid, MD-GAN k=1 | seeds | feedback into the server (MB) | reduction | "
+          "MNIST score | classifier FID |\n|---|---|---|---|---|---|")
+    for _, row in rows.iterrows():
+        print(f"| {setting_name(row)} | {row.seed_list} | {row.bytes_feedback_mean / 1e6:.1f} | "
+              f"{dense.bytes_feedback_mean / row.bytes_feedback_mean:.1f}x | "
+              f"{cell(row, 'mnist_score', False)} | {cell(row, 'classifier_fid', False)} |")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from mpi_gan.algorithms.mdgan import plan as alg
 from mpi_gan.comm.preemption import EXIT_PREEMPTED
 from mpi_gan.io.runlog import Metrics, RunFile, read_table
 from mpi_gan.train.recovery import Snapshots, faults_table, truncate_after
+from mpi_gan.io.integrity import read
 from tests.conftest import MPIEXEC, PYTHON, wait_for_checkpoint
 from tests.test_cli import FAST, all_params
 
@@ -144,7 +145,7 @@ def ft_run(n, out, args, env=None):
 
 def generator(out):
     with h5py.File(out / "run.h5") as f:
-        return {k: f[f"generator/model/{k}"][()] for k in f["generator/model"]}
+        return {k: read(f[f"generator/model/{k}"]) for k in f["generator/model"]}
 
 
 def close_to(stored, module, atol=1e-6):

@@ -8,6 +8,7 @@ import torch
 
 from mpi_gan.analysis.runs import load_generator
 from mpi_gan.models import make_generator
+from mpi_gan.io.integrity import read
 from tests.conftest import datasets_in, mpirun
 
 DECAY = 0.5
@@ -18,7 +19,7 @@ CASES = {  # ranks, module, where rank 0 keeps G in a checkpoint
 
 
 def group(f, path) -> dict[str, np.ndarray]:
-    return {name: f[path][name][()] for name in datasets_in(f[path])}
+    return {name: read(f[path][name]) for name in datasets_in(f[path])}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

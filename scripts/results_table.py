@@ -11,6 +11,7 @@ images' ceilings come from ``evaluate --real`` outputs given after the CSV (the 
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 
@@ -51,7 +52,7 @@ def winners(group: pd.DataFrame, column: str, higher: bool) -> set:
 def ceiling(paths: list[str], dataset: str) -> str | None:
     for path in paths:
         text = open(path).read()
-        if dataset in path:
+        if os.path.basename(path) == f"real-{dataset}.txt":
             score = re.search(r"mnist_score=([\d.]+)", text)
             fid = re.search(r"classifier_fid=([\d.]+)", text)
             if score and fid:

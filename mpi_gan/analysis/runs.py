@@ -130,7 +130,8 @@ def read_run(path: str) -> dict:
             "name": os.path.basename(os.path.dirname(os.path.abspath(path)))
             if os.path.basename(path) == "run.h5" else os.path.splitext(os.path.basename(path))[0],
             "config": {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item")
-                           else v) for k, v in f["config"].attrs.items()},
+                           else v) for k, v in f["config"].attrs.items()
+                       if k != integrity.ATTRS_DIGEST},
             "iteration": int(f.attrs.get("iteration", 0)),
             "finished": int(f.attrs.get("finished", f.attrs.get("complete", 0))),
             "world": int(f.attrs["world_size"]),

@@ -166,3 +166,44 @@ def test_a_run_that_lost_its_lock_stops_before_writing_again(tmp_path):
                      "other-node since now, which judged it stale (its heartbeat older than "
                      "120 s, or its process gone); --out is that job's now"], err
     assert read_holder(str(out / run_lock.LOCK_NAME))["pid"] == "2"  # theirs, untouched
+
+
+def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
+    """``RunFile`` and ``write_checkpoint`` check the lock themselves, so that no writer of
+    ``--out`` (one added later included) writes for a job that lost it."""
+    import h5py
+    import numpy as np
+
+    from mpi_gan.config import Config
+    from mpi_gan.io.checkpoint import checkpoint_path, write_checkpoint
+    from mpi_gan.io.lock import LockLost
+    from mpi_gan.io.runlog import Metrics, RunFile, read_table
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = run_lock.take(str(out), print)
+    try:
+        table = Metrics({"iteration": (np.int64, ())})
+        traffic = (np.zeros((1, 2, 2), np.int64),) * 2
+        run = RunFile(str(out / "run.h5"), "test", Config(), 2, {"metrics": table}, ("a",),
+                      traffic, "generator", [], 0)
+        table.append(iteration=1)
+        run.append_rows()  # held: written
+        os.unlink(lock.path)
+        write_lock(out, host="other-node", pid=2, start="now")
+        before = (out / "run.h5").read_bytes()
+        table.append(iteration=2)
+        with pytest.raises(LockLost, match="taken over by another job, pid 2 on other-node"):
+            run.append_rows()
+        with pytest.raises(LockLost):
+            run.update(2, traffic, [], finished=True)
+        path = checkpoint_path(str(out), 2)
+        with pytest.raises(LockLost):
+            write_checkpoint(path, "test", Config(), 2, 2, [], {"metrics": table}, ("a",),
+                             traffic)
+        assert (out / "run.h5").read_bytes() == before and not os.path.exists(path)
+        assert not os.path.exists(os.path.dirname(path))
+        with h5py.File(out / "run.h5") as f:
+            assert list(read_table(f)["iteration"]) == [1]
+    finally:
+        run_lock.release_all()
+    assert read_holder(str(out / run_lock.LOCK_NAME))["pid"] == "2"  # theirs, untouched

@@ -31,7 +31,8 @@ from ..config import ConfigError
 from ..data import DataError, prepare
 from ..io.atomic import DiskFullError, no_space_errno
 from ..io.checkpoint import CheckpointError, load_resume
-from ..io.lock import LockError, RunLock
+from ..io import lock as run_lock
+from ..io.lock import LockError, LockLost
 from .ulfm import ServerLost
 
 EXIT_USAGE = 2
@@ -155,7 +156,7 @@ class ClearError(RuntimeError):
 
 # errors after set-up whose message says it all (a full disk, a dead server): one ``mpi_gan: error:``
 # line, no traceback
-CLEAR_ERRORS = (DiskFullError, ServerLost, ClearError)
+CLEAR_ERRORS = (DiskFullError, ServerLost, ClearError, LockLost)
 
 
 @contextlib.contextmanager
@@ -166,7 +167,7 @@ def abort_on_exception(comm: MPI.Comm):
     try:
         yield
     except SetupFailed:
-        release_run_lock()
+        run_lock.release_all()
         raise
     except SystemExit as exc:
         if exc.code not in (0, None):
@@ -225,37 +226,13 @@ def _abort(comm: MPI.Comm, text: str, code: int, clear: bool = False) -> None:
     else:
         best_effort(print, f"mpi_gan: rank {rank} failed, aborting all ranks{where}:\n{text}",
                     file=sys.stderr, flush=True)
-    release_run_lock()
+    run_lock.release_all()
     best_effort(_wait_stderr_read, STDERR_DRAIN_SECONDS)
     best_effort(time.sleep, ABORT_GRACE_SECONDS)
     try:
         comm.Abort(code)
     finally:
         os._exit(code)  # MPI_Abort may return (a singleton without a launcher): never go on
-
-
-_RUN_LOCKS: list[RunLock] = []  # the run directory's lock this process holds
-
-
-def take_run_lock(out: str, say) -> RunLock:
-    """Take ``out``'s lock for this job (``say`` a takeover of a stale one); LockError if
-    another live job holds it."""
-    lock = RunLock(out)
-    lock.acquire(say)
-    _RUN_LOCKS.append(lock)
-    return lock
-
-
-def run_lock_lost() -> str:
-    """Why this process no longer holds the run directory's lock it took ("" if it does,
-    or took none)."""
-    return next((why for why in (lock.check() for lock in _RUN_LOCKS) if why), "")
-
-
-def release_run_lock() -> None:
-    """Give up the run directory's lock if this process holds it (best effort)."""
-    while _RUN_LOCKS:
-        best_effort(_RUN_LOCKS.pop().release)
 
 
 def local_rank(comm: MPI.Comm) -> int:
@@ -336,7 +313,7 @@ def start_run(comm: MPI.Comm, cfg, validate, reader):
 
     Validates ``cfg`` for the world size (``validate(cfg, size)``), prepares
     ``--out``, lets rank 0 take its lock (``io/lock.py``: one job per run directory, held
-    until ``release_run_lock``) before anything is written there, opens this rank's log,
+    until ``io.lock.release_all``) before anything is written there, opens this rank's log,
     lets rank 0 find and check the checkpoint to resume (``reader`` parses one), and
     converts the dataset into its HDF5 cache once per node. Returns (logger, checkpoint or
     None on other ranks, local rank).
@@ -345,7 +322,7 @@ def start_run(comm: MPI.Comm, cfg, validate, reader):
     agree(comm, lambda: validate(cfg, size))
     log_path = agree(comm, lambda: prepare_out(cfg.out, rank))
     said: list[str] = []
-    agree(comm, lambda: take_run_lock(cfg.out, said.append) if rank == 0 else None)
+    agree(comm, lambda: run_lock.take(cfg.out, said.append) if rank == 0 else None)
     log = setup_logging(log_path, rank)
     for line in said:
         log.info("%s", line)

@@ -25,6 +25,7 @@ import torch
 from ..config import mismatched_fields
 from . import integrity
 from .atomic import atomic_h5
+from .lock import ensure_held
 from .runlog import read_table, read_traffic, write_common
 
 FORMAT = "mpi-gan-checkpoint"
@@ -85,13 +86,15 @@ def read_entries(group) -> dict[str, torch.Tensor]:
 def write_checkpoint(path: str, algorithm: str, cfg, iteration: int, world_size: int, states,
                      tables, kinds, traffic, extras=None) -> None:
     """Write one checkpoint atomically (temporary file, fsync, rename); a full disk raises
-    DiskFullError, the earlier checkpoints kept.
+    DiskFullError, the earlier checkpoints kept; LockLost (nothing written) if this process
+    lost the run directory's lock.
 
     states: iterable of (rank, named tensors), consumed one at a time (a generator
     can receive each worker's state only when it is written); traffic: (bytes,
     messages) int64 (len(kinds), world, world), or a function returning them,
     called once every state is written.
     """
+    ensure_held()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     run_dir = os.path.dirname(os.path.dirname(path))
     previous = [os.path.getsize(p) for p in list_checkpoints(run_dir)]

@@ -7,7 +7,8 @@ SLURM_RESTART_COUNT, empty outside SLURM). While the job lives a daemon thread r
 the file's modification time every ``HEARTBEAT_SECONDS``, after checking the file is still
 the one it wrote (its holder fields; inode numbers are reused at once): a job whose heartbeat stalled past ``STALE_SECONDS`` (a
 suspended process, a hung filesystem) may have lost the lock to another job, and then
-``lost`` says so and the job stops before writing (``Trainer``). The job removes the lock
+``lost`` says so and the job stops before writing: the run directory's writers
+(``RunFile``, ``write_checkpoint``) call ``ensure_held`` first. The job removes the lock
 when it ends (a crash or SIGKILL leaves it behind).
 
 A second job that finds the lock is refused (``LockError``, naming the holder), unless the
@@ -34,6 +35,10 @@ STALE_SECONDS = 120.0
 
 class LockError(RuntimeError):
     """``--out`` is held by another live job."""
+
+
+class LockLost(LockError):
+    """This job lost ``--out``'s lock while it ran: it must write nothing more there."""
 
 
 def process_alive(pid: int) -> bool:
@@ -216,3 +221,37 @@ class RunLock:
             if not self.check() and read_holder(self.path).get("pid") == str(os.getpid()) \
                     and read_holder(self.path).get("host") == socket.gethostname():
                 os.unlink(self.path)
+
+
+_HELD: list[RunLock] = []  # the run directory locks this process took (rank 0: one)
+
+
+def take(out: str, say) -> RunLock:
+    """Take ``out``'s lock for this process (``say`` a takeover of a stale one); LockError
+    if another live job holds it."""
+    lock = RunLock(out)
+    lock.acquire(say)
+    _HELD.append(lock)
+    return lock
+
+
+def lost() -> str:
+    """Why this process no longer holds a run directory's lock it took ("" if it holds
+    them all, or took none)."""
+    return next((why for why in (lock.check() for lock in _HELD) if why), "")
+
+
+def ensure_held() -> None:
+    """Before writing into a run directory: LockLost if this process lost its lock (a
+    process that took none, such as a test or a script, passes)."""
+    why = lost()
+    if why:
+        raise LockLost(f"this job stops without writing anything more: {why}; --out is "
+                       "that job's now")
+
+
+def release_all() -> None:
+    """Give up every lock this process holds (best effort: never raises)."""
+    while _HELD:
+        with contextlib.suppress(Exception):
+            _HELD.pop().release()

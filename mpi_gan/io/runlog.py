@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from . import integrity
+from .lock import ensure_held
 from .atomic import atomic_h5, disk_full_errors
 
 
@@ -132,6 +133,8 @@ def read_table(f, path: str = "metrics") -> dict[str, np.ndarray]:
 
 class RunFile:
     """``<out>/run.h5``: config, metric tables (appended), traffic and the published model.
+    Every write first checks this process still holds the run directory's lock
+    (``lock.ensure_held``: LockLost if another job took it over).
 
     Root attrs: format, iteration, world_size, finished. The model's ``model/<key>``
     entries are stored under ``/<model_group>/model/<key>``.
@@ -141,6 +144,7 @@ class RunFile:
                  kinds, traffic: tuple[np.ndarray, np.ndarray], model_group: str, model_entries,
                  iteration: int, extras: dict[str, np.ndarray] | None = None):
         self.path, self.tables, self.model_group = path, tables, model_group
+        ensure_held()
         with atomic_h5(path) as f:
             f.attrs.update({"format": fmt, "iteration": iteration, "world_size": world_size,
                             "finished": 0})
@@ -158,6 +162,7 @@ class RunFile:
                    if len(self.tables[p]) != n or self.tables[p].kept is not None}
         if not pending:
             return
+        ensure_held()
         with disk_full_errors(self.path), integrity.open_for_writing(self.path, "r+") as f:
             for path, written in pending.items():
                 table = self.tables[path]
@@ -173,6 +178,7 @@ class RunFile:
         """Rows so far, then traffic totals, the model, ``datasets`` (path -> array, written
         at creation with the same shapes) and the progress attrs, in place."""
         self.append_rows()
+        ensure_held()
         nbytes, messages = traffic
         with disk_full_errors(self.path), integrity.open_for_writing(self.path, "r+") as f:
             kinds = str(f["traffic"].attrs["kinds"]).split(",")

@@ -36,14 +36,15 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from ..comm.launch import (ClearError, SetupFailed, abort_on_exception, agree, best_effort,
-                           release_run_lock, run_lock_lost, select_device, start_run)
+from ..comm.launch import (SetupFailed, abort_on_exception, agree, best_effort,
+                           select_device, start_run)
 from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name
 from ..comm.transport import Transport, settle
 from ..comm.ulfm import is_peer_failure, ulfm_enabled
 from ..config import latent_classes
 from ..data import open_dataset, plan_data, resolved_cache_dir
 from ..io.checkpoint import checkpoint_path, prune_checkpoints, read_checkpoint, write_checkpoint
+from ..io import lock as run_lock
 from ..io.lock import process_alive
 from ..io.runlog import Metrics, RunFile
 from ..io.state import Layout, load_rng_state, rng_state
@@ -268,7 +269,7 @@ class Trainer:
         torch.manual_seed(derive_seed(cfg.seed, "global", rank))
         result = self._train(ctx, ckpt)
         if not result.stopped:  # every file of the run is written: --out is free again
-            release_run_lock()  # (after a stop: in stopped_exit, once the marks are done)
+            run_lock.release_all()  # (after a stop: in stopped_exit, once the marks are done)
         log.info("peak resident memory %.1f MB", peak_memory_mb())
         if not result.stopped:
             self.stop.restore()
@@ -441,7 +442,6 @@ class Trainer:
             self.progress.step(done)
             if done % cfg.log_every == 0 or done == cfg.iterations:
                 self.progress.line(done, role.progress())
-                check_run_lock()
                 self.run_file.append_rows()
                 self.watch.state(done, 0, role.state())
                 self.watch.period(done)
@@ -480,7 +480,6 @@ class Trainer:
                 iteration=failure.iteration, rank=rank, detected_unix=failure.detected,
                 silent_seconds=failure.detected - transport.heard[rank],
                 recovery_seconds=failure.seconds, workers_left=len(ctx.workers))
-        check_run_lock()
         self.run_file.append_rows()
         self.progress.step(failure.iteration)
 
@@ -500,7 +499,6 @@ class Trainer:
             server_bytes=transport.sent_total() + transport.received_total(),
             eval_seconds=time.perf_counter() - tic,
             **{name: scores.get(name, np.nan) for name in SCORES})
-        check_run_lock()
         self.run_file.append_rows()
         text = "  ".join(f"{name} {scores[name]:.3f}" for name in self.evaluator.names)
         ctx.log.info("iter %d scores: %s (%.1f s)", done, text, time.perf_counter() - tic)
@@ -515,8 +513,7 @@ class Trainer:
         try:
             self.watch.rows(iteration, rows)
         except NonFiniteError:
-            if not run_lock_lost():
-                best_effort(self.run_file.append_rows)  # the losses up to the bad one
+            best_effort(self.run_file.append_rows)  # the losses up to the bad one
             raise
 
     # -------------------------------------------------------- checkpoints
@@ -546,7 +543,6 @@ class Trainer:
             rows = role.before_checkpoint(final, bool(self.layout.fields))
             self._record(rows, role.version)
             iteration = role.version
-        check_run_lock()
         path = checkpoint_path(cfg.out, iteration)
         traffic, cost = [], np.zeros((ctx.size, 3))
         cost[0] = self.meter.row()
@@ -587,15 +583,6 @@ class Trainer:
             role.after_checkpoint()
         self.final_path = path
         return iteration
-
-
-def check_run_lock() -> None:
-    """Rank 0, before it writes to ``--out``: ClearError if this job lost the directory's
-    lock (``io/lock.py``: another job took it over after this one's heartbeat stalled)."""
-    why = run_lock_lost()
-    if why:
-        raise ClearError(f"this job stops without writing anything more: {why}; --out is "
-                         "that job's now")
 
 
 def run_algorithm(algorithm: Algorithm, cfg, comm: MPI.Comm | None = None) -> RunResult:
@@ -671,7 +658,7 @@ def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
         exit_now(0, finalized)
     wait_for_exits([m for m in marks if m != finalized_mark(cfg.out, 0)],
                    time.monotonic() + FINALIZE_WAIT_SECONDS)
-    release_run_lock()  # the workers are gone: the requeued or next job may take --out
+    run_lock.release_all()  # the workers are gone: the requeued or next job may take --out
     if command:
         requeue(command, log)
     exit_now(EXIT_PREEMPTED, finalized)  # the stop handlers still hold any further signal

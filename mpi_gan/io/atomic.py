@@ -11,12 +11,11 @@ import errno
 import glob
 import os
 import shutil
-import socket
 
 
 from ..errors import exception_chain
 from .integrity import open_for_writing
-from .lock import process_alive
+from .lock import process_alive, same_host, this_host
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -82,20 +81,25 @@ def _fsync_dir(directory: str) -> None:
 
 
 def temporary_name(path: str) -> str:
-    """The temporary file beside ``path`` that this process writes: ``<path>.tmp-<host>-<pid>``."""
-    return f"{path}.tmp-{socket.gethostname()}-{os.getpid()}"
+    """The temporary file beside ``path`` that this process writes:
+    ``<path>.tmp-<hostname>~<machine id>-<pid>`` (``lock.this_host``)."""
+    return f"{path}.tmp-{this_host()}-{os.getpid()}"
 
 
 def remove_dead_temporaries(path: str) -> list[str]:
     """Delete the temporary files of ``path`` (``temporary_name``) whose writer ran on this
     host and is gone (killed mid-write: SIGKILL, a second Ctrl-C, a node's OOM killer);
-    those of live processes or other hosts stay. Names of older versions (``.tmp-<pid>``)
-    count as this host's. Returns the paths removed."""
-    host, removed = socket.gethostname(), []
+    those of live processes or other hosts (another hostname, or the same hostname with
+    another machine id: a cloned node, a container) stay. Names of older versions
+    (``.tmp-<hostname>-<pid>``, ``.tmp-<pid>``) count as this host's when the hostname
+    matches. Returns the paths removed."""
+    removed = []
     for candidate in glob.glob(glob.escape(path) + ".tmp-*"):
         owner = candidate[len(path) + len(".tmp-"):]
         where, _, pid = owner.rpartition("-")
-        if not pid.isdigit() or (where and where != host) or process_alive(int(pid)):
+        hostname, tilde, machine = where.partition("~")
+        here = not where or same_host(hostname, machine if tilde else None)
+        if not pid.isdigit() or not here or process_alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
             os.unlink(candidate)

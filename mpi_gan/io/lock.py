@@ -2,7 +2,8 @@
 
 Taken by creating the file with ``O_CREAT | O_EXCL`` (atomic on local filesystems and on
 NFS v3 and later, unlike ``flock``), it records who holds it, one ``key=value`` a line:
-host, pid, start (UTC, ISO 8601), slurm_job and slurm_restart (SLURM_JOB_ID and
+host, machine (``machine_id``: tells apart hosts that share a hostname), pid, start (UTC,
+ISO 8601), slurm_job and slurm_restart (SLURM_JOB_ID and
 SLURM_RESTART_COUNT, empty outside SLURM). While the job lives a daemon thread refreshes
 the file's modification time every ``HEARTBEAT_SECONDS``, after checking the file is still
 the one it wrote (its holder fields; inode numbers are reused at once): a job whose heartbeat stalled past ``STALE_SECONDS`` (a
@@ -13,7 +14,7 @@ when it ends (a crash or SIGKILL leaves it behind).
 
 A second job that finds the lock is refused (``LockError``, naming the holder), unless the
 lock is stale, and then takes it over and says why:
-  * its holder ran on this host and its process is gone;
+  * its holder ran on this host (hostname and machine id) and its process is gone;
   * it belongs to this SLURM job before a requeue (same job id, lower restart count);
   * its heartbeat is older than ``STALE_SECONDS`` (a holder on another host that died).
 A takeover renames the stale file aside and checks it is the file it judged (its inode):
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
+import hashlib
 import os
 import socket
 import threading
@@ -56,9 +59,36 @@ def process_alive(pid: int) -> bool:
         return True
 
 
+@functools.lru_cache(maxsize=1)
+def machine_id() -> str:
+    """What tells this kernel and process-id space apart from another with the same
+    hostname (cloned nodes, containers): 12 hex digits of a digest of the kernel's boot id
+    and this process's pid namespace; "" where neither can be read. Only where hostname and
+    machine id both match is a holder's pid looked up here."""
+    parts = []
+    with contextlib.suppress(OSError):
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            parts.append(f.read().strip())
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return hashlib.blake2b("/".join(parts).encode(), digest_size=6).hexdigest() if parts else ""
+
+
+def this_host() -> str:
+    """This host as temporary file names record it: ``<hostname>~<machine_id>``."""
+    machine = machine_id()
+    return f"{socket.gethostname()}~{machine}" if machine else socket.gethostname()
+
+
+def same_host(host: str | None, machine: str | None) -> bool:
+    """Whether a process recorded with ``host`` and ``machine`` (None: a record older than
+    machine ids, judged by its hostname) ran in this kernel and pid space."""
+    return host == socket.gethostname() and machine in (None, machine_id())
+
+
 def this_holder() -> dict[str, str]:
     """The fields this process writes into a lock it takes."""
-    return {"host": socket.gethostname(), "pid": str(os.getpid()),
+    return {"host": socket.gethostname(), "machine": machine_id(), "pid": str(os.getpid()),
             "start": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "slurm_job": os.environ.get("SLURM_JOB_ID", ""),
             "slurm_restart": os.environ.get("SLURM_RESTART_COUNT", "0")}
@@ -89,7 +119,8 @@ def stale_reason(holder: dict[str, str], age: float) -> str | None:
     """Why the lock of ``holder`` (heartbeat ``age`` seconds ago) is stale, or None if its
     job may still live."""
     host, pid = holder.get("host"), holder.get("pid", "")
-    if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+    if same_host(host, holder.get("machine")) and pid.isdigit() and \
+            not process_alive(int(pid)):
         return f"its process {pid} on this host is gone"
     job = os.environ.get("SLURM_JOB_ID", "")
     if job and holder.get("slurm_job") == job:

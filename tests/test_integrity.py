@@ -13,6 +13,7 @@ import h5py
 import pytest
 
 from mpi_gan.comm.preemption import EXIT_PREEMPTED
+from mpi_gan.io import integrity
 from tests.conftest import mpirun
 from tests.test_cli import ASGD_FAST, FAST, digest
 from tests.test_failures import Job
@@ -94,7 +95,8 @@ def test_an_unexpected_exception_in_set_up_ends_every_rank(tmp_path, module):
 def test_a_disk_filled_by_another_process_mid_run_gives_one_line(tmp_path, small_filesystem):
     """Another process fills the disk while a run goes on, logging every iteration: the log
     writes fail quietly (logs are best effort), the next checkpoint ends every rank with the
-    one disk-full line, no traceback (the abort path used to die flushing the log)."""
+    one disk-full line, no traceback (the abort path used to die flushing the log); the
+    last checkpoint and the run file (updated in place) stay whole and verify."""
     out = small_filesystem / "run"
     job = Job(3, ["mpi_gan.mdgan", "--out", out, *FAST, "--log-every", "1",
                   "--checkpoint-every", "200", "--iterations", "1000000"], tmp_path)
@@ -113,6 +115,10 @@ def test_a_disk_filled_by_another_process_mid_run_gives_one_line(tmp_path, small
     assert "Traceback" not in text and "Logging error" not in text
     with h5py.File(out / "checkpoints" / "ckpt_00000200.h5", "r") as f:
         assert f.attrs["complete"] == 1
+    with h5py.File(out / "run.h5", "r") as f:  # updated in place, and still whole
+        integrity.verify(f)
+        assert f.attrs["iteration"] == 200 and f.attrs["finished"] == 0
+        assert f["metrics/iteration"][-1] >= 200
 
 
 FOREVER = ["--iterations", "1000000"]

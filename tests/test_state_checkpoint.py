@@ -157,3 +157,37 @@ def test_flgan_refuses_a_generator_average():
     with pytest.raises(ConfigError, match="--g-ema: FL-GAN"):
         validate_flgan(FlganConfig(g_ema=0.99), 3)
     validate_flgan(FlganConfig(), 3)
+
+
+def test_a_version_2_checkpoint_resumes_exactly(tmp_path):
+    """A checkpoint written before the checksums (format version 2, by commit 3a05a20:
+    tests/fixtures/README.md) is read and resumed by today's code, and the run continues
+    exactly as today's code runs it uninterrupted: every state tensor equal at 20."""
+    import gzip
+    import shutil
+    import subprocess
+    import sys
+
+    import h5py
+    fixture = os.path.join(os.path.dirname(__file__), "fixtures",
+                           "ckpt_v2_standalone_ring_it10.h5.gz")
+    old = tmp_path / "ckpt_00000010.h5"
+    with gzip.open(fixture, "rb") as src, open(old, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    with h5py.File(old, "r") as f:
+        assert int(f.attrs["format_version"]) == 2
+    common = [sys.executable, "-m", "mpi_gan.standalone", "--dataset", "ring", "--iterations",
+              "20", "--checkpoint-every", "10", "--eval-every", "0", "--log-every", "10"]
+    for out, extra in (("resumed", ["--resume", str(old)]), ("straight", [])):
+        proc = subprocess.run(common + ["--out", str(tmp_path / out), *extra],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    paths = [tmp_path / run / "checkpoints" / "ckpt_00000020.h5"
+             for run in ("resumed", "straight")]
+    with h5py.File(paths[0], "r") as a, h5py.File(paths[1], "r") as b:
+        names = []
+        a["state"].visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset)
+                              else None)
+        assert len(names) > 20
+        for name in names:
+            assert np.array_equal(a["state"][name][()], b["state"][name][()]), name

@@ -13,8 +13,9 @@ import sys
 import h5py
 import numpy as np
 import pytest
+import torch
 
-from mpi_gan.analysis.runs import RunFileError, load_trained_generator
+from mpi_gan.analysis.runs import RunFileError, load_trained_generator, read_run
 from mpi_gan.data import DataError, Dataset, spec_of
 from mpi_gan.data.cache import check_cache, ensure_cache, fingerprint, source
 from mpi_gan.io import integrity
@@ -191,6 +192,57 @@ def test_a_damaged_checkpoint_is_refused_by_name_and_the_older_one_used(ring_run
                                  "refused (the file was damaged after it was written)")
     ckpt = resolve_resume(str(run), reader)
     assert ckpt.iteration == 20 and ckpt.passed_over == (str(caught.value),)
+
+
+def corrupt_metadata_byte(path: str, seed: int) -> None:
+    """Change one byte inside an object header (HDF5 1.8 format: ``OHDR`` blocks, each with
+    its checksum) of ``path``, or inside the superblock (seed 0), drawn with ``seed``."""
+    import re
+    data = bytearray(open(path, "rb").read())
+    rng = np.random.default_rng(seed)
+    if seed == 0:
+        position = 9 + int(rng.integers(0, 30))  # superblock version 2: 48 bytes, checksummed
+    else:
+        headers = [m.start() for m in re.finditer(b"OHDR", data)]
+        assert len(headers) > 10
+        position = headers[rng.integers(len(headers))] + 4 + int(rng.integers(1, 30))
+    data[position] ^= int(rng.integers(1, 256))
+    open(path, "wb").write(data)
+
+
+@pytest.mark.parametrize("seed", range(POSITIONS))
+def test_damaged_metadata_is_refused_like_damaged_data(ring_run, tmp_path, seed):
+    """The file format's own checksums (superblock, object headers): a checkpoint whose
+    structure was damaged is refused by name and the older one used; in a run file, what
+    the analysis reads (the generator, the tables and config) is either exactly what was
+    written or one clear error naming the file (damage to an object neither reads, such as
+    a stored evaluation's, is seen by ``integrity.verify``)."""
+    run = tmp_path / "run"
+    shutil.copytree(ring_run, run)
+    newest = str(run / "checkpoints" / "ckpt_00000030.h5")
+    corrupt_metadata_byte(newest, seed)
+    with pytest.raises(CheckpointError) as caught:
+        reader(newest)
+    assert f"checkpoint {newest}: " in str(caught.value) and (
+        "refused" in str(caught.value) or "corrupt" in str(caught.value)), caught.value
+    assert resolve_resume(str(run), reader).iteration == 20
+    path = str(run / "run.h5")
+    intact = [load_trained_generator(path)[0].state_dict(), read_run(path)]
+    corrupt_metadata_byte(path, seed)
+    for i, load in enumerate((lambda: load_trained_generator(path)[0].state_dict(),
+                              lambda: read_run(path))):
+        try:
+            back = load()
+        except RunFileError as exc:
+            assert path in str(exc)
+            continue
+        if i == 0:
+            assert all(torch.equal(back[k], intact[0][k]) for k in intact[0])
+        else:
+            assert repr(back) == repr(intact[1])
+    with pytest.raises((integrity.ChecksumError, OSError)):  # OSError: at the superblock
+        with h5py.File(path, "r") as f:
+            integrity.verify(f)
 
 
 def test_resume_auto_says_it_falls_back_and_continues_from_the_older_checkpoint(ring_run,

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mpi_gan.comm.preemption import EXIT_PREEMPTED
+from mpi_gan.comm.preemption import ANNOUNCE_SIGINT, EXIT_PREEMPTED
 from tests.conftest import MPIEXEC, PYTHON, mpirun, wait_for_checkpoint
 from tests.test_cli import FAST, all_params, digest
 
@@ -157,6 +157,9 @@ def test_ctrl_c_stops_with_a_checkpoint_and_no_traceback(tmp_path):
     stop = stopped_at(text)
     assert "stopped by SIGINT" in text and ckpt(out, stop).exists()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    # rank 0 alone says at once what happens next, once (mpiexec's forwarded copy is the
+    # same Ctrl-C)
+    assert text.count(ANNOUNCE_SIGINT.decode().strip()) == 1, text
 
 
 @pytest.mark.timeout(600)

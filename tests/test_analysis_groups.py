@@ -224,3 +224,21 @@ def test_a_field_an_older_run_file_lacks_counts_as_its_default():
     new = make_run("new", seed=1, g_ema=0.0)
     averaged = make_run("avg", seed=2, g_ema=0.99)
     assert names_of(group_runs([old, new, averaged])) == [["old", "new"], ["avg"]]
+
+
+def test_cost_ratios_average_every_uncompressed_mdgan_run_against_every_flgan_run():
+    """Means over runs, computed here by hand: an MD-GAN run with compressed feedback (other
+    work per step) and a run without cost are left out."""
+    rows = [("md0", "mdgan", "none", 0.02, 3.0e8), ("md1", "mdgan", "none", 0.04, 3.0e8),
+            ("mdc", "mdgan", "adacomp", 0.50, 3.0e8), ("mdx", "mdgan", "none", np.nan, np.nan),
+            ("fl0", "flgan", "", 0.05, 4.0e8), ("fl1", "flgan", "", 0.07, 4.0e8),
+            ("other", "flgan", "", 0.01, 4.0e8)]
+    table = pd.DataFrame([{"run": r, "algorithm": a, "compress": c, "dataset": "mnist",
+                           "split": "iid" if r != "other" else "labels:2", "batch_size": 32,
+                           "worker_seconds_per_iteration": s, "worker_flops_per_iteration": f}
+                          for r, a, c, s, f in rows])
+    from mpi_gan.analysis.summary import cost_ratios
+    [row] = cost_ratios(table).to_dict("records")
+    assert row["mdgan_runs"] == "md0 md1" and row["flgan_runs"] == "fl0 fl1"
+    assert row["seconds_ratio"] == pytest.approx(0.03 / 0.06)
+    assert row["flops_ratio"] == pytest.approx(0.75)

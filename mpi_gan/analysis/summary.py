@@ -1,7 +1,7 @@
 """The summary table of runs (one row each) and the MD-GAN / FL-GAN worker-cost ratios.
 
-Columns: run, algorithm, dataset, split, model, workers, k (MD-GAN), batch_size,
-iterations, finished, the final score of each kind (last evaluation during training,
+Columns: run, algorithm, dataset, split, model, workers, k and compress (MD-GAN: its
+feedback compressor), batch_size, iterations, finished, the final score of each kind (last evaluation during training,
 or the stored offline evaluation when there is none), wall_seconds (training loop),
 worker_seconds_per_iteration and worker_flops_per_iteration (mean over the ranks that
 train: the workers, or the one standalone process), server_bytes_sent,
@@ -25,7 +25,9 @@ def summary_row(run: dict) -> dict:
     row = {"run": run["name"], "algorithm": run["algorithm"], "dataset": cfg.get("dataset"),
            "split": cfg.get("split"), "model": cfg.get("model"),
            "workers": max(run["world"] - 1, 1), "k": cfg.get("k", np.nan) if
-           run["algorithm"] == "mdgan" else np.nan, "batch_size": cfg.get("batch_size"),
+           run["algorithm"] == "mdgan" else np.nan,
+           "compress": cfg.get("compress", "none") if run["algorithm"] == "mdgan" else "",
+           "batch_size": cfg.get("batch_size"),
            "iterations": run["iteration"], "finished": run["finished"]}
     for name in SCORES:
         column = run["scores"].get(name)
@@ -51,17 +53,21 @@ def summary_table(runs: list[dict]) -> pd.DataFrame:
 
 def cost_ratios(table: pd.DataFrame) -> pd.DataFrame:
     """MD-GAN worker cost / FL-GAN worker cost for each (dataset, split, batch_size) that has
-    both (the first run of each algorithm): seconds and FLOPs per iteration."""
+    both: the mean over every MD-GAN run with uncompressed feedback (any k, any seed) over
+    the mean over every FL-GAN run, of seconds and of FLOPs per iteration; the runs used
+    are listed (space-separated)."""
     rows = []
     if "worker_seconds_per_iteration" not in table:
         return pd.DataFrame(rows)
     for key, group in table.groupby(["dataset", "split", "batch_size"]):
-        md, fl = group[group.algorithm == "mdgan"], group[group.algorithm == "flgan"]
+        md = group[(group.algorithm == "mdgan") & (group.get("compress", "none") == "none")]
+        fl = group[group.algorithm == "flgan"]
+        md, fl = (runs.dropna(subset=["worker_seconds_per_iteration"]) for runs in (md, fl))
         if len(md) and len(fl):
             rows.append({"dataset": key[0], "split": key[1], "batch_size": key[2],
-                         "mdgan_run": md.run.iloc[0], "flgan_run": fl.run.iloc[0],
-                         "seconds_ratio": md.worker_seconds_per_iteration.iloc[0] /
-                         fl.worker_seconds_per_iteration.iloc[0],
-                         "flops_ratio": md.worker_flops_per_iteration.iloc[0] /
-                         fl.worker_flops_per_iteration.iloc[0]})
+                         "mdgan_runs": " ".join(md.run), "flgan_runs": " ".join(fl.run),
+                         "seconds_ratio": md.worker_seconds_per_iteration.mean() /
+                         fl.worker_seconds_per_iteration.mean(),
+                         "flops_ratio": md.worker_flops_per_iteration.mean() /
+                         fl.worker_flops_per_iteration.mean()})
     return pd.DataFrame(rows)

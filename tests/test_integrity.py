@@ -209,3 +209,21 @@ def test_a_stop_signal_during_the_dataset_conversion_cuts_no_file(tmp_path):
     [cached] = os.listdir(cache)  # the cache, complete, and nothing else
     with h5py.File(cache / cached, "r") as f:
         assert f.attrs["complete"] == 1 and f["train_images"].shape == (60000, 1, 28, 28)
+
+
+def test_a_full_disk_during_the_dataset_conversion_gives_one_line(tmp_path, small_filesystem):
+    """The cache directory's disk fills while rank 0 converts MNIST into its cache: every rank
+    ends with the one disk-full line naming the cache, no traceback, no temporary file."""
+    cache = small_filesystem / "cache"
+    with open(small_filesystem / "filler", "wb") as filler:  # leave about 2 MB free
+        filler.write(b"\0" * (58 << 20))
+    flags = list(FAST)
+    flags[flags.index("--dataset") + 1] = "mnist"
+    proc = mpirun(3, ["mpi_gan.mdgan", "--out", str(tmp_path / "run"), *flags, "--cache-dir",
+                      str(cache), "--iterations", "2", "--eval-every", "0"], timeout=300)
+    assert proc.returncode != 0
+    [line] = error_lines(proc.stderr)
+    assert line.startswith(f"mpi_gan: error: no space left on device writing {cache}/"), line
+    assert re.search(r"it needs about 5\d\.\d MB, [0-9.]+ MB free in ", line), line  # 55 MB
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert not [name for name in os.listdir(cache) if ".tmp-" in name]

@@ -123,7 +123,8 @@ def ensure_cache(spec: DatasetSpec, data_dir: str, cache_dir: str, log=print) ->
     except OSError as exc:
         raise DataError(f"cannot create the dataset cache directory {cache_dir!r}: {exc}") \
             from exc
-    with atomic_h5(path) as f:
+    # about the arrays' bytes (stored uncompressed), for a full disk's message
+    with atomic_h5(path, size_hint=sum(np.asarray(arrays[key]).nbytes for key in KEYS)) as f:
         for key in KEYS:
             array = np.ascontiguousarray(arrays[key])
             chunks = (min(256, max(len(array), 1)),) + array.shape[1:] if len(array) else None

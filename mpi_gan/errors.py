@@ -16,7 +16,8 @@ def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
 
 def type_name(exc: BaseException) -> str:
     """An exception's type as a reader knows it: ``OSError`` for a built-in,
-    ``zlib.error`` or ``gzip.BadGzipFile`` (module and qualified name) for any other."""
+    ``zlib.error``, ``gzip.BadGzipFile`` or ``pickle.UnpicklingError`` (public module and
+    qualified name: a C accelerator's ``_pickle`` reads as ``pickle``) for any other."""
     kind = type(exc).__qualname__
     module = type(exc).__module__
-    return kind if module in ("builtins", "__main__") else f"{module}.{kind}"
+    return kind if module in ("builtins", "__main__") else f"{module.lstrip('_')}.{kind}"

@@ -28,8 +28,10 @@ files=()
 for seed in "${SEEDS[@]}"; do
   for spec in "${SPECS[@]}"; do
     name=${spec//[:,=+]/_}-s$seed
-    flags=(--compress "${spec%+*}" --residual)
-    [ "$spec" = "${spec%+noresidual}" ] || flags+=(--no-residual)
+    compress=${spec%+noresidual}
+    case $compress in *+*) echo "feedback_sweep: bad SPEC $spec (only +noresidual)" >&2; exit 2;; esac
+    flags=(--compress "$compress" --residual)
+    [ "$spec" = "$compress" ] || flags+=(--no-residual)
     run "$name" 5 mpi_gan.mdgan --seed "$seed" "${flags[@]}"
     files+=("$OUT/$name/run.h5")
   done

@@ -2,6 +2,7 @@
 import errno
 import gzip
 import os
+import pickle
 import zlib
 
 import pytest
@@ -25,11 +26,14 @@ def test_the_chain_follows_causes_then_contexts_and_stops_at_a_cycle():
 def test_type_names_are_those_a_reader_knows():
     assert type_name(OSError("x")) == "OSError"
     assert type_name(EOFError()) == "EOFError"
-    try:
+    with pytest.raises(zlib.error) as caught:
         zlib.decompress(b"not a deflate stream")
-    except zlib.error as exc:
-        assert type_name(exc) == "zlib.error"
+    assert type_name(caught.value) == "zlib.error"
     assert type_name(gzip.BadGzipFile("x")) == "gzip.BadGzipFile"
+    with pytest.raises(pickle.UnpicklingError) as caught:
+        pickle.loads(b"not a pickle")
+    assert type(caught.value).__module__ == "_pickle"  # the C accelerator's
+    assert type_name(caught.value) == "pickle.UnpicklingError"
 
 
 def test_disk_full_is_recognised_whatever_raised_it():

@@ -143,6 +143,28 @@ def test_dead_writers_temporary_files_are_removed_by_the_next_write(tmp_path):
                            names["other"]])
 
 
+@pytest.mark.parametrize("hostname", ["node-1-2", "odd~name", "a-b~c"])
+def test_temporary_names_of_hostnames_with_dashes_and_tildes(tmp_path, monkeypatch, hostname):
+    """A hostname may hold '-' and (rarely) '~': a dead writer's file of this host is still
+    found, another machine's of the same hostname still spared."""
+    import socket
+
+    from mpi_gan.io.atomic import remove_dead_temporaries, temporary_name
+    from mpi_gan.io.lock import machine_id
+    monkeypatch.setattr(socket, "gethostname", lambda: hostname)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    path = str(tmp_path / "x.h5")
+    mine = temporary_name(path)
+    assert mine == f"{path}.tmp-{hostname}~{machine_id()}-{os.getpid()}"
+    dead = mine[:-len(str(os.getpid()))] + str(child.pid)
+    clone = f"{path}.tmp-{hostname}~{'0' * 12}-{child.pid}"
+    for name in (dead, clone):
+        open(name, "wb").close()
+    assert remove_dead_temporaries(path) == [dead]
+    assert os.path.exists(clone)
+
+
 def test_requeue_only_after_a_warning_under_slurm_with_progress():
     slurm = {"SLURM_JOB_ID": "42"}
     assert requeue_command(signal.SIGUSR1, True, slurm) == ["scontrol", "requeue", "42"]

@@ -214,15 +214,19 @@ def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
         os.unlink(lock.path)
         write_lock(out, host="other-node", pid=2, start="now")
         before = (out / "run.h5").read_bytes()
-        table.append(iteration=2)
         with pytest.raises(LockLost, match="taken over by another job, pid 2 on other-node"):
+            run.update(1, traffic, [], finished=True)  # no rows pending: its own check
+        table.append(iteration=2)
+        with pytest.raises(LockLost):
             run.append_rows()
         with pytest.raises(LockLost):
-            run.update(2, traffic, [], finished=True)
+            RunFile(str(out / "new.h5"), "test", Config(), 2, {"metrics": table}, ("a",),
+                    traffic, "generator", [], 0)
         path = checkpoint_path(str(out), 2)
         with pytest.raises(LockLost):
             write_checkpoint(path, "test", Config(), 2, 2, [], {"metrics": table}, ("a",),
                              traffic)
+        assert not (out / "new.h5").exists()
         assert (out / "run.h5").read_bytes() == before and not os.path.exists(path)
         assert not os.path.exists(os.path.dirname(path))
         with h5py.File(out / "run.h5") as f:

@@ -182,12 +182,22 @@ def test_a_version_2_checkpoint_resumes_exactly(tmp_path):
         proc = subprocess.run(common + ["--out", str(tmp_path / out), *extra],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
-    paths = [tmp_path / run / "checkpoints" / "ckpt_00000020.h5"
-             for run in ("resumed", "straight")]
-    with h5py.File(paths[0], "r") as a, h5py.File(paths[1], "r") as b:
-        names = []
-        a["state"].visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset)
-                              else None)
-        assert len(names) > 20
-        for name in names:
-            assert np.array_equal(a["state"][name][()], b["state"][name][()]), name
+    def same_state(path_a, path_b):
+        with h5py.File(path_a, "r") as a, h5py.File(path_b, "r") as b:
+            names = []
+            a["state"].visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset)
+                                  else None)
+            assert len(names) > 20
+            for name in names:
+                assert np.array_equal(np.asarray(a["state"][name][()]).reshape(-1),
+                                      np.asarray(b["state"][name][()]).reshape(-1)), name
+    straight = tmp_path / "straight" / "checkpoints"
+    # the old code's state at 10 is today's (else a difference at 20 is drift, not resume)
+    same_state(old, straight / "ckpt_00000010.h5")
+    same_state(tmp_path / "resumed" / "checkpoints" / "ckpt_00000020.h5",
+               straight / "ckpt_00000020.h5")
+    with h5py.File(tmp_path / "resumed" / "run.h5", "r") as f:  # the fixture's rows kept
+        iterations = f["metrics/iteration"][()]
+        assert iterations[0] == 1 and iterations[-1] == 20 and len(iterations) == 20
+    assert f"resumed from {old} at iteration 10" in \
+        open(tmp_path / "resumed" / "logs" / "rank0.log").read()

@@ -62,3 +62,22 @@ def test_an_unreadable_mark_counts_as_remote_and_the_deadline_bounds_a_stuck_ran
     loop.wait_for_exits([stuck, str(garbled), str(tmp_path / "missing")], start + 0.4)
     assert time.monotonic() - start >= 0.4  # waited for the stuck rank until the deadline
     assert loop.process_alive(sleeper.pid)
+
+
+def test_marks_name_the_machine_and_a_clone_sharing_the_hostname_is_remote(
+        tmp_path, monkeypatch, sleeper):
+    """A mark written today names hostname and machine id: this machine's is waited for by
+    its pid; one of another machine with the same hostname (a cloned node, a container)
+    gets the remote grace, its pid never looked up here (it may be a live local process)."""
+    from mpi_gan.io.lock import this_host
+    monkeypatch.setattr(loop, "REMOTE_EXIT_GRACE", 0.3)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    mine = write_mark(tmp_path / ".finalized-1", this_host(), child.pid)
+    loop.wait_for_exits([mine], time.monotonic() + 60)
+    assert not loop.process_alive(child.pid)
+    child.wait()
+    clone = write_mark(tmp_path / ".finalized-2", f"{socket.gethostname()}~{'0' * 12}",
+                       sleeper.pid)
+    start = time.monotonic()
+    loop.wait_for_exits([clone], start + 60)  # not held until the deadline by the live pid
+    assert 0.3 <= time.monotonic() - start < 30

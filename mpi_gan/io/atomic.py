@@ -15,7 +15,7 @@ import shutil
 
 from ..errors import exception_chain
 from .integrity import open_for_writing
-from .lock import process_alive, same_host, this_host
+from .lock import parse_host, process_alive, same_host, this_host
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -97,8 +97,7 @@ def remove_dead_temporaries(path: str) -> list[str]:
     for candidate in glob.glob(glob.escape(path) + ".tmp-*"):
         owner = candidate[len(path) + len(".tmp-"):]
         where, _, pid = owner.rpartition("-")
-        hostname, tilde, machine = where.partition("~")
-        here = not where or same_host(hostname, machine if tilde else None)
+        here = not where or same_host(*parse_host(where))
         if not pid.isdigit() or not here or process_alive(int(pid)):
             continue
         with contextlib.suppress(OSError):

@@ -86,6 +86,13 @@ def same_host(host: str | None, machine: str | None) -> bool:
     return host == socket.gethostname() and machine in (None, machine_id())
 
 
+def parse_host(text: str) -> tuple[str, str | None]:
+    """(hostname, machine id or None) of a ``this_host`` record (None: an older record,
+    the hostname alone)."""
+    hostname, tilde, machine = text.rpartition("~")
+    return (hostname, machine) if tilde else (text, None)
+
+
 def this_holder() -> dict[str, str]:
     """The fields this process writes into a lock it takes."""
     return {"host": socket.gethostname(), "machine": machine_id(), "pid": str(os.getpid()),
@@ -284,5 +291,8 @@ def ensure_held() -> None:
 def release_all() -> None:
     """Give up every lock this process holds (best effort: never raises)."""
     while _HELD:
-        with contextlib.suppress(Exception):
-            _HELD.pop().release()
+        lock = _HELD.pop()
+        try:
+            lock.release()
+        except BaseException:  # noqa: BLE001 - on the abort path: MPI_Abort must follow
+            pass

@@ -26,7 +26,6 @@ import logging
 import os
 import resource
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -650,7 +649,7 @@ def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
         MPI.Finalize()
     marks = [finalized_mark(cfg.out, r) for r in range(size) if r not in result.lost]
     with open(finalized_mark(cfg.out, rank), "w") as mark:
-        mark.write(f"{socket.gethostname()} {os.getpid()}\n")
+        mark.write(f"{run_lock.this_host()} {os.getpid()}\n")
     deadline = time.monotonic() + FINALIZE_WAIT_SECONDS
     while not all(os.path.exists(m) for m in marks) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -670,15 +669,15 @@ REMOTE_EXIT_GRACE = 2.0  # seconds rank 0 gives a rank on another host to exit
 
 def wait_for_exits(marks: list[str], deadline: float) -> None:
     """Return once the processes named by the ``.finalized-*`` files ``marks`` have exited:
-    those on this host when their process id is gone or a zombie, those elsewhere (or
-    whose mark cannot be read) after ``REMOTE_EXIT_GRACE`` seconds; at ``deadline``
-    (``time.monotonic``) at the latest."""
-    host, local, remote = socket.gethostname(), [], False
+    those on this host (hostname and machine id: ``io.lock.same_host``) when their
+    process id is gone or a zombie, those elsewhere (or whose mark cannot be read) after
+    ``REMOTE_EXIT_GRACE`` seconds; at ``deadline`` (``time.monotonic``) at the latest."""
+    local, remote = [], False
     for mark in marks:
         try:
             with open(mark) as f:
                 where, pid = f.read().split()
-            if where == host:
+            if run_lock.same_host(*run_lock.parse_host(where)):
                 local.append(int(pid))
                 continue
         except (OSError, ValueError):

@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from mpi_gan.analysis.groups import group_key
+from mpi_gan.analysis.runs import config_of
 
 WORKER_KIND = {"mpi-gan-asgd-run": "push", "mpi-gan-mdgan-run": "feedback"}
 
@@ -61,7 +62,7 @@ def summarise(path: str) -> dict:
             fmt = fmt.decode()
         if fmt not in WORKER_KIND:
             raise SystemExit(f"traffic_report: {path} is not an mpi-gan run file ({fmt!r})")
-        config = {k: v.decode() if isinstance(v, bytes) else v for k, v in f["config"].attrs.items()}
+        config = config_of(f)
         kind = WORKER_KIND[fmt]
         nbytes = f[f"traffic/kinds/{kind}/bytes"][()]
         messages = f[f"traffic/kinds/{kind}/messages"][()]

@@ -242,3 +242,20 @@ def test_cost_ratios_average_every_uncompressed_mdgan_run_against_every_flgan_ru
     assert row["mdgan_runs"] == "md0 md1" and row["flgan_runs"] == "fl0 fl1"
     assert row["seconds_ratio"] == pytest.approx(0.03 / 0.06)
     assert row["flops_ratio"] == pytest.approx(0.75)
+
+
+def test_config_of_leaves_out_the_attributes_digest(tmp_path):
+    """Two runs that differ only in their seed have different attribute digests: the
+    configuration the analysis and traffic_report group by must not hold it."""
+    import h5py
+
+    from mpi_gan.analysis.runs import config_of
+    from mpi_gan.io import integrity
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        group = f.create_group("config")
+        group.attrs.update({"compress": "adacomp", "seed": np.int64(3), "lr": 0.1})
+        integrity.seal(group)
+        assert integrity.ATTRS_DIGEST in group.attrs
+        config = config_of(f)
+    assert config == {"compress": "adacomp", "seed": 3, "lr": 0.1}
+    assert type(config["seed"]) is int

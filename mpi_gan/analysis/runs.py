@@ -116,6 +116,13 @@ def load_trained_generator(path: str) -> tuple[torch.nn.Module, GanConfig, int]:
     return g, cfg, iteration
 
 
+def config_of(f: h5py.File) -> dict:
+    """A run file's or checkpoint's configuration attributes, by name, as Python values
+    (text decoded, numpy scalars as Python scalars), without the attributes' digest."""
+    return {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
+            for k, v in f["config"].attrs.items() if k != integrity.ATTRS_DIGEST}
+
+
 def read_run(path: str) -> dict:
     """Everything the analysis uses from one run: name, algorithm, config attrs, iteration,
     finished, metrics and scores tables (column -> array), traffic (kinds, bytes int64
@@ -129,9 +136,7 @@ def read_run(path: str) -> dict:
             "path": path, "algorithm": algorithm_of(f),
             "name": os.path.basename(os.path.dirname(os.path.abspath(path)))
             if os.path.basename(path) == "run.h5" else os.path.splitext(os.path.basename(path))[0],
-            "config": {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item")
-                           else v) for k, v in f["config"].attrs.items()
-                       if k != integrity.ATTRS_DIGEST},
+            "config": config_of(f),
             "iteration": int(f.attrs.get("iteration", 0)),
             "finished": int(f.attrs.get("finished", f.attrs.get("complete", 0))),
             "world": int(f.attrs["world_size"]),

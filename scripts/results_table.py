@@ -22,9 +22,15 @@ SCORES = (("mnist_score", True), ("classifier_fid", False))  # (column, higher i
 
 
 def setting_name(row) -> str:
+    """e.g. ``MD-GAN k=1``, ``MD-GAN k=1, feedback adacomp:ratio=0.1, no residual``."""
     if row.algorithm == "mdgan":
         name = f"MD-GAN k={int(row.k)}"
-        return name + (" AdaComp feedback" if "adacomp" in str(row.setting) else "")
+        compress = re.search(r"compress=(\S+)", str(row.setting))
+        if compress and compress.group(1) != "none":
+            name += f", feedback {compress.group(1)}"
+            if re.search(r"residual=False", str(row.setting)):
+                name += ", no residual"
+        return name
     return {"flgan": "FL-GAN", "standalone": "standalone GAN"}.get(row.algorithm, row.algorithm)
 
 
@@ -32,8 +38,8 @@ def cell(row, column: str, bold: bool) -> str:
     mean, std = row[f"{column}_mean"], row[f"{column}_std"]
     low, high = row[f"{column}_min"], row[f"{column}_max"]
     digits = 2 if column == "mnist_score" else 1
-    text = f"{mean:.{digits}f} +- {0 if pd.isna(std) else std:.{digits}f} " \
-           f"({low:.{digits}f}..{high:.{digits}f})"
+    text = f"{mean:.{digits}f}" if row.seeds == 1 else \
+        f"{mean:.{digits}f} +- {std:.{digits}f} ({low:.{digits}f}..{high:.{digits}f})"
     return f"**{text}**" if bold else text
 
 
@@ -86,12 +92,13 @@ def feedback_table(groups: pd.DataFrame) -> None:
                   (groups.split == "iid") & (groups.k == 1)]
     if len(rows) < 2:
         return
-    dense = rows[~rows.setting.str.contains("adacomp")].iloc[0]
-    print("\n| MNIST iid, MD-GAN k=1 | seeds | feedback into the server (MB) | reduction | "
-          "MNIST score | classifier FID |\n|---|---|---|---|---|---|")
-    for _, row in rows.iterrows():
+    dense = rows[rows.setting.str.contains("compress=none")].iloc[0]
+    print("\n| MNIST iid | seeds | feedback into the server (MB) | reduction | server sent + "
+          "feedback (GB) | MNIST score | classifier FID |\n|---|---|---|---|---|---|---|")
+    for _, row in rows.sort_values("bytes_feedback_mean", ascending=False).iterrows():
         print(f"| {setting_name(row)} | {row.seed_list} | {row.bytes_feedback_mean / 1e6:.1f} | "
               f"{dense.bytes_feedback_mean / row.bytes_feedback_mean:.1f}x | "
+              f"{(row.server_bytes_sent_mean + row.bytes_feedback_mean) / 1e9:.2f} | "
               f"{cell(row, 'mnist_score', False)} | {cell(row, 'classifier_fid', False)} |")
 
 

@@ -99,6 +99,48 @@ def test_fletcher32_catches_one_changed_byte_anywhere_in_the_data(tmp_path, seed
         assert integrity.is_checksum_failure(caught.value)
 
 
+@pytest.mark.parametrize("fill", [b"\xff", b"\x00"])
+def test_a_chunk_overwritten_whole_is_caught_where_fletcher32_is_blind(tmp_path, fill):
+    """The issue's case: one data chunk overwritten after the file was written, its
+    Fletcher-32 included. All-0xFF (or all-0x00) bytes check out under Fletcher-32 (shown
+    here: h5py reads the chunk back without error); the contents' CRC catches it, in
+    ``verify`` and in ``read``."""
+    path = str(tmp_path / "x.h5")
+    data = np.random.default_rng(0).integers(0, 3, size=(64, 784), dtype=np.uint8)
+    with h5py.File(path, "w", libver=integrity.LIBVER) as f:
+        integrity.create(f, "images", data, chunks=(16, 784))
+    with h5py.File(path, "r") as f:
+        info = f["images"].id.get_chunk_info(1)
+    with open(path, "r+b") as raw:
+        raw.seek(info.byte_offset)
+        raw.write(fill * info.size)
+    with h5py.File(path, "r") as f:
+        assert (f["images"][16:32] == fill[0]).all()  # Fletcher-32 passes it
+        with pytest.raises(integrity.ChecksumError, match="/images fails its checksum"):
+            integrity.verify(f)
+        with pytest.raises(integrity.ChecksumError, match="/images fails its checksum"):
+            integrity.read(f["images"])
+
+
+def test_the_crc_follows_appends_truncations_and_overwrites(tmp_path):
+    """The writers keep each dataset's CRC equal to that of its contents, computed here."""
+    import zlib
+    path = str(tmp_path / "t.h5")
+    rows = np.arange(10, dtype=np.float32)
+    with h5py.File(path, "w", libver=integrity.LIBVER) as f:
+        table = integrity.create(f, "rows", rows[:4], maxshape=(None,))
+        integrity.write_rows(table, 4, rows[4:10])   # appended
+        integrity.write_rows(table, 7, rows[:2])     # rows 7.. replaced: 9 rows
+        fixed = integrity.create(f, "fixed", np.zeros((2, 3), np.int64))
+        integrity.overwrite(fixed, np.arange(6).reshape(2, 3))
+    expected_rows = np.concatenate([rows[:7], rows[:2]])
+    with h5py.File(path, "r") as f:
+        assert int(f["rows"].attrs["crc32"]) == zlib.crc32(expected_rows.tobytes())
+        assert int(f["fixed"].attrs["crc32"]) == zlib.crc32(np.arange(6, dtype=np.int64).tobytes())
+        integrity.verify(f)
+        assert np.array_equal(integrity.read(f["rows"]), expected_rows)
+
+
 # --- the dataset cache ---------------------------------------------------------------
 
 @pytest.fixture
@@ -126,6 +168,23 @@ def test_a_damaged_cache_is_rebuilt_with_one_line_saying_so(idx_cache, seed):
     with h5py.File(path, "r") as f:
         assert all(np.array_equal(f[k][()], arrays[k]) for k in arrays)  # as before
     assert check_cache(path, spec_of(c), stamp) == ""
+
+
+def test_a_cache_chunk_overwritten_white_is_rebuilt(idx_cache):
+    """The issue's case on a real cache: the first chunk of the training images overwritten
+    with 0xFF, checksum and all, attributes intact (it used to train on white images)."""
+    c, path, arrays = idx_cache
+    with h5py.File(path, "r") as f:
+        info = f["train_images"].id.get_chunk_info(0)
+    with open(path, "r+b") as raw:
+        raw.seek(info.byte_offset)
+        raw.write(b"\xff" * info.size)
+    said = []
+    assert ensure_cache(spec_of(c), c.data_dir, c.cache_dir, log=said.append) == path
+    assert said[0] == (f"the dataset cache {path}: dataset /train_images fails its checksum: "
+                       "rebuilding it")
+    with h5py.File(path, "r") as f:
+        assert np.array_equal(f["train_images"][()], arrays["train_images"])
 
 
 def test_an_intact_cache_is_used_as_it_is_and_an_unchecksummed_one_rebuilt(idx_cache):

@@ -179,7 +179,7 @@ def test_a_run_that_lost_its_lock_stops_before_writing_again(tmp_path):
         wait_for_checkpoint(str(out), 20, proc.poll)
         os.unlink(out / run_lock.LOCK_NAME)
         write_lock(out, host="other-node", pid=2, start="now")
-        _, err = proc.communicate(timeout=300)
+        out_text, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode != 0
@@ -188,6 +188,10 @@ def test_a_run_that_lost_its_lock_stops_before_writing_again(tmp_path):
                      f"{out / run_lock.LOCK_NAME} was taken over by another job, pid 2 on "
                      "other-node since now, which judged it stale (its heartbeat older than "
                      "120 s, or its process gone); --out is that job's now"], err
+    # said once on the console (the log file has it too)
+    assert (out_text + err).count("this job stops without writing anything more") == 1
+    assert "this job stops without writing anything more" in \
+        (out / "logs" / "rank0.log").read_text()
     assert read_holder(str(out / run_lock.LOCK_NAME))["pid"] == "2"  # theirs, untouched
 
 

@@ -212,7 +212,8 @@ def _abort(comm: MPI.Comm, text: str, code: int, clear: bool = False) -> None:
     header naming the rank), let the launcher read it, then end the whole job. Every step
     before MPI_Abort is best effort: a full disk or a closed pipe never keeps it away."""
     rank = comm.Get_rank()
-    best_effort(logging.getLogger("mpi_gan").error, "rank %d aborting the job: %s", rank, text)
+    # to the log files only: the console gets the one line below
+    best_effort(log_to_files, logging.ERROR, f"rank {rank} aborting the job: {text}")
     best_effort(flush_logs)
     logs = log_files()
     where = f" (also in {logs[0]})" if logs else ""

@@ -10,6 +10,12 @@ global heap, which has none, so ``seal`` stores a digest of an object's attribut
 (``ATTRS_DIGEST``) that ``verify`` checks. A 0-d array is stored as shape (1,) with the
 attribute ``scalar`` = 1 (HDF5 cannot chunk a scalar); ``read`` gives it back as 0-d.
 
+Fletcher-32 has a blind spot that a stray write can hit: a chunk overwritten whole, its
+checksum included, with 0xFF bytes (or 0x00) checks out. So each dataset also carries the
+CRC-32 of its whole contents in C order (attribute ``crc32``, in the checksummed object
+header), kept by every writer (``overwrite``, ``write_rows``), checked by ``verify`` and by
+``read``. Files written before it have none and are checked by Fletcher-32 alone.
+
 ``verify`` reads every chunk of a file once (a checkpoint before resuming from it, a
 dataset cache when a node starts), checks every sealed object's attributes, and names
 the first dataset or object that fails; ``is_checksum_failure`` tells a failed checksum
@@ -18,6 +24,7 @@ from other read errors.
 from __future__ import annotations
 
 import hashlib
+import zlib
 
 import h5py
 import numpy as np
@@ -32,6 +39,7 @@ ONE_CHUNK = 1 << 26  # bytes: a fixed-size array up to this size is one chunk
 _FAILURES = ("filter returned failure", "fletcher32", "metadata checksum",
              "checksum verification failed")
 ATTRS_DIGEST = "attrs_blake2b"
+CONTENT_CRC = "crc32"
 
 
 def open_for_writing(path: str, mode: str) -> h5py.File:
@@ -62,12 +70,58 @@ def create(group, name: str, data: np.ndarray, **kwargs) -> h5py.Dataset:
     dataset = group.create_dataset(name, data=data, fletcher32=True, **kwargs)
     if scalar:
         dataset.attrs["scalar"] = 1
+    _stamp(dataset, content_crc(_as_stored(dataset, data)))
     return dataset
 
 
+def content_crc(array: np.ndarray, crc: int = 0) -> int:
+    """CRC-32 of ``array``'s bytes in C order, continuing ``crc`` (that of the bytes before:
+    the CRC of a concatenation is computed piece by piece)."""
+    array = np.ascontiguousarray(array)
+    return zlib.crc32(memoryview(array.reshape(-1)).cast("B"), crc) if array.size else crc
+
+
+def _as_stored(dataset: h5py.Dataset, array) -> np.ndarray:
+    return np.asarray(array, dtype=dataset.dtype)
+
+
+def _stamp(dataset: h5py.Dataset, crc: int) -> None:
+    if dataset.dtype.kind != "O":  # variable-length data have no fixed bytes to sum
+        dataset.attrs[CONTENT_CRC] = np.uint32(crc)
+
+
+def overwrite(dataset: h5py.Dataset, array) -> None:
+    """Replace the whole contents of ``dataset`` (same shape) and its CRC."""
+    array = _as_stored(dataset, array).reshape(dataset.shape)
+    dataset[...] = array
+    _stamp(dataset, content_crc(array))
+
+
+def write_rows(dataset: h5py.Dataset, start: int, array) -> None:
+    """Rows ``start``.. of a resizable dataset (axis 0) become ``array`` (the dataset grows
+    or shrinks to ``start + len(array)`` rows), and its CRC follows: continued from the
+    stored one when appending at the end, else recomputed from the rows kept."""
+    array = _as_stored(dataset, array)
+    before = dataset.shape[0]
+    crc = dataset.attrs.get(CONTENT_CRC)
+    dataset.resize(start + len(array), axis=0)
+    dataset[start:] = array
+    if crc is None or start != before:
+        crc = content_crc(dataset[:start])
+    _stamp(dataset, content_crc(array, int(crc)))
+
+
+def _check_crc(dataset: h5py.Dataset, crc: int, where: str) -> None:
+    stored = dataset.attrs.get(CONTENT_CRC)
+    if stored is not None and int(stored) != crc:
+        raise ChecksumError(f"{where}: dataset {dataset.name} fails its checksum")
+
+
 def read(dataset: h5py.Dataset) -> np.ndarray:
-    """The whole dataset as an array (0-d for one written from a 0-d array)."""
+    """The whole dataset as an array (0-d for one written from a 0-d array); ChecksumError
+    if its contents do not match their CRC (a chunk's Fletcher-32 is checked by HDF5)."""
     array = np.asarray(dataset[()])
+    _check_crc(dataset, content_crc(array), dataset.file.filename)
     return array.reshape(()) if dataset.attrs.get("scalar", 0) == 1 else array
 
 
@@ -110,7 +164,8 @@ def checksummed(dataset: h5py.Dataset) -> bool:
 
 
 def verify(f, where: str = "") -> None:
-    """Read every dataset of the open file or group ``f`` chunk by chunk (memory: one chunk);
+    """Read every dataset of the open file or group ``f`` a row of chunks at a time (memory:
+    one row of chunks), checking each chunk's Fletcher-32 and the contents' CRC;
     ChecksumError naming the file and dataset whose checksum fails, or a dataset written
     without one. ``where`` names the file in the message (default: ``f.filename``)."""
     where = where or f.file.filename
@@ -129,9 +184,13 @@ def verify(f, where: str = "") -> None:
         if not checksummed(obj):
             failed.append(f"{where}: dataset {obj.name} carries no checksum")
             return
-        try:
-            for chunk in obj.iter_chunks():
-                obj[chunk]
+        try:  # slabs of whole chunk rows, in C order: each chunk read once, the CRC streamed
+            rows, crc = (obj.chunks or obj.shape)[0], 0
+            for start in range(0, obj.shape[0], rows):
+                crc = content_crc(obj[start:start + rows], crc)
+            _check_crc(obj, crc, where)
+        except ChecksumError as exc:
+            failed.append(str(exc))
         except OSError as exc:
             why = "fails its checksum" if is_checksum_failure(exc) else f"cannot be read ({exc})"
             failed.append(f"{where}: dataset {obj.name} {why}")

@@ -168,9 +168,7 @@ class RunFile:
                 table = self.tables[path]
                 start = min(written, len(table), written if table.kept is None else table.kept)
                 for name, array in table.arrays(start).items():
-                    dataset = f[f"{path}/{name}"]
-                    dataset.resize(start + len(array), axis=0)
-                    dataset[start:] = array
+                    integrity.write_rows(f[f"{path}/{name}"], start, array)
                 self.written[path], table.kept = len(table), None
 
     def update(self, iteration: int, traffic: tuple[np.ndarray, np.ndarray], model_entries,
@@ -182,15 +180,16 @@ class RunFile:
         nbytes, messages = traffic
         with disk_full_errors(self.path), integrity.open_for_writing(self.path, "r+") as f:
             kinds = str(f["traffic"].attrs["kinds"]).split(",")
-            f["traffic/bytes"][...] = nbytes.sum(axis=0)
-            f["traffic/messages"][...] = messages.sum(axis=0)
+            integrity.overwrite(f["traffic/bytes"], nbytes.sum(axis=0))
+            integrity.overwrite(f["traffic/messages"], messages.sum(axis=0))
             for i, kind in enumerate(kinds):
-                f[f"traffic/kinds/{kind}/bytes"][...] = nbytes[i]
-                f[f"traffic/kinds/{kind}/messages"][...] = messages[i]
+                integrity.overwrite(f[f"traffic/kinds/{kind}/bytes"], nbytes[i])
+                integrity.overwrite(f[f"traffic/kinds/{kind}/messages"], messages[i])
             for name, tensor in model_entries:
                 if name.startswith("model/"):
-                    f[f"{self.model_group}/{name}"][...] = tensor.detach().cpu().numpy()
+                    integrity.overwrite(f[f"{self.model_group}/{name}"],
+                                        tensor.detach().cpu().numpy())
             for path, array in (datasets or {}).items():
-                f[path][...] = array
+                integrity.overwrite(f[path], array)
             f.attrs.update({"iteration": iteration, "finished": int(finished)})
             f.flush()

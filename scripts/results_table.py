@@ -22,7 +22,8 @@ SCORES = (("mnist_score", True), ("classifier_fid", False))  # (column, higher i
 
 
 def setting_name(row) -> str:
-    """e.g. ``MD-GAN k=1``, ``MD-GAN k=1, feedback adacomp:ratio=0.1, no residual``."""
+    """e.g. ``MD-GAN k=1``, ``MD-GAN k=1, feedback adacomp:ratio=0.1, no residual`` (the
+    residual memory is named only where the analysed runs differ in it)."""
     if row.algorithm == "mdgan":
         name = f"MD-GAN k={int(row.k)}"
         compress = re.search(r"compress=(\S+)", str(row.setting))
@@ -30,6 +31,8 @@ def setting_name(row) -> str:
             name += f", feedback {compress.group(1)}"
             if re.search(r"residual=False", str(row.setting)):
                 name += ", no residual"
+            elif re.search(r"residual=True", str(row.setting)):
+                name += ", residual"
         return name
     return {"flgan": "FL-GAN", "standalone": "standalone GAN"}.get(row.algorithm, row.algorithm)
 

@@ -14,13 +14,9 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from .argtypes import OneLineParser, integer, nonnegative_int, positive_float, positive_int
-from .thread_pools import DEFAULT_THREADS
 from .data import DATASETS, DataError, DatasetSpec, parse_split, spec_of
-
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message says which and why."""
+from .errors import ConfigError
+from .thread_pools import DEFAULT_THREADS
 
 
 class _Fields:
@@ -495,12 +491,6 @@ def validate_standalone(cfg: GanConfig, world_size: int) -> None:
         raise ConfigError(f"the standalone GAN runs in one process, got {world_size} MPI ranks: "
                           "run it without mpiexec (or with -n 1)")
     _validate_gan(cfg)
-
-
-def mismatched_fields(stored, current) -> list[str]:
-    """Names of math-relevant fields whose values differ between two configs."""
-    return [f.name for f in fields(current) if f.name not in current.RESUMABLE
-            and getattr(stored, f.name) != getattr(current, f.name)]
 
 
 def check_compress_spec(spec: str) -> None:

@@ -1,8 +1,12 @@
-"""How an exception is read: its chain, and its type as a reader knows it. The lowest
-layer: imports nothing of the project."""
+"""Errors every layer may raise, and how an exception is read: its chain, and its type as
+a reader knows it. The lowest layer: imports nothing of the project."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says which and why."""
 
 
 def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:

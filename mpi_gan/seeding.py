@@ -10,9 +10,8 @@ import os
 
 import torch
 
-# The one implementation lives with the compressors, which import nothing from the
-# training code; every training stream is derived with the same function.
-from .compression._seed import derive_seed
+# the one implementation, standard library only, at the bottom of the package
+from .streams import derive_seed
 
 __all__ = ["derive_seed", "generator", "seed_device"]
 

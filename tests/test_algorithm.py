@@ -291,7 +291,8 @@ def test_touch_log_equals_per_pull_touch_copies(data):
 def test_asgd_validation_flag_is_math_config():
     """--validation: a count >= 0 (0 by default: no hold-out), part of the mathematics
     (a resume must match it), absent from checkpoints written before it (read as 0)."""
-    from mpi_gan.config import AsgdConfig, mismatched_fields, parse_asgd_config
+    from mpi_gan.config import AsgdConfig, parse_asgd_config
+    from mpi_gan.io.checkpoint import mismatched_fields
     assert parse_asgd_config([]).validation == 0
     assert parse_asgd_config(["--validation", "10000"]).validation == 10000
     with pytest.raises(SystemExit):

@@ -27,9 +27,8 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from ..config import ConfigError
 from ..data import DataError, prepare
-from ..errors import exception_chain, type_name
+from ..errors import ConfigError, exception_chain, type_name
 from ..io.atomic import DiskFullError, no_space_errno
 from ..io import lock as run_lock
 from ..io.checkpoint import CheckpointError, load_resume

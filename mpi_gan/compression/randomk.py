@@ -5,7 +5,7 @@ so a run is reproducible; the receiver needs no seed (indices travel).
 """
 import torch
 
-from ._seed import derive_seed
+from ..streams import derive_seed
 
 from .sparsify import random_indices, selection_count
 from .topk import TopK

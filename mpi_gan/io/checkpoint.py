@@ -13,6 +13,7 @@ parts eagerly and a rank's state only when asked (``rank_state``).
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -22,7 +23,6 @@ import h5py
 import numpy as np
 import torch
 
-from ..config import mismatched_fields
 from . import integrity
 from .atomic import atomic_h5
 from .lock import ensure_held
@@ -187,6 +187,13 @@ def resolve_resume(path: str, reader):
     if not os.path.isfile(path):
         raise CheckpointError(f"--resume {path!r}: no such file or directory")
     return reader(path)
+
+
+def mismatched_fields(stored, current) -> list[str]:
+    """Names of math-relevant fields whose values differ between two configurations (the
+    dataclass fields not in ``current.RESUMABLE``)."""
+    return [f.name for f in dataclasses.fields(current) if f.name not in current.RESUMABLE
+            and getattr(stored, f.name) != getattr(current, f.name)]
 
 
 def check_compatible(ckpt, cfg, world_size: int) -> None:

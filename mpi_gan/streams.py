@@ -1,5 +1,7 @@
-"""Seed derivation for the random compressors, self-contained (the package imports
-nothing from the training code)."""
+"""Seed derivation, standard library only, at the bottom of the package: every random
+stream of a run (training noise, shards, compressors' random draws, evaluation latents) is
+named by tags and seeded by ``derive_seed(seed, *tags)``, on every rank and after a resume
+alike. ``mpi_gan.seeding`` builds torch generators on it."""
 from __future__ import annotations
 
 import hashlib

@@ -104,6 +104,17 @@ def test_no_import_climbs_a_layer_or_joins_two_algorithms():
     assert KNOWN - broken == set(), f"fixed, take it off KNOWN: {sorted(KNOWN - broken)}"
 
 
+def test_message_kinds_come_from_below_the_loop():
+    """An algorithm's protocol (its message kinds) imports nothing of the training loop:
+    the kinds every algorithm shares live with the transport (``comm/kinds.py``)."""
+    graph = imports()
+    protocols = [m for m in graph if m.startswith("mpi_gan.algorithms.") and
+                 m.endswith(".protocol")]
+    assert len(protocols) == 3
+    for module in protocols:
+        assert not [t for t in graph[module] if unit(t) == "train"], module
+
+
 def test_the_rules_see_a_climbing_import_and_a_lazy_one():
     """The checker itself, on a made-up graph: an io module importing the training loop
     (even inside a function: ``imports`` reads the whole tree of each file) is caught."""

@@ -37,6 +37,7 @@ from mpi4py import MPI
 
 from ..comm.launch import (SetupFailed, abort_on_exception, agree, best_effort,
                            select_device, start_run)
+from ..comm.kinds import SKELETON_KINDS
 from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name
 from ..comm.transport import Transport, settle
 from ..comm.ulfm import is_peer_failure, ulfm_enabled
@@ -53,9 +54,6 @@ from .cost import CostMeter, cost_datasets, merge_cost, read_cost, split_cost
 from .numerics import NonFiniteError, Watch
 from .progress import Progress
 from .recovery import Snapshots, faults_table, recover, truncate_after
-
-# kinds the skeleton itself sends, appended to every algorithm's own
-SKELETON_KINDS = ("checkpoint", "restore")
 
 
 @dataclass

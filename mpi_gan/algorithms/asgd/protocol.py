@@ -21,7 +21,7 @@ from ... import compression
 from ...comm.transport import TransportError
 from ...compression.indexcodec import DENSE
 from ...compression.payload import decode_sparse, decode_values
-from ...train.loop import SKELETON_KINDS
+from ...comm.kinds import SKELETON_KINDS
 
 KINDS = ("pull", "push")
 ALL_KINDS = KINDS + SKELETON_KINDS  # as counted by the transport, in this order

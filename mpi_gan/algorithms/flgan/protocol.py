@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...data import epoch_iterations
-from ...train.loop import SKELETON_KINDS
+from ...comm.kinds import SKELETON_KINDS
 
 KINDS = (
     "upload",   # worker -> server, every round: G and D as one flat float32 vector

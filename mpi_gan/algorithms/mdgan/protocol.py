@@ -1,5 +1,5 @@
 """MD-GAN's message kinds; the skeleton adds its own (checkpoint, restore)."""
-from ...train.loop import SKELETON_KINDS
+from ...comm.kinds import SKELETON_KINDS
 
 KINDS = (
     "batch_g",     # server -> worker: generated batch X_g (feedback is computed on it)

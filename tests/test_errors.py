@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from mpi_gan.comm.launch import disk_full_message
+from mpi_gan.train.launch import disk_full_message
 from mpi_gan.errors import exception_chain, type_name
 from mpi_gan.io.atomic import DiskFullError, disk_full_errors, no_space_errno
 

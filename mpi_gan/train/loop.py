@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from ..comm.launch import (SetupFailed, abort_on_exception, agree, best_effort,
+from .launch import (SetupFailed, abort_on_exception, agree, best_effort,
                            select_device, start_run)
 from ..comm.kinds import SKELETON_KINDS
 from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name

@@ -24,7 +24,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from ..comm.launch import ClearError
+from .launch import ClearError
 from ..io.checkpoint import list_checkpoints
 
 MODES = ("stop", "skip")

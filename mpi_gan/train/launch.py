@@ -33,7 +33,7 @@ from ..io.atomic import DiskFullError, no_space_errno
 from ..io import lock as run_lock
 from ..io.checkpoint import CheckpointError, load_resume
 from ..io.lock import LockError, LockLost
-from .ulfm import ServerLost
+from ..comm.ulfm import ServerLost
 
 EXIT_USAGE = 2
 SETUP_ERRORS = (ConfigError, DataError, CheckpointError, LockError, OSError)

@@ -21,7 +21,7 @@ OMPI_BIN := $(OMPI_VENV)/bin
 OMPI_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
   PRTE_MCA_rmaps_default_mapping_policy=:oversubscribe OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,sm
 
-.PHONY: setup run test test-fast test-slow test-openmpi bench clean
+.PHONY: setup run test check test-mpi test-fast test-slow test-openmpi bench clean
 
 $(BIN)/.installed: setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,16 @@ run: setup
 	  $(RUN_FLAGS) --out $(OUT)
 
 # MPI tests at several world sizes (each rank logs to $(LOGS)/), then unit and end-to-end tests.
-test: setup
+test: test-mpi
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 tests
+
+# For developers, before every commit: the MPI tests at 2 ranks and the fast tier (unit
+# tests, the GAN math, every algorithm learning the ring), about 4 minutes on 2 idle cores.
+check:
+	$(MAKE) test-mpi MPI_TEST_SIZES=2
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+test-mpi: setup
 	rm -rf $(LOGS) && mkdir -p $(LOGS)
 	for n in $(MPI_TEST_SIZES); do \
 	  echo "== MPI tests on $$n ranks (logs: $(LOGS)/mpi-n$$n-rank*.log)"; \
@@ -53,7 +62,6 @@ test: setup
 	    || { tail -n 60 $(LOGS)/mpi-n$$n-rank*; exit 1; }; \
 	  tail -n 1 $(LOGS)/mpi-n$$n-rank0.log; \
 	done
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 tests
 
 # The fast tier (a few minutes): unit tests, the GAN math against hand-computed values, and
 # every algorithm learning the 8-Gaussian ring. The slow tier: end-to-end runs, failures,

@@ -95,7 +95,10 @@ def feedback_table(groups: pd.DataFrame) -> None:
                   (groups.split == "iid") & (groups.k == 1)]
     if len(rows) < 2:
         return
-    dense = rows[rows.setting.str.contains("compress=none")].iloc[0]
+    dense = rows[rows.setting.str.contains("compress=none")]
+    if not len(dense):  # no uncompressed run among them: nothing to measure against
+        return
+    dense = dense.iloc[0]
     print("\n| MNIST iid | seeds | feedback into the server (MB) | reduction | server sent + "
           "feedback (GB) | MNIST score | classifier FID |\n|---|---|---|---|---|---|---|")
     for _, row in rows.sort_values("bytes_feedback_mean", ascending=False).iterrows():

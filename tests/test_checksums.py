@@ -141,6 +141,38 @@ def test_the_crc_follows_appends_truncations_and_overwrites(tmp_path):
         assert np.array_equal(integrity.read(f["rows"]), expected_rows)
 
 
+def test_a_writer_killed_mid_update_is_named_an_unfinished_update_not_damage(tmp_path):
+    """A chunk written in place reaches the file at once, its new CRC only at the next flush:
+    a writer killed in between (SIGKILL, OOM) leaves a mismatch, which ``read`` names as an
+    unfinished update (the file is marked ``updating``), not as damage."""
+    path = str(tmp_path / "run.h5")
+    with h5py.File(path, "w", libver=integrity.LIBVER) as f:
+        integrity.create(f, "g", np.zeros(1000, np.float32))
+    pid = os.fork()
+    if pid == 0:  # the writer: its update never finishes
+        try:
+            f = integrity.open_for_writing(path, "r+")
+            with integrity.updating(f):
+                integrity.overwrite(f["g"], np.ones(1000, np.float32))
+                os._exit(0)  # killed before the update's last flush
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    with h5py.File(path, "r") as f:
+        assert f.attrs[integrity.UPDATING] == 1
+        with pytest.raises(integrity.ChecksumError, match="last update did not finish"):
+            integrity.read(f["g"])
+    with h5py.File(path, "r+") as f:  # a finished update clears the mark
+        with integrity.updating(f):
+            integrity.overwrite(f["g"], np.full(1000, 2, np.float32))
+    with h5py.File(path, "r") as f:
+        assert f.attrs[integrity.UPDATING] == 0 and integrity.read(f["g"])[0] == 2
+    with pytest.raises(ValueError, match="shape"):  # a wrong shape is refused, not reshaped
+        with h5py.File(path, "r+") as f:
+            integrity.overwrite(f["g"], np.zeros((10, 100), np.float32))
+
+
 # --- the dataset cache ---------------------------------------------------------------
 
 @pytest.fixture

@@ -17,7 +17,7 @@ LAYERS = [
     {"seeding", "compression", "models"},               # numerics: numpy, torch, numba
     {"io", "gan"},                                      # files; the GAN math
     {"data", "metrics"},                                # datasets; scores
-    {"comm"},                                           # MPI: transport, launch, signals
+    {"comm"},                                           # MPI: transport, kinds, signals
     {"config"},                                         # run configurations
     {"train"},                                          # the training loop
     {"algorithms", "analysis"},                         # MD-GAN, FL-GAN, ...; offline
@@ -53,9 +53,10 @@ def imports() -> dict[str, set[str]]:
                         target = f"{base}.{node.module}" if node.module else base
                     else:
                         target = node.module or ""
-                    if target.split(".")[0] == "mpi_gan":
+                    if target.split(".")[0] == "mpi_gan":  # a package's names: its modules
                         found[module].update(
-                            [target] if node.module else [f"{target}.{a.name}" for a in node.names])
+                            [f"{target}.{a.name}" for a in node.names]
+                            if not node.module or target == "mpi_gan" else [target])
                 elif isinstance(node, ast.Import):
                     found[module].update(a.name for a in node.names
                                          if a.name.split(".")[0] == "mpi_gan")
@@ -119,9 +120,11 @@ def test_the_rules_see_a_climbing_import_and_a_lazy_one():
     """The checker itself, on a made-up graph: an io module importing the training loop
     (even inside a function: ``imports`` reads the whole tree of each file) is caught."""
     graph = {"mpi_gan.io.runlog": {"mpi_gan.train.loop", "mpi_gan.errors"},
+             "mpi_gan.io.atomic": {"mpi_gan.train"},  # from mpi_gan import train
              "mpi_gan.algorithms.mdgan.main": {"mpi_gan.algorithms.flgan.local",
                                                "mpi_gan.train.loop"}}
     assert broken_rules(graph) == {("mpi_gan.io.runlog", "mpi_gan.train.loop"),
+                                   ("mpi_gan.io.atomic", "mpi_gan.train"),
                                    ("mpi_gan.algorithms.mdgan.main",
                                     "mpi_gan.algorithms.flgan.local")}
     lazy = imports()["mpi_gan.config"]  # config imports comm.ulfm inside a function

@@ -57,7 +57,10 @@ def _reading(path: str, what: str):
     except (OSError, KeyError) as exc:  # HDF5 says a damaged metadata block with KeyError
         if not isinstance(exc, OSError) and not integrity.is_checksum_failure(exc):
             raise
-        why = ("fails its checksum: the file was damaged after it was written"
+        unfinished = "did not finish" in str(exc)
+        why = ("fails its checksum: the run file's last update did not finish (its job was "
+               "stopped while writing it)" if unfinished else
+               "fails its checksum: the file was damaged after it was written"
                if integrity.is_checksum_failure(exc) else f"cannot be read ({exc})")
         raise RunFileError(f"{path}: its {what} {why}") from None
 

@@ -1,1 +1,2 @@
-"""MPI plumbing: the tensor transport with its traffic counters, and launch/abort helpers."""
+"""MPI plumbing: the tensor transport with its traffic counters, the message kinds every
+algorithm shares, stop signals, ULFM."""

@@ -14,7 +14,10 @@ Fletcher-32 has a blind spot that a stray write can hit: a chunk overwritten who
 checksum included, with 0xFF bytes (or 0x00) checks out. So each dataset also carries the
 CRC-32 of its whole contents in C order (attribute ``crc32``, in the checksummed object
 header), kept by every writer (``overwrite``, ``write_rows``), checked by ``verify`` and by
-``read``. Files written before it have none and are checked by Fletcher-32 alone.
+``read``. Files written before it have none and are checked by Fletcher-32 alone. A file
+updated in place (the run file) is marked ``updating`` for the length of each update: a
+chunk reaches the file at once but its CRC only at the next flush, so a writer killed in
+between leaves a mismatch that is an unfinished update, not damage, and is named so.
 
 ``verify`` reads every chunk of a file once (a checkpoint before resuming from it, a
 dataset cache when a node starts), checks every sealed object's attributes, and names
@@ -23,6 +26,7 @@ from other read errors.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import zlib
 
@@ -40,6 +44,7 @@ _FAILURES = ("filter returned failure", "fletcher32", "metadata checksum",
              "checksum verification failed")
 ATTRS_DIGEST = "attrs_blake2b"
 CONTENT_CRC = "crc32"
+UPDATING = "updating"  # root attribute: 1 while a writer updates the file in place
 
 
 def open_for_writing(path: str, mode: str) -> h5py.File:
@@ -92,7 +97,10 @@ def _stamp(dataset: h5py.Dataset, crc: int) -> None:
 
 def overwrite(dataset: h5py.Dataset, array) -> None:
     """Replace the whole contents of ``dataset`` (same shape) and its CRC."""
-    array = _as_stored(dataset, array).reshape(dataset.shape)
+    array = _as_stored(dataset, array)
+    if array.shape != dataset.shape and not (array.ndim == 0 and dataset.shape == (1,)):
+        raise ValueError(f"{dataset.name}: shape {array.shape}, the dataset's {dataset.shape}")
+    array = array.reshape(dataset.shape)
     dataset[...] = array
     _stamp(dataset, content_crc(array))
 
@@ -111,9 +119,24 @@ def write_rows(dataset: h5py.Dataset, start: int, array) -> None:
     _stamp(dataset, content_crc(array, int(crc)))
 
 
+@contextlib.contextmanager
+def updating(f: h5py.File):
+    """Mark the open file ``f`` as being updated in place for the block (flushed before and
+    after): a CRC mismatch while the mark stands means the update did not finish."""
+    f.attrs[UPDATING] = 1
+    f.flush()
+    yield f
+    f.attrs[UPDATING] = 0
+    f.flush()
+
+
 def _check_crc(dataset: h5py.Dataset, crc: int, where: str) -> None:
     stored = dataset.attrs.get(CONTENT_CRC)
     if stored is not None and int(stored) != crc:
+        if int(dataset.file.attrs.get(UPDATING, 0)) == 1:
+            raise ChecksumError(f"{where}: dataset {dataset.name} fails its checksum: the "
+                                "file's last update did not finish (its writer was stopped "
+                                "while writing)")
         raise ChecksumError(f"{where}: dataset {dataset.name} fails its checksum")
 
 

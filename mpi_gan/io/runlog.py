@@ -163,7 +163,8 @@ class RunFile:
         if not pending:
             return
         ensure_held()
-        with disk_full_errors(self.path), integrity.open_for_writing(self.path, "r+") as f:
+        with disk_full_errors(self.path), integrity.open_for_writing(self.path, "r+") as f, \
+                integrity.updating(f):
             for path, written in pending.items():
                 table = self.tables[path]
                 start = min(written, len(table), written if table.kept is None else table.kept)
@@ -178,7 +179,8 @@ class RunFile:
         self.append_rows()
         ensure_held()
         nbytes, messages = traffic
-        with disk_full_errors(self.path), integrity.open_for_writing(self.path, "r+") as f:
+        with disk_full_errors(self.path), integrity.open_for_writing(self.path, "r+") as f, \
+                integrity.updating(f):
             kinds = str(f["traffic"].attrs["kinds"]).split(",")
             integrity.overwrite(f["traffic/bytes"], nbytes.sum(axis=0))
             integrity.overwrite(f["traffic/messages"], messages.sum(axis=0))

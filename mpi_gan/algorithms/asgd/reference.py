@@ -3,7 +3,7 @@
 Asynchrony makes the push order depend on timing; everything else is
 determined by the seed. Replaying the recorded order (worker and pulled version
 of every push) must reproduce the server's staleness values and parameters
-exactly (tests/test_mpi_asgd.py).
+exactly (tests/mpi/test_asgd.py).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ For a push with flat indices i and values g, computed on the parameters of versi
   touches_i += 1
 With ``staleness=False`` the step is plain asynchronous SGD: theta_i -= lr * g_i.
 
-Two ways to get tau, equal by construction (tests/test_algorithm.py): the difference
+Two ways to get tau, equal by construction (tests/unit/test_algorithm.py): the difference
 of per-parameter touch counts now and at the pull (``staleness``, the single-process
 reference keeps a copy per pull), and ``TouchLog``, the server's: the index sets of the
 updates applied since the oldest pull still out, so its memory is bounded by what is

@@ -2,7 +2,7 @@
 
 Holds G and all N discriminators in one process and performs, in the same order
 and with the same seed-derived streams, what the MPI server and workers do.
-The MPI run must reproduce its parameters (tests/test_mpi_mdgan.py).
+The MPI run must reproduce its parameters (tests/mpi/test_mdgan.py).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from mpi_gan.gan.fedavg import flatten
 from mpi_gan.train.loop import checkpoint_layout
 from mpi_gan.io.integrity import read
 from tests.conftest import datasets_in, restored_state
-from tests.test_mpi_mdgan import cifar_dir
+from tests.mpi.test_mdgan import cifar_dir
 
 pytestmark = pytest.mark.mpi(min_size=2)
 

@@ -15,8 +15,8 @@ from mpi_gan.config import Config
 from mpi_gan.io.atomic import DiskFullError, atomic_h5, disk_full_errors
 from mpi_gan.io.checkpoint import CheckpointError, resolve_auto
 from mpi_gan.thread_pools import POOL_VARIABLES, limit_threads, threads_from_argv
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_threads_from_argv():

@@ -16,9 +16,8 @@ import pytest
 
 from mpi_gan.comm.preemption import ANNOUNCE_SIGINT, EXIT_PREEMPTED
 from tests.conftest import MPIEXEC, PYTHON, mpirun, wait_for_checkpoint
-from tests.test_cli import FAST, all_params, digest
+from tests.conftest import FAST, all_params, digest
 
-pytestmark = pytest.mark.slow
 FOREVER = ["--iterations", "1000000"]
 ASGD = ["--dataset", "synthetic", "--synthetic-size", "400", "--eval-size", "200",
         "--eval-every", "1000000", "--log-every", "1000", "--seed", "2"]

@@ -18,7 +18,7 @@ from mpi_gan.train.loop import checkpoint_layout
 from mpi_gan.mdgan import run, worker_template
 from mpi_gan.models import count_params, make_discriminator, make_generator
 from mpi_gan.io.integrity import read
-from tests.test_data import write_cifar_dir
+from tests.unit.test_data import write_cifar_dir
 
 pytestmark = pytest.mark.mpi(min_size=2)
 

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from mpi_gan.metrics.classifier import ACCURACY_FLOOR, load_classifier
-from tests.conftest import mpirun
-from tests.test_cli import FAST, resume_matches_straight, single
+from tests.conftest import REPO, mpirun
+from tests.conftest import FAST, single
+from tests.e2e.test_cli import resume_matches_straight
 
-pytestmark = pytest.mark.slow
 SCORED = ["--eval-every", "5", "--eval-samples", "50", "--iterations", "10"]
 
 
@@ -227,7 +227,7 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(tmp_path):
 
 def quick_start_flags() -> list[str]:
     """The Makefile's RUN_FLAGS: the recipe `make run` trains with."""
-    with open(os.path.join(os.path.dirname(__file__), "..", "Makefile")) as f:
+    with open(os.path.join(REPO, "Makefile")) as f:
         line = next(line for line in f if line.startswith("RUN_FLAGS ?="))
     return line.split("?=", 1)[1].split()
 

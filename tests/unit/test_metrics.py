@@ -184,7 +184,7 @@ def test_inception_files_of_each_kind_and_clear_errors(tmp_path):
 
 
 def test_evaluator_on_rgb_data_uses_the_given_inception(tmp_path):
-    from tests.test_data import write_cifar_dir
+    from tests.unit.test_data import write_cifar_dir
     write_cifar_dir(tmp_path / "data", per_batch=10, n_test=40)
     from mpi_gan.data import prepare
     weights = tmp_path / "logits.pt"

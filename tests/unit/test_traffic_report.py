@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO
+
 
 
 def load_report():

@@ -14,6 +14,7 @@ from mpi_gan.io.checkpoint import (CheckpointError, check_compatible, checkpoint
 from mpi_gan.io.state import (Layout, adam_state, load_adam_state, load_module_state, module_state,
                               rng_state)
 from mpi_gan.models import make_discriminator, make_generator
+from tests.conftest import FIXTURES
 
 read_checkpoint = MDGAN().reader
 
@@ -169,7 +170,7 @@ def test_a_version_2_checkpoint_resumes_exactly(tmp_path):
     import sys
 
     import h5py
-    fixture = os.path.join(os.path.dirname(__file__), "fixtures",
+    fixture = os.path.join(FIXTURES,
                            "ckpt_v2_standalone_ring_it10.h5.gz")
     old = tmp_path / "ckpt_00000010.h5"
     with gzip.open(fixture, "rb") as src, open(old, "wb") as dst:

@@ -15,10 +15,9 @@ import pytest
 from mpi_gan.comm.preemption import EXIT_PREEMPTED
 from mpi_gan.io import integrity
 from tests.conftest import mpirun
-from tests.test_cli import ASGD_FAST, FAST, digest
-from tests.test_failures import Job
+from tests.conftest import ASGD_FAST, FAST, digest
+from tests.e2e.test_failures import Job
 
-pytestmark = pytest.mark.slow
 FASHION = "/usr/share/datasets/fashion-mnist"
 MODULES = {"mpi_gan.mdgan": FAST, "mpi_gan.flgan": FAST, "mpi_gan.asgd": ASGD_FAST}
 

@@ -1,14 +1,15 @@
 """The package's layers, declared here and held against every import of the code (read with
 ``ast``, lazy imports inside functions included): a module imports only from its own layer
 and the layers below, and the algorithms do not import each other. ``python
-tests/test_layers.py`` prints the import graph between the units (sub-packages and
+tests/unit/test_layers.py`` prints the import graph between the units (sub-packages and
 top-level modules) with the layer of each."""
 import ast
 import collections
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 PACKAGE = os.path.join(REPO, "mpi_gan")
 
 # bottom to top; a unit is a sub-package or a top-level module of mpi_gan

@@ -21,7 +21,7 @@ from mpi_gan.data.cache import check_cache, ensure_cache, fingerprint, source
 from mpi_gan.io import integrity
 from mpi_gan.io.checkpoint import CheckpointError, list_checkpoints, resolve_resume
 from mpi_gan.algorithms.standalone.main import Standalone
-from tests.test_data import cfg, make_idx_dir
+from tests.unit.test_data import cfg, make_idx_dir
 
 PY = sys.executable
 POSITIONS = 6  # corrupted positions per kind of file

@@ -1,6 +1,4 @@
 """End-to-end tests of ``python -m mpi_gan.mdgan`` through real mpiexec subprocesses."""
-import hashlib
-import os
 import subprocess
 import sys
 
@@ -8,28 +6,16 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import datasets_in, mpirun
-from tests.test_data import write_cifar_dir
+from tests.conftest import REPO, ASGD_FAST, FAST, all_params, digest, mpirun, single
+from tests.unit.test_data import write_cifar_dir
 
-pytestmark = pytest.mark.slow
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-FAST = ["--dataset", "synthetic", "--synthetic-size", "96", "--batch-size", "8",
-        "--log-every", "100", "--seed", "7"]
 
 
 def mdgan(n, out, *extra, timeout=240, env=None):
     return mpirun(n, ["mpi_gan.mdgan", "--out", str(out), *FAST, *extra], timeout=timeout, env=env)
 
 
-def digest(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
-def all_params(path):
-    """Every rank's state in a checkpoint (models, Adam, RNG, compressor), by path."""
-    with h5py.File(path, "r") as f:
-        return {name: f["state"][name][()] for name in datasets_in(f["state"])}
 
 
 def test_help_prints_defaults():
@@ -71,15 +57,6 @@ def resume_matches_straight(tmp_path, module, world, common, total=12, half=6):
             assert np.array_equal(f1[f"{model}/model/{key}"][()], f2[f"{model}/model/{key}"][()])
         assert f2.attrs["finished"] == 1 and f2.attrs["iteration"] == total
 
-
-def single(n, args, timeout=240):
-    """``python -m <args>`` as one process, without mpiexec."""
-    assert n == 1
-    try:
-        return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
-                              timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{args} hung for {timeout}s: {exc.stdout}\n{exc.stderr}")
 
 
 @pytest.mark.parametrize("world", [2, 3, 4])
@@ -218,8 +195,6 @@ def test_exception_on_one_rank_aborts_job_and_keeps_checkpoint(tmp_path):
     assert "resumed from" in resumed.stdout and "ckpt_00000008.h5" in resumed.stdout
 
 
-ASGD_FAST = ["--dataset", "synthetic", "--synthetic-size", "400", "--eval-size", "200",
-             "--eval-every", "50", "--log-every", "1000", "--seed", "2"]
 
 
 def test_asgd_end_to_end_and_traffic_report(tmp_path):

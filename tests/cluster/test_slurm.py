@@ -1,4 +1,4 @@
-"""jobs/ on a real SLURM cluster on localhost (tests/slurm/): every batch script through
+"""jobs/ on a real SLURM cluster on localhost (tests/cluster/slurm/): every batch script through
 ``sbatch``, a sweep, and preempted jobs that requeue, resume and end bit-identical to an
 uninterrupted one. Skipped where SLURM and munge are not installed (``.ci/run``
 installs them); the cluster is shut down at the end, also when a test fails."""
@@ -9,12 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import PYTHON, wait_for_checkpoint
-from tests.slurm.cluster import LocalCluster, missing
-from tests.test_cli import FAST, all_params
+from tests.cluster.slurm.cluster import LocalCluster, missing
+from tests.conftest import FAST, PYTHON, REPO, all_params, wait_for_checkpoint
 
-pytestmark = pytest.mark.slow
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GAN_ARGS = " ".join(FAST[2:])  # test_cli's small runs; DATASET=synthetic sets the dataset
 ASGD_ARGS = "--synthetic-size 400 --eval-size 200 --eval-every 1000000 --log-every 1000 --seed 2"
 

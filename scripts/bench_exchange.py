@@ -35,7 +35,7 @@ def run_mode(exchange: str, args, cache: str) -> dict:
     and the median seconds of an iteration."""
     from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS
     from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
-    from mpi_gan.config import Config
+    from mpi_gan.algorithms.mdgan.config import MdganConfig
     from mpi_gan.data import spec_of
     with tempfile.TemporaryDirectory() as out:
         run = subprocess.run([MPIEXEC, "-n", str(args.workers + 1), sys.executable, "-m",
@@ -48,7 +48,7 @@ def run_mode(exchange: str, args, cache: str) -> dict:
         if run.returncode != 0:
             sys.exit(f"--exchange {exchange} failed:\n{run.stdout}{run.stderr}")
         with h5py.File(os.path.join(out, "run.h5"), "r") as f:
-            cfg = Config.from_attrs(f["config"].attrs)
+            cfg = MdganConfig.from_attrs(f["config"].attrs)
             traffic = sum(f[f"traffic/kinds/{kind}/bytes"][()] for kind in ITERATION_KINDS)
             seconds = f["metrics/seconds"][()]
     sample = int(np.prod(spec_of(cfg).shape))  # d = C*H*W

@@ -23,15 +23,18 @@ import pandas as pd
 
 import dataclasses
 
-from ..config import AsgdConfig, Config, FlganConfig, GanConfig
+from ..algorithms.asgd.config import AsgdConfig
+from ..algorithms.flgan.config import FlganConfig
+from ..algorithms.mdgan.config import MdganConfig
+from ..config import GanConfig
 
 # configuration fields that do not take part in the group key
-IGNORED = frozenset(GanConfig.RESUMABLE | Config.RESUMABLE | FlganConfig.RESUMABLE
+IGNORED = frozenset(GanConfig.RESUMABLE | MdganConfig.RESUMABLE | FlganConfig.RESUMABLE
                     | AsgdConfig.RESUMABLE | {"seed"}) - {"iterations", "eval_samples",
                                                           "inception_weights"}
 # each algorithm's configuration defaults: the value of a field its older run files lack
 DEFAULTS = {name: dataclasses.asdict(cls()) for name, cls in (
-    ("mdgan", Config), ("flgan", FlganConfig), ("standalone", GanConfig), ("asgd", AsgdConfig))}
+    ("mdgan", MdganConfig), ("flgan", FlganConfig), ("standalone", GanConfig), ("asgd", AsgdConfig))}
 # group-table columns that are settings (the same for every run of a group), not aggregated
 SETTINGS = ("algorithm", "dataset", "split", "model", "workers", "k", "batch_size",
             "iterations")

@@ -97,13 +97,13 @@ def test_dead_workers_are_dropped_and_the_run_equals_the_reference(tmp_path, fau
     iteration (NaN for the dead), and G equals the single-process reference in which
     those workers leave at those iterations (and differs from the one without losses)."""
     from mpi_gan.algorithms.mdgan.reference import run_reference
-    from mpi_gan.config import Config
+    from mpi_gan.algorithms.mdgan.config import MdganConfig
     out = tmp_path / "run"
     code = ft_run(4, out, ["--iterations", "8", *extra], {"MPI_GAN_FAULT": faults})
     text = open(f"{out}.out").read()
     assert code == 0, text[-3000:]
     with h5py.File(out / "run.h5") as f:
-        cfg = Config.from_attrs(f["config"].attrs)
+        cfg = MdganConfig.from_attrs(f["config"].attrs)
         rows = read_table(f, "faults")
         metrics = read_table(f)
         assert int(f.attrs["finished"]) == 1

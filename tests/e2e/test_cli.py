@@ -104,7 +104,7 @@ def test_eight_ranks_k_below_n_equal_the_reference(tmp_path, exchange):
     from mpi_gan.algorithms.mdgan.reference import run_reference
     from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
     from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS
-    from mpi_gan.config import Config
+    from mpi_gan.algorithms.mdgan.config import MdganConfig
     out = tmp_path / "n8"
     args = ["--dataset", "synthetic", "--synthetic-size", "168", "--batch-size", "8",
             "--iterations", "7", "--k", "3", "--checkpoint-every", "0", "--seed", "11",
@@ -113,7 +113,7 @@ def test_eight_ranks_k_below_n_equal_the_reference(tmp_path, exchange):
     proc = mpirun(8, ["mpi_gan.mdgan", "--out", str(out), *args], timeout=300)
     assert proc.returncode == 0, proc.stderr
     with h5py.File(out / "run.h5", "r") as f:
-        cfg = Config.from_attrs(f["config"].attrs)
+        cfg = MdganConfig.from_attrs(f["config"].attrs)
         assert cfg.k == 3 and f.attrs["world_size"] == 8 and cfg.exchange == exchange
         assert f["traffic/kinds/swap/messages"][()][1:, 1:].sum() == 2 * 7  # 2 swaps x 7
         stored = {k: f[f"generator/model/{k}"][()] for k in f["generator/model"]}

@@ -9,7 +9,7 @@ from mpi_gan.algorithms.asgd.reference import replay
 from mpi_gan.algorithms.asgd.traffic_model import expected_traffic
 from mpi_gan.io.state import Layout, rng_state
 from mpi_gan.asgd import ASGD, run_asgd, worker_template
-from mpi_gan.config import AsgdConfig
+from mpi_gan.algorithms.asgd.config import AsgdConfig
 from mpi_gan.data import holdout_indices, open_dataset
 from mpi_gan.models import evaluate
 from mpi_gan.io.integrity import read

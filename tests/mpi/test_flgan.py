@@ -11,7 +11,7 @@ from mpi_gan.algorithms.flgan.protocol import ALL_KINDS as KINDS, round_period
 from mpi_gan.algorithms.flgan.reference import run_reference
 from mpi_gan.algorithms.flgan.traffic_model import expected_traffic
 from mpi_gan.algorithms.flgan.local import LocalGAN
-from mpi_gan.config import FlganConfig
+from mpi_gan.algorithms.flgan.config import FlganConfig
 from mpi_gan.data import spec_of
 from mpi_gan.flgan import FLGAN, run
 from mpi_gan.gan.fedavg import flatten

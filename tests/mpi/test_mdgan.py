@@ -11,7 +11,8 @@ import torch
 from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS as KINDS
 from mpi_gan.algorithms.mdgan.reference import run_reference
 from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
-from mpi_gan.config import Config, disc_outputs
+from mpi_gan.algorithms.mdgan.config import MdganConfig
+from mpi_gan.config import disc_outputs
 from mpi_gan.data import spec_of
 from mpi_gan.train.cost import COST_FIELDS
 from mpi_gan.train.loop import checkpoint_layout
@@ -64,7 +65,7 @@ def small_config(out, world, **changes):
     base.update(changes)
     if base["dataset"] == "cifar10":
         base["data_dir"] = str(cifar_dir(out.parent))
-    return Config(**base)
+    return MdganConfig(**base)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -7,7 +7,7 @@ import torch
 
 from mpi_gan.algorithms.mdgan import plan as alg
 from mpi_gan.gan.losses import error_feedback, generator_loss_per_sample, latent_batch
-from mpi_gan.config import Config
+from mpi_gan.algorithms.mdgan.config import MdganConfig
 from mpi_gan.models import make_discriminator, make_generator
 from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
 from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS as KINDS
@@ -108,7 +108,7 @@ def test_generator_losses():
 
 
 def test_traffic_model_hand_computed():
-    cfg = Config(dataset="synthetic", synthetic_size=120, batch_size=10, iterations=8, k=1,
+    cfg = MdganConfig(dataset="synthetic", synthetic_size=120, batch_size=10, iterations=8, k=1,
                  swap_epochs=1, checkpoint_every=5, acgan=True, swap_adam="reset", seed=3)
     # world 4: N = 3, shard 40, 4 iterations per epoch: swaps after iterations 3 and 7
     nbytes, msgs = expected_traffic(cfg, 4, sample_floats=784, mean_shard=40, d_state_bytes=400,
@@ -216,7 +216,7 @@ def test_traffic_model_tree_server_link():
     for workers, k in ((16, 4), (7, 3), (3, 1), (1, 1)):
         rows = {}
         for exchange in ("p2p", "tree"):
-            cfg = Config(dataset="synthetic", synthetic_size=40 * workers, batch_size=10,
+            cfg = MdganConfig(dataset="synthetic", synthetic_size=40 * workers, batch_size=10,
                          iterations=3, k=k, acgan=False, exchange=exchange)
             nbytes, msgs = expected_traffic(cfg, workers + 1, **sizes)
             data = nbytes[[kind["batch_g"], kind["batch_d"], kind["feedback"]]].sum(0)
@@ -291,7 +291,7 @@ def test_touch_log_equals_per_pull_touch_copies(data):
 def test_asgd_validation_flag_is_math_config():
     """--validation: a count >= 0 (0 by default: no hold-out), part of the mathematics
     (a resume must match it), absent from checkpoints written before it (read as 0)."""
-    from mpi_gan.config import AsgdConfig, parse_asgd_config
+    from mpi_gan.algorithms.asgd.config import AsgdConfig, parse_args as parse_asgd_config
     from mpi_gan.io.checkpoint import mismatched_fields
     assert parse_asgd_config([]).validation == 0
     assert parse_asgd_config(["--validation", "10000"]).validation == 10000

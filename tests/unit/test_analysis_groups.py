@@ -14,14 +14,15 @@ from mpi_gan.analysis.groups import (group_key, group_runs, group_table, label_r
                                      setting_labels)
 from mpi_gan.analysis.plots import score_figure, score_plots, seed_curve
 from mpi_gan.analysis.summary import summary_table
-from mpi_gan.config import Config, GanConfig
+from mpi_gan.algorithms.mdgan.config import MdganConfig
+from mpi_gan.config import GanConfig
 from mpi_gan.metrics.evaluator import SCORES
 
 
 def make_run(name, seed=0, iterations=40, algorithm="standalone", evals=(20, 40),
              modes=(1.0, 2.0), wall=2.0, sent=0, **config):
     """A run dict shaped like ``read_run``'s, built by hand (no training)."""
-    cls = Config if algorithm == "mdgan" else GanConfig
+    cls = MdganConfig if algorithm == "mdgan" else GanConfig
     world = 3 if algorithm == "mdgan" else 1
     cfg = cls(dataset="ring", model="mlp", seed=seed, iterations=iterations,
               out=f"runs/{name}", **config).as_attrs()

@@ -500,7 +500,7 @@ def test_flgan_reference_weights_each_worker_by_its_shard_size(monkeypatch):
     shard worker n trains on (unequal shards of a Dirichlet split). LocalGAN is replaced
     by a tiny stand-in; the averaging is the reference's own."""
     from mpi_gan.algorithms.flgan import reference
-    from mpi_gan.config import FlganConfig
+    from mpi_gan.algorithms.flgan.config import FlganConfig
     monkeypatch.setattr(reference, "LocalGAN", TinyLocalGAN)
     monkeypatch.setattr(TinyLocalGAN, "shard_sizes", {})
     cfg = FlganConfig(dataset="synthetic", synthetic_size=120, batch_size=4, seed=3,

@@ -128,7 +128,7 @@ def test_the_rules_see_a_climbing_import_and_a_lazy_one():
                                    ("mpi_gan.io.atomic", "mpi_gan.train"),
                                    ("mpi_gan.algorithms.mdgan.main",
                                     "mpi_gan.algorithms.flgan.local")}
-    lazy = imports()["mpi_gan.config"]  # config imports comm.ulfm inside a function
+    lazy = imports()["mpi_gan.algorithms.mdgan.config"]  # comm.ulfm inside a function
     assert "mpi_gan.comm.ulfm" in lazy
 
 

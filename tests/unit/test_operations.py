@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mpi_gan.comm.preemption import StopFlag, requeue_command
-from mpi_gan.config import Config
+from mpi_gan.algorithms.mdgan.config import MdganConfig
 from mpi_gan.io.atomic import DiskFullError, atomic_h5, disk_full_errors
 from mpi_gan.io.checkpoint import CheckpointError, resolve_auto
 from mpi_gan.thread_pools import POOL_VARIABLES, limit_threads, threads_from_argv
@@ -182,7 +182,7 @@ def write_fake_checkpoint(path, iteration):
 
 
 def test_resume_auto_fresh_unfinished_finished(tmp_path):
-    cfg = Config(out=str(tmp_path / "run"), iterations=100, resume="auto")
+    cfg = MdganConfig(out=str(tmp_path / "run"), iterations=100, resume="auto")
 
     class Read:  # a stand-in for read_checkpoint: the iteration attribute is all it needs
         def __init__(self, path):

@@ -53,11 +53,11 @@ def test_snapshots_keep_the_last_two_iterations_as_copies():
 
 
 def test_rows_of_undone_iterations_leave_the_tables_and_the_run_file(tmp_path):
-    from mpi_gan.config import Config
+    from mpi_gan.algorithms.mdgan.config import MdganConfig
     table = Metrics({"iteration": (np.int64, ()), "loss": (np.float32, (2,))})
     faults = faults_table()
     path = str(tmp_path / "run.h5")
-    run = RunFile(path, "test", Config(), 3, {"metrics": table, "faults": faults},
+    run = RunFile(path, "test", MdganConfig(), 3, {"metrics": table, "faults": faults},
                   ("a",), (np.zeros((1, 3, 3), np.int64),) * 2, "generator", [], 0)
     for it in range(1, 6):
         table.append(iteration=it, loss=[it, it])

@@ -201,7 +201,7 @@ def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
     import h5py
     import numpy as np
 
-    from mpi_gan.config import Config
+    from mpi_gan.algorithms.mdgan.config import MdganConfig
     from mpi_gan.io.checkpoint import checkpoint_path, write_checkpoint
     from mpi_gan.io.lock import LockLost
     from mpi_gan.io.runlog import Metrics, RunFile, read_table
@@ -211,7 +211,7 @@ def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
     try:
         table = Metrics({"iteration": (np.int64, ())})
         traffic = (np.zeros((1, 2, 2), np.int64),) * 2
-        run = RunFile(str(out / "run.h5"), "test", Config(), 2, {"metrics": table}, ("a",),
+        run = RunFile(str(out / "run.h5"), "test", MdganConfig(), 2, {"metrics": table}, ("a",),
                       traffic, "generator", [], 0)
         table.append(iteration=1)
         run.append_rows()  # held: written
@@ -224,11 +224,11 @@ def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
         with pytest.raises(LockLost):
             run.append_rows()
         with pytest.raises(LockLost):
-            RunFile(str(out / "new.h5"), "test", Config(), 2, {"metrics": table}, ("a",),
+            RunFile(str(out / "new.h5"), "test", MdganConfig(), 2, {"metrics": table}, ("a",),
                     traffic, "generator", [], 0)
         path = checkpoint_path(str(out), 2)
         with pytest.raises(LockLost):
-            write_checkpoint(path, "test", Config(), 2, 2, [], {"metrics": table}, ("a",),
+            write_checkpoint(path, "test", MdganConfig(), 2, 2, [], {"metrics": table}, ("a",),
                              traffic)
         assert not (out / "new.h5").exists()
         assert (out / "run.h5").read_bytes() == before and not os.path.exists(path)

@@ -8,7 +8,8 @@ import torch
 from mpi_gan.gan.losses import make_adam
 from mpi_gan.algorithms.mdgan.main import MDGAN, mdgan_metrics
 from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS as KINDS
-from mpi_gan.config import Config, ConfigError, validate
+from mpi_gan.algorithms.mdgan.config import MdganConfig, validate
+from mpi_gan.errors import ConfigError
 from mpi_gan.io.checkpoint import (CheckpointError, check_compatible, checkpoint_path,
                                    prune_checkpoints, resolve_resume, write_checkpoint)
 from mpi_gan.io.state import (Layout, adam_state, load_adam_state, load_module_state, module_state,
@@ -75,7 +76,7 @@ def write_small_checkpoint(out, iteration, cfg, world=3):
 
 
 def test_checkpoint_round_trip_and_validation(tmp_path):
-    cfg = Config(out=str(tmp_path), iterations=10)
+    cfg = MdganConfig(out=str(tmp_path), iterations=10)
     path, g, discs = write_small_checkpoint(str(tmp_path), 4, cfg)
     ckpt = read_checkpoint(path)
     assert ckpt.iteration == 4 and ckpt.world_size == 3 and ckpt.config == cfg
@@ -92,15 +93,15 @@ def test_checkpoint_round_trip_and_validation(tmp_path):
     with pytest.raises(CheckpointError, match="written by 3 ranks"):
         check_compatible(ckpt, cfg, 4)
     with pytest.raises(CheckpointError, match="--model 'mlp' in checkpoint vs 'cnn' now"):
-        check_compatible(ckpt, Config(out=str(tmp_path), iterations=10, model="cnn"), 3)
+        check_compatible(ckpt, MdganConfig(out=str(tmp_path), iterations=10, model="cnn"), 3)
     with pytest.raises(CheckpointError, match="already >= --iterations"):
-        check_compatible(ckpt, Config(out=str(tmp_path), iterations=4), 3)
+        check_compatible(ckpt, MdganConfig(out=str(tmp_path), iterations=4), 3)
     # changing only run-management fields is allowed
-    check_compatible(ckpt, Config(out="elsewhere", iterations=99, checkpoint_every=7), 3)
+    check_compatible(ckpt, MdganConfig(out="elsewhere", iterations=99, checkpoint_every=7), 3)
 
 
 def test_resume_skips_corrupt_newest_and_prunes(tmp_path):
-    cfg = Config(out=str(tmp_path), iterations=10)
+    cfg = MdganConfig(out=str(tmp_path), iterations=10)
     for it in (2, 4, 6):
         write_small_checkpoint(str(tmp_path), it, cfg)
     newest = checkpoint_path(str(tmp_path), 6)
@@ -137,14 +138,14 @@ def test_resume_skips_corrupt_newest_and_prunes(tmp_path):
 ])
 def test_validate_rejects(changes, world, message):
     with pytest.raises(ConfigError, match=message):
-        validate(Config(**changes), world)
-    validate(Config(), 3)
+        validate(MdganConfig(**changes), world)
+    validate(MdganConfig(), 3)
 
 
 def test_out_with_an_earlier_run_is_protected(tmp_path):
     from mpi_gan.io.checkpoint import check_out_is_free
     check_out_is_free(str(tmp_path / "new"), None)
-    cfg = Config(out=str(tmp_path), iterations=10)
+    cfg = MdganConfig(out=str(tmp_path), iterations=10)
     path, _, _ = write_small_checkpoint(str(tmp_path), 2, cfg)
     with pytest.raises(CheckpointError, match="already holds a run"):
         check_out_is_free(str(tmp_path), None)
@@ -154,7 +155,7 @@ def test_out_with_an_earlier_run_is_protected(tmp_path):
 
 
 def test_flgan_refuses_a_generator_average():
-    from mpi_gan.config import FlganConfig, validate_flgan
+    from mpi_gan.algorithms.flgan.config import FlganConfig, validate as validate_flgan
     with pytest.raises(ConfigError, match="--g-ema: FL-GAN"):
         validate_flgan(FlganConfig(g_ema=0.99), 3)
     validate_flgan(FlganConfig(), 3)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mpi_gan.config import ConfigError, Config, parse_config, validate
+from mpi_gan.algorithms.mdgan.config import MdganConfig, parse_args as parse_config, validate
+from mpi_gan.errors import ConfigError
 from mpi_gan.data import open_dataset, plan_data, spec_of
 from mpi_gan.data.toy import mixture, toy_points
 from mpi_gan.metrics.modes import mode_histogram, mode_scores
@@ -77,7 +78,7 @@ def test_real_ring_points_reach_the_ceiling():
 
 
 def test_toy_dataset_shards_and_models():
-    cfg = Config(dataset="ring", acgan=False, batch_size=10)
+    cfg = MdganConfig(dataset="ring", acgan=False, batch_size=10)
     spec = spec_of(cfg)
     assert spec.shape == (2,) and spec.classes == 0 and not spec.is_image
     data = open_dataset(cfg)
@@ -102,7 +103,7 @@ def test_toy_defaults_on_the_command_line():
     assert cfg.acgan is False and cfg.lr_g == 3e-4 and cfg.lr_d == 1e-3
     assert cfg.iterations == 5000 and cfg.eval_samples == 2500
     assert cfg.g_ema == 0.999 and cfg.swap_adam == "travel" and cfg.latent_dim == 2
-    from mpi_gan.algorithms.flgan.main import parse_flgan_config
+    from mpi_gan.algorithms.flgan.config import parse_args as parse_flgan_config
     fl = parse_flgan_config(["--dataset", "ring"])
     assert fl.g_ema == 0.0 and fl.lr_g == 1e-3  # FL-GAN keeps no average of G
     validate(cfg, 5)

@@ -16,7 +16,7 @@ import numpy as np
 from mpi4py import MPI
 from torch import nn
 
-from ...config import AsgdConfig, parse_asgd_config, validate_asgd
+from .config import AsgdConfig, parse_args, validate
 from ...data import open_dataset, plan_data, spec_of
 from ...io.runlog import Metrics
 from ...models import count_params, make_classifier
@@ -78,7 +78,7 @@ class ASGD(Algorithm):
     model_group = "model"
     synchronous = False
 
-    check = staticmethod(validate_asgd)
+    check = staticmethod(validate)
 
     def table_paths(self):
         return ("metrics", "metrics/eval")
@@ -142,4 +142,4 @@ def run_asgd(cfg: AsgdConfig, comm: MPI.Comm | None = None) -> RunResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(ASGD(), parse_asgd_config, argv)
+    return run_main(ASGD(), parse_args, argv)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from ...config import AsgdConfig
+from .config import AsgdConfig
 from ...data import plan_data
 from .main import make_model
 from .protocol import decode_push, layer_offsets, make_channel

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from mpi4py import MPI
 
-from ...config import FlganConfig, parse, validate_flgan
+from .config import FlganConfig, parse_args, validate
 from ...io.runlog import gan_table
 from ...models import count_params
 from ...train import Algorithm, Context, RunResult, run_algorithm, run_main
@@ -29,7 +29,7 @@ class FLGAN(Algorithm):
     model_group = "generator"
     evaluates = True
 
-    check = staticmethod(validate_flgan)
+    check = staticmethod(validate)
 
     def make_role(self, ctx: Context):
         cfg, data = ctx.cfg, ctx.data
@@ -65,12 +65,5 @@ def run(cfg: FlganConfig, comm: MPI.Comm | None = None) -> RunResult:
     return run_algorithm(FLGAN(), cfg, comm)
 
 
-def parse_flgan_config(argv, quiet: bool = False) -> FlganConfig:
-    return parse(FlganConfig, argv, "python -m mpi_gan.flgan", (
-        "FL-GAN over MPI (the MD-GAN paper's federated baseline): ranks 1..N each train a "
-        "full GAN on their shard, rank 0 averages G and D every round (FedAvg). Launch with "
-        "mpiexec -n N+1."), quiet)
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_main(FLGAN(), parse_flgan_config, argv)
+    return run_main(FLGAN(), parse_args, argv)

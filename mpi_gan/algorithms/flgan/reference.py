@@ -2,7 +2,7 @@
 step in turn, and at every round their G and D are averaged exactly as the server does."""
 from __future__ import annotations
 
-from ...config import FlganConfig
+from .config import FlganConfig
 from ...data import plan_data
 from ...gan.fedavg import fedavg, flatten, load_flat
 from .local import LocalGAN

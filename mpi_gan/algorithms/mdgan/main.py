@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from mpi4py import MPI
 
-from ...config import Config, disc_outputs, latent_classes, parse_config, validate
+from ...config import disc_outputs, latent_classes
+from .config import MdganConfig, parse_args, validate
 from ...data import spec_of
 from ...gan.ema import make_average
 from ...gan.losses import make_adam
@@ -32,7 +33,7 @@ def mdgan_metrics(workers: int) -> Metrics:
     return gan_table(workers, "server_bytes_out")
 
 
-def worker_template(cfg: Config, worker: int = 1) -> list[tuple[str, torch.Tensor]]:
+def worker_template(cfg: MdganConfig, worker: int = 1) -> list[tuple[str, torch.Tensor]]:
     """Named tensors shaped like a worker's state (D, Adam, feedback channel)."""
     spec = spec_of(cfg)
     d = make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, worker, spec.shape)
@@ -44,7 +45,7 @@ def worker_template(cfg: Config, worker: int = 1) -> list[tuple[str, torch.Tenso
 class MDGAN(Algorithm):
     name = "mdgan"
     run_format = "mpi-gan-mdgan-run"
-    config_class = Config
+    config_class = MdganConfig
     kinds = KINDS
     model_group = "generator"
     evaluates = True
@@ -96,11 +97,11 @@ class MDGAN(Algorithm):
         return {"metrics": mdgan_metrics(ctx.size - 1)}
 
 
-def run(cfg: Config, comm: MPI.Comm | None = None) -> RunResult:
+def run(cfg: MdganConfig, comm: MPI.Comm | None = None) -> RunResult:
     """Run MD-GAN on every rank of ``comm`` (collective). Set-up errors raise SetupFailed
     on every rank; later failures abort the job."""
     return run_algorithm(MDGAN(), cfg, comm)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(MDGAN(), parse_config, argv)
+    return run_main(MDGAN(), parse_args, argv)

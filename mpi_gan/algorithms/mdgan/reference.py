@@ -10,7 +10,8 @@ import torch
 
 from . import plan as alg
 from ...gan.losses import discriminator_step, error_feedback, latent_batch, make_adam
-from ...config import Config, disc_outputs, latent_classes
+from ...config import disc_outputs, latent_classes
+from .config import MdganConfig
 from ...data import plan_data, real_batch_indices
 from ...models import make_discriminator, make_generator
 from .worker import feedback_channel, feedback_name
@@ -34,7 +35,7 @@ def server_feedback(exchange: str, feedbacks: list[torch.Tensor], batches: int,
     return sums, summed
 
 
-def run_reference(cfg: Config, world_size: int, lost: dict[int, list[int]] | None = None
+def run_reference(cfg: MdganConfig, world_size: int, lost: dict[int, list[int]] | None = None
                   ) -> tuple[torch.nn.Module, dict[int, torch.nn.Module]]:
     """Train for ``cfg.iterations`` iterations; returns (G, {n: D held by worker n}).
 

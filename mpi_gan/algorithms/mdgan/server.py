@@ -14,7 +14,7 @@ from torch import nn
 from ... import compression
 from ...comm.transport import ANY_SOURCE, Transport, TransportError, wait_all
 from ...compression.payload import Payload
-from ...config import Config
+from .config import MdganConfig
 from ...gan.adam import Adam
 from ...gan.ema import update_average
 from ...gan.losses import latent_batch
@@ -27,7 +27,7 @@ class Server:
     """One iteration: K generated batches out, N feedbacks in, one step of G."""
 
     def __init__(self, transport: Transport, generator: nn.Module,
-                 optimizer: Adam, cfg: Config, device: torch.device,
+                 optimizer: Adam, cfg: MdganConfig, device: torch.device,
                  sample_shape: tuple[int, ...], classes: int, average: nn.Module | None = None):
         self.t, self.g, self.opt, self.cfg, self.device = transport, generator, optimizer, cfg, device
         self.average = average  # the moving average of G's weights (--g-ema), or None

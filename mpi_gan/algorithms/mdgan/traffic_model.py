@@ -22,13 +22,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import plan as alg
-from ...config import Config
+from .config import MdganConfig
 from .protocol import ALL_KINDS as KINDS
 
 FLOAT32, INT64 = 4, 8
 
 
-def expected_traffic(cfg: Config, world_size: int, sample_floats: int, mean_shard: int,
+def expected_traffic(cfg: MdganConfig, world_size: int, sample_floats: int, mean_shard: int,
                      d_state_bytes: int, d_param_tensors: int, d_param_floats: int,
                      skeleton_bytes: int, channel_bytes: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(bytes, messages), int64 (len(KINDS), world, world), of a fresh run of ``cfg``.

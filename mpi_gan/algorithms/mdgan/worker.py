@@ -10,7 +10,7 @@ from torch import nn
 
 from ... import compression
 from ...comm.transport import Transport, wait_all
-from ...config import Config
+from .config import MdganConfig
 from ...data import Shard, real_batch_indices
 from ...gan.adam import Adam
 from ...gan.losses import discriminator_step, error_feedback
@@ -18,7 +18,7 @@ from ...io.state import Layout, adam_state, load_adam_state, load_module_state, 
 from . import plan as alg
 
 
-def feedback_channel(cfg: Config) -> compression.Channel | None:
+def feedback_channel(cfg: MdganConfig) -> compression.Channel | None:
     """The compressor (and residual memory) of a worker's feedback; None: raw float32."""
     if cfg.compress == "none":
         return None
@@ -44,7 +44,7 @@ class Worker:
     """Trains D_n on (X_r, X_d), returns F_n on X_g, swaps D_n with a peer."""
 
     def __init__(self, transport: Transport, discriminator: nn.Module,
-                 optimizer: Adam, shard: Shard, cfg: Config,
+                 optimizer: Adam, shard: Shard, cfg: MdganConfig,
                  device: torch.device, channel: compression.Channel | None = None,
                  swap_period: int = 0):
         self.t, self.d, self.opt, self.shard = transport, discriminator, optimizer, shard

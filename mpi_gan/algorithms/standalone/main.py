@@ -11,7 +11,8 @@ import time
 import torch
 from mpi4py import MPI
 
-from ...config import GanConfig, parse, validate_standalone
+from ...config import GanConfig
+from .config import parse_args, validate
 from ...data import plan_data
 from ...io.runlog import gan_table
 from ...io.state import module_state
@@ -56,7 +57,7 @@ class Standalone(Algorithm):
     model_group = "generator"
     evaluates = True
 
-    check = staticmethod(validate_standalone)
+    check = staticmethod(validate)
 
     def load_data(self, ctx: Context):
         return plan_data(ctx.cfg, 1, 1)  # the whole training set (its i.i.d. order)
@@ -83,11 +84,5 @@ def run(cfg: GanConfig, comm: MPI.Comm | None = None) -> RunResult:
     return run_algorithm(Standalone(), cfg, comm)
 
 
-def parse_standalone_config(argv, quiet: bool = False) -> GanConfig:
-    return parse(GanConfig, argv, "python -m mpi_gan.standalone", (
-        "A standalone GAN in one process (no mpiexec needed): the same datasets, models, "
-        "losses and files as MD-GAN and FL-GAN, on the whole training set."), quiet)
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_main(Standalone(), parse_standalone_config, argv)
+    return run_main(Standalone(), parse_args, argv)

@@ -1,0 +1,79 @@
+"""MD-GAN's configuration and command line (``python -m mpi_gan.mdgan``)."""
+from __future__ import annotations
+
+from ...argtypes import integer, nonnegative_int
+from ...config import (GanConfig, compress_option, configuration, option, out_option, parse,
+                       require_ranks, validate_gan)
+from ...errors import ConfigError
+
+PROG = "python -m mpi_gan.mdgan"
+DESCRIPTION = ("MD-GAN over MPI: rank 0 is the generator's server, ranks 1..N are workers "
+               "with one discriminator each. Launch with mpiexec -n N+1.")
+
+
+@configuration
+class MdganConfig(GanConfig):
+    """MD-GAN run configuration."""
+
+    out: str = out_option("runs/mdgan")
+    k: int = option(
+        1, "training", type=integer,
+        help="number of generated batches per iteration, 1 <= k <= workers (k=1 generates 2 "
+             "so that X_g and X_d differ)")
+    swap_epochs: int = option(
+        1, "training", type=nonnegative_int,
+        help="E: swap discriminators every E local epochs (0: never)")
+    swap_adam: str = option(
+        "reset", "training", choices=("reset", "travel"),
+        help="on swap, 'travel': Adam state moves with D; 'reset': receiver restarts Adam")
+    exchange: str = option(
+        "p2p", "communication", choices=("p2p", "tree"),
+        help="how generated batches and feedback travel: p2p, the paper's (the server sends "
+             "X_g and X_d to every worker and gets every feedback), or tree (each batch "
+             "leaves the server once and is relayed along a binomial tree over its "
+             "recipients; feedback on it is summed up that tree; docs/mdgan.md)")
+    compress: str = compress_option(
+        "compressor of each worker's feedback F_n, NAME[:key=value,...], e.g. "
+        "adacomp:ratio=0.1 with --no-residual, the setting measured best on MNIST")
+    residual: bool = option(
+        True, "communication",
+        help="keep each worker's unsent feedback and add it to the next (error feedback; the "
+             "next batch's feedback is about other samples: measured to hurt, "
+             "docs/results.md)")
+    fault_tolerant: bool = option(
+        False, "communication", resumable=True,
+        help="go on without a worker that dies (ULFM: Open MPI's mpiexec --with-ft ulfm); "
+             "the survivors run its iteration again (docs/hpc.md)")
+
+
+def parse_args(argv, quiet: bool = False) -> MdganConfig:
+    """MD-GAN's command line."""
+    return parse(MdganConfig, argv, PROG, DESCRIPTION, quiet)
+
+
+def validate(cfg: MdganConfig, world_size: int) -> None:
+    """Raise ConfigError if the MD-GAN ``cfg`` cannot run on ``world_size`` MPI ranks."""
+    workers = require_ranks(world_size, "MD-GAN")
+    if not 1 <= cfg.k <= workers:
+        raise ConfigError(f"--k must satisfy 1 <= k <= number of workers ({workers}), got {cfg.k}")
+    if cfg.swap_epochs < 0:
+        raise ConfigError(f"--swap-epochs must be >= 0, got {cfg.swap_epochs}")
+    if cfg.exchange == "tree" and cfg.compress != "none":
+        raise ConfigError(f"--exchange tree sums the feedback on its way up the tree and "
+                          f"needs --compress none, got --compress {cfg.compress!r}")
+    if cfg.exchange == "tree" and cfg.fault_tolerant:
+        raise ConfigError("--exchange tree does not survive a dead relay: use --exchange "
+                          "p2p with --fault-tolerant")
+    if cfg.fault_tolerant:
+        _require_ulfm()
+    validate_gan(cfg)
+
+
+def _require_ulfm() -> None:
+    from mpi4py import MPI  # here only: reading a configuration must not start MPI
+
+    from ...comm.ulfm import HOW_TO_LAUNCH, ulfm_enabled
+    if not ulfm_enabled():
+        library = MPI.Get_library_version().splitlines()[0].strip()
+        raise ConfigError(f"--fault-tolerant needs an MPI that survives a dead rank, "
+                          f"{HOW_TO_LAUNCH}; this is {library}")

@@ -11,7 +11,7 @@ import pytest
 
 from mpi_gan.io.checkpoint import checkpoint_iteration, list_checkpoints
 from mpi_gan.io.state import rng_state
-from mpi_gan.train import Trainer
+from mpi_gan.train import run_algorithm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
@@ -101,11 +101,9 @@ def restored_state(algorithm, cfg):
     and RNG hold right after the skeleton restored them ({} on a rank that restored nothing)."""
     applied = {}
 
-    class Recording(Trainer):
-        def _load(self, role, values):
-            Trainer._load(role, values)
-            applied.update({k: v.detach().clone().numpy() for k, v in role.state() + rng_state()})
-    Recording(algorithm, cfg).run()
+    def restored(role):
+        applied.update({k: v.detach().clone().numpy() for k, v in role.state() + rng_state()})
+    run_algorithm(algorithm, cfg, restored=restored)
     return applied
 
 

@@ -3,14 +3,16 @@
 ``Trainer`` owns what all algorithms share: the agreed set-up (config check,
 ``--out``, logs, resume checkpoint, dataset cache, device, data), the
 transport, the iteration loop, metric rows appended to the run file, progress
-lines, periodic and final checkpoints, resume, and fault injection. An
-algorithm (``Algorithm``) supplies its message kinds, its data, its roles and
-a template of a worker's state; a role supplies ``step``, ``state`` and
-``load_state`` (and, on rank 0, ``published`` and ``progress``).
+lines, the checkpoint writer and reader, resume. An algorithm
+(``train/algorithm.py``) supplies its message kinds, its data, its roles and
+a template of a worker's state; what a role supplies is declared in
+``train/roles.py``.
 
-Synchronous algorithms (MD-GAN, FL-GAN, standalone) step every rank through
-the same iterations; asynchronous ones (ASGD) step rank 0 only, while workers
-``serve`` the server's requests until it stops them.
+Each execution model is a subclass with its own hooks: ``SynchronousTrainer``
+(``train/synchronous.py``: MD-GAN, FL-GAN, standalone) steps every rank through
+the same iterations; ``AsynchronousTrainer`` (``train/asynchronous.py``: ASGD)
+steps rank 0 only, while workers ``serve`` the server's requests until it stops
+them. ``train/entry.py`` picks the one of an algorithm.
 
 Checkpoint, collective in the synchronous case: every worker sends its packed
 state (kind ``checkpoint``) to rank 0, which writes its own state and then each
@@ -21,130 +23,33 @@ worker. Every rank's torch RNG state is part of its state.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import logging
 import os
 import resource
-import signal
-import sys
 import time
-from dataclasses import dataclass, field
-from typing import NoReturn
 
 import numpy as np
 import torch
 from mpi4py import MPI
 
-from .launch import (SetupFailed, abort_on_exception, agree, best_effort,
-                           select_device, start_run)
 from ..comm.kinds import SKELETON_KINDS
-from ..comm.preemption import EXIT_PREEMPTED, StopFlag, requeue, requeue_command, signal_name
+from ..comm.preemption import StopFlag, signal_name
 from ..comm.transport import Transport, settle
-from ..comm.ulfm import is_peer_failure, ulfm_enabled
+from ..comm.ulfm import is_peer_failure
 from ..config import latent_classes
-from ..data import open_dataset, plan_data, resolved_cache_dir
-from ..io.checkpoint import checkpoint_path, prune_checkpoints, read_checkpoint, write_checkpoint
+from ..data import open_dataset, resolved_cache_dir
 from ..io import lock as run_lock
-from ..io.lock import process_alive
+from ..io.checkpoint import checkpoint_path, prune_checkpoints, write_checkpoint
 from ..io.runlog import Metrics, RunFile
 from ..io.state import Layout, load_rng_state, rng_state
 from ..metrics.evaluator import SCORES, Evaluator, generate
 from ..seeding import derive_seed, seed_device
+from . import roles
+from .algorithm import Algorithm, Context, RunResult
 from .cost import CostMeter, cost_datasets, merge_cost, read_cost, split_cost
+from .launch import SetupFailed, abort_on_exception, agree, best_effort, select_device, start_run
 from .numerics import NonFiniteError, Watch
 from .progress import Progress
 from .recovery import Snapshots, faults_table, recover, truncate_after
-
-
-@dataclass
-class Context:
-    """What a role is built from: the configuration, the communicator's shape, the
-    device, the logger, the data the algorithm loaded for this rank."""
-
-    cfg: object
-    comm: MPI.Comm
-    rank: int
-    size: int
-    device: torch.device
-    log: object
-    data: object = None
-    transport: Transport | None = None
-    start: int = 0
-    lost: set = field(default_factory=set)  # world ranks of workers that died
-
-    @property
-    def workers(self) -> list[int]:
-        """World ranks of the workers alive."""
-        return [n for n in range(1, self.size) if n not in self.lost]
-
-
-@dataclass
-class RunResult:
-    """What a rank ends with: its role, on rank 0 the output paths, and the stop signal
-    all ranks agreed on (0 if the run went to its end)."""
-
-    role: object
-    run_file: str | None = None
-    checkpoint: str | None = None
-    stopped: int = 0
-    iteration: int = 0
-    start: int = 0
-    lost: tuple = ()  # world ranks that died during the run (``--fault-tolerant``)
-
-
-class Algorithm:
-    """What an algorithm plugs into the skeleton; subclasses override the hooks."""
-
-    name = ""                 # checkpoint 'algorithm' attribute, log prefix
-    run_format = ""           # run file 'format' attribute
-    config_class = None
-    kinds: tuple[str, ...] = ()
-    model_group = "model"     # run-file group of the model rank 0 publishes
-    synchronous = True
-    evaluates = False         # rank 0's role holds a generator to score (``generator``)
-    fault_tolerant = False    # can go on without dead workers (``--fault-tolerant``)
-
-    check = None              # check(cfg, world_size) raises ConfigError
-
-    def validate(self, cfg, world_size: int) -> None:
-        type(self).check(cfg, world_size)
-
-    def load_data(self, ctx: Context):
-        """This rank's data (runs inside the agreed set-up: raise DataError on bad data):
-        by default the shard split of a server + workers run (``data.plan_data``)."""
-        return plan_data(ctx.cfg, ctx.size - 1, ctx.rank)
-
-    def make_role(self, ctx: Context):
-        raise NotImplementedError
-
-    def worker_template(self, ctx: Context) -> list[tuple[str, torch.Tensor]]:
-        """Named tensors shaped like a worker's state (RNG excluded), the same for every
-        worker; [] if workers keep no state."""
-        return []
-
-    def tables(self, ctx: Context) -> dict[str, Metrics]:
-        """Rank 0's metric tables by group path (rows come from its role's ``step``)."""
-        return {}
-
-    def extras(self, ctx: Context) -> dict[str, np.ndarray]:
-        """Extra datasets (path -> array) for the run file and checkpoints: by default
-        each worker's shard size and label histogram."""
-        return ctx.data.extras()
-
-    def summary(self, result: RunResult) -> list[str]:
-        """Lines rank 0 prints when the run is done."""
-        return []
-
-    def table_paths(self) -> tuple[str, ...]:
-        return ("metrics",)
-
-    def generator(self, role) -> torch.nn.Module:
-        """The generator rank 0's role holds (scored every ``--eval-every`` iterations)."""
-        return role.g
-
-    def reader(self, path: str):
-        return read_checkpoint(path, self.name, self.config_class, self.table_paths(),
-                               ("scores", "faults") if self.evaluates else ("faults",))
 
 
 def scores_table() -> Metrics:
@@ -185,48 +90,18 @@ def lost_before(comm: MPI.Comm, ckpt) -> list[int]:
 IDLE_END_TAG = 7
 
 
-FAULTS = ("raise", "kill", "kill-in-checkpoint", "raise-in-setup", "raise-after-setup", "nan")
-
-
-def injected_fault(rank: int) -> tuple[int, str] | None:
-    """``(iteration, how)`` from ``MPI_GAN_FAULT=rank:iteration[:how][,...]`` for this rank,
-    if any (one fault per rank; several ranks separated by commas).
-
-    A testing aid for the failure paths: ``raise`` (default) raises an exception at that
-    iteration (it must end the job); ``kill`` makes the rank SIGKILL itself at the start of
-    that iteration (a dead worker: ``--fault-tolerant`` goes on without it);
-    ``kill-in-checkpoint`` makes rank 0 SIGKILL itself while writing that iteration's
-    checkpoint, after its own state is in the temporary file (the previous checkpoint must
-    stay valid); ``raise-in-setup`` raises an unexpected exception while the rank loads its
-    data (an agreed set-up step: every rank must exit with status 2) and
-    ``raise-after-setup`` right after that step, outside any agreement (it must abort the
-    job); for these two the iteration is ignored. ``nan`` sets the rank's first
-    floating-point state tensor (a weight of its model, ASGD's theta) to NaN at the start of
-    that iteration (``--on-nonfinite`` must stop the run before a checkpoint holds it).
-    """
-    spec = os.environ.get("MPI_GAN_FAULT", "")
-    for fault in filter(None, spec.split(",")):
-        fault_rank, iteration, *how = fault.split(":")
-        how = how[0] if how else "raise"
-        if how not in FAULTS:
-            raise ValueError(f"MPI_GAN_FAULT={spec!r}: unknown fault {how!r}, one of {FAULTS}")
-        if int(fault_rank) == rank:
-            return int(iteration), how
-    return None
-
-
-def setup_fault(fault: tuple[int, str] | None, how: str) -> None:
-    """Raise the injected set-up fault ``how`` if it is this rank's (``injected_fault``)."""
-    if fault is not None and fault[1] == how:
-        raise RuntimeError(f"fault injected by MPI_GAN_FAULT ({how})")
-
-
 class Trainer:
-    """Runs ``algorithm`` under ``cfg`` on every rank of ``comm`` (collective)."""
+    """Runs ``algorithm`` under ``cfg`` on every rank of ``comm`` (collective); the base of
+    the execution models' loops, which supply the hooks below."""
 
-    def __init__(self, algorithm: Algorithm, cfg, comm: MPI.Comm | None = None):
+    measured = True  # workers' cost counters travel with their checkpoint states
+    write_checkpoint = staticmethod(write_checkpoint)  # the writer (faults.py wraps it)
+
+    def __init__(self, algorithm: Algorithm, cfg, comm: MPI.Comm | None = None,
+                 restored=None):
         self.algorithm, self.cfg = algorithm, cfg
         self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.restored = restored  # restored(role): after a resumed rank's state is loaded
 
     # ------------------------------------------------------------ set-up
     def run(self) -> RunResult:
@@ -255,10 +130,7 @@ class Trainer:
         device = agree(comm, lambda: select_device(getattr(cfg, "device", "cpu"), local))
         seed_device(device, derive_seed(cfg.seed, "device", rank))
         ctx = Context(cfg, comm, rank, size, device, log)
-        fault = injected_fault(rank)
-        ctx.data = agree(comm, lambda: setup_fault(fault, "raise-in-setup") or
-                         algo.load_data(ctx))
-        setup_fault(fault, "raise-after-setup")
+        ctx.data = agree(comm, lambda: algo.load_data(ctx))
         self.evaluator = agree(comm, lambda: self._make_evaluator(ctx, ckpt))
         torch.set_num_threads(cfg.threads)
         # every stream the algorithms draw is seed-derived; the global RNG is seeded too,
@@ -295,9 +167,10 @@ class Trainer:
         if self.idle and not transport.exclude(self.idle):
             return self._wait_idle(ctx)
         role = self.role = algo.make_role(ctx)
+        roles.require(role, self.role_protocol(ctx), algo.name, ctx.rank)
         template = algo.worker_template(ctx)
         self.layout = Layout(template + rng_state() if template else [])
-        self.message = checkpoint_layout(template, algo.synchronous)
+        self.message = checkpoint_layout(template, self.measured)
         self.meter = CostMeter()
         result = RunResult(role)
         self.snapshots = Snapshots() if getattr(cfg, "fault_tolerant", False) else None
@@ -322,12 +195,7 @@ class Trainer:
             self._load(role, self.layout.unpack(
                 transport.recv_into(self.layout.empty(), 0, "restore")))
         ending = np.zeros(2, dtype=np.int64)  # the agreed stop signal, the last iteration
-        if algo.synchronous or ctx.rank == 0:
-            result.checkpoint = self._loop()
-            ending[:] = self.stopped, self.done
-        else:
-            role.serve(self.send_state)
-            transport.totals()
+        self.drive(result, ending)
         # asynchronous workers learn it here; over the survivors if some died
         transport.comm.Bcast([ending, MPI.INT64_T], root=0)
         transport.free()
@@ -348,10 +216,45 @@ class Trainer:
         return RunResult(None, stopped=int(ending[0]), iteration=int(ending[1]),
                          start=ctx.start, lost=tuple(sorted(ctx.lost)))
 
-    @staticmethod
-    def _load(role, values: dict[str, torch.Tensor]) -> None:
+    # ------------------------------------------------ the execution model's hooks
+    def role_protocol(self, ctx: Context) -> type:
+        """The protocol this rank's role must follow (``train/roles.py``)."""
+        raise NotImplementedError
+
+    def drive(self, result: RunResult, ending: np.ndarray) -> None:
+        """This rank's part of the training: by default the loop (``_loop``), which sets
+        ``result.checkpoint`` and ``ending`` (the stop signal, the last iteration)."""
+        result.checkpoint = self._loop()
+        ending[:] = self.stopped, self.done
+
+    def advance(self, role, done: int) -> tuple[list | None, int]:
+        """One step from iteration ``done``: its rows and the iteration reached."""
+        raise NotImplementedError
+
+    def stop_signal(self) -> int:
+        """The stop signal this rank acts on after a step (0: none)."""
+        raise NotImplementedError
+
+    def quiesce(self, final: bool, iteration: int) -> int:
+        """Before rank 0 writes a checkpoint: the iteration it holds."""
+        return iteration
+
+    def ask_state(self, worker: int) -> None:
+        """Before rank 0 receives ``worker``'s checkpoint state."""
+
+    def traffic_totals(self, final: bool) -> np.ndarray:
+        """Every rank's traffic counters, once the checkpoint's states are in."""
+        return self.ctx.transport.totals()
+
+    def after_checkpoint(self, final: bool) -> None:
+        """After rank 0 wrote a checkpoint."""
+
+    # ----------------------------------------------------------- restore
+    def _load(self, role, values: dict[str, torch.Tensor]) -> None:
         role.load_state(values)
         load_rng_state(values)
+        if self.restored is not None:
+            self.restored(role)
 
     def _resume_server(self, role, ckpt) -> None:
         ctx, transport = self.ctx, self.ctx.transport
@@ -382,7 +285,6 @@ class Trainer:
         the survivors recover (``train/recovery.py``) and run the interrupted iteration
         again. Returns the last checkpoint's path (None on workers)."""
         ctx, cfg = self.ctx, self.cfg
-        self.fault = injected_fault(ctx.rank)
         self.done = self.last_checkpoint = ctx.start
         self.stopped = 0
         self.loop_start = time.perf_counter()
@@ -416,24 +318,12 @@ class Trainer:
     def _advance(self) -> bool:
         """One iteration from ``self.done`` (which it advances), its rows, progress,
         scores and checkpoint, then the stop agreement; True if the loop must stop."""
-        ctx, cfg, role, sync = self.ctx, self.cfg, self.role, self.algorithm.synchronous
+        ctx, cfg, role = self.ctx, self.cfg, self.role
         done, every = self.done, cfg.checkpoint_every
-        if self.fault == (done, "raise"):
-            raise RuntimeError(f"fault injected by MPI_GAN_FAULT at iteration {done} on "
-                               f"rank {ctx.rank}")
-        if self.fault == (done, "kill"):
-            ctx.log.info("MPI_GAN_FAULT: SIGKILL at iteration %d, Unix time %.6f", done,
-                         time.time())
-            os.kill(os.getpid(), signal.SIGKILL)
-        if self.fault == (done, "nan"):
-            ctx.log.info("MPI_GAN_FAULT: NaN in the state at iteration %d", done)
-            values = dict(role.state())
-            next(t for t in values.values() if t.is_floating_point()).fill_(float("nan"))
-            role.load_state(values)
         if self.snapshots is not None:
             self.snapshots.take(done, role.state() + rng_state())
-        rows = self.meter.measure(role.step, done) if sync else role.step(done)
-        done = self.done = done + 1 if sync else role.version
+        rows, done = self.advance(role, done)
+        self.done = done
         if ctx.rank == 0:
             self._record(rows, done)
             self.progress.step(done)
@@ -449,7 +339,7 @@ class Trainer:
                 self._evaluate(done)
         if every and done // every > self.last_checkpoint // every and done < cfg.iterations:
             self.done = self.last_checkpoint = self.checkpoint(done, final=False)
-        self.stopped = self.stop.agreed(ctx.transport.comm) if sync else self.stop.signal
+        self.stopped = self.stop_signal()
         return bool(self.stopped) and self.done < cfg.iterations
 
     def _recover(self, detected: float) -> None:
@@ -518,7 +408,7 @@ class Trainer:
         """A worker's part of a checkpoint: its packed state to rank 0."""
         if self.message.fields:
             entries = self.role.state() + rng_state()
-            if self.algorithm.synchronous:
+            if self.measured:
                 entries += self.meter.entries()
             self.ctx.transport.send_tensor(self.message.pack(entries), 0, "checkpoint")
 
@@ -536,10 +426,7 @@ class Trainer:
             self.send_state()
             transport.totals()
             return iteration
-        if not algo.synchronous:
-            rows = role.before_checkpoint(final, bool(self.layout.fields))
-            self._record(rows, role.version)
-            iteration = role.version
+        iteration = self.quiesce(final, iteration)
         path = checkpoint_path(cfg.out, iteration)
         traffic, cost = [], np.zeros((ctx.size, 3))
         cost[0] = self.meter.row()
@@ -549,143 +436,30 @@ class Trainer:
             own = role.state()
             self.watch.state(iteration, 0, own)
             yield 0, own + rng_state()
-            if self.fault == (iteration, "kill-in-checkpoint"):
-                os.kill(os.getpid(), signal.SIGKILL)
             for n in ctx.workers if self.message.fields else ():
-                if not algo.synchronous:
-                    role.request_state(n)
+                self.ask_state(n)
                 values = self.message.unpack(
                     transport.recv_into(self.message.empty(), n, "checkpoint"))
-                if algo.synchronous:
+                if self.measured:
                     values, cost[n] = split_cost(values)
                 self.watch.state(iteration, n, values.items())
                 yield n, list(values.items())
 
         def totals():  # after every state: workers have sent all they count
-            if final and not algo.synchronous:
-                role.finish()
-            traffic[:] = transport.totals() if algo.synchronous or final else \
-                transport.local_view()
+            traffic[:] = self.traffic_totals(final)
             extras.update(cost_datasets(merge_cost(self.cost_base, cost), self._wall()))
             return traffic
 
-        write_checkpoint(path, algo.name, cfg, iteration, ctx.size, states(), self.tables,
+        self.write_checkpoint(path, algo.name, cfg, iteration, ctx.size, states(), self.tables,
                          transport.kinds, totals, extras)
         prune_checkpoints(cfg.out, cfg.keep_checkpoints)
         self.run_file.update(iteration, traffic, role.published(),
                              finished=final if finished is None else finished,
                              datasets={k: v for k, v in extras.items() if k.startswith("cost/")})
         ctx.log.info("checkpoint %s, run file %s", path, self.run_file.path)
-        if not final and not algo.synchronous:
-            role.after_checkpoint()
+        self.after_checkpoint(final)
         self.final_path = path
         return iteration
-
-
-def run_algorithm(algorithm: Algorithm, cfg, comm: MPI.Comm | None = None) -> RunResult:
-    """Train ``algorithm`` under ``cfg`` on every rank of ``comm``."""
-    return Trainer(algorithm, cfg, comm).run()
-
-
-def run_main(algorithm: Algorithm, parse, argv: list[str] | None = None) -> int:
-    """An entry point's body: parse the command line (errors printed by rank 0 only), train,
-    and let rank 0 say where the files are."""
-    comm = MPI.COMM_WORLD
-    cfg = parse(sys.argv[1:] if argv is None else argv, quiet=comm.Get_rank() != 0)
-    result = run_algorithm(algorithm, cfg, comm)
-    if result.stopped:
-        stopped_exit(comm, cfg, result)
-    if comm.Get_rank() == 0:
-        for line in algorithm.summary(result):
-            print(line)
-        print(f"done: run file {os.path.abspath(result.run_file)}, checkpoint "
-              f"{os.path.abspath(result.checkpoint)}, logs "
-              f"{os.path.abspath(os.path.join(cfg.out, 'logs'))}", flush=True)
-    if result.lost and ulfm_enabled():
-        exit_now(0)  # Open MPI's MPI_Finalize can hang once a rank has died
-    return 0
-
-
-def exit_now(code: int, finalized: bool = False) -> NoReturn:
-    """Flush the logs and standard streams, then leave without Python's shutdown (no
-    MPI_Finalize from mpi4py's exit hook, no waiting on threads). ``finalized``: MPI_Finalize
-    was called, so leave through the C library's ``exit``, which runs MPICH's exit handlers:
-    a rank that skips them (``os._exit``) looks to MPICH's mpiexec like one that died, and it
-    SIGKILLs every rank still running and reports signal 9."""
-    for handler in logging.getLogger("mpi_gan").handlers:
-        handler.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if finalized:
-        ctypes.PyDLL(None).exit(code)  # PyDLL keeps the GIL: no Python thread runs on
-    os._exit(code)
-
-
-def stopped_exit(comm: MPI.Comm, cfg, result: RunResult) -> NoReturn:
-    """After a stop signal, every rank past the checkpoint: rank 0 says where it is; every
-    rank finalizes MPI and marks it in ``<out>/logs/.finalized-<rank>`` (its host and
-    process id). Once all have (10 s at most), the workers exit with status 0 and rank 0,
-    last, requeues the job under SLURM (``comm/preemption.py`` says why only then) and
-    exits with ``EXIT_PREEMPTED``, the job's status. Rank 0 leaves last because Open MPI's
-    mpirun kills the ranks still alive as soon as one exits non-zero: it waits until the
-    workers on its host have exited (their process ids gone; 10 s at most) and gives those on other hosts
-    ``REMOTE_EXIT_GRACE`` seconds. Ranks lost earlier (``--fault-tolerant``) are not
-    waited for."""
-    if not result.lost:  # the survivors already agreed on the end (``Trainer._loop``)
-        comm.Barrier()
-    log = logging.getLogger("mpi_gan")
-    rank, size = comm.Get_rank(), comm.Get_size()
-    command = None
-    if rank == 0:
-        name = signal_name(result.stopped)
-        print(f"stopped by {name} at iteration {result.iteration} of {cfg.iterations}: "
-              f"checkpoint {os.path.abspath(result.checkpoint)}; continue with --resume auto "
-              f"--out {cfg.out} (exit status {EXIT_PREEMPTED})", flush=True)
-        command = requeue_command(result.stopped, result.iteration > result.start)
-    finalized = not (result.lost and ulfm_enabled())  # Open MPI's can hang once a rank died
-    if finalized:
-        MPI.Finalize()
-    marks = [finalized_mark(cfg.out, r) for r in range(size) if r not in result.lost]
-    with open(finalized_mark(cfg.out, rank), "w") as mark:
-        mark.write(f"{run_lock.this_host()} {os.getpid()}\n")
-    deadline = time.monotonic() + FINALIZE_WAIT_SECONDS
-    while not all(os.path.exists(m) for m in marks) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if rank != 0:
-        exit_now(0, finalized)
-    wait_for_exits([m for m in marks if m != finalized_mark(cfg.out, 0)],
-                   time.monotonic() + FINALIZE_WAIT_SECONDS)
-    run_lock.release_all()  # the workers are gone: the requeued or next job may take --out
-    if command:
-        requeue(command, log)
-    exit_now(EXIT_PREEMPTED, finalized)  # the stop handlers still hold any further signal
-
-
-FINALIZE_WAIT_SECONDS = 10.0
-REMOTE_EXIT_GRACE = 2.0  # seconds rank 0 gives a rank on another host to exit
-
-
-def wait_for_exits(marks: list[str], deadline: float) -> None:
-    """Return once the processes named by the ``.finalized-*`` files ``marks`` have exited:
-    those on this host (hostname and machine id: ``io.lock.same_host``) when their
-    process id is gone or a zombie, those elsewhere (or whose mark cannot be read) after
-    ``REMOTE_EXIT_GRACE`` seconds; at ``deadline`` (``time.monotonic``) at the latest."""
-    local, remote = [], False
-    for mark in marks:
-        try:
-            with open(mark) as f:
-                where, pid = f.read().split()
-            if run_lock.same_host(*run_lock.parse_host(where)):
-                local.append(int(pid))
-                continue
-        except (OSError, ValueError):
-            pass
-        remote = True
-    remote_until = min(deadline, time.monotonic() + REMOTE_EXIT_GRACE) if remote else 0.0
-    while local and time.monotonic() < deadline:
-        local = [pid for pid in local if process_alive(pid)]
-        time.sleep(0.01)
-    time.sleep(max(0.0, remote_until - time.monotonic()))
 
 
 def finalized_mark(out: str, rank: int) -> str:

@@ -1,0 +1,26 @@
+"""The loop of synchronous algorithms (MD-GAN, FL-GAN, standalone): every rank steps
+through the same iterations; a checkpoint is collective (every worker sends its state with
+its cost counters, rank 0 writes them as they arrive); a stop signal is agreed every
+iteration (one Allreduce of one int)."""
+from __future__ import annotations
+
+from . import roles
+from .algorithm import Context
+from .loop import Trainer
+
+
+class SynchronousTrainer(Trainer):
+    """Every rank runs the loop; each step's compute time is measured (``CostMeter``)."""
+
+    measured = True
+
+    def role_protocol(self, ctx: Context) -> type:
+        if getattr(ctx.cfg, "fault_tolerant", False):
+            return roles.FaultTolerantRole
+        return roles.SynchronousRole
+
+    def advance(self, role, done: int):
+        return self.meter.measure(role.step, done), done + 1
+
+    def stop_signal(self) -> int:
+        return self.stop.agreed(self.ctx.transport.comm)

@@ -18,6 +18,7 @@ from typing import Callable, ClassVar
 from .argtypes import OneLineParser, nonnegative_int, positive_float, positive_int
 from .data import DATASETS, DataError, DatasetSpec, parse_split, spec_of
 from .errors import ConfigError
+from .gan.local import LocalSettings
 from .thread_pools import DEFAULT_THREADS
 
 # the argument groups of --help, in this order
@@ -244,6 +245,16 @@ def disc_outputs(cfg) -> int:
 def latent_classes(cfg) -> int:
     """Classes encoded one-hot in G's latent vector (0 without --acgan)."""
     return spec_of(cfg).classes if cfg.acgan else 0
+
+
+def local_settings(cfg: GanConfig) -> LocalSettings:
+    """What a local GAN (``gan.local.LocalGAN``) trains with, from a GAN configuration."""
+    return LocalSettings(
+        model=cfg.model, latent_dim=cfg.latent_dim, classes=latent_classes(cfg),
+        disc_outputs=disc_outputs(cfg), batch_size=cfg.batch_size, disc_steps=cfg.disc_steps,
+        saturating=cfg.g_loss == "saturating", lr_g=cfg.lr_g, lr_d=cfg.lr_d,
+        beta1=cfg.beta1, beta2=cfg.beta2, skip_nonfinite=cfg.on_nonfinite == "skip",
+        g_ema=getattr(cfg, "g_ema", 0.0), seed=cfg.seed)
 
 
 class _RankAwareParser(OneLineParser):

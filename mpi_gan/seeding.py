@@ -13,7 +13,7 @@ import torch
 # the one implementation, standard library only, at the bottom of the package
 from .streams import derive_seed
 
-__all__ = ["derive_seed", "generator", "seed_device"]
+__all__ = ["derive_seed", "generator", "real_batch_indices", "seed_device"]
 
 
 def generator(seed: int, *tags: object) -> torch.Generator:
@@ -35,3 +35,17 @@ def seed_device(device: torch.device, seed: int) -> None:
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def real_batch_indices(seed: int, worker: int, shard_size: int, batch: int,
+                       iteration: int) -> torch.Tensor:
+    """Positions in the shard of the real batch used at ``iteration`` (0-based).
+
+    A local epoch is ``shard_size // batch`` iterations; each epoch walks a
+    fresh seed-derived permutation, so the batch is a pure function of the
+    iteration (resuming needs no sampler state).
+    """
+    per_epoch = shard_size // batch
+    epoch, step = divmod(iteration, per_epoch)
+    perm = torch.randperm(shard_size, generator=generator(seed, "real", worker, epoch))
+    return perm[step * batch: (step + 1) * batch]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..seeding import derive_seed, generator
+from ..seeding import derive_seed, generator, real_batch_indices  # noqa: F401 - re-exported
 
 SPLIT_FORMS = "iid, labels:C (C classes per worker) or dirichlet:ALPHA (ALPHA > 0)"
 
@@ -126,17 +126,3 @@ def label_histogram(labels: np.ndarray, shards: list[np.ndarray], classes: int) 
 def epoch_iterations(epochs: int, shard_size: int, batch: int) -> int:
     """Iterations of ``epochs`` local epochs over a shard: epochs * (m // b) (0: never)."""
     return epochs * (shard_size // batch)
-
-
-def real_batch_indices(seed: int, worker: int, shard_size: int, batch: int,
-                       iteration: int) -> torch.Tensor:
-    """Positions in the shard of the real batch used at ``iteration`` (0-based).
-
-    A local epoch is ``shard_size // batch`` iterations; each epoch walks a
-    fresh seed-derived permutation, so the batch is a pure function of the
-    iteration (resuming needs no sampler state).
-    """
-    per_epoch = shard_size // batch
-    epoch, step = divmod(iteration, per_epoch)
-    perm = torch.randperm(shard_size, generator=generator(seed, "real", worker, epoch))
-    return perm[step * batch: (step + 1) * batch]

@@ -10,8 +10,9 @@ import torch
 from mpi_gan.algorithms.flgan.protocol import ALL_KINDS as KINDS, round_period
 from mpi_gan.algorithms.flgan.reference import run_reference
 from mpi_gan.algorithms.flgan.traffic_model import expected_traffic
-from mpi_gan.algorithms.flgan.local import LocalGAN
+from mpi_gan.gan.local import LocalGAN
 from mpi_gan.algorithms.flgan.config import FlganConfig
+from mpi_gan.config import local_settings
 from mpi_gan.data import spec_of
 from mpi_gan.flgan import FLGAN, run
 from mpi_gan.gan.fedavg import flatten
@@ -71,7 +72,7 @@ def test_equivalence_with_single_process_reference(mpi_tmp_path, case):
         assert f["metrics/iteration"][()].tolist() == [3, 6]  # one row per round
         assert f["metrics/d_loss"].shape == (2, world - 1)
     # it trained: every weight of the average moved away from the common initial G
-    initial = LocalGAN(cfg, spec_of(cfg).shape, None, 1).g
+    initial = LocalGAN(local_settings(cfg), spec_of(cfg).shape, None, 1).g
     for (name, p), q in zip(result.role.g.named_parameters(), initial.parameters()):
         assert not torch.equal(p, q), f"G {name} did not move"
 

@@ -51,10 +51,12 @@ def test_flat_model_round_trip_includes_batchnorm_statistics():
 
 
 def test_local_gan_step_moves_both_models_deterministically():
-    from mpi_gan.algorithms.flgan.local import LocalGAN
+    from mpi_gan.config import local_settings
+    from mpi_gan.gan.local import LocalGAN
     cfg = GanConfig(dataset="synthetic", synthetic_size=64, batch_size=8, seed=4)
     shard = plan_data(cfg, 1, 1).shard
-    a, b = LocalGAN(cfg, (1, 28, 28), shard, 1), LocalGAN(cfg, (1, 28, 28), shard, 1)
+    settings = local_settings(cfg)
+    a, b = LocalGAN(settings, (1, 28, 28), shard, 1), LocalGAN(settings, (1, 28, 28), shard, 1)
     g0, d0 = flatten([a.g]), flatten([a.d])
     for t in range(3):
         assert a.step(t) == b.step(t)

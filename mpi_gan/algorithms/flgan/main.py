@@ -15,7 +15,8 @@ from .config import FlganConfig, parse_args, validate
 from ...io.runlog import gan_table
 from ...models import count_params
 from ...train import Algorithm, Context, RunResult, run_algorithm, run_main
-from .local import LocalGAN
+from ...config import local_settings
+from ...gan.local import LocalGAN
 from .protocol import KINDS, round_period
 from .server import FlganServer
 from .worker import FlganWorker
@@ -34,7 +35,7 @@ class FLGAN(Algorithm):
     def make_role(self, ctx: Context):
         cfg, data = ctx.cfg, ctx.data
         period = round_period(cfg, data.mean_shard)
-        local = LocalGAN(cfg, data.spec.shape, data.shard, ctx.rank, ctx.device)
+        local = LocalGAN(local_settings(cfg), data.spec.shape, data.shard, ctx.rank, ctx.device)
         if ctx.rank == 0:
             ctx.log.info("FL-GAN: 1 server + %d workers, %s %s, model %s%s, G %d params, "
                          "D %d params, batch %d, device %s, iterations %d..%d, a round every "
@@ -53,7 +54,7 @@ class FLGAN(Algorithm):
         return FlganWorker(ctx.transport, local, period)
 
     def worker_template(self, ctx: Context):
-        local = LocalGAN(ctx.cfg, ctx.data.spec.shape, None, 1)
+        local = LocalGAN(local_settings(ctx.cfg), ctx.data.spec.shape, None, 1)
         return FlganWorker(None, local, 1).state()
 
     def tables(self, ctx: Context):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from .config import FlganConfig
 from ...data import plan_data
 from ...gan.fedavg import fedavg, flatten, load_flat
-from .local import LocalGAN
+from ...config import local_settings
+from ...gan.local import LocalGAN
 from .protocol import round_after, round_period
 
 
@@ -14,8 +15,9 @@ def run_reference(cfg: FlganConfig, world_size: int):
     workers = world_size - 1
     plans = {n: plan_data(cfg, workers, n) for n in range(1, workers + 1)}
     shape = plans[1].spec.shape
-    locals_ = {n: LocalGAN(cfg, shape, p.shard, n) for n, p in plans.items()}
-    average = LocalGAN(cfg, shape, None, 0)  # the server's models
+    settings = local_settings(cfg)
+    locals_ = {n: LocalGAN(settings, shape, p.shard, n) for n, p in plans.items()}
+    average = LocalGAN(settings, shape, None, 0)  # the server's models
     period = round_period(cfg, plans[1].mean_shard)
     weights = [float(s) for s in plans[1].shard_sizes]
     for t in range(cfg.iterations):

@@ -6,7 +6,7 @@ import torch
 
 from ...comm.transport import Transport, wait_all
 from ...gan.fedavg import flatten, load_flat
-from .local import LocalGAN
+from ...gan.local import LocalGAN
 from .protocol import round_after
 
 

@@ -11,14 +11,14 @@ import time
 import torch
 from mpi4py import MPI
 
-from ...config import GanConfig
+from ...config import GanConfig, local_settings
 from .config import parse_args, validate
 from ...data import plan_data
 from ...io.runlog import gan_table
 from ...io.state import module_state
 from ...models import count_params
 from ...train import Algorithm, Context, RunResult, run_algorithm, run_main
-from ..flgan.local import LocalGAN
+from ...gan.local import LocalGAN
 
 
 class StandaloneRole:
@@ -64,7 +64,7 @@ class Standalone(Algorithm):
 
     def make_role(self, ctx: Context):
         cfg, data = ctx.cfg, ctx.data
-        local = LocalGAN(cfg, data.spec.shape, data.shard, 1, ctx.device)
+        local = LocalGAN(local_settings(cfg), data.spec.shape, data.shard, 1, ctx.device)
         ctx.log.info("standalone GAN: %s %s, %d samples, model %s%s, G %d params, D %d params, "
                      "batch %d, device %s, iterations %d..%d", cfg.dataset,
                      "x".join(map(str, data.spec.shape)), len(data.shard), cfg.model,

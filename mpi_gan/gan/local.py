@@ -2,19 +2,41 @@
 
 Holds G, D and their Adam optimizers; ``step(t)`` is one ``gan_step`` on the
 real batch and latent batch that are pure functions of (seed, owner, t), so a
-resumed or replayed run draws the same data.
+resumed or replayed run draws the same data. Its settings are a ``LocalSettings``
+(``config.local_settings`` reads them from a run's configuration).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ...config import GanConfig, disc_outputs, latent_classes
-from ...data import Shard, real_batch_indices
-from ...gan.ema import make_average, update_average
-from ...gan.losses import gan_step, latent_batch, make_adam
-from ...io.state import (adam_state, average_state, load_adam_state, load_average_state,
-                         load_module_state, module_state, under, with_prefix)
-from ...models import make_discriminator, make_generator
+from ..io.state import (adam_state, average_state, load_adam_state, load_average_state,
+                        load_module_state, module_state, under, with_prefix)
+from ..models import make_discriminator, make_generator
+from ..seeding import real_batch_indices
+from .ema import make_average, update_average
+from .losses import gan_step, latent_batch, make_adam
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """What a local GAN is built and trained with."""
+
+    model: str            # "mlp" or "cnn"
+    latent_dim: int       # G's input size, one-hot classes included
+    classes: int          # one-hot classes in G's input (0: unconditional)
+    disc_outputs: int     # D's logits: 1, plus one per class for ACGAN
+    batch_size: int
+    disc_steps: int       # D steps per iteration
+    saturating: bool      # G's loss log(1 - D(G(z))) instead of -log D(G(z))
+    lr_g: float
+    lr_d: float
+    beta1: float
+    beta2: float
+    skip_nonfinite: bool  # Adam skips a step whose gradients are not finite
+    g_ema: float          # decay of G's moving average (0: none)
+    seed: int
 
 
 class LocalGAN:
@@ -22,17 +44,20 @@ class LocalGAN:
     (the worker rank, 1 for the standalone GAN). Every LocalGAN of a run starts from the
     same seeded G and D."""
 
-    def __init__(self, cfg: GanConfig, shape: tuple[int, int, int], shard: Shard | None,
+    def __init__(self, cfg: LocalSettings, shape: tuple[int, int, int], shard,
                  owner: int, device: torch.device = torch.device("cpu")):
+        """``shape``: one sample's (C, H, W); ``shard``: the real samples (``images``
+        (m, C, H, W) in [-1, 1], ``labels`` (m,)), None for models that only receive
+        averages (FL-GAN's server)."""
         self.cfg, self.shard, self.owner, self.device = cfg, shard, owner, device
-        self.classes = latent_classes(cfg)
+        self.classes = cfg.classes
         self.g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape).to(device)
-        self.d = make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, 0, shape).to(device)
-        skip = cfg.on_nonfinite == "skip"
+        self.d = make_discriminator(cfg.model, cfg.disc_outputs, cfg.seed, 0, shape).to(device)
+        skip = cfg.skip_nonfinite
         self.opt_g = make_adam(self.g, cfg.lr_g, cfg.beta1, cfg.beta2, skip)
         self.opt_d = make_adam(self.d, cfg.lr_d, cfg.beta1, cfg.beta2, skip)
         # the moving average of G (--g-ema; the standalone GAN only: FL-GAN refuses it)
-        self.average = make_average(self.g) if getattr(cfg, "g_ema", 0.0) else None
+        self.average = make_average(self.g) if cfg.g_ema else None
 
     @property
     def scored(self) -> torch.nn.Module:
@@ -50,7 +75,7 @@ class LocalGAN:
                                  "local", self.owner, iteration)
         losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x_r, y_r, z.to(self.device),
                           y_fake.to(self.device) if y_fake is not None else None,
-                          cfg.disc_steps, cfg.g_loss == "saturating")
+                          cfg.disc_steps, cfg.saturating)
         if self.average is not None:
             update_average(self.average, self.g, cfg.g_ema)
         return losses

@@ -23,18 +23,14 @@ import pandas as pd
 
 import dataclasses
 
-from ..algorithms.asgd.config import AsgdConfig
-from ..algorithms.flgan.config import FlganConfig
-from ..algorithms.mdgan.config import MdganConfig
-from ..config import GanConfig
+from ..algorithms import REGISTRY
 
+_CONFIGS = {name: entry.configuration() for name, entry in REGISTRY.items()}
 # configuration fields that do not take part in the group key
-IGNORED = frozenset(GanConfig.RESUMABLE | MdganConfig.RESUMABLE | FlganConfig.RESUMABLE
-                    | AsgdConfig.RESUMABLE | {"seed"}) - {"iterations", "eval_samples",
-                                                          "inception_weights"}
+IGNORED = frozenset(set().union(*(cls.RESUMABLE for cls in _CONFIGS.values())) | {"seed"}) \
+    - {"iterations", "eval_samples", "inception_weights"}
 # each algorithm's configuration defaults: the value of a field its older run files lack
-DEFAULTS = {name: dataclasses.asdict(cls()) for name, cls in (
-    ("mdgan", MdganConfig), ("flgan", FlganConfig), ("standalone", GanConfig), ("asgd", AsgdConfig))}
+DEFAULTS = {name: dataclasses.asdict(cls()) for name, cls in _CONFIGS.items()}
 # group-table columns that are settings (the same for every run of a group), not aggregated
 SETTINGS = ("algorithm", "dataset", "split", "model", "workers", "k", "batch_size",
             "iterations")

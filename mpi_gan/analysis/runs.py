@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import torch
 
+from ..algorithms import REGISTRY
 from ..config import GanConfig
 from ..data import spec_of
 from ..io import integrity
@@ -21,8 +22,7 @@ from ..io.runlog import read_table, read_traffic
 from ..models import make_generator
 
 # run-file format attribute -> algorithm name (checkpoints store the name directly)
-ALGORITHMS = {"mpi-gan-mdgan-run": "mdgan", "mpi-gan-flgan-run": "flgan",
-              "mpi-gan-standalone-run": "standalone", "mpi-gan-asgd-run": "asgd"}
+ALGORITHMS = {entry.run_format: name for name, entry in REGISTRY.items()}
 # the run file's generator (the average with --g-ema); in a checkpoint the average if the
 # run keeps one, else rank 0's G (FL-GAN and standalone: g/, MD-GAN: model/)
 GENERATOR_GROUPS = ("generator/model", "state/rank_0/g_ema/model", "state/rank_0/g/model",

@@ -17,6 +17,7 @@ from mpi4py import MPI
 from torch import nn
 
 from .config import AsgdConfig, parse_args, validate
+from ...algorithms import REGISTRY
 from ...data import open_dataset, plan_data, spec_of
 from ...io.runlog import Metrics
 from ...models import count_params, make_classifier
@@ -72,7 +73,7 @@ def worker_template(cfg: AsgdConfig):
 
 class ASGD(Algorithm):
     name = "asgd"
-    run_format = "mpi-gan-asgd-run"
+    run_format = REGISTRY["asgd"].run_format
     config_class = AsgdConfig
     kinds = KINDS
     model_group = "model"

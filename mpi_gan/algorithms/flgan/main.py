@@ -12,6 +12,7 @@ from __future__ import annotations
 from mpi4py import MPI
 
 from .config import FlganConfig, parse_args, validate
+from ...algorithms import REGISTRY
 from ...io.runlog import gan_table
 from ...models import count_params
 from ...train import Algorithm, Context, RunResult, run_algorithm, run_main
@@ -24,7 +25,7 @@ from .worker import FlganWorker
 
 class FLGAN(Algorithm):
     name = "flgan"
-    run_format = "mpi-gan-flgan-run"
+    run_format = REGISTRY["flgan"].run_format
     config_class = FlganConfig
     kinds = KINDS
     model_group = "generator"

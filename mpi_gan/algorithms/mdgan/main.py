@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from mpi4py import MPI
 
+from ...algorithms import REGISTRY
 from ...config import disc_outputs, latent_classes
 from .config import MdganConfig, parse_args, validate
 from ...data import spec_of
@@ -44,7 +45,7 @@ def worker_template(cfg: MdganConfig, worker: int = 1) -> list[tuple[str, torch.
 
 class MDGAN(Algorithm):
     name = "mdgan"
-    run_format = "mpi-gan-mdgan-run"
+    run_format = REGISTRY["mdgan"].run_format
     config_class = MdganConfig
     kinds = KINDS
     model_group = "generator"

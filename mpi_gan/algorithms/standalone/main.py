@@ -11,6 +11,7 @@ import time
 import torch
 from mpi4py import MPI
 
+from ...algorithms import REGISTRY
 from ...config import GanConfig, local_settings
 from .config import parse_args, validate
 from ...data import plan_data
@@ -51,7 +52,7 @@ class StandaloneRole:
 
 class Standalone(Algorithm):
     name = "standalone"
-    run_format = "mpi-gan-standalone-run"
+    run_format = REGISTRY["standalone"].run_format
     config_class = GanConfig
     kinds = ()
     model_group = "generator"

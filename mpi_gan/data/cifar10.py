@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from .idx import check_arrays
-from .spec import DataError
+from .spec import DataError, DatasetKind, DatasetSpec, Source, fixed_size, need_dir
 
 RECORD = 1 + 3 * 32 * 32
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -64,3 +64,13 @@ def load_cifar10(data_dir: str) -> dict[str, np.ndarray]:
 def source_files(data_dir: str) -> list[str]:
     folder = find_batches_dir(data_dir)
     return [os.path.join(folder, f) for f in TRAIN_FILES + (TEST_FILE,)]
+
+
+def source(spec: DatasetSpec, data_dir: str) -> Source:
+    folder = need_dir(spec, data_dir, "the binary batches (cifar-10-batches-bin)")
+    return source_files(folder), lambda log: load_cifar10(folder), \
+        f"CIFAR-10 binary batches in {folder}"
+
+
+CIFAR10 = DatasetKind("cifar10", fixed_size("cifar10", (3, 32, 32), 10, 50000, 10000),
+                      source=source)

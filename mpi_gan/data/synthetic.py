@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..seeding import generator
+from .spec import DatasetKind, DatasetSpec, fixed_size
 
 
 def synthetic_images(seed: int, count: int, stream: object) -> tuple[np.ndarray, np.ndarray]:
@@ -28,3 +29,19 @@ def synthetic_images(seed: int, count: int, stream: object) -> tuple[np.ndarray,
     images = (images * 0.7 + noise).clamp_(0, 1)
     return ((images * 255).round().to(torch.uint8).numpy()[:, None],
             labels.to(torch.uint8).numpy())
+
+
+def spec(image_size: int, synthetic_size: int) -> DatasetSpec:
+    """``synthetic_size`` training images (1, 28, 28) of 10 classes, 1,000 test images."""
+    return fixed_size("synthetic", (1, 28, 28), 10, synthetic_size, 1000)(image_size,
+                                                                          synthetic_size)
+
+
+def generate(spec: DatasetSpec, seed: int, synthetic_size: int) -> tuple[dict, str]:
+    train = synthetic_images(seed, synthetic_size, "train")
+    test = synthetic_images(seed, spec.test_size, "test")
+    return ({"train_images": train[0], "train_labels": train[1], "test_images": test[0],
+             "test_labels": test[1]}, f"synthetic-{synthetic_size}-seed{seed}")
+
+
+SYNTHETIC = DatasetKind("synthetic", spec, generate=generate)

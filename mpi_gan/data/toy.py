@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..seeding import generator
+from .spec import DataError, DatasetKind, DatasetSpec
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,21 @@ def toy_points(name: str, seed: int, count: int, stream: object
     noise = torch.randn(count, 2, generator=g, dtype=torch.float64)
     points = torch.from_numpy(mix.centres)[modes] + mix.std * noise
     return points.to(torch.float32).numpy(), modes.to(torch.uint8).numpy()
+
+
+def toy_kind(name: str) -> DatasetKind:
+    """The registry's entry of mixture ``name``: 2-D points, unlabelled, no image size."""
+    def spec(image_size: int, synthetic_size: int) -> DatasetSpec:
+        if image_size:
+            raise DataError(f"--image-size {image_size}: {name} holds 2-D points, not images")
+        return DatasetSpec(name, (2,), 0, TRAIN_SIZE, TEST_SIZE)
+
+    def generate(spec: DatasetSpec, seed: int, synthetic_size: int) -> tuple[dict, str]:
+        train = toy_points(name, seed, spec.train_size, "train")
+        test = toy_points(name, seed, spec.test_size, "test")
+        return ({"train_images": train[0], "train_labels": train[1], "test_images": test[0],
+                 "test_labels": test[1]}, f"{name}-seed{seed}")
+    return DatasetKind(name, spec, generate=generate)
+
+
+RING, GRID = toy_kind("ring"), toy_kind("grid")

@@ -114,8 +114,8 @@ def test_fashion_mnist_torchvision_layout_through_cache(tmp_path):
 
 
 def test_fashion_without_source_says_how_to_get_it(tmp_path, monkeypatch):
-    from mpi_gan.data import cache
-    monkeypatch.setattr(cache, "FASHION_DEBIAN", str(tmp_path / "not-installed"))
+    from mpi_gan.data import idx as idx_format
+    monkeypatch.setattr(idx_format, "FASHION_DEBIAN", str(tmp_path / "not-installed"))
     with pytest.raises(data.DataError, match="apt-get install dataset-fashion-mnist"):
         data.prepare(cfg(dataset="fashion-mnist", cache_dir=str(tmp_path)))
 

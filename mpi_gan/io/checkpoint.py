@@ -26,7 +26,7 @@ import torch
 from . import integrity
 from .atomic import atomic_h5
 from .lock import ensure_held
-from .runlog import read_table, read_traffic, write_common
+from .runlog import RunRecord, read_table, read_traffic, write_common
 
 FORMAT = "mpi-gan-checkpoint"
 FORMAT_VERSION = 3
@@ -83,8 +83,8 @@ def read_entries(group) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_checkpoint(path: str, algorithm: str, cfg, iteration: int, world_size: int, states,
-                     tables, kinds, traffic, extras=None) -> None:
+def write_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: int, states,
+                     traffic, extras=None) -> None:
     """Write one checkpoint atomically (temporary file, fsync, rename); a full disk raises
     DiskFullError, the earlier checkpoints kept; LockLost (nothing written) if this process
     lost the run directory's lock.
@@ -101,12 +101,12 @@ def write_checkpoint(path: str, algorithm: str, cfg, iteration: int, world_size:
     with atomic_h5(path, size_hint=max(previous, default=0)) as f:
         f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
                         "algorithm": algorithm, "iteration": iteration,
-                        "world_size": world_size})
+                        "world_size": record.world_size})
         for rank, entries in states:
             write_entries(f.create_group(f"state/rank_{rank}"), entries)
         if callable(traffic):
             traffic = traffic()
-        write_common(f, cfg, tables, kinds, *traffic, extras)
+        write_common(f, record, *traffic, extras)
         f.attrs["complete"] = 1  # last: a file without it is not a checkpoint
         integrity.seal(f)
 

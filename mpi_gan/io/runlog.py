@@ -15,6 +15,8 @@ rebuilds the run file exactly as it was at that checkpoint.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import h5py
 import numpy as np
 
@@ -91,17 +93,29 @@ def write_tables(f, tables: dict[str, Metrics]) -> None:
             integrity.create(group, name, array, maxshape=(None,) + array.shape[1:])
 
 
-def write_common(f, cfg, tables: dict[str, Metrics], kinds, traffic_bytes: np.ndarray,
-                 traffic_messages: np.ndarray, extras: dict[str, np.ndarray] | None = None
-                 ) -> None:
+@dataclass
+class RunRecord:
+    """What a run file and a checkpoint both record of a run: its configuration (a run
+    configuration: ``as_attrs()``), world size, the message kinds its traffic counters
+    count (in order) and rank 0's metric tables by group path."""
+
+    cfg: object
+    world_size: int
+    kinds: tuple[str, ...]
+    tables: dict[str, Metrics] = field(default_factory=dict)
+
+
+def write_common(f, record: RunRecord, traffic_bytes: np.ndarray, traffic_messages: np.ndarray,
+                 extras: dict[str, np.ndarray] | None = None) -> None:
     """Write /config, the metric tables, /traffic and ``extras`` (path -> array) into the
     open h5py file ``f``. traffic_*: int64 (len(kinds), world, world) [kind, source,
     destination]."""
     config = f.create_group("config")
-    for key, value in cfg.as_attrs().items():
+    for key, value in record.cfg.as_attrs().items():
         config.attrs[key] = value
     integrity.seal(config)
-    write_tables(f, tables)
+    write_tables(f, record.tables)
+    kinds = record.kinds
     traffic = f.create_group("traffic")
     traffic.attrs["kinds"] = ",".join(kinds)
     traffic.attrs["header_bytes_per_message"] = 0
@@ -140,20 +154,23 @@ class RunFile:
     entries are stored under ``/<model_group>/model/<key>``.
     """
 
-    def __init__(self, path: str, fmt: str, cfg, world_size: int, tables: dict[str, Metrics],
-                 kinds, traffic: tuple[np.ndarray, np.ndarray], model_group: str, model_entries,
-                 iteration: int, extras: dict[str, np.ndarray] | None = None):
-        self.path, self.tables, self.model_group = path, tables, model_group
+    def __init__(self, path: str, record: RunRecord, fmt: str, iteration: int,
+                 traffic: tuple[np.ndarray, np.ndarray], model_group: str, model_entries,
+                 extras: dict[str, np.ndarray] | None = None):
+        """``fmt``: the 'format' attribute; ``iteration``: where the run starts;
+        ``traffic``: (bytes, messages) so far; the model rank 0 publishes: its group and
+        named tensors (the ``model/`` ones are written); ``extras``: path -> array."""
+        self.path, self.tables, self.model_group = path, record.tables, model_group
         ensure_held()
         with atomic_h5(path) as f:
-            f.attrs.update({"format": fmt, "iteration": iteration, "world_size": world_size,
-                            "finished": 0})
-            write_common(f, cfg, tables, kinds, *traffic, extras)
+            f.attrs.update({"format": fmt, "iteration": iteration,
+                            "world_size": record.world_size, "finished": 0})
+            write_common(f, record, *traffic, extras)
             group = f.create_group(model_group)
             for name, tensor in model_entries:
                 if name.startswith("model/"):
                     integrity.create(group, name, tensor.detach().cpu().numpy())
-        self.written = {p: len(t) for p, t in tables.items()}
+        self.written = {p: len(t) for p, t in record.tables.items()}
 
     def append_rows(self) -> None:
         """Append the rows added to the tables since the last call (and drop the rows a

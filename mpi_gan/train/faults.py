@@ -104,10 +104,10 @@ class FaultyAlgorithm:
 def killing_writer(write, iteration: int):
     """``write`` (``io.checkpoint.write_checkpoint``), but the checkpoint of ``iteration``
     kills this process once the writer has taken its first state (rank 0's own)."""
-    def write_checkpoint(path, algorithm, cfg, at, size, states, *args, **kwargs):
+    def write_checkpoint(path, record, algorithm, at, states, *args, **kwargs):
         if at == iteration:
             states = _kill_after_first(states)
-        return write(path, algorithm, cfg, at, size, states, *args, **kwargs)
+        return write(path, record, algorithm, at, states, *args, **kwargs)
     return write_checkpoint
 
 

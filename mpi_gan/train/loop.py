@@ -39,7 +39,7 @@ from ..config import latent_classes
 from ..data import open_dataset, resolved_cache_dir
 from ..io import lock as run_lock
 from ..io.checkpoint import checkpoint_path, prune_checkpoints, write_checkpoint
-from ..io.runlog import Metrics, RunFile
+from ..io.runlog import Metrics, RunFile, RunRecord
 from ..io.state import Layout, load_rng_state, rng_state
 from ..metrics.evaluator import SCORES, Evaluator, generate
 from ..seeding import derive_seed, seed_device
@@ -186,10 +186,11 @@ class Trainer:
                                ctx.lost, role.state)
             if ckpt is not None:
                 self._resume_server(role, ckpt)
+            self.record = RunRecord(cfg, ctx.size, transport.kinds, self.tables)
             self.run_file = RunFile(
-                os.path.join(cfg.out, "run.h5"), algo.run_format, cfg, ctx.size, self.tables,
-                transport.kinds, transport.local_view(), algo.model_group, role.published(),
-                ctx.start, {**self.extras, **cost_datasets(self.cost_base, self.wall_base)})
+                os.path.join(cfg.out, "run.h5"), self.record, algo.run_format, ctx.start,
+                transport.local_view(), algo.model_group, role.published(),
+                {**self.extras, **cost_datasets(self.cost_base, self.wall_base)})
             result.run_file = self.run_file.path
         elif ctx.start > 0 and self.layout.fields:
             self._load(role, self.layout.unpack(
@@ -450,8 +451,7 @@ class Trainer:
             extras.update(cost_datasets(merge_cost(self.cost_base, cost), self._wall()))
             return traffic
 
-        self.write_checkpoint(path, algo.name, cfg, iteration, ctx.size, states(), self.tables,
-                         transport.kinds, totals, extras)
+        self.write_checkpoint(path, self.record, algo.name, iteration, states(), totals, extras)
         prune_checkpoints(cfg.out, cfg.keep_checkpoints)
         self.run_file.update(iteration, traffic, role.published(),
                              finished=final if finished is None else finished,

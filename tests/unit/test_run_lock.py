@@ -204,15 +204,15 @@ def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
     from mpi_gan.algorithms.mdgan.config import MdganConfig
     from mpi_gan.io.checkpoint import checkpoint_path, write_checkpoint
     from mpi_gan.io.lock import LockLost
-    from mpi_gan.io.runlog import Metrics, RunFile, read_table
+    from mpi_gan.io.runlog import Metrics, RunFile, RunRecord, read_table
     out = tmp_path / "run"
     out.mkdir()
     lock = run_lock.take(str(out), print)
     try:
         table = Metrics({"iteration": (np.int64, ())})
         traffic = (np.zeros((1, 2, 2), np.int64),) * 2
-        run = RunFile(str(out / "run.h5"), "test", MdganConfig(), 2, {"metrics": table}, ("a",),
-                      traffic, "generator", [], 0)
+        record = RunRecord(MdganConfig(), 2, ("a",), {"metrics": table})
+        run = RunFile(str(out / "run.h5"), record, "test", 0, traffic, "generator", [])
         table.append(iteration=1)
         run.append_rows()  # held: written
         os.unlink(lock.path)
@@ -224,12 +224,10 @@ def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
         with pytest.raises(LockLost):
             run.append_rows()
         with pytest.raises(LockLost):
-            RunFile(str(out / "new.h5"), "test", MdganConfig(), 2, {"metrics": table}, ("a",),
-                    traffic, "generator", [], 0)
+            RunFile(str(out / "new.h5"), record, "test", 0, traffic, "generator", [])
         path = checkpoint_path(str(out), 2)
         with pytest.raises(LockLost):
-            write_checkpoint(path, "test", MdganConfig(), 2, 2, [], {"metrics": table}, ("a",),
-                             traffic)
+            write_checkpoint(path, record, "test", 2, [], traffic)
         assert not (out / "new.h5").exists()
         assert (out / "run.h5").read_bytes() == before and not os.path.exists(path)
         assert not os.path.exists(os.path.dirname(path))

@@ -12,6 +12,7 @@ from mpi_gan.algorithms.mdgan.config import MdganConfig, validate
 from mpi_gan.errors import ConfigError
 from mpi_gan.io.checkpoint import (CheckpointError, check_compatible, checkpoint_path,
                                    prune_checkpoints, resolve_resume, write_checkpoint)
+from mpi_gan.io.runlog import RunRecord
 from mpi_gan.io.state import (Layout, adam_state, load_adam_state, load_module_state, module_state,
                               rng_state)
 from mpi_gan.models import make_discriminator, make_generator
@@ -70,8 +71,8 @@ def write_small_checkpoint(out, iteration, cfg, world=3):
     path = checkpoint_path(out, iteration)
     states = [(0, module_state(g) + adam_state(g, g_opt) + rng_state())] + [
         (n, module_state(d) + adam_state(d, o) + rng_state()) for n, (d, o) in discs.items()]
-    write_checkpoint(path, "mdgan", cfg, iteration, world, states, {"metrics": metrics}, KINDS,
-                     (traffic, traffic))
+    write_checkpoint(path, RunRecord(cfg, world, KINDS, {"metrics": metrics}), "mdgan", iteration,
+                     states, (traffic, traffic))
     return path, g, discs
 
 

@@ -6,7 +6,7 @@
 #   scripts/same_runs.sh . /tmp/after
 #   .venv/bin/python scripts/compare_run_files.py /tmp/before /tmp/after
 # BIN: the venv's bin (default: this checkout's .venv/bin). The runs read MNIST from the
-# offline copy, 4 ranks at most, about a minute in all on 2 cores.
+# offline copy, 4 ranks at most, about a minute and a half in all on 2 cores.
 set -euo pipefail
 checkout=$(cd "$1" && pwd); out=$2
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,4 +30,9 @@ run flgan 3 mpi_gan.flgan --iterations 30 --batch-size 16 --eval-every 15 --eval
 run standalone 1 mpi_gan.standalone --iterations 30 --batch-size 16 --eval-every 15 \
   --eval-samples 200 --model cnn
 run asgd 2 mpi_gan.asgd --iterations 60 --eval-every 30 --eval-size 200 --compress adacomp
+# the other residual paths: the binned AdaComp's own residual, a dense payload's residual
+run asgd-bins 2 mpi_gan.asgd --iterations 40 --eval-every 20 --eval-size 200 \
+  --compress adacomp_bins:bin_size=64
+run mdgan-fp16 3 mpi_gan.mdgan --iterations 12 --batch-size 16 --eval-every 0 \
+  --dataset synthetic --synthetic-size 192 --compress fp16 --residual
 echo "runs in $out"

@@ -18,7 +18,7 @@ from .fp16 import FP16
 from .indexcodec import PayloadError
 from .memory import ResidualMemory
 from .none import NoCompression
-from .payload import Payload
+from .payload import Payload, sent_entries
 from .randomk import RandomK
 from .topk import TopK
 
@@ -112,4 +112,4 @@ def unpack(data, count: int) -> list[Payload]:
 
 
 __all__ = ["Channel", "Compressor", "Payload", "PayloadError", "REGISTRY", "ResidualMemory",
-           "get", "pack", "parse_spec", "unpack"]
+           "get", "pack", "parse_spec", "sent_entries", "unpack"]

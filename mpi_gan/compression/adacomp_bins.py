@@ -5,7 +5,8 @@ send i iff |H_i| >= max |G| of the bin. ``values=exact`` sends G_i;
 ``values=sign`` sends sign(G_i) * scale with one scale per tensor (the mean of
 the bins' max |G|), 1 bit per value. The residual R becomes G minus what was
 sent. The residual is part of the algorithm, so this compressor keeps its own
-(``owns_residual``). On the CPU the accumulation and selection are one compiled pass
+(``owns_residual``), in a ``ResidualMemory`` as every residual is kept (its compiled pass
+accumulates into that buffer in place). On the CPU the accumulation and selection are one compiled pass
 that updates R in place (``sparsify.accumulate_and_select``); for exact float32 values
 in bins of a multiple of 64, that pass also sends: it packs the sent values into the
 wire buffer and leaves the selection as a bitmap (``sparsify.accumulate_select_pack``).
@@ -20,6 +21,7 @@ import torch
 
 from .base import Compressor, is_positive_int, one_of
 from .indexcodec import BITMAP
+from .memory import ResidualMemory
 from .payload import F32, SIGN, header_size, in_wire, make_payload
 from .sparsify import (accumulate_and_select, accumulate_select_pack, bin_selection,
                        bitmap_indices, on_kernel, packs_in_wire, send_from_residual)
@@ -35,21 +37,14 @@ class AdaCompBins(Compressor):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.residuals: dict[str, torch.Tensor] = {}
+        self.memory = ResidualMemory()  # R per tensor name, flat
         self._scratch = torch.empty(0, dtype=torch.int64)  # selected indices, reused
 
     def state(self, name, numel):
-        residual = self.residuals.get(name)
-        return {"residual": torch.zeros(numel) if residual is None else residual}
+        return self.memory.state(name, numel)
 
     def load_state(self, name, values):
-        self.residuals[name] = values["residual"].clone()
-
-    def _residual(self, g: torch.Tensor, name: str) -> torch.Tensor | None:
-        residual = self.residuals.get(name)
-        if residual is not None and residual.device != g.device:  # restored onto the host
-            residual = residual.to(g.device)
-        return residual
+        self.memory.load_state(name, values, (-1,))
 
     def _accumulate(self, g: torch.Tensor, residual: torch.Tensor | None):
         """(G = R + g, selected indices, scale) with G the new residual buffer."""
@@ -72,7 +67,7 @@ class AdaCompBins(Compressor):
         head, numel = header_size(tensor.shape), g.numel()
         words, wire, count, _ = accumulate_select_pack(accumulated, g.contiguous(),
                                                        self.params["bin_size"], head)
-        self.residuals[name] = accumulated
+        self.memory.keep(name, accumulated)
         bitmap = (numel + 7) // 8
         if 0 < bitmap <= count:  # at most a quarter of the 4 * count value bytes
             wire[head:head + bitmap] = words.view(np.uint8)[:bitmap]
@@ -85,7 +80,7 @@ class AdaCompBins(Compressor):
     def compress(self, tensor, name=""):
         g = tensor.detach().reshape(-1)
         sign = self.params["values"] == "sign"
-        residual = self._residual(g, name)
+        residual = self.memory.buffer(name, g)
         if not sign and packs_in_wire(g, residual, self.params["bin_size"]):
             return self._compress_packed(tensor, g, residual, name)
         accumulated, idx, scale = self._accumulate(g, residual)
@@ -95,5 +90,5 @@ class AdaCompBins(Compressor):
             sent = (torch.where(accumulated[idx] < 0, -scale, scale).to(g.dtype) if sign
                     else accumulated[idx])
             accumulated[idx] -= sent
-        self.residuals[name] = accumulated
+        self.memory.keep(name, accumulated)
         return make_payload(tensor, idx, sent, SIGN if sign else F32, scale if sign else 0.0)

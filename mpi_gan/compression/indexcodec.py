@@ -4,7 +4,7 @@
 All functions are pure and work on numpy arrays. Indices are int64, strictly
 increasing, in [0, numel). Decoders validate everything they read and raise
 ``PayloadError`` instead of reading out of bounds. The gap codes and the bitmap run
-in the compiled kernels (``kernels``).
+in the compiled kernels (``indexcodec_kernels``).
 
 codes: DENSE (no indices: every element is sent), INT32 (4 bytes each),
 BLOCK16 (per 65536-element block a uint32 count, then a uint16 offset per index),
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .lazy import kernels
+
 DENSE, INT32, BLOCK16, VARINT, BITMAP, RICE, EXPG = 0, 1, 2, 3, 4, 5, 6
 NAMES = {DENSE: "dense", INT32: "int32", BLOCK16: "block16", VARINT: "varint", BITMAP: "bitmap",
          RICE: "rice", EXPG: "expgolomb"}
@@ -34,8 +36,7 @@ class PayloadError(ValueError):
 
 
 def _kernels():
-    from . import kernels
-    return kernels
+    return kernels("indexcodec")
 
 
 def gap_parameters(idx: np.ndarray) -> tuple[int, int, int, int, int]:
@@ -106,54 +107,79 @@ def encode(code: int, idx: np.ndarray, numel: int, gaps: tuple | None = None) ->
                            _kernels().expg_encode(idx, k, expg_bits)])
 
 
-def decode(code: int, data: np.ndarray, count: int, numel: int) -> np.ndarray:
-    """Decode ``count`` indices in [0, numel) from uint8 ``data``; PayloadError if malformed."""
-    n = len(data)
-    data = np.ascontiguousarray(data, dtype=np.uint8)
-    if code == DENSE:
-        if n or count != numel:
-            raise PayloadError("dense payload with index bytes or a partial count")
-        return np.arange(numel, dtype=np.int64)
-    if code == INT32:
-        if n != 4 * count:
-            raise PayloadError(f"int32 indices: {n} bytes for {count} indices")
-        idx = data.view("<i4").astype(np.int64)
-    elif code == BLOCK16:
-        blocks = -(-numel // BLOCK)
-        if n != 4 * blocks + 2 * count:
-            raise PayloadError(f"block16 indices: {n} bytes for {count} indices in {blocks} blocks")
-        counts = data[:4 * blocks].view("<u4").astype(np.int64)
-        if counts.sum() != count:
-            raise PayloadError("block16 indices: block counts do not add up")
-        offsets = data[4 * blocks:].view("<u2").astype(np.int64)
-        idx = np.repeat(np.arange(blocks, dtype=np.int64) << 16, counts) + offsets
-    elif code == VARINT:
-        if n > MAX_VARINT_BYTES * count:
-            raise PayloadError("varint indices: longer than the count allows")
-        idx, ok = _kernels().varint_decode(data, count, MAX_VARINT_BYTES)
-        if not ok:
-            raise PayloadError("varint indices: truncated, overlong or wrong count")
-    elif code == BITMAP:
-        if n != -(-numel // 8):
-            raise PayloadError(f"bitmap: {n} bytes for {numel} elements")
-        idx, ok = _kernels().bitmap_decode(data, count)
-        if not ok or (count and idx[-1] >= numel):
-            raise PayloadError("bitmap: set bits differ from the count or lie past the end")
-    elif code == RICE:
-        if n < 1 or data[0] > 31:
-            raise PayloadError("rice indices: missing or bad parameter byte")
-        idx, ok = _kernels().rice_decode(data[1:], count, int(data[0]), numel)
-        if not ok:
-            raise PayloadError("rice indices: truncated, out of range or trailing bits")
-    elif code == EXPG:
-        if n < 1 or data[0] > 31:
-            raise PayloadError("expgolomb indices: missing or bad order byte")
-        idx, ok = _kernels().expg_decode(data[1:], count, int(data[0]), numel)
-        if not ok:
-            raise PayloadError("expgolomb indices: truncated, out of range or trailing bits")
-    else:
-        raise PayloadError(f"unknown index encoding {code}")
-    if count and code in (INT32, BLOCK16) and (
-            idx[0] < 0 or idx[-1] >= numel or np.any(np.diff(idx) <= 0)):
+def _checked_order(idx: np.ndarray, count: int, numel: int) -> np.ndarray:
+    """``idx`` if strictly increasing and in [0, numel) (codes that store indices as they
+    are; the gap codes and the bitmap are increasing and in range by construction)."""
+    if count and (idx[0] < 0 or idx[-1] >= numel or np.any(np.diff(idx) <= 0)):
         raise PayloadError("indices out of range or not strictly increasing")
-    return idx  # the gap codes and the bitmap are increasing and in range by construction
+    return idx
+
+
+def _decode_dense(data, count, numel):
+    if len(data) or count != numel:
+        raise PayloadError("dense payload with index bytes or a partial count")
+    return np.arange(numel, dtype=np.int64)
+
+
+def _decode_int32(data, count, numel):
+    if len(data) != 4 * count:
+        raise PayloadError(f"int32 indices: {len(data)} bytes for {count} indices")
+    return _checked_order(data.view("<i4").astype(np.int64), count, numel)
+
+
+def _decode_block16(data, count, numel):
+    blocks = -(-numel // BLOCK)
+    if len(data) != 4 * blocks + 2 * count:
+        raise PayloadError(f"block16 indices: {len(data)} bytes for {count} indices in "
+                           f"{blocks} blocks")
+    counts = data[:4 * blocks].view("<u4").astype(np.int64)
+    if counts.sum() != count:
+        raise PayloadError("block16 indices: block counts do not add up")
+    offsets = data[4 * blocks:].view("<u2").astype(np.int64)
+    idx = np.repeat(np.arange(blocks, dtype=np.int64) << 16, counts) + offsets
+    return _checked_order(idx, count, numel)
+
+
+def _decode_varint(data, count, numel):
+    if len(data) > MAX_VARINT_BYTES * count:
+        raise PayloadError("varint indices: longer than the count allows")
+    idx, ok = _kernels().varint_decode(data, count, MAX_VARINT_BYTES)
+    if not ok:
+        raise PayloadError("varint indices: truncated, overlong or wrong count")
+    return idx
+
+
+def _decode_bitmap(data, count, numel):
+    if len(data) != -(-numel // 8):
+        raise PayloadError(f"bitmap: {len(data)} bytes for {numel} elements")
+    idx, ok = _kernels().bitmap_decode(data, count)
+    if not ok or (count and idx[-1] >= numel):
+        raise PayloadError("bitmap: set bits differ from the count or lie past the end")
+    return idx
+
+
+def _bit_stream_decoder(name: str, what: str, kernel: str):
+    """The decoder of a bit-stream code whose first byte is its parameter (0..31)."""
+    def decode_stream(data, count, numel):
+        if len(data) < 1 or data[0] > 31:
+            raise PayloadError(f"{name} indices: missing or bad {what} byte")
+        idx, ok = getattr(_kernels(), kernel)(data[1:], count, int(data[0]), numel)
+        if not ok:
+            raise PayloadError(f"{name} indices: truncated, out of range or trailing bits")
+        return idx
+    return decode_stream
+
+
+_DECODERS = {DENSE: _decode_dense, INT32: _decode_int32, BLOCK16: _decode_block16,
+             VARINT: _decode_varint, BITMAP: _decode_bitmap,
+             RICE: _bit_stream_decoder("rice", "parameter", "rice_decode"),
+             EXPG: _bit_stream_decoder("expgolomb", "order", "expg_decode")}
+
+
+def decode(code: int, data: np.ndarray, count: int, numel: int) -> np.ndarray:
+    """Decode ``count`` indices in [0, numel) from uint8 ``data``; PayloadError if malformed
+    (every decoder checks what it reads: lengths, counts, order, range)."""
+    decoder = _DECODERS.get(code)
+    if decoder is None:
+        raise PayloadError(f"unknown index encoding {code}")
+    return decoder(np.ascontiguousarray(data, dtype=np.uint8), count, numel)

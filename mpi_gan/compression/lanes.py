@@ -1,4 +1,4 @@
-"""numba intrinsics for the kernels (``kernels``): 16 float32 lanes compressed or expanded
+"""numba intrinsics for the compiled kernels (``*_kernels.py``): 16 float32 lanes compressed or expanded
 by a bit mask, float32 bit casts, and float32 loads and stores at any byte offset.
 
 Where the CPU that numba compiles for has AVX-512 (``NATIVE_LANES``), compress and expand
@@ -10,9 +10,9 @@ which every backend lowers (to lane-by-lane code where it has no such instructio
 Callers allow for the difference: the native compress writes all 16 lanes (slots past the
 kept ones hold garbage, to be overwritten), so its destination needs 16 floats of room.
 
-Imported by ``kernels`` only (numba is loaded lazily with it). numba's cache of a kernel
-is checked against its own source file only: after editing this one, delete
-``mpi_gan/compression/__pycache__/kernels.*`` (or touch kernels.py).
+Imported by the kernel modules only (numba is loaded lazily with them, ``lazy.py``).
+numba's cache of a kernel is checked against its own source file only: after editing this
+one, delete ``mpi_gan/compression/__pycache__/*_kernels.*`` (or touch the kernel modules).
 """
 from __future__ import annotations
 

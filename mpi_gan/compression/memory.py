@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from . import indexcodec
-from .payload import Payload, decode_payload, decode_sparse
+from .payload import Payload, sent_entries
 
 
 class ResidualMemory:
@@ -33,15 +32,26 @@ class ResidualMemory:
     def update(self, compensated: torch.Tensor, name: str, payload: Payload) -> None:
         """residual = compensated - what ``payload`` carries (its decoded values, so that
         rounding of the values stays in the residual too); in place where it is sparse."""
-        if payload.index_code == indexcodec.DENSE:
-            sent = decode_payload(payload).to(compensated.device, compensated.dtype)
-            self.residuals[name] = compensated - sent
+        where, values = sent_entries(payload)
+        values = values.to(compensated.device, compensated.dtype)
+        if isinstance(where, slice):  # every entry: a new buffer (the payload may hold the
+            self.residuals[name] = compensated - values.reshape(compensated.shape)  # old one)
             return
-        idx, values = decode_sparse(payload)
         flat = compensated.view(-1)
-        where = torch.from_numpy(idx).to(flat.device)
-        flat[where] -= values.to(flat.device, flat.dtype)
+        flat[where.to(flat.device)] -= values
         self.residuals[name] = compensated
+
+    def buffer(self, name: str, like: torch.Tensor) -> torch.Tensor | None:
+        """The residual of ``name`` on ``like``'s device (None before the first ``keep``), for
+        a compressor whose compiled pass accumulates into it in place (``AdaCompBins``)."""
+        residual = self.residuals.get(name)
+        if residual is not None and residual.device != like.device:  # restored onto the host
+            residual = self.residuals[name] = residual.to(like.device)
+        return residual
+
+    def keep(self, name: str, residual: torch.Tensor) -> None:
+        """Make ``residual`` the residual of ``name`` (what ``buffer`` returns next)."""
+        self.residuals[name] = residual
 
     def state(self, name: str, numel: int) -> dict[str, torch.Tensor]:
         """The residual of ``name``, flat (zeros before the first update)."""

@@ -24,6 +24,7 @@ import torch
 
 from . import indexcodec
 from .indexcodec import PayloadError
+from .lazy import kernels
 
 MAGIC, VERSION = b"CP", 1
 MAX_NUMEL = 1 << 31  # int32 indices address every element
@@ -176,7 +177,7 @@ def decode_values(payload: Payload) -> torch.Tensor:
     elif payload.value_code == Q8:
         out = torch.from_numpy(v.view(np.int8).astype(np.float32)) * np.float32(payload.scale)
     else:
-        from .kernels import sign_values
+        sign_values = kernels("payload").sign_values
         out = torch.from_numpy(sign_values(v, n, payload.scale))
     return out.to(payload.dtype)
 
@@ -228,6 +229,17 @@ def decode_sparse(payload: Payload) -> tuple[np.ndarray, torch.Tensor]:
     return idx, decode_values(payload)
 
 
+def sent_entries(payload: Payload, offset: int = 0) -> tuple[slice | torch.Tensor, torch.Tensor]:
+    """Where a payload's values go in a flat tensor that holds its tensor from ``offset``
+    on, and the values (the payload's dtype, or float16 for fp16-coded values): a slice
+    over every entry for a dense payload, int64 flat indices (count,) for a sparse one.
+    ``flat[where] op= values`` applies what was sent without building the dense tensor."""
+    if payload.index_code == indexcodec.DENSE:
+        return slice(offset, offset + payload.numel), decode_values(payload)
+    idx, values = decode_sparse(payload)
+    return torch.from_numpy(idx) + offset if offset else torch.from_numpy(idx), values
+
+
 def decode_payload(payload: Payload, out: torch.Tensor | None = None) -> torch.Tensor:
     """The dense tensor a payload stands for (zeros where nothing was sent).
 
@@ -251,7 +263,7 @@ def decode_payload(payload: Payload, out: torch.Tensor | None = None) -> torch.T
     if out is None:
         out = torch.empty(payload.shape, dtype=payload.dtype)
     if payload.dtype in (torch.float32, torch.float64):
-        from .kernels import scatter
+        scatter = kernels("payload").scatter
         scatter(out.view(-1).numpy(), idx, values.numpy())
     else:
         out.zero_()
@@ -262,8 +274,9 @@ def decode_payload(payload: Payload, out: torch.Tensor | None = None) -> torch.T
 def _bitmap_payload(payload: Payload, out: torch.Tensor | None) -> torch.Tensor:
     """``decode_payload`` of a float32/float64 bitmap payload: one pass from the bitmap and
     the values into the dense tensor, no index array (float32 values of a float32 tensor
-    are read where they lie in the received bytes: ``kernels.bitmap_expand``)."""
-    from .kernels import bitmap_expand, bitmap_scatter
+    are read where they lie in the received bytes: ``payload_kernels.bitmap_expand``)."""
+    compiled = kernels("payload")
+    bitmap_expand, bitmap_scatter = compiled.bitmap_expand, compiled.bitmap_scatter
     dense = torch.empty(payload.shape, dtype=payload.dtype) if out is None else out
     bitmap = np.ascontiguousarray(payload.indices)
     if payload.dtype == torch.float32 and payload.value_code in (RAW, F32):

@@ -1,6 +1,6 @@
 """Pure selection functions shared by the sparse compressors. Inputs are 1-D tensors.
 
-On the CPU (float32 or float64) they run the compiled kernels of ``kernels`` (one pass
+On the CPU (float32 or float64) they run the compiled kernels of ``sparsify_kernels`` (one pass
 over memory); on other devices or dtypes, torch operations with the same result.
 """
 from __future__ import annotations
@@ -8,14 +8,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .lazy import kernels
+
 KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
-def kernels():
-    """The numba kernels module, imported on first use (keeps numba out of runs that
-    never compress)."""
-    from . import kernels as module
-    return module
+def _kernels():
+    return kernels("sparsify")
 
 
 def on_kernel(t: torch.Tensor) -> bool:
@@ -84,7 +83,7 @@ def _kth_largest(values: np.ndarray, k: int):
 
 def _topk_cpu(x: np.ndarray, k: int, sampled: bool) -> tuple[np.ndarray, np.ndarray]:
     """The CPU form of ``topk_select`` on a numpy array (0 < k < len(x))."""
-    kern = kernels()
+    kern = _kernels()
     if sampled:
         n = len(x)
         sample = kern.strided_sample(x, max(16, 16 * n // max(4096, 256 * n // k)))
@@ -100,7 +99,7 @@ def _topk_cpu(x: np.ndarray, k: int, sampled: bool) -> tuple[np.ndarray, np.ndar
 def random_indices(numel: int, k: int, seed: int) -> torch.Tensor:
     """``k`` distinct indices of [0, numel) drawn uniformly from ``seed`` (SplitMix64,
     the same on every machine), sorted, int64 on the CPU."""
-    return torch.from_numpy(kernels().random_indices(numel, k, seed))
+    return torch.from_numpy(_kernels().random_indices(numel, k, seed))
 
 
 def bin_maxima(values: torch.Tensor, bin_size: int) -> torch.Tensor:
@@ -131,7 +130,7 @@ def accumulate_and_select(residual: torch.Tensor, g: torch.Tensor, bin_size: int
     """In place, CPU: residual <- G = residual + g; returns (the indices ``bin_selection``
     would choose, the mean of the bins' max |G|). ``scratch``: int64, len >= len(g); the
     indices returned are a view of it (valid until it is used again)."""
-    count, total, bins = kernels().bins_select(g.numpy(), residual.numpy(), bin_size,
+    count, total, bins = _kernels().bins_select(g.numpy(), residual.numpy(), bin_size,
                                                scratch.numpy())
     return scratch[:count], (total / bins if bins else 0.0)
 
@@ -147,7 +146,7 @@ def packs_in_wire(g: torch.Tensor, residual: torch.Tensor | None, bin_size: int)
 def accumulate_select_pack(residual: torch.Tensor, g: torch.Tensor, bin_size: int,
                            head: int) -> tuple[np.ndarray, np.ndarray, int, float]:
     """``accumulate_and_select`` then ``send_from_residual`` (exact values) in one pass
-    (``kernels.bins_bitmap_select``; where ``packs_in_wire``), writing the wire form.
+    (``sparsify_kernels.bins_bitmap_select``; where ``packs_in_wire``), writing the wire form.
 
     Returns (words, wire, count, scale): the selection as a bitmap (uint64 words, bit i of
     the flat tensor set iff i is sent); a new uint8 buffer with the ``count`` sent values
@@ -157,7 +156,7 @@ def accumulate_select_pack(residual: torch.Tensor, g: torch.Tensor, bin_size: in
     start = head + (n + 7) // 8
     wire = np.empty(start + 4 * n + 64, np.uint8)  # 64: the packing writes 16 lanes
     words = np.empty(-(-n // 64), np.uint64)
-    count, total, bins = kernels().bins_bitmap_select(g.numpy(), residual.numpy(), bin_size,
+    count, total, bins = _kernels().bins_bitmap_select(g.numpy(), residual.numpy(), bin_size,
                                                       words, wire, start)
     return words, wire, count, (total / bins if bins else 0.0)
 
@@ -165,7 +164,7 @@ def accumulate_select_pack(residual: torch.Tensor, g: torch.Tensor, bin_size: in
 def bitmap_indices(words: np.ndarray, numel: int, count: int) -> torch.Tensor:
     """The ``count`` set bits of the first ``numel`` bits of uint64 ``words``, as sorted
     int64 indices."""
-    idx, ok = kernels().bitmap_decode(words.view(np.uint8)[:(numel + 7) // 8], count)
+    idx, ok = kernels("indexcodec").bitmap_decode(words.view(np.uint8)[:(numel + 7) // 8], count)
     assert ok, "the selection's bitmap and its count disagree"
     return torch.from_numpy(idx)
 
@@ -175,4 +174,4 @@ def send_from_residual(residual: torch.Tensor, idx: torch.Tensor, sign: bool,
     """In place, CPU: the values sent at ``idx`` (G_i, or +-scale by the sign of G_i) and
     R_i -= sent_i (one pass over the sent entries)."""
     scale = residual.new_tensor(scale).item()  # rounded to the residual's dtype
-    return torch.from_numpy(kernels().bins_send(residual.numpy(), idx.numpy(), sign, scale))
+    return torch.from_numpy(_kernels().bins_send(residual.numpy(), idx.numpy(), sign, scale))

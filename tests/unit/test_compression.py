@@ -50,7 +50,7 @@ def test_residual_memory_conserves_mass(spec):
         # something real travels: the payload's values, at its indices, nonzero
         assert payload.count >= 1 and int((sent != 0).sum()) == payload.count
         total_sent += sent.double()
-    residual = c.residuals["w"] if c.owns_residual else channel.memory.residuals["w"]
+    residual = (c.memory if c.owns_residual else channel.memory).residuals["w"]
     assert torch.allclose(total_sent + residual.double(), total_grad, atol=1e-3)
     # and it carries the gradient, not noise: what was sent points the gradient's way
     assert float(total_sent @ total_grad) > 0
@@ -81,12 +81,12 @@ def test_adacomp_bins_rule_on_hand_built_bins():
     assert idx.tolist() == [1, 3, 7]
     assert torch.allclose(gmax, torch.tensor([3.0, 0.3]))
     c = compression.get("adacomp_bins", bin_size=4)
-    c.residuals["w"] = r.clone()
+    c.memory.keep("w", r.clone())
     y = c.decompress(c.compress(g, "w"))
     assert torch.allclose(y, torch.tensor([0, -1.0, 0, 3.0, 0, 0, 0, 0.3]))
-    assert torch.allclose(c.residuals["w"], torch.tensor([1.0, 0, 1.5, 0, 0.1, 0.1, -0.1, 0]))
+    assert torch.allclose(c.memory.residuals["w"], torch.tensor([1.0, 0, 1.5, 0, 0.1, 0.1, -0.1, 0]))
     s = compression.get("adacomp_bins", bin_size=4, values="sign")
-    s.residuals["w"] = r.clone()
+    s.memory.keep("w", r.clone())
     p = s.compress(g, "w")
     assert p.scale == pytest.approx(1.65) and p.count == 3
     assert torch.allclose(s.decompress(p), torch.tensor([0, -1.65, 0, 1.65, 0, 0, 0, 1.65]))
@@ -126,7 +126,7 @@ def test_every_index_encoding_round_trips(data):
         assert np.array_equal(indexcodec.decode(code, encoded, count, numel), idx)
     best = indexcodec.choose(idx, numel)
     assert indexcodec.encoded_sizes(idx, numel)[best] == min(indexcodec.encoded_sizes(idx, numel).values())
-    from mpi_gan.compression import kernels  # every exp-Golomb order's size in one pass
+    from mpi_gan.compression import indexcodec_kernels as kernels  # every order's size, one pass
     assert kernels.expg_all_bits(idx).tolist() == [kernels.expg_bits(idx, k) for k in range(32)]
 
 
@@ -144,9 +144,9 @@ def test_gap_codes_long_runs_and_huge_gaps_round_trip(seed):
         encoded = indexcodec.encode(code, idx, numel)
         assert len(encoded) == indexcodec.encoded_sizes(idx, numel, gaps)[code]
         assert np.array_equal(indexcodec.decode(code, encoded, len(idx), numel), idx)
-    from mpi_gan.compression import kernels
-    every = [kernels.expg_bits(idx, k) for k in range(32)]
-    assert kernels.expg_all_bits(idx).tolist() == every and gaps[4] == min(every)
+    from mpi_gan.compression import indexcodec_kernels
+    every = [indexcodec_kernels.expg_bits(idx, k) for k in range(32)]
+    assert indexcodec_kernels.expg_all_bits(idx).tolist() == every and gaps[4] == min(every)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -276,7 +276,7 @@ def test_threshold_scan_fills_any_buffer_length_exactly(dtype):
     """``values_at_least`` counts every hit and writes the first ones in order, whatever
     the buffers' length: at, just below or just above the count, or any length that
     makes the branch-free writes of a group meet the end of the buffer."""
-    from mpi_gan.compression import kernels
+    from mpi_gan.compression import sparsify_kernels
     rng = np.random.default_rng(5)
     x = rng.standard_normal(5000 + 37).astype(dtype)
     x[100:164] = 9.0  # one group of 64 hits, and groups of 0 to a few elsewhere
@@ -284,7 +284,7 @@ def test_threshold_scan_fills_any_buffer_length_exactly(dtype):
     expected = np.flatnonzero(np.abs(x) >= threshold)
     for cap in list(range(0, 12)) + list(range(len(expected) - 6, len(expected) + 6)):
         idx, vals = np.full(cap, -1, np.int64), np.zeros(cap, dtype)
-        assert kernels.values_at_least(x, threshold, idx, vals) == len(expected)
+        assert sparsify_kernels.values_at_least(x, threshold, idx, vals) == len(expected)
         written = min(cap, len(expected))
         assert np.array_equal(idx[:written], expected[:written]), cap
         assert np.array_equal(vals[:written], x[expected[:written]])
@@ -438,7 +438,7 @@ def test_packing_bins_kernel_equals_select_then_send(n, groups, seed, rounds):
     """``bins_bitmap_select`` = ``bins_select`` + ``bins_send`` (exact values): the same
     residual, count and scale bit for bit, the selection's bitmap, the values packed
     from an odd byte offset; over several rounds (the residual carried)."""
-    from mpi_gan.compression import kernels
+    from mpi_gan.compression import indexcodec_kernels, sparsify_kernels
     rng = np.random.default_rng(seed)
     bin_size = 64 * groups
     old = rng.standard_normal(n).astype(np.float32)
@@ -448,14 +448,14 @@ def test_packing_bins_kernel_equals_select_then_send(n, groups, seed, rounds):
         g = rng.standard_normal(n).astype(np.float32)
         g[:n // 4] = 0
         idx = np.empty(n, np.int64)
-        count, total, bins = kernels.bins_select(g, old, bin_size, idx)
-        sent = kernels.bins_send(old, idx[:count], False, 0.0)
+        count, total, bins = sparsify_kernels.bins_select(g, old, bin_size, idx)
+        sent = sparsify_kernels.bins_send(old, idx[:count], False, 0.0)
         words = np.zeros(-(-n // 64), np.uint64)
         wire = np.full(7 + 4 * n + 64, 0xAB, np.uint8)
-        assert kernels.bins_bitmap_select(g, new, bin_size, words, wire, 7) == (count, total,
-                                                                              bins)
+        assert sparsify_kernels.bins_bitmap_select(g, new, bin_size, words, wire, 7) == (
+            count, total, bins)
         assert np.array_equal(new, old)
-        bitmap = kernels.bitmap_encode(idx[:count], n)
+        bitmap = indexcodec_kernels.bitmap_encode(idx[:count], n)
         assert np.array_equal(words.view(np.uint8)[:len(bitmap)], bitmap)
         assert np.array_equal(wire[7:7 + 4 * count].view("<f4"), sent)
 
@@ -523,7 +523,7 @@ def test_adacomp_bins_packed_payload_equals_the_rule(shape):
             expected[idx] = accumulated[idx]
             residual = accumulated.clone()
             residual[idx] = 0
-            assert torch.equal(c.residuals["w"], residual)
+            assert torch.equal(c.memory.residuals["w"], residual)
             wire = payload.to_bytes()
             assert len(wire) == payload.nbytes and payload.count == idx.numel()
             assert torch.equal(decode_payload(Payload.from_bytes(wire)[0]).reshape(-1), expected)

@@ -19,8 +19,6 @@ from torch import nn
 
 from ... import compression
 from ...comm.transport import TransportError
-from ...compression.indexcodec import DENSE
-from ...compression.payload import decode_sparse, decode_values
 from ...comm.kinds import SKELETON_KINDS
 
 KINDS = ("pull", "push")
@@ -55,12 +53,7 @@ def decode_push(buf: torch.Tensor, layers) -> tuple[int, list[tuple[object, torc
     for payload, (name, shape, offset) in zip(payloads, layers):
         if payload.shape != shape:
             raise TransportError(f"push for {name}: shape {payload.shape}, model has {shape}")
-        if payload.index_code == DENSE:
-            where = slice(offset, offset + payload.numel)
-            values = decode_values(payload)
-        else:
-            idx, values = decode_sparse(payload)
-            where = torch.from_numpy(idx) + offset
+        where, values = compression.sent_entries(payload, offset)
         parts.append((where, values.to(torch.float32)))
     return version, parts
 

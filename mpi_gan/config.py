@@ -140,6 +140,20 @@ def resume_option():
              "finished one (what jobs/ use)")
 
 
+def iterations_option(default: int, help: str):
+    return option(default, "training", type=positive_int, resumable=True, help=help)
+
+
+def checkpoint_every_option(default: int, unit: str):
+    return option(default, "checkpoints", type=nonnegative_int, resumable=True,
+                  help=f"write a checkpoint every this many {unit} (0: only at the end)")
+
+
+def log_every_option(default: int, unit: str):
+    return option(default, "runtime", type=positive_int, resumable=True,
+                  help=f"rank 0 prints progress every this many {unit}")
+
+
 def keep_checkpoints_option(default: int = 2):
     return option(default, "checkpoints", type=positive_int, resumable=True,
                   help="how many newest checkpoints to keep")
@@ -170,9 +184,8 @@ class GanConfig(DataConfig):
         100, "model", type=positive_int,
         help="size of G's input vector (includes the 10 one-hot class entries with --acgan)")
     # algorithm
-    iterations: int = option(
-        1000, "training", type=positive_int, resumable=True,
-        help="total generator updates; a resumed run continues up to this number")
+    iterations: int = iterations_option(
+        1000, "total generator updates; a resumed run continues up to this number")
     batch_size: int = option(
         100, "training", type=positive_int,
         help="b: samples per generated batch and per real batch")
@@ -197,16 +210,13 @@ class GanConfig(DataConfig):
     # run management
     out: str = out_option("runs/standalone")
     resume: str = resume_option()
-    checkpoint_every: int = option(
-        500, "checkpoints", type=nonnegative_int, resumable=True,
-        help="write a checkpoint every this many iterations (0: only at the end)")
+    checkpoint_every: int = checkpoint_every_option(500, "iterations")
     keep_checkpoints: int = keep_checkpoints_option()
     device: str = option(
         "auto", "runtime", choices=DEVICES, resumable=True,
         help="compute device; auto: one CUDA device per local rank if any, else CPU")
     threads: int = threads_option()
-    log_every: int = option(50, "runtime", type=positive_int, resumable=True,
-                            help="rank 0 prints progress every this many iterations")
+    log_every: int = log_every_option(50, "iterations")
     on_nonfinite: str = option(
         "stop", "runtime", choices=ON_NONFINITE, resumable=True,
         help="a NaN or infinite loss, gradient or parameter: 'stop' the run with one line "

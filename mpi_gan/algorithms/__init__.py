@@ -19,8 +19,14 @@ class Registered:
 
     def configuration(self) -> type:
         """The configuration class (imports ``algorithms/<name>/config.py`` only)."""
-        module = importlib.import_module(f"{__name__}.{self.name}.config")
-        return getattr(module, self.config_class)
+        return getattr(self._config_module(), self.config_class)
+
+    def validator(self):
+        """The configuration's check, ``validate(cfg, world_size)`` (ConfigError)."""
+        return self._config_module().validate
+
+    def _config_module(self):
+        return importlib.import_module(f"{__name__}.{self.name}.config")
 
 
 REGISTRY: dict[str, Registered] = {a.name: a for a in (

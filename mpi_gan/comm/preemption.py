@@ -33,8 +33,6 @@ import signal
 import subprocess
 import time
 
-import numpy as np
-from mpi4py import MPI
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 # a second SIGINT this long after the first aborts at once (Ctrl-C twice): a terminal's
@@ -94,12 +92,6 @@ class StopFlag:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-
-    def agreed(self, comm: MPI.Comm) -> int:
-        """Collective: the largest signal number any rank has received (0: none)."""
-        flag = np.array([self.signal], dtype=np.int32)
-        comm.Allreduce(MPI.IN_PLACE, [flag, MPI.INT32_T], op=MPI.MAX)
-        return int(flag[0])
 
 
 def signal_name(signum: int) -> str:

@@ -22,6 +22,9 @@ from typing import Sequence
 import numpy as np
 import torch
 from mpi4py import MPI
+from mpi4py.util.dtlib import from_numpy_dtype
+
+from .ulfm import ulfm_enabled
 
 _TORCH_TO_MPI = {
     torch.float32: MPI.FLOAT,
@@ -148,7 +151,7 @@ class Persistent:
         self.host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True) if staged \
             else tensor
         self.nbytes = tensor.numel() * tensor.element_size()
-        self._index = transport._index_of(kind)
+        self._index = transport.kind_index(kind)
         self._keep = ()
         self._requests: list[MPI.Request] = []
         self._status = MPI.Status()  # of a one-request transfer (``wait``)
@@ -157,18 +160,14 @@ class Persistent:
     def setup(self) -> None:
         """(Re)create the MPI requests on the transport's current communicator."""
         self.free()
-        t, tag = self.transport, self.transport.tag_of(self.kind)
-        rank = t._peer[self.peer]
-        make = t.comm.Send_init if self.send else t.comm.Recv_init
-        self._requests = [make(w, rank, tag) for w in t._wires(self.host)]
+        self._requests = self.transport.persistent_requests(self.host, self.peer, self.kind,
+                                                            self.send)
 
     def start(self) -> "Persistent":
         if self.send:
             if self.host is not self.tensor:
                 self.host.copy_(self.tensor)
-            t, i = self.transport, self._index
-            t._sent_bytes[i][self.peer] += self.nbytes
-            t._sent_messages[i][self.peer] += 1
+            self.transport.count_send(self._index, self.peer, self.nbytes)
         if len(self._requests) == 1:
             self._requests[0].Start()
         else:
@@ -189,15 +188,14 @@ class Persistent:
 
     def _complete(self, statuses: Sequence[MPI.Status]) -> None:
         if not self.send:
-            self.transport._check(statuses, self.host, self.kind, self.peer)
+            self.transport.check_received(statuses, self.host, self.kind, self.peer)
             if self.host is not self.tensor:
                 self.tensor.copy_(self.host)
 
     def release(self) -> None:
         """Free the requests and forget this message (when a role plans anew)."""
         self.free()
-        if self in self.transport._persistent:
-            self.transport._persistent.remove(self)
+        self.transport.forget(self)
 
     def free(self) -> None:
         for request in self._requests:
@@ -263,6 +261,8 @@ class Transport:
         shape = (len(self.kinds), self.size, self.size)
         self._base_bytes = np.zeros(shape, dtype=np.int64)
         self._base_messages = np.zeros(shape, dtype=np.int64)
+        self.control = {"collectives": 0, "bytes": 0}  # control collectives of this rank
+        self.blocking_collectives = ulfm_enabled()
 
     @property
     def bytes(self) -> np.ndarray:
@@ -367,8 +367,27 @@ class Transport:
         self._persistent.append(message)
         return message
 
-    def _index_of(self, kind: str) -> int:
+    def kind_index(self, kind: str) -> int:
+        """The index of message kind ``kind`` in ``kinds`` (its counters' first axis)."""
         return self.tag_of(kind) - TAG_BASE
+
+    def persistent_requests(self, tensor: torch.Tensor, peer: int, kind: str, send: bool
+                            ) -> list[MPI.Prequest]:
+        """MPI persistent requests (one per piece, ``pieces``) that send ``tensor`` to
+        world rank ``peer`` (``send``) or receive it from there, on the current
+        communicator, with the tag of ``kind``; not started."""
+        make = self.comm.Send_init if send else self.comm.Recv_init
+        return [make(w, self._peer[peer], self.tag_of(kind)) for w in self._wires(tensor)]
+
+    def forget(self, message: Persistent) -> None:
+        """Stop setting ``message`` up again when the communicator changes."""
+        if message in self._persistent:
+            self._persistent.remove(message)
+
+    def count_send(self, index: int, dest: int, nbytes: int) -> None:
+        """Count one message of ``nbytes`` bytes of kind number ``index`` to ``dest``."""
+        self._sent_bytes[index][dest] += nbytes
+        self._sent_messages[index][dest] += 1
 
     def tag_of(self, kind: str) -> int:
         """The MPI tag of message kind ``kind``."""
@@ -379,12 +398,10 @@ class Transport:
 
     def _count(self, kind: str, dest: int, nbytes: int) -> int:
         tag = self.tag_of(kind)
-        i = tag - TAG_BASE
-        self._sent_bytes[i][dest] += nbytes
-        self._sent_messages[i][dest] += 1
+        self.count_send(tag - TAG_BASE, dest, nbytes)
         return tag
 
-    def _check(self, statuses: Sequence[MPI.Status], out: torch.Tensor, kind: str,
+    def check_received(self, statuses: Sequence[MPI.Status], out: torch.Tensor, kind: str,
                source: int) -> None:
         got = statuses[0].Get_count(MPI.BYTE) if len(statuses) == 1 else \
             sum(status.Get_count(MPI.BYTE) for status in statuses)
@@ -410,7 +427,7 @@ class Transport:
         requests = self._irecvs(buf, source, self.tag_of(kind))
         statuses = [MPI.Status() for _ in requests]
         settle(requests, statuses)
-        self._check(statuses, out, kind, source)
+        self.check_received(statuses, out, kind, source)
         if finish is not None:
             finish()
         return out
@@ -426,7 +443,7 @@ class Transport:
         sends = self._isends(data, dest, tag)
         statuses = [MPI.Status() for _ in receives + sends]
         settle(receives + sends, statuses)
-        self._check(statuses[:len(receives)], out, kind, source)
+        self.check_received(statuses[:len(receives)], out, kind, source)
         if finish is not None:
             finish()
         return out
@@ -460,7 +477,7 @@ class Transport:
                 if part.numel() != self.chunk_bytes:
                     break
         buf = parts[0] if len(parts) == 1 else torch.cat(parts)
-        self._check(statuses, buf, kind, source)
+        self.check_received(statuses, buf, kind, source)
         return buf, source
 
     # -------------------------------------------------------- non-blocking
@@ -475,22 +492,58 @@ class Transport:
         buf, finish = self._incoming(out)
 
         def complete(statuses: list[MPI.Status]) -> None:
-            self._check(statuses, out, kind, source)
+            self.check_received(statuses, out, kind, source)
             if finish is not None:
                 finish()
         return Request(self._irecvs(buf, source, self.tag_of(kind)), (buf, out), complete)
 
     # ------------------------------------------------------------ counters
     def totals(self, root: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
-        """Sum every rank's counters on ``root`` (a collective; bookkeeping, not counted).
+        """Sum every rank's counters on ``root`` (a control collective, ``control``).
 
         Returns (bytes, messages) of shape (len(kinds), size, size) on ``root``, None elsewhere.
         """
         counters = np.stack([self.bytes, self.messages])  # (2, kinds, size, size)
         total = np.zeros_like(counters) if self.rank == root else None
-        self.comm.Reduce([counters, MPI.INT64_T], [total, MPI.INT64_T] if total is not None
-                         else None, op=MPI.SUM, root=root)
+        recv = [total, MPI.INT64_T] if total is not None else None
+        self._collective(counters.nbytes, lambda: self.comm.Ireduce(
+            [counters, MPI.INT64_T], recv, op=MPI.SUM, root=root), lambda: self.comm.Reduce(
+            [counters, MPI.INT64_T], recv, op=MPI.SUM, root=root))
         return (total[0], total[1]) if total is not None else None
+
+    # ------------------------------------------------------------ control
+    # Control collectives (the stop agreement, the start and end of a run, the counters'
+    # totals) go through the transport too: waited for as every message is (``poll``:
+    # a rank that arrives first leaves its core to those still computing, where MPICH's
+    # blocking collectives would spin), and counted apart from the per-kind traffic of
+    # the protocol (``control``: collectives and payload bytes this rank took part in).
+    # With ULFM they stay blocking: a dead peer's error then surfaces as it always has.
+
+    def agree_max(self, value: int) -> int:
+        """Collective: the largest ``value`` over the transport's ranks (a stop signal)."""
+        flag = np.array([value], dtype=np.int64)
+        self._collective(flag.nbytes, lambda: self.comm.Iallreduce(
+            MPI.IN_PLACE, [flag, MPI.INT64_T], op=MPI.MAX), lambda: self.comm.Allreduce(
+            MPI.IN_PLACE, [flag, MPI.INT64_T], op=MPI.MAX))
+        return int(flag[0])
+
+    def bcast(self, array: np.ndarray, root: int = 0) -> np.ndarray:
+        """Collective: ``root``'s ``array`` (a contiguous numpy array) on every rank, in
+        place; returns it."""
+        spec = [array, from_numpy_dtype(array.dtype)]
+        self._collective(array.nbytes, lambda: self.comm.Ibcast(spec, root=root),
+                         lambda: self.comm.Bcast(spec, root=root))
+        return array
+
+    def _collective(self, nbytes: int, start, blocking) -> None:
+        self.control["collectives"] += 1
+        self.control["bytes"] += nbytes
+        with _Blocked():
+            if self.blocking_collectives:
+                blocking()
+            else:
+                request = start()
+                poll(request.Test)
 
     # ------------------------------------------------------------ survivors
     @property

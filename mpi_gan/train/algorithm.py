@@ -57,8 +57,12 @@ class RunResult:
 
 
 class Algorithm:
-    """What an algorithm plugs into the skeleton; subclasses override the hooks."""
+    """What an algorithm plugs into the skeleton; subclasses override the hooks.
 
+    ``registered``: the algorithm's registry entry (``algorithms.REGISTRY``), from which a
+    subclass takes its ``name``, ``run_format``, ``config_class`` and ``check``."""
+
+    registered = None
     name = ""                 # checkpoint 'algorithm' attribute, log prefix
     run_format = ""           # run file 'format' attribute
     config_class = None
@@ -69,6 +73,14 @@ class Algorithm:
     fault_tolerant = False    # can go on without dead workers (``--fault-tolerant``)
 
     check = None              # check(cfg, world_size) raises ConfigError
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        entry = cls.__dict__.get("registered")
+        if entry is not None:
+            cls.name, cls.run_format = entry.name, entry.run_format
+            cls.config_class = entry.configuration()
+            cls.check = staticmethod(entry.validator())
 
     def validate(self, cfg, world_size: int) -> None:
         type(self).check(cfg, world_size)

@@ -75,13 +75,13 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
-def lost_before(comm: MPI.Comm, ckpt) -> list[int]:
+def lost_before(transport: Transport, ckpt) -> list[int]:
     """Collective: the world ranks the checkpoint rank 0 resumes from records as dead
     (its ``faults`` table; [] for a fresh run)."""
-    mask = np.zeros(comm.Get_size(), dtype=np.int8)
+    mask = np.zeros(transport.size, dtype=np.int8)
     if ckpt is not None:
         mask[[int(r) for r in ckpt.tables.get("faults", {}).get("rank", [])]] = 1
-    comm.Bcast([mask, MPI.INT8_T], root=0)
+    transport.bcast(mask)
     return [int(r) for r in np.flatnonzero(mask)]
 
 
@@ -160,9 +160,8 @@ class Trainer:
         self.ctx = ctx
         transport = ctx.transport = Transport(algo.kinds + SKELETON_KINDS, ctx.comm)
         start = np.array([ckpt.iteration if ckpt else 0], dtype=np.int64)
-        ctx.comm.Bcast([start, MPI.INT64_T], root=0)
-        ctx.start = int(start[0])
-        self.idle = lost_before(ctx.comm, ckpt)
+        ctx.start = int(transport.bcast(start)[0])
+        self.idle = lost_before(transport, ckpt)
         ctx.lost.update(self.idle)
         if self.idle and not transport.exclude(self.idle):
             return self._wait_idle(ctx)
@@ -198,7 +197,9 @@ class Trainer:
         ending = np.zeros(2, dtype=np.int64)  # the agreed stop signal, the last iteration
         self.drive(result, ending)
         # asynchronous workers learn it here; over the survivors if some died
-        transport.comm.Bcast([ending, MPI.INT64_T], root=0)
+        transport.bcast(ending)
+        ctx.log.info("control collectives: %d, %d bytes", transport.control["collectives"],
+                     transport.control["bytes"])
         transport.free()
         if ctx.rank == 0:
             for n in self.idle:  # bookkeeping (not counted): the idle ranks' end

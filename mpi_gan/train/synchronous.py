@@ -1,7 +1,7 @@
 """The loop of synchronous algorithms (MD-GAN, FL-GAN, standalone): every rank steps
 through the same iterations; a checkpoint is collective (every worker sends its state with
 its cost counters, rank 0 writes them as they arrive); a stop signal is agreed every
-iteration (one Allreduce of one int)."""
+iteration (one all-reduce of one int through the transport: ``agree_max``)."""
 from __future__ import annotations
 
 from . import roles
@@ -23,4 +23,4 @@ class SynchronousTrainer(Trainer):
         return self.meter.measure(role.step, done), done + 1
 
     def stop_signal(self) -> int:
-        return self.stop.agreed(self.ctx.transport.comm)
+        return self.ctx.transport.agree_max(self.stop.signal)

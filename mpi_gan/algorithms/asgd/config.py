@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ...argtypes import nonnegative_int, positive_float, positive_int
 from ...config import (DEVICES, ON_NONFINITE, DataConfig, check_compress_spec,
-                       compress_option, configuration, keep_checkpoints_option, option,
+                       checkpoint_every_option, compress_option, configuration,
+                       iterations_option, keep_checkpoints_option, log_every_option, option,
                        out_option, parse, require_choices, require_dataset, require_positive,
                        require_ranks, resume_option, seed_option, threads_option)
 from ...errors import ConfigError
@@ -19,9 +20,8 @@ DESCRIPTION = ("Asynchronous parameter-server SGD with AdaComp (Hardy et al. 201
 class AsgdConfig(DataConfig):
     """Asynchronous parameter-server SGD configuration (AdaComp paper's setting)."""
 
-    iterations: int = option(
-        20000, "training", type=positive_int, resumable=True,
-        help="total pushes applied by the server; a resumed run continues up to this number")
+    iterations: int = iterations_option(
+        20000, "total pushes applied by the server; a resumed run continues up to this number")
     batch_size: int = option(10, "training", type=positive_int,
                              help="samples per worker gradient")
     lr: float = option(0.1, "training", type=positive_float, help="server learning rate")
@@ -39,9 +39,7 @@ class AsgdConfig(DataConfig):
     seed: int = seed_option()
     out: str = out_option("runs/asgd")
     resume: str = resume_option()
-    checkpoint_every: int = option(
-        5000, "checkpoints", type=nonnegative_int, resumable=True,
-        help="write a checkpoint every this many applied pushes (0: only at the end)")
+    checkpoint_every: int = checkpoint_every_option(5000, "applied pushes")
     keep_checkpoints: int = keep_checkpoints_option()
     eval_every: int = option(
         1000, "scoring", type=nonnegative_int, resumable=True,
@@ -61,8 +59,7 @@ class AsgdConfig(DataConfig):
         help="workers' compute device; auto: one CUDA device per local rank if any, else "
              "CPU (the server updates and evaluates theta on the CPU)")
     threads: int = threads_option()
-    log_every: int = option(1000, "runtime", type=positive_int, resumable=True,
-                            help="rank 0 prints progress every this many applied pushes")
+    log_every: int = log_every_option(1000, "applied pushes")
     on_nonfinite: str = option(
         "stop", "runtime", choices=ON_NONFINITE, resumable=True,
         help="a NaN or infinite push or parameter: 'stop' the run with one line naming it "

@@ -16,7 +16,7 @@ import numpy as np
 from mpi4py import MPI
 from torch import nn
 
-from .config import AsgdConfig, parse_args, validate
+from .config import AsgdConfig, parse_args
 from ...algorithms import REGISTRY
 from ...data import open_dataset, plan_data, spec_of
 from ...io.runlog import Metrics
@@ -72,14 +72,10 @@ def worker_template(cfg: AsgdConfig):
 
 
 class ASGD(Algorithm):
-    name = "asgd"
-    run_format = REGISTRY["asgd"].run_format
-    config_class = AsgdConfig
+    registered = REGISTRY["asgd"]  # name, run format, configuration and its check
     kinds = KINDS
     model_group = "model"
     synchronous = False
-
-    check = staticmethod(validate)
 
     def table_paths(self):
         return ("metrics", "metrics/eval")

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from ...argtypes import nonnegative_int, positive_int
-from ...config import (GanConfig, configuration, option, out_option, parse, require_ranks,
-                       validate_gan)
+from ...config import (GanConfig, configuration, iterations_option, option, out_option, parse,
+                       require_ranks, validate_gan)
 from ...errors import ConfigError
 
 PROG = "python -m mpi_gan.flgan"
@@ -18,10 +18,9 @@ class FlganConfig(GanConfig):
 
     WITHOUT = frozenset({"g_ema"})  # its G is the FedAvg of the workers'
 
-    iterations: int = option(
-        1000, "training", type=positive_int, resumable=True,
-        help="local generator updates of every worker (comparable with MD-GAN's G updates); "
-             "a resumed run continues up to this number")
+    iterations: int = iterations_option(
+        1000, "local generator updates of every worker (comparable with MD-GAN's G updates); "
+              "a resumed run continues up to this number")
     out: str = out_option("runs/flgan")
     round_epochs: int = option(
         1, "training", type=positive_int,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from mpi4py import MPI
 
-from .config import FlganConfig, parse_args, validate
+from .config import FlganConfig, parse_args
 from ...algorithms import REGISTRY
 from ...io.runlog import gan_table
 from ...models import count_params
@@ -24,14 +24,10 @@ from .worker import FlganWorker
 
 
 class FLGAN(Algorithm):
-    name = "flgan"
-    run_format = REGISTRY["flgan"].run_format
-    config_class = FlganConfig
+    registered = REGISTRY["flgan"]  # name, run format, configuration and its check
     kinds = KINDS
     model_group = "generator"
     evaluates = True
-
-    check = staticmethod(validate)
 
     def make_role(self, ctx: Context):
         cfg, data = ctx.cfg, ctx.data

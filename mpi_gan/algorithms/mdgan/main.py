@@ -12,7 +12,7 @@ from mpi4py import MPI
 
 from ...algorithms import REGISTRY
 from ...config import disc_outputs, latent_classes
-from .config import MdganConfig, parse_args, validate
+from .config import MdganConfig, parse_args
 from ...data import spec_of
 from ...gan.ema import make_average
 from ...gan.losses import make_adam
@@ -44,15 +44,11 @@ def worker_template(cfg: MdganConfig, worker: int = 1) -> list[tuple[str, torch.
 
 
 class MDGAN(Algorithm):
-    name = "mdgan"
-    run_format = REGISTRY["mdgan"].run_format
-    config_class = MdganConfig
+    registered = REGISTRY["mdgan"]  # name, run format, configuration and its check
     kinds = KINDS
     model_group = "generator"
     evaluates = True
     fault_tolerant = True
-
-    check = staticmethod(validate)
 
     def make_role(self, ctx: Context):
         cfg, data = ctx.cfg, ctx.data

@@ -13,7 +13,7 @@ from mpi4py import MPI
 
 from ...algorithms import REGISTRY
 from ...config import GanConfig, local_settings
-from .config import parse_args, validate
+from .config import parse_args
 from ...data import plan_data
 from ...io.runlog import gan_table
 from ...io.state import module_state
@@ -51,14 +51,10 @@ class StandaloneRole:
 
 
 class Standalone(Algorithm):
-    name = "standalone"
-    run_format = REGISTRY["standalone"].run_format
-    config_class = GanConfig
+    registered = REGISTRY["standalone"]  # name, run format, configuration and its check
     kinds = ()
     model_group = "generator"
     evaluates = True
-
-    check = staticmethod(validate)
 
     def load_data(self, ctx: Context):
         return plan_data(ctx.cfg, 1, 1)  # the whole training set (its i.i.d. order)

@@ -27,11 +27,12 @@ GROUPS = ("data", "model", "training", "communication", "checkpoints", "scoring"
 
 def option(default, group: str, help: str, type: Callable | None = None,
            choices: Callable[[], tuple] | tuple | None = None, resumable: bool = False):
-    """A configuration field with its command line: ``help`` text (``{choices}`` in it is
-    replaced by the valid names), argument ``group`` (one of ``GROUPS``), value ``type``
-    (default: the default's type), ``choices`` (a tuple, or a callable returning one, read
-    when the parser is built) and ``resumable`` (a resumed run may change it; every other
-    field changes the mathematics and must match the checkpoint)."""
+    """A configuration field with its command line: ``help`` text (``{compressors}`` in it
+    is replaced by the compressors' names when the parser is built), argument ``group``
+    (one of ``GROUPS``), value ``type`` (default: the default's type), ``choices`` (a
+    tuple, or a callable returning one, read when the parser is built) and ``resumable``
+    (a resumed run may change it; every other field changes the mathematics and must
+    match the checkpoint)."""
     assert group in GROUPS, group
     return dataclasses.field(default=default, metadata={
         "group": group, "help": help, "type": type, "choices": choices,

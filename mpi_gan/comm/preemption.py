@@ -7,9 +7,9 @@ SLURM warns a job before its time limit with the signal of ``--signal`` (jobs/ u
 SIGUSR1), and ends it with SIGTERM (time limit, ``scancel``, preemption), then SIGKILL
 after ``KillWait``. On SIGTERM, SIGUSR1 or SIGUSR2 the handler records the signal and
 returns: nothing is written from inside a handler. At the next iteration boundary the
-training loop makes every rank agree (``StopFlag.agreed``: one Allreduce of one int),
-writes a checkpoint and the job exits with ``EXIT_PREEMPTED`` (rank 0's status; it
-leaves last, ``train.loop.stopped_exit``).
+training loop makes every rank agree (``Transport.agree_max``: one all-reduce of one
+int), writes a checkpoint and the job exits with ``EXIT_PREEMPTED`` (rank 0's status; it
+leaves last, ``train.entry.stopped_exit``).
 
 Under SLURM (``SLURM_JOB_ID`` set) rank 0 then requeues the job (``scontrol requeue``)
 when the signal was SIGUSR1 or SIGUSR2, the warning signals, and the run advanced

@@ -62,7 +62,7 @@ def encoded_sizes(idx: np.ndarray, numel: int, gaps: tuple | None = None) -> dic
 
 def _expg_best(idx: np.ndarray) -> tuple[int, int]:
     """(order k, bits) of the cheapest exponential-Golomb code over k = 0..31 (ties: the
-    lowest k), every order's size from one pass (``kernels.expg_all_bits``)."""
+    lowest k), every order's size from one pass (``indexcodec_kernels.expg_all_bits``)."""
     sizes = _kernels().expg_all_bits(idx)
     k = int(np.argmin(sizes))
     return k, int(sizes[k])

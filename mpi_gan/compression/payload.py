@@ -231,8 +231,8 @@ def decode_sparse(payload: Payload) -> tuple[np.ndarray, torch.Tensor]:
 
 def sent_entries(payload: Payload, offset: int = 0) -> tuple[slice | torch.Tensor, torch.Tensor]:
     """Where a payload's values go in a flat tensor that holds its tensor from ``offset``
-    on, and the values (the payload's dtype, or float16 for fp16-coded values): a slice
-    over every entry for a dense payload, int64 flat indices (count,) for a sparse one.
+    on, and the values (in the payload's dtype, ``decode_values``): a slice over every
+    entry for a dense payload, int64 flat indices (count,) for a sparse one.
     ``flat[where] op= values`` applies what was sent without building the dense tensor."""
     if payload.index_code == indexcodec.DENSE:
         return slice(offset, offset + payload.numel), decode_values(payload)

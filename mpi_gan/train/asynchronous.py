@@ -17,8 +17,8 @@ class AsynchronousTrainer(Trainer):
 
     measured = False
 
-    def role_protocol(self, ctx: Context) -> type:
-        return roles.AsynchronousServer if ctx.rank == 0 else roles.AsynchronousWorker
+    def role_protocols(self, ctx: Context) -> tuple[type, ...]:
+        return (roles.AsynchronousServer if ctx.rank == 0 else roles.AsynchronousWorker,)
 
     def drive(self, result: RunResult, ending: np.ndarray) -> None:
         if self.ctx.rank == 0:

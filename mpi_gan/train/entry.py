@@ -20,6 +20,7 @@ from ..io.lock import process_alive
 from . import faults
 from .algorithm import Algorithm, RunResult
 from .asynchronous import AsynchronousTrainer
+from .launch import abort_on_exception
 from .loop import finalized_mark
 from .synchronous import SynchronousTrainer
 
@@ -31,7 +32,8 @@ def trainer_of(algorithm: Algorithm, cfg, comm: MPI.Comm | None = None, restored
     from a checkpoint (tests)."""
     loop = SynchronousTrainer if algorithm.synchronous else AsynchronousTrainer
     trainer = loop(algorithm, cfg, comm, restored=restored)
-    faults.inject(trainer)
+    with abort_on_exception(trainer.comm):  # a malformed $MPI_GAN_FAULT ends the job
+        faults.inject(trainer)
     return trainer
 
 

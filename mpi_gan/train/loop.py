@@ -166,7 +166,7 @@ class Trainer:
         if self.idle and not transport.exclude(self.idle):
             return self._wait_idle(ctx)
         role = self.role = algo.make_role(ctx)
-        roles.require(role, self.role_protocol(ctx), algo.name, ctx.rank)
+        roles.require(role, self.role_protocols(ctx), algo.name, ctx.rank)
         template = algo.worker_template(ctx)
         self.layout = Layout(template + rng_state() if template else [])
         self.message = checkpoint_layout(template, self.measured)
@@ -219,8 +219,8 @@ class Trainer:
                          start=ctx.start, lost=tuple(sorted(ctx.lost)))
 
     # ------------------------------------------------ the execution model's hooks
-    def role_protocol(self, ctx: Context) -> type:
-        """The protocol this rank's role must follow (``train/roles.py``)."""
+    def role_protocols(self, ctx: Context) -> tuple[type, ...]:
+        """The protocols this rank's role must follow (``train/roles.py``)."""
         raise NotImplementedError
 
     def drive(self, result: RunResult, ending: np.ndarray) -> None:

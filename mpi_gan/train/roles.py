@@ -102,10 +102,13 @@ def members(protocol: type) -> list[str]:
     return sorted(name for name in names if not name.startswith("_"))
 
 
-def require(role, protocol: type, algorithm: str, rank: int) -> None:
-    """TypeError naming what ``role`` lacks of ``protocol`` (the algorithm's mistake, found
-    when the role is built rather than mid-run)."""
-    if not isinstance(role, protocol):
+def require(role, protocols: tuple[type, ...], algorithm: str, rank: int) -> None:
+    """TypeError naming what ``role`` lacks of ``protocols`` (the algorithm's mistake, found
+    when the role is built rather than mid-run). Members are looked up as attributes
+    (``hasattr``), so a proxy that forwards them (``faults.FaultyRole``) passes: since
+    Python 3.12 ``isinstance`` against a protocol does not see forwarded members."""
+    for protocol in protocols:
         missing = [name for name in members(protocol) if not hasattr(role, name)]
-        raise TypeError(f"{algorithm}: the role of rank {rank} ({type(role).__name__}) is not "
-                        f"a {protocol.__name__}: it lacks {', '.join(missing)}")
+        if missing:
+            raise TypeError(f"{algorithm}: the role of rank {rank} ({type(role).__name__}) "
+                            f"is not a {protocol.__name__}: it lacks {', '.join(missing)}")

@@ -14,10 +14,10 @@ class SynchronousTrainer(Trainer):
 
     measured = True
 
-    def role_protocol(self, ctx: Context) -> type:
-        if getattr(ctx.cfg, "fault_tolerant", False):
-            return roles.FaultTolerantRole
-        return roles.SynchronousRole
+    def role_protocols(self, ctx: Context) -> tuple[type, ...]:
+        step = roles.FaultTolerantRole if getattr(ctx.cfg, "fault_tolerant", False) \
+            else roles.SynchronousRole
+        return (step, roles.ServerRole) if ctx.rank == 0 else (step,)
 
     def advance(self, role, done: int):
         return self.meter.measure(role.step, done), done + 1

@@ -73,7 +73,8 @@ def test_a_corrupt_dataset_file_ends_every_rank_with_one_line(tmp_path, module):
 def test_an_unexpected_exception_in_set_up_ends_every_rank(tmp_path, module):
     """Any exception on one rank while it sets up, not only the expected kinds: inside an
     agreed step every rank exits with status 2 and the failing rank prints one line (its
-    traceback in its log); between the steps the job is aborted with the traceback."""
+    traceback in its log); after the agreed set-up (when the rank builds its role) the job
+    is aborted with the traceback."""
     out = tmp_path / "inside"
     proc = mpirun(3, [module, *MODULES[module], "--out", str(out)], timeout=120,
                   env={"MPI_GAN_FAULT": "1:0:raise-in-setup"})

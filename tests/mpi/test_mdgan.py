@@ -19,6 +19,7 @@ from mpi_gan.train.loop import checkpoint_layout
 from mpi_gan.mdgan import run, worker_template
 from mpi_gan.models import count_params, make_discriminator, make_generator
 from mpi_gan.io.integrity import read
+from tests.conftest import all_params
 from tests.unit.test_data import write_cifar_dir
 
 pytestmark = pytest.mark.mpi(min_size=2)
@@ -146,3 +147,36 @@ def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam, compress
         hist = f["data/label_histogram"][()]
         assert hist.shape == (world - 1, 10) and hist.sum(axis=1).tolist() == [mean_shard] * (
             world - 1)
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(mpi_tmp_path):
+    """12 iterations in one go == 6, then a resume up to 12, in process at this world size:
+    every rank's saved state (models, Adam, RNG, the compressor's call counter and residual,
+    G's moving average), the run file's tables and generator, bit for bit. (The command
+    line's resume, mpiexec included: tests/e2e/test_cli.py, at 3 ranks.)"""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    world = comm.Get_size()
+    # swaps every 3 iterations; Adam travels with D; compressed feedback with its residual
+    common = dict(swap_adam="travel", compress="randomk:ratio=0.2", residual=True, g_ema=0.9,
+                  checkpoint_every=6, keep_checkpoints=5)
+    straight, split = mpi_tmp_path / "straight", mpi_tmp_path / "split"
+    run(small_config(straight, world, iterations=12, **common))
+    run(small_config(split, world, iterations=6, **common))
+    result = run(small_config(split, world, iterations=12, resume=str(split), **common))
+    assert result.start == 6
+    if comm.Get_rank() != 0:
+        return
+    name = "checkpoints/ckpt_00000012.h5"
+    a, b = all_params(straight / name), all_params(split / name)
+    assert a.keys() == b.keys() and any("rng" in k for k in a)
+    assert any("residual" in k for k in a) and any("g_ema" in k for k in a)
+    assert [k for k in a if not np.array_equal(a[k], b[k])] == []
+    with h5py.File(straight / "run.h5", "r") as f1, h5py.File(split / "run.h5", "r") as f2:
+        for table in ("metrics/iteration", "metrics/d_loss", "metrics/g_loss"):
+            assert np.array_equal(f1[table][()], f2[table][()]), table
+        assert len(f2["metrics/iteration"]) == 12
+        for key in f1["generator/model"]:
+            assert np.array_equal(f1[f"generator/model/{key}"][()],
+                                  f2[f"generator/model/{key}"][()]), key
+        assert f2.attrs["finished"] == 1 and f2.attrs["iteration"] == 12

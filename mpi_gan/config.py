@@ -51,11 +51,6 @@ def compressor_names() -> tuple:
     return tuple(compression.REGISTRY)
 
 
-def dataset_names() -> tuple:
-    """The datasets' names, from their registry."""
-    return tuple(DATASETS)
-
-
 class _Fields:
     """Shared behaviour of the run configurations (dataclasses of plain scalars)."""
 
@@ -97,7 +92,7 @@ class DataConfig(_Fields):
     """The data of a run: dataset, its files and cache, image size, split."""
 
     dataset: str = option(
-        "mnist", "data", choices=dataset_names,
+        "mnist", "data", choices=DATASETS,  # the registry's names
         help="training data: mnist and fashion-mnist (1x28x28), cifar10 (3x32x32), celeba "
              "(3x64x64 or 3x32x32, unlabelled), a seeded MNIST-shaped synthetic set, or the "
              "2-D mixtures of Gaussians ring (8 modes) and grid (25 modes), which bring "

@@ -527,7 +527,7 @@ class Transport:
             MPI.IN_PLACE, [flag, MPI.INT64_T], op=MPI.MAX))
         return int(flag[0])
 
-    def bcast(self, array: np.ndarray, root: int = 0) -> np.ndarray:
+    def broadcast(self, array: np.ndarray, root: int = 0) -> np.ndarray:
         """Collective: ``root``'s ``array`` (a contiguous numpy array) on every rank, in
         place; returns it."""
         spec = [array, from_numpy_dtype(array.dtype)]

@@ -223,12 +223,6 @@ def in_wire(tensor: torch.Tensor, wire: np.ndarray, index_code: int, index_bytes
                    wire[:end])
 
 
-def decode_sparse(payload: Payload) -> tuple[np.ndarray, torch.Tensor]:
-    """(flat indices int64, values) of a payload; every index for a dense one."""
-    idx = indexcodec.decode(payload.index_code, payload.indices, payload.count, payload.numel)
-    return idx, decode_values(payload)
-
-
 def sent_entries(payload: Payload, offset: int = 0) -> tuple[slice | torch.Tensor, torch.Tensor]:
     """Where a payload's values go in a flat tensor that holds its tensor from ``offset``
     on, and the values (in the payload's dtype, ``decode_values``): a slice over every
@@ -236,8 +230,9 @@ def sent_entries(payload: Payload, offset: int = 0) -> tuple[slice | torch.Tenso
     ``flat[where] op= values`` applies what was sent without building the dense tensor."""
     if payload.index_code == indexcodec.DENSE:
         return slice(offset, offset + payload.numel), decode_values(payload)
-    idx, values = decode_sparse(payload)
-    return torch.from_numpy(idx) + offset if offset else torch.from_numpy(idx), values
+    idx = torch.from_numpy(indexcodec.decode(payload.index_code, payload.indices,
+                                             payload.count, payload.numel))
+    return idx + offset if offset else idx, decode_values(payload)
 
 
 def decode_payload(payload: Payload, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -73,6 +73,12 @@ CLASS_NAMES = {
 
 
 Arrays = dict  # "train_images", "train_labels", "test_images", "test_labels" -> np.ndarray
+
+
+def split_arrays(train: tuple, test: tuple) -> Arrays:
+    """The four arrays of a dataset from its (samples, labels) pairs of each split."""
+    return {"train_images": train[0], "train_labels": train[1], "test_images": test[0],
+            "test_labels": test[1]}
 # (files to fingerprint, load(log) -> Arrays, a description of the source)
 Source = tuple[list, Callable[[Callable], Arrays], str]
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..seeding import generator
-from .spec import DatasetKind, DatasetSpec, fixed_size
+from .spec import DatasetKind, DatasetSpec, fixed_size, split_arrays
 
 
 def synthetic_images(seed: int, count: int, stream: object) -> tuple[np.ndarray, np.ndarray]:
@@ -38,10 +38,9 @@ def spec(image_size: int, synthetic_size: int) -> DatasetSpec:
 
 
 def generate(spec: DatasetSpec, seed: int, synthetic_size: int) -> tuple[dict, str]:
-    train = synthetic_images(seed, synthetic_size, "train")
-    test = synthetic_images(seed, spec.test_size, "test")
-    return ({"train_images": train[0], "train_labels": train[1], "test_images": test[0],
-             "test_labels": test[1]}, f"synthetic-{synthetic_size}-seed{seed}")
+    return (split_arrays(synthetic_images(seed, synthetic_size, "train"),
+                         synthetic_images(seed, spec.test_size, "test")),
+            f"synthetic-{synthetic_size}-seed{seed}")
 
 
 SYNTHETIC = DatasetKind("synthetic", spec, generate=generate)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..seeding import generator
-from .spec import DataError, DatasetKind, DatasetSpec
+from .spec import DataError, DatasetKind, DatasetSpec, split_arrays
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,6 @@ def _grid() -> Mixture:
 
 
 MIXTURES = {"ring": _ring(), "grid": _grid()}
-TOY_DATASETS = tuple(MIXTURES)
 TRAIN_SIZE, TEST_SIZE = 50_000, 10_000
 
 
@@ -74,10 +73,9 @@ def toy_kind(name: str) -> DatasetKind:
         return DatasetSpec(name, (2,), 0, TRAIN_SIZE, TEST_SIZE)
 
     def generate(spec: DatasetSpec, seed: int, synthetic_size: int) -> tuple[dict, str]:
-        train = toy_points(name, seed, spec.train_size, "train")
-        test = toy_points(name, seed, spec.test_size, "test")
-        return ({"train_images": train[0], "train_labels": train[1], "test_images": test[0],
-                 "test_labels": test[1]}, f"{name}-seed{seed}")
+        return (split_arrays(toy_points(name, seed, spec.train_size, "train"),
+                             toy_points(name, seed, spec.test_size, "test")),
+                f"{name}-seed{seed}")
     return DatasetKind(name, spec, generate=generate)
 
 

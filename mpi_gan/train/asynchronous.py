@@ -41,7 +41,7 @@ class AsynchronousTrainer(Trainer):
     def ask_state(self, worker: int) -> None:
         self.role.request_state(worker)
 
-    def traffic_totals(self, final: bool) -> np.ndarray:
+    def traffic_totals(self, final: bool) -> tuple[np.ndarray, np.ndarray]:
         if not final:  # the workers go on: what rank 0 has seen
             return self.ctx.transport.local_view()
         self.role.finish()

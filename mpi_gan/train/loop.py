@@ -81,7 +81,7 @@ def lost_before(transport: Transport, ckpt) -> list[int]:
     mask = np.zeros(transport.size, dtype=np.int8)
     if ckpt is not None:
         mask[[int(r) for r in ckpt.tables.get("faults", {}).get("rank", [])]] = 1
-    transport.bcast(mask)
+    transport.broadcast(mask)
     return [int(r) for r in np.flatnonzero(mask)]
 
 
@@ -160,7 +160,7 @@ class Trainer:
         self.ctx = ctx
         transport = ctx.transport = Transport(algo.kinds + SKELETON_KINDS, ctx.comm)
         start = np.array([ckpt.iteration if ckpt else 0], dtype=np.int64)
-        ctx.start = int(transport.bcast(start)[0])
+        ctx.start = int(transport.broadcast(start)[0])
         self.idle = lost_before(transport, ckpt)
         ctx.lost.update(self.idle)
         if self.idle and not transport.exclude(self.idle):
@@ -197,7 +197,7 @@ class Trainer:
         ending = np.zeros(2, dtype=np.int64)  # the agreed stop signal, the last iteration
         self.drive(result, ending)
         # asynchronous workers learn it here; over the survivors if some died
-        transport.bcast(ending)
+        transport.broadcast(ending)
         ctx.log.info("control collectives: %d, %d bytes", transport.control["collectives"],
                      transport.control["bytes"])
         transport.free()
@@ -244,7 +244,7 @@ class Trainer:
     def ask_state(self, worker: int) -> None:
         """Before rank 0 receives ``worker``'s checkpoint state."""
 
-    def traffic_totals(self, final: bool) -> np.ndarray:
+    def traffic_totals(self, final: bool) -> tuple[np.ndarray, np.ndarray]:
         """Every rank's traffic counters, once the checkpoint's states are in."""
         return self.ctx.transport.totals()
 

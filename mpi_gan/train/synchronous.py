@@ -12,8 +12,6 @@ from .loop import Trainer
 class SynchronousTrainer(Trainer):
     """Every rank runs the loop; each step's compute time is measured (``CostMeter``)."""
 
-    measured = True
-
     def role_protocols(self, ctx: Context) -> tuple[type, ...]:
         step = roles.FaultTolerantRole if getattr(ctx.cfg, "fault_tolerant", False) \
             else roles.SynchronousRole

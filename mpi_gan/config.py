@@ -18,7 +18,7 @@ from typing import Callable, ClassVar
 from .argtypes import OneLineParser, nonnegative_int, positive_float, positive_int
 from .data import DATASETS, DataError, DatasetSpec, parse_split, spec_of
 from .errors import ConfigError
-from .gan.local import LocalSettings
+from .gan.settings import LocalSettings
 from .thread_pools import DEFAULT_THREADS
 
 # the argument groups of --help, in this order
@@ -46,7 +46,8 @@ def choices_of(f: dataclasses.Field) -> tuple | None:
 
 
 def compressor_names() -> tuple:
-    """The compressors' names, from their registry."""
+    """The compressors' names, from their registry (imports the compressors, and torch:
+    only to print them, in ``--help``)."""
     from . import compression
     return tuple(compression.REGISTRY)
 
@@ -263,6 +264,17 @@ def local_settings(cfg: GanConfig) -> LocalSettings:
         g_ema=getattr(cfg, "g_ema", 0.0), seed=cfg.seed)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help; ``{compressors}`` in a help text becomes the compressors'
+    names when the help is printed, so that reading a command line imports no compressor."""
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        if "{compressors}" in text:
+            text = text.replace("{compressors}", ", ".join(compressor_names()))
+        return text
+
+
 class _RankAwareParser(OneLineParser):
     """An ArgumentParser whose errors are printed by one rank only."""
 
@@ -281,7 +293,7 @@ def build_parser(cls, prog: str, description: str, quiet: bool = False
     ``--field-name`` with its default, help, type and choices, in its argument group
     (``GROUPS``). ``quiet`` silences usage and error output (ranks other than 0)."""
     parser = _RankAwareParser(prog=prog, description=description, quiet=quiet,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=_HelpFormatter)
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     defaults = cls()
     for f in fields(cls):
@@ -290,8 +302,6 @@ def build_parser(cls, prog: str, description: str, quiet: bool = False
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         group, text = groups[f.metadata["group"]], f.metadata["help"]
-        if "{compressors}" in text:
-            text = text.replace("{compressors}", ", ".join(compressor_names()))
         if isinstance(default, bool):
             group.add_argument(flag, dest=f.name, default=default,
                                action=argparse.BooleanOptionalAction, help=text)
@@ -390,7 +400,10 @@ def compress_option(help: str):
 
 
 def check_compress_spec(spec: str) -> None:
-    """ConfigError unless ``spec`` names a valid compressor with valid parameters."""
+    """ConfigError unless ``spec`` names a valid compressor with valid parameters (the
+    default, none, needs no check: a command line is then checked without torch)."""
+    if spec == "none":
+        return
     from . import compression
 
     try:

@@ -5,6 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 
+EXIT_USAGE = 2  # every rank's exit status after a bad command line or a failed set-up
+
+
+def error_line(message: str) -> str:
+    """The one line a user reads about a bad command line or a failed set-up."""
+    return f"mpi_gan: error: {message}"
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says which and why."""
 

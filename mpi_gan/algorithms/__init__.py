@@ -25,6 +25,10 @@ class Registered:
         """The configuration's check, ``validate(cfg, world_size)`` (ConfigError)."""
         return self._config_module().validate
 
+    def parser(self):
+        """The command line's reader, ``parse_args(argv, quiet=False)`` -> configuration."""
+        return self._config_module().parse_args
+
     def _config_module(self):
         return importlib.import_module(f"{__name__}.{self.name}.config")
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import torch
 
 from ..io import integrity
 from .cache import ensure_cache, cache_path
@@ -30,6 +30,9 @@ from .registry import DATASETS, REGISTRY, dataset_spec, kind_of
 from .spec import DataError, DatasetKind, DatasetSpec
 from .splits import (epoch_iterations, holdout_indices, label_histogram, parse_split,
                      real_batch_indices, split_indices)
+
+if TYPE_CHECKING:  # to_shard imports it: a command line is checked without torch
+    import torch
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Shard:
 def to_shard(images_u8: np.ndarray, labels_u8: np.ndarray) -> Shard:
     """uint8 (m, C, H, W) images and labels -> a Shard; float32 samples (the toy points)
     are taken as they are."""
+    import torch
     labels = torch.from_numpy(np.asarray(labels_u8, dtype=np.int64))
     if images_u8.dtype != np.uint8:
         return Shard(torch.from_numpy(np.array(images_u8, dtype=np.float32)), labels)

@@ -17,9 +17,8 @@ shards are then split from the remaining samples only.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from ..seeding import derive_seed, generator, real_batch_indices  # noqa: F401 - re-exported
+from ..seeding import derive_seed, permutation, real_batch_indices  # noqa: F401 - re-exported
 
 SPLIT_FORMS = "iid, labels:C (C classes per worker) or dirichlet:ALPHA (ALPHA > 0)"
 
@@ -68,8 +67,7 @@ def holdout_indices(labels: np.ndarray, count: int, seed: int
     held = []
     for c, (value, take) in enumerate(zip(classes.tolist(), quota.tolist())):
         members = np.flatnonzero(inverse == c)
-        order = torch.randperm(len(members),
-                               generator=generator(seed, "holdout", int(value))).numpy()
+        order = permutation(len(members), seed, "holdout", int(value))
         held.append(members[order[:take]])
     validation = np.sort(np.concatenate(held)).astype(np.int64)
     keep = np.ones(total, dtype=bool)
@@ -87,7 +85,7 @@ def split_indices(labels: np.ndarray, classes: int, workers: int, split: str, se
     kind, arg = parse_split(split)
     total = len(labels)
     if kind == "iid":
-        perm = torch.randperm(total, generator=generator(seed, "shards", total, workers)).numpy()
+        perm = permutation(total, seed, "shards", total, workers)
         size = total // workers
         return [np.sort(perm[w * size:(w + 1) * size]).astype(np.int64) for w in range(workers)]
     if classes == 0:
@@ -102,8 +100,7 @@ def split_indices(labels: np.ndarray, classes: int, workers: int, split: str, se
                    for c in range(classes)}
     for c in range(classes):
         members = np.flatnonzero(labels == c)
-        members = members[torch.randperm(len(members),
-                                         generator=generator(seed, "split", c)).numpy()]
+        members = members[permutation(len(members), seed, "split", c)]
         if kind == "labels":
             for w, chunk in zip(holders[c], np.array_split(members, len(holders[c]) or 1)):
                 parts[w].append(chunk)

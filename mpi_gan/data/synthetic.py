@@ -6,7 +6,6 @@ its class pattern, shifted by up to 2 pixels, plus noise. uint8 (n, 1, 28, 28).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..seeding import generator
 from .spec import DatasetKind, DatasetSpec, fixed_size, split_arrays
@@ -14,6 +13,7 @@ from .spec import DatasetKind, DatasetSpec, fixed_size, split_arrays
 
 def synthetic_images(seed: int, count: int, stream: object) -> tuple[np.ndarray, np.ndarray]:
     """``count`` uint8 images (count, 1, 28, 28) with labels 0..9 (uint8) from a seeded stream."""
+    import torch  # here: the registry is read (a command line checked) without torch
     proto_gen = generator(seed, "synthetic", "prototypes")
     coarse = torch.rand(10, 1, 7, 7, generator=proto_gen)
     prototypes = torch.nn.functional.interpolate(coarse, size=(28, 28), mode="bilinear",

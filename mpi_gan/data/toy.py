@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ..seeding import generator
 from .spec import DataError, DatasetKind, DatasetSpec, split_arrays
@@ -57,6 +56,7 @@ def toy_points(name: str, seed: int, count: int, stream: object
     """``count`` points float32 (count, 2) of mixture ``name`` with their mode index
     (count,) uint8, from the seeded stream ("toy", name, stream): modes uniform, then
     centre + std * standard normal noise."""
+    import torch  # here: the registry is read (a command line checked) without torch
     mix = mixture(name)
     g = generator(seed, "toy", name, stream)
     modes = torch.randint(0, mix.modes, (count,), generator=g)

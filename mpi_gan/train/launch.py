@@ -28,14 +28,13 @@ import torch
 from mpi4py import MPI
 
 from ..data import DataError, prepare
-from ..errors import ConfigError, exception_chain, type_name
+from ..errors import EXIT_USAGE, ConfigError, error_line, exception_chain, type_name
 from ..io.atomic import DiskFullError, no_space_errno
 from ..io import lock as run_lock
 from ..io.checkpoint import CheckpointError, load_resume
 from ..io.lock import LockError, LockLost
 from ..comm.ulfm import ServerLost
 
-EXIT_USAGE = 2
 SETUP_ERRORS = (ConfigError, DataError, CheckpointError, LockError, OSError)
 
 
@@ -71,7 +70,7 @@ def agree(comm: MPI.Comm, step):
         time.sleep(0.01)
     if int(first[0]) < size:
         if int(first[0]) == rank:
-            best_effort(print, f"mpi_gan: error: {error}", file=sys.stderr, flush=True)
+            best_effort(print, error_line(error), file=sys.stderr, flush=True)
         raise SetupFailed()
     return result
 
@@ -217,7 +216,7 @@ def _abort(comm: MPI.Comm, text: str, code: int, clear: bool = False) -> None:
     logs = log_files()
     where = f" (also in {logs[0]})" if logs else ""
     if clear:
-        best_effort(print, f"mpi_gan: error: {text}", file=sys.stderr, flush=True)
+        best_effort(print, error_line(text), file=sys.stderr, flush=True)
     else:
         best_effort(print, f"mpi_gan: rank {rank} failed, aborting all ranks{where}:\n{text}",
                     file=sys.stderr, flush=True)

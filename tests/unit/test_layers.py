@@ -21,7 +21,7 @@ LAYERS = [
     {"comm"},                                           # MPI: transport, kinds, signals
     {"config"},                                         # run configurations
     {"train"},                                          # the training loop
-    {"algorithms", "analysis"},                         # MD-GAN, FL-GAN, ...; offline
+    {"algorithms", "analysis", "preflight"},            # MD-GAN, FL-GAN, ...; offline; checks
     {"mdgan", "flgan", "asgd", "standalone", "analyze", "evaluate", "sample"},  # entry points
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}

@@ -16,9 +16,10 @@ import h5py
 import numpy as np
 
 # what differs between two runs of the same code: the code and library versions, clocks and
-# durations, the run directory (and the digest of the configuration that names it)
+# durations, the run directory (and the digest of the configuration that names it), where
+# the ranks ran (/ranks, which older run files lack)
 IGNORED = ("version", "time", "started", "host", "pid", "argv", "command", "wall", "elapsed",
-           "seconds", "out", "attrs_blake2b")
+           "seconds", "out", "attrs_blake2b", "ranks")
 
 
 def ignored(name: str, patterns) -> bool:

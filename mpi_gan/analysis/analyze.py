@@ -10,6 +10,8 @@ server_bytes}.png, losses.png, traffic_<run>.png per run and samples_<run>.png p
 run with a generator (one row per class with ACGAN; toy runs: a scatter of the points,
 the mixture's centres marked). Its output ends with
 ``name=value`` lines: the cost ratios, the number of groups and the number of runs.
+ranks.csv (printed as one ``where:`` line per run) says where each rank ran: host,
+process id, device and MPI library (the run file's /ranks).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import pandas as pd
 
 from ..argtypes import OneLineParser
 from .groups import group_table, label_runs
+from .placement import ranks_table, where_lines
 from .plots import loss_plot, score_plots, traffic_plot
 from .runs import RunFileError, read_run
 from .sampling import grid_png
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     groups.to_csv(os.path.join(args.out, "groups.csv"), index=False)
     ratios = cost_ratios(table)
     ratios.to_csv(os.path.join(args.out, "cost_ratios.csv"), index=False)
+    ranks = ranks_table(runs)
+    ranks.to_csv(os.path.join(args.out, "ranks.csv"), index=False)
     written = score_plots(runs, args.out) + [loss_plot(runs, args.out)]
     for run in runs:
         written.append(traffic_plot(run, args.out))
@@ -73,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         print(groups.dropna(axis=1, how="all").to_string(index=False))
         if len(ratios):
             print(ratios.to_string(index=False))
-    print(f"wrote {os.path.join(args.out, 'summary.csv')}, groups.csv, cost_ratios.csv and "
-          f"{len(written)} PNG files in {args.out}")
+    for line in where_lines(ranks):
+        print(f"where: {line}")
+    print(f"wrote {os.path.join(args.out, 'summary.csv')}, groups.csv, cost_ratios.csv, "
+          f"ranks.csv and {len(written)} PNG files in {args.out}")
     for _, r in ratios.iterrows():
         tag = f"{r.dataset}_{r.split}".replace("-", "_").replace(":", "")
         print(f"mdgan_vs_flgan_worker_seconds_{tag}={r.seconds_ratio:.4g}")

@@ -148,5 +148,8 @@ def read_run(path: str) -> dict:
             "kinds": kinds, "bytes": nbytes,
             "cost": {k: integrity.read(f[f"cost/{k}"]) for k in f["cost"]} if "cost" in f else {},
             "evaluation": dict(f["evaluation"].attrs) if "evaluation" in f else {},
+            # where each rank ran (absent from files written before /ranks)
+            "ranks": {k: integrity.read(f[f"ranks/{k}"]) for k in f["ranks"]}
+            if "ranks" in f else {},
         }
     return run

@@ -535,6 +535,19 @@ class Transport:
                          lambda: self.comm.Bcast(spec, root=root))
         return array
 
+    def gather(self, array: np.ndarray, root: int = 0) -> np.ndarray | None:
+        """Collective: every rank's ``array`` (a contiguous numpy array, the same shape and
+        dtype on each) stacked in rank order on ``root``, shape (members, *array.shape);
+        None elsewhere."""
+        out = np.empty((self.comm.Get_size(), *array.shape), dtype=array.dtype) \
+            if self.comm.Get_rank() == root else None
+        dtype = from_numpy_dtype(array.dtype)
+        recv = [out, dtype] if out is not None else None
+        self._collective(array.nbytes, lambda: self.comm.Igather(
+            [array, dtype], recv, root=root), lambda: self.comm.Gather(
+            [array, dtype], recv, root=root))
+        return out
+
     def _collective(self, nbytes: int, start, blocking) -> None:
         self.control["collectives"] += 1
         self.control["bytes"] += nbytes

@@ -5,9 +5,13 @@
   train_images (n, C, H, W) uint8, chunked per image; train_labels (n,) uint8
   test_images, test_labels                         the same for the test split
   attrs: format, dataset, source, fingerprint, checksum ("fletcher32"), complete
-The fingerprint hashes every source file's name, size and modification time: a
-changed source rebuilds the cache. Written atomically, so readers on other
-nodes never see half a file; workers read only their shard's rows. Every chunk
+The fingerprint hashes what the source holds, not where it lies: every file's name
+below the source folder, its size and its contents (above ``CONTENT_BYTES`` in all,
+CelebA's 200,000 JPEGs, its modification time instead of its contents), so that two
+checkouts, venvs or hosts with the same data share one cache, and a changed source
+rebuilds it. Built by one process at a time (``io.lock.building``: the other jobs, on
+this host or another, wait for it and then use its file) and written atomically, so
+readers on other nodes never see half a file; workers read only their shard's rows. Every chunk
 carries a Fletcher-32 checksum (io/integrity.py), verified at each read: the
 whole cache once per node at start-up (a damaged cache is rebuilt, with a line
 saying so), each row as a rank reads it.
@@ -22,6 +26,7 @@ import numpy as np
 
 from ..io import integrity
 from ..io.atomic import atomic_h5
+from ..io.lock import building
 from .registry import kind_of
 from .spec import DataError, DatasetSpec
 
@@ -37,12 +42,33 @@ def source(spec: DatasetSpec, data_dir: str):
     return kind.source(spec, data_dir)
 
 
+CONTENT_BYTES = 512 * 2**20  # sources up to this size are fingerprinted by their contents
+
+
 def fingerprint(files: list[str]) -> str:
+    """32 hex digits naming the data of ``files``: each one's path below their common
+    folder, size, and contents (or modification time, above ``CONTENT_BYTES`` in all)."""
+    sizes = [os.stat(path).st_size for path in files]
+    by_contents = sum(sizes) <= CONTENT_BYTES
+    root = os.path.dirname(files[0]) if len(files) == 1 else os.path.commonpath(files)
     h = hashlib.blake2b(digest_size=16)
-    for path in files:
-        st = os.stat(path)
-        h.update(f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for path, size in zip(files, sizes):
+        h.update(f"{os.path.relpath(path, root)}:{size}:".encode())
+        if by_contents:
+            h.update(file_digest(path))
+        else:
+            h.update(str(os.stat(path).st_mtime_ns).encode())
+        h.update(b"\n")
     return h.hexdigest()
+
+
+def file_digest(path: str) -> bytes:
+    """blake2b of the file at ``path``, read in 1 MiB pieces."""
+    h = hashlib.blake2b()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.digest()
 
 
 def cache_path(spec: DatasetSpec, data_dir: str, cache_dir: str) -> str:
@@ -77,18 +103,27 @@ def ensure_cache(spec: DatasetSpec, data_dir: str, cache_dir: str, log=print) ->
     files, load, description = source(spec, data_dir)
     stamp = fingerprint(files)
     path = cache_path(spec, data_dir, cache_dir)
-    problem = check_cache(path, spec, stamp)
-    if not problem:
+    if not check_cache(path, spec, stamp):
         return path
-    if problem.startswith("damaged"):
-        log(f"the dataset cache {problem[len('damaged: '):]}: rebuilding it")
-    log(f"converting {description} into {path} (once)")
-    arrays = load(log)
     try:
         os.makedirs(cache_dir, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create the dataset cache directory {cache_dir!r}: {exc}") \
             from exc
+    with building(path, log):  # one builder; the others wait, then find its file
+        problem = check_cache(path, spec, stamp)
+        if problem:
+            convert(path, spec, stamp, load, description, problem, log)
+    return path
+
+
+def convert(path: str, spec: DatasetSpec, stamp: str, load, description: str, problem: str,
+            log) -> None:
+    """Write the cache at ``path`` from the source's arrays (``load(log)``), atomically."""
+    if problem.startswith("damaged"):
+        log(f"the dataset cache {problem[len('damaged: '):]}: rebuilding it")
+    log(f"converting {description} into {path} (once)")
+    arrays = load(log)
     # about the arrays' bytes (stored uncompressed), for a full disk's message
     with atomic_h5(path, size_hint=sum(np.asarray(arrays[key]).nbytes for key in KEYS)) as f:
         for key in KEYS:
@@ -98,4 +133,3 @@ def ensure_cache(spec: DatasetSpec, data_dir: str, cache_dir: str, log=print) ->
         f.attrs.update({"format": FORMAT, "dataset": spec.name, "source": description,
                         "fingerprint": stamp, "checksum": integrity.FILTER, "complete": 1})
         integrity.seal(f)
-    return path

@@ -1,4 +1,8 @@
-"""One job per run directory: ``<out>/run.lock``, held by rank 0 for the whole job.
+"""Lock files that work across hosts: one job per run directory (``RunLock``,
+``<out>/run.lock``, held by rank 0 for the whole job), and one builder per shared cache
+file (``building``: ``<file>.lock`` while a dataset or score-classifier cache is written,
+the other processes waiting for it). What follows is told of the run lock; a build lock
+works the same way (``FileLock``), its waiters polling instead of being refused.
 
 Taken by creating the file with ``O_CREAT | O_EXCL`` (atomic on local filesystems and on
 NFS v3 and later, unlike ``flock``), it records who holds it, one ``key=value`` a line:
@@ -143,11 +147,12 @@ def stale_reason(holder: dict[str, str], age: float) -> str | None:
     return None
 
 
-class RunLock:
-    """The lock of one run directory; ``acquire`` it, ``release`` it at the end."""
+class FileLock:
+    """A lock file at ``path``, held by one process at a time; ``acquire`` it, ``release``
+    it at the end."""
 
-    def __init__(self, out: str):
-        self.path = os.path.join(out, LOCK_NAME)
+    def __init__(self, path: str):
+        self.path = path
         self.held = False
         self.lost = ""  # why the lock is no longer this job's ("" while it is)
         self._holder: dict[str, str] = {}
@@ -171,12 +176,7 @@ class RunLock:
             if reason is None:
                 stale_at = datetime.datetime.fromtimestamp(
                     judged.st_mtime + STALE_SECONDS, datetime.timezone.utc)
-                raise LockError(f"--out {os.path.dirname(self.path)!r} is in use by another "
-                                f"job: {describe(holder)} holds {self.path}; wait for it to "
-                                "end, or choose another --out (if that job is dead, its lock "
-                                "is taken over once its heartbeat is "
-                                f"{STALE_SECONDS:.0f} s old, at "
-                                f"{stale_at.isoformat(timespec='seconds')})")
+                raise LockError(self.busy(holder, stale_at.isoformat(timespec="seconds")))
             aside = f"{self.path}.stale-{os.getpid()}"
             try:
                 os.rename(self.path, aside)
@@ -194,9 +194,15 @@ class RunLock:
         else:
             raise LockError(f"cannot take the lock {self.path}: other jobs keep taking it")
         self.held = True
-        self._thread = threading.Thread(target=self._beat, name="run-lock-heartbeat",
+        self._thread = threading.Thread(target=self._beat, name="lock-heartbeat",
                                         daemon=True)
         self._thread.start()
+
+    def busy(self, holder: dict[str, str], stale_at: str) -> str:
+        """The message of the LockError that a live ``holder`` causes (its lock is stale
+        at ``stale_at`` if its heartbeat stops)."""
+        return (f"{self.path} is held by {describe(holder)} (taken over once its heartbeat "
+                f"is {STALE_SECONDS:.0f} s old, at {stale_at})")
 
     def _create(self) -> bool:
         try:
@@ -259,6 +265,45 @@ class RunLock:
             if not self.check() and read_holder(self.path).get("pid") == str(os.getpid()) \
                     and read_holder(self.path).get("host") == socket.gethostname():
                 os.unlink(self.path)
+
+
+class RunLock(FileLock):
+    """The lock of one run directory, ``<out>/run.lock``."""
+
+    def __init__(self, out: str):
+        super().__init__(os.path.join(out, LOCK_NAME))
+
+    def busy(self, holder: dict[str, str], stale_at: str) -> str:
+        return (f"--out {os.path.dirname(self.path)!r} is in use by another job: "
+                f"{describe(holder)} holds {self.path}; wait for it to end, or choose another "
+                "--out (if that job is dead, its lock is taken over once its heartbeat is "
+                f"{STALE_SECONDS:.0f} s old, at {stale_at})")
+
+
+@contextlib.contextmanager
+def building(path: str, log=print, poll: float = 0.2):
+    """Hold ``<path>.lock`` while this process builds the shared file ``path`` (a dataset
+    or score-classifier cache that jobs on several hosts may ask for at once). While
+    another live process holds it, wait (``log`` says for whom, once), polling every
+    ``poll`` seconds; a stale one (its process gone from this host, or its heartbeat older
+    than ``STALE_SECONDS``) is taken over. The builder re-checks ``path`` once it holds
+    the lock (it may have been finished meanwhile) and moves the finished file into place
+    atomically; the lock goes when the block ends, however it ends."""
+    lock = FileLock(f"{path}.lock")
+    waiting = False
+    while True:
+        try:
+            lock.acquire(log)
+            break
+        except LockError:
+            if not waiting:
+                log(f"waiting for {describe(read_holder(lock.path))} to finish {path}")
+                waiting = True
+            time.sleep(poll)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 _HELD: list[RunLock] = []  # the run directory locks this process took (rank 0: one)

@@ -8,7 +8,8 @@ is a small CNN (``models.classifier.ScoreCNN``); its penultimate layer (128 ReLU
 units) gives the FID features. Every run scores with the same file, so runs with different
 seeds compare against one yardstick.
 
-Cache file ``<cache dir>/classifier-<dataset key>-seed<seed>-v<version>.h5`` (written
+Cache file ``<cache dir>/classifier-<dataset key>-seed<seed>-v<version>.h5`` (trained by
+one process at a time, ``io.lock.building``, the others waiting for its file; written
 atomically; version 2: 3 epochs on MNIST, 99.14%; version 1, 5 epochs, is never read, so
 that no two runs are scored by different yardsticks under one name):
   attrs   format "mpi-gan-score-classifier", version, dataset, shape (C, H, W),
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 from ..data import Dataset, DataError
 from ..io.atomic import atomic_h5
+from ..io.lock import building
 from ..models.classifier import ScoreCNN, evaluate
 from ..seeding import derive_seed
 
@@ -186,9 +188,12 @@ def classifier_for(dataset: Dataset, dataset_key: str, cache_dir: str, seed: int
     spec = dataset.spec
     path = classifier_path(cache_dir, dataset_key, seed)
     if not os.path.exists(path):
-        log(f"training the score classifier of {spec.name} (once; cached in {path})")
-        model, accuracy = train_classifier(dataset, seed, log=log)
-        save_classifier(path, model, spec.name, spec.shape, spec.classes, seed,
-                        epochs_for(spec.name), accuracy)
-        log(f"score classifier of {spec.name}: test accuracy {accuracy:.4f}")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with building(path, log):  # one trainer; the others wait, then load its file
+            if not os.path.exists(path):
+                log(f"training the score classifier of {spec.name} (once; cached in {path})")
+                model, accuracy = train_classifier(dataset, seed, log=log)
+                save_classifier(path, model, spec.name, spec.shape, spec.classes, seed,
+                                epochs_for(spec.name), accuracy)
+                log(f"score classifier of {spec.name}: test accuracy {accuracy:.4f}")
     return load_classifier(path, spec.shape, spec.classes)

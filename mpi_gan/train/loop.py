@@ -33,6 +33,7 @@ from mpi4py import MPI
 
 from ..comm.kinds import SKELETON_KINDS
 from ..comm.preemption import StopFlag, signal_name
+from ..comm.placement import gather_placement
 from ..comm.transport import Transport, settle
 from ..comm.ulfm import is_peer_failure
 from ..config import latent_classes
@@ -161,6 +162,7 @@ class Trainer:
         transport = ctx.transport = Transport(algo.kinds + SKELETON_KINDS, ctx.comm)
         start = np.array([ckpt.iteration if ckpt else 0], dtype=np.int64)
         ctx.start = int(transport.broadcast(start)[0])
+        placement = gather_placement(transport, ctx.device)  # rank 0: /ranks, where each runs
         self.idle = lost_before(transport, ckpt)
         ctx.lost.update(self.idle)
         if self.idle and not transport.exclude(self.idle):
@@ -189,7 +191,7 @@ class Trainer:
             self.run_file = RunFile(
                 os.path.join(cfg.out, "run.h5"), self.record, algo.run_format, ctx.start,
                 transport.local_view(), algo.model_group, role.published(),
-                {**self.extras, **cost_datasets(self.cost_base, self.wall_base)})
+                {**self.extras, **cost_datasets(self.cost_base, self.wall_base), **placement})
             result.run_file = self.run_file.path
         elif ctx.start > 0 and self.layout.fields:
             self._load(role, self.layout.unpack(

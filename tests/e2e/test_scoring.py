@@ -1,6 +1,7 @@
 """End-to-end tests of the scores: evaluation rows and cost counters in real MPI runs,
 ``python -m mpi_gan.evaluate`` (also --real on full MNIST) and ``python -m mpi_gan.analyze``."""
 import os
+import socket
 
 import h5py
 import numpy as np
@@ -143,6 +144,12 @@ def test_analyze_writes_the_table_and_plots(scored_runs, tmp_path):
     assert table.mnist_score.between(1, 10).all() and (table.iterations == 10).all()
     assert list(table.workers) == [2, 2, 1]
     assert len(pd.read_csv(out / "cost_ratios.csv")) == 1
+    ranks = pd.read_csv(out / "ranks.csv")  # where each rank ran (/ranks)
+    assert list(ranks.run) == ["mdgan"] * 3 + ["flgan"] * 3 + ["alone"]
+    assert list(ranks["rank"]) == [0, 1, 2, 0, 1, 2, 0]
+    assert set(ranks.host) == {socket.gethostname()} and set(ranks.device) == {"cpu"}
+    assert ranks.pid.nunique() == 7 and ranks.mpi_library.str.contains("MPI").all()
+    assert f"where: mdgan: ranks 0-2 on {socket.gethostname()} (cpu; " in proc.stdout
     for name in ("scores_vs_iteration", "scores_vs_wall_seconds", "scores_vs_server_bytes",
                  "losses", "traffic_mdgan", "traffic_flgan", "traffic_alone"):
         with Image.open(out / f"{name}.png") as image:

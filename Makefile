@@ -56,7 +56,7 @@ check:
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: setup
-	$(PYTEST) --durations=10 tests/unit
+	$(PYTEST) -n 2 --dist loadfile --durations=10 tests/unit
 
 # Two processes share the end-to-end tests, file by file (most of a test's time is its ranks
 # starting up and waiting on each other, so one alone leaves a core idle); the tests marked
@@ -100,9 +100,9 @@ test-openmpi: $(OMPI_BIN)/.installed
 	    || { tail -n 60 $(LOGS)/openmpi/n$$n-rank*; exit 1; }; \
 	  tail -n 1 $(LOGS)/openmpi/n$$n-rank0.log; \
 	done
-	@echo "== --fault-tolerant (ULFM) jobs, Open MPI"
+	@echo "== --fault-tolerant (ULFM) jobs and runs across namespace hosts, Open MPI"
 	env $(OMPI_ENV) timeout 1200 $(OMPI_BIN)/python -m pytest -q -p no:cacheprovider \
-	  --durations=10 tests/cluster/test_fault_tolerance.py
+	  --durations=10 tests/cluster/test_fault_tolerance.py tests/cluster/test_hosts.py
 
 bench: setup
 	$(BIN)/mpiexec -n 2 $(BIN)/python scripts/bench_transport.py

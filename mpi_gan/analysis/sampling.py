@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -64,8 +65,23 @@ def draw(g: torch.nn.Module, cfg: GanConfig, n: int, seed: int = 0, cls=None) ->
     """``n`` samples of G (in eval mode) float32 (n, *shape) in the dataset's own value
     range (``DatasetSpec.to_data``); latents from ``latents(cfg, n, seed, cls)``, generated
     in chunks of CHUNK without gradients."""
-    x = forward_in_chunks(g, latents(cfg, n, seed, cls), next(g.parameters()).device, CHUNK)
+    with one_thread():
+        x = forward_in_chunks(g, latents(cfg, n, seed, cls), next(g.parameters()).device,
+                              CHUNK)
     return spec_of(cfg).to_data(x.numpy())
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch's intra-op pool at one thread for the block: how a product's sums are split
+    among threads changes its rounding, so the same seed gives the same bytes whatever
+    the machine's cores or the caller's thread setting (one thread, as every rank trains)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def auto_scale(height: int) -> int:

@@ -11,6 +11,9 @@ standard library, numpy and mpi4py.
 from __future__ import annotations
 
 import sys
+import time
+
+import numpy as np
 
 from .algorithms import REGISTRY
 from .errors import EXIT_USAGE, ConfigError, error_line
@@ -19,22 +22,30 @@ from .errors import EXIT_USAGE, ConfigError, error_line
 def preflight(algorithm: str, argv: list[str] | None = None) -> None:
     """Read and check ``algorithm``'s command line (``sys.argv[1:]`` by default) on every
     rank of ``MPI.COMM_WORLD``. ``--help`` ends every rank with status 0 (rank 0 prints
-    it); a bad flag or a configuration that ``validate`` refuses for this world size ends
-    every rank with status 2, rank 0 printing the one error line. The checks are pure
-    functions of the command line and the world size, so every rank reaches the same
-    verdict without a message. Anything else a check raises is left to the agreed set-up,
-    which runs them again."""
+    it); a bad flag ends every rank with status 2, rank 0 printing the one error line
+    (every rank reads the same command line). A configuration that ``validate`` refuses
+    for this world size on any rank (a check may read the rank's environment: the ULFM
+    flag) ends every rank with status 2, the lowest refusing rank printing its line: the
+    ranks agree on it in one reduction, polled with sleeps. Anything else a check raises
+    is left to the agreed set-up, which runs the checks again."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     entry = REGISTRY[algorithm]
     cfg = entry.parser()(sys.argv[1:] if argv is None else argv, quiet=rank != 0)
+    refused = None
     try:
         entry.validator()(cfg, size)
     except ConfigError as exc:
-        if rank == 0:
-            print(error_line(str(exc)), file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_USAGE) from None
+        refused = str(exc)
     except Exception:  # noqa: BLE001 - reported, with its traceback, by the agreed set-up
-        return
+        pass
+    first = np.array([rank if refused is not None else size], dtype=np.int64)
+    request = comm.Iallreduce(MPI.IN_PLACE, [first, MPI.INT64_T], op=MPI.MIN)
+    while not request.Test():
+        time.sleep(0.001)
+    if int(first[0]) < size:
+        if int(first[0]) == rank:
+            print(error_line(refused), file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USAGE)

@@ -536,9 +536,10 @@ class Transport:
         return array
 
     def gather(self, array: np.ndarray, root: int = 0) -> np.ndarray | None:
-        """Collective: every rank's ``array`` (a contiguous numpy array, the same shape and
-        dtype on each) stacked in rank order on ``root``, shape (members, *array.shape);
-        None elsewhere."""
+        """Collective over the current members: each one's ``array`` (a contiguous numpy
+        array, the same shape and dtype on each) stacked in their order on ``root`` (a
+        rank of the current communicator), shape (members, *array.shape); None elsewhere.
+        Before any ``shrink`` or ``exclude`` the members are the world, in rank order."""
         out = np.empty((self.comm.Get_size(), *array.shape), dtype=array.dtype) \
             if self.comm.Get_rank() == root else None
         dtype = from_numpy_dtype(array.dtype)

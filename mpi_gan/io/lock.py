@@ -36,6 +36,7 @@ import threading
 import time
 
 LOCK_NAME = "run.lock"
+WAIT_LINE_SECONDS = 60.0  # a process waiting for a builder says so this often
 HEARTBEAT_SECONDS = 15.0
 STALE_SECONDS = 120.0
 
@@ -115,6 +116,16 @@ def read_holder(path: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
+def read_judged(path: str) -> tuple[dict[str, str], os.stat_result]:
+    """A lock file's fields and its status, both of the file one open found (a file
+    replaced meanwhile is not judged by its predecessor's fields); FileNotFoundError if
+    there is none."""
+    with open(path) as f:
+        status = os.fstat(f.fileno())
+        lines = f.read().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line), status
+
+
 def describe(holder: dict[str, str]) -> str:
     """The holder in words, for messages."""
     if not holder:
@@ -165,9 +176,8 @@ class FileLock:
         for _ in range(3):  # a takeover raced by another job: look again
             if self._create():
                 break
-            holder = read_holder(self.path)
-            try:
-                judged = os.stat(self.path)
+            try:  # the holder and the inode judged, read from one open of the file
+                holder, judged = read_judged(self.path)
             except FileNotFoundError:
                 continue  # released meanwhile
             age = time.time() - judged.st_mtime
@@ -210,10 +220,15 @@ class FileLock:
         except FileExistsError:
             return False
         holder = this_holder()
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(f"{k}={v}\n" for k, v in holder.items()))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(f"{k}={v}\n" for k, v in holder.items()))
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:  # a full disk: an empty lock would stall every other job
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            raise
         self._holder = holder
         return True
 
@@ -284,21 +299,22 @@ class RunLock(FileLock):
 def building(path: str, log=print, poll: float = 0.2):
     """Hold ``<path>.lock`` while this process builds the shared file ``path`` (a dataset
     or score-classifier cache that jobs on several hosts may ask for at once). While
-    another live process holds it, wait (``log`` says for whom, once), polling every
+    another live process holds it, wait (``log`` says for whom, once a minute: there is
+    no time limit, a conversion or a training may take long), polling every
     ``poll`` seconds; a stale one (its process gone from this host, or its heartbeat older
     than ``STALE_SECONDS``) is taken over. The builder re-checks ``path`` once it holds
     the lock (it may have been finished meanwhile) and moves the finished file into place
     atomically; the lock goes when the block ends, however it ends."""
     lock = FileLock(f"{path}.lock")
-    waiting = False
+    said = -WAIT_LINE_SECONDS
     while True:
         try:
             lock.acquire(log)
             break
         except LockError:
-            if not waiting:
+            if time.monotonic() - said >= WAIT_LINE_SECONDS:  # once a minute while waiting
                 log(f"waiting for {describe(read_holder(lock.path))} to finish {path}")
-                waiting = True
+                said = time.monotonic()
             time.sleep(poll)
     try:
         yield

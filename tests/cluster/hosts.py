@@ -20,6 +20,7 @@ Needs root and iproute2 (``ip``) and util-linux (``unshare``).
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ PREFIX = "mpigan"
 NETNS_ETC = "/etc/netns"
 
 
+@functools.lru_cache(maxsize=1)
 def missing() -> str | None:
     """Why no namespace hosts can be made here (None if they can)."""
     for tool in ("ip", "unshare"):
@@ -59,14 +61,21 @@ def namespaces(prefix: str = PREFIX) -> list[str]:
             if line.split() and line.split()[0].startswith(prefix + "-")]
 
 
-def remove_all(prefix: str = PREFIX) -> None:
-    """Remove every namespace of ``prefix`` (their veths and bridge go with them) and
-    their /etc/netns folders; never raises."""
+def kill_processes(prefix: str = PREFIX) -> None:
+    """SIGKILL every process left in a namespace of ``prefix`` (ranks and launcher
+    daemons of a run that failed or hung); never raises."""
     for name in namespaces(prefix):
         pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
                               text=True).stdout.split()
-        for pid in pids:  # a process left in a host would keep nothing alive, but says so
+        for pid in pids:
             subprocess.run(["kill", "-9", pid], capture_output=True)
+
+
+def remove_all(prefix: str = PREFIX) -> None:
+    """Remove every namespace of ``prefix`` (their veths and bridge go with them, after
+    the processes left in them) and their /etc/netns folders; never raises."""
+    kill_processes(prefix)
+    for name in namespaces(prefix):
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
     if os.path.isdir(NETNS_ETC):
         for name in os.listdir(NETNS_ETC):

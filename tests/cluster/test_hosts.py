@@ -18,7 +18,7 @@ from mpi4py import MPI
 from mpi_gan.algorithms.asgd.config import AsgdConfig
 from mpi_gan.algorithms.asgd.reference import replay
 from mpi_gan.io.integrity import read
-from tests.cluster.hosts import NamespaceHosts, missing
+from tests.cluster.hosts import NamespaceHosts, kill_processes, missing
 from tests.conftest import ASGD_FAST, FAST, MPIEXEC, PYTHON, all_params, mpirun
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
@@ -51,10 +51,14 @@ def across(hosts, tmp_path, per_host: int, args: list[str], timeout=300):
                   hosts.ssh, "-n", ranks]
     command = hosts.command_on("h1", [*launch, PYTHON, "-m", *args])
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               env=env)
     except subprocess.TimeoutExpired as exc:
+        kill_processes()  # the ranks and daemons on the hosts, which the timeout leaves
         pytest.fail(f"{command} hung for {timeout} s:\n{exc.stdout}\n{exc.stderr}")
+    if proc.returncode != 0:
+        kill_processes()
+    return proc
 
 
 def placed_on_both_hosts(run_file) -> None:
@@ -71,6 +75,7 @@ GAN_RUNS = {
 }
 
 
+@pytest.mark.timeout(900)  # two runs of 4 ranks on 2 cores, on a loaded machine too
 @pytest.mark.parametrize("name", list(GAN_RUNS))
 def test_a_gan_across_two_hosts_equals_one_host(hosts, tmp_path, name):
     args = GAN_RUNS[name]
@@ -93,6 +98,7 @@ def test_a_gan_across_two_hosts_equals_one_host(hosts, tmp_path, name):
     placed_on_both_hosts(tmp_path / "two" / "run.h5")
 
 
+@pytest.mark.timeout(900)
 def test_asgd_across_two_hosts_equals_the_replay_of_its_push_order(hosts, tmp_path):
     args = [*ASGD_FAST, "--iterations", "60", "--compress", "adacomp:ratio=0.05"]
     proc = across(hosts, tmp_path, 2, ["mpi_gan.asgd", *args, "--out", str(tmp_path / "r")])

@@ -11,11 +11,9 @@ standard library, numpy and mpi4py.
 from __future__ import annotations
 
 import sys
-import time
-
-import numpy as np
 
 from .algorithms import REGISTRY
+from .comm.agreement import lowest_failing_rank
 from .errors import EXIT_USAGE, ConfigError, error_line
 
 
@@ -41,11 +39,8 @@ def preflight(algorithm: str, argv: list[str] | None = None) -> None:
         refused = str(exc)
     except Exception:  # noqa: BLE001 - reported, with its traceback, by the agreed set-up
         pass
-    first = np.array([rank if refused is not None else size], dtype=np.int64)
-    request = comm.Iallreduce(MPI.IN_PLACE, [first, MPI.INT64_T], op=MPI.MIN)
-    while not request.Test():
-        time.sleep(0.001)
-    if int(first[0]) < size:
-        if int(first[0]) == rank:
+    first = lowest_failing_rank(comm, refused is not None, pause=0.001)
+    if first is not None:
+        if first == rank:
             print(error_line(refused), file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USAGE)

@@ -23,7 +23,6 @@ import termios
 import time
 import traceback
 
-import numpy as np
 import torch
 from mpi4py import MPI
 
@@ -33,6 +32,7 @@ from ..io.atomic import DiskFullError, no_space_errno
 from ..io import lock as run_lock
 from ..io.checkpoint import CheckpointError, load_resume
 from ..io.lock import LockError, LockLost
+from ..comm.agreement import lowest_failing_rank
 from ..comm.ulfm import ServerLost
 
 SETUP_ERRORS = (ConfigError, DataError, CheckpointError, LockError, OSError)
@@ -61,15 +61,9 @@ def agree(comm: MPI.Comm, step):
         error, result = describe_error(exc), None
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure must be agreed on
         error, result = unexpected_error(comm.Get_rank(), exc), None
-    rank, size = comm.Get_rank(), comm.Get_size()
-    first = np.array([rank if error is not None else size], dtype=np.int64)
-    # wait politely: a step may take one rank minutes (a dataset conversion, the score
-    # classifier's training) and busy-polling ranks would take the cores it needs
-    request = comm.Iallreduce(MPI.IN_PLACE, [first, MPI.INT64_T], op=MPI.MIN)
-    while not request.Test():
-        time.sleep(0.01)
-    if int(first[0]) < size:
-        if int(first[0]) == rank:
+    first = lowest_failing_rank(comm, error is not None)
+    if first is not None:
+        if first == comm.Get_rank():
             best_effort(print, error_line(error), file=sys.stderr, flush=True)
         raise SetupFailed()
     return result

@@ -46,6 +46,7 @@ mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
                   -m "$module") ;;
     *) echo "mpi_gan job: LAUNCHER must be srun or mpiexec, not '$LAUNCHER'" >&2; return 2 ;;
   esac
+  mpi_gan_check_nodes || return 2
   mkdir -p "$RUNS"
   # rank 0 writes `scontrol requeue ...` here when it stops on the warning signal; it is run
   # below, once every rank has left (a requeue kills whatever is left of the job at once)
@@ -71,6 +72,25 @@ mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
     $requeue || echo "mpi_gan job ${SLURM_JOB_ID:-}: '$requeue' failed; resubmit to continue" >&2
   fi
   return "$status"
+}
+
+mpi_gan_check_nodes() {  # every node of the job runs mpi_gan from $VENV, or say which cannot
+  # A venv on a node-local disk, or a file system that some nodes do not mount, would
+  # otherwise end in the launcher's own error (or a rank waiting for the rest) on those
+  # nodes only; one task per node tries the import first and names the nodes that failed.
+  local python=$VENV/bin/python probe='"$0" -c "import mpi_gan" 2>/dev/null || hostname' bad
+  if [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then
+    bad=$(srun --mpi=none --nodes="$SLURM_JOB_NUM_NODES" --ntasks="$SLURM_JOB_NUM_NODES" \
+            --ntasks-per-node=1 sh -c "$probe" "$python" | sort | tr '\n' ' ')
+  else
+    bad=$(sh -c "$probe" "$python")
+  fi
+  if [ -n "$bad" ]; then
+    echo "mpi_gan job: $python cannot import mpi_gan on ${bad% }: the venv ($VENV) and the" \
+         "checkout ($MPI_GAN_HOME) must be on a file system that every node mounts, at the" \
+         "same path (docs/hpc.md, \"Many nodes\")" >&2
+    return 2
+  fi
 }
 
 mpi_gan_clean_shm() {  # MPICH shared-memory files of this user that no process maps

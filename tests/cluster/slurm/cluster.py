@@ -1,9 +1,17 @@
-"""A real single-node SLURM cluster on localhost for the tests: munged, slurmctld, slurmd.
+"""A real SLURM cluster on this machine for the tests: munged, slurmctld, one slurmd per node.
+
+The nodes are either ``localhost`` alone or the hosts of a ``NamespaceHosts``
+(tests/cluster/hosts.py): then every slurmd runs in its own host's network namespace,
+under the host's name, at the host's address, and slurmctld runs on the first host, as
+on a small real cluster; the SLURM commands are run there too (``run``), and the jobs'
+tasks run on the node SLURM places them on, in that node's namespace, talking to the
+others over the hosts' bridge. munged is shared (its socket is a file, reachable from
+every namespace).
 
 Everything lives in one temporary directory (configuration, munge key and socket,
-state, spool, logs, pids) and reaches the SLURM commands through ``SLURM_CONF``, so
-/etc/slurm is never touched. ``LocalCluster.stop`` shuts it down cleanly
-(``scontrol shutdown``, ``munged --stop``) and kills what is left.
+state, per-node spools, logs, pids) and reaches the SLURM commands through
+``SLURM_CONF``, so /etc/slurm is never touched. ``LocalCluster.stop`` shuts it down
+cleanly (``scontrol shutdown``, ``munged --stop``) and kills what is left.
 
 Needs Debian's ``slurm-wlm`` and ``munge`` (``.ci/run`` installs them) and root.
 """
@@ -11,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -40,22 +49,59 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cgroup_mounts() -> str:
+    """Shell commands that mount, in a mount namespace whose /sys is fresh (``ip netns
+    exec``), the cgroup file systems this process sees under /sys/fs/cgroup (the same
+    hierarchies: a cgroup v1 mount with the same controllers or name attaches to the
+    existing one)."""
+    commands = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            source, target, fstype, options = line.split()[:4]
+            if target == "/sys/fs/cgroup" or target.startswith("/sys/fs/cgroup/"):
+                commands.append(f"mkdir -p {target} && mount -t {fstype} -o {options} "
+                                f"{source} {target}")
+    return " && ".join(commands) or "true"
+
+
 def _which(name: str) -> str:
     return shutil.which(name, path=os.environ["PATH"] + ":/usr/sbin:/sbin")
 
 
 class LocalCluster:
     """``start()`` the daemons under ``state`` (a fresh directory); ``run`` a SLURM command
-    against them; ``stop()`` them."""
+    against them; ``stop()`` them. With ``hosts`` (a ``NamespaceHosts`` that is up), one
+    node per host; without, the single node ``localhost``. ``partitions`` maps each
+    partition's name to its nodes (the first is the default; unset: ``debug``, every
+    node). ``hidden`` maps a node to directories its slurmd and jobs do not see (an
+    empty file system is mounted over each, in the node's own mount namespace): a node
+    that lacks, say, the venv that the others share."""
 
-    def __init__(self, state: str):
+    def __init__(self, state: str, hosts=None, cpus_per_node: int = 12,
+                 partitions: dict[str, list[str]] | None = None,
+                 hidden: dict[str, list[str]] | None = None):
         self.state = os.path.abspath(state)
         self.conf = os.path.join(self.state, "slurm.conf")
         self.socket = os.path.join(self.state, "munge.socket")
         self.env = dict(os.environ, SLURM_CONF=self.conf)
+        self.hosts = hosts
+        self.cpus_per_node = cpus_per_node
+        self.nodes = list(hosts.names) if hosts else ["localhost"]
+        self.partitions = partitions or {"debug": self.nodes}
+        self.hidden = hidden or {}
+        assert not self.hidden or hosts, "hiding directories needs namespace hosts"
+
+    def address(self, node: str) -> str:
+        return self.hosts.address(node) if self.hosts else "127.0.0.1"
+
+    def on(self, node: str, argv: list[str]) -> list[str]:
+        """``argv`` as run on ``node`` (in its namespace, under its name)."""
+        return self.hosts.command_on(node, argv) if self.hosts else argv
 
     def run(self, *args, check=True, timeout=60, **kw) -> subprocess.CompletedProcess:
-        proc = subprocess.run([_which(args[0]), *args[1:]], capture_output=True, text=True,
+        """Run a command (a SLURM command, found on the daemons' PATH) on the first node."""
+        argv = self.on(self.nodes[0], [_which(args[0]) or args[0], *args[1:]])
+        proc = subprocess.run(argv, capture_output=True, text=True,
                               env=kw.pop("env", self.env), timeout=timeout, **kw)
         if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr}\n"
@@ -64,7 +110,7 @@ class LocalCluster:
 
     def start(self, timeout: float = 60) -> LocalCluster:
         os.makedirs(self.state, mode=0o700, exist_ok=True)
-        for sub in ("state", "spool"):
+        for sub in ("state", *(f"spool-{node}" for node in self.nodes)):
             os.makedirs(os.path.join(self.state, sub), exist_ok=True)
         with open(os.path.join(HERE, "slurm.conf.in")) as f:
             text = f.read()
@@ -72,6 +118,16 @@ class LocalCluster:
         # derived from it) with a job of another cluster started on this machine
         first_job = 100 + (os.getpid() * 7919 + int(time.time())) % 50_000_000
         text = text.replace("@FIRST_JOB_ID@", str(first_job))
+        cpus = self.cpus_per_node
+        nodes = "\n".join(
+            f"NodeName={node} NodeAddr={self.address(node)} CPUs={cpus} Boards=1 "
+            f"SocketsPerBoard=1 CoresPerSocket={cpus} ThreadsPerCore=1 RealMemory=4000"
+            for node in self.nodes)
+        text = text.replace("@CONTROLLER@", f"{self.nodes[0]}({self.address(self.nodes[0])})")
+        partitions = "\n".join(
+            f"PartitionName={name} Nodes={','.join(nodes)} Default={'NO' if i else 'YES'} "
+            "MaxTime=INFINITE State=UP" for i, (name, nodes) in enumerate(self.partitions.items()))
+        text = text.replace("@NODES@", nodes).replace("@PARTITIONS@", partitions)
         text = text.replace("@STATE@", self.state).replace(
             "@CTLD_PORT@", str(_free_port())).replace("@SLURMD_PORT@", str(_free_port()))
         with open(self.conf, "w") as f:
@@ -87,17 +143,32 @@ class LocalCluster:
                  f"--log-file={self.state}/munged.log", f"--pid-file={self.state}/munged.pid",
                  f"--seed-file={self.state}/munged.seed")
         self.run("slurmctld", "-i")
-        self.run("slurmd", "-N", "localhost")
+        for node in self.nodes:
+            self._start_slurmd(node)
         deadline = time.monotonic() + timeout
         while True:
-            state = self.run("sinfo", "-h", "-o", "%T", check=False).stdout.strip()
-            if state == "idle":
+            states = self.run("sinfo", "-h", "-N", "-o", "%N %T", check=False).stdout.split()
+            if set(states[0::2]) == set(self.nodes) and set(states[1::2]) == {"idle"}:
                 return self
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"the local SLURM node is {state!r}, not idle, after "
-                                   f"{timeout} s\n" + self.logs())
+                raise RuntimeError(f"the local SLURM nodes are {states}, not all idle, "
+                                   f"after {timeout} s\n" + self.logs())
             time.sleep(0.2)
+
+    def _start_slurmd(self, node: str) -> None:
+        argv = [_which("slurmd"), "-N", node]
+        if self.hosts:
+            # ``ip netns exec`` mounts a fresh /sys, with nothing on /sys/fs/cgroup, where
+            # slurmd's cgroup plugin looks at start: mount there what this machine has
+            mounts = [_cgroup_mounts(), *(f"mount -t tmpfs hidden {shlex.quote(path)}"
+                                          for path in self.hidden.get(node, ()))]
+            argv = ["sh", "-c", f'{" && ".join(mounts)} && exec "$@"', "sh", *argv]
+        argv = self.on(node, argv)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"slurmd on {node} failed ({proc.returncode}): {proc.stderr}\n"
+                               + self.logs())
 
     def stop(self) -> None:
         """Cancel every job and let the queue drain (30 s at most), shut the daemons down,
@@ -136,7 +207,7 @@ class LocalCluster:
     def logs(self) -> str:
         """The daemons' logs' last lines (for failure messages)."""
         text = []
-        for name in ("slurmctld.log", "slurmd.log", "munged.log"):
+        for name in ("slurmctld.log", *(f"slurmd-{n}.log" for n in self.nodes), "munged.log"):
             path = os.path.join(self.state, name)
             if os.path.exists(path):
                 with open(path, errors="replace") as f:

@@ -100,9 +100,10 @@ test-openmpi: $(OMPI_BIN)/.installed
 	    || { tail -n 60 $(LOGS)/openmpi/n$$n-rank*; exit 1; }; \
 	  tail -n 1 $(LOGS)/openmpi/n$$n-rank0.log; \
 	done
-	@echo "== --fault-tolerant (ULFM) jobs and runs across namespace hosts, Open MPI"
+	@echo "== --fault-tolerant (ULFM) jobs, runs across namespace hosts and SLURM nodes, Open MPI"
 	env $(OMPI_ENV) timeout 1200 $(OMPI_BIN)/python -m pytest -q -p no:cacheprovider \
-	  --durations=10 tests/cluster/test_fault_tolerance.py tests/cluster/test_hosts.py
+	  --durations=10 tests/cluster/test_fault_tolerance.py tests/cluster/test_hosts.py \
+	  tests/cluster/test_slurm.py
 
 bench: setup
 	$(BIN)/mpiexec -n 2 $(BIN)/python scripts/bench_transport.py

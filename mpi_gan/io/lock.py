@@ -316,6 +316,11 @@ def building(path: str, log=print, poll: float = 0.2):
                 log(f"waiting for {describe(read_holder(lock.path))} to finish {path}")
                 said = time.monotonic()
             time.sleep(poll)
+        except OSError as exc:  # not a busy lock: the directory refuses the lock file
+            raise OSError(f"cannot write in {os.path.dirname(os.path.abspath(path))!r}, "
+                          f"where {os.path.basename(path)} is to be built and shared "
+                          f"({exc.strerror or exc}): make it writable, or choose another "
+                          "with --cache-dir") from exc
     try:
         yield
     finally:

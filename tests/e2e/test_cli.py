@@ -258,6 +258,9 @@ def test_baselines_and_datasets_bad_input(tmp_path):
                               "--batch-size", "16"], "fewer than --batch-size 16"),
         (3, "mpi_gan.mdgan", ["--split", "labels:12"], "only 10 classes"),
         (3, "mpi_gan.asgd", ["--dataset", "celeba"], "has no labels"),
+        # a cache directory where no file can be made (sysfs: not even by root)
+        (3, "mpi_gan.mdgan", ["--dataset", "mnist", "--cache-dir", "/sys"],
+         "cannot write in '/sys', where mnist-"),
     ]
     for n, module, args, message in cases:
         run = mpirun if n > 1 else single

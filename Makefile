@@ -101,7 +101,7 @@ test-openmpi: $(OMPI_BIN)/.installed
 	  tail -n 1 $(LOGS)/openmpi/n$$n-rank0.log; \
 	done
 	@echo "== --fault-tolerant (ULFM) jobs, runs across namespace hosts and SLURM nodes, Open MPI"
-	env $(OMPI_ENV) timeout 1200 $(OMPI_BIN)/python -m pytest -q -p no:cacheprovider \
+	env $(OMPI_ENV) timeout 1800 $(OMPI_BIN)/python -m pytest -q -p no:cacheprovider \
 	  --durations=10 tests/cluster/test_fault_tolerance.py tests/cluster/test_hosts.py \
 	  tests/cluster/test_slurm.py
 

@@ -54,9 +54,11 @@ mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
   esac
   mpi_gan_check_nodes || return 2
   mkdir -p "$RUNS"
-  # rank 0 writes `scontrol requeue ...` here when it stops on the warning signal; it is run
-  # below, once every rank has left (a requeue kills whatever is left of the job at once)
-  export MPI_GAN_REQUEUE_FILE=${TMPDIR:-/tmp}/mpi_gan-requeue-${SLURM_JOB_ID:-local}-$$
+  # rank 0 writes `scontrol requeue JOB` here when it stops on the warning signal; it is
+  # run below, once every rank has left (a requeue kills whatever is left of the job at
+  # once). In $RUNS, which every node sees (rank 0 need not run on the batch node) and
+  # which is this user's (no one else can plant a command there).
+  export MPI_GAN_REQUEUE_FILE=$RUNS/.mpi_gan-requeue-${SLURM_JOB_ID:-local}-$$
   rm -f "$MPI_GAN_REQUEUE_FILE"
   if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then mpi_gan_clean_shm; fi
   echo "mpi_gan job ${SLURM_JOB_ID:-} restart ${SLURM_RESTART_COUNT:-0} on" \
@@ -74,8 +76,15 @@ mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
     local requeue
     requeue=$(cat "$MPI_GAN_REQUEUE_FILE")
     rm -f "$MPI_GAN_REQUEUE_FILE"
-    echo "mpi_gan job ${SLURM_JOB_ID:-}: requeued: $requeue"
-    $requeue || echo "mpi_gan job ${SLURM_JOB_ID:-}: '$requeue' failed; resubmit to continue" >&2
+    # only this job's requeue is run, never whatever else the file might say
+    if [ "$requeue" = "scontrol requeue ${SLURM_JOB_ID:-}" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+      echo "mpi_gan job ${SLURM_JOB_ID:-}: requeued: $requeue"
+      scontrol requeue "$SLURM_JOB_ID" \
+        || echo "mpi_gan job $SLURM_JOB_ID: '$requeue' failed; resubmit to continue" >&2
+    else
+      echo "mpi_gan job ${SLURM_JOB_ID:-}: not run: '$requeue' (expected 'scontrol requeue" \
+           "${SLURM_JOB_ID:-}'); resubmit to continue" >&2
+    fi
   fi
   return "$status"
 }
@@ -83,16 +92,24 @@ mpi_gan_run() {  # mpi_gan_run MODULE [VAR=--flag]...
 mpi_gan_check_nodes() {  # every node of the job runs mpi_gan from $VENV, or say which cannot
   # A venv on a node-local disk, or a file system that some nodes do not mount, would
   # otherwise end in the launcher's own error (or a rank waiting for the rest) on those
-  # nodes only; one task per node tries the import first and names the nodes that failed.
-  local python=$VENV/bin/python probe='"$0" -c "import mpi_gan" 2>/dev/null || hostname' bad
+  # nodes only; one task per node tries the imports first (not torch's: seconds) and names
+  # the nodes that failed. A failed import prints the node's name and exits 0, so a
+  # non-zero status of srun means the probe itself could not start.
+  local python=$VENV/bin/python bad
+  local probe='"$0" -c "import mpi4py, h5py, mpi_gan" >/dev/null 2>&1 || echo "${SLURMD_NODENAME:-$(hostname)}"'
   if [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then
-    bad=$(srun --mpi=none --nodes="$SLURM_JOB_NUM_NODES" --ntasks="$SLURM_JOB_NUM_NODES" \
-            --ntasks-per-node=1 sh -c "$probe" "$python" | sort | tr '\n' ' ')
+    if ! bad=$(srun --mpi=none --nodes="$SLURM_JOB_NUM_NODES" --ntasks="$SLURM_JOB_NUM_NODES" \
+                 --ntasks-per-node=1 sh -c "$probe" "$python"); then
+      echo "mpi_gan job: srun could not run the check of the nodes (above); not starting" >&2
+      return 2
+    fi
   else
     bad=$(sh -c "$probe" "$python")
   fi
-  if [ -n "$bad" ]; then
-    echo "mpi_gan job: $python cannot import mpi_gan on ${bad% }: the venv ($VENV) and the" \
+  bad=$(printf '%s\n' "$bad" | sort | tr '\n' ' ')
+  if [ -n "${bad// /}" ]; then
+    bad=$(echo $bad)  # one space between names, none around them
+    echo "mpi_gan job: $python cannot import mpi_gan on $bad: the venv ($VENV) and the" \
          "checkout ($MPI_GAN_HOME) must be on a file system that every node mounts, at the" \
          "same path (docs/hpc.md, \"Many nodes\")" >&2
     return 2

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import functools
 import hashlib
 import os
@@ -43,6 +44,14 @@ STALE_SECONDS = 120.0
 
 class LockError(RuntimeError):
     """``--out`` is held by another live job."""
+
+
+class LockRefused(OSError):
+    """The lock file cannot be made where it belongs: the directory is read-only, not
+    ours, or gone (``REFUSED``); not a lock held by someone else."""
+
+
+REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR)
 
 
 class LockLost(LockError):
@@ -219,6 +228,10 @@ class FileLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
+        except OSError as exc:
+            if exc.errno in REFUSED:
+                raise LockRefused(exc.errno, exc.strerror, self.path) from exc
+            raise
         holder = this_holder()
         try:
             with os.fdopen(fd, "w") as f:
@@ -316,7 +329,7 @@ def building(path: str, log=print, poll: float = 0.2):
                 log(f"waiting for {describe(read_holder(lock.path))} to finish {path}")
                 said = time.monotonic()
             time.sleep(poll)
-        except OSError as exc:  # not a busy lock: the directory refuses the lock file
+        except LockRefused as exc:  # not a busy lock: the directory refuses the lock file
             raise OSError(f"cannot write in {os.path.dirname(os.path.abspath(path))!r}, "
                           f"where {os.path.basename(path)} is to be built and shared "
                           f"({exc.strerror or exc}): make it writable, or choose another "

@@ -125,8 +125,9 @@ class LocalCluster:
             for node in self.nodes)
         text = text.replace("@CONTROLLER@", f"{self.nodes[0]}({self.address(self.nodes[0])})")
         partitions = "\n".join(
-            f"PartitionName={name} Nodes={','.join(nodes)} Default={'NO' if i else 'YES'} "
-            "MaxTime=INFINITE State=UP" for i, (name, nodes) in enumerate(self.partitions.items()))
+            f"PartitionName={name} Nodes={','.join(members)} Default={'NO' if i else 'YES'} "
+            "MaxTime=INFINITE State=UP"
+            for i, (name, members) in enumerate(self.partitions.items()))
         text = text.replace("@NODES@", nodes).replace("@PARTITIONS@", partitions)
         text = text.replace("@STATE@", self.state).replace(
             "@CTLD_PORT@", str(_free_port())).replace("@SLURMD_PORT@", str(_free_port()))

@@ -49,6 +49,17 @@ ASGD_FAST = ["--dataset", "synthetic", "--synthetic-size", "400", "--eval-size",
              "--eval-every", "50", "--log-every", "1000", "--seed", "2"]
 
 
+# Python code: prepare() the dataset cache of DataConfig(**kwargs), printing what it says
+# (torch-free; fill in with PREPARE.format(kwargs={...}))
+PREPARE = """
+import sys
+from mpi_gan.config import DataConfig
+from mpi_gan.data import prepare
+prepare(DataConfig(**{kwargs!r}), log=lambda line: print(line, flush=True))
+print("ready")
+"""
+
+
 def digest(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 

@@ -20,7 +20,7 @@ from mpi_gan.algorithms.asgd.config import AsgdConfig
 from mpi_gan.algorithms.asgd.reference import replay
 from mpi_gan.io.integrity import read
 from tests.cluster.hosts import NamespaceHosts, kill_processes, missing
-from tests.conftest import ASGD_FAST, FAST, MPIEXEC, PYTHON, all_params, mpirun
+from tests.conftest import ASGD_FAST, FAST, MPIEXEC, PREPARE, PYTHON, all_params, mpirun
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 OPEN_MPI = "Open MPI" in MPI.Get_library_version()
@@ -161,3 +161,29 @@ def processes_on(hosts) -> dict[str, list[str]]:
         if pids:
             found[host] = pids
     return found
+
+
+@pytest.mark.timeout(300)
+def test_two_hosts_sharing_a_missing_cache_convert_it_once(hosts, tmp_path):
+    """Two processes on each host ask at the same moment for the MNIST cache in one shared
+    directory (a sweep's jobs on two nodes of a shared file system): one converts it, the
+    three others, on either host, wait for its file and use it; no lock is left. The
+    lock's holder is on another host for some of them, so they cannot look for its
+    process: they wait on its heartbeat."""
+    cache = tmp_path / "cache"
+    code = PREPARE.format(kwargs={"dataset": "mnist", "cache_dir": str(cache)})
+    procs = [subprocess.Popen(hosts.command_on(host, [PYTHON, "-c", code]),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for host in ("h1", "h2", "h1", "h2")]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+        outs.append(out)
+    converting = [line for out in outs for line in out.splitlines()
+                  if line.startswith("converting ")]
+    assert len(converting) == 1, outs
+    assert all(out.splitlines()[-1] == "ready" for out in outs), outs
+    assert os.listdir(cache) == [n for n in os.listdir(cache) if n.endswith(".h5")], \
+        os.listdir(cache)  # the cache alone: no lock, no temporary file
+    assert len(os.listdir(cache)) == 1

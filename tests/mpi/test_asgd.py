@@ -42,10 +42,9 @@ def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec, validation):
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     world, rank = comm.Get_size(), comm.Get_rank()
-    # with --residual, checkpoints (every 50 pushes) quiesce the workers first
-    cfg = small(mpi_tmp_path / spec.split(":")[0], compress=spec, iterations=120,
-                eval_every=60, checkpoint_every=50, residual=spec.startswith("adacomp:"),
-                validation=validation)
+    # with --residual, checkpoints (every 100 pushes) quiesce the workers first
+    cfg = small(mpi_tmp_path / spec.split(":")[0], compress=spec,
+                residual=spec.startswith("adacomp:"), validation=validation)
     result = run_asgd(cfg)
     pushed = comm.gather(getattr(result.role, "pushed_bytes", 0), root=0)  # test bookkeeping
     # the samples each worker trained on (test bookkeeping)
@@ -70,7 +69,7 @@ def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec, validation):
             push_counts = ckpt["state/rank_0/server/push_counts"][()]
         theta = result.role.theta.numel()
         state_bytes = Layout(worker_template(cfg) + rng_state()).nbytes if has_state else 0
-        requests = 3 if has_state else 0  # checkpoints at >= 50, >= 100 and 120
+        requests = 3 if has_state else 0  # checkpoints at >= 100, >= 200 and 240
         exp_bytes, exp_msgs = expected_traffic(push_counts, theta, requests, state_bytes,
                                                np.array([0] + pushed[1:]))
         for i, kind in enumerate(KINDS):
@@ -81,7 +80,7 @@ def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec, validation):
         assert push_bytes[w, 0] == pushed[w], (w, push_bytes[w, 0], pushed[w])
         assert push_bytes[w, 1:].sum() == 0
     applied = log["bytes"]
-    assert len(applied) == cfg.iterations and log["push"].tolist() == list(range(1, 121))
+    assert len(applied) == cfg.iterations and log["push"].tolist() == list(range(1, 241))
     # pushes in flight when the target is reached are counted, not applied (at most N - 1)
     assert cfg.iterations <= push_msgs.sum() <= cfg.iterations + world - 2
     assert applied.sum() <= push_bytes.sum()
@@ -116,12 +115,12 @@ def check_evaluations(cfg, result, world, trained):
         table = {k: f[f"metrics/eval/{k}"][()] for k in ("push", "accuracy", "loss", "validation")}
         shard_sizes = f["data/shard_sizes"][()]
         held = f["data/validation_indices"][()] if "data/validation_indices" in f else None
-    # the final theta (push 120; pushes in flight at the end are not applied) on each set
+    # the final theta (push 240; pushes in flight at the end are not applied) on each set
     model = server.model_with_theta()
     on_test = evaluate(model, test.images, test.labels)
     if not cfg.validation:
         assert held is None and server.validation is None
-        assert table["push"].tolist() == [60, 120] and table["validation"].tolist() == [0, 0]
+        assert table["push"].tolist() == [120, 240] and table["validation"].tolist() == [0, 0]
         assert shard_sizes.sum() == (600 // (world - 1)) * (world - 1)
         assert (table["accuracy"][-1], table["loss"][-1]) == on_test
         return
@@ -130,8 +129,8 @@ def check_evaluations(cfg, result, world, trained):
     assert shard_sizes.sum() == (500 // (world - 1)) * (world - 1)  # from the other 500
     validation = dataset.train_rows(held)
     assert torch.equal(server.validation.images, validation.images)
-    # validation every 60 pushes, then the test set once, at the end
-    assert table["push"].tolist() == [60, 120, 120]
+    # validation every 120 pushes, then the test set once, at the end
+    assert table["push"].tolist() == [120, 240, 240]
     assert table["validation"].tolist() == [1, 1, 0]
     assert (table["accuracy"][1], table["loss"][1]) == evaluate(model, validation.images,
                                                                 validation.labels)

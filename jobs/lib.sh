@@ -106,9 +106,8 @@ mpi_gan_check_nodes() {  # every node of the job runs mpi_gan from $VENV, or say
   else
     bad=$(sh -c "$probe" "$python")
   fi
-  bad=$(printf '%s\n' "$bad" | sort | tr '\n' ' ')
-  if [ -n "${bad// /}" ]; then
-    bad=$(echo $bad)  # one space between names, none around them
+  bad=$(printf '%s\n' $bad | sort | paste -sd ' ')  # the names, one space between
+  if [ -n "$bad" ]; then
     echo "mpi_gan job: $python cannot import mpi_gan on $bad: the venv ($VENV) and the" \
          "checkout ($MPI_GAN_HOME) must be on a file system that every node mounts, at the" \
          "same path (docs/hpc.md, \"Many nodes\")" >&2

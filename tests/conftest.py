@@ -64,10 +64,20 @@ def digest(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
+def shard_of(manifest, rank) -> str:
+    """Rank ``rank``'s shard file of the checkpoint whose manifest is ``manifest``."""
+    with h5py.File(manifest, "r") as f:
+        directory = f["shards"].attrs["directory"]
+    return os.path.join(os.path.dirname(str(manifest)), directory, f"rank_{rank}.h5")
+
+
 def all_params(path):
-    """Every rank's state in a checkpoint (models, Adam, RNG, compressor), by path."""
+    """Every rank's state in a checkpoint (models, Adam, RNG, compressor), by path
+    (``rank_<r>/<name>``): the groups of a single-file checkpoint, or each shard's state
+    through the manifest's external links."""
     with h5py.File(path, "r") as f:
-        return {name: f["state"][name][()] for name in datasets_in(f["state"])}
+        return {f"{rank}/{name}": f["state"][rank][name][()] for rank in f["state"]
+                for name in datasets_in(f["state"][rank])}
 
 
 def newest_checkpoint(run_dir) -> int:

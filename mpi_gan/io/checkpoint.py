@@ -1,15 +1,24 @@
-"""HDF5 checkpoints, one format for every algorithm: written by rank 0, validated on resume.
+"""HDF5 checkpoints, one format for every algorithm: each rank's state in its own shard,
+written in parallel, and a manifest written last by rank 0; validated on resume.
 
-File ``<out>/checkpoints/ckpt_<iteration:08d>.h5``:
+The manifest ``<out>/checkpoints/ckpt_<iteration:08d>.h5`` (format version 4):
   attrs: format, format_version, algorithm, iteration, world_size, complete
-  every dataset chunked with a Fletcher-32 checksum (io/integrity.py; format version 3):
+  every dataset chunked with a Fletcher-32 checksum (io/integrity.py):
   ``read_checkpoint`` verifies all of them before a run resumes from the file
   /config, /metrics..., /traffic, /data   as in the run file (runlog.write_common)
-  /state/rank_<r>/<name>                  rank r's full state as named tensors
-                                          (io/state.py: model/, adam/, rng/, channel/, ...)
-Rank 0 writes its own state, then receives and writes the workers' one by one,
-so it never holds every worker's state at once. ``Checkpoint`` reads the small
-parts eagerly and a rank's state only when asked (``rank_state``).
+  /shards/{rank,bytes,blake2b}            each shard's world rank, size and digest;
+                                          attribute ``directory``: where the shards are
+  /state/rank_<r>                         external link to rank r's shard's /state: its full
+                                          state as named tensors (io/state.py: model/,
+                                          adam/, rng/, channel/, ...)
+The shards are ``io/shards.py``'s. A checkpoint is complete only once its manifest
+exists, and usable only if every shard it lists has its size and digest: a rank killed
+while writing its shard leaves no manifest, and the previous checkpoint is the newest.
+Rank 0 holds and writes only its own state and the manifest, whatever the world size.
+
+Formats 2 and 3 (one file written by rank 0, ``/state/rank_<r>`` groups inside it; 2
+without checksums) stay readable. ``Checkpoint`` reads the small parts eagerly and a
+rank's state only when asked (``rank_state``, ``source``).
 """
 from __future__ import annotations
 
@@ -23,14 +32,17 @@ import h5py
 import numpy as np
 import torch
 
-from . import integrity
+from . import integrity, shards
 from .atomic import atomic_h5
 from .lock import ensure_held
 from .runlog import RunRecord, read_table, read_traffic, write_common
+from .shards import ShardError, ShardRecord, read_entries, write_entries  # noqa: F401
 
 FORMAT = "mpi-gan-checkpoint"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (2, 3)  # version 2: the same layout, written without checksums
+FORMAT_VERSION = 4
+# 2 and 3: every rank's state inside the one file (2: written without checksums)
+READABLE_VERSIONS = (2, 3, 4)
+SHARDED = 4  # the first version whose states are in shards
 _NAME = re.compile(r"ckpt_(\d{8})\.h5$")
 
 
@@ -50,65 +62,109 @@ class Checkpoint:
     traffic_bytes: np.ndarray
     traffic_messages: np.ndarray
     passed_over: tuple[str, ...] = ()  # why newer checkpoints were refused (resolve_resume)
+    version: int = FORMAT_VERSION
+    shard_directory: str = ""  # the shards' directory (format 4), relative to the manifest
+    shards: dict[int, ShardRecord] = dataclasses.field(default_factory=dict)
+
+    def ranks(self) -> list[int]:
+        """The world ranks whose state the checkpoint holds."""
+        if self.version >= SHARDED:
+            return sorted(self.shards)
+        with h5py.File(self.path, "r") as f:
+            return sorted(int(n.split("_")[1]) for n in f["state"])
+
+    def source(self, rank: int) -> "StateSource | None":
+        """Where rank ``rank``'s state lies (None if the checkpoint holds none)."""
+        if self.version < SHARDED:
+            return StateSource(self.path, f"state/rank_{rank}", None) \
+                if rank in self.ranks() else None
+        record = self.shards.get(rank)
+        if record is None:
+            return None
+        return StateSource(shard_path(self.path, self.shard_directory, rank), "state", record)
 
     def rank_state(self, rank: int) -> dict[str, torch.Tensor]:
-        """Rank ``rank``'s named tensors ({} if it had none)."""
+        """Rank ``rank``'s named tensors ({} if it had none), its shard verified first."""
+        source = self.source(rank)
+        if source is None:
+            return {}
+        source.verify(self.path)
+        return source.read()
+
+
+def shard_path(manifest: str, directory: str, rank: int) -> str:
+    """Rank ``rank``'s shard of the manifest ``manifest`` whose shards are in ``directory``."""
+    return os.path.join(os.path.dirname(manifest), directory, shards.shard_name(rank))
+
+
+@dataclass(frozen=True)
+class StateSource:
+    """Where one rank's state of a checkpoint lies: the HDF5 file ``path`` and the group
+    ``group`` in it; ``record``: what the manifest says of the file (a shard), None for
+    the single file of formats 2 and 3 (``read_checkpoint`` verified all of it)."""
+
+    path: str
+    group: str
+    record: ShardRecord | None
+
+    def verify(self, manifest: str) -> None:
+        """CheckpointError unless the shard is there, whole and as its manifest says."""
+        if self.record is not None:
+            try:
+                shards.verify(self.path, self.record, manifest)
+            except ShardError as exc:
+                raise CheckpointError(str(exc)) from None
+
+    def read(self) -> dict[str, torch.Tensor]:
+        """The state's named tensors (each dataset's checksum checked)."""
         try:
             with h5py.File(self.path, "r") as f:
-                group = f.get(f"state/rank_{rank}")
-                return read_entries(group) if group is not None else {}
+                return read_entries(f[self.group])
+        except integrity.ChecksumError as exc:
+            raise CheckpointError(f"checkpoint {exc}: refused") from exc
         except (OSError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"cannot read rank {rank}'s state from {self.path}: {exc}") \
-                from exc
+            raise CheckpointError(f"cannot read the state in {self.path}: {exc}") from exc
 
 
 def checkpoint_path(out: str, iteration: int) -> str:
     return os.path.join(out, "checkpoints", f"ckpt_{iteration:08d}.h5")
 
 
-def write_entries(group, entries) -> None:
-    """Named tensors as checksummed datasets of ``group`` (names may contain '/')."""
-    for name, tensor in entries:
-        integrity.create(group, name, tensor.detach().cpu().numpy())
-
-
-def read_entries(group) -> dict[str, torch.Tensor]:
-    """The datasets under ``group`` as tensors, named by their paths below it."""
-    out = {}
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            out[name] = torch.from_numpy(np.array(integrity.read(obj)))
-    group.visititems(visit)
-    return out
-
-
-def write_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: int, states,
-                     traffic, extras=None) -> None:
-    """Write one checkpoint atomically (temporary file, fsync, rename); a full disk raises
+def write_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: int,
+                     directory: str, records: list[ShardRecord], traffic, extras=None) -> None:
+    """Write a checkpoint's manifest atomically (temporary file, fsync, rename), once every
+    rank's shard is in ``directory`` (relative to ``path``); a full disk raises
     DiskFullError, the earlier checkpoints kept; LockLost (nothing written) if this process
-    lost the run directory's lock.
+    lost the run directory's lock. The shard directories of an earlier checkpoint of the
+    same iteration that this one replaces are removed after it.
 
-    states: iterable of (rank, named tensors), consumed one at a time (a generator
-    can receive each worker's state only when it is written); traffic: (bytes,
-    messages) int64 (len(kinds), world, world), or a function returning them,
-    called once every state is written.
+    records: each shard's record; traffic: (bytes, messages) int64 (len(kinds), world,
+    world).
     """
     ensure_held()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    run_dir = os.path.dirname(os.path.dirname(path))
-    previous = [os.path.getsize(p) for p in list_checkpoints(run_dir)]
-    with atomic_h5(path, size_hint=max(previous, default=0)) as f:
+    with atomic_h5(path) as f:
         f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
                         "algorithm": algorithm, "iteration": iteration,
                         "world_size": record.world_size})
-        for rank, entries in states:
-            write_entries(f.create_group(f"state/rank_{rank}"), entries)
-        if callable(traffic):
-            traffic = traffic()
+        shards.write_table(f, directory, records)
         write_common(f, record, *traffic, extras)
         f.attrs["complete"] = 1  # last: a file without it is not a checkpoint
         integrity.seal(f)
+    run_dir = os.path.dirname(os.path.dirname(path))
+    shards.remove_orphans(run_dir, {**named_directories(run_dir), iteration: directory})
+
+
+def write_local_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: int,
+                           states, traffic, extras=None, token: int = 0) -> None:
+    """A whole checkpoint written by this one process (single-process tools and tests):
+    each (rank, named tensors) of ``states`` into its shard, then the manifest; ``token``
+    names the shard directory (``shards.directory_name``)."""
+    directory = shards.directory_name(iteration, token)
+    where = os.path.join(os.path.dirname(path), directory)
+    records = [shards.write_shard(where, rank, iteration, algorithm, entries)
+               for rank, entries in states]
+    write_checkpoint(path, record, algorithm, iteration, directory, records, traffic, extras)
 
 
 def read_checkpoint(path: str, algorithm: str, config_class, table_paths,
@@ -128,21 +184,28 @@ def read_checkpoint(path: str, algorithm: str, config_class, table_paths,
                 raise CheckpointError(f"{path} is a checkpoint of {f.attrs['algorithm']}, "
                                       f"not of {algorithm}")
             world = int(f.attrs["world_size"])
-            ranks = sorted(int(n.split("_")[1]) for n in f["state"])
+            if version >= 3:
+                integrity.verify(f, path)  # the manifest's own datasets (links not followed)
+            directory, records = shards.read_table(f) if version >= SHARDED else ("", {})
+            ranks = sorted(records) if version >= SHARDED else \
+                sorted(int(n.split("_")[1]) for n in f["state"])
             if not set(ranks) <= set(range(world)):
                 raise CheckpointError(f"{path}: state of ranks {ranks} does not match its "
                                       f"world size {world}")
-            if version >= 3:
-                integrity.verify(f, path)
+            for rank, record in records.items():  # cheap: each rank verifies its own shard
+                shards.check_size(shard_path(path, directory, rank), record, path)
             kinds, traffic_bytes, traffic_messages = read_traffic(f)
             return Checkpoint(
                 path=path, algorithm=algorithm, config=config_class.from_attrs(f["config"].attrs),
                 iteration=int(f.attrs["iteration"]), world_size=world,
                 tables={p: read_table(f, p) for p in (*table_paths, *optional_tables)
                         if p in table_paths or p in f}, kinds=kinds,
-                traffic_bytes=traffic_bytes, traffic_messages=traffic_messages)
+                traffic_bytes=traffic_bytes, traffic_messages=traffic_messages,
+                version=version, shard_directory=directory, shards=records)
     except CheckpointError:
         raise
+    except ShardError as exc:
+        raise CheckpointError(str(exc)) from exc
     except integrity.ChecksumError as exc:
         raise CheckpointError(f"checkpoint {exc}: refused (the file was damaged after it "
                               "was written)") \
@@ -163,18 +226,38 @@ def list_checkpoints(run_dir: str) -> list[str]:
     return sorted(p for p in paths if _NAME.search(p))
 
 
-def resolve_resume(path: str, reader):
+def named_directories(run_dir: str) -> dict[int, str | None]:
+    """Iteration -> the shard directory each manifest of ``run_dir`` names ("" for a
+    checkpoint of formats 2 and 3, None for a file that cannot be read)."""
+    named: dict[int, str | None] = {}
+    for path in list_checkpoints(run_dir):
+        try:
+            with h5py.File(path, "r") as f:
+                named[checkpoint_iteration(path)] = str(f["shards"].attrs["directory"]) \
+                    if "shards" in f else ""
+        except (OSError, KeyError, ValueError):
+            named[checkpoint_iteration(path)] = None
+    return named
+
+
+def resolve_resume(path: str, reader, refused: dict[str, str] | None = None):
     """The checkpoint named by ``--resume``: a file, or a run directory's newest valid one
     (its ``passed_over`` says why each newer one was refused: damaged, truncated).
 
-    ``reader`` parses one file (``read_checkpoint`` bound to an algorithm).
+    ``reader`` parses one file (``read_checkpoint`` bound to an algorithm); ``refused``:
+    checkpoints already found unusable (path -> why: a shard failed its checksum), passed
+    over in a directory and an error when named.
     """
+    refused = refused or {}
     if os.path.isdir(path):
         candidates = list_checkpoints(path)
         if not candidates:
             raise CheckpointError(f"--resume {path!r}: no checkpoints/ckpt_*.h5 in that directory")
         errors = []
         for candidate in reversed(candidates):
+            if candidate in refused:
+                errors.append(refused[candidate])
+                continue
             try:
                 ckpt = reader(candidate)
             except CheckpointError as exc:
@@ -186,6 +269,8 @@ def resolve_resume(path: str, reader):
         raise CheckpointError(f"--resume {path!r}: no valid checkpoint: " + "; ".join(errors))
     if not os.path.isfile(path):
         raise CheckpointError(f"--resume {path!r}: no such file or directory")
+    if path in refused:
+        raise CheckpointError(refused[path])
     return reader(path)
 
 
@@ -244,7 +329,7 @@ def run_file_progress(out: str) -> tuple[int, bool] | None:
         raise CheckpointError(f"cannot read the run file {path}: {exc}") from exc
 
 
-def resolve_auto(cfg, reader):
+def resolve_auto(cfg, reader, refused=None):
     """``--resume auto``: ``--out``'s newest valid checkpoint if it holds an unfinished run,
     None (a fresh start) if it holds neither checkpoint nor progress; CheckpointError if
     its run is finished (the run file says so, or its checkpoint has reached
@@ -264,7 +349,7 @@ def resolve_auto(cfg, reader):
                 "gone, so it cannot be continued: choose another --out, or move its run.h5 "
                 "away to start it over")
         return None
-    ckpt = resolve_resume(cfg.out, reader)
+    ckpt = resolve_resume(cfg.out, reader, refused)
     if ckpt.iteration >= cfg.iterations:
         raise CheckpointError(f"--resume auto: --out {cfg.out!r} holds a finished run "
                               f"({ckpt.path} is at iteration {ckpt.iteration}, --iterations "
@@ -273,18 +358,18 @@ def resolve_auto(cfg, reader):
     return ckpt
 
 
-def load_resume(cfg, world_size: int, reader):
+def load_resume(cfg, world_size: int, reader, refused: dict[str, str] | None = None):
     """Rank 0 at start-up: the checkpoint to continue from (None for a fresh run), after
     checking that it fits this run and that ``--out`` holds no other run to overwrite.
 
     ``--resume auto`` resumes ``--out``'s own run if it has one (``resolve_auto``); a
     ``run.h5`` with no checkpoint beside it (a run stopped before its first checkpoint)
-    is then started again from scratch."""
+    is then started again from scratch. ``refused``: as ``resolve_resume``'s."""
     auto = cfg.resume == AUTO
     if auto:
-        ckpt = resolve_auto(cfg, reader)
+        ckpt = resolve_auto(cfg, reader, refused)
     else:
-        ckpt = resolve_resume(cfg.resume, reader) if cfg.resume else None
+        ckpt = resolve_resume(cfg.resume, reader, refused) if cfg.resume else None
     if ckpt is not None:
         check_compatible(ckpt, cfg, world_size)
     if not auto:
@@ -295,13 +380,19 @@ def load_resume(cfg, world_size: int, reader):
 
 def remove_stale_temporaries(out: str) -> None:
     """Delete the temporary files (``*.h5.tmp-<pid>``) a writer killed mid-write left in
-    ``out`` and ``out/checkpoints``: this run owns ``out``, nothing else writes there."""
-    for pattern in ("*.h5.tmp-*", os.path.join("checkpoints", "*.h5.tmp-*")):
+    ``out``, ``out/checkpoints`` and its shard directories, and the shard directories no
+    manifest names (a launch killed before its manifest): this run owns ``out``, nothing
+    else writes there."""
+    for pattern in ("*.h5.tmp-*", os.path.join("checkpoints", "*.h5.tmp-*"),
+                    os.path.join("checkpoints", "*", "*.h5.tmp-*")):
         for path in glob.glob(os.path.join(out, pattern)):
             os.unlink(path)
+    shards.remove_orphans(out, named_directories(out))
 
 
 def prune_checkpoints(run_dir: str, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints of a run directory."""
+    """Delete all but the ``keep`` newest checkpoints of a run directory, each manifest
+    first, then its shards."""
     for path in list_checkpoints(run_dir)[:-keep]:
         os.unlink(path)
+    shards.remove_orphans(run_dir, named_directories(run_dir))

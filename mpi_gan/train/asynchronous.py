@@ -38,8 +38,8 @@ class AsynchronousTrainer(Trainer):
         self._record(rows, self.role.version)
         return self.role.version
 
-    def ask_state(self, worker: int) -> None:
-        self.role.request_state(worker)
+    def ask_state(self, worker: int, iteration: int) -> None:
+        self.role.request_state(worker, iteration)
 
     def traffic_totals(self, final: bool) -> tuple[np.ndarray, np.ndarray]:
         if not final:  # the workers go on: what rank 0 has seen

@@ -8,8 +8,9 @@ writer when the variable names this rank; the training loops know nothing of it.
   the job);
 - ``kill``: the rank SIGKILLs itself at the start of that iteration's step (a dead worker:
   ``--fault-tolerant`` goes on without it);
-- ``kill-in-checkpoint``: rank 0 SIGKILLs itself while writing that iteration's checkpoint,
-  once its own state is in the temporary file (the previous checkpoint must stay valid);
+- ``kill-in-checkpoint``: the rank SIGKILLs itself while writing its shard of that
+  iteration's checkpoint, once a first tensor is in the temporary file (the previous
+  checkpoint must stay valid);
 - ``raise-in-setup``: an unexpected exception while the rank loads its data (an agreed
   set-up step: every rank must exit with status 2); the iteration is ignored;
 - ``raise-after-setup``: the same once the agreed set-up is over, when the rank builds its
@@ -102,17 +103,18 @@ class FaultyAlgorithm:
 
 
 def killing_writer(write, iteration: int):
-    """``write`` (``io.checkpoint.write_checkpoint``), but the checkpoint of ``iteration``
-    kills this process once the writer has taken its first state (rank 0's own)."""
-    def write_checkpoint(path, record, algorithm, at, states, *args, **kwargs):
+    """``write`` (``io.shards.write_shard``), but this rank's shard of the checkpoint of
+    ``iteration`` kills this process once the writer has written its first tensor into the
+    temporary file."""
+    def write_shard(directory, rank, at, algorithm, entries):
         if at == iteration:
-            states = _kill_after_first(states)
-        return write(path, record, algorithm, at, states, *args, **kwargs)
-    return write_checkpoint
+            entries = _kill_after_first(entries)
+        return write(directory, rank, at, algorithm, entries)
+    return write_shard
 
 
-def _kill_after_first(states):
-    it = iter(states)
+def _kill_after_first(entries):
+    it = iter(entries)
     yield next(it)
     os.kill(os.getpid(), signal.SIGKILL)  # the writer asks for the next: the first is written
     yield from it
@@ -125,7 +127,7 @@ def inject(trainer) -> None:
         return
     iteration, how = fault
     if how == "kill-in-checkpoint":
-        trainer.write_checkpoint = killing_writer(trainer.write_checkpoint, iteration)
+        trainer.write_shard = killing_writer(trainer.write_shard, iteration)
     else:
         trainer.algorithm = FaultyAlgorithm(trainer.algorithm, iteration, how,
                                             trainer.comm.Get_rank())

@@ -26,11 +26,11 @@ import traceback
 import torch
 from mpi4py import MPI
 
-from ..data import DataError, prepare
+from ..data import DataError
 from ..errors import EXIT_USAGE, ConfigError, error_line, exception_chain, type_name
 from ..io.atomic import DiskFullError, no_space_errno
 from ..io import lock as run_lock
-from ..io.checkpoint import CheckpointError, load_resume
+from ..io.checkpoint import CheckpointError
 from ..io.lock import LockError, LockLost
 from ..comm.agreement import lowest_failing_rank
 from ..comm.ulfm import ServerLost
@@ -294,30 +294,3 @@ def setup_logging(log_path: str, rank: int) -> logging.Logger:
         console.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(console)
     return logger
-
-
-def start_run(comm: MPI.Comm, cfg, validate, reader):
-    """The set-up shared by the entry points, each step agreed on by every rank.
-
-    Validates ``cfg`` for the world size (``validate(cfg, size)``), prepares
-    ``--out``, lets rank 0 take its lock (``io/lock.py``: one job per run directory, held
-    until ``io.lock.release_all``) before anything is written there, opens this rank's log,
-    lets rank 0 find and check the checkpoint to resume (``reader`` parses one), and
-    converts the dataset into its HDF5 cache once per node. Returns (logger, checkpoint or
-    None on other ranks, local rank).
-    """
-    rank, size = comm.Get_rank(), comm.Get_size()
-    agree(comm, lambda: validate(cfg, size))
-    log_path = agree(comm, lambda: prepare_out(cfg.out, rank))
-    said: list[str] = []
-    agree(comm, lambda: run_lock.take(cfg.out, said.append) if rank == 0 else None)
-    log = setup_logging(log_path, rank)
-    for line in said:
-        log.info("%s", line)
-    ckpt = agree(comm, lambda: load_resume(cfg, size, reader) if rank == 0 else None)
-    for reason in getattr(ckpt, "passed_over", ()):
-        log.warning("%s; resuming from the newest checkpoint that verifies, %s", reason,
-                    ckpt.path)
-    local = local_rank(comm)
-    agree(comm, lambda: prepare(cfg, log.info) if local == 0 else None)
-    return log, ckpt, local

@@ -14,11 +14,12 @@ the same iterations; ``AsynchronousTrainer`` (``train/asynchronous.py``: ASGD)
 steps rank 0 only, while workers ``serve`` the server's requests until it stops
 them. ``train/entry.py`` picks the one of an algorithm.
 
-Checkpoint, collective in the synchronous case: every worker sends its packed
-state (kind ``checkpoint``) to rank 0, which writes its own state and then each
-worker's as it arrives, so it never holds them all. Resume: rank 0 reads the
-checkpoint and sends each worker its state (kind ``restore``), worker by
-worker. Every rank's torch RNG state is part of its state.
+Checkpoint, collective in the synchronous case: every rank writes its own state into
+its own shard, in parallel (``io/shards.py``), and reports the shard's size and digest
+to rank 0 (kind ``checkpoint``, with its cost counters), which then writes the manifest
+(``io/checkpoint.py``): rank 0 never holds a worker's state. Resume: every rank reads its
+own shard, verified first (``train/resume.py``). Every rank's torch RNG state is part of
+its state.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from ..comm.ulfm import is_peer_failure
 from ..config import latent_classes
 from ..data import open_dataset, resolved_cache_dir
 from ..io import lock as run_lock
+from ..io import shards
 from ..io.checkpoint import checkpoint_path, prune_checkpoints, write_checkpoint
 from ..io.runlog import Metrics, RunFile, RunRecord
 from ..io.state import Layout, load_rng_state, rng_state
@@ -47,7 +49,8 @@ from ..seeding import derive_seed, seed_device
 from . import roles
 from .algorithm import Algorithm, Context, RunResult
 from .cost import CostMeter, cost_datasets, merge_cost, read_cost, split_cost
-from .launch import SetupFailed, abort_on_exception, agree, best_effort, select_device, start_run
+from .launch import SetupFailed, abort_on_exception, agree, best_effort, select_device
+from .startup import start_run
 from .numerics import NonFiniteError, Watch
 from .progress import Progress
 from .recovery import Snapshots, faults_table, recover, truncate_after
@@ -63,12 +66,15 @@ def scores_table() -> Metrics:
                     **{name: (np.float64, ()) for name in SCORES}})
 
 
-def checkpoint_layout(template: list, measured: bool) -> Layout:
-    """A worker's checkpoint message: its state, its RNG state and, when the skeleton
-    measures its cost (synchronous algorithms), its cost counters (``cost/...``)."""
+def report_layout(template: list, measured: bool) -> Layout:
+    """A worker's checkpoint message once its shard is written: the shard's record
+    (``shard/record``, int64 (4,): ``io.shards.ShardRecord``) and, when the skeleton
+    measures its cost (synchronous algorithms), its cost counters (``cost/...``). Empty
+    when workers keep no state."""
     if not template:
         return Layout([])
-    return Layout(template + rng_state() + (CostMeter().entries() if measured else []))
+    return Layout([("shard/record", torch.zeros(4, dtype=torch.int64))] +
+                  (CostMeter().entries() if measured else []))
 
 
 def peak_memory_mb() -> float:
@@ -95,8 +101,9 @@ class Trainer:
     """Runs ``algorithm`` under ``cfg`` on every rank of ``comm`` (collective); the base of
     the execution models' loops, which supply the hooks below."""
 
-    measured = True  # workers' cost counters travel with their checkpoint states
-    write_checkpoint = staticmethod(write_checkpoint)  # the writer (faults.py wraps it)
+    measured = True  # workers' cost counters travel with their shards' reports
+    write_checkpoint = staticmethod(write_checkpoint)  # the manifest's writer
+    write_shard = staticmethod(shards.write_shard)  # each rank's (faults.py wraps it)
 
     def __init__(self, algorithm: Algorithm, cfg, comm: MPI.Comm | None = None,
                  restored=None):
@@ -125,7 +132,7 @@ class Trainer:
     def _set_up_and_train(self) -> RunResult:
         cfg, comm, algo = self.cfg, self.comm, self.algorithm
         rank, size = comm.Get_rank(), comm.Get_size()
-        log, ckpt, local = start_run(comm, cfg, algo.validate, algo.reader)
+        log, ckpt, self.source, local = start_run(comm, cfg, algo.validate, algo.reader)
         with contextlib.suppress(FileNotFoundError):  # left by this rank's last stop
             os.unlink(finalized_mark(cfg.out, rank))
         device = agree(comm, lambda: select_device(getattr(cfg, "device", "cpu"), local))
@@ -160,8 +167,10 @@ class Trainer:
         cfg, algo = self.cfg, self.algorithm
         self.ctx = ctx
         transport = ctx.transport = Transport(algo.kinds + SKELETON_KINDS, ctx.comm)
-        start = np.array([ckpt.iteration if ckpt else 0], dtype=np.int64)
-        ctx.start = int(transport.broadcast(start)[0])
+        # where this run resumes, and the token that names this launch's shard directories
+        start = np.array([ckpt.iteration if ckpt else 0,
+                          int.from_bytes(os.urandom(4), "little")], dtype=np.int64)
+        ctx.start, self.token = (int(v) for v in transport.broadcast(start))
         placement = gather_placement(transport, ctx.device)  # rank 0: /ranks, where each runs
         self.idle = lost_before(transport, ckpt)
         ctx.lost.update(self.idle)
@@ -171,10 +180,13 @@ class Trainer:
         roles.require(role, self.role_protocols(ctx), algo.name, ctx.rank)
         template = algo.worker_template(ctx)
         self.layout = Layout(template + rng_state() if template else [])
-        self.message = checkpoint_layout(template, self.measured)
+        self.message = report_layout(template, self.measured)
         self.meter = CostMeter()
         result = RunResult(role)
         self.snapshots = Snapshots() if getattr(cfg, "fault_tolerant", False) else None
+        # every rank checks its own state before its shard holds it
+        self.watch = Watch(cfg.on_nonfinite, cfg.out, ctx.start, ctx.log, ctx.size > 1,
+                           ctx.lost, role.state)
         if ctx.rank == 0:
             self.tables = algo.tables(ctx)
             if algo.evaluates:
@@ -183,8 +195,6 @@ class Trainer:
                 self.tables["faults"] = faults_table()
             self.cost_base, self.wall_base = np.zeros((ctx.size, 3)), 0.0
             self.extras = algo.extras(ctx)
-            self.watch = Watch(cfg.on_nonfinite, cfg.out, ctx.start, ctx.log, ctx.size > 1,
-                               ctx.lost, role.state)
             if ckpt is not None:
                 self._resume_server(role, ckpt)
             self.record = RunRecord(cfg, ctx.size, transport.kinds, self.tables)
@@ -194,8 +204,9 @@ class Trainer:
                 {**self.extras, **cost_datasets(self.cost_base, self.wall_base), **placement})
             result.run_file = self.run_file.path
         elif ctx.start > 0 and self.layout.fields:
-            self._load(role, self.layout.unpack(
-                transport.recv_into(self.layout.empty(), 0, "restore")))
+            values = self.source.read()  # as it was sent: the template's names and types
+            self._load(role, {f.name: values[f.name].to(f.dtype).reshape(f.shape)
+                              for f in self.layout.fields})
         ending = np.zeros(2, dtype=np.int64)  # the agreed stop signal, the last iteration
         self.drive(result, ending)
         # asynchronous workers learn it here; over the survivors if some died
@@ -243,8 +254,8 @@ class Trainer:
         """Before rank 0 writes a checkpoint: the iteration it holds."""
         return iteration
 
-    def ask_state(self, worker: int) -> None:
-        """Before rank 0 receives ``worker``'s checkpoint state."""
+    def ask_state(self, worker: int, iteration: int) -> None:
+        """Before rank 0 receives ``worker``'s report of its shard of ``iteration``."""
 
     def traffic_totals(self, final: bool) -> tuple[np.ndarray, np.ndarray]:
         """Every rank's traffic counters, once the checkpoint's states are in."""
@@ -265,17 +276,12 @@ class Trainer:
         if ckpt.kinds != transport.kinds:
             raise RuntimeError(f"{ckpt.path} counts message kinds {ckpt.kinds}, this "
                                f"algorithm {transport.kinds}")
-        self._load(role, ckpt.rank_state(0))
+        self._load(role, self.source.read())
         for path, table in self.tables.items():
             if path in ckpt.tables:  # scores: absent from checkpoints of older versions
                 table.load(ckpt.tables[path])
         transport.add_base(ckpt.traffic_bytes, ckpt.traffic_messages)
         self.cost_base, self.wall_base = read_cost(ckpt.path, ctx.size)
-        if self.layout.fields:
-            for n in ctx.workers:  # one worker's state in memory at a time
-                values = ckpt.rank_state(n)
-                entries = [(f.name, values[f.name].to(f.dtype)) for f in self.layout.fields]
-                transport.send_tensor(self.layout.pack(entries), n, "restore")
         ctx.log.info("resumed from %s at iteration %d", ckpt.path, ctx.start)
 
     # -------------------------------------------------------------- loop
@@ -408,10 +414,25 @@ class Trainer:
             raise
 
     # -------------------------------------------------------- checkpoints
-    def send_state(self) -> None:
-        """A worker's part of a checkpoint: its packed state to rank 0."""
+    def shard_directory(self, iteration: int) -> str:
+        """This launch's shard directory for the checkpoint of ``iteration``."""
+        return os.path.join(self.cfg.out, "checkpoints",
+                            shards.directory_name(iteration, self.token))
+
+    def write_own_shard(self, iteration: int) -> shards.ShardRecord:
+        """This rank's state (its role's and its RNG's) checked for non-finite values, then
+        written into its shard of the checkpoint of ``iteration``."""
+        own = self.role.state()
+        self.watch.state(iteration, self.ctx.rank, own)
+        return self.write_shard(self.shard_directory(iteration), self.ctx.rank, iteration,
+                                self.algorithm.name, own + rng_state())
+
+    def send_state(self, iteration: int) -> None:
+        """A worker's part of a checkpoint: its shard, then the shard's record (and its
+        cost counters) to rank 0."""
         if self.message.fields:
-            entries = self.role.state() + rng_state()
+            record = self.write_own_shard(iteration)
+            entries = [("shard/record", torch.from_numpy(record.to_array()))]
             if self.measured:
                 entries += self.meter.entries()
             self.ctx.transport.send_tensor(self.message.pack(entries), 0, "checkpoint")
@@ -423,38 +444,34 @@ class Trainer:
         ``finished`` (default ``final``): the run reached ``--iterations`` (a run stopped by
         a signal ends with a final, unfinished checkpoint). An asynchronous server first
         lets the pushes in flight land (``before_checkpoint``), which may advance it:
-        returns the iteration the checkpoint holds."""
+        returns the iteration the checkpoint holds. Every rank writes its shard at once;
+        rank 0 writes the manifest once every worker has reported its shard."""
         ctx, cfg, algo, transport = self.ctx, self.cfg, self.algorithm, self.ctx.transport
         role, self.final_path = self.role, None
         if ctx.rank != 0:
-            self.send_state()
+            self.send_state(iteration)
             transport.totals()
             return iteration
         iteration = self.quiesce(final, iteration)
         path = checkpoint_path(cfg.out, iteration)
-        traffic, cost = [], np.zeros((ctx.size, 3))
+        cost = np.zeros((ctx.size, 3))
         cost[0] = self.meter.row()
         extras = dict(self.extras)
-
-        def states():  # rank 0's, then each worker's as it arrives, each checked first
-            own = role.state()
-            self.watch.state(iteration, 0, own)
-            yield 0, own + rng_state()
-            for n in ctx.workers if self.message.fields else ():
-                self.ask_state(n)
-                values = self.message.unpack(
-                    transport.recv_into(self.message.empty(), n, "checkpoint"))
-                if self.measured:
-                    values, cost[n] = split_cost(values)
-                self.watch.state(iteration, n, values.items())
-                yield n, list(values.items())
-
-        def totals():  # after every state: workers have sent all they count
-            traffic[:] = self.traffic_totals(final)
-            extras.update(cost_datasets(merge_cost(self.cost_base, cost), self._wall()))
-            return traffic
-
-        self.write_checkpoint(path, self.record, algo.name, iteration, states(), totals, extras)
+        workers = ctx.workers if self.message.fields else []
+        for n in workers:
+            self.ask_state(n, iteration)
+        records = [self.write_own_shard(iteration)]
+        for n in workers:  # each worker's report, its shard written (in parallel)
+            values = self.message.unpack(transport.recv_into(self.message.empty(), n,
+                                                             "checkpoint"))
+            if self.measured:
+                values, cost[n] = split_cost(values)
+            records.append(shards.ShardRecord.from_array(values["shard/record"].numpy()))
+        traffic = self.traffic_totals(final)  # every worker has sent all it counts
+        extras.update(cost_datasets(merge_cost(self.cost_base, cost), self._wall()))
+        self.write_checkpoint(path, self.record, algo.name, iteration,
+                              shards.directory_name(iteration, self.token), records, traffic,
+                              extras)
         prune_checkpoints(cfg.out, cfg.keep_checkpoints)
         self.run_file.update(iteration, traffic, role.published(),
                              finished=final if finished is None else finished,

@@ -73,8 +73,9 @@ class AsynchronousServer(ServerRole, Protocol):
         """Quiesce for a checkpoint: let the messages in flight land (which may advance
         ``version``); ``final``: stop the workers too. Returns the rows of what landed."""
 
-    def request_state(self, worker: int) -> None:
-        """Ask ``worker`` for its state (it answers with the loop's ``send_state``)."""
+    def request_state(self, worker: int, iteration: int) -> None:
+        """Ask ``worker`` for its shard of the checkpoint of ``iteration`` (it answers with
+        the loop's ``send_state(iteration)``)."""
 
     def after_checkpoint(self) -> None:
         """Let the workers go on after a checkpoint that was not the last."""
@@ -87,8 +88,9 @@ class AsynchronousServer(ServerRole, Protocol):
 class AsynchronousWorker(Role, Protocol):
     """A worker of an asynchronous algorithm: serves until the server stops it."""
 
-    def serve(self, send_state: Callable[[], None]) -> None:
-        """Answer the server's requests; call ``send_state`` when it asks for a checkpoint."""
+    def serve(self, send_state: Callable[[int], None]) -> None:
+        """Answer the server's requests; call ``send_state(iteration)`` when it asks for its
+        shard of a checkpoint."""
 
 
 def members(protocol: type) -> list[str]:

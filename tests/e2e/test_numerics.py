@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from mpi_gan.io.checkpoint import list_checkpoints
-from tests.conftest import MPIEXEC
+from tests.conftest import MPIEXEC, all_params
 
 PY = sys.executable
 ERROR = "mpi_gan: error: "
@@ -26,12 +26,16 @@ def error_lines(proc):
 
 
 def assert_checkpoints_finite(out):
+    """Every floating-point number of every checkpoint, its manifest's and its shards', is
+    finite."""
     for path in list_checkpoints(str(out)):
         with h5py.File(path, "r") as f:
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f":
                     assert np.isfinite(obj[()]).all(), (path, name)
             f.visititems(visit)
+        for name, value in all_params(path).items():
+            assert value.dtype.kind != "f" or np.isfinite(value).all(), (path, name)
 
 
 def test_mdgan_worker_gone_nan_stops_at_its_loss_with_the_last_good_checkpoint(tmp_path):

@@ -16,7 +16,7 @@ from mpi_gan.config import local_settings
 from mpi_gan.data import spec_of
 from mpi_gan.flgan import FLGAN, run
 from mpi_gan.gan.fedavg import flatten
-from mpi_gan.train.loop import checkpoint_layout
+from mpi_gan.train.loop import report_layout
 from mpi_gan.io.integrity import read
 from tests.conftest import datasets_in, restored_state
 from tests.mpi.test_mdgan import cifar_dir
@@ -86,10 +86,11 @@ def test_traffic_counters_equal_analytic_model(mpi_tmp_path):
     if comm.Get_rank() != 0:
         return
     model_floats = flatten([result.role.g, result.role.d]).numel()
-    state_bytes = checkpoint_layout(FLGAN().worker_template(_ctx(cfg)), True).nbytes
+    report = 4 * 8 + 8 * 3  # the shard's rank, size and digest; 3 cost counters (float64)
+    assert report_layout(FLGAN().worker_template(_ctx(cfg)), True).nbytes == report
     period = round_period(cfg, 24)
     assert period == 3
-    exp_bytes, exp_msgs = expected_traffic(cfg, world, period, model_floats, state_bytes)
+    exp_bytes, exp_msgs = expected_traffic(cfg, world, period, model_floats, report)
     with h5py.File(result.run_file, "r") as f:
         assert f["traffic"].attrs["kinds"] == ",".join(KINDS)
         for i, kind in enumerate(KINDS):

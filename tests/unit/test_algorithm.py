@@ -112,7 +112,7 @@ def test_traffic_model_hand_computed():
                  swap_epochs=1, checkpoint_every=5, acgan=True, swap_adam="reset", seed=3)
     # world 4: N = 3, shard 40, 4 iterations per epoch: swaps after iterations 3 and 7
     nbytes, msgs = expected_traffic(cfg, 4, sample_floats=784, mean_shard=40, d_state_bytes=400,
-                                    d_param_tensors=2, d_param_floats=100, skeleton_bytes=16)
+                                    d_param_tensors=2, d_param_floats=100, report_bytes=56)
     kind = {k: i for i, k in enumerate(KINDS)}
     assert nbytes[kind["batch_g"], 0, 2] == 8 * 10 * 784 * 4
     assert msgs[kind["batch_d"], 0, 3] == 8
@@ -121,8 +121,8 @@ def test_traffic_model_hand_computed():
     assert nbytes[kind["losses"], 3, 0] == 8 * 8
     assert msgs[kind["swap"]].sum() == 2 * 3 and nbytes[kind["swap"]].sum() == 6 * 400
     assert (nbytes[kind["swap"]].diagonal() == 0).all()
-    # checkpoints at 5 and 8: D (400) + Adam (2*100*4 + 2*4) + RNG (16)
-    assert nbytes[kind["checkpoint"], 2, 0] == 2 * (400 + 808 + 16)
+    # checkpoints at 5 and 8: one report each (the state stays in the worker's shard)
+    assert nbytes[kind["checkpoint"], 2, 0] == 2 * 56
     assert nbytes[kind["restore"]].sum() == 0
     assert nbytes[:, 1:, 1:][[i for i in range(len(KINDS)) if KINDS[i] != "swap"]].sum() == 0
 
@@ -211,7 +211,7 @@ def test_traffic_model_tree_server_link():
     iteration (p2p: 2N and N); workers receive one X_g and one X_d either way."""
     kind = {k: i for i, k in enumerate(KINDS)}
     sizes = dict(sample_floats=784, mean_shard=40, d_state_bytes=400, d_param_tensors=2,
-                 d_param_floats=100, skeleton_bytes=16)
+                 d_param_floats=100, report_bytes=56)
     batch = 10 * 784 * 4
     for workers, k in ((16, 4), (7, 3), (3, 1), (1, 1)):
         rows = {}

@@ -22,6 +22,7 @@ from mpi_gan.io import integrity
 from mpi_gan.io.checkpoint import CheckpointError, list_checkpoints, resolve_resume
 from mpi_gan.algorithms.standalone.main import Standalone
 from tests.unit.test_data import cfg, make_idx_dir
+from tests.conftest import shard_of
 
 PY = sys.executable
 POSITIONS = 6  # corrupted positions per kind of file
@@ -299,6 +300,32 @@ def corrupt_metadata_byte(path: str, seed: int) -> None:
         position = headers[rng.integers(len(headers))] + 4 + int(rng.integers(1, 30))
     data[position] ^= int(rng.integers(1, 256))
     open(path, "wb").write(data)
+
+
+def test_a_damaged_shard_is_passed_over_by_resume_auto_and_refused_when_named(ring_run,
+                                                                             tmp_path):
+    """One byte of rank 0's shard changed, the size kept: the manifest still reads (rank 0
+    checks only the sizes), but the rank's own check of its shard's digest passes the
+    checkpoint over under --resume auto and refuses it, in one line, when named."""
+    run = tmp_path / "run"
+    shutil.copytree(ring_run, run)
+    newest = str(run / "checkpoints" / "ckpt_00000030.h5")
+    corrupt_random_byte(shard_of(newest, 0), 5)
+    reader(newest)
+    command = [PY, "-m", "mpi_gan.standalone", "--dataset", "ring", "--iterations", "40",
+               "--checkpoint-every", "10", "--eval-every", "0", "--out", str(run)]
+    named = subprocess.run(command + ["--resume", newest], capture_output=True, text=True,
+                           timeout=300)
+    why = (f"{newest}: rank 0's shard {shard_of(newest, 0)} does not match the checksum in its "
+           "manifest: refused (changed or damaged after it was written)")
+    assert named.returncode == 2 and named.stderr.splitlines() == [f"mpi_gan: error: {why}"]
+    auto = subprocess.run(command + ["--resume", "auto"], capture_output=True, text=True,
+                          timeout=300)
+    assert auto.returncode == 0, auto.stderr
+    lines = auto.stdout.splitlines()
+    assert lines[0] == (f"{why}; resuming from the newest checkpoint that verifies, "
+                        + str(run / "checkpoints" / "ckpt_00000020.h5"))
+    assert f"resumed from {run / 'checkpoints' / 'ckpt_00000020.h5'} at iteration 20" in lines
 
 
 @pytest.mark.parametrize("seed", range(POSITIONS))

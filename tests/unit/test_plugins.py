@@ -85,7 +85,7 @@ def test_the_algorithm_wrapper_raises_in_set_up_or_wraps_the_roles():
     assert isinstance(plain.make_role(None), Role) and plain.name == "x"
 
 
-def test_the_checkpoint_writer_dies_once_rank_0s_own_state_is_written(monkeypatch):
+def test_the_shard_writer_dies_once_its_first_tensor_is_written(monkeypatch):
     class Killed(Exception):
         pass
 
@@ -94,32 +94,31 @@ def test_the_checkpoint_writer_dies_once_rank_0s_own_state_is_written(monkeypatc
     monkeypatch.setattr(faults.os, "kill", kill)
     written = []
 
-    def write(path, record, algorithm, iteration, states, traffic, extras=None):
-        for rank, entries in states:  # as io.checkpoint.write_checkpoint consumes them
-            written.append((iteration, rank))
+    def write(directory, rank, iteration, algorithm, entries):
+        for name, tensor in entries:  # as io.shards.write_shard consumes them
+            written.append((iteration, name))
 
     writer = faults.killing_writer(write, 20)
-    states = [(0, []), (1, []), (2, [])]
-    writer("p", None, "mdgan", 10, iter(states), None)
-    assert written == [(10, 0), (10, 1), (10, 2)]  # another iteration: untouched
+    entries = [("a", None), ("b", None), ("c", None)]
+    writer("d", 1, 10, "mdgan", iter(entries))
+    assert written == [(10, "a"), (10, "b"), (10, "c")]  # another iteration: untouched
     with pytest.raises(Killed):
-        writer("p", None, "mdgan", 20, iter(states), None)
-    assert written[3:] == [(20, 0)]  # rank 0's state written, none after it
+        writer("d", 1, 20, "mdgan", iter(entries))
+    assert written[3:] == [(20, "a")]  # the first tensor written, none after it
 
 
 def test_inject_installs_the_fault_of_this_rank_only(monkeypatch):
     def trainer(rank):
         return SimpleNamespace(comm=SimpleNamespace(Get_rank=lambda: rank),
-                               algorithm=SimpleNamespace(name="x"), write_checkpoint=print)
+                               algorithm=SimpleNamespace(name="x"), write_shard=print)
     monkeypatch.setenv("MPI_GAN_FAULT", "1:5:kill,0:8:kill-in-checkpoint")
     one, zero, two = trainer(1), trainer(0), trainer(2)
     for t in (one, zero, two):
         faults.inject(t)
-    assert isinstance(one.algorithm, faults.FaultyAlgorithm) and one.write_checkpoint is print
-    assert zero.write_checkpoint is not print and not isinstance(zero.algorithm,
-                                                                  faults.FaultyAlgorithm)
-    assert two.write_checkpoint is print and not isinstance(two.algorithm,
+    assert isinstance(one.algorithm, faults.FaultyAlgorithm) and one.write_shard is print
+    assert zero.write_shard is not print and not isinstance(zero.algorithm,
                                                              faults.FaultyAlgorithm)
+    assert two.write_shard is print and not isinstance(two.algorithm, faults.FaultyAlgorithm)
 
 
 def test_a_role_lacking_a_declared_member_is_refused_with_its_name():

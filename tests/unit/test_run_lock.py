@@ -203,6 +203,7 @@ def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
 
     from mpi_gan.algorithms.mdgan.config import MdganConfig
     from mpi_gan.io.checkpoint import checkpoint_path, write_checkpoint
+    from mpi_gan.io.shards import write_shard
     from mpi_gan.io.lock import LockLost
     from mpi_gan.io.runlog import Metrics, RunFile, RunRecord, read_table
     out = tmp_path / "run"
@@ -227,7 +228,9 @@ def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
             RunFile(str(out / "new.h5"), record, "test", 0, traffic, "generator", [])
         path = checkpoint_path(str(out), 2)
         with pytest.raises(LockLost):
-            write_checkpoint(path, record, "test", 2, [], traffic)
+            write_checkpoint(path, record, "test", 2, "ckpt_00000002.00000000", [], traffic)
+        with pytest.raises(LockLost):  # rank 0's shard too
+            write_shard(os.path.join(os.path.dirname(path), "d"), 0, 2, "test", [])
         assert not (out / "new.h5").exists()
         assert (out / "run.h5").read_bytes() == before and not os.path.exists(path)
         assert not os.path.exists(os.path.dirname(path))

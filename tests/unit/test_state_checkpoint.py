@@ -11,12 +11,13 @@ from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS as KINDS
 from mpi_gan.algorithms.mdgan.config import MdganConfig, validate
 from mpi_gan.errors import ConfigError
 from mpi_gan.io.checkpoint import (CheckpointError, check_compatible, checkpoint_path,
-                                   prune_checkpoints, resolve_resume, write_checkpoint)
+                                   prune_checkpoints, remove_stale_temporaries, resolve_resume,
+                                   write_local_checkpoint)
 from mpi_gan.io.runlog import RunRecord
 from mpi_gan.io.state import (Layout, adam_state, load_adam_state, load_module_state, module_state,
                               rng_state)
 from mpi_gan.models import make_discriminator, make_generator
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, shard_of
 
 read_checkpoint = MDGAN().reader
 
@@ -71,8 +72,8 @@ def write_small_checkpoint(out, iteration, cfg, world=3):
     path = checkpoint_path(out, iteration)
     states = [(0, module_state(g) + adam_state(g, g_opt) + rng_state())] + [
         (n, module_state(d) + adam_state(d, o) + rng_state()) for n, (d, o) in discs.items()]
-    write_checkpoint(path, RunRecord(cfg, world, KINDS, {"metrics": metrics}), "mdgan", iteration,
-                     states, (traffic, traffic))
+    write_local_checkpoint(path, RunRecord(cfg, world, KINDS, {"metrics": metrics}), "mdgan",
+                           iteration, states, (traffic, traffic))
     return path, g, discs
 
 
@@ -118,7 +119,78 @@ def test_resume_skips_corrupt_newest_and_prunes(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         resolve_resume(str(not_h5), read_checkpoint)
     prune_checkpoints(str(tmp_path), 1)
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["ckpt_00000006.h5"]
+    # the damaged manifest's shards are kept with it (it cannot say which are its own)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["ckpt_00000006.00000000",
+                                                             "ckpt_00000006.h5"]
+
+
+def test_shards_each_rank_its_file_the_manifest_their_sizes_and_digests(tmp_path):
+    """Every rank's state is in its own file; the manifest holds no state, lists each shard's
+    size and BLAKE2b digest (computed here from the file), and links each rank's state."""
+    import hashlib
+    import h5py
+    cfg = MdganConfig(out=str(tmp_path), iterations=10)
+    path, g, discs = write_small_checkpoint(str(tmp_path), 4, cfg)
+    with h5py.File(path, "r") as f:
+        stored = []
+        f.visititems(lambda name, obj: stored.append(name) if isinstance(obj, h5py.Dataset)
+                     else None)
+        assert not [name for name in stored if name.startswith("state")]
+        assert list(f["shards/rank"][()]) == [0, 1, 2]
+        for i, rank in enumerate(f["shards/rank"][()]):
+            shard = shard_of(path, rank)
+            digest = hashlib.blake2b(open(shard, "rb").read(), digest_size=16).digest()
+            assert f["shards/bytes"][i] == os.path.getsize(shard)
+            assert f["shards/blake2b"][i].tobytes() == digest
+        # h5py follows the external link from the manifest into rank 1's shard
+        weight = f["state/rank_1/model/net.0.weight"][()]
+    assert np.array_equal(weight, discs[1][0].net[0].weight.detach().numpy())
+    with h5py.File(shard_of(path, 2), "r") as f:
+        assert int(f.attrs["rank"]) == 2 and int(f.attrs["iteration"]) == 4
+        assert "state/model/net.0.weight" in f
+
+
+def test_a_shard_that_does_not_match_its_manifest_is_refused(tmp_path):
+    cfg = MdganConfig(out=str(tmp_path), iterations=10)
+    for it in (2, 4):
+        write_small_checkpoint(str(tmp_path), it, cfg)
+    newest = checkpoint_path(str(tmp_path), 4)
+    shard = shard_of(newest, 1)
+    data = bytearray(open(shard, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # one byte, same size: only the digest can tell
+    open(shard, "wb").write(bytes(data))
+    ckpt = read_checkpoint(newest)  # sizes match: rank 0 reads no shard
+    with pytest.raises(CheckpointError, match=r"rank 1's shard .*rank_1.h5 does not match the "
+                       "checksum in its manifest: refused"):
+        ckpt.rank_state(1)
+    assert ckpt.rank_state(2).keys()  # the other shards are fine
+    os.unlink(shard_of(newest, 2))
+    with pytest.raises(CheckpointError, match=r"rank 2's shard .*rank_2.h5 is missing"):
+        read_checkpoint(newest)
+    assert resolve_resume(str(tmp_path), read_checkpoint).iteration == 2
+    open(shard_of(newest, 2), "wb").write(b"x" * 10)
+    with pytest.raises(CheckpointError, match="has 10 bytes, its manifest says"):
+        read_checkpoint(newest)
+
+
+def test_shard_directories_no_manifest_names_are_removed(tmp_path):
+    """A launch killed before its manifest leaves shards no manifest names: the next start
+    removes them, and pruning removes a manifest's shards with it."""
+    from mpi_gan.io import shards
+    cfg = MdganConfig(out=str(tmp_path), iterations=10)
+    for it in (2, 4):
+        write_small_checkpoint(str(tmp_path), it, cfg)
+    ckpts = tmp_path / "checkpoints"
+    orphan = ckpts / shards.directory_name(6, 0xabc)  # shards of 6, no manifest
+    orphan.mkdir()
+    (orphan / "rank_0.h5").write_bytes(b"partial")
+    replaced = ckpts / shards.directory_name(4, 0xdef)  # 4's manifest names another
+    replaced.mkdir()
+    remove_stale_temporaries(str(tmp_path))
+    assert sorted(os.listdir(ckpts)) == ["ckpt_00000002.00000000", "ckpt_00000002.h5",
+                                         "ckpt_00000004.00000000", "ckpt_00000004.h5"]
+    prune_checkpoints(str(tmp_path), 1)
+    assert sorted(os.listdir(ckpts)) == ["ckpt_00000004.00000000", "ckpt_00000004.h5"]
 
 
 @pytest.mark.parametrize("changes,world,message", [
@@ -177,6 +249,7 @@ def test_a_version_2_checkpoint_resumes_exactly(tmp_path):
     import h5py
 
     from mpi_gan.io import integrity
+    from mpi_gan.io.shards import file_digest
     fixture = os.path.join(FIXTURES,
                            "ckpt_v2_standalone_ring_it10.h5.gz")
     old = tmp_path / "ckpt_00000010.h5"
@@ -192,11 +265,12 @@ def test_a_version_2_checkpoint_resumes_exactly(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
 
-    def state_names(path):
+    def state_names(path):  # each rank's group: in the file (v2), or its shard (v4)
         names = []
         with h5py.File(path, "r") as f:
-            f["state"].visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset)
-                                  else None)
+            for rank in f["state"]:
+                f["state"][rank].visititems(lambda n, o, r=rank: names.append(f"{r}/{n}")
+                                            if isinstance(o, h5py.Dataset) else None)
         return names
 
     def same_state(path_a, path_b):
@@ -211,11 +285,19 @@ def test_a_version_2_checkpoint_resumes_exactly(tmp_path):
     run("straight", "--iterations", "10")
     twin = tmp_path / "twin" / "ckpt_00000010.h5"
     twin.parent.mkdir()
-    shutil.copyfile(tmp_path / "straight" / "checkpoints" / "ckpt_00000010.h5", twin)
-    with h5py.File(old, "r") as src, h5py.File(twin, "r+") as dst:
-        assert int(dst.attrs["format_version"]) == 3
+    straight = tmp_path / "straight" / "checkpoints" / "ckpt_00000010.h5"
+    shutil.copyfile(straight, twin)
+    directory = shard_of(str(straight), 0).split(os.sep)[-2]
+    shutil.copytree(straight.parent / directory, twin.parent / directory)
+    with h5py.File(old, "r") as src, h5py.File(shard_of(str(twin), 0), "r+") as dst:
         for name in state_names(old):
-            integrity.overwrite(dst["state"][name], src["state"][name][()])
+            integrity.overwrite(dst["state"][name.split("/", 1)[1]], src["state"][name][()])
+    with h5py.File(twin, "r+") as f:  # the twin's manifest: its shard's new size and digest
+        assert int(f.attrs["format_version"]) == 4
+        shard = shard_of(str(twin), 0)
+        integrity.overwrite(f["shards/bytes"], np.array([os.path.getsize(shard)]))
+        integrity.overwrite(f["shards/blake2b"], np.frombuffer(file_digest(shard), np.uint8)
+                            .reshape(1, 16))
     same_state(old, twin)
     run("twin-resumed", "--resume", str(twin))
     same_state(tmp_path / "resumed" / "checkpoints" / "ckpt_00000020.h5",

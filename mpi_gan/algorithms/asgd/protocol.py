@@ -3,9 +3,10 @@
 Messages (all raw bytes, counted by kind):
   pull  server -> worker: int64 version, int64 worker step, then the model's
         float32 parameters (flat, ``parameters()`` order); version -1 and no
-        parameters means stop, -2 asks for the worker's compressor state.
-  checkpoint / restore (the skeleton's): a worker's compressor and residual
-        state, packed (``io.state.Layout``), when the server checkpoints or resumes.
+        parameters means stop, -2 asks the worker to write its compressor and
+        residual state into its shard of the checkpoint whose iteration is in
+        the step field.
+  checkpoint (the skeleton's): the worker's report of its written shard.
   push  worker -> server: int64 version of the pull it computed on, then one
         compression payload per parameter tensor, in ``parameters()`` order.
 The worker step numbers the worker's gradients; its real batch is a pure
@@ -26,7 +27,7 @@ ALL_KINDS = KINDS + SKELETON_KINDS  # as counted by the transport, in this order
 
 HEADER = 16  # pull: version, step (int64 each)
 STOP = -1    # pull version meaning: stop
-STATE = -2   # pull version meaning: send your compressor state (kind 'checkpoint')
+STATE = -2   # pull version meaning: write your shard of the checkpoint of <step>
 
 
 def layer_offsets(model: nn.Module) -> list[tuple[str, tuple[int, ...], int]]:

@@ -66,8 +66,8 @@ class AsgdServer:
         self.t.send_tensor(self.pull, worker, "pull")
         self.computing.add(worker)
 
-    def _send_signal(self, worker: int, signal: int) -> None:
-        self.header[0] = signal
+    def _send_signal(self, worker: int, signal: int, argument: int = 0) -> None:
+        self.header[0], self.header[1] = signal, argument
         self.t.send_tensor(self.pull[:HEADER], worker, "pull")
 
     def receive_push(self) -> tuple[int, torch.Tensor]:
@@ -155,9 +155,10 @@ class AsgdServer:
                 rows += self._apply_and_log(worker, buf)
         return rows
 
-    def request_state(self, worker: int) -> None:
-        """Ask an idle worker for its compressor state (it answers with kind 'checkpoint')."""
-        self._send_signal(worker, STATE)
+    def request_state(self, worker: int, iteration: int) -> None:
+        """Ask an idle worker to write its compressor state into its shard of the checkpoint
+        of ``iteration`` (it answers with kind 'checkpoint')."""
+        self._send_signal(worker, STATE, iteration)
 
     def after_checkpoint(self) -> None:
         """Nothing to do: idle workers are pulled at the next step."""

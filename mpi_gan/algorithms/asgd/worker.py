@@ -64,14 +64,15 @@ class AsgdWorker:
         return torch.from_numpy(np.concatenate([head, compression.pack(payloads)]))
 
     def serve(self, send_state) -> None:
-        """Answer pulls until the server says stop; ``send_state()`` answers a state request."""
+        """Answer pulls until the server says stop; ``send_state(iteration)`` answers a state
+        request (the iteration of the checkpoint travels in the request's step field)."""
         while True:
             buf, _ = self.t.recv_any_size(0, "pull")
             version, step = buf[:HEADER].view(torch.int64).tolist()
             if version == STOP:
                 return
             if version == STATE:
-                send_state()
+                send_state(step)
                 continue
             tic = time.perf_counter()
             load_vector(buf[HEADER:].view(torch.float32), self.model.parameters())

@@ -4,8 +4,8 @@ Per round (one ends after every P iterations) and worker n:
   upload   n -> 0  |w| + |theta| float32 (G and D: parameters and BatchNorm statistics)
   losses   n -> 0  2 float32 (the round's mean D and G losses)
   average  0 -> n  the same |w| + |theta| float32
-Per checkpoint, worker n -> 0: its full state (G, D, both Adam states, the round's loss
-sums, its RNG state). Messages carry no header.
+Per checkpoint, worker n -> 0: the report of its shard (its full state stays there).
+Messages carry no header.
 """
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ FLOAT32 = 4
 
 
 def expected_traffic(cfg, world_size: int, period: int, model_floats: int,
-                     worker_state_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+                     report_bytes: int) -> tuple[np.ndarray, np.ndarray]:
     """(bytes, messages), int64 (len(KINDS), world, world), of a fresh run of ``cfg``.
 
     period: iterations per round; model_floats: |w| + |theta| as travelling (floating
-    state entries of G and D); worker_state_bytes: a worker's packed checkpoint state.
+    state entries of G and D); report_bytes: a worker's checkpoint message (the report of
+    its shard).
     """
     k = {kind: i for i, kind in enumerate(KINDS)}
     nbytes = np.zeros((len(KINDS), world_size, world_size), dtype=np.int64)
@@ -39,5 +40,5 @@ def expected_traffic(cfg, world_size: int, period: int, model_floats: int,
         add("upload", n, 0, rounds, model_floats * FLOAT32)
         add("losses", n, 0, rounds, 2 * FLOAT32)
         add("average", 0, n, rounds, model_floats * FLOAT32)
-        add("checkpoint", n, 0, checkpoints, worker_state_bytes)
+        add("checkpoint", n, 0, checkpoints, report_bytes)
     return nbytes, msgs

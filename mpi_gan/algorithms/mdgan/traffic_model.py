@@ -14,7 +14,8 @@ batches an iteration.
 Per swap (N >= 2), worker n -> its derangement partner: D's parameters and
 buffers (the paper's |theta|), plus Adam's state (2|theta| + one float32 step
 per parameter tensor) with --swap-adam travel.
-Per checkpoint, worker n -> 0: D, Adam state and the worker's RNG state.
+Per checkpoint, worker n -> 0: the report of its shard (its size and digest) and its cost
+counters (``train.loop.report_layout``); the state stays in the worker's own shard.
 Messages carry no header: header bytes are 0.
 """
 from __future__ import annotations
@@ -30,14 +31,13 @@ FLOAT32, INT64 = 4, 8
 
 def expected_traffic(cfg: MdganConfig, world_size: int, sample_floats: int, mean_shard: int,
                      d_state_bytes: int, d_param_tensors: int, d_param_floats: int,
-                     skeleton_bytes: int, channel_bytes: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                     report_bytes: int) -> tuple[np.ndarray, np.ndarray]:
     """(bytes, messages), int64 (len(KINDS), world, world), of a fresh run of ``cfg``.
 
     sample_floats: d = C*H*W of one image; mean_shard: the m of a local epoch;
     d_state_bytes: bytes of D's parameters and buffers; d_param_tensors: number of
-    parameter tensors; d_param_floats: |theta|; skeleton_bytes: what the training skeleton
-    adds to a worker's checkpoint message (its torch RNG state and cost counters);
-    channel_bytes: the feedback compressor's and residual's state in a checkpoint.
+    parameter tensors; d_param_floats: |theta|; report_bytes: a worker's checkpoint
+    message (the report of its shard).
     With ``--compress`` other than none, feedback sizes depend on the data: the
     ``feedback`` bytes given here are then those of uncompressed feedback.
     """
@@ -66,8 +66,7 @@ def expected_traffic(cfg: MdganConfig, world_size: int, sample_floats: int, mean
         if cfg.acgan:
             add("labels", 0, n, iters, 2 * b * INT64)
         add("losses", n, 0, iters, 2 * FLOAT32)
-        add("checkpoint", n, 0, checkpoints, d_state_bytes + adam_bytes + skeleton_bytes +
-            channel_bytes)
+        add("checkpoint", n, 0, checkpoints, report_bytes)
     for s in swaps:
         dest = alg.derangement(cfg.seed, s, workers)
         if dest is not None:

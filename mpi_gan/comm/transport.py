@@ -527,6 +527,12 @@ class Transport:
             MPI.IN_PLACE, [flag, MPI.INT64_T], op=MPI.MAX))
         return int(flag[0])
 
+    def lowest_failing(self, failed: bool) -> int | None:
+        """Collective: the lowest world rank among the members that passed ``failed=True``,
+        None if none did (one ``agree_max``)."""
+        top = self.agree_max(self.size - self.rank if failed else 0)
+        return self.size - top if top else None
+
     def broadcast(self, array: np.ndarray, root: int = 0) -> np.ndarray:
         """Collective: ``root``'s ``array`` (a contiguous numpy array) on every rank, in
         place; returns it."""

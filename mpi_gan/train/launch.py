@@ -146,6 +146,22 @@ class ClearError(RuntimeError):
 CLEAR_ERRORS = (DiskFullError, ServerLost, ClearError, LockLost)
 
 
+class FailedElsewhere(RuntimeError):
+    """A rank failed a collective step that several may fail at once (a full disk under
+    every rank's shard): the lowest failing rank ends the job with its own message, and
+    this rank, which failed too (its error is the cause) or not, waits to be ended with it
+    (``abort_on_exception``), saying nothing on the console."""
+
+    def __init__(self, rank: int):
+        super().__init__(f"rank {rank} failed the same step and ends the job")
+        self.rank = rank
+
+
+# how long a rank that failed with others waits for the lowest of them to end the job
+# before it ends the job itself (that rank is stuck: it had 10 s to pass on its message)
+PARK_SECONDS = 120.0
+
+
 @contextlib.contextmanager
 def abort_on_exception(comm: MPI.Comm):
     """Turn any exception on this rank into MPI_Abort of the whole job; never returns
@@ -161,6 +177,13 @@ def abort_on_exception(comm: MPI.Comm):
             _abort(comm, f"exited with status {exc.code}", int(exc.code) if isinstance(
                 exc.code, int) else 1)
         raise
+    except FailedElsewhere as exc:
+        best_effort(log_to_files, logging.ERROR, f"{exc}" + (
+            f"; this rank failed too: {exc.__cause__}" if exc.__cause__ else ""))
+        best_effort(flush_logs)
+        best_effort(time.sleep, PARK_SECONDS)
+        _abort(comm, f"{exc}, but has not after {PARK_SECONDS:.0f} s: {exc.__cause__}", 1,
+               clear=True)
     except CLEAR_ERRORS as exc:
         _abort(comm, describe_error(exc), 1, clear=True)
     except KeyboardInterrupt:  # Ctrl-C before the stop handlers are installed (set-up)

@@ -49,7 +49,8 @@ from ..seeding import derive_seed, seed_device
 from . import roles
 from .algorithm import Algorithm, Context, RunResult
 from .cost import CostMeter, cost_datasets, merge_cost, read_cost, split_cost
-from .launch import SetupFailed, abort_on_exception, agree, best_effort, select_device
+from .launch import (FailedElsewhere, SetupFailed, abort_on_exception, agree, best_effort,
+                     select_device)
 from .startup import start_run
 from .numerics import NonFiniteError, Watch
 from .progress import Progress
@@ -421,11 +422,27 @@ class Trainer:
 
     def write_own_shard(self, iteration: int) -> shards.ShardRecord:
         """This rank's state (its role's and its RNG's) checked for non-finite values, then
-        written into its shard of the checkpoint of ``iteration``."""
-        own = self.role.state()
-        self.watch.state(iteration, self.ctx.rank, own)
-        return self.write_shard(self.shard_directory(iteration), self.ctx.rank, iteration,
-                                self.algorithm.name, own + rng_state())
+        written into its shard of the checkpoint of ``iteration``. When workers write shards
+        too, the ranks then agree on whether any failed (a full disk, a non-finite state:
+        every rank may meet it at once), and only the lowest failing rank raises its error,
+        every other rank ``FailedElsewhere``: the job ends with one message."""
+        try:
+            own = self.role.state()
+            self.watch.state(iteration, self.ctx.rank, own)
+            record, failure = self.write_shard(self.shard_directory(iteration), self.ctx.rank,
+                                               iteration, self.algorithm.name,
+                                               own + rng_state()), None
+        except MPI.Exception:
+            raise
+        except Exception as exc:  # noqa: BLE001 - agreed on below, then raised
+            record, failure = None, exc
+        if self.message.fields:
+            first = self.ctx.transport.lowest_failing(failure is not None)
+            if first is not None and first != self.ctx.rank:
+                raise FailedElsewhere(first) from failure
+        if failure is not None:
+            raise failure
+        return record
 
     def send_state(self, iteration: int) -> None:
         """A worker's part of a checkpoint: its shard, then the shard's record (and its

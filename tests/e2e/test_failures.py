@@ -213,26 +213,30 @@ def test_sigkill_of_a_worker_ends_the_job_and_keeps_the_checkpoint(tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_writer_killed_mid_checkpoint_keeps_the_previous_one(tmp_path):
-    """Rank 0 SIGKILLs itself while writing the checkpoint of iteration 20 (its own state
-    already in the temporary file): the job ends, the checkpoint of 10 is untouched and
-    valid, and ``--resume auto`` resumes from it, removes the stray temporary file and
-    ends bit-identical to a run never interrupted."""
+@pytest.mark.parametrize("killed", [0, 2])
+def test_writer_killed_mid_checkpoint_keeps_the_previous_one(tmp_path, killed):
+    """A rank (rank 0; a worker) SIGKILLs itself while writing its shard of the checkpoint
+    of iteration 20 (a first tensor already in its temporary file): the job ends with no
+    manifest of 20, the checkpoint of 10 is untouched and valid, and ``--resume auto``
+    resumes from it, removes the stray temporary file and the orphan shards, and ends
+    bit-identical to a run never interrupted."""
     out = tmp_path / "run"
     common = ["mpi_gan.mdgan", *FAST, "--checkpoint-every", "10", "--resume", "auto",
               "--iterations", "30"]
     job = Job(3, [*common, "--out", out], tmp_path,
-              env={"MPI_GAN_FAULT": "0:20:kill-in-checkpoint"})
+              env={"MPI_GAN_FAULT": f"{killed}:20:kill-in-checkpoint"})
     code, _ = job.wait(timeout=300)
     assert code != 0 and not ckpt(out, 20).exists()
     assert not job.ranks()
-    stray = list((out / "checkpoints").glob("*.tmp-*"))
+    stray = list((out / "checkpoints").glob(f"ckpt_00000020.*/rank_{killed}.h5.tmp-*"))
     assert stray, "the killed writer left no temporary file: it was not killed mid-write"
+    orphans = [p for p in (out / "checkpoints").glob("ckpt_00000020.*") if p.is_dir()]
     before = digest(ckpt(out, 10))
     done = mpirun(3, [*common, "--out", str(out)])
     assert done.returncode == 0, done.stderr
     assert f"resumed from {ckpt(out, 10)}" in done.stdout
-    assert not list((out / "checkpoints").glob("*.tmp-*"))
+    assert not list((out / "checkpoints").glob("**/*.tmp-*"))
+    assert orphans and not any(p.exists() for p in orphans)
     straight = mpirun(3, [*common, "--out", str(tmp_path / "straight")])
     assert straight.returncode == 0, straight.stderr
     a, b = all_params(ckpt(tmp_path / "straight", 30)), all_params(ckpt(out, 30))
@@ -252,11 +256,17 @@ def test_full_disk_during_a_checkpoint_gives_one_clear_error(tmp_path, small_fil
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("mpi_gan: error:")]
     assert len(errors) == 1, proc.stderr
-    assert re.search(r"no space left on device writing \S+/checkpoints/ckpt_\d{8}\.h5: it "
-                     r"needs about \d+\.\d MB, \d+\.\d MB free", errors[0]), errors[0]
+    # a shard, or the manifest, whichever met the full disk first
+    assert re.search(r"no space left on device writing \S+/checkpoints/ckpt_\d{8}"
+                     r"(\.h5|\.[0-9a-f]{8}/rank_\d\.h5): it needs about \d+\.\d MB, "
+                     r"\d+\.\d MB free", errors[0]), errors[0]
     assert "Traceback" not in proc.stderr and "AttributeError" not in proc.stderr
     kept = sorted((out / "checkpoints").glob("ckpt_*.h5"))
-    assert len(kept) == 2 and not list((out / "checkpoints").glob("*.tmp-*"))
+    assert len(kept) == 2 and not list((out / "checkpoints").glob("**/*.tmp-*"))
+    from mpi_gan.mdgan import MDGAN
     for path in kept:
         with h5py.File(path, "r") as f:
             assert f.attrs["complete"] == 1
+        ckpt_read = MDGAN().reader(str(path))
+        for rank in range(3):  # every shard there, and matching its digest
+            assert ckpt_read.rank_state(rank)

@@ -3,6 +3,8 @@
 The MD-GAN run under test uses real MPI ranks; rank 0 then checks it against
 the single-process reference and the analytic traffic model.
 """
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from mpi_gan.train.loop import report_layout
 from mpi_gan.mdgan import run, worker_template
 from mpi_gan.models import count_params, make_discriminator, make_generator
 from mpi_gan.io.integrity import read
-from tests.conftest import all_params
+from tests.conftest import all_params, shard_of
 from tests.unit.test_data import write_cifar_dir
 
 pytestmark = pytest.mark.mpi(min_size=2)
@@ -166,7 +168,17 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(mpi_tmp_path):
     if comm.Get_rank() != 0:
         return
     name = "checkpoints/ckpt_00000012.h5"
+    for run_dir in (straight, split):  # every rank's state in its own shard, none in the manifest
+        with h5py.File(run_dir / name, "r") as f:
+            assert f["shards/rank"][()].tolist() == list(range(world))
+            assert [os.path.basename(shard_of(run_dir / name, r)) for r in range(world)] == \
+                sorted(os.listdir(os.path.dirname(shard_of(run_dir / name, 0))),
+                       key=lambda n: int(n[5:-3]))
+            for rank in range(world):
+                link = f["state"].get(f"rank_{rank}", getlink=True)
+                assert isinstance(link, h5py.ExternalLink)
     a, b = all_params(straight / name), all_params(split / name)
+    assert {k.split("/")[0] for k in a} == {f"rank_{r}" for r in range(world)}
     assert a.keys() == b.keys() and any("rng" in k for k in a)
     assert any("residual" in k for k in a) and any("g_ema" in k for k in a)
     assert [k for k in a if not np.array_equal(a[k], b[k])] == []

@@ -37,6 +37,7 @@ def run_mode(exchange: str, args, cache: str) -> dict:
     from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
     from mpi_gan.algorithms.mdgan.config import MdganConfig
     from mpi_gan.data import spec_of
+    from mpi_gan.io.runlog import read_traffic
     with tempfile.TemporaryDirectory() as out:
         run = subprocess.run([MPIEXEC, "-n", str(args.workers + 1), sys.executable, "-m",
                               "mpi_gan.mdgan", "--out", out, "--exchange", exchange,
@@ -49,7 +50,8 @@ def run_mode(exchange: str, args, cache: str) -> dict:
             sys.exit(f"--exchange {exchange} failed:\n{run.stdout}{run.stderr}")
         with h5py.File(os.path.join(out, "run.h5"), "r") as f:
             cfg = MdganConfig.from_attrs(f["config"].attrs)
-            traffic = sum(f[f"traffic/kinds/{kind}/bytes"][()] for kind in ITERATION_KINDS)
+            counters = read_traffic(f)
+            traffic = sum(counters.matrix(kind) for kind in ITERATION_KINDS)
             seconds = f["metrics/seconds"][()]
     sample = int(np.prod(spec_of(cfg).shape))  # d = C*H*W
     model, _ = expected_traffic(cfg, args.workers + 1, sample, 1, 0, 0, 0, 0)

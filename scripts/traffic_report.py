@@ -29,6 +29,7 @@ import numpy as np
 
 from mpi_gan.analysis.groups import group_key
 from mpi_gan.analysis.runs import config_of
+from mpi_gan.io.runlog import read_traffic
 
 WORKER_KIND = {"mpi-gan-asgd-run": "push", "mpi-gan-mdgan-run": "feedback"}
 
@@ -64,8 +65,8 @@ def summarise(path: str) -> dict:
             raise SystemExit(f"traffic_report: {path} is not an mpi-gan run file ({fmt!r})")
         config = config_of(f)
         kind = WORKER_KIND[fmt]
-        nbytes = f[f"traffic/kinds/{kind}/bytes"][()]
-        messages = f[f"traffic/kinds/{kind}/messages"][()]
+        traffic = read_traffic(f)
+        nbytes, messages = traffic.matrix(kind), traffic.matrix(kind, "messages")
         row = {"path": path, "format": fmt, "compress": str(config.get("compress", "none")),
                "steps": int(f.attrs["iteration"]), "bytes": int(nbytes[1:, 0].sum()),
                "messages": int(messages[1:, 0].sum()), "finished": int(f.attrs["finished"])}

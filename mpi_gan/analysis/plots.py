@@ -121,17 +121,18 @@ def loss_plot(runs: list[dict], out: str) -> str:
 
 def traffic_plot(run: dict, out: str) -> str:
     """traffic_<run>.png: bytes per (source, destination), one panel per message kind."""
-    kinds = [k for i, k in enumerate(run["kinds"]) if run["bytes"][i].any()] or \
+    traffic = run["traffic"]
+    kinds = [k for k, total in zip(run["kinds"], traffic.per_kind()) if total] or \
         list(run["kinds"][:1])
     fig, axes = _grid(len(kinds))
     for ax, kind in zip(axes, kinds):
-        matrix = run["bytes"][run["kinds"].index(kind)]
-        image = ax.imshow(matrix / 1e6, cmap="viridis")
+        image = ax.imshow(traffic.matrix(kind) / 1e6, cmap="viridis")
         ax.set_title(f"{kind} (MB)")
         ax.set_xlabel("destination rank")
         ax.set_ylabel("source rank")
-        ax.set_xticks(range(run["world"]))
-        ax.set_yticks(range(run["world"]))
+        if run["world"] <= 32:  # a tick per rank while they can be read
+            ax.set_xticks(range(run["world"]))
+            ax.set_yticks(range(run["world"]))
         fig.colorbar(image, ax=ax)
     fig.suptitle(f"{run['name']}: bytes per link and message kind")
     fig.tight_layout()

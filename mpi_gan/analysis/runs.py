@@ -128,13 +128,14 @@ def config_of(f: h5py.File) -> dict:
 
 def read_run(path: str) -> dict:
     """Everything the analysis uses from one run: name, algorithm, config attrs, iteration,
-    finished, metrics and scores tables (column -> array), traffic (kinds, bytes int64
-    (kinds, world, world)), cost datasets, and stored offline evaluations."""
+    finished, metrics and scores tables (column -> array), traffic (``kinds``, and
+    ``traffic``: an ``io.traffic.Traffic`` of the links used, from either layout), cost
+    datasets, and stored offline evaluations."""
     path = resolve(path)
     with _open(path) as f, _reading(path, "metrics, traffic or cost"):
         if "config" not in f or "traffic" not in f:
             raise RunFileError(f"{path} is not an mpi-gan run file or checkpoint")
-        kinds, nbytes, _ = read_traffic(f)
+        traffic = read_traffic(f)
         run = {
             "path": path, "algorithm": algorithm_of(f),
             "name": os.path.basename(os.path.dirname(os.path.abspath(path)))
@@ -145,7 +146,7 @@ def read_run(path: str) -> dict:
             "world": int(f.attrs["world_size"]),
             "metrics": read_table(f, "metrics") if "metrics" in f else {},
             "scores": read_table(f, "scores") if "scores" in f else {},
-            "kinds": kinds, "bytes": nbytes,
+            "kinds": traffic.kinds, "traffic": traffic,
             "cost": {k: integrity.read(f[f"cost/{k}"]) for k in f["cost"]} if "cost" in f else {},
             "evaluation": dict(f["evaluation"].attrs) if "evaluation" in f else {},
             # where each rank ran (absent from files written before /ranks)

@@ -21,7 +21,9 @@ def _trainers(run: dict) -> list[int]:
 
 
 def summary_row(run: dict) -> dict:
-    cfg, cost, total = run["config"], run["cost"], run["bytes"].sum(axis=0)
+    cfg, cost, traffic = run["config"], run["cost"], run["traffic"]
+    sent = np.zeros(run["world"], dtype=np.int64)  # bytes each rank sent, all kinds
+    np.add.at(sent, traffic.column("source"), traffic.column("bytes"))
     row = {"run": run["name"], "algorithm": run["algorithm"], "dataset": cfg.get("dataset"),
            "split": cfg.get("split"), "model": cfg.get("model"),
            "workers": max(run["world"] - 1, 1), "k": cfg.get("k", np.nan) if
@@ -40,10 +42,10 @@ def summary_row(run: dict) -> dict:
         row["worker_seconds_per_iteration"] = float(np.mean(
             cost["compute_seconds"][ranks] / steps[ranks]))
         row["worker_flops_per_iteration"] = float(np.mean(cost["flops_per_step"][ranks]))
-    row["server_bytes_sent"] = int(total[0].sum())
-    row["worker_bytes_sent"] = float(total[1:].sum(axis=1).mean()) if run["world"] > 1 else 0.0
-    for i, kind in enumerate(run["kinds"]):
-        row[f"bytes_{kind}"] = int(run["bytes"][i].sum())
+    row["server_bytes_sent"] = int(sent[0])
+    row["worker_bytes_sent"] = float(sent[1:].mean()) if run["world"] > 1 else 0.0
+    for kind, total in zip(run["kinds"], traffic.per_kind()):
+        row[f"bytes_{kind}"] = int(total)
     return row
 
 

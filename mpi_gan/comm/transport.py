@@ -6,7 +6,9 @@ names) and hands them to ``Transport``; the tag of a kind is its position +
 tensor path. The sender counts each message it sends, per (kind, source,
 destination), in messages and payload bytes; messages carry no header, because
 both sides know every shape from the run configuration, so the bytes counted
-are exactly the bytes of the tensors on the wire.
+are exactly the bytes of the tensors on the wire. Each rank keeps the links it
+used only (``io.traffic.Traffic``): memory and the collective that totals them
+grow with the links used, not with the square of the world size.
 
 GPU tensors: MPI is assumed *not* CUDA-aware and device tensors are staged
 through host memory, unless the environment variable ``MPI_GAN_CUDA_AWARE=1``
@@ -24,6 +26,7 @@ import torch
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
+from ..io.traffic import COLUMNS, Traffic
 from .ulfm import ulfm_enabled
 
 _TORCH_TO_MPI = {
@@ -225,9 +228,10 @@ class Transport:
     """Point-to-point tensor messaging over a private duplicate of a communicator.
 
     ``kinds``: the message kinds of the protocol spoken over it.
-    Counters: ``bytes[kind_index, source, destination]`` and ``messages[...]``,
-    int64 arrays of shape (len(kinds), size, size), as counted by this rank (it
-    only fills row ``source == rank``); ``totals()`` sums them over all ranks.
+    Counters: bytes and messages per (kind, destination) this rank sent to and per
+    (kind, source) it received from, for the links it used only; ``counted()`` gives
+    its sends as a ``Traffic``, ``local_view()`` its sends and receives, ``totals()``
+    every rank's sends, gathered on rank 0.
     """
 
     def __init__(self, kinds: Sequence[str], comm: MPI.Comm | None = None,
@@ -249,60 +253,55 @@ class Transport:
             raise TransportError(f"chunk_bytes must be in [1, 2**31): {chunk_bytes}")
         self.chunk_bytes = chunk_bytes
         self._persistent: list[Persistent] = []  # set up again when the communicator changes
-        # this rank's sends per [kind][destination] (plain ints: cheapest on the hot path)
-        self._sent_bytes = [[0] * self.size for _ in self.kinds]
-        self._sent_messages = [[0] * self.size for _ in self.kinds]
-        # what this rank received per [kind][source]
-        self._received_bytes = [[0] * self.size for _ in self.kinds]
-        self._received_messages = [[0] * self.size for _ in self.kinds]
+        # this rank's sends, by link: kind index * size + destination -> plain ints (cheap
+        # on the hot path); only the links used have an entry
+        self._sent_bytes: dict[int, int] = {}
+        self._sent_messages: dict[int, int] = {}
+        # what this rank received, by kind index * size + source
+        self._received_bytes: dict[int, int] = {}
+        self._received_messages: dict[int, int] = {}
         # Unix time of the last message received from each rank (NaN: none yet)
         self.heard = [float("nan")] * self.size
         # totals carried over from a checkpoint (added on rank 0 when resuming)
-        shape = (len(self.kinds), self.size, self.size)
-        self._base_bytes = np.zeros(shape, dtype=np.int64)
-        self._base_messages = np.zeros(shape, dtype=np.int64)
+        self._base = Traffic.empty(self.kinds, self.size)
         self.control = {"collectives": 0, "bytes": 0}  # control collectives of this rank
         self.blocking_collectives = ulfm_enabled()
 
-    @property
-    def bytes(self) -> np.ndarray:
-        """int64 (len(kinds), size, size): bytes sent [kind, source, destination] as
-        counted by this rank (row ``rank``) plus any carried-over base."""
-        out = self._base_bytes.copy()
-        out[:, self.rank, :] += np.asarray(self._sent_bytes, dtype=np.int64)
-        return out
+    def _rows(self, nbytes: dict[int, int], messages: dict[int, int], sent: bool
+              ) -> np.ndarray:
+        """int64 (links, 5) rows (``io.traffic.COLUMNS``) of one of this rank's counters:
+        its sends (``sent``: keys kind * size + destination) or its receives."""
+        keys = np.fromiter(nbytes.keys(), dtype=np.int64, count=len(nbytes))
+        rows = np.empty((len(keys), len(COLUMNS)), dtype=np.int64)
+        rows[:, 0], peer = np.divmod(keys, self.size)
+        rows[:, 1], rows[:, 2] = (self.rank, peer) if sent else (peer, self.rank)
+        rows[:, 3] = np.fromiter(nbytes.values(), dtype=np.int64, count=len(keys))
+        rows[:, 4] = [messages[k] for k in nbytes]
+        return rows
 
-    @property
-    def messages(self) -> np.ndarray:
-        """Like ``bytes``, counting messages."""
-        out = self._base_messages.copy()
-        out[:, self.rank, :] += np.asarray(self._sent_messages, dtype=np.int64)
-        return out
+    def counted(self) -> Traffic:
+        """What this rank sent (its links), plus any carried-over base."""
+        return self._base + Traffic.from_rows(
+            self.kinds, self.size, self._rows(self._sent_bytes, self._sent_messages, True))
 
-    def add_base(self, nbytes: np.ndarray, messages: np.ndarray) -> None:
+    def add_base(self, traffic: Traffic) -> None:
         """Carry counters over from a checkpoint (call on one rank only)."""
-        self._base_bytes += nbytes
-        self._base_messages += messages
+        self._base = self._base + traffic
 
     def sent_total(self) -> int:
         """Bytes this rank has sent in this process (all kinds and destinations)."""
-        return sum(map(sum, self._sent_bytes))
+        return sum(self._sent_bytes.values())
 
     def received_total(self) -> int:
         """Bytes this rank has received in this process."""
-        return sum(map(sum, self._received_bytes))
+        return sum(self._received_bytes.values())
 
-    def local_view(self) -> tuple[np.ndarray, np.ndarray]:
-        """(bytes, messages) (len(kinds), size, size) as seen by this rank alone: row
-        ``rank`` from its sends, column ``rank`` from its receives, plus the base.
-
-        Exact for every link that touches this rank (a star around a server), and
-        needs no collective, so it can be taken while peers are busy.
-        """
-        nbytes, messages = self.bytes, self.messages
-        nbytes[:, :, self.rank] += np.asarray(self._received_bytes, dtype=np.int64)
-        messages[:, :, self.rank] += np.asarray(self._received_messages, dtype=np.int64)
-        return nbytes, messages
+    def local_view(self) -> Traffic:
+        """The counters as seen by this rank alone: its sends and its receives, plus the
+        base. Exact for every link that touches this rank (a star around a server), and
+        needs no collective, so it can be taken while peers are busy."""
+        received = self._rows(self._received_bytes, self._received_messages, False)
+        return self.counted() + Traffic.from_rows(self.kinds, self.size, received)
 
     # ------------------------------------------------------------ buffers
     @staticmethod
@@ -386,8 +385,9 @@ class Transport:
 
     def count_send(self, index: int, dest: int, nbytes: int) -> None:
         """Count one message of ``nbytes`` bytes of kind number ``index`` to ``dest``."""
-        self._sent_bytes[index][dest] += nbytes
-        self._sent_messages[index][dest] += 1
+        key = index * self.size + dest
+        self._sent_bytes[key] = self._sent_bytes.get(key, 0) + nbytes
+        self._sent_messages[key] = self._sent_messages.get(key, 0) + 1
 
     def tag_of(self, kind: str) -> int:
         """The MPI tag of message kind ``kind``."""
@@ -409,8 +409,9 @@ class Transport:
         if got != want:
             raise TransportError(f"{kind} message from rank {source}: expected {want} bytes, "
                                  f"received {got}")
-        self._received_bytes[self._index[kind]][source] += got
-        self._received_messages[self._index[kind]][source] += 1
+        key = self._index[kind] * self.size + source
+        self._received_bytes[key] = self._received_bytes.get(key, 0) + got
+        self._received_messages[key] = self._received_messages.get(key, 0) + 1
         self.heard[source] = time.time()
 
     # ------------------------------------------------------------ blocking
@@ -498,18 +499,26 @@ class Transport:
         return Request(self._irecvs(buf, source, self.tag_of(kind)), (buf, out), complete)
 
     # ------------------------------------------------------------ counters
-    def totals(self, root: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
-        """Sum every rank's counters on ``root`` (a control collective, ``control``).
-
-        Returns (bytes, messages) of shape (len(kinds), size, size) on ``root``, None elsewhere.
-        """
-        counters = np.stack([self.bytes, self.messages])  # (2, kinds, size, size)
-        total = np.zeros_like(counters) if self.rank == root else None
-        recv = [total, MPI.INT64_T] if total is not None else None
-        self._collective(counters.nbytes, lambda: self.comm.Ireduce(
-            [counters, MPI.INT64_T], recv, op=MPI.SUM, root=root), lambda: self.comm.Reduce(
-            [counters, MPI.INT64_T], recv, op=MPI.SUM, root=root))
-        return (total[0], total[1]) if total is not None else None
+    def totals(self, root: int = 0) -> Traffic | None:
+        """Every member's sends gathered on ``root`` (a rank of the current communicator),
+        with the base: the run's counters there, None elsewhere. Two control collectives
+        (``control``): the row counts, then the rows of the links each rank used."""
+        rows = self._rows(self._sent_bytes, self._sent_messages, True)
+        counts = self.gather(np.array([rows.size], dtype=np.int64), root)
+        here = self.comm.Get_rank() == root
+        if here:
+            counts = counts.reshape(-1)
+            offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            out = np.empty(int(counts.sum()), dtype=np.int64)
+            recv = [out, (counts, offsets), MPI.INT64_T]
+        else:
+            recv = None
+        self._collective(rows.nbytes, lambda: self.comm.Igatherv(
+            [rows, MPI.INT64_T], recv, root=root), lambda: self.comm.Gatherv(
+            [rows, MPI.INT64_T], recv, root=root))
+        if not here:
+            return None
+        return self._base + Traffic.from_rows(self.kinds, self.size, out)
 
     # ------------------------------------------------------------ control
     # Control collectives (the stop agreement, the start and end of a run, the counters'

@@ -37,6 +37,7 @@ from .atomic import atomic_h5
 from .lock import ensure_held
 from .runlog import RunRecord, read_table, read_traffic, write_common
 from .shards import ShardError, ShardRecord, read_entries, write_entries  # noqa: F401
+from .traffic import Traffic
 
 FORMAT = "mpi-gan-checkpoint"
 FORMAT_VERSION = 4
@@ -59,8 +60,7 @@ class Checkpoint:
     world_size: int
     tables: dict[str, dict[str, np.ndarray]]
     kinds: tuple[str, ...]
-    traffic_bytes: np.ndarray
-    traffic_messages: np.ndarray
+    traffic: Traffic
     passed_over: tuple[str, ...] = ()  # why newer checkpoints were refused (resolve_resume)
     version: int = FORMAT_VERSION
     shard_directory: str = ""  # the shards' directory (format 4), relative to the manifest
@@ -138,8 +138,7 @@ def write_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: in
     lost the run directory's lock. The shard directories of an earlier checkpoint of the
     same iteration that this one replaces are removed after it.
 
-    records: each shard's record; traffic: (bytes, messages) int64 (len(kinds), world,
-    world).
+    records: each shard's record; traffic: the run's counters.
     """
     ensure_held()
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -148,7 +147,7 @@ def write_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: in
                         "algorithm": algorithm, "iteration": iteration,
                         "world_size": record.world_size})
         shards.write_table(f, directory, records)
-        write_common(f, record, *traffic, extras)
+        write_common(f, record, traffic, extras)
         f.attrs["complete"] = 1  # last: a file without it is not a checkpoint
         integrity.seal(f)
     run_dir = os.path.dirname(os.path.dirname(path))
@@ -194,13 +193,12 @@ def read_checkpoint(path: str, algorithm: str, config_class, table_paths,
                                       f"world size {world}")
             for rank, record in records.items():  # cheap: each rank verifies its own shard
                 shards.check_size(shard_path(path, directory, rank), record, path)
-            kinds, traffic_bytes, traffic_messages = read_traffic(f)
+            traffic = read_traffic(f)
             return Checkpoint(
                 path=path, algorithm=algorithm, config=config_class.from_attrs(f["config"].attrs),
                 iteration=int(f.attrs["iteration"]), world_size=world,
                 tables={p: read_table(f, p) for p in (*table_paths, *optional_tables)
-                        if p in table_paths or p in f}, kinds=kinds,
-                traffic_bytes=traffic_bytes, traffic_messages=traffic_messages,
+                        if p in table_paths or p in f}, kinds=traffic.kinds, traffic=traffic,
                 version=version, shard_directory=directory, shards=records)
     except CheckpointError:
         raise

@@ -3,8 +3,7 @@
 Groups written by ``write_common`` (layout in docs/hdf5.md):
   /config                      attributes: every config field
   /metrics/<name>, /metrics/<table>/<name>   chunked, extendable datasets, one row per record
-  /traffic/bytes, /messages    int64 (world, world) [source, destination] totals
-  /traffic/kinds/<kind>/bytes, /messages   the same per message kind
+  /traffic                     the counters of the links used (io/traffic.py)
   /data/<name>                 facts about the data (label histogram, shard sizes)
 
 The run file (``RunFile``) is written once at start-up (atomically), then metric
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from . import integrity
+from . import integrity, traffic as links
 from .lock import ensure_held
 from .atomic import atomic_h5, disk_full_errors
 
@@ -105,37 +104,25 @@ class RunRecord:
     tables: dict[str, Metrics] = field(default_factory=dict)
 
 
-def write_common(f, record: RunRecord, traffic_bytes: np.ndarray, traffic_messages: np.ndarray,
+def write_common(f, record: RunRecord, traffic: links.Traffic,
                  extras: dict[str, np.ndarray] | None = None) -> None:
-    """Write /config, the metric tables, /traffic and ``extras`` (path -> array) into the
-    open h5py file ``f``. traffic_*: int64 (len(kinds), world, world) [kind, source,
-    destination]."""
+    """Write /config, the metric tables, /traffic (the counters of the links used, of
+    ``record.kinds``) and ``extras`` (path -> array) into the open h5py file ``f``."""
+    if traffic.kinds != tuple(record.kinds):
+        raise ValueError(f"traffic counts the kinds {traffic.kinds}, the run {record.kinds}")
     config = f.create_group("config")
     for key, value in record.cfg.as_attrs().items():
         config.attrs[key] = value
     integrity.seal(config)
     write_tables(f, record.tables)
-    kinds = record.kinds
-    traffic = f.create_group("traffic")
-    traffic.attrs["kinds"] = ",".join(kinds)
-    traffic.attrs["header_bytes_per_message"] = 0
-    integrity.seal(traffic)
-    integrity.create(traffic, "bytes", traffic_bytes.sum(axis=0))
-    integrity.create(traffic, "messages", traffic_messages.sum(axis=0))
-    for i, kind in enumerate(kinds):
-        g = traffic.create_group(f"kinds/{kind}")
-        integrity.create(g, "bytes", traffic_bytes[i])
-        integrity.create(g, "messages", traffic_messages[i])
+    links.write(f, traffic)
     for path, array in (extras or {}).items():
         integrity.create(f, path, array)
 
 
-def read_traffic(f) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """(kinds, bytes, messages), counters int64 (len(kinds), world, world), from an open file."""
-    kinds = tuple(str(f["traffic"].attrs["kinds"]).split(","))
-    by = np.stack([integrity.read(f[f"traffic/kinds/{k}/bytes"]) for k in kinds])
-    msg = np.stack([integrity.read(f[f"traffic/kinds/{k}/messages"]) for k in kinds])
-    return kinds, by, msg
+def read_traffic(f) -> links.Traffic:
+    """The traffic counters of an open run file or checkpoint (either layout)."""
+    return links.read(f)
 
 
 def read_table(f, path: str = "metrics") -> dict[str, np.ndarray]:
@@ -155,17 +142,17 @@ class RunFile:
     """
 
     def __init__(self, path: str, record: RunRecord, fmt: str, iteration: int,
-                 traffic: tuple[np.ndarray, np.ndarray], model_group: str, model_entries,
+                 traffic: links.Traffic, model_group: str, model_entries,
                  extras: dict[str, np.ndarray] | None = None):
         """``fmt``: the 'format' attribute; ``iteration``: where the run starts;
-        ``traffic``: (bytes, messages) so far; the model rank 0 publishes: its group and
+        ``traffic``: the counters so far; the model rank 0 publishes: its group and
         named tensors (the ``model/`` ones are written); ``extras``: path -> array."""
         self.path, self.tables, self.model_group = path, record.tables, model_group
         ensure_held()
         with atomic_h5(path) as f:
             f.attrs.update({"format": fmt, "iteration": iteration,
                             "world_size": record.world_size, "finished": 0})
-            write_common(f, record, *traffic, extras)
+            write_common(f, record, traffic, extras)
             group = f.create_group(model_group)
             for name, tensor in model_entries:
                 if name.startswith("model/"):
@@ -189,21 +176,15 @@ class RunFile:
                     integrity.write_rows(f[f"{path}/{name}"], start, array)
                 self.written[path], table.kept = len(table), None
 
-    def update(self, iteration: int, traffic: tuple[np.ndarray, np.ndarray], model_entries,
+    def update(self, iteration: int, traffic: links.Traffic, model_entries,
                finished: bool, datasets: dict[str, np.ndarray] | None = None) -> None:
-        """Rows so far, then traffic totals, the model, ``datasets`` (path -> array, written
-        at creation with the same shapes) and the progress attrs, in place."""
+        """Rows so far, then the traffic counters, the model, ``datasets`` (path -> array,
+        written at creation with the same shapes) and the progress attrs, in place."""
         self.append_rows()
         ensure_held()
-        nbytes, messages = traffic
         with disk_full_errors(self.path), integrity.open_for_writing(self.path, "r+") as f, \
                 integrity.updating(f):
-            kinds = str(f["traffic"].attrs["kinds"]).split(",")
-            integrity.overwrite(f["traffic/bytes"], nbytes.sum(axis=0))
-            integrity.overwrite(f["traffic/messages"], messages.sum(axis=0))
-            for i, kind in enumerate(kinds):
-                integrity.overwrite(f[f"traffic/kinds/{kind}/bytes"], nbytes[i])
-                integrity.overwrite(f[f"traffic/kinds/{kind}/messages"], messages[i])
+            links.update(f, traffic)
             for name, tensor in model_entries:
                 if name.startswith("model/"):
                     integrity.overwrite(f[f"{self.model_group}/{name}"],

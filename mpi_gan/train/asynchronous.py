@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..io.traffic import Traffic
 from . import roles
 from .algorithm import Context, RunResult
 from .loop import Trainer
@@ -41,7 +42,7 @@ class AsynchronousTrainer(Trainer):
     def ask_state(self, worker: int, iteration: int) -> None:
         self.role.request_state(worker, iteration)
 
-    def traffic_totals(self, final: bool) -> tuple[np.ndarray, np.ndarray]:
+    def traffic_totals(self, final: bool) -> Traffic:
         if not final:  # the workers go on: what rank 0 has seen
             return self.ctx.transport.local_view()
         self.role.finish()

@@ -42,6 +42,7 @@ from ..data import open_dataset, resolved_cache_dir
 from ..io import lock as run_lock
 from ..io import shards
 from ..io.checkpoint import checkpoint_path, prune_checkpoints, write_checkpoint
+from ..io.traffic import Traffic
 from ..io.runlog import Metrics, RunFile, RunRecord
 from ..io.state import Layout, load_rng_state, rng_state
 from ..metrics.evaluator import SCORES, Evaluator, generate
@@ -258,7 +259,7 @@ class Trainer:
     def ask_state(self, worker: int, iteration: int) -> None:
         """Before rank 0 receives ``worker``'s report of its shard of ``iteration``."""
 
-    def traffic_totals(self, final: bool) -> tuple[np.ndarray, np.ndarray]:
+    def traffic_totals(self, final: bool) -> Traffic:
         """Every rank's traffic counters, once the checkpoint's states are in."""
         return self.ctx.transport.totals()
 
@@ -281,7 +282,7 @@ class Trainer:
         for path, table in self.tables.items():
             if path in ckpt.tables:  # scores: absent from checkpoints of older versions
                 table.load(ckpt.tables[path])
-        transport.add_base(ckpt.traffic_bytes, ckpt.traffic_messages)
+        transport.add_base(ckpt.traffic)
         self.cost_base, self.wall_base = read_cost(ckpt.path, ctx.size)
         ctx.log.info("resumed from %s at iteration %d", ckpt.path, ctx.start)
 

@@ -104,6 +104,7 @@ def test_eight_ranks_k_below_n_equal_the_reference(tmp_path, exchange):
     from mpi_gan.algorithms.mdgan.reference import run_reference
     from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
     from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS
+    from mpi_gan.io.runlog import read_traffic
     from mpi_gan.algorithms.mdgan.config import MdganConfig
     out = tmp_path / "n8"
     args = ["--dataset", "synthetic", "--synthetic-size", "168", "--batch-size", "8",
@@ -115,9 +116,9 @@ def test_eight_ranks_k_below_n_equal_the_reference(tmp_path, exchange):
     with h5py.File(out / "run.h5", "r") as f:
         cfg = MdganConfig.from_attrs(f["config"].attrs)
         assert cfg.k == 3 and f.attrs["world_size"] == 8 and cfg.exchange == exchange
-        assert f["traffic/kinds/swap/messages"][()][1:, 1:].sum() == 2 * 7  # 2 swaps x 7
+        assert read_traffic(f).matrix("swap", "messages")[1:, 1:].sum() == 2 * 7  # 2 swaps x 7
         stored = {k: f[f"generator/model/{k}"][()] for k in f["generator/model"]}
-        counted = {kind: f[f"traffic/kinds/{kind}/bytes"][()] for kind in
+        counted = {kind: read_traffic(f).matrix(kind) for kind in
                    ("batch_g", "batch_d", "feedback")}
     ref_g, _ = run_reference(cfg, 8)
     for key, value in ref_g.state_dict().items():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from mpi_gan.io.runlog import read_traffic
 from mpi_gan.algorithms.asgd.protocol import ALL_KINDS as KINDS
 from mpi_gan.algorithms.asgd.reference import replay
 from mpi_gan.algorithms.asgd.traffic_model import expected_traffic
@@ -52,15 +53,15 @@ def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec, validation):
         return
     check_evaluations(cfg, result, world, trained)
     with h5py.File(result.run_file, "r") as f:
-        push_bytes = f["traffic/kinds/push/bytes"][()]
-        push_msgs = f["traffic/kinds/push/messages"][()]
+        push_bytes = read_traffic(f).matrix("push")
+        push_msgs = read_traffic(f).matrix("push", "messages")
         log = {k: f[f"metrics/{k}"][()] for k in ("worker", "t_pull", "sent", "tau_max",
                                                   "tau_sum", "bytes", "push")}
         accuracy = f["metrics/eval/accuracy"][()]
-        pull = f["traffic/kinds/pull/bytes"][()]
+        pull = read_traffic(f).matrix("pull")
         # workers write shards (and report them) at checkpoints only if they have state
         # (--residual, adacomp_bins's own residual, randomk's call counter)
-        state = f["traffic/kinds/checkpoint/bytes"][()]
+        state = read_traffic(f).matrix("checkpoint")
         has_state = bool(worker_template(cfg))
         assert (state[1:, 0] > 0).all() if has_state else state.sum() == 0
         # every counter equals the analytic model, given who pushed how often
@@ -72,8 +73,8 @@ def test_asgd_counters_and_staleness_replay(mpi_tmp_path, spec, validation):
         exp_bytes, exp_msgs = expected_traffic(push_counts, theta, requests, report,
                                                np.array([0] + pushed[1:]))
         for i, kind in enumerate(KINDS):
-            assert np.array_equal(f[f"traffic/kinds/{kind}/bytes"][()], exp_bytes[i]), kind
-            assert np.array_equal(f[f"traffic/kinds/{kind}/messages"][()], exp_msgs[i]), kind
+            assert np.array_equal(read_traffic(f).matrix(kind), exp_bytes[i]), kind
+            assert np.array_equal(read_traffic(f).matrix(kind, "messages"), exp_msgs[i]), kind
     # counters: every byte each worker pushed (payloads + 8-byte version header)
     for w in range(1, world):
         assert push_bytes[w, 0] == pushed[w], (w, push_bytes[w, 0], pushed[w])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from mpi_gan.io.runlog import read_traffic
 from mpi_gan.algorithms.flgan.protocol import ALL_KINDS as KINDS, round_period
 from mpi_gan.algorithms.flgan.reference import run_reference
 from mpi_gan.algorithms.flgan.traffic_model import expected_traffic
@@ -94,12 +95,12 @@ def test_traffic_counters_equal_analytic_model(mpi_tmp_path):
     with h5py.File(result.run_file, "r") as f:
         assert f["traffic"].attrs["kinds"] == ",".join(KINDS)
         for i, kind in enumerate(KINDS):
-            assert np.array_equal(f[f"traffic/kinds/{kind}/bytes"][()], exp_bytes[i]), kind
-            assert np.array_equal(f[f"traffic/kinds/{kind}/messages"][()], exp_msgs[i]), kind
+            assert np.array_equal(read_traffic(f).matrix(kind), exp_bytes[i]), kind
+            assert np.array_equal(read_traffic(f).matrix(kind, "messages"), exp_msgs[i]), kind
         # rounds after iterations 3, 6 and 9 (not 10): (|w| + |theta|) each way
-        assert f["traffic/kinds/upload/messages"][()][1:, 0].tolist() == [3] * (world - 1)
-        assert f["traffic/kinds/upload/bytes"][()][1, 0] == 3 * 4 * model_floats
-        assert f["traffic/bytes"][()][1:, 1:].sum() == 0  # no worker-to-worker traffic
+        assert read_traffic(f).matrix("upload", "messages")[1:, 0].tolist() == [3] * (world - 1)
+        assert read_traffic(f).matrix("upload")[1, 0] == 3 * 4 * model_floats
+        assert read_traffic(f).matrix()[1:, 1:].sum() == 0  # no worker-to-worker traffic
 
 
 def _ctx(cfg):

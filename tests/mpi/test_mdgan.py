@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mpi_gan.io.runlog import read_traffic
 from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS as KINDS
 from mpi_gan.algorithms.mdgan.reference import run_reference
 from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
@@ -125,19 +126,22 @@ def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam, compress
         assert f["traffic"].attrs["header_bytes_per_message"] == 0
         feedback = KINDS.index("feedback")
         if compress != "none":  # data-dependent sizes: equal to what each worker sent
-            got = f["traffic/kinds/feedback/bytes"][()]
+            got = read_traffic(f).matrix("feedback")
             for w in range(1, world):
                 assert got[w, 0] == sent[w] and got[w].sum() == sent[w]
                 # 100 of 8 x 784 values: far below the uncompressed float32 feedback
                 assert sent[w] < exp_bytes[feedback, w, 0] / 5
             exp_bytes[feedback] = got
         for i, kind in enumerate(KINDS):
-            assert np.array_equal(f[f"traffic/kinds/{kind}/bytes"][()], exp_bytes[i]), kind
-            assert np.array_equal(f[f"traffic/kinds/{kind}/messages"][()], exp_msgs[i]), kind
-        assert np.array_equal(f["traffic/bytes"][()], exp_bytes.sum(axis=0))
-        assert f["traffic/bytes"].shape == (world, world) and f["traffic/bytes"].dtype == np.int64
+            assert np.array_equal(read_traffic(f).matrix(kind), exp_bytes[i]), kind
+            assert np.array_equal(read_traffic(f).matrix(kind, "messages"), exp_msgs[i]), kind
+        assert np.array_equal(read_traffic(f).matrix(), exp_bytes.sum(axis=0))
+        # stored as the links used: one row each, per-kind totals beside them
+        assert f["traffic"].attrs["layout"] == "links"
+        assert len(f["traffic/links/bytes"]) == np.count_nonzero(exp_msgs)
+        assert np.array_equal(f["traffic/kind_bytes"][()], exp_bytes.sum(axis=(1, 2)))
         if world > 2:  # swaps happened peer to peer
-            assert f["traffic/kinds/swap/bytes"][()][1:, 1:].sum() > 0
+            assert read_traffic(f).matrix("swap")[1:, 1:].sum() > 0
         assert f["metrics/iteration"][()].tolist() == list(range(1, 10))
         assert f["metrics/d_loss"].shape == (9, world - 1)
         assert f["metrics/d_loss"].maxshape == (None, world - 1)

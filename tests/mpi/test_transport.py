@@ -50,7 +50,7 @@ def test_counters_and_totals(transport):
     totals = transport.totals(root=0)
     kind = KINDS.index("losses")
     if rank == 0:
-        nbytes, messages = totals
+        nbytes, messages = totals.dense()
         expected = np.zeros((size, size), dtype=np.int64)
         for r in range(size):
             expected[r, (r + 1) % size] += 3 * 40
@@ -81,6 +81,43 @@ def test_tags_and_unknown_kind(transport):
         transport.isend_tensor(torch.zeros(4, 4).t(), 0, "swap")
 
 
+def test_link_counters_equal_the_dense_form_on_the_same_traffic(transport):
+    """Random messages (seeded: kinds, peers, sizes) between random pairs: the links
+    ``totals()`` gathers, expanded, equal the dense (kinds, P, P) counters of the old form,
+    summed here with a plain MPI Reduce of each rank's own ledger; only used links are
+    kept, and a carried-over base adds to them."""
+    from mpi4py import MPI
+    from mpi_gan.io.traffic import Traffic
+    rank, size = transport.rank, transport.size
+    ledger = np.zeros((2, len(KINDS), size, size), dtype=np.int64)  # this test's own count
+    rng = np.random.default_rng(7)
+    for _ in range(20):  # every rank draws the same plan: who sends what to whom
+        src, dst = rng.choice(size, 2, replace=size < 2)
+        kind, n = KINDS[int(rng.integers(len(KINDS)))], int(rng.integers(0, 50))
+        if src == dst:
+            continue
+        if rank == src:
+            transport.send_tensor(torch.zeros(n, dtype=torch.uint8), int(dst), kind)
+            ledger[:, KINDS.index(kind), src, dst] += (n, 1)
+        elif rank == dst:
+            transport.recv_into(torch.empty(n, dtype=torch.uint8), int(src), kind)
+    dense = np.zeros_like(ledger) if rank == 0 else None
+    transport.comm.Reduce([ledger, MPI.INT64_T], [dense, MPI.INT64_T] if rank == 0 else None,
+                          op=MPI.SUM, root=0)
+    base = Traffic.from_rows(KINDS, size, [[0, 0, size - 1, 5, 1]]) if rank == 0 else None
+    if rank == 0:
+        transport.add_base(base)
+    totals = transport.totals(root=0)
+    if rank != 0:
+        assert totals is None
+        return
+    nbytes, messages = totals.dense()
+    dense[:, 0, 0, size - 1] += (5, 1)
+    assert np.array_equal(nbytes, dense[0]) and np.array_equal(messages, dense[1])
+    assert len(totals.rows) == np.count_nonzero(dense[1])  # one row per used link
+    assert totals.per_kind().tolist() == dense[0].sum(axis=(1, 2)).tolist()
+
+
 def test_any_size_from_any_source_and_local_view(transport):
     from mpi_gan.comm.transport import ANY_SOURCE
     rank, size = transport.rank, transport.size
@@ -92,7 +129,7 @@ def test_any_size_from_any_source_and_local_view(transport):
         assert sorted(seen) == list(range(1, size))
         for source, buf in seen.items():
             assert torch.equal(buf, torch.full((source * 3,), source, dtype=torch.uint8))
-        nbytes, messages = transport.local_view()
+        nbytes, messages = transport.local_view().dense()
         push = KINDS.index("push")
         assert nbytes[push, :, 0].tolist() == [3 * r for r in range(size)]
         assert messages[push, 1:, 0].tolist() == [1] * (size - 1)
@@ -156,7 +193,7 @@ def test_messages_above_the_chunk_limit_arrive_whole(chunked):
             sent += 2 * int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
     # counted once per message, in its own bytes, however many pieces it took
     assert chunked.sent_total() == sent and chunked.received_total() == sent
-    nbytes, messages = chunked.local_view()
+    nbytes, messages = chunked.local_view().dense()
     assert messages[KINDS.index("swap"), rank, right] == 4 * len(CHUNK_SHAPES)
 
 
@@ -173,7 +210,7 @@ def test_any_size_messages_in_pieces_from_any_source(chunked):
             assert [len(b) for b in bufs] == sizes
             for n, buf in zip(sizes, bufs):
                 assert torch.equal(buf, (torch.arange(n) + source).to(torch.uint8))
-        nbytes, messages = chunked.local_view()
+        nbytes, messages = chunked.local_view().dense()
         push = KINDS.index("push")
         assert nbytes[push, 1:, 0].tolist() == [sum(sizes)] * (size - 1)
         assert messages[push, 1:, 0].tolist() == [len(sizes)] * (size - 1)
@@ -204,7 +241,7 @@ def test_persistent_messages_repeat_with_fresh_contents(chunk_bytes):
             wait_all(started)
         assert torch.equal(in_x, torch.arange(100.0) * iteration + left)
         assert in_l.tolist() == [iteration, left]
-    nbytes, messages = t.local_view()
+    nbytes, messages = t.local_view().dense()
     assert messages[KINDS.index("feedback"), rank, right] == 5
     assert nbytes[KINDS.index("feedback"), rank, right] == 5 * 400
     assert nbytes[KINDS.index("losses"), left, rank] == 5 * 16

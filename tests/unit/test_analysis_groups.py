@@ -10,6 +10,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 from PIL import Image
 
+from mpi_gan.io.traffic import Traffic
 from mpi_gan.analysis.groups import (group_key, group_runs, group_table, label_runs,
                                      setting_labels)
 from mpi_gan.analysis.plots import score_figure, score_plots, seed_curve
@@ -43,7 +44,8 @@ def make_run(name, seed=0, iterations=40, algorithm="standalone", evals=(20, 40)
             "metrics": {"iteration": np.arange(1, iterations + 1),
                         "d_loss": np.ones((iterations, max(world - 1, 1)), np.float32),
                         "g_loss": np.ones((iterations, max(world - 1, 1)), np.float32)},
-            "scores": scores, "kinds": ("batches",), "bytes": traffic,
+            "scores": scores, "kinds": ("batches",),
+            "traffic": Traffic.from_dense(("batches",), traffic, (traffic > 0).astype(np.int64)),
             "cost": {"compute_seconds": np.full(world, wall / 2), "steps": steps,
                      "flops_per_step": np.full(world, 1e6), "wall_seconds": np.float64(wall)},
             "evaluation": {}}

@@ -7,6 +7,7 @@ import torch
 
 from mpi_gan.algorithms.mdgan import plan as alg
 from mpi_gan.io.runlog import Metrics, RunFile, RunRecord, read_table
+from mpi_gan.io.traffic import Traffic
 from mpi_gan.train.recovery import Snapshots, faults_table, truncate_after
 
 
@@ -58,7 +59,7 @@ def test_rows_of_undone_iterations_leave_the_tables_and_the_run_file(tmp_path):
     faults = faults_table()
     path = str(tmp_path / "run.h5")
     record = RunRecord(MdganConfig(), 3, ("a",), {"metrics": table, "faults": faults})
-    run = RunFile(path, record, "test", 0, (np.zeros((1, 3, 3), np.int64),) * 2, "generator", [])
+    run = RunFile(path, record, "test", 0, Traffic.empty(record.kinds, 3), "generator", [])
     for it in range(1, 6):
         table.append(iteration=it, loss=[it, it])
     run.append_rows()

@@ -204,6 +204,7 @@ def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
     from mpi_gan.algorithms.mdgan.config import MdganConfig
     from mpi_gan.io.checkpoint import checkpoint_path, write_checkpoint
     from mpi_gan.io.shards import write_shard
+    from mpi_gan.io.traffic import Traffic
     from mpi_gan.io.lock import LockLost
     from mpi_gan.io.runlog import Metrics, RunFile, RunRecord, read_table
     out = tmp_path / "run"
@@ -211,7 +212,7 @@ def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
     lock = run_lock.take(str(out), print)
     try:
         table = Metrics({"iteration": (np.int64, ())})
-        traffic = (np.zeros((1, 2, 2), np.int64),) * 2
+        traffic = Traffic.empty(("a",), 2)
         record = RunRecord(MdganConfig(), 2, ("a",), {"metrics": table})
         run = RunFile(str(out / "run.h5"), record, "test", 0, traffic, "generator", [])
         table.append(iteration=1)

@@ -14,6 +14,7 @@ from mpi_gan.io.checkpoint import (CheckpointError, check_compatible, checkpoint
                                    prune_checkpoints, remove_stale_temporaries, resolve_resume,
                                    write_local_checkpoint)
 from mpi_gan.io.runlog import RunRecord
+from mpi_gan.io.traffic import Traffic
 from mpi_gan.io.state import (Layout, adam_state, load_adam_state, load_module_state, module_state,
                               rng_state)
 from mpi_gan.models import make_discriminator, make_generator
@@ -61,6 +62,11 @@ def test_fresh_adam_state_equals_materialised_zeros():
     assert all(torch.equal(a, b) for a, b in zip(d1.parameters(), d2.parameters()))
 
 
+def traffic_counts(world):
+    """Dense counters (len(KINDS), world, world), every entry different."""
+    return np.arange(len(KINDS) * world * world, dtype=np.int64).reshape(len(KINDS), world, world)
+
+
 def write_small_checkpoint(out, iteration, cfg, world=3):
     g = make_generator("mlp", cfg.latent_dim, 0)
     g_opt = make_adam(g, 1e-3, 0.5, 0.999)
@@ -68,12 +74,12 @@ def write_small_checkpoint(out, iteration, cfg, world=3):
     metrics = mdgan_metrics(world - 1)
     metrics.append(iteration=1, seconds=0.5, d_loss=np.ones(world - 1),
                    g_loss=np.zeros(world - 1), server_bytes_out=10)
-    traffic = np.arange(len(KINDS) * world * world, dtype=np.int64).reshape(len(KINDS), world, world)
+    traffic = traffic_counts(world)
     path = checkpoint_path(out, iteration)
     states = [(0, module_state(g) + adam_state(g, g_opt) + rng_state())] + [
         (n, module_state(d) + adam_state(d, o) + rng_state()) for n, (d, o) in discs.items()]
     write_local_checkpoint(path, RunRecord(cfg, world, KINDS, {"metrics": metrics}), "mdgan",
-                           iteration, states, (traffic, traffic))
+                           iteration, states, Traffic.from_dense(KINDS, traffic, traffic))
     return path, g, discs
 
 
@@ -87,7 +93,8 @@ def test_checkpoint_round_trip_and_validation(tmp_path):
     d1 = discs[1][0]
     assert torch.equal(ckpt.rank_state(1)["model/net.0.weight"], d1.net[0].weight.detach())
     assert ckpt.tables["metrics"]["d_loss"].shape == (1, 2)
-    assert ckpt.kinds == KINDS and ckpt.traffic_bytes.shape == (len(KINDS), 3, 3)
+    assert ckpt.kinds == KINDS and ckpt.traffic.dense()[0].shape == (len(KINDS), 3, 3)
+    assert np.array_equal(ckpt.traffic.dense()[0], traffic_counts(3))
     with pytest.raises(CheckpointError, match="checkpoint of mdgan, not of asgd"):
         from mpi_gan.asgd import ASGD
         ASGD().reader(path)

@@ -22,7 +22,7 @@ def _trainers(run: dict) -> list[int]:
 
 def summary_row(run: dict) -> dict:
     cfg, cost, traffic = run["config"], run["cost"], run["traffic"]
-    sent = np.zeros(run["world"], dtype=np.int64)  # bytes each rank sent, all kinds
+    sent = np.zeros(traffic.world, dtype=np.int64)  # bytes each rank sent, all kinds
     np.add.at(sent, traffic.column("source"), traffic.column("bytes"))
     row = {"run": run["name"], "algorithm": run["algorithm"], "dataset": cfg.get("dataset"),
            "split": cfg.get("split"), "model": cfg.get("model"),
@@ -43,7 +43,7 @@ def summary_row(run: dict) -> dict:
             cost["compute_seconds"][ranks] / steps[ranks]))
         row["worker_flops_per_iteration"] = float(np.mean(cost["flops_per_step"][ranks]))
     row["server_bytes_sent"] = int(sent[0])
-    row["worker_bytes_sent"] = float(sent[1:].mean()) if run["world"] > 1 else 0.0
+    row["worker_bytes_sent"] = float(sent[1:run["world"]].mean()) if run["world"] > 1 else 0.0
     for kind, total in zip(run["kinds"], traffic.per_kind()):
         row[f"bytes_{kind}"] = int(total)
     return row

@@ -106,6 +106,7 @@ class StateSource:
     path: str
     group: str
     record: ShardRecord | None
+    whole: bool = True  # False: a new worker's copy of another's (train/elastic.py)
 
     def verify(self, manifest: str) -> None:
         """CheckpointError unless the shard is there, whole and as its manifest says."""
@@ -279,11 +280,14 @@ def mismatched_fields(stored, current) -> list[str]:
             and getattr(stored, f.name) != getattr(current, f.name)]
 
 
-def check_compatible(ckpt, cfg, world_size: int) -> None:
-    """CheckpointError unless ``ckpt`` can continue under ``cfg`` on ``world_size`` ranks."""
-    if ckpt.world_size != world_size:
+def check_compatible(ckpt, cfg, world_size: int, elastic: bool = False) -> None:
+    """CheckpointError unless ``ckpt`` can continue under ``cfg`` on ``world_size`` ranks
+    (``elastic``: the algorithm resumes on another world size too)."""
+    if ckpt.world_size != world_size and not elastic:
         raise CheckpointError(f"{ckpt.path} was written by {ckpt.world_size} ranks, this run has "
-                              f"{world_size}: resume with mpiexec -n {ckpt.world_size}")
+                              f"{world_size}: resume with mpiexec -n {ckpt.world_size} "
+                              f"({ckpt.algorithm} resumes only on the world size it was "
+                              "written with; MD-GAN also on another)")
     diff = mismatched_fields(ckpt.config, cfg)
     if diff:
         details = ", ".join(f"--{d.replace('_', '-')} {getattr(ckpt.config, d)!r} in checkpoint "
@@ -356,20 +360,22 @@ def resolve_auto(cfg, reader, refused=None):
     return ckpt
 
 
-def load_resume(cfg, world_size: int, reader, refused: dict[str, str] | None = None):
+def load_resume(cfg, world_size: int, reader, refused: dict[str, str] | None = None,
+                elastic: bool = False):
     """Rank 0 at start-up: the checkpoint to continue from (None for a fresh run), after
     checking that it fits this run and that ``--out`` holds no other run to overwrite.
 
     ``--resume auto`` resumes ``--out``'s own run if it has one (``resolve_auto``); a
     ``run.h5`` with no checkpoint beside it (a run stopped before its first checkpoint)
-    is then started again from scratch. ``refused``: as ``resolve_resume``'s."""
+    is then started again from scratch. ``refused``: as ``resolve_resume``'s; ``elastic``:
+    as ``check_compatible``'s."""
     auto = cfg.resume == AUTO
     if auto:
         ckpt = resolve_auto(cfg, reader, refused)
     else:
         ckpt = resolve_resume(cfg.resume, reader, refused) if cfg.resume else None
     if ckpt is not None:
-        check_compatible(ckpt, cfg, world_size)
+        check_compatible(ckpt, cfg, world_size, elastic)
     if not auto:
         check_out_is_free(cfg.out, ckpt.path if ckpt else None)
     remove_stale_temporaries(cfg.out)

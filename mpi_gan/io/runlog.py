@@ -34,10 +34,21 @@ class Metrics:
         self.kept: int | None = None  # rows kept by a truncation the run file has not seen
 
     def append(self, **values) -> None:
+        """One row; a per-worker value narrower than its column (a run resumed on fewer
+        workers than it had: ``load``) is padded with NaN."""
         if values.keys() != self.columns.keys():
             raise ValueError(f"metrics row has {sorted(values)}, expected {sorted(self.columns)}")
         for column, value in values.items():
-            self.rows[column].append(value)
+            self.rows[column].append(self._padded(column, value))
+
+    def _padded(self, column: str, value):
+        dtype, shape = self.columns[column]
+        if len(shape) != 1 or not np.issubdtype(np.dtype(dtype), np.floating):
+            return value
+        value = np.asarray(value, dtype=dtype)
+        if value.shape[0] >= shape[0]:
+            return value
+        return np.concatenate([value, np.full(shape[0] - value.shape[0], np.nan, dtype)])
 
     def arrays(self, start: int = 0) -> dict[str, np.ndarray]:
         """Every column from row ``start`` on, as arrays."""
@@ -50,8 +61,22 @@ class Metrics:
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         """Replace the rows by stored arrays (used when resuming). A floating-point column
         the stored table lacks (a score added by a later version) is filled with NaN; a
-        missing column of another type is an error (no value can stand for it)."""
+        missing column of another type is an error (no value can stand for it). A
+        per-worker floating-point column (shape (workers,)) stored with another width (a
+        run resumed on another number of workers) becomes as wide as the wider of the two,
+        NaN where a worker did not exist."""
         count = len(next(iter(arrays.values()))) if arrays else 0
+        arrays = dict(arrays)
+        for c, (dtype, shape) in list(self.columns.items()):
+            stored = arrays.get(c)
+            if stored is None or len(shape) != 1 or stored.ndim != 2 or \
+                    not np.issubdtype(np.dtype(dtype), np.floating) or stored.shape[1] == shape[0]:
+                continue
+            width = max(shape[0], stored.shape[1])
+            self.columns[c] = (dtype, (width,))
+            wide = np.full((len(stored), width), np.nan, dtype)
+            wide[:, :stored.shape[1]] = stored
+            arrays[c] = wide
         missing = [c for c, (dtype, _) in self.columns.items() if c not in arrays]
         bad = [c for c in missing if count and not np.issubdtype(dtype_of(self, c), np.floating)]
         if bad:

@@ -7,7 +7,9 @@ partners), not with the square of the world size.
 
 In a run file or checkpoint (``write``; docs/hdf5.md):
   /traffic                       attrs: kinds (comma-separated, in counting order),
-                                 layout = "links", header_bytes_per_message = 0
+                                 layout = "links", ranks (the world the ranks count in:
+                                 the world size, or more after an elastic resume on fewer
+                                 workers), header_bytes_per_message = 0
   /traffic/links/{kind,source,destination}   int32 (L,): the kind's index in ``kinds``, and
                                  the sending and receiving world ranks, rows sorted
   /traffic/links/{bytes,messages}            int64 (L,): that link's totals
@@ -77,10 +79,13 @@ class Traffic:
     __hash__ = None
 
     def __add__(self, other: "Traffic") -> "Traffic":
-        if other.kinds != self.kinds or other.world != self.world:
-            raise ValueError(f"cannot add the traffic of kinds {other.kinds} on {other.world} "
-                             f"ranks to that of {self.kinds} on {self.world}")
-        return Traffic.from_rows(self.kinds, self.world, np.concatenate([self.rows, other.rows]))
+        """Both counters' links, summed; over the larger world (a run resumed on another
+        world size keeps the links of the ranks it no longer has)."""
+        if other.kinds != self.kinds:
+            raise ValueError(f"cannot add the traffic of kinds {other.kinds} to that of "
+                             f"{self.kinds}")
+        return Traffic.from_rows(self.kinds, max(self.world, other.world),
+                                 np.concatenate([self.rows, other.rows]))
 
     def column(self, name: str) -> np.ndarray:
         return self.rows[:, COLUMNS.index(name)]
@@ -118,6 +123,7 @@ def write(f, traffic: Traffic) -> None:
     group = f.create_group("traffic")
     group.attrs["kinds"] = ",".join(traffic.kinds)
     group.attrs["layout"] = LAYOUT
+    group.attrs["ranks"] = traffic.world  # the world the ranks count in (>= world_size)
     group.attrs["header_bytes_per_message"] = 0
     integrity.seal(group)
     links = group.create_group("links")
@@ -141,7 +147,7 @@ def read(f: h5py.File | h5py.Group) -> Traffic:
     """The ``/traffic`` counters of an open run file or checkpoint, of either layout."""
     group = f["traffic"]
     kinds = tuple(str(group.attrs["kinds"]).split(","))
-    world = int(f.attrs["world_size"])
+    world = int(group.attrs.get("ranks", f.attrs["world_size"]))
     if group.attrs.get("layout") == LAYOUT:
         columns = [integrity.read(group[f"links/{name}"]).astype(np.int64) for name in COLUMNS]
         return Traffic.from_rows(kinds, world, np.stack(columns, axis=1))

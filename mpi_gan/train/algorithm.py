@@ -71,6 +71,8 @@ class Algorithm:
     synchronous = True
     evaluates = False         # rank 0's role holds a generator to score (``generator``)
     fault_tolerant = False    # can go on without dead workers (``--fault-tolerant``)
+    elastic = False           # resumes on another number of workers (train/elastic.py)
+    copied_state: tuple[str, ...] = ()  # what a new worker copies of an old one (prefixes)
 
     check = None              # check(cfg, world_size) raises ConfigError
 
@@ -120,4 +122,5 @@ class Algorithm:
 
     def reader(self, path: str):
         return read_checkpoint(path, self.name, self.config_class, self.table_paths(),
-                               ("scores", "faults") if self.evaluates else ("faults",))
+                               ("scores", "faults", "elastic") if self.evaluates else
+                               ("faults", "elastic"))

@@ -106,11 +106,15 @@ def merge_cost(base: np.ndarray, current: np.ndarray) -> np.ndarray:
 
 
 def read_cost(path: str, world: int) -> tuple[np.ndarray, float]:
-    """(rows float64 (world, 3), wall_seconds) stored in a checkpoint (zeros if absent)."""
+    """(rows float64 (world, 3), wall_seconds) stored in a checkpoint (zeros if absent). A
+    checkpoint of another world size (an elastic resume): the ranks of both keep theirs,
+    a departed rank's are dropped, a new rank's start at zero."""
     rows, wall = np.zeros((world, 3)), 0.0
     with h5py.File(path, "r") as f:
         if "cost" in f:
             for i, name in enumerate(COST_FIELDS):
-                rows[:, i] = integrity.read(f[f"cost/{name}"])
+                stored = integrity.read(f[f"cost/{name}"])
+                both = min(world, len(stored))
+                rows[:both, i] = stored[:both]
             wall = float(integrity.read(f["cost/wall_seconds"]))
     return rows, wall

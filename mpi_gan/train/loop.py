@@ -50,6 +50,7 @@ from ..seeding import derive_seed, seed_device
 from . import roles
 from .algorithm import Algorithm, Context, RunResult
 from .cost import CostMeter, cost_datasets, merge_cost, read_cost, split_cost
+from .elastic import elastic_table
 from .launch import (FailedElsewhere, SetupFailed, abort_on_exception, agree, best_effort,
                      select_device)
 from .startup import start_run
@@ -86,9 +87,10 @@ def peak_memory_mb() -> float:
 
 def lost_before(transport: Transport, ckpt) -> list[int]:
     """Collective: the world ranks the checkpoint rank 0 resumes from records as dead
-    (its ``faults`` table; [] for a fresh run)."""
+    (its ``faults`` table; [] for a fresh run, and for an elastic resume, where every rank
+    of the new world takes part)."""
     mask = np.zeros(transport.size, dtype=np.int8)
-    if ckpt is not None:
+    if ckpt is not None and ckpt.world_size == transport.size:
         mask[[int(r) for r in ckpt.tables.get("faults", {}).get("rank", [])]] = 1
     transport.broadcast(mask)
     return [int(r) for r in np.flatnonzero(mask)]
@@ -134,7 +136,8 @@ class Trainer:
     def _set_up_and_train(self) -> RunResult:
         cfg, comm, algo = self.cfg, self.comm, self.algorithm
         rank, size = comm.Get_rank(), comm.Get_size()
-        log, ckpt, self.source, local = start_run(comm, cfg, algo.validate, algo.reader)
+        log, ckpt, self.source, local = start_run(comm, cfg, algo.validate, algo.reader,
+                                                  algo.elastic)
         with contextlib.suppress(FileNotFoundError):  # left by this rank's last stop
             os.unlink(finalized_mark(cfg.out, rank))
         device = agree(comm, lambda: select_device(getattr(cfg, "device", "cpu"), local))
@@ -195,6 +198,8 @@ class Trainer:
                 self.tables["scores"] = scores_table()
             if algo.fault_tolerant:
                 self.tables["faults"] = faults_table()
+            if algo.elastic:
+                self.tables["elastic"] = elastic_table()
             self.cost_base, self.wall_base = np.zeros((ctx.size, 3)), 0.0
             self.extras = algo.extras(ctx)
             if ckpt is not None:
@@ -206,7 +211,11 @@ class Trainer:
                 {**self.extras, **cost_datasets(self.cost_base, self.wall_base), **placement})
             result.run_file = self.run_file.path
         elif ctx.start > 0 and self.layout.fields:
-            values = self.source.read()  # as it was sent: the template's names and types
+            values = self.source.read()
+            if not self.source.whole:  # a new worker (elastic): its fresh state, and a copy
+                copied = {k: v for k, v in values.items() if k.startswith(algo.copied_state)}
+                values = {**dict(role.state() + rng_state()), **copied}
+            # as it was sent before shards: the template's names and types
             self._load(role, {f.name: values[f.name].to(f.dtype).reshape(f.shape)
                               for f in self.layout.fields})
         ending = np.zeros(2, dtype=np.int64)  # the agreed stop signal, the last iteration
@@ -284,6 +293,14 @@ class Trainer:
                 table.load(ckpt.tables[path])
         transport.add_base(ckpt.traffic)
         self.cost_base, self.wall_base = read_cost(ckpt.path, ctx.size)
+        if ckpt.world_size != ctx.size:  # elastic (train/elastic.py)
+            before, after = ckpt.world_size - 1, ctx.size - 1
+            self.tables["elastic"].append(iteration=ckpt.iteration, workers_before=before,
+                                          workers_after=after)
+            ctx.log.info("elastic resume at iteration %d: %d workers in the checkpoint, %d "
+                         "now: the data planned anew, departing discriminators dropped, new "
+                         "workers copying a drawn old worker's (train/elastic.py)",
+                         ckpt.iteration, before, after)
         ctx.log.info("resumed from %s at iteration %d", ckpt.path, ctx.start)
 
     # -------------------------------------------------------------- loop

@@ -21,10 +21,12 @@ from ..comm.agreement import lowest_failing_rank
 from ..errors import error_line
 from ..io.checkpoint import AUTO, CheckpointError, StateSource, load_resume, shard_path
 from ..io.shards import ShardRecord
+from . import elastic
 from .launch import SetupFailed, agree, best_effort
 
 NONE = -1      # row: this rank has no state in the checkpoint
 IN_FILE = -1   # row's size: the state is a group of the single file (formats 2 and 3)
+COLUMNS = 5    # source rank, size, digest (2 int64), whole (1) or a new worker's copy (0)
 
 
 def broadcast_text(comm: MPI.Comm, text: str, root: int) -> str:
@@ -40,17 +42,23 @@ def broadcast_text(comm: MPI.Comm, text: str, root: int) -> str:
     return data.tobytes().decode()
 
 
-def source_rows(ckpt, size: int) -> np.ndarray:
-    """int64 (size, 4), one row per rank of this run: the rank whose state it loads
-    (``NONE``), the shard's size in bytes (``IN_FILE``) and its digest as two int64."""
-    rows = np.zeros((size, 4), dtype=np.int64)
+def source_rows(ckpt, size: int, seed: int) -> np.ndarray:
+    """int64 (size, ``COLUMNS``), one row per rank of this run: the rank whose state it
+    loads (``NONE``), the shard's size in bytes (``IN_FILE``), its digest as two int64, and
+    1 to load the whole state or 0 for a new worker's copy. On the checkpoint's world size
+    each rank loads its own state; on another, ``elastic.sources`` decides."""
+    rows = np.zeros((size, COLUMNS), dtype=np.int64)
     rows[:, 0] = NONE
     ranks = set(ckpt.ranks())
-    for rank in range(size):
-        if rank not in ranks:
-            continue
-        record = ckpt.shards.get(rank)
-        rows[rank] = record.to_array() if record is not None else [rank, IN_FILE, 0, 0]
+    if ckpt.world_size == size:
+        plan = {rank: (rank, True) for rank in range(size) if rank in ranks}
+    else:
+        plan = {0: (0, True), **elastic.sources(seed, ckpt.iteration,
+                                                [r for r in ranks if r != 0], size - 1)}
+    for rank, (source, whole) in plan.items():
+        record = ckpt.shards.get(source)
+        rows[rank, :4] = record.to_array() if record is not None else [source, IN_FILE, 0, 0]
+        rows[rank, 4] = int(whole)
     return rows
 
 
@@ -63,25 +71,26 @@ def share_sources(comm: MPI.Comm, ckpt) -> tuple[str, StateSource | None]:
     path, _, directory = broadcast_text(comm, text, 0).partition("\n")
     if not path:
         return "", None
-    rows = source_rows(ckpt, size) if rank == 0 else None
-    row = np.empty(4, dtype=np.int64)
+    rows = source_rows(ckpt, size, ckpt.config.seed) if rank == 0 else None
+    row = np.empty(COLUMNS, dtype=np.int64)
     comm.Scatter([rows, MPI.INT64_T] if rows is not None else None, [row, MPI.INT64_T], root=0)
-    record = ShardRecord.from_array(row)
+    record, whole = ShardRecord.from_array(row[:4]), bool(row[4])
     if record.rank == NONE:
         return path, None
     if record.nbytes == IN_FILE:
-        return path, StateSource(path, f"state/rank_{record.rank}", None)
-    return path, StateSource(shard_path(path, directory, record.rank), "state", record)
+        return path, StateSource(path, f"state/rank_{record.rank}", None, whole)
+    return path, StateSource(shard_path(path, directory, record.rank), "state", record, whole)
 
 
-def resume_point(comm: MPI.Comm, cfg, reader):
+def resume_point(comm: MPI.Comm, cfg, reader, elastic: bool = False):
     """Collective: (rank 0's checkpoint to resume from or None, this rank's
-    ``StateSource`` or None), every shard verified by its rank (module docstring)."""
+    ``StateSource`` or None), every shard verified by its rank (module docstring);
+    ``elastic``: the algorithm resumes on another world size (``train/elastic.py``)."""
     rank, size = comm.Get_rank(), comm.Get_size()
     refused: dict[str, str] = {}
     passes_over = cfg.resume == AUTO or bool(cfg.resume and os.path.isdir(cfg.resume))
     while True:
-        ckpt = agree(comm, lambda: load_resume(cfg, size, reader, refused)
+        ckpt = agree(comm, lambda: load_resume(cfg, size, reader, refused, elastic)
                      if rank == 0 else None)
         path, source = share_sources(comm, ckpt)
         problem = ""

@@ -49,6 +49,8 @@ class MDGAN(Algorithm):
     model_group = "generator"
     evaluates = True
     fault_tolerant = True
+    elastic = True  # a new worker copies an old one's D and Adam state (train/elastic.py)
+    copied_state = ("model/", "adam/")
 
     def make_role(self, ctx: Context):
         cfg, data = ctx.cfg, ctx.data

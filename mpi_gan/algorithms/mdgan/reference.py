@@ -13,7 +13,9 @@ from ...gan.losses import discriminator_step, error_feedback, latent_batch, make
 from ...config import disc_outputs, latent_classes
 from .config import MdganConfig
 from ...data import plan_data, real_batch_indices
+from ...io.state import adam_state, load_adam_state, load_module_state, module_state
 from ...models import make_discriminator, make_generator
+from ...train import elastic
 from .worker import feedback_channel, feedback_name
 
 
@@ -35,14 +37,18 @@ def server_feedback(exchange: str, feedbacks: list[torch.Tensor], batches: int,
     return sums, summed
 
 
-def run_reference(cfg: MdganConfig, world_size: int, lost: dict[int, list[int]] | None = None
-                  ) -> tuple[torch.nn.Module, dict[int, torch.nn.Module]]:
-    """Train for ``cfg.iterations`` iterations; returns (G, {n: D held by worker n}).
+def run_reference(cfg: MdganConfig, world_size: int, lost: dict[int, list[int]] | None = None,
+                  resize: dict[int, int] | None = None, optimizers: bool = False):
+    """Train for ``cfg.iterations`` iterations; returns (G, {n: D held by worker n}), and
+    {n: D's Adam} too with ``optimizers``.
 
     ``lost``: {iteration: workers}, workers that leave (die) at the start of that 0-based
     iteration, with their D and their shard; the others go on as ``--fault-tolerant`` does
     (``plan.batch_plan`` over the survivors, feedback scaled by 1 / (N_alive b), swaps
-    among the survivors)."""
+    among the survivors). ``resize``: {iteration: world size}, an elastic resume there on
+    that many ranks (``train/elastic.py``): the data planned over the new workers,
+    departing discriminators dropped, a new worker a copy of a drawn old worker's D and
+    Adam state with a fresh feedback channel."""
     workers = world_size - 1
     plans = {n: plan_data(cfg, workers, n) for n in range(1, workers + 1)}
     shards = {n: p.shard for n, p in plans.items()}
@@ -59,6 +65,12 @@ def run_reference(cfg: MdganConfig, world_size: int, lost: dict[int, list[int]] 
         for n in (lost or {}).get(t, ()):
             for held in (shards, discs, d_opts, channels):
                 del held[n]
+        if t in (resize or {}):
+            plans = {n: plan_data(cfg, resize[t] - 1, n) for n in range(1, resize[t])}
+            shards = {n: p.shard for n, p in plans.items()}
+            discs, d_opts, channels = resized(cfg, t, discs, d_opts, channels, len(plans),
+                                              shape)
+            period = alg.swap_period(cfg.swap_epochs, plans[1].mean_shard, cfg.batch_size)
         batches, assignment = alg.batch_plan(cfg.k, sorted(shards))
         latents = [latent_batch(cfg.latent_dim, classes, b, cfg.seed, t, j)
                    for j in range(batches)]
@@ -93,4 +105,22 @@ def run_reference(cfg: MdganConfig, world_size: int, lost: dict[int, list[int]] 
             else:
                 d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2)
                           for n, d in discs.items()}
-    return g, discs
+    return (g, discs, d_opts) if optimizers else (g, discs)
+
+
+def resized(cfg: MdganConfig, iteration: int, discs: dict, d_opts: dict, channels: dict,
+            workers: int, shape) -> tuple[dict, dict, dict]:
+    """The workers' discriminators, their Adams and feedback channels after an elastic
+    resume at ``iteration`` on ``workers`` workers (``train.elastic.sources``)."""
+    out_d, out_opt, out_channel = {}, {}, {}
+    for n, (source, whole) in elastic.sources(cfg.seed, iteration, sorted(discs),
+                                              workers).items():
+        if whole:
+            out_d[n], out_opt[n], out_channel[n] = discs[n], d_opts[n], channels[n]
+            continue
+        d = make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, n, shape)
+        load_module_state(d, dict(module_state(discs[source])))
+        opt = make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2)
+        load_adam_state(d, opt, dict(adam_state(discs[source], d_opts[source])))
+        out_d[n], out_opt[n], out_channel[n] = d, opt, feedback_channel(cfg)
+    return out_d, out_opt, out_channel

@@ -37,7 +37,11 @@ def test_dense_round_trip_and_addition():
     twice = (t + t).dense()
     assert np.array_equal(twice[0], 2 * nbytes) and np.array_equal(twice[1], 2 * messages)
     with pytest.raises(ValueError, match="cannot add"):
-        t + Traffic.empty(KINDS, 6)
+        t + Traffic.empty(("x",), 5)
+    # a run resumed on fewer ranks keeps the links of the ranks it no longer has
+    wider = t + Traffic.from_rows(KINDS, 7, [[1, 6, 0, 3, 1]])
+    assert wider.world == 7 and wider.matrix("b")[6, 0] == 3
+    assert np.array_equal(wider.dense()[0][:, :5, :5], nbytes)
 
 
 def test_stored_as_links_and_updated_with_more_links(tmp_path):
@@ -60,7 +64,7 @@ def test_stored_as_links_and_updated_with_more_links(tmp_path):
 
 
 def test_a_run_file_of_the_dense_layout_reads_the_same(tmp_path):
-    """A run file written before the links (f6c2f5d's layout: dense (P, P) per kind): the
+    """A run file written before the links (5a6289d's layout: dense (P, P) per kind): the
     analysis reads from it exactly the counters its dense datasets hold."""
     from mpi_gan.analysis.runs import read_run
     from mpi_gan.analysis.summary import summary_row

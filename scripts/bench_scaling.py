@@ -23,7 +23,9 @@ Costs, read from the run's files and logs:
   * ``rank0_checkpoint_bytes``, ``worker_checkpoint_bytes`` (the largest): the bytes each
     rank writes for the checkpoint of iteration 10 (one file written by rank 0, or a
     directory of shards and rank 0's manifest);
-  * ``traffic_counter_bytes``: the storage of every dataset under /traffic in run.h5;
+  * ``traffic_counter_bytes``: the storage of every dataset under /traffic in run.h5 (HDF5
+    allocates whole chunks: a resizable dataset takes at least one chunk), and
+    ``traffic_counter_data_bytes``: the bytes of the values they hold;
   * ``run_file_bytes``: run.h5's size.
 
 Prints a table, then ``name=value`` lines: every cost at every P (``<cost>_p<P>``), each
@@ -31,7 +33,8 @@ cost's fitted exponent b of cost = a * P^b (least squares on log-log; ``<cost>_e
 its extrapolation to 1,000 ranks (``<cost>_p1000``), and the issue's floors:
 ``rank0_peak_ratio`` (rank 0's peak at the largest P over the smallest; floor 1.3),
 ``rank0_checkpoint_bytes_ratio`` (the same for its checkpoint bytes) and
-``traffic_counter_ratio`` (the counters' bytes at the largest P over those at P = 16; floor 4).
+``traffic_counter_ratio`` and ``traffic_counter_data_ratio`` (storage and values of the
+counters at the largest P over those at P = 16; floor 4).
 ``--json`` keeps the measurements, ``--before`` draws an earlier run's beside them in the
 ``--plot`` (PNG, one panel per cost, log-log).
 """
@@ -66,7 +69,8 @@ COSTS = {  # name: (unit, what)
     "checkpoint_s": ("s", "checkpoint time"),
     "rank0_checkpoint_bytes": ("B", "bytes rank 0 writes per checkpoint"),
     "worker_checkpoint_bytes": ("B", "bytes a worker writes per checkpoint (largest)"),
-    "traffic_counter_bytes": ("B", "traffic counters in run.h5"),
+    "traffic_counter_bytes": ("B", "traffic counters in run.h5 (storage)"),
+    "traffic_counter_data_bytes": ("B", "traffic counters in run.h5 (values)"),
     "run_file_bytes": ("B", "run.h5"),
 }
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -94,19 +98,28 @@ def storage_bytes(group) -> int:
 
 
 def checkpoint_bytes(out: str, iteration: int, ranks: int) -> list[int]:
-    """Bytes each rank wrote for the checkpoint of ``iteration``: a single file (rank 0's),
-    or a directory of ``rank_<r>.h5`` shards and a manifest (rank 0's)."""
-    single = os.path.join(out, "checkpoints", f"ckpt_{iteration:08d}.h5")
+    """Bytes each rank wrote for the checkpoint of ``iteration``: the file
+    ``ckpt_<iteration>.h5`` is rank 0's (the whole checkpoint before shards, the manifest
+    since), and each ``rank_<r>.h5`` of the shard directory it names is rank r's."""
+    path = os.path.join(out, "checkpoints", f"ckpt_{iteration:08d}.h5")
     per_rank = [0] * ranks
-    if os.path.isfile(single):
-        per_rank[0] = os.path.getsize(single)
-        return per_rank
-    directory = os.path.join(out, "checkpoints", f"ckpt_{iteration:08d}")
-    for name in os.listdir(directory):
-        match = re.fullmatch(r"rank_(\d+)\.h5", name)
-        per_rank[int(match.group(1)) if match else 0] += \
-            os.path.getsize(os.path.join(directory, name))
+    per_rank[0] = os.path.getsize(path)
+    with h5py.File(path, "r") as f:
+        directory = f["shards"].attrs["directory"] if "shards" in f else None
+    if directory is not None:
+        directory = os.path.join(os.path.dirname(path), directory)
+        for name in os.listdir(directory):
+            match = re.fullmatch(r"rank_(\d+)\.h5", name)
+            per_rank[int(match.group(1))] += os.path.getsize(os.path.join(directory, name))
     return per_rank
+
+
+def data_bytes(group) -> int:
+    """The bytes of the values of the datasets under an h5py group (what they hold)."""
+    sizes = []
+    group.visititems(lambda name, obj: sizes.append(obj.size * obj.dtype.itemsize)
+                     if isinstance(obj, h5py.Dataset) else None)
+    return int(sum(sizes))
 
 
 def measure(ranks: int, cache: str) -> dict[str, float]:
@@ -129,6 +142,7 @@ def measure(ranks: int, cache: str) -> dict[str, float]:
         with h5py.File(os.path.join(out, "run.h5"), "r") as f:
             seconds = f["metrics/seconds"][()]
             counters = storage_bytes(f["traffic"])
+            counter_data = data_bytes(f["traffic"])
         steady = [s for i, s in enumerate(seconds, start=1) if i >= 3 and i != CHECKPOINT_AT]
         written = checkpoint_bytes(out, CHECKPOINT_AT, ranks)
         return {"startup_s": stamp(first_line(rank0, r"INFO iter 1/")) - launched,
@@ -137,7 +151,7 @@ def measure(ranks: int, cache: str) -> dict[str, float]:
                 "all_peak_mb": sum(peaks), "checkpoint_s": written_at - iteration_at,
                 "rank0_checkpoint_bytes": written[0],
                 "worker_checkpoint_bytes": max(written[1:]),
-                "traffic_counter_bytes": counters,
+                "traffic_counter_bytes": counters, "traffic_counter_data_bytes": counter_data,
                 "run_file_bytes": os.path.getsize(os.path.join(out, "run.h5"))}
 
 
@@ -154,17 +168,18 @@ def plot(path: str, results: dict, before: dict | None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 5, figsize=(20, 7.5), constrained_layout=True)
+    fig, axes = plt.subplots(2, 6, figsize=(24, 7.5), constrained_layout=True)
     for ax, (cost, (unit, what)) in zip(axes.flat, COSTS.items()):
         for label, data, style in (("before", before, "--o"), ("now", results, "-o")):
             if not data:
                 continue
             ps = sorted(int(p) for p in data)
-            values = [data[str(p)][cost] for p in ps]
+            values = [data[str(p)].get(cost, 0) for p in ps]
             if any(v > 0 for v in values):
                 ax.plot(ps, [v if v > 0 else np.nan for v in values], style, label=label)
         ax.set(xscale="log", yscale="log", title=what, xlabel="ranks P", ylabel=unit)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.suptitle("MD-GAN costs against the number of ranks (synthetic data, MLP, "
                  "one machine, oversubscribed)")
     fig.savefig(path, dpi=90)
@@ -207,8 +222,9 @@ def main() -> None:
     lines.append("rank0_checkpoint_bytes_ratio="
                  f"{hi['rank0_checkpoint_bytes'] / lo['rank0_checkpoint_bytes']:.3f}")
     if "16" in results:
-        lines.append("traffic_counter_ratio="
-                     f"{hi['traffic_counter_bytes'] / results['16']['traffic_counter_bytes']:.3f}")
+        for name in ("traffic_counter_bytes", "traffic_counter_data_bytes"):
+            if name in results["16"]:
+                lines.append(f"{name[:-6]}_ratio={hi[name] / results['16'][name]:.3f}")
     print("\n".join(lines))
 
 

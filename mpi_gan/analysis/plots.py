@@ -130,9 +130,9 @@ def traffic_plot(run: dict, out: str) -> str:
         ax.set_title(f"{kind} (MB)")
         ax.set_xlabel("destination rank")
         ax.set_ylabel("source rank")
-        if run["world"] <= 32:  # a tick per rank while they can be read
-            ax.set_xticks(range(run["world"]))
-            ax.set_yticks(range(run["world"]))
+        if traffic.world <= 32:  # a tick per rank while they can be read
+            ax.set_xticks(range(traffic.world))
+            ax.set_yticks(range(traffic.world))
         fig.colorbar(image, ax=ax)
     fig.suptitle(f"{run['name']}: bytes per link and message kind")
     fig.tight_layout()

@@ -152,7 +152,7 @@ def write_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: in
         f.attrs["complete"] = 1  # last: a file without it is not a checkpoint
         integrity.seal(f)
     run_dir = os.path.dirname(os.path.dirname(path))
-    shards.remove_orphans(run_dir, {**named_directories(run_dir), iteration: directory})
+    shards.remove_orphans(run_dir, *named_directories(run_dir))
 
 
 def write_local_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: int,
@@ -225,18 +225,22 @@ def list_checkpoints(run_dir: str) -> list[str]:
     return sorted(p for p in paths if _NAME.search(p))
 
 
-def named_directories(run_dir: str) -> dict[int, str | None]:
-    """Iteration -> the shard directory each manifest of ``run_dir`` names ("" for a
-    checkpoint of formats 2 and 3, None for a file that cannot be read)."""
-    named: dict[int, str | None] = {}
-    for path in list_checkpoints(run_dir):
+def named_directories(run_dir: str) -> tuple[set[str], set[int] | None]:
+    """(the shard directories that the HDF5 files in ``run_dir/checkpoints`` name, whatever
+    a file is called: a manifest a user renamed keeps its shards; the iterations of the
+    ``ckpt_<iteration>.h5`` files that cannot be read, whose directories must be kept, or
+    None if a file of another name cannot be read: then nothing may be removed)."""
+    named, unreadable = set(), set()
+    for path in glob.glob(os.path.join(run_dir, "checkpoints", "*.h5")):
         try:
             with h5py.File(path, "r") as f:
-                named[checkpoint_iteration(path)] = str(f["shards"].attrs["directory"]) \
-                    if "shards" in f else ""
+                if "shards" in f:
+                    named.add(str(f["shards"].attrs["directory"]))
         except (OSError, KeyError, ValueError):
-            named[checkpoint_iteration(path)] = None
-    return named
+            if not _NAME.search(path):
+                return named, None
+            unreadable.add(checkpoint_iteration(path))
+    return named, unreadable
 
 
 def resolve_resume(path: str, reader, refused: dict[str, str] | None = None):
@@ -391,7 +395,7 @@ def remove_stale_temporaries(out: str) -> None:
                     os.path.join("checkpoints", "*", "*.h5.tmp-*")):
         for path in glob.glob(os.path.join(out, pattern)):
             os.unlink(path)
-    shards.remove_orphans(out, named_directories(out))
+    shards.remove_orphans(out, *named_directories(out))
 
 
 def prune_checkpoints(run_dir: str, keep: int) -> None:
@@ -399,4 +403,4 @@ def prune_checkpoints(run_dir: str, keep: int) -> None:
     first, then its shards."""
     for path in list_checkpoints(run_dir)[:-keep]:
         os.unlink(path)
-    shards.remove_orphans(run_dir, named_directories(run_dir))
+    shards.remove_orphans(run_dir, *named_directories(run_dir))

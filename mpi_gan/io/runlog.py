@@ -32,19 +32,20 @@ class Metrics:
         self.columns = columns
         self.rows: dict[str, list] = {c: [] for c in columns}
         self.kept: int | None = None  # rows kept by a truncation the run file has not seen
+        self.widened: set[str] = set()  # per-worker columns ``load`` made wider
 
     def append(self, **values) -> None:
-        """One row; a per-worker value narrower than its column (a run resumed on fewer
-        workers than it had: ``load``) is padded with NaN."""
+        """One row; a per-worker value narrower than a column ``load`` widened (a run
+        resumed on fewer workers than it had) is padded with NaN."""
         if values.keys() != self.columns.keys():
             raise ValueError(f"metrics row has {sorted(values)}, expected {sorted(self.columns)}")
         for column, value in values.items():
             self.rows[column].append(self._padded(column, value))
 
     def _padded(self, column: str, value):
-        dtype, shape = self.columns[column]
-        if len(shape) != 1 or not np.issubdtype(np.dtype(dtype), np.floating):
+        if column not in self.widened:
             return value
+        dtype, shape = self.columns[column]
         value = np.asarray(value, dtype=dtype)
         if value.shape[0] >= shape[0]:
             return value
@@ -74,6 +75,7 @@ class Metrics:
                 continue
             width = max(shape[0], stored.shape[1])
             self.columns[c] = (dtype, (width,))
+            self.widened.add(c)
             wide = np.full((len(stored), width), np.nan, dtype)
             wide[:, :stored.shape[1]] = stored
             arrays[c] = wide

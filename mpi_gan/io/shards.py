@@ -184,14 +184,15 @@ def directories(run_dir: str) -> dict[str, int]:
     return found
 
 
-def remove_orphans(run_dir: str, named: dict[int, str | None]) -> list[str]:
-    """Delete the shard directories no manifest names. ``named``: iteration -> the directory
-    name its manifest gives (None: a manifest that cannot be read, whose directories are
-    kept). Returns the paths removed."""
+def remove_orphans(run_dir: str, named: set[str], unreadable: set[int] | None) -> list[str]:
+    """Delete the shard directories that no manifest names. ``named``: the directory names
+    the manifests give; ``unreadable``: iterations whose manifest cannot be read (their
+    directories are kept), None to keep everything. Returns the paths removed."""
+    if unreadable is None:
+        return []
     removed = []
     for path, iteration in directories(run_dir).items():
-        keep = iteration in named and named[iteration] in (None, os.path.basename(path))
-        if not keep:
+        if os.path.basename(path) not in named and iteration not in unreadable:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

@@ -17,7 +17,9 @@ writer when the variable names this rank; the training loops know nothing of it.
   role, outside any agreement (it must abort the job); the iteration is ignored;
 - ``nan``: the rank's first floating-point state tensor (a weight of its model, ASGD's
   theta) becomes NaN at the start of that iteration's step (``--on-nonfinite`` must stop
-  the run before a checkpoint holds it).
+  the run before a checkpoint holds it);
+- ``signal``: the rank sends itself SIGUSR1 at the start of that iteration's step (a stop
+  signal at an exact iteration: the run stops with a checkpoint after that step).
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ import os
 import signal
 import time
 
-FAULTS = ("raise", "kill", "kill-in-checkpoint", "raise-in-setup", "raise-after-setup", "nan")
+FAULTS = ("raise", "kill", "kill-in-checkpoint", "raise-in-setup", "raise-after-setup", "nan",
+          "signal")
 VARIABLE = "MPI_GAN_FAULT"
 
 
@@ -72,6 +75,9 @@ class FaultyRole:
             log.info("%s: SIGKILL at iteration %d, Unix time %.6f", VARIABLE, iteration,
                      time.time())
             os.kill(os.getpid(), signal.SIGKILL)
+        if self._how == "signal":
+            log.info("%s: SIGUSR1 at iteration %d", VARIABLE, iteration)
+            os.kill(os.getpid(), signal.SIGUSR1)
         if self._how == "nan":
             log.info("%s: NaN in the state at iteration %d", VARIABLE, iteration)
             values = dict(self._role.state())
@@ -97,7 +103,7 @@ class FaultyAlgorithm:
         if self._how == "raise-after-setup":
             raise injected(self._how)
         role = self._algorithm.make_role(ctx)
-        if self._how in ("raise", "kill", "nan"):
+        if self._how in ("raise", "kill", "nan", "signal"):
             return FaultyRole(role, self._iteration, self._how, self._rank)
         return role
 

@@ -86,12 +86,15 @@ def peak_memory_mb() -> float:
 
 
 def lost_before(transport: Transport, ckpt) -> list[int]:
-    """Collective: the world ranks the checkpoint rank 0 resumes from records as dead
-    (its ``faults`` table; [] for a fresh run, and for an elastic resume, where every rank
-    of the new world takes part)."""
+    """Collective: the world ranks the checkpoint rank 0 resumes from records as dead (its
+    ``faults`` table) and holds no state of; [] for a fresh run, and for an elastic
+    resume, where every rank of the new world takes part (a rank of the table that a
+    later elastic resume gave state again, or that the world no longer has, is not idle)."""
     mask = np.zeros(transport.size, dtype=np.int8)
     if ckpt is not None and ckpt.world_size == transport.size:
-        mask[[int(r) for r in ckpt.tables.get("faults", {}).get("rank", [])]] = 1
+        held = set(ckpt.ranks())
+        mask[[r for r in (int(r) for r in ckpt.tables.get("faults", {}).get("rank", []))
+              if r < transport.size and r not in held]] = 1
     transport.broadcast(mask)
     return [int(r) for r in np.flatnonzero(mask)]
 
@@ -176,6 +179,7 @@ class Trainer:
         start = np.array([ckpt.iteration if ckpt else 0,
                           int.from_bytes(os.urandom(4), "little")], dtype=np.int64)
         ctx.start, self.token = (int(v) for v in transport.broadcast(start))
+        self.written: dict[int, int] = {}  # iteration -> shard directories this launch made
         placement = gather_placement(transport, ctx.device)  # rank 0: /ranks, where each runs
         self.idle = lost_before(transport, ckpt)
         ctx.lost.update(self.idle)
@@ -434,9 +438,14 @@ class Trainer:
 
     # -------------------------------------------------------- checkpoints
     def shard_directory(self, iteration: int) -> str:
-        """This launch's shard directory for the checkpoint of ``iteration``."""
-        return os.path.join(self.cfg.out, "checkpoints",
-                            shards.directory_name(iteration, self.token))
+        """The name of a new shard directory for the checkpoint of ``iteration`` (called once
+        per write, in the same order on every rank that writes): this launch's token, plus
+        the number of times it wrote that iteration before (a stop signal right after a
+        periodic checkpoint writes the same iteration again), so that no shard a manifest
+        names is ever replaced in place."""
+        written = self.written.get(iteration, 0)
+        self.written[iteration] = written + 1
+        return shards.directory_name(iteration, (self.token + written) & 0xFFFFFFFF)
 
     def write_own_shard(self, iteration: int) -> shards.ShardRecord:
         """This rank's state (its role's and its RNG's) checked for non-finite values, then
@@ -447,9 +456,10 @@ class Trainer:
         try:
             own = self.role.state()
             self.watch.state(iteration, self.ctx.rank, own)
-            record, failure = self.write_shard(self.shard_directory(iteration), self.ctx.rank,
-                                               iteration, self.algorithm.name,
-                                               own + rng_state()), None
+            self.directory = self.shard_directory(iteration)
+            record, failure = self.write_shard(
+                os.path.join(self.cfg.out, "checkpoints", self.directory), self.ctx.rank,
+                iteration, self.algorithm.name, own + rng_state()), None
         except MPI.Exception:
             raise
         except Exception as exc:  # noqa: BLE001 - agreed on below, then raised
@@ -505,13 +515,13 @@ class Trainer:
         traffic = self.traffic_totals(final)  # every worker has sent all it counts
         extras.update(cost_datasets(merge_cost(self.cost_base, cost), self._wall()))
         self.write_checkpoint(path, self.record, algo.name, iteration,
-                              shards.directory_name(iteration, self.token), records, traffic,
-                              extras)
+                              self.directory, records, traffic, extras)
         prune_checkpoints(cfg.out, cfg.keep_checkpoints)
         self.run_file.update(iteration, traffic, role.published(),
                              finished=final if finished is None else finished,
                              datasets={k: v for k, v in extras.items() if k.startswith("cost/")})
-        ctx.log.info("checkpoint %s, run file %s", path, self.run_file.path)
+        ctx.log.info("checkpoint %s (shards in %s), run file %s", path, self.directory,
+                     self.run_file.path)
         self.after_checkpoint(final)
         self.final_path = path
         return iteration

@@ -16,7 +16,7 @@ import pytest
 
 from mpi_gan.comm.preemption import ANNOUNCE_SIGINT, EXIT_PREEMPTED
 from tests.conftest import MPIEXEC, PYTHON, mpirun, wait_for_checkpoint
-from tests.conftest import FAST, all_params, digest
+from tests.conftest import FAST, all_params, digest, shard_of
 
 FOREVER = ["--iterations", "1000000"]
 ASGD = ["--dataset", "synthetic", "--synthetic-size", "400", "--eval-size", "200",
@@ -243,6 +243,62 @@ def test_writer_killed_mid_checkpoint_keeps_the_previous_one(tmp_path, killed):
     for key in a:
         assert np.array_equal(a[key], b[key]), key
     assert before != digest(ckpt(out, 30))
+
+
+@pytest.mark.timeout(600)
+def test_a_stop_right_after_a_checkpoint_writes_new_shards_never_over_named_ones(tmp_path):
+    """A stop signal during the step that ends at a checkpoint iteration (10): the periodic
+    checkpoint of 10, then the final one of 10 again. The second goes to a shard directory
+    of its own and replaces the manifest only once whole (shards a manifest names are never
+    rewritten in place); one directory of 10 is left, and the run resumes exactly."""
+    out = tmp_path / "run"
+    common = ["mpi_gan.mdgan", *FAST, "--checkpoint-every", "10", "--resume", "auto",
+              "--iterations", "20"]
+    stopped = mpirun(3, [*common, "--out", str(out)], env={"MPI_GAN_FAULT": "1:9:signal"})
+    assert stopped.returncode == EXIT_PREEMPTED, stopped.stderr
+    log = (out / "logs" / "rank0.log").read_text()
+    written = re.findall(rf"checkpoint {re.escape(str(ckpt(out, 10)))} \(shards in (\S+)\)", log)
+    assert len(written) == 2 and written[0] != written[1]  # twice, each in its own directory
+    dirs = sorted(p.name for p in (out / "checkpoints").glob("ckpt_00000010.*") if p.is_dir())
+    with h5py.File(ckpt(out, 10), "r") as f:
+        assert dirs == [written[1]] == [f["shards"].attrs["directory"]]
+    from mpi_gan.mdgan import MDGAN
+    manifest = MDGAN().reader(str(ckpt(out, 10)))
+    assert all(manifest.rank_state(r) for r in range(3))  # every shard matches its digest
+    done = mpirun(3, [*common, "--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    straight = mpirun(3, [*common, "--out", str(tmp_path / "straight")])
+    assert straight.returncode == 0, straight.stderr
+    a, b = all_params(ckpt(tmp_path / "straight", 20)), all_params(ckpt(out, 20))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.timeout(600)
+def test_a_damaged_worker_shard_is_found_by_its_rank(tmp_path):
+    """One byte of worker 2's shard changed, its size kept: rank 0 reads the manifest and
+    sees nothing wrong; rank 2 checks its own shard's digest. Named, the checkpoint is
+    refused with rank 2's one line; under --resume auto it is passed over, with that line
+    as the warning, for the older one."""
+    out = tmp_path / "run"
+    common = ["mpi_gan.mdgan", *FAST, "--checkpoint-every", "5", "--keep-checkpoints", "2"]
+    assert mpirun(3, [*common, "--iterations", "10", "--out", str(out)]).returncode == 0
+    newest = ckpt(out, 10)
+    shard = shard_of(newest, 2)
+    data = bytearray(open(shard, "rb").read())
+    data[len(data) // 2] ^= 0x5A
+    open(shard, "wb").write(bytes(data))
+    why = (f"{newest}: rank 2's shard {shard} does not match the checksum in its manifest: "
+           "refused (changed or damaged after it was written)")
+    named = mpirun(3, [*common, "--iterations", "15", "--out", str(out), "--resume",
+                       str(newest)])
+    assert named.returncode == 2
+    assert [line for line in named.stderr.splitlines() if line.startswith("mpi_gan:")] == \
+        [f"mpi_gan: error: {why}"], named.stderr
+    auto = mpirun(3, [*common, "--iterations", "15", "--out", str(out), "--resume", "auto"])
+    assert auto.returncode == 0, auto.stderr
+    assert auto.stdout.splitlines()[0] == (f"{why}; resuming from the newest checkpoint that "
+                                           f"verifies, {ckpt(out, 5)}")
+    assert f"resumed from {ckpt(out, 5)} at iteration 5" in auto.stdout
 
 
 @pytest.mark.timeout(600)

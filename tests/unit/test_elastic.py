@@ -34,3 +34,34 @@ def test_the_copied_worker_is_drawn_uniformly_and_by_the_seed():
 def test_no_worker_state_is_refused():
     with pytest.raises(ValueError, match="holds a worker's state"):
         sources(0, 1, [], 2)
+
+
+def test_per_worker_columns_widen_with_nan_and_only_those_are_padded():
+    """A table resumed on another number of workers: its per-worker columns become as wide
+    as the wider of the two, NaN where a worker did not exist; a column that was not
+    widened does not pad a short row (a role's mistake stays loud)."""
+    import numpy as np
+
+    from mpi_gan.io.runlog import Metrics
+
+    def table(workers):
+        return Metrics({"iteration": (np.int64, ()), "loss": (np.float32, (workers,)),
+                        "other": (np.float32, (workers,))})
+    old = table(4)
+    old.append(iteration=1, loss=np.arange(4.0), other=np.ones(4))
+    shrunk = table(2)
+    stored = old.arrays()
+    shrunk.load({"iteration": stored["iteration"], "loss": stored["loss"],
+                 "other": stored["other"]})
+    shrunk.append(iteration=2, loss=np.array([7.0, 8.0]), other=np.zeros(4))
+    loss = shrunk.arrays()["loss"]
+    assert loss.shape == (2, 4) and loss[0].tolist() == [0, 1, 2, 3]
+    assert loss[1, :2].tolist() == [7, 8] and np.isnan(loss[1, 2:]).all()
+    grown = table(6)
+    grown.load(old.arrays())
+    assert grown.arrays()["loss"].shape == (1, 6) and np.isnan(grown.arrays()["loss"][0, 4:]).all()
+    same = table(4)
+    same.load(old.arrays())
+    same.append(iteration=2, loss=np.zeros(3), other=np.zeros(4))  # too short: not padded
+    with pytest.raises(ValueError):
+        same.arrays()

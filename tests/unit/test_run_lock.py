@@ -240,3 +240,19 @@ def test_the_run_directorys_writers_refuse_once_the_lock_is_lost(tmp_path):
     finally:
         run_lock.release_all()
     assert read_holder(str(out / run_lock.LOCK_NAME))["pid"] == "2"  # theirs, untouched
+
+
+def test_a_rank_that_does_not_see_rank_0s_out_is_refused_with_one_line(tmp_path):
+    """Every rank writes its own checkpoint shards into --out: a rank that does not see
+    the probe rank 0 wrote there (a node-local --out) is refused at start-up, by name."""
+    from mpi_gan.train.startup import check_probe, remove_probe, write_probe
+    shared, local = tmp_path / "shared", tmp_path / "elsewhere"
+    for out in (shared, local):
+        (out / "logs").mkdir(parents=True)
+    write_probe(str(shared))
+    check_probe(str(shared), 3, seconds=0)  # seen: passes at once
+    with pytest.raises(OSError, match=r"--out '.*elsewhere' is not one directory that every "
+                       r"rank sees: rank 3 on \S+ does not see the files rank 0 writes"):
+        check_probe(str(local), 3, seconds=0.2)
+    remove_probe(str(shared))
+    assert not os.listdir(shared / "logs")

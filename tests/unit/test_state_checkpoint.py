@@ -196,7 +196,18 @@ def test_shard_directories_no_manifest_names_are_removed(tmp_path):
     remove_stale_temporaries(str(tmp_path))
     assert sorted(os.listdir(ckpts)) == ["ckpt_00000002.00000000", "ckpt_00000002.h5",
                                          "ckpt_00000004.00000000", "ckpt_00000004.h5"]
+    import shutil
+    shutil.copyfile(ckpts / "ckpt_00000002.h5", ckpts / "best.h5")  # a user keeps one
     prune_checkpoints(str(tmp_path), 1)
+    assert sorted(os.listdir(ckpts)) == ["best.h5", "ckpt_00000002.00000000",
+                                         "ckpt_00000004.00000000", "ckpt_00000004.h5"]
+    assert read_checkpoint(str(ckpts / "best.h5")).rank_state(1)  # its shards are there
+    (ckpts / "best.h5").unlink()
+    (ckpts / "notes.h5").write_bytes(b"not HDF5")  # cannot tell what it names: keep all
+    remove_stale_temporaries(str(tmp_path))
+    assert "ckpt_00000002.00000000" in os.listdir(ckpts)
+    (ckpts / "notes.h5").unlink()
+    remove_stale_temporaries(str(tmp_path))
     assert sorted(os.listdir(ckpts)) == ["ckpt_00000004.00000000", "ckpt_00000004.h5"]
 
 

@@ -12,9 +12,9 @@ from tests.conftest import all_params, mpirun
 def test_elastic_resume_equals_the_reference_given_the_same_change(tmp_path, before, after):
     """6 iterations on ``before`` workers, a checkpoint, then 6 more on ``after`` workers
     (``--resume auto``): the data planned anew, departing discriminators dropped, new
-    workers copying a drawn old worker's D and Adam state; swaps every 3 iterations (with
-    12 samples a shard at 4 workers, 6 at 2 workers... the period follows the new plan),
-    Adam travelling with D, top-k feedback with its residual. G, every D and every Adam
+    workers copying a drawn old worker's D and Adam state; a swap every local epoch (every
+    3 iterations with 4 workers' shards of 24 samples, every 6 with 2 workers' of 48: the
+    period follows the new plan), Adam travelling with D, top-k feedback with its residual. G, every D and every Adam
     state equal the reference's that makes the same change at iteration 6 (atol 1e-6), and
     the run file records the change."""
     from mpi_gan.algorithms.mdgan.config import MdganConfig

@@ -35,11 +35,12 @@ def twin_in_shards(v3: str, out_dir) -> str:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("ranks", [3, 4])
+@pytest.mark.parametrize("ranks", [4])
 def test_a_format_3_checkpoint_resumes_as_its_twin_in_shards(tmp_path, ranks):
-    """Written by f6c2f5d (tests/fixtures/README.md) on 3 ranks; resumed on 3 ranks (each
-    worker reads its group of the file) and on 4 (elastic: worker 3 copies one of them),
-    it ends exactly as its twin in today's format does."""
+    """Written by f6c2f5d (tests/fixtures/README.md) on 3 ranks; resumed on 4 (workers 1
+    and 2 read their whole state from their groups of the file, worker 3, new, copies one
+    of them: both paths of the single file), it ends exactly as its twin in today's format
+    does."""
     v3 = tmp_path / "v3" / "checkpoints" / "ckpt_00000004.h5"
     v3.parent.mkdir(parents=True)
     with gzip.open(os.path.join(FIXTURES, FIXTURE)) as src, open(v3, "wb") as dst:

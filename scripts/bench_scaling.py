@@ -1,7 +1,7 @@
 """How each cost of an MD-GAN run grows with the number of ranks P, measured in real runs at
 several P, each cost's growth exponent fitted, and its value extrapolated to 1,000 ranks.
 
-Usage: ``python scripts/bench_scaling.py [--ranks 4 8 16 32 64] [--json FILE] [--before FILE]
+Usage: ``python scripts/bench_scaling.py [--ranks 4 8 16 32 64] [--json FILE] [--before FILE] [--measured FILE]
 [--plot FILE]``
 
 Each P is a real ``mpiexec -n P python -m mpi_gan.mdgan`` run (rank 0 the server, P - 1
@@ -166,18 +166,25 @@ def fit(ps: list[int], values: list[float]) -> tuple[float, float]:
 
 def plot(path: str, results: dict, before: dict | None) -> None:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(2, 6, figsize=(24, 7.5), constrained_layout=True)
+    for ax in axes.flat[len(COSTS):]:
+        ax.set_visible(False)
     for ax, (cost, (unit, what)) in zip(axes.flat, COSTS.items()):
-        for label, data, style in (("before", before, "--o"), ("now", results, "-o")):
+        for label, data, style, color in (("before", before, "--o", "tab:blue"),
+                                          ("now", results, "-o", "tab:orange")):
             if not data:
                 continue
             ps = sorted(int(p) for p in data)
             values = [data[str(p)].get(cost, 0) for p in ps]
             if any(v > 0 for v in values):
-                ax.plot(ps, [v if v > 0 else np.nan for v in values], style, label=label)
+                ax.plot(ps, [v if v > 0 else np.nan for v in values], style, label=label,
+                        color=color)
         ax.set(xscale="log", yscale="log", title=what, xlabel="ranks P", ylabel=unit)
+        ax.set_xticks(ps, [str(p) for p in ps])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         if ax.lines:
             ax.legend()
     fig.suptitle("MD-GAN costs against the number of ranks (synthetic data, MLP, "
@@ -193,13 +200,19 @@ def main() -> None:
     parser.add_argument("--json", default="", help="write the measurements to this file")
     parser.add_argument("--before", default="", help="an earlier --json, drawn in the plot")
     parser.add_argument("--plot", default="", help="write a PNG of every cost against P")
+    parser.add_argument("--measured", default="",
+                        help="an earlier --json to report (and plot) instead of measuring")
     args = parser.parse_args()
     if min(args.ranks) < 2:
         parser.error("--ranks: every world size must be at least 2")
-    ps = sorted(set(args.ranks))
-    with tempfile.TemporaryDirectory() as cache:
-        measure(2, cache)  # fills the dataset cache: its one-off conversion not counted
-        results = {str(p): measure(p, cache) for p in ps}
+    if args.measured:
+        results = json.load(open(args.measured))
+        ps = sorted(int(p) for p in results)
+    else:
+        ps = sorted(set(args.ranks))
+        with tempfile.TemporaryDirectory() as cache:
+            measure(2, cache)  # fills the dataset cache: its one-off conversion not counted
+            results = {str(p): measure(p, cache) for p in ps}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -6,10 +6,11 @@ A role's state is an ordered list of (name, tensor):
                                        before the first step, which Adam treats
                                        exactly like an empty state)
   ``rng/torch``                         the rank's global torch CPU RNG state (uint8)
-Names map one-to-one to HDF5 dataset paths in checkpoints, and a ``Layout``
-packs the same list into a single uint8 buffer for one MPI message (swap,
-checkpoint gather, restore), so no header or pickle is needed: both sides build
-the layout from identical modules.
+Names map one-to-one to HDF5 dataset paths in checkpoint shards, and a ``Layout``
+packs the same list into a single uint8 buffer for one MPI message (a swap, a shard's
+report), so no header or pickle is needed: both sides build the layout from identical
+modules; the training loop also uses one to check a restored state's names, shapes and
+types.
 """
 from __future__ import annotations
 

@@ -137,7 +137,7 @@ def write_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: in
     rank's shard is in ``directory`` (relative to ``path``); a full disk raises
     DiskFullError, the earlier checkpoints kept; LockLost (nothing written) if this process
     lost the run directory's lock. The shard directories of an earlier checkpoint of the
-    same iteration that this one replaces are removed after it.
+    same iteration that this one replaces go with the next ``prune_checkpoints``.
 
     records: each shard's record; traffic: the run's counters.
     """
@@ -151,8 +151,6 @@ def write_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: in
         write_common(f, record, traffic, extras)
         f.attrs["complete"] = 1  # last: a file without it is not a checkpoint
         integrity.seal(f)
-    run_dir = os.path.dirname(os.path.dirname(path))
-    shards.remove_orphans(run_dir, *named_directories(run_dir))
 
 
 def write_local_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: int,
@@ -400,7 +398,8 @@ def remove_stale_temporaries(out: str) -> None:
 
 def prune_checkpoints(run_dir: str, keep: int) -> None:
     """Delete all but the ``keep`` newest checkpoints of a run directory, each manifest
-    first, then its shards."""
+    first, then the shard directories no manifest names (theirs, and those of a
+    checkpoint another of the same iteration replaced)."""
     for path in list_checkpoints(run_dir)[:-keep]:
         os.unlink(path)
     shards.remove_orphans(run_dir, *named_directories(run_dir))

@@ -100,12 +100,16 @@ def storage_bytes(group) -> int:
 def checkpoint_bytes(out: str, iteration: int, ranks: int) -> list[int]:
     """Bytes each rank wrote for the checkpoint of ``iteration``: the file
     ``ckpt_<iteration>.h5`` is rank 0's (the whole checkpoint before shards, the manifest
-    since), and each ``rank_<r>.h5`` of the shard directory it names is rank r's."""
+    since), and so is its row segment (``rows/<shard directory>.h5``, since format 5),
+    and each ``rank_<r>.h5`` of the shard directory it names is rank r's."""
     path = os.path.join(out, "checkpoints", f"ckpt_{iteration:08d}.h5")
     per_rank = [0] * ranks
     per_rank[0] = os.path.getsize(path)
     with h5py.File(path, "r") as f:
         directory = f["shards"].attrs["directory"] if "shards" in f else None
+    segment = os.path.join(out, "checkpoints", "rows", f"{directory}.h5")
+    if directory is not None and os.path.exists(segment):
+        per_rank[0] += os.path.getsize(segment)
     if directory is not None:
         directory = os.path.join(os.path.dirname(path), directory)
         for name in os.listdir(directory):

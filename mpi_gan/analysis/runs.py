@@ -1,7 +1,8 @@
 """Reading run files and checkpoints: configuration, generator, tables, traffic, cost.
 
 A run is given as a run file (``run.h5``), its directory, or a checkpoint
-(``ckpt_<iteration>.h5``); all hold /config, /metrics, /traffic and /cost, and
+(``ckpt_<iteration>.h5``); all hold /config, /metrics, /traffic and /cost (a checkpoint
+of format 5 its tables in row segments beside it, ``io/rows.py``), and
 the generator (run files: /generator/model; checkpoints: rank 0's state).
 Only HDF5 datasets are read (no pickle).
 """
@@ -18,7 +19,9 @@ from ..algorithms import REGISTRY
 from ..config import GanConfig
 from ..data import spec_of
 from ..io import integrity
-from ..io.runlog import read_table, read_traffic
+from ..io.checkpoint import stored_tables
+from ..io.runlog import read_traffic
+from ..io.shards import ShardError
 from ..models import make_generator
 
 # run-file format attribute -> algorithm name (checkpoints store the name directly)
@@ -136,6 +139,10 @@ def read_run(path: str) -> dict:
         if "config" not in f or "traffic" not in f:
             raise RunFileError(f"{path} is not an mpi-gan run file or checkpoint")
         traffic = read_traffic(f)
+        try:
+            tables = stored_tables(path, f, ("metrics", "scores"))
+        except ShardError as exc:
+            raise RunFileError(str(exc)) from None
         run = {
             "path": path, "algorithm": algorithm_of(f),
             "name": os.path.basename(os.path.dirname(os.path.abspath(path)))
@@ -144,8 +151,7 @@ def read_run(path: str) -> dict:
             "iteration": int(f.attrs.get("iteration", 0)),
             "finished": int(f.attrs.get("finished", f.attrs.get("complete", 0))),
             "world": int(f.attrs["world_size"]),
-            "metrics": read_table(f, "metrics") if "metrics" in f else {},
-            "scores": read_table(f, "scores") if "scores" in f else {},
+            "metrics": tables.get("metrics", {}), "scores": tables.get("scores", {}),
             "kinds": traffic.kinds, "traffic": traffic,
             "cost": {k: integrity.read(f[f"cost/{k}"]) for k in f["cost"]} if "cost" in f else {},
             "evaluation": dict(f["evaluation"].attrs) if "evaluation" in f else {},

@@ -1,11 +1,14 @@
 """HDF5 checkpoints, one format for every algorithm: each rank's state in its own shard,
 written in parallel, and a manifest written last by rank 0; validated on resume.
 
-The manifest ``<out>/checkpoints/ckpt_<iteration:08d>.h5`` (format version 4):
+The manifest ``<out>/checkpoints/ckpt_<iteration:08d>.h5`` (format version 5):
   attrs: format, format_version, algorithm, iteration, world_size, complete
   every dataset chunked with a Fletcher-32 checksum (io/integrity.py):
   ``read_checkpoint`` verifies all of them before a run resumes from the file
-  /config, /metrics..., /traffic, /data   as in the run file (runlog.write_common)
+  /config, /traffic, /data, /cost         as in the run file (runlog.write_common)
+  /rows/...                               the segment files holding the metric tables'
+                                          rows (io/rows.py), with their sizes and digests,
+                                          and each table's length
   /shards/{rank,bytes,blake2b}            each shard's world rank, size and digest;
                                           attribute ``directory``: where the shards are
   /state/rank_<r>                         external link to rank r's shard's /state: its full
@@ -14,10 +17,12 @@ The manifest ``<out>/checkpoints/ckpt_<iteration:08d>.h5`` (format version 4):
 The shards are ``io/shards.py``'s. A checkpoint is complete only once its manifest
 exists, and usable only if every shard it lists has its size and digest: a rank killed
 while writing its shard leaves no manifest, and the previous checkpoint is the newest.
-Rank 0 holds and writes only its own state and the manifest, whatever the world size.
+Rank 0 holds and writes only its own state, the manifest and the rows its tables gained
+since the last checkpoint, whatever the world size.
 
-Formats 2 and 3 (one file written by rank 0, ``/state/rank_<r>`` groups inside it; 2
-without checksums) stay readable. ``Checkpoint`` reads the small parts eagerly and a
+Formats 2, 3 and 4 stay readable: 4 has the shards but the whole tables inside the
+manifest (/metrics, /scores, ...); 2 and 3 are one file written by rank 0, with
+``/state/rank_<r>`` groups inside it (2 without checksums). ``Checkpoint`` reads the small parts eagerly and a
 rank's state only when asked (``rank_state``, ``source``).
 """
 from __future__ import annotations
@@ -32,7 +37,7 @@ import h5py
 import numpy as np
 import torch
 
-from . import integrity, shards
+from . import integrity, rows, shards
 from .atomic import atomic_h5
 from .lock import ensure_held
 from .runlog import RunRecord, read_table, read_traffic, write_common
@@ -40,10 +45,12 @@ from .shards import ShardError, ShardRecord, read_entries, write_entries  # noqa
 from .traffic import Traffic
 
 FORMAT = "mpi-gan-checkpoint"
-FORMAT_VERSION = 4
-# 2 and 3: every rank's state inside the one file (2: written without checksums)
-READABLE_VERSIONS = (2, 3, 4)
+FORMAT_VERSION = 5
+# 2 and 3: every rank's state inside the one file (2: written without checksums); 4:
+# whole tables inside the manifest
+READABLE_VERSIONS = (2, 3, 4, 5)
 SHARDED = 4  # the first version whose states are in shards
+ROW_SEGMENTS = 5  # the first version whose tables are in row segments
 _NAME = re.compile(r"ckpt_(\d{8})\.h5$")
 
 
@@ -65,6 +72,7 @@ class Checkpoint:
     version: int = FORMAT_VERSION
     shard_directory: str = ""  # the shards' directory (format 4), relative to the manifest
     shards: dict[int, ShardRecord] = dataclasses.field(default_factory=dict)
+    segments: list = dataclasses.field(default_factory=list)  # its row segments (format 5)
 
     def ranks(self) -> list[int]:
         """The world ranks whose state the checkpoint holds."""
@@ -139,18 +147,25 @@ def write_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: in
     lost the run directory's lock. The shard directories of an earlier checkpoint of the
     same iteration that this one replaces go with the next ``prune_checkpoints``.
 
-    records: each shard's record; traffic: the run's counters.
+    First the tables' new rows go into the row segment named ``directory`` (io/rows.py);
+    once the manifest names it, ``record.segments`` is the manifest's list and the tables
+    are marked as held by it. records: each shard's record; traffic: the run's counters.
     """
     ensure_held()
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    segments = rows.write_segment(os.path.dirname(path), directory, record.tables,
+                                  record.segments)
     with atomic_h5(path) as f:
         f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
                         "algorithm": algorithm, "iteration": iteration,
                         "world_size": record.world_size})
         shards.write_table(f, directory, records)
-        write_common(f, record, traffic, extras)
+        rows.write_index(f, segments, record.tables)
+        write_common(f, record, traffic, extras, tables=False)
         f.attrs["complete"] = 1  # last: a file without it is not a checkpoint
         integrity.seal(f)
+    record.segments = segments
+    rows.mark_written(record.tables)
 
 
 def write_local_checkpoint(path: str, record: RunRecord, algorithm: str, iteration: int,
@@ -193,12 +208,17 @@ def read_checkpoint(path: str, algorithm: str, config_class, table_paths,
             for rank, record in records.items():  # cheap: each rank verifies its own shard
                 shards.check_size(shard_path(path, directory, rank), record, path)
             traffic = read_traffic(f)
+            stored = stored_tables(path, f, (*table_paths, *optional_tables))
+            missing = [p for p in table_paths if p not in stored]
+            if missing:
+                raise CheckpointError(f"{path} lacks the table(s) {missing}")
             return Checkpoint(
                 path=path, algorithm=algorithm, config=config_class.from_attrs(f["config"].attrs),
                 iteration=int(f.attrs["iteration"]), world_size=world,
-                tables={p: read_table(f, p) for p in (*table_paths, *optional_tables)
-                        if p in table_paths or p in f}, kinds=traffic.kinds, traffic=traffic,
-                version=version, shard_directory=directory, shards=records)
+                tables={p: stored[p] for p in (*table_paths, *optional_tables) if p in stored},
+                kinds=traffic.kinds, traffic=traffic, version=version,
+                shard_directory=directory, shards=records,
+                segments=rows.read_index(f)[0] if version >= ROW_SEGMENTS else [])
     except CheckpointError:
         raise
     except ShardError as exc:
@@ -212,6 +232,15 @@ def read_checkpoint(path: str, algorithm: str, config_class, table_paths,
             from exc
 
 
+def stored_tables(path: str, f, paths) -> dict[str, dict[str, np.ndarray]]:
+    """Those of the metric tables ``paths`` that the open checkpoint ``f`` (at ``path``)
+    holds, table path -> column -> array, verified: from its row segments (format 5), or
+    from the manifest itself (older formats)."""
+    if int(f.attrs.get("format_version", 0)) >= ROW_SEGMENTS:
+        return {p: t for p, t in rows.read_tables(path, f).items() if p in paths}
+    return {p: read_table(f, p) for p in paths if p in f}
+
+
 def checkpoint_iteration(path: str) -> int:
     """The iteration in a checkpoint file's name (``ckpt_<iteration:08d>.h5``)."""
     return int(_NAME.search(path).group(1))
@@ -223,22 +252,33 @@ def list_checkpoints(run_dir: str) -> list[str]:
     return sorted(p for p in paths if _NAME.search(p))
 
 
-def named_directories(run_dir: str) -> tuple[set[str], set[int] | None]:
-    """(the shard directories that the HDF5 files in ``run_dir/checkpoints`` name, whatever
-    a file is called: a manifest a user renamed keeps its shards; the iterations of the
-    ``ckpt_<iteration>.h5`` files that cannot be read, whose directories must be kept, or
-    None if a file of another name cannot be read: then nothing may be removed)."""
-    named, unreadable = set(), set()
+def named_directories(run_dir: str) -> tuple[set[str], set[str], set[int] | None]:
+    """(the shard directories and the row segments that the HDF5 files in
+    ``run_dir/checkpoints`` name, whatever a file is called: a manifest a user renamed keeps
+    its shards and rows; the iterations of the ``ckpt_<iteration>.h5`` files that cannot be
+    read, whose directories must be kept, or None if a file of another name cannot be
+    read: then nothing may be removed)."""
+    named, segments, unreadable = set(), set(), set()
     for path in glob.glob(os.path.join(run_dir, "checkpoints", "*.h5")):
         try:
             with h5py.File(path, "r") as f:
                 if "shards" in f:
                     named.add(str(f["shards"].attrs["directory"]))
+                segments |= rows.named(f)
         except (OSError, KeyError, ValueError):
             if not _NAME.search(path):
-                return named, None
+                return named, segments, None
             unreadable.add(checkpoint_iteration(path))
-    return named, unreadable
+    return named, segments, unreadable
+
+
+def remove_unnamed(run_dir: str) -> None:
+    """Delete the shard directories and row segments of ``run_dir`` that no manifest
+    names (every segment stays while a manifest cannot be read: it may name any)."""
+    directories, segments, unreadable = named_directories(run_dir)
+    shards.remove_orphans(run_dir, directories, unreadable)
+    if unreadable == set():
+        rows.remove_orphans(run_dir, segments)
 
 
 def resolve_resume(path: str, reader, refused: dict[str, str] | None = None):
@@ -386,20 +426,21 @@ def load_resume(cfg, world_size: int, reader, refused: dict[str, str] | None = N
 
 def remove_stale_temporaries(out: str) -> None:
     """Delete the temporary files (``*.h5.tmp-<pid>``) a writer killed mid-write left in
-    ``out``, ``out/checkpoints`` and its shard directories, and the shard directories no
-    manifest names (a launch killed before its manifest): this run owns ``out``, nothing
+    ``out``, ``out/checkpoints`` and its shard and row directories, and the shard
+    directories and row segments no manifest names (a launch killed before its manifest): this run owns ``out``, nothing
     else writes there."""
     for pattern in ("*.h5.tmp-*", os.path.join("checkpoints", "*.h5.tmp-*"),
                     os.path.join("checkpoints", "*", "*.h5.tmp-*")):
         for path in glob.glob(os.path.join(out, pattern)):
             os.unlink(path)
-    shards.remove_orphans(out, *named_directories(out))
+    remove_unnamed(out)
 
 
 def prune_checkpoints(run_dir: str, keep: int) -> None:
     """Delete all but the ``keep`` newest checkpoints of a run directory, each manifest
-    first, then the shard directories no manifest names (theirs, and those of a
-    checkpoint another of the same iteration replaced)."""
+    first, then the shard directories and row segments no manifest names (theirs, those
+    of a checkpoint another of the same iteration replaced, and segments a newer one
+    absorbed)."""
     for path in list_checkpoints(run_dir)[:-keep]:
         os.unlink(path)
-    shards.remove_orphans(run_dir, *named_directories(run_dir))
+    remove_unnamed(run_dir)

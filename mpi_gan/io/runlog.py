@@ -9,8 +9,8 @@ Groups written by ``write_common`` (layout in docs/hdf5.md):
 The run file (``RunFile``) is written once at start-up (atomically), then metric
 rows are appended to it as they come and the model, traffic and progress
 attributes are updated in place at every checkpoint; whole tables are never
-rewritten. A checkpoint holds complete copies of the tables, so resuming
-rebuilds the run file exactly as it was at that checkpoint.
+rewritten. A checkpoint holds the tables too (in row segments, ``io/rows.py``), so
+resuming rebuilds the run file exactly as it was at that checkpoint.
 """
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ from .lock import ensure_held
 from .atomic import atomic_h5, disk_full_errors
 
 
+RUN_FILE = "run file"  # the run file's name as a store of rows (``Metrics.stored``)
+
+
 class Metrics:
     """Rows of per-step records kept in memory; ``columns``: name -> (numpy dtype, shape of
     one row's value, () for scalars)."""
@@ -31,7 +34,10 @@ class Metrics:
     def __init__(self, columns: dict[str, tuple]):
         self.columns = columns
         self.rows: dict[str, list] = {c: [] for c in columns}
-        self.kept: int | None = None  # rows kept by a truncation the run file has not seen
+        # each store of the rows (the run file, the checkpoints' row segments) -> how many
+        # rows it holds (lowered by a truncation), and the stores holding rows past that
+        self.stored: dict[str, int] = {}
+        self.stale: set[str] = set()
         self.widened: set[str] = set()  # per-worker columns ``load`` made wider
 
     def append(self, **values) -> None:
@@ -88,10 +94,25 @@ class Metrics:
                      for c, (dtype, shape) in self.columns.items()}
 
     def truncate(self, rows: int) -> None:
-        """Keep the first ``rows`` rows (the run file follows at its next append)."""
+        """Keep the first ``rows`` rows (each store follows at its next write)."""
         for column in self.rows.values():
             del column[rows:]
-        self.kept = rows if self.kept is None else min(self.kept, rows)
+        for store, count in self.stored.items():
+            if count > rows:
+                self.stored[store] = rows
+                self.stale.add(store)
+
+    def unstored(self, store: str) -> tuple[int, bool]:
+        """(the first row ``store`` lacks, whether it has anything to write: rows added
+        since ``mark_stored``, or rows it holds that a truncation dropped). A store not yet
+        marked lacks every row."""
+        start = min(self.stored.get(store, 0), len(self))
+        return start, start < len(self) or store in self.stale or store not in self.stored
+
+    def mark_stored(self, store: str) -> None:
+        """``store`` now holds exactly the rows there are."""
+        self.stored[store] = len(self)
+        self.stale.discard(store)
 
     def __len__(self) -> int:
         return len(next(iter(self.rows.values()))) if self.rows else 0
@@ -123,25 +144,29 @@ def write_tables(f, tables: dict[str, Metrics]) -> None:
 class RunRecord:
     """What a run file and a checkpoint both record of a run: its configuration (a run
     configuration: ``as_attrs()``), world size, the message kinds its traffic counters
-    count (in order) and rank 0's metric tables by group path."""
+    count (in order) and rank 0's metric tables by group path; ``segments``: the row
+    segments (``io/rows.py``) that hold the tables' rows up to the last checkpoint."""
 
     cfg: object
     world_size: int
     kinds: tuple[str, ...]
     tables: dict[str, Metrics] = field(default_factory=dict)
+    segments: list = field(default_factory=list)
 
 
 def write_common(f, record: RunRecord, traffic: links.Traffic,
-                 extras: dict[str, np.ndarray] | None = None) -> None:
-    """Write /config, the metric tables, /traffic (the counters of the links used, of
-    ``record.kinds``) and ``extras`` (path -> array) into the open h5py file ``f``."""
+                 extras: dict[str, np.ndarray] | None = None, tables: bool = True) -> None:
+    """Write /config, the metric tables (unless not ``tables``), /traffic (the counters of
+    the links used, of ``record.kinds``) and ``extras`` (path -> array) into the open h5py
+    file ``f``."""
     if traffic.kinds != tuple(record.kinds):
         raise ValueError(f"traffic counts the kinds {traffic.kinds}, the run {record.kinds}")
     config = f.create_group("config")
     for key, value in record.cfg.as_attrs().items():
         config.attrs[key] = value
     integrity.seal(config)
-    write_tables(f, record.tables)
+    if tables:
+        write_tables(f, record.tables)
     links.write(f, traffic)
     for path, array in (extras or {}).items():
         integrity.create(f, path, array)
@@ -184,24 +209,24 @@ class RunFile:
             for name, tensor in model_entries:
                 if name.startswith("model/"):
                     integrity.create(group, name, tensor.detach().cpu().numpy())
-        self.written = {p: len(t) for p, t in record.tables.items()}
+        for table in record.tables.values():
+            table.mark_stored(RUN_FILE)
 
     def append_rows(self) -> None:
         """Append the rows added to the tables since the last call (and drop the rows a
         table lost to ``Metrics.truncate``)."""
-        pending = {p: n for p, n in self.written.items()
-                   if len(self.tables[p]) != n or self.tables[p].kept is not None}
+        pending = {p: t.unstored(RUN_FILE)[0] for p, t in self.tables.items()
+                   if t.unstored(RUN_FILE)[1]}
         if not pending:
             return
         ensure_held()
         with disk_full_errors(self.path), integrity.open_for_writing(self.path, "r+") as f, \
                 integrity.updating(f):
-            for path, written in pending.items():
+            for path, start in pending.items():
                 table = self.tables[path]
-                start = min(written, len(table), written if table.kept is None else table.kept)
                 for name, array in table.arrays(start).items():
                     integrity.write_rows(f[f"{path}/{name}"], start, array)
-                self.written[path], table.kept = len(table), None
+                table.mark_stored(RUN_FILE)
 
     def update(self, iteration: int, traffic: links.Traffic, model_entries,
                finished: bool, datasets: dict[str, np.ndarray] | None = None) -> None:

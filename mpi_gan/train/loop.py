@@ -40,7 +40,7 @@ from ..comm.ulfm import is_peer_failure
 from ..config import latent_classes
 from ..data import open_dataset, resolved_cache_dir
 from ..io import lock as run_lock
-from ..io import shards
+from ..io import rows, shards
 from ..io.checkpoint import checkpoint_path, prune_checkpoints, write_checkpoint
 from ..io.traffic import Traffic
 from ..io.runlog import Metrics, RunFile, RunRecord
@@ -208,7 +208,8 @@ class Trainer:
             self.extras = algo.extras(ctx)
             if ckpt is not None:
                 self._resume_server(role, ckpt)
-            self.record = RunRecord(cfg, ctx.size, transport.kinds, self.tables)
+            self.record = RunRecord(cfg, ctx.size, transport.kinds, self.tables,
+                                    list(ckpt.segments) if ckpt is not None else [])
             self.run_file = RunFile(
                 os.path.join(cfg.out, "run.h5"), self.record, algo.run_format, ctx.start,
                 transport.local_view(), algo.model_group, role.published(),
@@ -295,6 +296,8 @@ class Trainer:
         for path, table in self.tables.items():
             if path in ckpt.tables:  # scores: absent from checkpoints of older versions
                 table.load(ckpt.tables[path])
+                if ckpt.segments:  # its row segments, which the next manifest names, hold them
+                    table.mark_stored(rows.STORE)
         transport.add_base(ckpt.traffic)
         self.cost_base, self.wall_base = read_cost(ckpt.path, ctx.size)
         if ckpt.world_size != ctx.size:  # elastic (train/elastic.py)

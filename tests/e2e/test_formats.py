@@ -48,7 +48,8 @@ def test_a_format_3_checkpoint_resumes_as_its_twin_in_shards(tmp_path, ranks):
     with h5py.File(v3, "r") as f:
         assert int(f.attrs["format_version"]) == 3 and "shards" not in f
     twin = twin_in_shards(str(v3), tmp_path / "twin")
-    finals = {}
+    from mpi_gan.algorithms.mdgan.main import MDGAN
+    finals, tables = {}, {}
     for name, source in (("from-v3", v3), ("from-twin", twin)):
         out = tmp_path / name
         proc = mpirun(ranks, ["mpi_gan.mdgan", *ARGS, "--iterations", "8", "--resume",
@@ -56,7 +57,13 @@ def test_a_format_3_checkpoint_resumes_as_its_twin_in_shards(tmp_path, ranks):
                               str(tmp_path / "cache")])
         assert proc.returncode == 0, proc.stderr
         assert f"resumed from {source} at iteration 4" in proc.stdout
-        finals[name] = all_params(out / "checkpoints" / "ckpt_00000008.h5")
+        final = out / "checkpoints" / "ckpt_00000008.h5"
+        finals[name] = all_params(final)
+        # the tables, rows 1-4 from the fixture and 5-8 from this run, all in its segments
+        tables[name] = MDGAN().reader(str(final)).tables["metrics"]
+        assert list(tables[name]["iteration"]) == list(range(1, 9))
+    assert all(np.array_equal(tables["from-v3"][k], tables["from-twin"][k], equal_nan=True)
+               for k in tables["from-v3"] if k != "seconds")
     a, b = finals["from-v3"], finals["from-twin"]
     assert a.keys() == b.keys() and len({k.split("/")[0] for k in a}) == ranks
     assert [k for k in a if not np.array_equal(a[k], b[k])] == []

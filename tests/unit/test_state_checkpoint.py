@@ -126,9 +126,11 @@ def test_resume_skips_corrupt_newest_and_prunes(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         resolve_resume(str(not_h5), read_checkpoint)
     prune_checkpoints(str(tmp_path), 1)
-    # the damaged manifest's shards are kept with it (it cannot say which are its own)
+    # the damaged manifest's shards are kept with it (it cannot say which are its own), and
+    # every row segment (it may name any)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["ckpt_00000006.00000000",
-                                                             "ckpt_00000006.h5"]
+                                                             "ckpt_00000006.h5", "rows"]
+    assert len(os.listdir(tmp_path / "checkpoints" / "rows")) == 3
 
 
 def test_shards_each_rank_its_file_the_manifest_their_sizes_and_digests(tmp_path):
@@ -193,22 +195,29 @@ def test_shard_directories_no_manifest_names_are_removed(tmp_path):
     (orphan / "rank_0.h5").write_bytes(b"partial")
     replaced = ckpts / shards.directory_name(4, 0xdef)  # 4's manifest names another
     replaced.mkdir()
+    (ckpts / "rows" / "ckpt_00000006.00000abc.h5").write_bytes(b"partial")  # rows of 6
     remove_stale_temporaries(str(tmp_path))
     assert sorted(os.listdir(ckpts)) == ["ckpt_00000002.00000000", "ckpt_00000002.h5",
-                                         "ckpt_00000004.00000000", "ckpt_00000004.h5"]
+                                         "ckpt_00000004.00000000", "ckpt_00000004.h5", "rows"]
+    rows = ["ckpt_00000002.00000000.h5", "ckpt_00000004.00000000.h5"]
+    assert sorted(os.listdir(ckpts / "rows")) == rows
     import shutil
     shutil.copyfile(ckpts / "ckpt_00000002.h5", ckpts / "best.h5")  # a user keeps one
     prune_checkpoints(str(tmp_path), 1)
     assert sorted(os.listdir(ckpts)) == ["best.h5", "ckpt_00000002.00000000",
-                                         "ckpt_00000004.00000000", "ckpt_00000004.h5"]
-    assert read_checkpoint(str(ckpts / "best.h5")).rank_state(1)  # its shards are there
+                                         "ckpt_00000004.00000000", "ckpt_00000004.h5", "rows"]
+    assert sorted(os.listdir(ckpts / "rows")) == rows
+    best = read_checkpoint(str(ckpts / "best.h5"))  # its shards and rows are there
+    assert best.rank_state(1) and len(best.tables["metrics"]["iteration"]) == 1
     (ckpts / "best.h5").unlink()
     (ckpts / "notes.h5").write_bytes(b"not HDF5")  # cannot tell what it names: keep all
     remove_stale_temporaries(str(tmp_path))
     assert "ckpt_00000002.00000000" in os.listdir(ckpts)
+    assert sorted(os.listdir(ckpts / "rows")) == rows
     (ckpts / "notes.h5").unlink()
     remove_stale_temporaries(str(tmp_path))
-    assert sorted(os.listdir(ckpts)) == ["ckpt_00000004.00000000", "ckpt_00000004.h5"]
+    assert sorted(os.listdir(ckpts)) == ["ckpt_00000004.00000000", "ckpt_00000004.h5", "rows"]
+    assert sorted(os.listdir(ckpts / "rows")) == rows[1:]
 
 
 @pytest.mark.parametrize("changes,world,message", [
@@ -307,11 +316,12 @@ def test_a_version_2_checkpoint_resumes_exactly(tmp_path):
     shutil.copyfile(straight, twin)
     directory = shard_of(str(straight), 0).split(os.sep)[-2]
     shutil.copytree(straight.parent / directory, twin.parent / directory)
+    shutil.copytree(straight.parent / "rows", twin.parent / "rows")
     with h5py.File(old, "r") as src, h5py.File(shard_of(str(twin), 0), "r+") as dst:
         for name in state_names(old):
             integrity.overwrite(dst["state"][name.split("/", 1)[1]], src["state"][name][()])
     with h5py.File(twin, "r+") as f:  # the twin's manifest: its shard's new size and digest
-        assert int(f.attrs["format_version"]) == 4
+        assert int(f.attrs["format_version"]) == 5
         shard = shard_of(str(twin), 0)
         integrity.overwrite(f["shards/bytes"], np.array([os.path.getsize(shard)]))
         integrity.overwrite(f["shards/blake2b"], np.frombuffer(file_digest(shard), np.uint8)

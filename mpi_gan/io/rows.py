@@ -100,6 +100,15 @@ def write_segment(checkpoints_dir: str, name: str, tables: dict[str, Metrics],
     return kept + [Segment(name, os.path.getsize(path), file_digest(path), count, starts)]
 
 
+def carried_over(manifest: str, segments: list[Segment], out: str) -> list[Segment]:
+    """The segments of the manifest ``manifest`` that a run writing its checkpoints into
+    ``out/checkpoints`` goes on naming: all of them if the manifest lies there, none if it
+    lies elsewhere (a run started from another run's checkpoint writes every row anew
+    beside its own manifests, which must not name files of another directory)."""
+    here = os.path.realpath(os.path.join(out, "checkpoints"))
+    return list(segments) if os.path.realpath(os.path.dirname(manifest)) == here else []
+
+
 def mark_written(tables: dict[str, Metrics]) -> None:
     """The segments of the checkpoint just written hold every row of ``tables``."""
     for table in tables.values():

@@ -209,7 +209,7 @@ class Trainer:
             if ckpt is not None:
                 self._resume_server(role, ckpt)
             self.record = RunRecord(cfg, ctx.size, transport.kinds, self.tables,
-                                    list(ckpt.segments) if ckpt is not None else [])
+                                    self.inherited_segments(ckpt))
             self.run_file = RunFile(
                 os.path.join(cfg.out, "run.h5"), self.record, algo.run_format, ctx.start,
                 transport.local_view(), algo.model_group, role.published(),
@@ -296,8 +296,8 @@ class Trainer:
         for path, table in self.tables.items():
             if path in ckpt.tables:  # scores: absent from checkpoints of older versions
                 table.load(ckpt.tables[path])
-                if ckpt.segments:  # its row segments, which the next manifest names, hold them
-                    table.mark_stored(rows.STORE)
+                if self.inherited_segments(ckpt):  # they hold its rows; the next manifest
+                    table.mark_stored(rows.STORE)  # names them
         transport.add_base(ckpt.traffic)
         self.cost_base, self.wall_base = read_cost(ckpt.path, ctx.size)
         if ckpt.world_size != ctx.size:  # elastic (train/elastic.py)
@@ -309,6 +309,11 @@ class Trainer:
                          "workers copying a drawn old worker's (train/elastic.py)",
                          ckpt.iteration, before, after)
         ctx.log.info("resumed from %s at iteration %d", ckpt.path, ctx.start)
+
+    def inherited_segments(self, ckpt) -> list:
+        """The row segments of ``ckpt`` that this run's manifests go on naming
+        (``rows.carried_over``)."""
+        return [] if ckpt is None else rows.carried_over(ckpt.path, ckpt.segments, self.cfg.out)
 
     # -------------------------------------------------------------- loop
     def _loop(self) -> str:

@@ -184,3 +184,55 @@ def test_a_format_4_checkpoint_reads_its_tables_from_its_manifest(tmp_path):
     assert direct.keys() == ckpt.tables["metrics"].keys() and len(direct["iteration"]) == 8
     assert all(np.array_equal(direct[k], ckpt.tables["metrics"][k]) for k in direct)
     assert all(ckpt.rank_state(r) for r in range(3))  # each shard matches its digest
+
+
+def test_h5ls_lists_a_checkpoint_its_rows_and_a_rank_state_through_its_link(tmp_path):
+    """HDF5's own h5ls (Debian's hdf5-tools, which .ci/run installs) reads every part:
+    the manifest, a rank's state through the external link, and a row segment."""
+    import shutil
+    import subprocess
+
+    import torch
+
+    from mpi_gan.io.checkpoint import write_local_checkpoint
+    h5ls = shutil.which("h5ls")
+    if h5ls is None:
+        pytest.skip("h5ls (Debian's hdf5-tools) is not installed")
+    run = Run(tmp_path)
+    run.append(1, 3)
+    path = checkpoint_path(str(tmp_path), 3)
+    traffic = Traffic.from_dense(KINDS, np.zeros((1, 3, 3), np.int64),
+                                 np.zeros((1, 3, 3), np.int64))
+    write_local_checkpoint(path, run.record, "mdgan", 3,
+                           [(0, [("model/w", torch.ones(2, 3))]),
+                            (1, [("model/v", torch.zeros(4))])], traffic)
+
+    def listing(*args):
+        return subprocess.run([h5ls, "-r", *args], capture_output=True, text=True, check=True,
+                              cwd="/").stdout
+    manifest = listing(path)
+    assert "/rows/name" in manifest and "/metrics" not in manifest
+    assert "/state/rank_1            External Link {ckpt_00000003.00000000/rank_1.h5//state}" \
+        in manifest
+    state = listing("--follow-symlinks", f"{path}/state/rank_1")
+    assert "/model/v                 Dataset {4}" in state
+    segment = listing(rows.segment_path(str(tmp_path / "checkpoints"), "ckpt_00000003.00000000"))
+    assert "/metrics/d_loss          Dataset {3, 2}" in segment
+
+
+def test_a_run_started_from_another_runs_checkpoint_names_none_of_its_segments(tmp_path):
+    """Resumed in its own directory a run goes on naming the segments; started from a
+    checkpoint elsewhere, it writes every row anew (its manifests name only files of
+    their own directory)."""
+    run = Run(tmp_path / "a")
+    run.append(1, 4)
+    run.checkpoint(2)
+    run.append(5, 6)
+    path = run.checkpoint(3)  # absorbs: then one more, which does not
+    run.append(7, 8)
+    path = run.checkpoint(4)
+    segments = read_checkpoint(path).segments
+    assert [s.checkpoints for s in segments] == [2, 1]
+    assert rows.carried_over(path, segments, str(tmp_path / "a")) == segments
+    assert rows.carried_over(path, segments, str(tmp_path / "a" / ".")) == segments
+    assert rows.carried_over(path, segments, str(tmp_path / "b")) == []

@@ -330,6 +330,14 @@ def test_a_version_2_checkpoint_resumes_exactly(tmp_path):
     run("twin-resumed", "--resume", str(twin))
     same_state(tmp_path / "resumed" / "checkpoints" / "ckpt_00000020.h5",
                tmp_path / "twin-resumed" / "checkpoints" / "ckpt_00000020.h5")
+    # the twin lies in another directory: its rows are written anew beside the new manifests
+    from mpi_gan.algorithms.standalone.main import Standalone
+    tables = [Standalone().reader(str(tmp_path / name / "checkpoints" / "ckpt_00000020.h5"))
+              .tables["metrics"] for name in ("resumed", "twin-resumed")]
+    assert list(tables[1]["iteration"]) == list(range(1, 21))
+    # rows 11.. from the same state (rows 1-10 are the fixture's machine's and this one's)
+    assert all(np.array_equal(tables[0][k][10:], tables[1][k][10:]) for k in tables[0]
+               if k != "seconds")
     with h5py.File(tmp_path / "resumed" / "run.h5", "r") as f:  # the fixture's rows kept
         iterations = f["metrics/iteration"][()]
         assert iterations[0] == 1 and iterations[-1] == 20 and len(iterations) == 20

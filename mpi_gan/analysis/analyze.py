@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         print(groups.dropna(axis=1, how="all").to_string(index=False))
         if len(ratios):
             print(ratios.to_string(index=False))
+        else:
+            print("cost_ratios.csv: no rows (it needs an MD-GAN run with uncompressed "
+                  "feedback and an FL-GAN run on the same data, split and batch size)")
     for line in where_lines(ranks):
         print(f"where: {line}")
     print(f"wrote {os.path.join(args.out, 'summary.csv')}, groups.csv, cost_ratios.csv, "

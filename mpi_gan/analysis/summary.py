@@ -53,14 +53,19 @@ def summary_table(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([summary_row(r) for r in runs])
 
 
+RATIO_COLUMNS = ["dataset", "split", "batch_size", "mdgan_runs", "flgan_runs", "seconds_ratio",
+                 "flops_ratio"]
+
+
 def cost_ratios(table: pd.DataFrame) -> pd.DataFrame:
     """MD-GAN worker cost / FL-GAN worker cost for each (dataset, split, batch_size) that has
     both: the mean over every MD-GAN run with uncompressed feedback (any k, any seed) over
     the mean over every FL-GAN run, of seconds and of FLOPs per iteration; the runs used
-    are listed (space-separated)."""
+    are listed (space-separated). With nothing to compare, a table of no rows that still
+    has its columns (``RATIO_COLUMNS``)."""
     rows = []
     if "worker_seconds_per_iteration" not in table:
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=RATIO_COLUMNS)
     for key, group in table.groupby(["dataset", "split", "batch_size"]):
         md = group[(group.algorithm == "mdgan") & (group.get("compress", "none") == "none")]
         fl = group[group.algorithm == "flgan"]
@@ -72,4 +77,4 @@ def cost_ratios(table: pd.DataFrame) -> pd.DataFrame:
                          fl.worker_seconds_per_iteration.mean(),
                          "flops_ratio": md.worker_flops_per_iteration.mean() /
                          fl.worker_flops_per_iteration.mean()})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=RATIO_COLUMNS)

@@ -85,7 +85,7 @@ def outputs(runs, tmp_path_factory):
     }
     commands = {name: sample_cmd(*args) for name, args in cases.items()}
     # a checkpoint works too, and the command never imports MPI
-    ckpt = sorted((images / "checkpoints").iterdir())[-1]
+    ckpt = sorted((images / "checkpoints").glob("ckpt_*.h5"))[-1]
     commands["ckpt"] = [PY, "-X", "importtime", "-m", "mpi_gan.sample", str(ckpt), "--n", str(N),
                         "--out", str(out / "ckpt.npy")]
     procs = run_all(commands)

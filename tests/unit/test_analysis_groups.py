@@ -247,6 +247,20 @@ def test_cost_ratios_average_every_uncompressed_mdgan_run_against_every_flgan_ru
     assert row["flops_ratio"] == pytest.approx(0.75)
 
 
+def test_cost_ratios_with_nothing_to_compare_keep_their_header(tmp_path):
+    """No FL-GAN run: no rows, and the CSV still says what its columns are."""
+    from mpi_gan.analysis.summary import cost_ratios
+    table = pd.DataFrame([{"run": "md0", "algorithm": "mdgan", "compress": "none",
+                           "dataset": "mnist", "split": "iid", "batch_size": 32,
+                           "worker_seconds_per_iteration": 0.1,
+                           "worker_flops_per_iteration": 1e8}])
+    for given in (table, table.drop(columns=["worker_seconds_per_iteration"])):
+        cost_ratios(given).to_csv(tmp_path / "ratios.csv", index=False)
+        header = (tmp_path / "ratios.csv").read_text().splitlines()
+        assert header == ["dataset,split,batch_size,mdgan_runs,flgan_runs,seconds_ratio,"
+                          "flops_ratio"]
+
+
 def test_config_of_leaves_out_the_attributes_digest(tmp_path):
     """Two runs that differ only in their seed have different attribute digests: the
     configuration the analysis and traffic_report group by must not hold it."""

@@ -12,6 +12,25 @@ import argparse
 INT64_MAX = 2 ** 63 - 1  # run files and checkpoints store every option as a 64-bit integer
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every entry point's help: each option's default after its help, unless it has none
+    to show (None, an empty text, a flag's False) or its help already says it
+    ("(default: ..."); docstring markup (double backquotes) left out of help texts and
+    descriptions."""
+
+    def _get_help_string(self, action):
+        text = (action.help or "").replace("``", "")
+        default = action.default
+        none = default is None or default is False or default is argparse.SUPPRESS or \
+            (isinstance(default, str) and default == "")
+        if none or not action.option_strings or "(default" in text or "%(default)" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+    def _format_text(self, text):
+        return super()._format_text(text.replace("``", ""))
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one ``<name>: error: ...`` line with a pointer to
     ``--help`` (exit status 2), not the whole usage."""

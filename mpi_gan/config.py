@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar
 
-from .argtypes import OneLineParser, nonnegative_int, positive_float, positive_int
+from .argtypes import HelpFormatter, OneLineParser, nonnegative_int, positive_float, positive_int
 from .data import DATASETS, DataError, DatasetSpec, parse_split, spec_of
 from .errors import ConfigError
 from .gan.settings import LocalSettings
@@ -264,7 +264,7 @@ def local_settings(cfg: GanConfig) -> LocalSettings:
         g_ema=getattr(cfg, "g_ema", 0.0), seed=cfg.seed)
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class _HelpFormatter(HelpFormatter):
     """Defaults in the help; ``{compressors}`` in a help text becomes the compressors'
     names when the help is printed, so that reading a command line imports no compressor."""
 

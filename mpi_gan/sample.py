@@ -18,22 +18,15 @@ import argparse
 import os
 import sys
 
-from .argtypes import OneLineParser, nonnegative_int, positive_int
+from .argtypes import HelpFormatter, OneLineParser, nonnegative_int, positive_int
 
 PROG = "mpi_gan.sample"
 EXTENSIONS = (".npy", ".png")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):  # no "(default: None)" for arguments without one
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog=f"python -m {PROG}", error_name=PROG, description=__doc__.split("\n\n")[1].replace("``", ""),
-                formatter_class=_Formatter)
+    p = OneLineParser(prog=f"python -m {PROG}", error_name=PROG,
+                      description=__doc__.split("\n\n")[1], formatter_class=HelpFormatter)
     source = p.add_argument_group("input")
     source.add_argument("run", metavar="RUN_OR_CHECKPOINT",
                         help="a run file (run.h5), a run directory or a checkpoint of an "

@@ -1,10 +1,11 @@
 """Offline analysis of runs, no MPI needed.
 
 ``python -m mpi_gan.analyze RUN... --out DIR`` reads run files, run directories or
-checkpoints and writes into DIR: summary.csv (printed too; columns in
-mpi_gan/analysis/summary.py, plus seed and group), groups.csv (printed too: one row per
-group of runs that differ only in their seed, their mean, std, min and max; columns in
-mpi_gan/analysis/groups.py), cost_ratios.csv (MD-GAN worker cost / FL-GAN worker
+checkpoints and writes into DIR: summary.csv (printed too: one row per run, with its
+settings, seed and group, its last scores, wall time, cost per iteration and bytes per
+message kind), groups.csv (printed too: one row per group of runs that differ only in
+their seed, with the mean, std, min and max of each score and cost), cost_ratios.csv
+(MD-GAN worker cost / FL-GAN worker
 cost where both ran on the same data), scores_vs_{iteration,wall_seconds,
 server_bytes}.png, losses.png, traffic_<run>.png per run and samples_<run>.png per
 run with a generator (one row per class with ACGAN; toy runs: a scatter of the points,
@@ -21,7 +22,7 @@ import sys
 
 import pandas as pd
 
-from ..argtypes import OneLineParser
+from ..argtypes import HelpFormatter, OneLineParser
 from .groups import group_table, label_runs
 from .placement import ranks_table, where_lines
 from .plots import loss_plot, score_plots, traffic_plot
@@ -33,7 +34,7 @@ from .summary import cost_ratios, summary_table
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(error_name="mpi_gan.analyze", prog="python -m mpi_gan.analyze",
                       description=__doc__.split("\n\n")[1],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=HelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN", help="run files, run directories or "
                    "checkpoints")
     p.add_argument("--out", default="analysis", help="directory for the CSV and PNG files")

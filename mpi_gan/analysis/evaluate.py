@@ -19,7 +19,7 @@ import time
 import h5py
 import torch
 
-from ..argtypes import OneLineParser
+from ..argtypes import HelpFormatter, OneLineParser
 from ..config import DATASETS, GanConfig, latent_classes
 from ..data import DataError, open_dataset, prepare, resolved_cache_dir
 from ..io.atomic import atomic_h5_update
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         error_name="mpi_gan.evaluate", prog="python -m mpi_gan.evaluate",
         description=__doc__.split("\n\n")[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("runs", nargs="*", metavar="RUN_OR_CHECKPOINT",
                    help="run files, run directories or checkpoints")
     p.add_argument("--real", action="store_true",

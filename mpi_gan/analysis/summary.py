@@ -3,9 +3,9 @@
 Columns: run, algorithm, dataset, split, model, workers, k and compress (MD-GAN: its
 feedback compressor), batch_size, iterations, finished, the final score of each kind (last evaluation during training,
 or the stored offline evaluation when there is none), wall_seconds (training loop),
-worker_seconds_per_iteration and worker_flops_per_iteration (mean over the ranks that
+seconds_per_iteration_per_worker and flops_per_iteration_per_worker (mean over the ranks that
 train: the workers, or the one standalone process), server_bytes_sent,
-worker_bytes_sent (mean over workers), and bytes_<kind> (all links) per message kind.
+bytes_sent_per_worker (mean over workers), and bytes_<kind> (all links) per message kind.
 """
 from __future__ import annotations
 
@@ -39,11 +39,11 @@ def summary_row(run: dict) -> dict:
     steps = cost.get("steps")
     if steps is not None and steps[ranks].min() > 0:
         row["wall_seconds"] = float(cost["wall_seconds"])
-        row["worker_seconds_per_iteration"] = float(np.mean(
+        row["seconds_per_iteration_per_worker"] = float(np.mean(
             cost["compute_seconds"][ranks] / steps[ranks]))
-        row["worker_flops_per_iteration"] = float(np.mean(cost["flops_per_step"][ranks]))
+        row["flops_per_iteration_per_worker"] = float(np.mean(cost["flops_per_step"][ranks]))
     row["server_bytes_sent"] = int(sent[0])
-    row["worker_bytes_sent"] = float(sent[1:run["world"]].mean()) if run["world"] > 1 else 0.0
+    row["bytes_sent_per_worker"] = float(sent[1:run["world"]].mean()) if run["world"] > 1 else 0.0
     for kind, total in zip(run["kinds"], traffic.per_kind()):
         row[f"bytes_{kind}"] = int(total)
     return row
@@ -64,17 +64,17 @@ def cost_ratios(table: pd.DataFrame) -> pd.DataFrame:
     are listed (space-separated). With nothing to compare, a table of no rows that still
     has its columns (``RATIO_COLUMNS``)."""
     rows = []
-    if "worker_seconds_per_iteration" not in table:
+    if "seconds_per_iteration_per_worker" not in table:
         return pd.DataFrame(rows, columns=RATIO_COLUMNS)
     for key, group in table.groupby(["dataset", "split", "batch_size"]):
         md = group[(group.algorithm == "mdgan") & (group.get("compress", "none") == "none")]
         fl = group[group.algorithm == "flgan"]
-        md, fl = (runs.dropna(subset=["worker_seconds_per_iteration"]) for runs in (md, fl))
+        md, fl = (runs.dropna(subset=["seconds_per_iteration_per_worker"]) for runs in (md, fl))
         if len(md) and len(fl):
             rows.append({"dataset": key[0], "split": key[1], "batch_size": key[2],
                          "mdgan_runs": " ".join(md.run), "flgan_runs": " ".join(fl.run),
-                         "seconds_ratio": md.worker_seconds_per_iteration.mean() /
-                         fl.worker_seconds_per_iteration.mean(),
-                         "flops_ratio": md.worker_flops_per_iteration.mean() /
-                         fl.worker_flops_per_iteration.mean()})
+                         "seconds_ratio": md.seconds_per_iteration_per_worker.mean() /
+                         fl.seconds_per_iteration_per_worker.mean(),
+                         "flops_ratio": md.flops_per_iteration_per_worker.mean() /
+                         fl.flops_per_iteration_per_worker.mean()})
     return pd.DataFrame(rows, columns=RATIO_COLUMNS)

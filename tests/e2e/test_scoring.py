@@ -137,8 +137,8 @@ def test_analyze_writes_the_table_and_plots(scored_runs, tmp_path):
     assert ratio and 0 < float(ratio[0].split("=")[1]) < 1
     table = pd.read_csv(out / "summary.csv")
     assert list(table.algorithm) == ["mdgan", "flgan", "standalone"]
-    for column in ("mnist_score", "classifier_fid", "wall_seconds", "worker_seconds_per_iteration",
-                   "worker_flops_per_iteration", "worker_bytes_sent", "bytes_feedback",
+    for column in ("mnist_score", "classifier_fid", "wall_seconds", "seconds_per_iteration_per_worker",
+                   "flops_per_iteration_per_worker", "bytes_sent_per_worker", "bytes_feedback",
                    "bytes_upload", "k", "split", "workers"):
         assert column in table, column
     assert table.mnist_score.between(1, 10).all() and (table.iterations == 10).all()

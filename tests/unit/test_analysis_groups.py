@@ -136,8 +136,8 @@ def test_group_table_aggregates_match_numpy():
         for stat in ("mean", "std", "min", "max"):
             assert f"{score}_{stat}" in groups
     assert groups.mnist_score_mean.isna().all()
-    for column in ("worker_seconds_per_iteration", "worker_flops_per_iteration",
-                   "worker_bytes_sent"):
+    for column in ("seconds_per_iteration_per_worker", "flops_per_iteration_per_worker",
+                   "bytes_sent_per_worker"):
         assert f"{column}_std" in groups, column
 
 
@@ -208,7 +208,7 @@ def test_analyze_writes_groups_csv(ring_runs, tmp_path, capsys):
     assert (groups.dataset[0], groups.iterations[0], groups.algorithm[0]) == \
         ("ring", 40, "standalone")
     for column in ("modes", "high_quality", "mode_kl", "wall_seconds",
-                   "worker_seconds_per_iteration", "server_bytes_sent"):
+                   "seconds_per_iteration_per_worker", "server_bytes_sent"):
         values = summary[column].to_numpy(dtype=np.float64)
         assert groups[f"{column}_mean"][0] == pytest.approx(values.mean()), column
         assert groups[f"{column}_min"][0] == pytest.approx(values.min()), column
@@ -238,7 +238,7 @@ def test_cost_ratios_average_every_uncompressed_mdgan_run_against_every_flgan_ru
             ("other", "flgan", "", 0.01, 4.0e8)]
     table = pd.DataFrame([{"run": r, "algorithm": a, "compress": c, "dataset": "mnist",
                            "split": "iid" if r != "other" else "labels:2", "batch_size": 32,
-                           "worker_seconds_per_iteration": s, "worker_flops_per_iteration": f}
+                           "seconds_per_iteration_per_worker": s, "flops_per_iteration_per_worker": f}
                           for r, a, c, s, f in rows])
     from mpi_gan.analysis.summary import cost_ratios
     [row] = cost_ratios(table).to_dict("records")
@@ -252,9 +252,9 @@ def test_cost_ratios_with_nothing_to_compare_keep_their_header(tmp_path):
     from mpi_gan.analysis.summary import cost_ratios
     table = pd.DataFrame([{"run": "md0", "algorithm": "mdgan", "compress": "none",
                            "dataset": "mnist", "split": "iid", "batch_size": 32,
-                           "worker_seconds_per_iteration": 0.1,
-                           "worker_flops_per_iteration": 1e8}])
-    for given in (table, table.drop(columns=["worker_seconds_per_iteration"])):
+                           "seconds_per_iteration_per_worker": 0.1,
+                           "flops_per_iteration_per_worker": 1e8}])
+    for given in (table, table.drop(columns=["seconds_per_iteration_per_worker"])):
         cost_ratios(given).to_csv(tmp_path / "ratios.csv", index=False)
         header = (tmp_path / "ratios.csv").read_text().splitlines()
         assert header == ["dataset,split,batch_size,mdgan_runs,flgan_runs,seconds_ratio,"

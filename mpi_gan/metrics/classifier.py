@@ -129,8 +129,8 @@ def _fit(model: ScoreCNN, train, test, seed: int, epochs: int, log, name: str
                 opt.step()
                 schedule.step()
             if log:
-                log(f"score classifier for {name}: epoch {epoch + 1}/{epochs} "
-                    f"({time.perf_counter() - tic:.0f} s)")
+                log(f"score classifier for {name}: epoch {epoch + 1}/{epochs} done, "
+                    f"{time.perf_counter() - tic:.0f} s since its training began")
     finally:
         torch.set_num_threads(threads)
     accuracy, _ = evaluate(model, test.images, test.labels)

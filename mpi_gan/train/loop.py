@@ -430,7 +430,7 @@ class Trainer:
         self.run_file.append_rows()
         text = "  ".join(f"{name} {scores[name]:.3f}" for name in self.evaluator.names)
         ctx.log.info("iter %d scores: %s (%.1f s)", done, text, time.perf_counter() - tic)
-        self.progress.scored(text)
+        self.progress.scored(text, done)
 
     def _record(self, rows, iteration: int) -> None:
         """Append a role's metric rows of ``iteration``, [(table path, row)], to rank 0's

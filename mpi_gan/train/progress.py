@@ -62,9 +62,10 @@ class Progress:
             self.bar.set_postfix_str(text + self.score, refresh=False)
         self.window, self.in_window = time.perf_counter(), 0
 
-    def scored(self, text: str) -> None:
-        """The latest scores, shown on the bar and the following lines."""
-        self.score = "  " + text
+    def scored(self, text: str, iteration: int) -> None:
+        """The latest scores, those of ``iteration``, shown on the bar and the following
+        lines with the iteration they belong to (they stay until the next evaluation)."""
+        self.score = f"  scores of iter {iteration}: {text}"
 
     def close(self) -> None:
         if self.bar is not None:

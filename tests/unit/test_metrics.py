@@ -1,6 +1,7 @@
 """Unit tests (no MPI) for mpi_gan.metrics: the score formulas, the Frechet distance
 against closed forms, the cached score classifier, TorchScript Inception files, FLOPs."""
 import os
+import re
 
 import h5py
 import numpy as np
@@ -99,7 +100,11 @@ def test_classifier_is_cached_reused_and_deterministic(tmp_path, monkeypatch):
     assert again.digest == first.digest
     monkeypatch.undo()
     # the same seed trains the same weights; another seed others
-    model, _ = clf.train_classifier(dataset, 0, epochs=1)
+    lines = []
+    model, _ = clf.train_classifier(dataset, 0, epochs=1, log=lines.append)
+    # its time is a running total, and says so
+    assert len(lines) == 1 and re.fullmatch(r"score classifier for .*: epoch 1/1 done, \d+ s "
+                                            "since its training began", lines[0]), lines
     model2, _ = clf.train_classifier(dataset, 0, epochs=1)
     model3, _ = clf.train_classifier(dataset, 1, epochs=1)
     assert clf.weights_digest(model) == clf.weights_digest(model2) != clf.weights_digest(model3)

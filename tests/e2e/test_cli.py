@@ -19,13 +19,6 @@ def mdgan(n, out, *extra, timeout=240, env=None):
 
 
 
-def test_help_prints_defaults():
-    proc = mpirun(1, ["mpi_gan.mdgan", "--help"], timeout=60)
-    assert proc.returncode == 0
-    assert "--disc-steps" in proc.stdout and "(default: 1)" in proc.stdout
-    assert "--checkpoint-every" in proc.stdout and "(default: 500)" in proc.stdout
-
-
 def resume_matches_straight(tmp_path, module, world, common, total=12, half=6):
     """2T iterations in one go == T, then --resume up to 2T: every rank's saved state
     (models, Adam, RNG, compressor), the run file's tables and model, bit for bit."""
@@ -57,6 +50,7 @@ def resume_matches_straight(tmp_path, module, world, common, total=12, half=6):
         for key in f1[f"{model}/model"]:
             assert np.array_equal(f1[f"{model}/model/{key}"][()], f2[f"{model}/model/{key}"][()])
         assert f2.attrs["finished"] == 1 and f2.attrs["iteration"] == total
+    return p1
 
 
 
@@ -85,8 +79,21 @@ def test_flgan_resume_is_bit_identical(tmp_path):
 
 
 def test_standalone_resume_is_bit_identical_without_mpiexec(tmp_path):
-    resume_matches_straight(tmp_path, "mpi_gan.standalone", 1, [*FAST, "--g-ema", "0.9"],
-                            total=8, half=4)
+    """... and the commands a run prints at its end work as printed, on its own paths."""
+    straight = resume_matches_straight(tmp_path, "mpi_gan.standalone", 1,
+                                       [*FAST, "--g-ema", "0.9"], total=8, half=4)
+    lines = straight.stdout.splitlines()
+    steps = [line.split("#")[0].split() for line in lines[lines.index("next:") + 1:]]
+    assert [s[:3] for s in steps] == [["python", "-m", f"mpi_gan.{m}"]
+                                      for m in ("analyze", "sample", "evaluate")]
+    run = str(tmp_path / "straight")
+    assert all(s[3] == run for s in steps)
+    for step in steps[:2]:  # evaluate would train a score classifier: tested elsewhere
+        proc = subprocess.run([sys.executable, *step[1:]], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, (step, proc.stderr)
+    assert (tmp_path / "straight" / "analysis" / "summary.csv").is_file()
+    assert (tmp_path / "straight" / "samples.png").is_file()
 
 
 def test_every_entry_points_help_shows_defaults_and_no_empty_ones_markup_or_source():

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mpi_gan.metrics.classifier import ACCURACY_FLOOR, load_classifier
-from tests.conftest import REPO, mpirun
+from tests.conftest import REPO, digest, mpirun
 from tests.conftest import FAST, single
 from tests.e2e.test_cli import resume_matches_straight
 
@@ -74,10 +74,17 @@ def test_scoring_does_not_change_the_training(scored_runs, tmp_path):
 def test_evaluate_matches_the_training_rows_and_stores_them(scored_runs):
     runs, _, cache = scored_runs
     run_file = runs["mdgan"] / "run.h5"
+    before = digest(run_file)
     proc = mpirun(1, ["mpi_gan.evaluate", str(runs["mdgan"]), "--cache-dir", str(cache)])
     assert proc.returncode == 0, proc.stderr
+    assert digest(run_file) == before and "stored in" not in proc.stdout  # only read
+    only_read = proc.stdout.strip().splitlines()[-2:]
+    proc = mpirun(1, ["mpi_gan.evaluate", str(runs["mdgan"]), "--cache-dir", str(cache),
+                      "--store"])
+    assert proc.returncode == 0 and "stored in" in proc.stdout, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert [line.split("=")[0] for line in lines[-2:]] == ["mnist_score", "classifier_fid"]
+    assert lines[-2:] == only_read
     printed = {k: float(v) for k, v in (line.split("=") for line in lines[-2:])}
     with h5py.File(run_file, "r") as f:
         stored = dict(f["evaluation"].attrs)
@@ -89,7 +96,7 @@ def test_evaluate_matches_the_training_rows_and_stores_them(scored_runs):
         assert stored[name] == pytest.approx(last[name], rel=1e-5)
     ckpt = runs["flgan"] / "checkpoints" / "ckpt_00000010.h5"
     proc = mpirun(1, ["mpi_gan.evaluate", str(ckpt), "--samples", "20", "--cache-dir",
-                      str(cache)])
+                      str(cache), "--store"])
     assert proc.returncode == 0 and "stored in" in proc.stdout, proc.stderr
     with h5py.File(ckpt, "r") as f:
         assert f.attrs["complete"] == 1 and f["evaluation"].attrs["samples"] == 20

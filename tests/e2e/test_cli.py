@@ -267,6 +267,7 @@ def test_baselines_and_datasets_bad_input(tmp_path):
     write_cifar_dir(str(tmp_path / "cifar"), per_batch=4)  # 20 training images
     cases = [
         (2, "mpi_gan.standalone", [], "runs in one process"),
+        (1, "mpi_gan.standalone", ["--split", "labels:2"], "trains on the whole training set"),
         (1, "mpi_gan.flgan", [], "at least 2 MPI ranks"),
         (3, "mpi_gan.flgan", ["--round-every", "-1"], "must be an integer >= 0"),
         (3, "mpi_gan.mdgan", ["--dataset", "celeba", "--data-dir", str(tmp_path)],

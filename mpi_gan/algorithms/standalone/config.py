@@ -7,7 +7,8 @@ from ...errors import ConfigError
 
 PROG = "python -m mpi_gan.standalone"
 DESCRIPTION = ("A standalone GAN in one process (no mpiexec needed): the same datasets, "
-               "models, losses and files as MD-GAN and FL-GAN, on the whole training set.")
+               "models, losses and files as MD-GAN and FL-GAN, on the whole training set "
+               "(--split, which shares the data out among workers, stays iid).")
 StandaloneConfig = GanConfig
 
 
@@ -21,4 +22,8 @@ def validate(cfg: GanConfig, world_size: int) -> None:
     if world_size != 1:
         raise ConfigError(f"the standalone GAN runs in one process, got {world_size} MPI ranks: "
                           "run it without mpiexec (or with -n 1)")
+    if cfg.split != "iid":
+        raise ConfigError(f"--split {cfg.split}: the standalone GAN trains on the whole "
+                          "training set, it has no workers to share it among; --split applies "
+                          "to MD-GAN and FL-GAN")
     validate_gan(cfg)

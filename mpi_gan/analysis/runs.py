@@ -140,7 +140,8 @@ def read_run(path: str) -> dict:
             raise RunFileError(f"{path} is not an mpi-gan run file or checkpoint")
         traffic = read_traffic(f)
         try:
-            tables = stored_tables(path, f, ("metrics", "scores"))
+            tables = stored_tables(path, f, ("metrics", "scores", "faults", "elastic",
+                                             "launches"))
         except ShardError as exc:
             raise RunFileError(str(exc)) from None
         run = {
@@ -152,6 +153,9 @@ def read_run(path: str) -> dict:
             "finished": int(f.attrs.get("finished", f.attrs.get("complete", 0))),
             "world": int(f.attrs["world_size"]),
             "metrics": tables.get("metrics", {}), "scores": tables.get("scores", {}),
+            # events: workers lost, resumes on another world size, launches (absent from
+            # files written before each table)
+            **{name: tables.get(name, {}) for name in ("faults", "elastic", "launches")},
             "kinds": traffic.kinds, "traffic": traffic,
             "cost": {k: integrity.read(f[f"cost/{k}"]) for k in f["cost"]} if "cost" in f else {},
             "evaluation": dict(f["evaluation"].attrs) if "evaluation" in f else {},

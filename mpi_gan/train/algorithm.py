@@ -122,5 +122,5 @@ class Algorithm:
 
     def reader(self, path: str):
         return read_checkpoint(path, self.name, self.config_class, self.table_paths(),
-                               ("scores", "faults", "elastic") if self.evaluates else
-                               ("faults", "elastic"))
+                               ("scores", "faults", "elastic", "launches") if self.evaluates
+                               else ("faults", "elastic", "launches"))

@@ -69,6 +69,15 @@ def scores_table() -> Metrics:
                     **{name: (np.float64, ()) for name in SCORES}})
 
 
+def launches_table() -> Metrics:
+    """The run's launches, one row each (the first start, then every resume: after a
+    preemption, a stop signal or a crash): iteration (where it started, int64),
+    started_unix (float64, seconds since the epoch), world_size (int64). A launch that
+    wrote no checkpoint leaves no row (a resume continues its checkpoint's table)."""
+    return Metrics({"iteration": (np.int64, ()), "started_unix": (np.float64, ()),
+                    "world_size": (np.int64, ())})
+
+
 def report_layout(template: list, measured: bool) -> Layout:
     """A worker's checkpoint message once its shard is written: the shard's record
     (``shard/record``, int64 (4,): ``io.shards.ShardRecord``) and, when the skeleton
@@ -204,10 +213,13 @@ class Trainer:
                 self.tables["faults"] = faults_table()
             if algo.elastic:
                 self.tables["elastic"] = elastic_table()
+            self.tables["launches"] = launches_table()
             self.cost_base, self.wall_base = np.zeros((ctx.size, 3)), 0.0
             self.extras = algo.extras(ctx)
             if ckpt is not None:
                 self._resume_server(role, ckpt)
+            self.tables["launches"].append(iteration=ctx.start, started_unix=time.time(),
+                                           world_size=ctx.size)
             self.record = RunRecord(cfg, ctx.size, transport.kinds, self.tables,
                                     self.inherited_segments(ckpt))
             self.run_file = RunFile(

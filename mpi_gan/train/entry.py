@@ -65,17 +65,19 @@ def run_main(algorithm: Algorithm, parse, argv: list[str] | None = None) -> int:
 
 
 def next_steps(out: str, generator: bool) -> list[str]:
-    """The lines that end a run: what to do with its files, as commands to paste (its
-    paths quoted for a POSIX shell); ``generator``: the run trained a GAN's generator."""
-    run = os.path.abspath(out)
-    q = shlex.quote
+    """The lines that end a run: what to do with its files, as commands to paste (this
+    Python, its paths quoted for a POSIX shell); ``generator``: the run trained a GAN's
+    generator."""
+    run, q = os.path.abspath(out), shlex.quote
+    python = q(sys.executable)
+    analysis = os.path.join(run, "analysis")
     lines = ["next:",
-             f"  python -m mpi_gan.analyze {q(run)} --out {q(os.path.join(run, 'analysis'))}"
-             "    # tables, plots" + (" and sample grids" if generator else "")]
+             f"  {python} -m mpi_gan.analyze {q(run)} --out {q(analysis)}    # report.html: "
+             "tables and plots" + (", sample grids" if generator else "")]
     if generator:
-        lines += [f"  python -m mpi_gan.sample {q(run)} --n 64 --out "
+        lines += [f"  {python} -m mpi_gan.sample {q(run)} --n 64 --out "
                   f"{q(os.path.join(run, 'samples.png'))}    # images from its generator",
-                  f"  python -m mpi_gan.evaluate {q(run)}    # its scores, again"]
+                  f"  {python} -m mpi_gan.evaluate {q(run)}    # its scores, again"]
     return lines
 
 

@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     ranks.to_csv(os.path.join(args.out, "ranks.csv"), index=False)
     written = score_plots(runs, args.out) + [loss_plot(runs, args.out)]
     for run in runs:
-        written.append(traffic_plot(run, args.out))
+        traffic = traffic_plot(run, args.out)
+        if traffic is not None:
+            written.append(traffic)
         if run["algorithm"] in ("mdgan", "flgan", "standalone"):
             try:
                 written.append(grid_png(run["path"], args.grid,

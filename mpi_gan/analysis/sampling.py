@@ -180,10 +180,11 @@ def sample_figure(g: torch.nn.Module, cfg: GanConfig, n: int, seed: int = 0, cls
 
 def grid_png(run_path: str, grid: int, out: str) -> str:
     """``python -m mpi_gan.analyze``'s compact picture of the generator in ``run_path``
-    (a run file or checkpoint), written to the PNG ``out``: ``grid`` x ``grid`` images one
-    screen pixel per pixel, no gaps or names (ACGAN: one row per class, row r class r),
-    or a scatter of 10 * grid^2 points for the toy mixtures. Returns ``out``."""
+    (a run file or checkpoint), written to the PNG ``out``: ``grid`` x ``grid`` images,
+    scaled up (each at least MIN_PIXELS high), a gap between them (ACGAN: one row per
+    class, each row's class named at its left), or a scatter of 10 * grid^2 points for the
+    toy mixtures. Returns ``out``."""
     g, cfg = load_generator(run_path)
     count = grid * grid * (1 if spec_of(cfg).is_image else 10)
-    sample_figure(g, cfg, count, cols=grid, scale=1, gap=0, named=False).savefig(out)
+    sample_figure(g, cfg, count, cols=grid).savefig(out)
     return out

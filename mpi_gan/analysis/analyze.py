@@ -26,6 +26,7 @@ from ..argtypes import HelpFormatter, OneLineParser
 from .groups import group_table, label_runs
 from .placement import ranks_table, where_lines
 from .plots import loss_plot, score_plots, traffic_plot
+from . import tensorboard_export
 from .report import write_report
 from .runs import RunFileError, read_run
 from .sampling import grid_png
@@ -41,15 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="analysis", help="directory for the CSV and PNG files")
     p.add_argument("--grid", type=int, default=10, help="rows and columns of sample grids "
                    "(rows: one per class with ACGAN; toy runs: 10 x grid^2 points)")
+    p.add_argument("--tensorboard", metavar="DIR", default="", help="also write TensorBoard "
+                   "event files, one directory per run (DIR/<run>), for tensorboard --logdir "
+                   "DIR: losses, scores, time, bytes, sample grids and the configuration "
+                   "(needs the tensorboard package)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.tensorboard:
+            tensorboard_export.writer_class()  # before any work: is the package there?
         runs = [read_run(p) for p in args.runs]
         os.makedirs(args.out, exist_ok=True)
-    except (RunFileError, OSError) as exc:
+    except (RunFileError, OSError, tensorboard_export.TensorBoardMissing) as exc:
         print(f"mpi_gan.analyze: error: {exc}", file=sys.stderr)
         return 2
     names = [r["name"] for r in runs]
@@ -88,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     for line in where_lines(ranks):
         print(f"where: {line}")
     report = write_report(args.out, runs, table, groups, ratios, ranks)
+    if args.tensorboard:
+        tensorboard_export.export(runs, args.tensorboard, args.out)
+        print(f"tensorboard: {len(runs)} runs in {args.tensorboard} "
+              f"(see them with: tensorboard --logdir {args.tensorboard})")
     print(f"wrote {os.path.join(args.out, 'summary.csv')}, groups.csv, cost_ratios.csv, "
           f"ranks.csv and {len(written)} PNG files in {args.out}")
     print(f"report: {os.path.abspath(report)} (one self-contained page: open it in a browser)")

@@ -2,6 +2,7 @@
 Chromium started by the test: it loads with no console error, asks for nothing over a
 network, every image decodes, its tables sort, and a screenshot of it is not blank."""
 import io
+import os
 import subprocess
 
 import numpy as np
@@ -96,3 +97,59 @@ def test_the_report_in_a_headless_browser(report):
     assert shot.shape[0] > 2000 and 1200 < shot.shape[1] <= 1300, shot.shape
     inked = (shot < 250).mean()  # text, tables and figures on a white page
     assert inked > 0.02 and len(np.unique(shot)) > 50, (inked, len(np.unique(shot)))
+
+
+def test_tensorboard_export_holds_the_run_files_numbers_and_tensorboard_shows_the_runs(
+        report, tmp_path):
+    """``analyze --tensorboard DIR``: one directory per run whose scalars are the run
+    file's numbers (computed here from run.h5), its sample grid and configuration; the
+    real ``tensorboard --logdir DIR``, started here, lists the runs and their tags."""
+    import json
+    import re
+    import time
+    import urllib.request
+
+    import h5py
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    root, tb = report.parent.parent, tmp_path / "tb"
+    proc = subprocess.run([PY, "-m", "mpi_gan.analyze", str(root / "ring-s0"), str(root / "md"),
+                           "--out", str(tmp_path / "analysis"), "--tensorboard", str(tb)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"tensorboard: 2 runs in {tb}" in proc.stdout
+    for name in ("ring-s0", "md"):
+        events = EventAccumulator(str(tb / name), size_guidance={"scalars": 0, "images": 0,
+                                                                 "tensors": 0})
+        events.Reload()
+        with h5py.File(root / name / "run.h5", "r") as f:
+            d_loss = f["metrics/d_loss"][()].reshape(len(f["metrics/iteration"]), -1)
+            iterations = f["metrics/iteration"][()]
+            evaluated, modes = f["scores/iteration"][()], f["scores/modes"][()]
+            seed = int(f["config"].attrs["seed"])
+        loss = events.Scalars("loss/d")
+        assert [e.step for e in loss] == list(iterations) == list(range(1, 101))
+        assert np.allclose([e.value for e in loss], d_loss.mean(axis=1), rtol=1e-6)
+        assert [(e.step, e.value) for e in events.Scalars("score/modes")] == \
+            [(int(i), pytest.approx(v)) for i, v in zip(evaluated, modes)]
+        assert len(events.Images("samples")) == 1
+        text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+        assert f"| seed | {seed} |" in text
+    server = subprocess.Popen([os.path.join(os.path.dirname(PY), "tensorboard"), "--logdir",
+                               str(tb), "--host", "127.0.0.1", "--port", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, port = time.monotonic() + 120, None
+        while port is None and time.monotonic() < deadline:
+            line = server.stderr.readline()
+            found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+            port = int(found.group(1)) if found else None
+            assert line or server.poll() is None, "tensorboard ended"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=60) as r:
+            assert sorted(json.load(r)) == ["md", "ring-s0"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags",
+                                    timeout=60) as r:
+            tags = json.load(r)
+        assert {"loss/d", "loss/g", "score/modes"} <= set(tags["md"])
+    finally:
+        server.kill()
+        server.wait(timeout=30)

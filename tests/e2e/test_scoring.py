@@ -91,9 +91,18 @@ def test_evaluate_matches_the_training_rows_and_stores_them(scored_runs):
         last = {k: f["scores"][k][-1] for k in ("mnist_score", "classifier_fid")}
     assert stored["samples"] == 50 and stored["iteration"] == 10
     assert f"{run_file} (the generator of iteration 10): " in proc.stdout
-    for name, value in printed.items():  # same generator, latents and real images
-        assert value == pytest.approx(last[name], rel=1e-5)
-        assert stored[name] == pytest.approx(last[name], rel=1e-5)
+    assert "(50 samples, 1 thread, " in proc.stdout  # the run's own --threads
+    for name, value in printed.items():  # same generator, latents, images and threads
+        assert value == pytest.approx(last[name], rel=1e-5)  # printed with 6 digits
+        assert stored[name] == last[name]  # exactly training's
+    # with another thread count: said, and the same scores to float noise
+    proc = mpirun(1, ["mpi_gan.evaluate", str(runs["mdgan"]), "--cache-dir", str(cache),
+                      "--threads", "2"])
+    assert proc.returncode == 0, proc.stderr
+    assert "is scored with 2 threads, its run scored with 1" in proc.stdout
+    again = dict(line.split("=") for line in proc.stdout.strip().splitlines()[-2:])
+    for name, value in again.items():
+        assert float(value) == pytest.approx(last[name], rel=1e-4)
     ckpt = runs["flgan"] / "checkpoints" / "ckpt_00000010.h5"
     proc = mpirun(1, ["mpi_gan.evaluate", str(ckpt), "--samples", "20", "--cache-dir",
                       str(cache), "--store"])

@@ -38,9 +38,13 @@ setup: $(BIN)/.installed
 # the scored generator a moving average of G's weights (decay 0.995); the rest as the
 # defaults (the paper's MLP, ACGAN, batch 100, beta1 0.5, k = 1).
 RUN_FLAGS ?= --lr-g 1e-3 --lr-d 1e-3 --g-ema 0.995
-run: setup
+# One line per phase with its time: install here, then the run's own (data, classifier,
+# training, scoring). EXTRA: more flags, e.g. EXTRA="--eval-every 0" to skip scoring.
+run:
+	@start=$$(date +%s); $(MAKE) --no-print-directory setup; \
+	  echo "phase install: $$(( $$(date +%s) - start )) s (.venv: torch, mpi4py, MPICH, the offline MNIST)"
 	$(BIN)/mpiexec -n $(RANKS) $(BIN)/python -m mpi_gan.mdgan --iterations $(ITERATIONS) \
-	  $(RUN_FLAGS) --out $(OUT)
+	  $(RUN_FLAGS) $(EXTRA) --out $(OUT)
 
 # The tests, in tiers (tests/README.md): unit (one process, no MPI launch), mpi (pytest-mpi
 # under mpiexec at several world sizes), e2e (the commands run as users run them, through

@@ -148,6 +148,8 @@ class Trainer:
     def _set_up_and_train(self) -> RunResult:
         cfg, comm, algo = self.cfg, self.comm, self.algorithm
         rank, size = comm.Get_rank(), comm.Get_size()
+        began = time.perf_counter()
+        self.scoring = [0.0, 0]  # rank 0's seconds scoring, evaluations
         log, ckpt, self.source, local = start_run(comm, cfg, algo.validate, algo.reader,
                                                   algo.elastic)
         with contextlib.suppress(FileNotFoundError):  # left by this rank's last stop
@@ -156,7 +158,9 @@ class Trainer:
         seed_device(device, derive_seed(cfg.seed, "device", rank))
         ctx = Context(cfg, comm, rank, size, device, log)
         ctx.data = agree(comm, lambda: algo.load_data(ctx))
+        data_ready = time.perf_counter()
         self.evaluator = agree(comm, lambda: self._make_evaluator(ctx, ckpt))
+        scorer_ready = time.perf_counter()
         torch.set_num_threads(cfg.threads)
         # every stream the algorithms draw is seed-derived; the global RNG is seeded too,
         # so that a run (and its checkpointed RNG state) is reproducible whatever uses it
@@ -164,6 +168,19 @@ class Trainer:
         result = self._train(ctx, ckpt)
         if not result.stopped:  # every file of the run is written: --out is free again
             run_lock.release_all()  # (after a stop: in stopped_exit, once the marks are done)
+        if rank == 0:  # where this launch's time went, one line per phase
+            scoring, evaluations = self.scoring
+            log.info("phase data: %.1f s (start-up, the dataset cache, each rank's shard)",
+                     data_ready - began)
+            scorer = self.evaluator
+            log.info("phase classifier: %.1f s (%s)", scorer_ready - data_ready,
+                     "nothing to score" if scorer is None else
+                     "the score classifier: trained once per machine, then read from its cache"
+                     if getattr(scorer, "classifier", None) is not None else "the scorer")
+            log.info("phase training: %.1f s (checkpoints included, scoring not)",
+                     time.perf_counter() - scorer_ready - scoring)
+            log.info("phase scoring: %.1f s (%d evaluation%s)", scoring, evaluations,
+                     "" if evaluations == 1 else "s")
         log.info("peak resident memory %.1f MB", peak_memory_mb())
         if not result.stopped:
             self.stop.restore()
@@ -440,6 +457,8 @@ class Trainer:
             eval_seconds=time.perf_counter() - tic,
             **{name: scores.get(name, np.nan) for name in SCORES})
         self.run_file.append_rows()
+        self.scoring[0] += time.perf_counter() - tic
+        self.scoring[1] += 1
         text = "  ".join(f"{name} {scores[name]:.3f}" for name in self.evaluator.names)
         ctx.log.info("iter %d scores: %s (%.1f s)", done, text, time.perf_counter() - tic)
         self.progress.scored(text, done)

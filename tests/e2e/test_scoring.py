@@ -1,6 +1,7 @@
 """End-to-end tests of the scores: evaluation rows and cost counters in real MPI runs,
 ``python -m mpi_gan.evaluate`` (also --real on full MNIST) and ``python -m mpi_gan.analyze``."""
 import os
+import re
 import socket
 
 import h5py
@@ -41,6 +42,10 @@ def test_evaluation_rows_and_cost_are_in_the_run_file(scored_runs):
     runs, logs, _ = scored_runs
     for name, out in runs.items():
         assert "iter 5 scores: mnist_score" in logs[name], logs[name]
+        # where the time went, one line per phase; the first run trained the classifier
+        phases = dict(re.findall(r"^phase (\w+): ([\d.]+) s", logs[name], re.M))
+        assert list(phases) == ["data", "classifier", "training", "scoring"], logs[name]
+        assert "phase scoring: " in logs[name] and "(2 evaluations)" in logs[name]
         with h5py.File(out / "run.h5", "r") as f:
             scores = {k: f["scores"][k][()] for k in f["scores"]}
             assert list(scores["iteration"]) == [5, 10], name

@@ -12,8 +12,8 @@ Sections, each shown only when a run has something for it:
                 (mean and min-max band over the seeds of a group)
   losses        D and G losses against generator updates
   events        launches (the first start, then each resume: a preemption, a stop or a
-                crash before it), workers lost under --fault-tolerant, resumes on another
-                number of workers
+                crash before it), stops by a signal, workers lost under --fault-tolerant,
+                resumes on another number of workers
   cost          per rank: compute seconds, timed steps, seconds per step, FLOPs per step
   traffic       per run: bytes and messages per message kind, per link, and the heatmap
   where         the host, process, device and MPI library of every rank
@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import signal
 import time
 
 import jinja2
@@ -33,6 +34,14 @@ import pandas as pd
 from markupsafe import Markup
 
 from .placement import where_lines
+
+
+def signal_name(number: int) -> str:
+    """SIGTERM for 15; the number where Python knows no such signal."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 SORT_SCRIPT = """
 document.querySelectorAll("table.sortable").forEach(function (table) {
@@ -167,6 +176,13 @@ def events_table(run: dict) -> pd.DataFrame:
                               faults.get("workers_left", [])):
         rows.append({"iteration": int(it), "event": "worker lost",
                      "detail": f"rank {int(rank)}; {int(left)} workers go on"})
+    stops = run.get("stops") or {}
+    for it, unix, number in zip(stops.get("iteration", []), stops.get("stopped_unix", []),
+                                stops.get("signal", [])):
+        rows.append({"iteration": int(it), "event": "stopped",
+                     "detail": f"by {signal_name(int(number))} (a preemption, the job's time "
+                               "limit or a user), checkpointed, "
+                               f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(unix))} UTC"})
     elastic = run.get("elastic") or {}
     for it, before, after in zip(elastic.get("iteration", []),
                                  elastic.get("workers_before", []),
@@ -174,7 +190,11 @@ def events_table(run: dict) -> pd.DataFrame:
         rows.append({"iteration": int(it), "event": "workers changed",
                      "detail": f"{int(before)} workers before, {int(after)} after"})
     frame = pd.DataFrame(rows, columns=["iteration", "event", "detail"])
-    return frame.sort_values("iteration", kind="stable") if len(frame) else frame
+    order = {"stopped": 0, "start": 1, "resume": 1}  # a stop at I, then the resume at I
+    if len(frame):
+        frame = frame.assign(_order=frame.event.map(order).fillna(2)).sort_values(
+            ["iteration", "_order"], kind="stable").drop(columns="_order")
+    return frame
 
 
 def cost_table(run: dict, ranks: pd.DataFrame) -> pd.DataFrame:
@@ -239,8 +259,8 @@ def sections(runs, summary, groups, ratios, ranks, out) -> list[tuple]:
     if events:
         found.append(("events", "Events", [text(
             "Launches (the first start, then each resume: after a preemption, a stop or a "
-            "crash), workers lost under --fault-tolerant, and resumes on another number of "
-            "workers.")] + [table(e, n) for n, e in events]))
+            "crash), stops by a signal (each ends with a checkpoint), workers lost under "
+            "--fault-tolerant, and resumes on another number of workers.")] + [table(e, n) for n, e in events]))
     costs = [(name, cost_table(run, ranks[ranks.run == name])) for name, run in per_run.items()]
     costs = [(n, c) for n, c in costs if len(c)]
     if costs:

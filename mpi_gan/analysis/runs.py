@@ -20,7 +20,7 @@ from ..config import GanConfig
 from ..data import spec_of
 from ..io import integrity
 from ..io.checkpoint import stored_tables
-from ..io.runlog import read_traffic
+from ..io.runlog import EVENT_TABLES, read_traffic
 from ..io.shards import ShardError
 from ..models import make_generator
 
@@ -140,8 +140,7 @@ def read_run(path: str) -> dict:
             raise RunFileError(f"{path} is not an mpi-gan run file or checkpoint")
         traffic = read_traffic(f)
         try:
-            tables = stored_tables(path, f, ("metrics", "scores", "faults", "elastic",
-                                             "launches"))
+            tables = stored_tables(path, f, ("metrics", "scores", *EVENT_TABLES))
         except ShardError as exc:
             raise RunFileError(str(exc)) from None
         run = {
@@ -155,7 +154,7 @@ def read_run(path: str) -> dict:
             "metrics": tables.get("metrics", {}), "scores": tables.get("scores", {}),
             # events: workers lost, resumes on another world size, launches (absent from
             # files written before each table)
-            **{name: tables.get(name, {}) for name in ("faults", "elastic", "launches")},
+            **{name: tables.get(name, {}) for name in EVENT_TABLES},
             "kinds": traffic.kinds, "traffic": traffic,
             "cost": {k: integrity.read(f[f"cost/{k}"]) for k in f["cost"]} if "cost" in f else {},
             "evaluation": dict(f["evaluation"].attrs) if "evaluation" in f else {},

@@ -25,6 +25,9 @@ from .atomic import atomic_h5, disk_full_errors
 
 
 RUN_FILE = "run file"  # the run file's name as a store of rows (``Metrics.stored``)
+# rank 0's tables of events (workers lost, resumes on another world size, launches, stops
+# by a signal): in the run files and checkpoints written since each table began
+EVENT_TABLES = ("faults", "elastic", "launches", "stops")
 
 
 class Metrics:

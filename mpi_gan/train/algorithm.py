@@ -17,7 +17,7 @@ from mpi4py import MPI
 from ..comm.transport import Transport
 from ..data import plan_data
 from ..io.checkpoint import read_checkpoint
-from ..io.runlog import Metrics
+from ..io.runlog import EVENT_TABLES, Metrics
 
 
 @dataclass
@@ -122,5 +122,4 @@ class Algorithm:
 
     def reader(self, path: str):
         return read_checkpoint(path, self.name, self.config_class, self.table_paths(),
-                               ("scores", "faults", "elastic", "launches") if self.evaluates
-                               else ("faults", "elastic", "launches"))
+                               ("scores", *EVENT_TABLES) if self.evaluates else EVENT_TABLES)

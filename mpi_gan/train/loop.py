@@ -78,6 +78,14 @@ def launches_table() -> Metrics:
                     "world_size": (np.int64, ())})
 
 
+def stops_table() -> Metrics:
+    """The run's stops by a signal (a preemption's SIGTERM, SLURM's warning signal, a
+    user's Ctrl-C), one row each, written before the checkpoint the stop ends with:
+    iteration (where it stopped, int64), stopped_unix (float64), signal (its number)."""
+    return Metrics({"iteration": (np.int64, ()), "stopped_unix": (np.float64, ()),
+                    "signal": (np.int64, ())})
+
+
 def report_layout(template: list, measured: bool) -> Layout:
     """A worker's checkpoint message once its shard is written: the shard's record
     (``shard/record``, int64 (4,): ``io.shards.ShardRecord``) and, when the skeleton
@@ -231,6 +239,7 @@ class Trainer:
             if algo.elastic:
                 self.tables["elastic"] = elastic_table()
             self.tables["launches"] = launches_table()
+            self.tables["stops"] = stops_table()
             self.cost_base, self.wall_base = np.zeros((ctx.size, 3)), 0.0
             self.extras = algo.extras(ctx)
             if ckpt is not None:
@@ -368,6 +377,10 @@ class Trainer:
                         if stopping:
                             ctx.log.info("%s received: checkpoint at iteration %d, then exit",
                                          signal_name(self.stopped), self.done)
+                            if ctx.rank == 0:  # in the checkpoint the stop ends with
+                                self.tables["stops"].append(
+                                    iteration=self.done, stopped_unix=time.time(),
+                                    signal=int(self.stopped))
                         continue
                     if not stopping:
                         self.stopped = 0  # a signal during the last iteration stops nothing

@@ -17,19 +17,20 @@ RING = ["--dataset", "ring", "--eval-every", "50", "--log-every", "100"]
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """Two standalone runs that differ only in their seed (one stopped at 50 and resumed:
-    two launches) and an MD-GAN run on 4 ranks, analysed together."""
+    """Two standalone runs that differ only in their seed (one stopped by a signal after
+    iteration 40, as a preemption stops it, and resumed: two launches) and an MD-GAN run
+    on 4 ranks, analysed together."""
     root = tmp_path_factory.mktemp("report")
 
-    def run(*args, ranks=1):
+    def run(*args, ranks=1, status=0, env=None):
         launch = [MPIEXEC, "-n", str(ranks)] if ranks > 1 else []
         proc = subprocess.run([*launch, PY, "-m", *args], capture_output=True, text=True,
-                              timeout=300)
-        assert proc.returncode == 0, (args, proc.stderr)
-    alone = ["mpi_gan.standalone", *RING, "--checkpoint-every", "50"]
-    run(*alone, "--iterations", "50", "--out", str(root / "ring-s0"))
-    run(*alone, "--iterations", "100", "--resume", "auto", "--out", str(root / "ring-s0"))
-    run(*alone, "--iterations", "100", "--seed", "1", "--out", str(root / "ring-s1"))
+                              timeout=300, env={**os.environ, **(env or {})})
+        assert proc.returncode == status, (args, proc.stderr)
+    alone = ["mpi_gan.standalone", *RING, "--checkpoint-every", "50", "--iterations", "100"]
+    run(*alone, "--out", str(root / "ring-s0"), status=75, env={"MPI_GAN_FAULT": "0:40:signal"})
+    run(*alone, "--resume", "auto", "--out", str(root / "ring-s0"))
+    run(*alone, "--seed", "1", "--out", str(root / "ring-s1"))
     run("mpi_gan.mdgan", *RING, "--iterations", "100", "--out", str(root / "md"), ranks=4)
     out = root / "analysis"
     proc = subprocess.run([PY, "-m", "mpi_gan.analyze", str(root / "ring-s0"),
@@ -48,8 +49,9 @@ def test_the_report_is_one_file_with_every_section(report):
     # nothing from elsewhere: every image inline, no script or style file
     assert "http://" not in page and "https://" not in page and "src=\"data:image/png" in page
     assert 'src="' not in page.replace('src="data:image/png;base64,', "")
-    # the resume of ring-s0 at iteration 50 is an event; the options that differ come first
-    assert "<td>resume</td>" in page and "<td>50</td>" in page
+    # ring-s0's stop by a signal and its resume are events; the options that differ first
+    stop = page.index("<td>stopped</td>")
+    assert "by SIGUSR1" in page[stop:stop + 200] and "<td>resume</td>" in page[stop:]
     assert '<tr class="differs"><td>seed</td>' in page
 
 

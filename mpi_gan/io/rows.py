@@ -36,7 +36,7 @@ from . import integrity
 from .atomic import atomic_h5
 from .lock import ensure_held
 from .runlog import Metrics
-from .shards import DIGEST_BYTES, ShardError, file_digest
+from .shards import DIGEST_BYTES, ShardError, check_file_size, file_digest
 
 FORMAT = "mpi-gan-checkpoint-rows"
 FORMAT_VERSION = 1
@@ -158,14 +158,8 @@ def check_sizes(manifest: str, segments: list[Segment]) -> None:
     """ShardError unless every segment exists with its size (cheap: nothing read)."""
     directory = os.path.dirname(manifest)
     for segment in segments:
-        path = segment_path(directory, segment.name)
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            raise ShardError(f"{manifest}: its table rows {path} are missing") from None
-        if size != segment.nbytes:
-            raise ShardError(f"{manifest}: its table rows {path} have {size} bytes, the "
-                             f"manifest says {segment.nbytes} (truncated or replaced)")
+        check_file_size(segment_path(directory, segment.name), segment.nbytes,
+                        "its row segment", manifest)
 
 
 def read_tables(manifest: str, f: h5py.File) -> dict[str, dict[str, np.ndarray]]:
@@ -180,8 +174,8 @@ def read_tables(manifest: str, f: h5py.File) -> dict[str, dict[str, np.ndarray]]
     for segment in segments:
         path = segment_path(os.path.dirname(manifest), segment.name)
         if file_digest(path) != segment.digest:
-            raise ShardError(f"{manifest}: its table rows {path} do not match the checksum "
-                             "in the manifest: refused (changed or damaged after they were "
+            raise ShardError(f"{manifest}: its row segment {path} does not match the checksum "
+                             "in its manifest: refused (changed or damaged after it was "
                              "written)")
         with h5py.File(path, "r") as seg:
             for table, start in segment.starts.items():

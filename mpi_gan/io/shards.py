@@ -126,13 +126,19 @@ def write_shard(directory: str, rank: int, iteration: int, algorithm: str, entri
 def check_size(path: str, record: ShardRecord, manifest: str) -> None:
     """ShardError unless the shard file exists with the size ``record`` gives (cheap: no
     read; ``verify`` reads it)."""
+    check_file_size(path, record.nbytes, f"rank {record.rank}'s shard", manifest)
+
+
+def check_file_size(path: str, nbytes: int, what: str, manifest: str) -> None:
+    """ShardError unless the file ``path`` (``what`` it is, for the message) that the
+    manifest ``manifest`` names exists with ``nbytes`` bytes."""
     try:
         size = os.path.getsize(path)
     except OSError:
-        raise ShardError(f"{manifest}: rank {record.rank}'s shard {path} is missing") from None
-    if size != record.nbytes:
-        raise ShardError(f"{manifest}: rank {record.rank}'s shard {path} has {size} bytes, its "
-                         f"manifest says {record.nbytes} (truncated or replaced)")
+        raise ShardError(f"{manifest}: {what} {path} is missing") from None
+    if size != nbytes:
+        raise ShardError(f"{manifest}: {what} {path} has {size} bytes, its manifest says "
+                         f"{nbytes} (truncated or replaced)")
 
 
 def verify(path: str, record: ShardRecord, manifest: str) -> None:

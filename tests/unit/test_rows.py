@@ -146,15 +146,15 @@ def test_a_damaged_or_missing_segment_is_refused_and_passed_over(tmp_path):
     data = bytearray(open(path, "rb").read())
     data[len(data) // 2] ^= 0x01
     open(path, "wb").write(bytes(data))
-    with pytest.raises(CheckpointError, match=r"table rows .*ckpt_00000010.00000002.h5 do not "
-                       "match the checksum in the manifest: refused"):
+    with pytest.raises(CheckpointError, match=r"row segment .*ckpt_00000010.00000002.h5 does "
+                       "not match the checksum in its manifest: refused"):
         read_checkpoint(newest)
     assert resolve_resume(str(tmp_path), read_checkpoint).iteration == 5
     os.unlink(path)
-    with pytest.raises(CheckpointError, match="table rows .* are missing"):
+    with pytest.raises(CheckpointError, match="row segment .* is missing"):
         read_checkpoint(newest)
     open(path, "wb").write(b"x")
-    with pytest.raises(CheckpointError, match="have 1 bytes, the manifest says"):
+    with pytest.raises(CheckpointError, match="has 1 bytes, its manifest says"):
         read_checkpoint(newest)
 
 

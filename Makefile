@@ -41,7 +41,7 @@ RUN_FLAGS ?= --lr-g 1e-3 --lr-d 1e-3 --g-ema 0.995
 # One line per phase with its time: install here, then the run's own (data, classifier,
 # training, scoring). EXTRA: more flags, e.g. EXTRA="--eval-every 0" to skip scoring.
 run:
-	@start=$$(date +%s); $(MAKE) --no-print-directory setup; \
+	@start=$$(date +%s); $(MAKE) --no-print-directory setup && \
 	  echo "phase install: $$(( $$(date +%s) - start )) s (.venv: torch, mpi4py, MPICH, the offline MNIST)"
 	$(BIN)/mpiexec -n $(RANKS) $(BIN)/python -m mpi_gan.mdgan --iterations $(ITERATIONS) \
 	  $(RUN_FLAGS) $(EXTRA) --out $(OUT)

@@ -49,6 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def unique_names(runs: list[dict]) -> None:
+    """Give each run a name no other has (its per-run files, report sections and TensorBoard
+    directory are named after it): a name two runs share gets its file's directory's
+    name, then a count (``x``, ``x-2``, ...)."""
+    names = [r["name"] for r in runs]
+    for run in runs:
+        if names.count(run["name"]) > 1:
+            parent = os.path.basename(os.path.dirname(os.path.abspath(run["path"])))
+            if parent != run["name"]:
+                run["name"] = f"{run['name']}-{parent}"
+    seen: dict[str, int] = {}
+    for run in runs:
+        seen[run["name"]] = seen.get(run["name"], 0) + 1
+        if seen[run["name"]] > 1:
+            run["name"] = f"{run['name']}-{seen[run['name']]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -59,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RunFileError, OSError, tensorboard_export.TensorBoardMissing) as exc:
         print(f"mpi_gan.analyze: error: {exc}", file=sys.stderr)
         return 2
-    names = [r["name"] for r in runs]
-    for run in runs:  # unique names for the per-run files
-        if names.count(run["name"]) > 1:
-            run["name"] = f"{run['name']}-{os.path.basename(os.path.dirname(run['path']))}"
+    unique_names(runs)
     table = label_runs(runs, summary_table(runs))
     table.to_csv(os.path.join(args.out, "summary.csv"), index=False)
     groups = group_table(table)

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "--threads, with which its scores repeat training's exactly (another "
                    "count may change their last digits: a sum split among threads rounds "
                    "differently); --real: 1")
+    p.add_argument("--no-store", action="store_true", help=argparse.SUPPRESS)  # the old
+    # default's opt-out, now the default: kept so that older scripts still run
     p.add_argument("--store", action="store_true", help="also store the scores in each "
                    "file's /evaluation attributes (the file is rewritten atomically); "
                    "without it the files are only read")

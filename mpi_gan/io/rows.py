@@ -13,8 +13,10 @@ and the manifest names it with its size and BLAKE2b digest, as it names the shar
 Each checkpoint writes one segment holding, for every table, the rows from the first row
 no segment holds yet (after a truncation, from where the table was cut) to the last.
 Segments merge like a binary counter: the new segment absorbs the newest segments of the
-list while they hold no more checkpoints than it does, so a manifest names at most
-log2(checkpoints) + 1 segments and each row is written at most that many times.
+list while they hold no more checkpoints than it does and are smaller than MERGE_BYTES,
+so a manifest names at most log2(checkpoints) + 1 segments plus one per MERGE_BYTES of
+rows, each row is written at most that many times, and no checkpoint rewrites more than
+about 2 x MERGE_BYTES of old rows (a checkpoint at a stop signal must be quick).
 
 The manifest's ``/rows`` group: ``name`` (the segments, oldest first), ``bytes``,
 ``blake2b``, ``checkpoints``, ``start`` (int64 (segments, tables): where each segment's
@@ -42,6 +44,7 @@ FORMAT = "mpi-gan-checkpoint-rows"
 FORMAT_VERSION = 1
 DIRECTORY = "rows"  # under <out>/checkpoints
 STORE = "checkpoint rows"  # the segments as a store of rows (``Metrics.stored``)
+MERGE_BYTES = 64 << 20  # a segment this large is never absorbed again
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def absorbed(segments: list[Segment]) -> tuple[list[Segment], list[Segment], int
     """(the segments a new one leaves alone, those it absorbs, how many checkpoints it
     will hold): the binary counter of the module docstring."""
     kept, taken, count = list(segments), [], 1
-    while kept and kept[-1].checkpoints <= count:
+    while kept and kept[-1].checkpoints <= count and kept[-1].nbytes < MERGE_BYTES:
         segment = kept.pop()
         taken.append(segment)
         count += segment.checkpoints
@@ -79,6 +82,8 @@ def write_segment(checkpoints_dir: str, name: str, tables: dict[str, Metrics],
     Once the manifest is written, ``mark_written`` records that the segments hold the
     rows. A full disk raises DiskFullError (nothing is named yet: the file is removed as
     an orphan)."""
+    if name in {s.name for s in segments}:
+        raise ValueError(f"row segment {name} is already named by the last manifest")
     kept, taken, count = absorbed(segments)
     starts = {}
     for path, table in tables.items():
@@ -209,7 +214,11 @@ def overlay(table: str, pieces: list[tuple[int, dict[str, np.ndarray]]], length:
         parts = [(start, arrays[name]) for start, arrays in pieces if name in arrays]
         wide = max(p.shape[1:] for _, p in parts)
         dtype = parts[-1][1].dtype
-        fill = np.nan if np.issubdtype(dtype, np.floating) else 0
+        floating = np.issubdtype(dtype, np.floating)
+        if len(parts) < len(pieces) and not floating:  # no value can stand for its rows
+            raise ShardError(f"{manifest}: an older row segment of {table} lacks its column "
+                             f"{name}")
+        fill = np.nan if floating else 0
         out = np.full((length, *wide), fill, dtype)
         for start, part in parts:
             part = part[:max(0, length - start)]

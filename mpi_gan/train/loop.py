@@ -377,10 +377,13 @@ class Trainer:
                         if stopping:
                             ctx.log.info("%s received: checkpoint at iteration %d, then exit",
                                          signal_name(self.stopped), self.done)
-                            if ctx.rank == 0:  # in the checkpoint the stop ends with
-                                self.tables["stops"].append(
-                                    iteration=self.done, stopped_unix=time.time(),
-                                    signal=int(self.stopped))
+                            stops = self.tables["stops"] if ctx.rank == 0 else None
+                            # in the checkpoint the stop ends with; once, even if a lost
+                            # worker makes the survivors run the stop's step again
+                            if stops is not None and not (len(stops) and int(
+                                    stops.rows["iteration"][-1]) == self.done):
+                                stops.append(iteration=self.done, stopped_unix=time.time(),
+                                             signal=int(self.stopped))
                         continue
                     if not stopping:
                         self.stopped = 0  # a signal during the last iteration stops nothing

@@ -4,10 +4,13 @@ screenshot. Started and stopped by the test that uses it."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import queue
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -24,8 +27,9 @@ class Browser:
 
     def __init__(self, width: int = 1300, height: int = 900, timeout: float = 60):
         self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
-        self.timeout = timeout
-        # root (CI) needs --no-sandbox; port 0: Chromium picks one and says it on stderr
+        self.timeout, self.ws = timeout, None
+        # root (CI) needs --no-sandbox; port 0: Chromium picks one and says it on stderr;
+        # a session of its own, so that close() ends every process it started
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
              "--no-first-run", "--no-default-browser-check", "--disable-extensions",
@@ -33,10 +37,16 @@ class Browser:
              "--remote-debugging-port=0", "--remote-allow-origins=*",
              f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
              "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        port = self._port()
-        # the rest of its log is read and dropped, so that a full pipe never blocks it
-        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            self._connect(width, height)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, width: int, height: int) -> None:
+        timeout = self.timeout
+        port = listening_port(self.proc, r"DevTools listening on ws://[^:]+:(\d+)/", timeout)
         deadline = time.monotonic() + timeout
         while True:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
@@ -49,17 +59,6 @@ class Browser:
         self.next_id, self.events = 0, []
         for domain in ("Runtime", "Log", "Page", "Network"):
             self.call(f"{domain}.enable")
-
-    def _port(self) -> int:
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line and self.proc.poll() is not None:
-                break
-            found = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
-            if found:
-                return int(found.group(1))
-        raise RuntimeError(f"Chromium did not start (status {self.proc.poll()})")
 
     def call(self, method: str, **params) -> dict:
         """Send one command and return its result; events that come meanwhile are kept."""
@@ -84,9 +83,16 @@ class Browser:
         raise TimeoutError(method)
 
     def open(self, url: str) -> None:
-        """Load ``url`` and wait for its load event."""
+        """Load ``url`` and wait until it is loaded (its load event, and the document at
+        that address complete: not a late event of the blank page before it)."""
+        self.events = [e for e in self.events if e.get("method") != "Page.loadEventFired"]
         self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
+        deadline = time.monotonic() + self.timeout
+        while self.evaluate("document.readyState + ' ' + location.href") != f"complete {url}":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not load")
+            time.sleep(0.05)
 
     def evaluate(self, script: str):
         """The value of ``script`` (a promise is awaited); an exception in it raises."""
@@ -122,11 +128,44 @@ class Browser:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            if self.ws is not None:
+                self.ws.close()
         finally:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+            end_session(self.proc)
             shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def listening_port(proc: subprocess.Popen, pattern: str, timeout: float) -> int:
+    """The port in the first line of ``proc``'s stderr that matches ``pattern`` (its one
+    group), waiting at most ``timeout`` seconds; the rest of the output is read and
+    dropped on a thread of its own, so that a full pipe never blocks the process."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump():
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise TimeoutError(f"{proc.args[0]} said nothing like {pattern!r} in "
+                               f"{timeout:.0f} s") from None
+        if line is None:
+            raise RuntimeError(f"{proc.args[0]} ended (status {proc.wait()}) before "
+                               "listening")
+        found = re.search(pattern, line)
+        if found:
+            return int(found.group(1))
+
+
+def end_session(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` and every process of its session (started with start_new_session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
 
 
 def available() -> bool:

@@ -13,6 +13,8 @@ from tests.conftest import MPIEXEC, PYTHON as PY
 from tests.e2e import browser
 
 RING = ["--dataset", "ring", "--eval-every", "50", "--log-every", "100"]
+# four trainings and three analyses, on a loaded CI machine
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,8 @@ def test_the_report_in_a_headless_browser(report):
                 return [img.alt, img.naturalWidth, img.naturalHeight,
                         opaque / (pixels.length / 4)];
             }, () => [img.alt, 0, 0, 0])))""")
-        assert len(images) >= 8, images  # 3 score figures, losses, 3 traffic, samples
+        # 3 score figures, losses, MD-GAN's traffic, 3 sample scatters
+        assert len(images) >= 8, images
         assert all(w > 100 and h > 100 and whole == 1 for _, w, h, whole in images), images
         # the runs table sorts by the clicked column, both ways
         order = """(() => { const t = document.querySelector("table.sortable");
@@ -107,8 +110,6 @@ def test_tensorboard_export_holds_the_run_files_numbers_and_tensorboard_shows_th
     file's numbers (computed here from run.h5), its sample grid and configuration; the
     real ``tensorboard --logdir DIR``, started here, lists the runs and their tags."""
     import json
-    import re
-    import time
     import urllib.request
 
     import h5py
@@ -138,14 +139,10 @@ def test_tensorboard_export_holds_the_run_files_numbers_and_tensorboard_shows_th
         assert f"| seed | {seed} |" in text
     server = subprocess.Popen([os.path.join(os.path.dirname(PY), "tensorboard"), "--logdir",
                                str(tb), "--host", "127.0.0.1", "--port", "0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
     try:
-        deadline, port = time.monotonic() + 120, None
-        while port is None and time.monotonic() < deadline:
-            line = server.stderr.readline()
-            found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-            port = int(found.group(1)) if found else None
-            assert line or server.poll() is None, "tensorboard ended"
+        port = browser.listening_port(server, r"http://127\.0\.0\.1:(\d+)/", 180)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=60) as r:
             assert sorted(json.load(r)) == ["md", "ring-s0"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags",
@@ -153,5 +150,4 @@ def test_tensorboard_export_holds_the_run_files_numbers_and_tensorboard_shows_th
             tags = json.load(r)
         assert {"loss/d", "loss/g", "score/modes"} <= set(tags["md"])
     finally:
-        server.kill()
-        server.wait(timeout=30)
+        browser.end_session(server)

@@ -309,3 +309,16 @@ def test_heatmap_units_and_ticks_follow_the_numbers():
     assert unit_of(5.2e9) == (1e9, "GB") and unit_of(800) == (1, "B")
     assert unit_of(150) == (1, "B") and unit_of(1.5e5) == (1e3, "kB") and unit_of(0) == (1, "B")
     assert TICK_EVERY_RANK <= 16  # 16 labels in a panel ran together
+
+
+def test_runs_of_the_same_name_get_names_of_their_own():
+    """a/x/run.h5 and b/x/run.h5 are both "x": each per-run file, report section and
+    TensorBoard directory needs its own name."""
+    from mpi_gan.analysis.analyze import unique_names
+    runs = [{"name": "x", "path": "a/x/run.h5"}, {"name": "x", "path": "b/x/run.h5"},
+            {"name": "ckpt_00000010", "path": "c/checkpoints/ckpt_00000010.h5"},
+            {"name": "ckpt_00000010", "path": "d/checkpoints/ckpt_00000010.h5"},
+            {"name": "y", "path": "y/run.h5"}]
+    unique_names(runs)
+    names = [r["name"] for r in runs]
+    assert len(set(names)) == len(names) and names[-1] == "y", names

@@ -121,6 +121,9 @@ def test_rows_rewritten_after_a_truncation_and_wider_columns(tmp_path):
     got = read_checkpoint(path).tables["metrics"]
     assert np.array_equal(got["seconds"], expected(kept)["seconds"])
     assert np.array_equal(got["d_loss"], expected(kept)["d_loss"].astype(np.float32))
+    kept += run.append(13, 13)
+    got = read_checkpoint(run.checkpoint(13)).tables["metrics"]  # one segment of 4
+    assert segment_sizes(checkpoint_path(run.out, 13)) == [4]
     # a run resumed on 3 workers: the column widens, NaN where worker 3 did not exist
     wide = table(3)
     wide.load(got)
@@ -128,8 +131,14 @@ def test_rows_rewritten_after_a_truncation_and_wider_columns(tmp_path):
     wide.mark_stored(rows.STORE)
     d_loss = [np.append(r["d_loss"], np.nan) for r in kept]
     run.workers = 3
-    d_loss += [r["d_loss"] for r in run.append(13, 14)]
-    got = read_checkpoint(run.checkpoint(14)).tables["metrics"]
+    d_loss += [r["d_loss"] for r in run.append(14, 14)]
+    path = run.checkpoint(14)
+    # the old narrow segment stays, the new one is wide: read together
+    with h5py.File(path, "r") as f:
+        widths = [h5py.File(rows.segment_path(str(tmp_path / "checkpoints"), s.name), "r")
+                  ["metrics/d_loss"].shape[1] for s in rows.read_index(f)[0]]
+    assert widths == [2, 3]
+    got = read_checkpoint(path).tables["metrics"]
     assert got["d_loss"].shape == (14, 3)
     np.testing.assert_array_equal(got["d_loss"], np.array(d_loss, np.float32))
 
@@ -236,3 +245,16 @@ def test_a_run_started_from_another_runs_checkpoint_names_none_of_its_segments(t
     assert rows.carried_over(path, segments, str(tmp_path / "a")) == segments
     assert rows.carried_over(path, segments, str(tmp_path / "a" / ".")) == segments
     assert rows.carried_over(path, segments, str(tmp_path / "b")) == []
+
+
+def test_a_segment_past_the_merge_limit_is_never_rewritten(tmp_path, monkeypatch):
+    """So that no checkpoint (the one a stop signal asks for included) rewrites more than
+    about twice MERGE_BYTES of older rows: here every segment is past the limit."""
+    monkeypatch.setattr(rows, "MERGE_BYTES", 1)
+    run, written = Run(tmp_path), []
+    for c in range(1, 6):
+        written += run.append(3 * c - 2, 3 * c)
+        path = run.checkpoint(c)
+    assert segment_sizes(path) == [1, 1, 1, 1, 1]
+    got = read_checkpoint(path).tables["metrics"]
+    assert np.array_equal(got["iteration"], expected(written)["iteration"])

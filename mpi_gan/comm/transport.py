@@ -264,6 +264,7 @@ class Transport:
         self.heard = [float("nan")] * self.size
         # totals carried over from a checkpoint (added on rank 0 when resuming)
         self._base = Traffic.empty(self.kinds, self.size)
+        self._base_sent = self._base_received = 0  # this rank's part of it
         self.control = {"collectives": 0, "bytes": 0}  # control collectives of this rank
         self.blocking_collectives = ulfm_enabled()
 
@@ -287,14 +288,18 @@ class Transport:
     def add_base(self, traffic: Traffic) -> None:
         """Carry counters over from a checkpoint (call on one rank only)."""
         self._base = self._base + traffic
+        nbytes = traffic.column("bytes")
+        self._base_sent += int(nbytes[traffic.column("source") == self.rank].sum())
+        self._base_received += int(nbytes[traffic.column("destination") == self.rank].sum())
 
     def sent_total(self) -> int:
-        """Bytes this rank has sent in this process (all kinds and destinations)."""
-        return sum(self._sent_bytes.values())
+        """Bytes this rank has sent in the run (all kinds and destinations): in this
+        process, and before it as far as the base carried over from a checkpoint says."""
+        return self._base_sent + sum(self._sent_bytes.values())
 
     def received_total(self) -> int:
-        """Bytes this rank has received in this process."""
-        return sum(self._received_bytes.values())
+        """Bytes this rank has received in the run, the carried-over base included."""
+        return self._base_received + sum(self._received_bytes.values())
 
     def local_view(self) -> Traffic:
         """The counters as seen by this rank alone: its sends and its receives, plus the

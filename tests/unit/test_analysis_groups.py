@@ -322,3 +322,27 @@ def test_runs_of_the_same_name_get_names_of_their_own():
     unique_names(runs)
     names = [r["name"] for r in runs]
     assert len(set(names)) == len(names) and names[-1] == "y", names
+
+
+def test_the_reports_events_of_a_run_in_order():
+    """Launches, a stop, a lost worker and a resume on fewer workers, from the tables as
+    read_run gives them (written by hand here), in iteration order, the stop before the
+    resume it led to."""
+    from mpi_gan.analysis.report import events_table
+    run = {"launches": {"iteration": np.array([0, 30, 60]),
+                        "started_unix": np.array([0.0, 3600.0, 7200.0]),
+                        "world_size": np.array([5, 5, 4])},
+           "stops": {"iteration": np.array([30]), "stopped_unix": np.array([3000.0]),
+                     "signal": np.array([15])},
+           "faults": {"iteration": np.array([45]), "rank": np.array([3]),
+                      "workers_left": np.array([3])},
+           "elastic": {"iteration": np.array([60]), "workers_before": np.array([3]),
+                       "workers_after": np.array([3])}}
+    table = events_table(run)
+    assert list(zip(table.iteration, table.event)) == [
+        (0, "start"), (30, "stopped"), (30, "resume"), (45, "worker lost"), (60, "resume"),
+        (60, "workers changed")]
+    details = list(table.detail)
+    assert details[0] == "5 ranks, 1970-01-01 00:00:00 UTC"
+    assert details[1].startswith("by SIGTERM") and details[3] == "rank 3; 3 workers go on"
+    assert details[5] == "3 workers before, 3 after"

@@ -16,7 +16,6 @@ backend: no display needed), in one style (``STYLE``).
 from __future__ import annotations
 
 import os
-import warnings
 
 import matplotlib
 
@@ -27,6 +26,7 @@ from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
 from ..metrics.evaluator import SCORES  # noqa: E402
 from .groups import group_runs, setting_labels  # noqa: E402
+from .summary import worker_means  # noqa: E402
 
 FIGSIZE, DPI = (12, 9), 100
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
@@ -149,11 +149,8 @@ def loss_plot(runs: list[dict], out: str) -> str:
             if "d_loss" not in table or not len(table["iteration"]):
                 continue
             for ax, column in zip(axes, ("d_loss", "g_loss")):
-                values = table[column].reshape(len(table["iteration"]), -1)
-                with warnings.catch_warnings():  # a worker that did not exist yet: NaN
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    values = np.nanmean(values, axis=1)
-                ax.plot(table["iteration"], values, label=run["name"], linewidth=0.8)
+                ax.plot(table["iteration"], worker_means(table, column), label=run["name"],
+                        linewidth=0.8)
         for ax, column in zip(axes, ("D loss", "G loss")):
             ax.set_xlabel("generator updates")
             ax.set_ylabel(f"{column}, mean over workers (nats)")

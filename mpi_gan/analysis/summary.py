@@ -9,6 +9,8 @@ bytes_sent_per_worker (mean over workers), and bytes_<kind> (all links) per mess
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -47,6 +49,17 @@ def summary_row(run: dict) -> dict:
     for kind, total in zip(run["kinds"], traffic.per_kind()):
         row[f"bytes_{kind}"] = int(total)
     return row
+
+
+def worker_means(metrics: dict, column: str) -> np.ndarray:
+    """float64 (rows,): a per-worker loss column of a run's metrics table (``d_loss``,
+    ``g_loss``: (rows, workers)) averaged over the workers of each row, NaN (a worker that
+    did not exist yet: a run resumed on more workers) left out."""
+    values = np.asarray(metrics[column], dtype=np.float64).reshape(len(metrics["iteration"]),
+                                                                  -1)
+    with warnings.catch_warnings():  # a row of NaN only: NaN, silently
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=1)
 
 
 def summary_table(runs: list[dict]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..metrics.evaluator import SCORES
+from .summary import worker_means
 
 EVENT_FILES = "events.out.tfevents.*"
 
@@ -71,11 +72,7 @@ def export_run(run: dict, directory: str, samples: str | None = None) -> str:
         for column, tag in (("d_loss", "loss/d"), ("g_loss", "loss/g")):
             if column not in metrics or not len(steps):
                 continue
-            values = np.asarray(metrics[column], dtype=np.float64).reshape(len(steps), -1)
-            with warnings.catch_warnings():  # a worker that did not exist yet: NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                means = np.nanmean(values, axis=1)
-            for step, value in zip(steps, means):
+            for step, value in zip(steps, worker_means(metrics, column)):
                 writer.add_scalar(tag, float(value), int(step))
         scores = run["scores"]
         last = {}

@@ -218,8 +218,11 @@ class RunFile:
     def append_rows(self) -> None:
         """Append the rows added to the tables since the last call (and drop the rows a
         table lost to ``Metrics.truncate``)."""
-        pending = {p: t.unstored(RUN_FILE)[0] for p, t in self.tables.items()
-                   if t.unstored(RUN_FILE)[1]}
+        pending = {}
+        for path, table in self.tables.items():
+            start, due = table.unstored(RUN_FILE)
+            if due:
+                pending[path] = start
         if not pending:
             return
         ensure_held()

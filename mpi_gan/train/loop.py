@@ -203,7 +203,8 @@ class Trainer:
             return None
         dataset = open_dataset(cfg)
         return Evaluator(dataset, dataset.key, resolved_cache_dir(cfg.cache_dir),
-                         cfg.eval_samples, cfg.inception_weights, ctx.device, ctx.log.info)
+                         cfg.eval_samples, cfg.inception_weights, ctx.device, ctx.log.info,
+                         inception_preprocessing=cfg.inception_preprocessing)
 
     def _train(self, ctx: Context, ckpt) -> RunResult:
         cfg, algo = self.cfg, self.algorithm

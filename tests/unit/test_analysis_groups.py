@@ -230,6 +230,53 @@ def test_a_field_an_older_run_file_lacks_counts_as_its_default():
     assert names_of(group_runs([old, new, averaged])) == [["old", "new"], ["avg"]]
 
 
+def with_inception(run, fids=(300.0, 250.0)):
+    """``run`` with Inception FIDs at its evaluations, as an RGB run has."""
+    run["scores"]["inception_fid"] = np.asarray(fids, dtype=np.float64)
+    return run
+
+
+def test_the_inception_preprocessing_stands_beside_the_inception_scores():
+    """The summary says how each run's Inception images were prepared, right after its
+    Inception scores: its configuration's choice, ``legacy`` for a file written before the
+    choice existed, the stored evaluation's for a score taken from it; runs without
+    Inception scores leave it empty. Plots name it on the Inception axes."""
+    new = with_inception(make_run("new", inception_preprocessing="clean-fid"))
+    old = with_inception(make_run("old", seed=1))
+    old["config"].pop("inception_preprocessing")
+    offline = make_run("offline", seed=2)
+    offline["evaluation"] = {"inception_fid": 99.0, "inception_preprocessing": "pytorch-fid"}
+    plain = make_run("plain", seed=3)
+    table = summary_table([plain, new, old, offline])
+    columns = list(table.columns)
+    assert columns.index("inception_preprocessing") == columns.index("inception_score") + 1
+    assert table.inception_preprocessing.fillna("").tolist() == ["", "clean-fid", "legacy",
+                                                                 "pytorch-fid"]
+    assert table.inception_fid.tolist()[1:] == [250.0, 250.0, 99.0]
+    fig = score_figure(group_runs([new]), ["inception_fid", "modes"], "iteration")
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "Inception FID, clean-fid input (lower is better)", "modes covered (higher is better)"]
+    fig = score_figure(group_runs([new, old]), ["inception_fid"], "iteration")
+    assert fig.axes[0].get_ylabel() == "Inception FID, mixed input (lower is better)"
+    from matplotlib import pyplot as plt
+    plt.close("all")
+
+
+def test_the_inception_preprocessing_splits_groups_only_of_runs_with_inception_scores():
+    runs = [with_inception(make_run("tf", seed=0)),
+            with_inception(make_run("tf2", seed=1, inception_preprocessing="tensorflow")),
+            with_inception(make_run("clean", seed=2, inception_preprocessing="clean-fid")),
+            with_inception(make_run("old", seed=3))]
+    runs[-1]["config"].pop("inception_preprocessing")  # legacy: its own group
+    assert names_of(group_runs(runs)) == [["tf", "tf2"], ["clean"], ["old"]]
+    assert "inception_preprocessing=clean-fid" in setting_labels(group_runs(runs))[1]
+    # without Inception scores the choice changed nothing: one group, old file or new
+    plain = [make_run("a", seed=0), make_run("b", seed=1, inception_preprocessing="clean-fid"),
+             make_run("c", seed=2)]
+    plain[-1]["config"].pop("inception_preprocessing")
+    assert names_of(group_runs(plain)) == [["a", "b", "c"]]
+
+
 def test_cost_ratios_average_every_uncompressed_mdgan_run_against_every_flgan_run():
     """Means over runs, computed here by hand: an MD-GAN run with compressed feedback (other
     work per step) and a run without cost are left out."""

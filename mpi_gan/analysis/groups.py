@@ -5,14 +5,18 @@ size, length (the iteration the file reached) and every configuration field are 
 except ``seed`` and the fields that do not change the mathematics: the ``RESUMABLE``
 fields of the run configurations (out, resume, data_dir, cache_dir, device, threads,
 checkpoint_every, keep_checkpoints, log_every, eval_every, eval_size, fault_tolerant)
-but for the three that change what a score measures (eval_samples, inception_weights, and
-inception_preprocessing for runs that have Inception scores).
+but for those that change what a score measures (eval_samples, inception_weights) and
+MD-GAN's stragglers (slow), which change its speed. The Inception preprocessing is part
+of the key of runs with Inception scores only, as the summary gives it
+(``summary.inception_preprocessing``: ``legacy`` for files written before the choice, the
+offline evaluation's for scores taken from it).
 ``iterations`` is resumable but is part of the key through the reached iteration: runs
 of different length are never grouped. A field a run file lacks (written before the field
 existed) counts as its default, the value that run used.
 
 ``groups.csv`` (``group_table``): one row per group with its settings (algorithm,
-dataset, split, model, workers, k, batch_size, iterations, setting: a readable label),
+dataset, split, model, workers, k, batch_size, iterations, inception_preprocessing when
+some run has Inception scores, setting: a readable label),
 seeds (how many runs), seed_list, finished (how many finished), and for every numeric
 column of the summary table ``<col>_mean``, ``<col>_std`` (sample standard deviation,
 ddof=1: NaN for one seed), ``<col>_min`` and ``<col>_max``.
@@ -25,20 +29,17 @@ import pandas as pd
 import dataclasses
 
 from ..algorithms import REGISTRY
-from ..metrics.inception_input import LEGACY
+from .summary import inception_preprocessing
 
 _CONFIGS = {name: entry.configuration() for name, entry in REGISTRY.items()}
 # configuration fields that do not take part in the group key
 IGNORED = frozenset(set().union(*(cls.RESUMABLE for cls in _CONFIGS.values())) | {"seed"}) \
-    - {"iterations", "eval_samples", "inception_weights", "inception_preprocessing"}
-# each algorithm's configuration defaults: the value of a field its older run files lack,
-# but the Inception preprocessing, which older files had no choice of (``LEGACY``)
-DEFAULTS = {name: {**dataclasses.asdict(cls()), **(
-    {"inception_preprocessing": LEGACY} if "inception_preprocessing" in dataclasses.asdict(
-        cls()) else {})} for name, cls in _CONFIGS.items()}
+    - {"iterations", "eval_samples", "inception_weights", "inception_preprocessing", "slow"}
+# each algorithm's configuration defaults: the value of a field its older run files lack
+DEFAULTS = {name: dataclasses.asdict(cls()) for name, cls in _CONFIGS.items()}
 # group-table columns that are settings (the same for every run of a group), not aggregated
 SETTINGS = ("algorithm", "dataset", "split", "model", "workers", "k", "batch_size",
-            "iterations")
+            "iterations", "inception_preprocessing")
 STATS = ("mean", "std", "min", "max")
 # key fields the base label shows (world as workers, k for MD-GAN)
 _LABELLED = {"algorithm", "world", "iterations", "dataset", "split", "model", "batch_size",
@@ -51,18 +52,14 @@ def _hashable(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _has_inception_scores(run: dict) -> bool:
-    values = [run["scores"].get(name) for name in ("inception_fid", "inception_score")]
-    return any(v is not None and np.isfinite(np.asarray(v, dtype=np.float64)).any()
-               for v in values) or "inception_fid" in run.get("evaluation", {})
-
-
 def group_fields(run: dict) -> dict:
     """The fields that decide a run's group, by name."""
     config = {**DEFAULTS.get(run["algorithm"], {}), **run["config"]}
     fields = {k: _hashable(v) for k, v in config.items() if k not in IGNORED}
-    if not _has_inception_scores(run):  # then it changed nothing
-        fields.pop("inception_preprocessing", None)
+    fields.pop("inception_preprocessing", None)  # it changed nothing without Inception
+    preprocessing = inception_preprocessing(run)  # scores; the summary's, with them
+    if preprocessing is not None:
+        fields["inception_preprocessing"] = preprocessing
     fields.update(algorithm=run["algorithm"], world=int(run["world"]),
                   iterations=int(run["iteration"]))
     return fields

@@ -75,11 +75,12 @@ def score_axis(name: str, preprocessing: str = "") -> str:
 
 
 def _preprocessing(groups: list[list[dict]], name: str) -> str:
-    """The Inception preprocessing of the plotted runs for an Inception score ('' for the
-    others; 'mixed' when they differ: the legend's settings then say which is which)."""
+    """The Inception preprocessing of the runs plotted for an Inception score ('' for the
+    others; 'mixed' when they differ: the summary table says which run used which)."""
     if name not in INCEPTION_SCORES:
         return ""
-    found = {inception_preprocessing(run) for group in groups for run in group}
+    found = {inception_preprocessing(run) for group in groups for run in group
+             if np.isfinite(np.asarray(run["scores"].get(name, []), dtype=np.float64)).any()}
     return found.pop() if len(found) == 1 else "mixed"
 
 

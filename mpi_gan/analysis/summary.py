@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.evaluator import SCORES
-from ..metrics.inception_input import LEGACY
+from ..metrics.choices import LEGACY
 
 INCEPTION_SCORES = ("inception_fid", "inception_score")
 
@@ -39,17 +39,12 @@ def summary_row(run: dict) -> dict:
            "compress": cfg.get("compress", "none") if run["algorithm"] == "mdgan" else "",
            "batch_size": cfg.get("batch_size"),
            "iterations": run["iteration"], "finished": run["finished"]}
-    offline = set()  # the scores taken from the stored offline evaluation
     for name in SCORES:
         column = run["scores"].get(name)
         value = column[-1] if column is not None and len(column) else np.nan
-        if np.isnan(value):
-            value = run["evaluation"].get(name, np.nan)
-            offline.add(name)
-        row[name] = value
+        row[name] = run["evaluation"].get(name, np.nan) if np.isnan(value) else value
     if any(np.isfinite(row[name]) for name in INCEPTION_SCORES):
-        source = run["evaluation"] if "inception_fid" in offline else cfg
-        row["inception_preprocessing"] = source.get("inception_preprocessing", LEGACY)
+        row["inception_preprocessing"] = inception_preprocessing(run)
     ranks = _trainers(run)
     steps = cost.get("steps")
     if steps is not None and steps[ranks].min() > 0:
@@ -84,9 +79,22 @@ def summary_table(runs: list[dict]) -> pd.DataFrame:
     return table
 
 
-def inception_preprocessing(run: dict) -> str:
-    """How a run's Inception scores during training prepared their images."""
-    return run["config"].get("inception_preprocessing", LEGACY)
+def _trained_inception(run: dict) -> bool:
+    """Whether the run's scores table (scores during training) has an Inception score."""
+    return any(run["scores"].get(name) is not None and np.isfinite(
+        np.asarray(run["scores"][name], dtype=np.float64)).any() for name in INCEPTION_SCORES)
+
+
+def inception_preprocessing(run: dict) -> str | None:
+    """How a run's Inception scores prepared their images (``metrics/inception_input.py``):
+    its configuration's choice for scores of training (``LEGACY`` for a file written before
+    the choice existed), the stored offline evaluation's for scores taken from it (the
+    summary takes those only where training has none); None without Inception scores."""
+    if _trained_inception(run):
+        return run["config"].get("inception_preprocessing", LEGACY)
+    if any(name in run["evaluation"] for name in INCEPTION_SCORES):
+        return run["evaluation"].get("inception_preprocessing", LEGACY)
+    return None
 
 
 RATIO_COLUMNS = ["dataset", "split", "batch_size", "mdgan_runs", "flgan_runs", "seconds_ratio",

@@ -26,11 +26,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .choices import PREPROCESSING
+
 SIDE = 299
-PREPROCESSING = ("tensorflow", "pytorch-fid", "clean-fid")
-# what run files written before the choice existed show (their configuration lacks it): they
-# resized half-pixel bilinear on unrounded x in [-1, 1] (NVIDIA's file: its own resize)
-LEGACY = "legacy"
 # what each pipeline's scaling divides the pixels by, before subtracting 1
 _SCALE = {"tensorflow": 128.0, "pytorch-fid": 127.5, "clean-fid": 128.0}
 
@@ -75,7 +73,7 @@ def pil_bicubic(pixels: torch.Tensor, side: int = SIDE) -> torch.Tensor:
     planes = pixels.detach().cpu().numpy().astype(np.float32)
     out = np.empty(planes.shape[:2] + (side, side), dtype=np.float32)
     for index in np.ndindex(*planes.shape[:2]):
-        image = Image.fromarray(planes[index], mode="F").resize((side, side), Image.BICUBIC)
+        image = Image.fromarray(planes[index]).resize((side, side), Image.BICUBIC)  # "F"
         out[index] = np.asarray(image).clip(0, 255)
     return torch.from_numpy(out).to(pixels.device)
 

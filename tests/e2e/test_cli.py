@@ -81,6 +81,28 @@ def test_mdgan_resume_is_bit_identical_on_rgb_images(tmp_path):
         "--split", "labels:5", "--log-every", "100", "--seed", "3"], total=8, half=4)
 
 
+def test_a_straggler_changes_no_number_of_synchronous_mdgan_and_is_recorded(tmp_path):
+    """--slow 2:3 (worker 2 sleeps twice its compute time per step) leaves synchronous
+    MD-GAN's mathematics alone: every rank's checkpointed state equals the run without it,
+    bit for bit; the run file's configuration records it and worker 2 says it straggles."""
+    common = ["--iterations", "6", "--eval-every", "0", "--checkpoint-every", "6"]
+    plain = mdgan(3, tmp_path / "plain", *common)
+    slow = mdgan(3, tmp_path / "slow", *common, "--slow", "2:3")
+    assert plain.returncode == 0 and slow.returncode == 0, plain.stderr + slow.stderr
+    [a], [b] = ([p for p in (tmp_path / run / "checkpoints").glob("ckpt_*.h5")]
+                for run in ("plain", "slow"))
+    left, right = all_params(a), all_params(b)
+    assert left.keys() == right.keys() and all(np.array_equal(left[k], right[k]) for k in left)
+    with h5py.File(tmp_path / "slow" / "run.h5", "r") as f:
+        assert f["config"].attrs["slow"] == "2:3"
+    with h5py.File(tmp_path / "plain" / "run.h5", "r") as f:
+        assert f["config"].attrs["slow"] == ""
+    assert "stragglers (--slow): worker 2 takes 3 times its compute time per step" in \
+        slow.stdout
+    assert "worker 2: a straggler (--slow 2:3)" in \
+        (tmp_path / "slow" / "logs" / "rank2.log").read_text()
+
+
 def test_flgan_resume_is_bit_identical(tmp_path):
     # shards of 48, batch 8: rounds after iterations 6 and 8 (the last); 4 is mid-round
     resume_matches_straight(tmp_path, "mpi_gan.flgan", 3, FAST, total=8, half=4)

@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-from mpi_gan.argtypes import INT64_MAX, integer, nonnegative_int
+from mpi_gan.algorithms.mdgan.config import parse_args, validate
+from mpi_gan.argtypes import INT64_MAX, integer, nonnegative_int, rank_factor, slow_factors
+from mpi_gan.errors import ConfigError
+from mpi_gan.train.straggler import Straggler
 
 CASES = [
     ("mpi_gan.standalone", ["--lr-g", "abc"], "argument --lr-g: must be a number, got 'abc'"),
@@ -17,6 +20,7 @@ CASES = [
     ("mpi_gan.asgd", ["--lr", "inf"], "argument --lr: must be a positive finite number"),
     ("mpi_gan.evaluate", ["--bogus"], "unrecognized arguments: --bogus"),
     ("mpi_gan.analyze", [], "the following arguments are required"),
+    ("mpi_gan.mdgan", ["--slow", "2"], "argument --slow: must be RANK:FACTOR (e.g. 1:4), got '2'"),
 ]
 
 
@@ -38,3 +42,30 @@ def test_integers_must_fit_64_bits():
     for text in (str(INT64_MAX + 1), str(-INT64_MAX - 2), "1" + "0" * 30):
         with pytest.raises(argparse.ArgumentTypeError, match="must fit a 64-bit integer"):
             integer(text)
+
+
+def test_slow_is_repeatable_checked_and_stored_as_one_text():
+    cfg = parse_args(["--dataset", "synthetic", "--slow", "2:4", "--slow", "1:1.5"])
+    assert cfg.slow == "2:4,1:1.5" and slow_factors(cfg.slow) == {2: 4.0, 1: 1.5}
+    assert parse_args(["--dataset", "synthetic"]).slow == "" and slow_factors("") == {}
+    assert rank_factor("3:2.50") == "3:2.5"
+    for text, why in (("0:2", "a worker's rank"), ("1:0.5", ">= 1"), ("1:inf", "finite"),
+                      ("a:2", "RANK:FACTOR"), ("1:nan", ">= 1")):
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            rank_factor(text)
+    validate(cfg, 3)  # 1 server + 2 workers: ranks 1 and 2
+    with pytest.raises(ConfigError, match="--slow names rank 2, but the workers are ranks 1..1"):
+        validate(cfg, 2)
+    with pytest.raises(ConfigError, match="--slow: rank 2 is given twice"):
+        validate(parse_args(["--dataset", "synthetic", "--slow", "2:4", "--slow", "2:3"]), 3)
+
+
+def test_a_straggler_sleeps_factor_minus_one_times_its_compute_time(monkeypatch):
+    slept = []
+    monkeypatch.setattr("mpi_gan.train.straggler.time.sleep", slept.append)
+    straggler = Straggler(4.0)
+    assert straggler.pad(0.5) == 1.5 and straggler.pad(0.25) == 0.75 and straggler.pad(0) == 0
+    assert slept == [1.5, 0.75] and straggler.padded == 2.25
+    assert Straggler(1.0).pad(3.0) == 0 and slept == [1.5, 0.75]
+    with pytest.raises(ValueError, match=">= 1"):
+        Straggler(0.5)

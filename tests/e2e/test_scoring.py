@@ -116,6 +116,40 @@ def test_evaluate_matches_the_training_rows_and_stores_them(scored_runs):
         assert f.attrs["complete"] == 1 and f["evaluation"].attrs["samples"] == 20
 
 
+def test_the_inception_preprocessing_goes_from_the_command_line_to_every_score(scored_runs,
+                                                                               tmp_path):
+    """--inception-preprocessing reaches the training's Inception scores (evaluate repeats
+    them exactly with the run's choice, and not with another), the run file's
+    configuration, evaluate's output line and its stored attributes."""
+    import torch
+    from tests.unit.test_metrics import _FeaturesAndLogits
+    _, _, cache = scored_runs
+    weights = tmp_path / "logits.pt"
+    torch.jit.script(_FeaturesAndLogits()).save(str(weights))
+    out = tmp_path / "run"
+    train("mpi_gan.standalone", 1, out, cache, "--inception-weights", str(weights),
+          "--inception-preprocessing", "pytorch-fid")
+    with h5py.File(out / "run.h5", "r") as f:
+        assert f["config"].attrs["inception_preprocessing"] == "pytorch-fid"
+        last = float(f["scores"]["inception_fid"][-1])
+    assert np.isfinite(last)
+
+    def evaluate(*extra):
+        proc = single(1, ["mpi_gan.evaluate", str(out), "--cache-dir", str(cache), *extra])
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout, float(re.search(r"^inception_fid=(\S+)$", proc.stdout,
+                                            re.M).group(1))
+    text, own = evaluate()
+    assert own == pytest.approx(last, rel=1e-5)  # printed with 6 digits
+    assert f"(Inception: pytorch-fid preprocessing, {weights})" in text
+    text, other = evaluate("--inception-preprocessing", "tensorflow", "--store")
+    assert other != pytest.approx(last, rel=1e-3) and "stored in" in text
+    with h5py.File(out / "run.h5", "r") as f:
+        stored = dict(f["evaluation"].attrs)
+    assert stored["inception_preprocessing"] == "tensorflow"
+    assert stored["inception_weights"] == str(weights)
+
+
 def test_evaluate_bad_input_is_one_clear_error(tmp_path):
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"not hdf5")

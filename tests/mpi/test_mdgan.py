@@ -194,3 +194,18 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(mpi_tmp_path):
             assert np.array_equal(f1[f"generator/model/{key}"][()],
                                   f2[f"generator/model/{key}"][()]), key
         assert f2.attrs["finished"] == 1 and f2.attrs["iteration"] == 12
+
+
+def test_a_straggler_sleeps_in_its_steps_and_the_others_do_not(mpi_tmp_path):
+    """--slow on the last worker: its role sleeps after computing (``padded`` grows); the
+    other workers have no straggler. (That the numbers do not change: tests/e2e/test_cli.)"""
+    from mpi4py import MPI
+    world = MPI.COMM_WORLD.Get_size()
+    rank = MPI.COMM_WORLD.Get_rank()
+    cfg = small_config(mpi_tmp_path / "straggler", world, iterations=3, checkpoint_every=0,
+                       slow=f"{world - 1}:2")
+    role = run(cfg).role
+    if rank == world - 1:
+        assert role.straggler.factor == 2 and role.straggler.padded > 0
+    elif rank > 0:
+        assert role.straggler is None

@@ -258,6 +258,8 @@ def test_the_inception_preprocessing_stands_beside_the_inception_scores():
         "Inception FID, clean-fid input (lower is better)", "modes covered (higher is better)"]
     fig = score_figure(group_runs([new, old]), ["inception_fid"], "iteration")
     assert fig.axes[0].get_ylabel() == "Inception FID, mixed input (lower is better)"
+    fig = score_figure(group_runs([new, plain]), ["inception_fid"], "iteration")  # plain: no
+    assert fig.axes[0].get_ylabel() == "Inception FID, clean-fid input (lower is better)"
     from matplotlib import pyplot as plt
     plt.close("all")
 
@@ -275,6 +277,13 @@ def test_the_inception_preprocessing_splits_groups_only_of_runs_with_inception_s
              make_run("c", seed=2)]
     plain[-1]["config"].pop("inception_preprocessing")
     assert names_of(group_runs(plain)) == [["a", "b", "c"]]
+    # FIDs stored by an offline evaluation: grouped by the evaluation's preprocessing
+    offline = [make_run(f"e{s}", seed=s) for s in range(3)]
+    for run, choice in zip(offline, ("pytorch-fid", "tensorflow", "pytorch-fid")):
+        run["evaluation"] = {"inception_fid": 10.0, "inception_preprocessing": choice}
+    assert names_of(group_runs(offline)) == [["e0", "e2"], ["e1"]]
+    table = group_table(label_runs(offline, summary_table(offline)))
+    assert table.inception_preprocessing.tolist() == ["pytorch-fid", "tensorflow"]
 
 
 def test_cost_ratios_average_every_uncompressed_mdgan_run_against_every_flgan_run():

@@ -86,12 +86,39 @@ def test_scaling_and_channels_of_each_preprocessing():
         InceptionNet(None, "features", "x.pt", torch.device("cpu"), "bicubic")
 
 
+def pil_bicubic_weights(size_in, size_out):
+    """(size_out, size_in): PIL's bicubic resampling along one axis when enlarging, written
+    out from its C code (precompute_coeffs, bicubic_filter with a = -0.5): output j is
+    centred on input (j + 0.5) * in / out; the taps that fall inside the image are
+    weighted by the cubic kernel and renormalised to sum 1."""
+    def cubic(x, a=-0.5):
+        x = abs(x)
+        if x < 1:
+            return ((a + 2) * x - (a + 3)) * x * x + 1
+        return (((x - 5) * x + 8) * x - 4) * a if x < 2 else 0.0
+    weights = np.zeros((size_out, size_in))
+    scale = size_in / size_out
+    for j in range(size_out):
+        centre = (j + 0.5) * scale
+        low = max(int(centre - 2 + 0.5), 0)
+        high = min(int(centre + 2 + 0.5), size_in)
+        taps = [cubic(x - centre + 0.5) for x in range(low, high)]
+        weights[j, low:high] = np.array(taps) / sum(taps)
+    return weights
+
+
 def test_clean_fid_resize_is_pil_bicubic_of_float_pixels_clipped():
-    pixels = torch.tensor([[0.0, 255.0], [255.0, 0.0]]).reshape(1, 1, 2, 2)
-    out = pil_bicubic(pixels, 6)[0, 0]
-    assert out.shape == (6, 6) and out.min() >= 0 and out.max() <= 255
-    # bicubic overshoots at the edges of a checkerboard: PIL's result, clipped to 0..255
-    assert (out == 0).any() and (out == 255).any()
+    image = ramp(4, 4) * 7  # 0 .. 241
+    expected = pil_bicubic_weights(4, 7) @ image @ pil_bicubic_weights(4, 7).T
+    got = pil_bicubic(torch.tensor(image, dtype=torch.float32)[None, None], 7)[0, 0].numpy()
+    np.testing.assert_allclose(got, expected.clip(0, 255), rtol=0, atol=1e-3)
+    assert np.abs(got - tf_bilinear(torch.tensor(image)[None, None], 7)[0, 0].numpy()).max() > 1
+    # bicubic overshoots at the edges of a checkerboard: clipped to 0..255
+    board = torch.tensor([[0.0, 255.0], [255.0, 0.0]]).reshape(1, 1, 2, 2)
+    out = pil_bicubic(board, 6)[0, 0].numpy()
+    raw = pil_bicubic_weights(2, 6) @ board[0, 0].numpy() @ pil_bicubic_weights(2, 6).T
+    assert raw.max() > 255 and raw.min() < 0  # the overshoot ...
+    np.testing.assert_allclose(out, raw.clip(0, 255), rtol=0, atol=1e-3)  # ... clipped
 
 
 # ------------------------------------------------------------ against the tools' features
@@ -108,8 +135,10 @@ def test_features_equal_the_third_party_tools_on_the_same_images(preprocessing):
             ours = net.features(torch.from_numpy(f[kind]["images"][()]))
             for tool in TOOL_OF[preprocessing]:
                 theirs = f[kind][tool][()]
-                # float noise only: the tools' resize grids are computed in float32
-                np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-4 * theirs.max(),
+                # float noise only (measured: 3.5e-6 of the largest feature; the tools'
+                # grids are computed in float32), or none (clean-fid's own resize)
+                noise = 1e-5 if preprocessing == "tensorflow" else 1e-6
+                np.testing.assert_allclose(ours, theirs, rtol=0, atol=noise * theirs.max(),
                                            err_msg=f"{kind} images, {tool}")
             for tool in {t for ts in TOOL_OF.values() for t in ts} - set(TOOL_OF[preprocessing]):
                 assert np.abs(ours - f[kind][tool][()]).max() > 0.05 * ours.max(), tool
@@ -130,5 +159,7 @@ def test_default_1_and_a_file_with_nvidias_interface_give_the_same_fid(tmp_path)
         (a_clean, a_noisy), (b_clean, b_noisy) = ([net.features(x) for x in (clean, noisy)]
                                                   for net in nets)
         np.testing.assert_allclose(a_clean, b_clean, rtol=0, atol=1e-4 * a_clean.max())
-        assert fid(a_clean, a_noisy) == pytest.approx(fid(b_clean, b_noisy), rel=1e-5)
+        # 8 against 8 images: rank-deficient covariances, whose clipped eigenvalues add
+        # noise of their own; the legacy pipeline differed by over 1%
+        assert fid(a_clean, a_noisy) == pytest.approx(fid(b_clean, b_noisy), rel=1e-4)
     assert nvidia.probabilities(clean).shape == (8, 1008)

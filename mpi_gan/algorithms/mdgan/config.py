@@ -1,7 +1,7 @@
 """MD-GAN's configuration and command line (``python -m mpi_gan.mdgan``)."""
 from __future__ import annotations
 
-from ...argtypes import integer, nonnegative_int
+from ...argtypes import integer, nonnegative_int, rank_factor, slow_factors
 from ...config import (GanConfig, compress_option, configuration, option, out_option, parse,
                        require_ranks, validate_gan)
 from ...errors import ConfigError
@@ -40,6 +40,11 @@ class MdganConfig(GanConfig):
         help="keep each worker's unsent feedback and add it to the next (error feedback; the "
              "next batch's feedback is about other samples: measured to hurt, "
              "docs/results.md)")
+    slow: str = option(
+        "", "runtime", type=rank_factor, resumable=True, repeat=True,
+        help="RANK:FACTOR: worker RANK takes FACTOR times its measured compute time per "
+             "step (it sleeps the rest), a straggler for experiments and tests; recorded in "
+             "the run file (docs/mdgan.md)")
     fault_tolerant: bool = option(
         False, "communication", resumable=True,
         help="go on without a worker that dies (ULFM: Open MPI's mpiexec --with-ft ulfm); "
@@ -64,6 +69,13 @@ def validate(cfg: MdganConfig, world_size: int) -> None:
     if cfg.exchange == "tree" and cfg.fault_tolerant:
         raise ConfigError("--exchange tree does not survive a dead relay: use --exchange "
                           "p2p with --fault-tolerant")
+    try:
+        slow = slow_factors(cfg.slow)
+    except ValueError as exc:
+        raise ConfigError(f"--slow: {exc}") from None
+    beyond = sorted(rank for rank in slow if rank > workers)
+    if beyond:
+        raise ConfigError(f"--slow names rank {beyond[0]}, but the workers are ranks 1..{workers}")
     if cfg.fault_tolerant:
         _require_ulfm()
     validate_gan(cfg)

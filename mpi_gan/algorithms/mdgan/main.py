@@ -11,6 +11,7 @@ import torch
 from mpi4py import MPI
 
 from ...algorithms import REGISTRY
+from ...argtypes import slow_factors
 from ...config import disc_outputs, latent_classes
 from .config import MdganConfig, parse_args
 from ...data import spec_of
@@ -20,6 +21,7 @@ from ...io.runlog import Metrics, gan_table
 from ...io.state import adam_state, module_state
 from ...models import count_params, make_discriminator, make_generator
 from ...train import Algorithm, Context, RunResult, run_algorithm, run_main
+from ...train.straggler import Straggler
 from . import plan as alg
 from .protocol import KINDS
 from .server import Server
@@ -70,15 +72,24 @@ class MDGAN(Algorithm):
                 " (ACGAN)" if cfg.acgan else "", count_params(g), d_params, role.batches,
                 cfg.batch_size, ctx.device, ctx.start, cfg.iterations,
                 self.swap_period(cfg, data) or "never")
+            if cfg.slow:
+                ctx.log.info("stragglers (--slow): %s", ", ".join(
+                    f"worker {rank} takes {factor:g} times its compute time per step"
+                    for rank, factor in sorted(slow_factors(cfg.slow).items())))
             return role
         d = make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, ctx.rank,
                                shape).to(ctx.device)
         ctx.log.info("worker %d: shard of %d samples, device %s", ctx.rank, len(data.shard),
                      ctx.device)
+        factor = slow_factors(cfg.slow).get(ctx.rank)
+        if factor is not None:
+            ctx.log.info("worker %d: a straggler (--slow %d:%g): it takes %g times its "
+                         "compute time per step", ctx.rank, ctx.rank, factor, factor)
         return Worker(ctx.transport, d,
                       make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2, cfg.on_nonfinite == "skip"),
                       data.shard, cfg, ctx.device, feedback_channel(cfg),
-                      self.swap_period(cfg, data))
+                      self.swap_period(cfg, data),
+                      Straggler(factor) if factor is not None else None)
 
     @staticmethod
     def swap_period(cfg, data) -> int:

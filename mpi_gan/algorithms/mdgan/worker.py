@@ -5,6 +5,8 @@ Sample tensors are (b, C, H, W) float32; labels (b,) int64.
 """
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -15,6 +17,7 @@ from ...data import Shard, real_batch_indices
 from ...gan.adam import Adam
 from ...gan.losses import discriminator_step, error_feedback
 from ...io.state import Layout, adam_state, load_adam_state, load_module_state, module_state
+from ...train.straggler import Straggler
 from . import plan as alg
 
 
@@ -46,9 +49,10 @@ class Worker:
     def __init__(self, transport: Transport, discriminator: nn.Module,
                  optimizer: Adam, shard: Shard, cfg: MdganConfig,
                  device: torch.device, channel: compression.Channel | None = None,
-                 swap_period: int = 0):
+                 swap_period: int = 0, straggler: Straggler | None = None):
         self.t, self.d, self.opt, self.shard = transport, discriminator, optimizer, shard
         self.cfg, self.device, self.channel = cfg, device, channel
+        self.straggler = straggler  # --slow: sleeps to look FACTOR times slower
         self.swap_period = swap_period  # iterations between swaps (0: never)
         self.n = transport.rank
         self.feedback_bytes = 0  # bytes of every feedback message sent
@@ -118,9 +122,12 @@ class Worker:
         wait_all(self.incoming)
         y_g, y_d = (self.labels[:cfg.batch_size], self.labels[cfg.batch_size:]) if cfg.acgan \
             else (None, None)
+        tic = time.perf_counter()
         d_losses = [discriminator_step(self.d, self.opt, x_r, y_r, self.x_d, y_d)
                     for _ in range(cfg.disc_steps)]
         feedback, g_loss = error_feedback(self.d, self.x_g, y_g, cfg.g_loss == "saturating")
+        if self.straggler is not None:  # before it answers: the server waits for it
+            self.straggler.pad(time.perf_counter() - tic)
         self.losses_out.copy_(torch.tensor([sum(d_losses) / len(d_losses), g_loss]))
         if self.channel is None:
             message = self.feedback_out.copy_(feedback)

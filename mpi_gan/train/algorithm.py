@@ -87,6 +87,11 @@ class Algorithm:
     def validate(self, cfg, world_size: int) -> None:
         type(self).check(cfg, world_size)
 
+    def is_synchronous(self, cfg) -> bool:
+        """Whether ``cfg`` runs in the synchronous loop (``synchronous``, unless the
+        algorithm has both kinds)."""
+        return self.synchronous
+
     def load_data(self, ctx: Context):
         """This rank's data (runs inside the agreed set-up: raise DataError on bad data):
         by default the shard split of a server + workers run (``data.plan_data``)."""

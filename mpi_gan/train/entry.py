@@ -31,7 +31,7 @@ def trainer_of(algorithm: Algorithm, cfg, comm: MPI.Comm | None = None, restored
     rank's injected fault if ``$MPI_GAN_FAULT`` names one (``train/faults.py``).
     ``restored(role)``: called on every rank right after its state and RNG are restored
     from a checkpoint (tests)."""
-    loop = SynchronousTrainer if algorithm.synchronous else AsynchronousTrainer
+    loop = SynchronousTrainer if algorithm.is_synchronous(cfg) else AsynchronousTrainer
     trainer = loop(algorithm, cfg, comm, restored=restored)
     with abort_on_exception(trainer.comm):  # a malformed $MPI_GAN_FAULT ends the job
         faults.inject(trainer)

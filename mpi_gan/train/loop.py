@@ -230,7 +230,7 @@ class Trainer:
         self.snapshots = Snapshots() if getattr(cfg, "fault_tolerant", False) else None
         # every rank checks its own state before its shard holds it
         self.watch = Watch(cfg.on_nonfinite, cfg.out, ctx.start, ctx.log, ctx.size > 1,
-                           ctx.lost, role.state)
+                           ctx.lost, role.state, getattr(role, "unreported", None))
         if ctx.rank == 0:
             self.tables = algo.tables(ctx)
             if algo.evaluates:

@@ -69,9 +69,11 @@ class Watch:
     progress line."""
 
     def __init__(self, mode: str, out: str, start: int, log, ranked: bool = True,
-                 lost: set | None = None, own_state=None):
+                 lost: set | None = None, own_state=None, silent: set | None = None):
         self.mode, self.out, self.log, self.ranked = mode, out, log, ranked
         self.lost = lost if lost is not None else set()  # dead workers: NaN rows by design
+        # workers with nothing to report yet (an asynchronous server's): NaN rows by design
+        self.silent = silent if silent is not None else set()
         self.own_state = own_state        # rank 0's state entries (a callable), or None
         self.since = start                # iteration of the last ``period``
         self.bad: Counter = Counter()     # quantity -> rows it was non-finite in since
@@ -99,8 +101,8 @@ class Watch:
         found = []
         for table, row in rows or ():
             for name, rank in nonfinite_columns(row, self.ranked):
-                if rank in self.lost:  # --fault-tolerant: a dead worker's losses are NaN
-                    continue
+                if rank in self.lost or rank in self.silent:  # a dead worker's losses, or
+                    continue  # those of one that has not reported yet, are NaN
                 found.append((f"{name} in /{table}" if table != "metrics" else name, rank))
         if found and self.mode == "stop":
             workers = {rank for _, rank in found}

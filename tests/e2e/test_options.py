@@ -69,3 +69,18 @@ def test_a_straggler_sleeps_factor_minus_one_times_its_compute_time(monkeypatch)
     assert Straggler(1.0).pad(3.0) == 0 and slept == [1.5, 0.75]
     with pytest.raises(ValueError, match=">= 1"):
         Straggler(0.5)
+
+
+def test_a_staleness_bound_refuses_what_it_cannot_do_yet():
+    base = ["--dataset", "synthetic", "--staleness-bound", "2"]
+    cfg = parse_args(base)
+    assert (cfg.staleness_bound, cfg.staleness_scale) == (2, "inverse")
+    validate(cfg, 3)
+    with pytest.raises(ConfigError, match="needs --exchange p2p"):
+        validate(parse_args(base + ["--exchange", "tree"]), 3)
+    with pytest.raises(ConfigError, match="drop --fault-tolerant"):
+        validate(parse_args(base + ["--fault-tolerant"]), 3)
+    with pytest.raises(SystemExit):
+        parse_args(base + ["--staleness-scale", "sqrt"], quiet=True)
+    with pytest.raises(SystemExit):
+        parse_args(["--staleness-bound", "-1"], quiet=True)

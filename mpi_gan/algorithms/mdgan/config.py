@@ -40,6 +40,17 @@ class MdganConfig(GanConfig):
         help="keep each worker's unsent feedback and add it to the next (error feedback; the "
              "next batch's feedback is about other samples: measured to hurt, "
              "docs/results.md)")
+    staleness_bound: int = option(
+        0, "training", type=nonnegative_int,
+        help="S: 0 is synchronous MD-GAN (the server waits for every worker each "
+             "iteration); S > 0 applies each worker's feedback as it arrives if its batch "
+             "came from a G at most S versions old (older is dropped and counted), and steps "
+             "G once N feedbacks are pending, so that no worker waits for the slowest "
+             "(docs/mdgan.md)")
+    staleness_scale: str = option(
+        "inverse", "training", choices=("inverse", "none"),
+        help="with --staleness-bound > 0, the factor of a feedback of staleness tau: "
+             "'inverse' 1/max(1, tau) (AdaComp's), 'none' 1")
     slow: str = option(
         "", "runtime", type=rank_factor, resumable=True, repeat=True,
         help="RANK:FACTOR: worker RANK takes FACTOR times its measured compute time per "
@@ -76,6 +87,12 @@ def validate(cfg: MdganConfig, world_size: int) -> None:
     beyond = sorted(rank for rank in slow if rank > workers)
     if beyond:
         raise ConfigError(f"--slow names rank {beyond[0]}, but the workers are ranks 1..{workers}")
+    if cfg.staleness_bound > 0 and cfg.exchange != "p2p":
+        raise ConfigError("--staleness-bound > 0 sends each worker its own batches: it needs "
+                          f"--exchange p2p, got --exchange {cfg.exchange}")
+    if cfg.staleness_bound > 0 and cfg.fault_tolerant:
+        raise ConfigError("--staleness-bound > 0 does not go on without a dead worker yet: "
+                          "drop --fault-tolerant")
     if cfg.fault_tolerant:
         _require_ulfm()
     validate_gan(cfg)

@@ -23,6 +23,9 @@ from ...models import count_params, make_discriminator, make_generator
 from ...train import Algorithm, Context, RunResult, run_algorithm, run_main
 from ...train.straggler import Straggler
 from . import plan as alg
+from ...io.checkpoint import read_checkpoint
+from ...io.runlog import EVENT_TABLES
+from .async_roles import AsyncServer, AsyncWorker, schedule_table
 from .protocol import KINDS
 from .server import Server
 from .worker import Worker, channel_state, feedback_channel
@@ -54,15 +57,28 @@ class MDGAN(Algorithm):
     elastic = True  # a new worker copies an old one's D and Adam state (train/elastic.py)
     copied_state = ("model/", "adam/")
 
+    def is_synchronous(self, cfg) -> bool:
+        """--staleness-bound 0: the synchronous algorithm; above: the asynchronous loop."""
+        return cfg.staleness_bound == 0
+
     def make_role(self, ctx: Context):
         cfg, data = ctx.cfg, ctx.data
         shape = data.spec.shape
         if ctx.rank == 0:
             g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape).to(ctx.device)
             opt = make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2, cfg.on_nonfinite == "skip")
+            average = make_average(g) if cfg.g_ema else None
+            if cfg.staleness_bound:
+                role = AsyncServer(ctx.transport, g, opt, cfg, ctx.device, shape,
+                                   latent_classes(cfg), self.swap_period(cfg, data), average)
+                ctx.log.info("MD-GAN with staleness bound %d (feedback scaled %s): 1 server + "
+                             "%d workers, %s, G steps every %d feedbacks, swap every %s "
+                             "versions", cfg.staleness_bound, cfg.staleness_scale,
+                             ctx.size - 1, cfg.dataset, ctx.size - 1,
+                             self.swap_period(cfg, data) or "never")
+                return role
             role = Server(ctx.transport, g, opt, cfg,
-                          ctx.device, shape, latent_classes(cfg),
-                          make_average(g) if cfg.g_ema else None)
+                          ctx.device, shape, latent_classes(cfg), average)
             d_params = count_params(make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, 1,
                                                        shape))
             ctx.log.info(
@@ -85,11 +101,13 @@ class MDGAN(Algorithm):
         if factor is not None:
             ctx.log.info("worker %d: a straggler (--slow %d:%g): it takes %g times its "
                          "compute time per step", ctx.rank, ctx.rank, factor, factor)
-        return Worker(ctx.transport, d,
-                      make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2, cfg.on_nonfinite == "skip"),
-                      data.shard, cfg, ctx.device, feedback_channel(cfg),
-                      self.swap_period(cfg, data),
-                      Straggler(factor) if factor is not None else None)
+        straggler = Straggler(factor) if factor is not None else None
+        opt = make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2, cfg.on_nonfinite == "skip")
+        if cfg.staleness_bound:
+            return AsyncWorker(ctx.transport, d, opt, data.shard, cfg, ctx.device,
+                               feedback_channel(cfg), straggler)
+        return Worker(ctx.transport, d, opt, data.shard, cfg, ctx.device,
+                      feedback_channel(cfg), self.swap_period(cfg, data), straggler)
 
     @staticmethod
     def swap_period(cfg, data) -> int:
@@ -104,7 +122,14 @@ class MDGAN(Algorithm):
         return worker_template(ctx.cfg)
 
     def tables(self, ctx: Context):
-        return {"metrics": mdgan_metrics(ctx.size - 1)}
+        tables = {"metrics": mdgan_metrics(ctx.size - 1)}
+        if ctx.cfg.staleness_bound:
+            tables["schedule"] = schedule_table()
+        return tables
+
+    def reader(self, path: str):
+        return read_checkpoint(path, self.name, self.config_class, self.table_paths(),
+                               ("scores", "schedule", *EVENT_TABLES))
 
 
 def run(cfg: MdganConfig, comm: MPI.Comm | None = None) -> RunResult:

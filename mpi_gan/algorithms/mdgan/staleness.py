@@ -21,13 +21,15 @@ leaves the feedback as it is (plain asynchronous SGD).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ...data import real_batch_indices
 from ...gan.adam import Adam
-from ...gan.losses import latent_batch
+from ...gan.losses import discriminator_step, error_feedback, latent_batch
 
 SCALES = ("inverse", "none")
 
@@ -187,10 +189,9 @@ class ServerCore:
 
     # ------------------------------------------------------------ checkpoints
     def state(self) -> list[tuple[str, torch.Tensor]]:
-        """The bookkeeping a checkpoint holds (nothing in flight: the server drained):
-        version, each worker's next step, the pending sum and count, the counters."""
-        if self.in_flight:
-            raise RuntimeError("a checkpoint of the staleness server needs nothing in flight")
+        """The bookkeeping a checkpoint holds: version, each worker's next step, the
+        pending sum and count, the counters. Steps in flight are not part of it: the
+        server drains them before a checkpoint (``AsyncServer.before_checkpoint``)."""
         ranks = torch.tensor(sorted(self.steps), dtype=torch.int64)
         entries = [("async/counters", torch.tensor([self.version, self.pending_count,
                                                      self.applied, self.dropped],
@@ -213,3 +214,23 @@ class ServerCore:
                         for name, p in self.g.named_parameters()] \
             if self.pending_count else None
         self.in_flight, self._snapshot = {}, None
+
+
+def worker_step(d: nn.Module, opt: Adam, shard, cfg, worker: int, step: int,
+                x_g: torch.Tensor, x_d: torch.Tensor, labels: torch.Tensor | None,
+                device: torch.device, straggler=None) -> tuple[torch.Tensor, float, float]:
+    """Worker ``worker``'s ``step``-th step: ``cfg.disc_steps`` D steps on its real batch of
+    that step (``real_batch_indices`` of the step index) against X_d, then the feedback on
+    X_g; (feedback (b, C, H, W), mean D loss, G loss). A ``straggler`` (``--slow``) sleeps
+    after computing, before the feedback goes out."""
+    idx = real_batch_indices(cfg.seed, worker, len(shard), cfg.batch_size, step)
+    x_r = shard.images[idx].to(device)
+    y_r = shard.labels[idx].to(device) if cfg.acgan else None
+    y_g, y_d = (labels[:cfg.batch_size], labels[cfg.batch_size:]) if labels is not None \
+        else (None, None)
+    tic = time.perf_counter()
+    d_losses = [discriminator_step(d, opt, x_r, y_r, x_d, y_d) for _ in range(cfg.disc_steps)]
+    feedback, g_loss = error_feedback(d, x_g, y_g, cfg.g_loss == "saturating")
+    if straggler is not None:
+        straggler.pad(time.perf_counter() - tic)
+    return feedback, sum(d_losses) / len(d_losses), g_loss

@@ -43,6 +43,29 @@ def channel_state(channel: compression.Channel | None, shape: tuple[int, ...], w
     return channel.state(feedback_name(worker), shape, prefix="channel/")
 
 
+def swap_discriminator(transport: Transport, d: nn.Module, opt: Adam, cfg: MdganConfig,
+                       workers: list[int], worker: int, swap_index: int) -> None:
+    """Worker ``worker``'s part of swap ``swap_index`` among ``workers``: its D (and, with
+    --swap-adam travel, its Adam state) goes to its partner along the seed-derived
+    derangement while the D of another arrives (one Sendrecv: no deadlock); with reset,
+    the received D restarts Adam from scratch."""
+    partners = alg.swap_partners(cfg.seed, swap_index, workers, worker)
+    if partners is None:
+        return
+    entries = module_state(d)
+    if cfg.swap_adam == "travel":
+        entries += adam_state(d, opt)
+    layout = Layout(entries)
+    received = transport.sendrecv_into(layout.pack(entries), partners[0], layout.empty(),
+                                       partners[1], "swap")
+    values = layout.unpack(received)
+    load_module_state(d, values)
+    if cfg.swap_adam == "travel":
+        load_adam_state(d, opt, values)
+    else:
+        opt.state.clear()
+
+
 class Worker:
     """Trains D_n on (X_r, X_d), returns F_n on X_g, swaps D_n with a peer."""
 
@@ -144,27 +167,10 @@ class Worker:
         if swap is not None:
             self.swap(swap)
 
-    def _swap_entries(self) -> list[tuple[str, torch.Tensor]]:
-        entries = module_state(self.d)
-        if self.cfg.swap_adam == "travel":
-            entries += adam_state(self.d, self.opt)
-        return entries
-
     def swap(self, swap_index: int) -> None:
         """Exchange D with peers along the seed-derived derangement (Sendrecv: no deadlock)."""
-        partners = alg.swap_partners(self.cfg.seed, swap_index, self.workers, self.n)
-        if partners is None:
-            return
-        entries = self._swap_entries()
-        layout = Layout(entries)
-        received = self.t.sendrecv_into(layout.pack(entries), partners[0], layout.empty(),
-                                        partners[1], "swap")
-        values = layout.unpack(received)
-        load_module_state(self.d, values)
-        if self.cfg.swap_adam == "travel":
-            load_adam_state(self.d, self.opt, values)
-        else:
-            self.opt.state.clear()  # the received D restarts Adam from scratch
+        swap_discriminator(self.t, self.d, self.opt, self.cfg, self.workers, self.n,
+                           swap_index)
 
     def state(self) -> list[tuple[str, torch.Tensor]]:
         """D's model and Adam entries and the feedback channel's state."""

@@ -1,0 +1,273 @@
+"""Bounded-staleness MD-GAN over MPI (``--staleness-bound S`` > 0): rank 0's
+``AsyncServer`` and the workers' ``AsyncWorker``, stepped by ``train.asynchronous``.
+
+The mathematics and the server's bookkeeping are ``staleness.py``'s. Messages (MD-GAN's
+kinds, no new ones):
+  batch_g   server -> worker: a header of 4 int64 (command, G's version, step index,
+            argument), then for WORK the float32 bytes of X_g; the other commands are
+            the header alone: SWAP (argument: the swap index), STATE (write your shard of
+            the checkpoint of iteration <argument>), STOP.
+  batch_d   server -> worker: X_d (WORK only); labels: the ACGAN labels of X_g then X_d.
+  feedback  worker -> server: the raw float32 feedback, or its compressed payload.
+  losses    worker -> server: (D loss, G loss) of the step, float32.
+  swap      worker -> worker: as synchronous MD-GAN's.
+
+The server hands each idle worker its next batches (in rank order) whenever it is about
+to wait for a feedback, takes the feedbacks in the order they arrive, and steps G once
+as many are pending as there are workers. It records every feedback it takes, and every
+drain, in the ``schedule`` table: with it ``replay.py`` repeats the run in one process.
+A drain (before a checkpoint, and before each swap: every ``swap_period`` versions) hands
+out nothing and takes every feedback in flight, so that the workers are idle: then they
+write their shards, or swap discriminators all at once (no worker waits in a swap for a
+peer that waits for the server).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from ... import compression
+from ...comm.transport import ANY_SOURCE, Transport, TransportError
+from ...compression.payload import Payload
+from ...data import Shard
+from ...gan.adam import Adam
+from ...gan.ema import update_average
+from ...io.runlog import Metrics
+from ...io.state import (adam_state, average_state, load_adam_state, load_average_state,
+                         load_module_state, module_state)
+from .config import MdganConfig
+from .staleness import ServerCore, worker_step
+from .worker import channel_state, feedback_name, swap_discriminator
+
+HEADER = 32  # bytes: command, version, step, argument (int64 each)
+WORK, SWAP, STATE, STOP = 1, 2, 3, 4
+ARRIVAL, DRAIN, SWAPPED = 0, 1, 2  # schedule events
+
+
+def schedule_table() -> Metrics:
+    """The server's record, one row per event: ``event`` (0 a feedback taken, 1 a drain
+    begins, 2 the workers swap), ``worker`` and ``step`` (the feedback's worker and its
+    step index; 0 for the others), ``sent_version`` (G's version that generated the
+    batch), ``version`` (G's version at the event), ``applied`` (1 applied, 0 dropped as
+    staler than the bound; for a swap: its index)."""
+    return Metrics({name: (np.int64, ()) for name in
+                    ("event", "worker", "step", "sent_version", "version", "applied")})
+
+
+def _event(event: int, version: int, argument: int = 0) -> tuple[str, dict]:
+    return ("schedule", dict(event=event, worker=0, step=0, sent_version=version,
+                             version=version, applied=argument))
+
+
+class AsyncServer:
+    """Rank 0: G, its Adam, the bookkeeping (``ServerCore``) and the messages."""
+
+    def __init__(self, transport: Transport, generator: nn.Module, optimizer: Adam,
+                 cfg: MdganConfig, device: torch.device, sample_shape: tuple[int, ...],
+                 classes: int, swap_period: int, average: nn.Module | None = None):
+        self.t, self.g, self.opt, self.cfg, self.device = transport, generator, optimizer, \
+            cfg, device
+        self.average, self.swap_period = average, swap_period
+        workers = [n for n in transport.alive if n != 0]
+        self.core = ServerCore(generator, optimizer, workers, cfg.staleness_bound,
+                               cfg.staleness_scale, cfg.batch_size, cfg.latent_dim, classes,
+                               cfg.seed, device)
+        self.shape = (cfg.batch_size, *sample_shape)
+        self.idle = list(workers)
+        self.decoder = None if cfg.compress == "none" else compression.parse_spec(cfg.compress)
+        self.losses = torch.empty(2)
+        self.last_losses = np.full((transport.size - 1, 2), np.nan, dtype=np.float32)
+        self.unreported = set(workers)  # their losses are NaN in the metrics rows so far
+        self.header = torch.zeros(4, dtype=torch.int64)
+        self.last = None
+
+    @property
+    def version(self) -> int:
+        return self.core.version
+
+    # ---------------------------------------------------------------- messages
+    def _signal(self, worker: int, command: int, argument: int = 0) -> None:
+        self.header[:] = torch.tensor([command, self.core.version, 0, argument])
+        self.t.send_tensor(self.header.view(torch.uint8), worker, "batch_g")
+
+    def _hand_out(self, worker: int) -> None:
+        x_g, x_d, labels, version, step = self.core.hand_out(worker)
+        head = torch.tensor([WORK, version, step, 0], dtype=torch.int64)
+        message = torch.cat([head.view(torch.uint8),
+                             x_g.detach().cpu().contiguous().view(-1).view(torch.uint8)])
+        self.t.send_tensor(message, worker, "batch_g")
+        self.t.send_tensor(x_d.detach().cpu().contiguous(), worker, "batch_d")
+        if labels is not None:
+            self.t.send_tensor(labels, worker, "labels")
+
+    def _feedback(self, buf: torch.Tensor, worker: int) -> torch.Tensor:
+        if self.decoder is None:
+            if buf.numel() != 4 * int(np.prod(self.shape)):
+                raise TransportError(f"feedback from worker {worker}: {buf.numel()} bytes, "
+                                     f"expected {4 * int(np.prod(self.shape))}")
+            return buf.view(torch.float32).reshape(self.shape)
+        payload, end = Payload.from_bytes(buf.numpy())
+        if end != buf.numel() or payload.shape != self.shape or payload.dtype != torch.float32:
+            raise TransportError(f"feedback from worker {worker}: payload of shape "
+                                 f"{payload.shape} {payload.dtype} ({buf.numel() - end} "
+                                 f"trailing bytes), expected {self.shape} float32")
+        return self.decoder.decompress(payload)
+
+    def _take(self) -> tuple[str, dict]:
+        """Wait for the next feedback from any worker and apply (or drop) it."""
+        buf, worker = self.t.recv_any_size(ANY_SOURCE, "feedback")
+        feedback = self._feedback(buf, worker)
+        self.t.recv_into(self.losses, worker, "losses")
+        self.last_losses[worker - 1] = self.losses.numpy()
+        self.unreported.discard(worker)
+        arrival = self.core.take(worker, feedback)
+        self.idle.append(worker)
+        return ("schedule", dict(event=ARRIVAL, worker=worker, step=arrival.step,
+                                 sent_version=arrival.sent_version, version=arrival.version,
+                                 applied=int(arrival.applied)))
+
+    def _drain(self) -> list[tuple[str, dict]]:
+        rows = [_event(DRAIN, self.core.version)]
+        while self.core.in_flight:
+            rows.append(self._take())
+        return rows
+
+    # ----------------------------------------------------------- skeleton hooks
+    def step(self, iteration: int) -> list[tuple[str, dict]]:
+        """Take feedbacks until enough are pending, then one step of G (one version)."""
+        tic, rows = time.perf_counter(), []
+        while not self.core.update_due():
+            for worker in sorted(self.idle):
+                self._hand_out(worker)
+            self.idle = []
+            rows.append(self._take())
+        self.core.update()
+        if self.average is not None:
+            update_average(self.average, self.g, self.cfg.g_ema)
+        if self.swap_period and self.core.version % self.swap_period == 0 and \
+                len(self.core.workers) > 1:
+            rows += self._drain()
+            index = self.core.version // self.swap_period
+            rows.append(_event(SWAPPED, self.core.version, index))
+            for worker in self.core.workers:
+                self._signal(worker, SWAP, index)
+        # each worker's latest losses (NaN: none reported yet, ``unreported``), after the
+        # drain's reports: the rows are checked as a whole
+        self.last = dict(iteration=self.core.version, seconds=time.perf_counter() - tic,
+                         d_loss=self.last_losses[:, 0].copy(),
+                         g_loss=self.last_losses[:, 1].copy(),
+                         server_bytes_out=self.t.sent_total())
+        rows.append(("metrics", self.last))
+        return rows
+
+    def before_checkpoint(self, final: bool, workers_have_state: bool
+                          ) -> list[tuple[str, dict]]:
+        """Take every feedback in flight (the workers then idle) and hand out nothing."""
+        return self._drain() if self.core.in_flight else []
+
+    def request_state(self, worker: int, iteration: int) -> None:
+        self._signal(worker, STATE, iteration)
+
+    def after_checkpoint(self) -> None:
+        """Nothing: idle workers get their batches when the server next waits."""
+
+    def finish(self) -> None:
+        for worker in self.core.workers:
+            self._signal(worker, STOP)
+
+    def progress(self) -> str:
+        d_loss, g_loss = np.nanmean(self.last_losses, axis=0)
+        core = self.core
+        return (f"D loss {d_loss:.4f}  G loss {g_loss:.4f}  feedback applied "
+                f"{core.applied}, dropped {core.dropped} (staler than "
+                f"{self.cfg.staleness_bound})  server sent {self.t.sent_total() / 1e6:.1f} MB")
+
+    @property
+    def scored(self) -> nn.Module:
+        return self.g if self.average is None else self.average
+
+    def state(self) -> list[tuple[str, torch.Tensor]]:
+        return module_state(self.g) + adam_state(self.g, self.opt) + \
+            average_state(self.average) + self.core.state()
+
+    def load_state(self, values: dict[str, torch.Tensor]) -> None:
+        load_module_state(self.g, values)
+        load_adam_state(self.g, self.opt, values)
+        load_average_state(self.average, values)
+        workers = list(self.core.workers)
+        self.core.load_state(values)
+        if sorted(self.core.steps) != workers:
+            raise RuntimeError(f"this checkpoint of MD-GAN with a staleness bound has workers "
+                               f"{sorted(self.core.steps)}, this run {workers}: it resumes "
+                               "only on the world size it was written with")
+        self.idle = list(self.core.workers)
+
+    def published(self) -> list[tuple[str, torch.Tensor]]:
+        return module_state(self.scored)
+
+
+class AsyncWorker:
+    """A worker: serves the server's commands until STOP."""
+
+    def __init__(self, transport: Transport, discriminator: nn.Module, optimizer: Adam,
+                 shard: Shard, cfg: MdganConfig, device: torch.device,
+                 channel: compression.Channel | None = None, straggler=None):
+        self.t, self.d, self.opt, self.shard = transport, discriminator, optimizer, shard
+        self.cfg, self.device, self.channel, self.straggler = cfg, device, channel, straggler
+        self.n = transport.rank
+        self.workers = [n for n in transport.alive if n != 0]
+        self.shape = (cfg.batch_size, *shard.images.shape[1:])
+        self.x_d = torch.empty(self.shape)
+        self.labels = torch.empty(2 * cfg.batch_size, dtype=torch.int64)
+        self.losses_out = torch.empty(2)
+        self.steps = 0  # steps done by this process
+
+    def serve(self, send_state) -> None:
+        while True:
+            buf, _ = self.t.recv_any_size(0, "batch_g")
+            command, _, step, argument = (int(v) for v in buf[:HEADER].view(torch.int64))
+            if command == WORK:
+                self._work(buf[HEADER:], step)
+            elif command == SWAP:
+                swap_discriminator(self.t, self.d, self.opt, self.cfg, self.workers, self.n,
+                                   argument)
+            elif command == STATE:
+                send_state(argument)
+            elif command == STOP:
+                return
+            else:
+                raise TransportError(f"worker {self.n}: unknown command {command} from the "
+                                     "server")
+
+    def _work(self, payload: torch.Tensor, step: int) -> None:
+        cfg = self.cfg
+        x_g = payload.view(torch.float32).reshape(self.shape).to(self.device)
+        self.t.recv_into(self.x_d, 0, "batch_d")
+        labels = self.t.recv_into(self.labels, 0, "labels").to(self.device) if cfg.acgan \
+            else None
+        feedback, d_loss, g_loss = worker_step(self.d, self.opt, self.shard, cfg, self.n,
+                                               step, x_g, self.x_d.to(self.device), labels,
+                                               self.device, self.straggler)
+        if self.channel is None:
+            message = feedback.detach().cpu().contiguous().view(-1).view(torch.uint8)
+        else:
+            message = torch.from_numpy(
+                self.channel.encode(feedback, feedback_name(self.n)).to_bytes())
+        self.t.send_tensor(message, 0, "feedback")
+        self.losses_out[:] = torch.tensor([d_loss, g_loss])
+        self.t.send_tensor(self.losses_out, 0, "losses")
+        self.steps += 1
+
+    def state(self) -> list[tuple[str, torch.Tensor]]:
+        return module_state(self.d) + adam_state(self.d, self.opt) + \
+            channel_state(self.channel, self.shape, self.n)
+
+    def load_state(self, values: dict[str, torch.Tensor]) -> None:
+        load_module_state(self.d, values)
+        load_adam_state(self.d, self.opt, values)
+        if self.channel is not None:
+            self.channel.load_state(feedback_name(self.n), self.shape, values,
+                                    prefix="channel/")

@@ -1,0 +1,109 @@
+"""The single-process replay of a bounded-staleness MD-GAN run (``--staleness-bound`` > 0).
+
+Arrivals over MPI are not deterministic, so the server records what it did in the run's
+``schedule`` table (``async_roles.schedule_table``). Given that record, everything else is:
+``replay`` holds G and every worker's D in one process and repeats the run event by event,
+with the server's own bookkeeping (``staleness.ServerCore``) and the workers' step
+(``staleness.worker_step``). It hands the idle workers their batches (in rank order) before
+each feedback it takes, as the MPI server does, and runs a worker's step as soon as its
+batches exist (a worker's result depends only on its own D and its batches: swaps happen
+only while every worker idles). Each recorded arrival is checked against what the replay
+computes of it (its step, versions, applied or dropped). The MPI run must equal it
+(tests/mpi/test_mdgan.py), resumed or not.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...config import disc_outputs, latent_classes
+from ...data import plan_data
+from ...gan.ema import make_average, update_average
+from ...gan.losses import make_adam
+from ...models import make_discriminator, make_generator
+from . import plan as alg
+from .async_roles import ARRIVAL, DRAIN, SWAPPED
+from .config import MdganConfig
+from .staleness import ServerCore, worker_step
+from .worker import feedback_channel, feedback_name
+
+COLUMNS = ("event", "worker", "step", "sent_version", "version", "applied")
+
+
+class ReplayError(RuntimeError):
+    """The record does not follow from the run's configuration: another run's schedule,
+    or a replay that drifted."""
+
+
+def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
+    """(G, its moving average or None, {n: D held by worker n}) after the events of
+    ``schedule`` (column -> array, ``COLUMNS``), on ``world_size`` ranks."""
+    workers = list(range(1, world_size))
+    plans = {n: plan_data(cfg, len(workers), n) for n in workers}
+    shards = {n: p.shard for n, p in plans.items()}
+    shape, skip = plans[1].spec.shape, cfg.on_nonfinite == "skip"
+    g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape)
+    average = make_average(g) if cfg.g_ema else None
+    core = ServerCore(g, make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2, skip), workers,
+                      cfg.staleness_bound, cfg.staleness_scale, cfg.batch_size,
+                      cfg.latent_dim, latent_classes(cfg), cfg.seed)
+    discs = {n: make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, n, shape)
+             for n in workers}
+    d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2, skip) for n, d in discs.items()}
+    channels = {n: feedback_channel(cfg) for n in workers}
+    feedback: dict[int, torch.Tensor] = {}
+    cpu = torch.device("cpu")
+
+    def hand_out(n: int) -> None:
+        x_g, x_d, labels, _, step = core.hand_out(n)
+        fb, _, _ = worker_step(discs[n], d_opts[n], shards[n], cfg, n, step, x_g, x_d, labels,
+                               cpu)
+        if channels[n] is not None:  # what the server decodes from the payload
+            fb = channels[n].compressor.decompress(channels[n].encode(fb, feedback_name(n)))
+        feedback[n] = fb
+
+    def update() -> None:
+        core.update()
+        if average is not None:
+            update_average(average, g, cfg.g_ema)
+
+    idle, draining = list(workers), False
+    rows = zip(*(np.asarray(schedule[c], dtype=np.int64) for c in COLUMNS))
+    for position, (event, worker, step, sent, version, applied) in enumerate(rows):
+        if event == DRAIN:
+            draining = bool(core.in_flight)
+            continue
+        if event == SWAPPED:
+            discs, d_opts = swapped(cfg, int(applied), discs, d_opts)
+            continue
+        if event != ARRIVAL:
+            raise ReplayError(f"schedule row {position}: unknown event {event}")
+        if not draining:
+            for n in sorted(idle):
+                hand_out(n)
+            idle = []
+        if int(worker) not in core.in_flight:
+            raise ReplayError(f"schedule row {position}: worker {worker} has no step in flight")
+        arrival = core.take(int(worker), feedback.pop(int(worker)))
+        got = (arrival.step, arrival.sent_version, arrival.version, int(arrival.applied))
+        if got != (step, sent, version, applied):
+            raise ReplayError(f"schedule row {position}: recorded (step, sent version, "
+                              f"version, applied) {(step, sent, version, applied)}, replayed "
+                              f"{got}")
+        idle.append(int(worker))
+        if draining and not core.in_flight:
+            draining = False
+        if not draining and core.update_due() and core.version < cfg.iterations:
+            update()
+    return g, average, discs
+
+
+def swapped(cfg: MdganConfig, index: int, discs: dict, d_opts: dict) -> tuple[dict, dict]:
+    """The workers' discriminators (and Adams) after swap ``index`` among them all."""
+    alive = sorted(discs)
+    dest = {n: alg.swap_partners(cfg.seed, index, alive, n)[0] for n in alive}
+    discs = {dest[n]: discs[n] for n in discs}
+    if cfg.swap_adam == "travel":
+        return discs, {dest[n]: d_opts[n] for n in d_opts}
+    return discs, {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2,
+                                cfg.on_nonfinite == "skip") for n, d in discs.items()}

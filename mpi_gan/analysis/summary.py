@@ -81,8 +81,9 @@ def summary_table(runs: list[dict]) -> pd.DataFrame:
 
 def _trained_inception(run: dict) -> bool:
     """Whether the run's scores table (scores during training) has an Inception score."""
-    return any(run["scores"].get(name) is not None and np.isfinite(
-        np.asarray(run["scores"][name], dtype=np.float64)).any() for name in INCEPTION_SCORES)
+    scores = run.get("scores") or {}  # ASGD runs have none
+    return any(scores.get(name) is not None and np.isfinite(
+        np.asarray(scores[name], dtype=np.float64)).any() for name in INCEPTION_SCORES)
 
 
 def inception_preprocessing(run: dict) -> str | None:
@@ -92,8 +93,9 @@ def inception_preprocessing(run: dict) -> str | None:
     summary takes those only where training has none); None without Inception scores."""
     if _trained_inception(run):
         return run["config"].get("inception_preprocessing", LEGACY)
-    if any(name in run["evaluation"] for name in INCEPTION_SCORES):
-        return run["evaluation"].get("inception_preprocessing", LEGACY)
+    evaluation = run.get("evaluation") or {}
+    if any(name in evaluation for name in INCEPTION_SCORES):
+        return evaluation.get("inception_preprocessing", LEGACY)
     return None
 
 

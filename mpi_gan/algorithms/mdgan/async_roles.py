@@ -36,11 +36,10 @@ from ...data import Shard
 from ...gan.adam import Adam
 from ...gan.ema import update_average
 from ...io.runlog import Metrics
-from ...io.state import (adam_state, average_state, load_adam_state, load_average_state,
-                         load_module_state, module_state)
 from .config import MdganConfig
+from .server import GeneratorState
 from .staleness import ServerCore, worker_step
-from .worker import channel_state, feedback_name, swap_discriminator
+from .worker import DiscriminatorState, feedback_name, swap_discriminator
 
 HEADER = 32  # bytes: command, version, step, argument (int64 each)
 WORK, SWAP, STATE, STOP = 1, 2, 3, 4
@@ -62,7 +61,7 @@ def _event(event: int, version: int, argument: int = 0) -> tuple[str, dict]:
                              version=version, applied=argument))
 
 
-class AsyncServer:
+class AsyncServer(GeneratorState):
     """Rank 0: G, its Adam, the bookkeeping (``ServerCore``) and the messages."""
 
     def __init__(self, transport: Transport, generator: nn.Module, optimizer: Adam,
@@ -185,18 +184,11 @@ class AsyncServer:
                 f"{core.applied}, dropped {core.dropped} (staler than "
                 f"{self.cfg.staleness_bound})  server sent {self.t.sent_total() / 1e6:.1f} MB")
 
-    @property
-    def scored(self) -> nn.Module:
-        return self.g if self.average is None else self.average
-
     def state(self) -> list[tuple[str, torch.Tensor]]:
-        return module_state(self.g) + adam_state(self.g, self.opt) + \
-            average_state(self.average) + self.core.state()
+        return super().state() + self.core.state()
 
     def load_state(self, values: dict[str, torch.Tensor]) -> None:
-        load_module_state(self.g, values)
-        load_adam_state(self.g, self.opt, values)
-        load_average_state(self.average, values)
+        super().load_state(values)
         workers = list(self.core.workers)
         self.core.load_state(values)
         if sorted(self.core.steps) != workers:
@@ -205,11 +197,8 @@ class AsyncServer:
                                "only on the world size it was written with")
         self.idle = list(self.core.workers)
 
-    def published(self) -> list[tuple[str, torch.Tensor]]:
-        return module_state(self.scored)
 
-
-class AsyncWorker:
+class AsyncWorker(DiscriminatorState):
     """A worker: serves the server's commands until STOP."""
 
     def __init__(self, transport: Transport, discriminator: nn.Module, optimizer: Adam,
@@ -261,13 +250,3 @@ class AsyncWorker:
         self.t.send_tensor(self.losses_out, 0, "losses")
         self.steps += 1
 
-    def state(self) -> list[tuple[str, torch.Tensor]]:
-        return module_state(self.d) + adam_state(self.d, self.opt) + \
-            channel_state(self.channel, self.shape, self.n)
-
-    def load_state(self, values: dict[str, torch.Tensor]) -> None:
-        load_module_state(self.d, values)
-        load_adam_state(self.d, self.opt, values)
-        if self.channel is not None:
-            self.channel.load_state(feedback_name(self.n), self.shape, values,
-                                    prefix="channel/")

@@ -23,7 +23,30 @@ from ...io.state import (adam_state, average_state, load_adam_state, load_averag
 from . import plan as alg
 
 
-class Server:
+class GeneratorState:
+    """Rank 0's generator side, for a role with ``g``, ``opt`` and ``average`` (G's moving
+    average, or None): what is scored and published, and what a checkpoint holds."""
+
+    @property
+    def scored(self) -> nn.Module:
+        """The generator that is scored, published and sampled: the average if any, else G."""
+        return self.g if self.average is None else self.average
+
+    def state(self) -> list[tuple[str, torch.Tensor]]:
+        """G's model and Adam entries (see io/state.py), and the average's (``g_ema/``)."""
+        return module_state(self.g) + adam_state(self.g, self.opt) + average_state(self.average)
+
+    def load_state(self, values: dict[str, torch.Tensor]) -> None:
+        load_module_state(self.g, values)
+        load_adam_state(self.g, self.opt, values)
+        load_average_state(self.average, values)
+
+    def published(self) -> list[tuple[str, torch.Tensor]]:
+        """What the run file holds: the weights of the scored generator."""
+        return module_state(self.scored)
+
+
+class Server(GeneratorState):
     """One iteration: K generated batches out, N feedbacks in, one step of G."""
 
     def __init__(self, transport: Transport, generator: nn.Module,
@@ -129,20 +152,3 @@ class Server:
                 f"sent {self.t.sent_total() / 1e6:.1f} MB, received "
                 f"{self.t.received_total() / 1e6:.1f} MB")
 
-    @property
-    def scored(self) -> nn.Module:
-        """The generator that is scored, published and sampled: the average if any, else G."""
-        return self.g if self.average is None else self.average
-
-    def state(self) -> list[tuple[str, torch.Tensor]]:
-        """G's model and Adam entries (see io/state.py), and the average's (``g_ema/``)."""
-        return module_state(self.g) + adam_state(self.g, self.opt) + average_state(self.average)
-
-    def load_state(self, values: dict[str, torch.Tensor]) -> None:
-        load_module_state(self.g, values)
-        load_adam_state(self.g, self.opt, values)
-        load_average_state(self.average, values)
-
-    def published(self) -> list[tuple[str, torch.Tensor]]:
-        """What the run file holds: the weights of the scored generator."""
-        return module_state(self.scored)

@@ -66,7 +66,23 @@ def swap_discriminator(transport: Transport, d: nn.Module, opt: Adam, cfg: Mdgan
         opt.state.clear()
 
 
-class Worker:
+class DiscriminatorState:
+    """A worker's checkpointed state, for a role with ``d``, ``opt``, ``channel``,
+    ``shape`` (the feedback's) and ``n`` (its rank): D's model and Adam entries and the
+    feedback channel's state."""
+
+    def state(self) -> list[tuple[str, torch.Tensor]]:
+        return module_state(self.d) + adam_state(self.d, self.opt) + \
+            channel_state(self.channel, self.shape, self.n)
+
+    def load_state(self, values: dict[str, torch.Tensor]) -> None:
+        load_module_state(self.d, values)
+        load_adam_state(self.d, self.opt, values)
+        if self.channel is not None:
+            self.channel.load_state(feedback_name(self.n), self.shape, values, prefix="channel/")
+
+
+class Worker(DiscriminatorState):
     """Trains D_n on (X_r, X_d), returns F_n on X_g, swaps D_n with a peer."""
 
     def __init__(self, transport: Transport, discriminator: nn.Module,
@@ -171,14 +187,3 @@ class Worker:
         """Exchange D with peers along the seed-derived derangement (Sendrecv: no deadlock)."""
         swap_discriminator(self.t, self.d, self.opt, self.cfg, self.workers, self.n,
                            swap_index)
-
-    def state(self) -> list[tuple[str, torch.Tensor]]:
-        """D's model and Adam entries and the feedback channel's state."""
-        return module_state(self.d) + adam_state(self.d, self.opt) + \
-            channel_state(self.channel, self.shape, self.n)
-
-    def load_state(self, values: dict[str, torch.Tensor]) -> None:
-        load_module_state(self.d, values)
-        load_adam_state(self.d, self.opt, values)
-        if self.channel is not None:
-            self.channel.load_state(feedback_name(self.n), self.shape, values, prefix="channel/")

@@ -159,7 +159,7 @@ class Trainer:
         began = time.perf_counter()
         self.scoring = [0.0, 0]  # rank 0's seconds scoring, evaluations
         log, ckpt, self.source, local = start_run(comm, cfg, algo.validate, algo.reader,
-                                                  algo.elastic)
+                                                  algo.elastic and algo.is_synchronous(cfg))
         with contextlib.suppress(FileNotFoundError):  # left by this rank's last stop
             os.unlink(finalized_mark(cfg.out, rank))
         device = agree(comm, lambda: select_device(getattr(cfg, "device", "cpu"), local))

@@ -78,6 +78,8 @@ def test_a_staleness_bound_refuses_what_it_cannot_do_yet():
     validate(cfg, 3)
     with pytest.raises(ConfigError, match="needs --exchange p2p"):
         validate(parse_args(base + ["--exchange", "tree"]), 3)
+    with pytest.raises(ConfigError, match="--k does not apply"):
+        validate(parse_args(base + ["--k", "2"]), 3)
     with pytest.raises(ConfigError, match="drop --fault-tolerant"):
         validate(parse_args(base + ["--fault-tolerant"]), 3)
     with pytest.raises(SystemExit):

@@ -149,6 +149,22 @@ def test_no_scaling_and_more_pending_than_workers():
     assert_close(grads_of(server.g), grad)
 
 
+def test_with_skip_a_non_finite_feedback_is_dropped_and_counted():
+    server = core()
+    server.skip_nonfinite = True
+    server.hand_out(1)
+    bad = torch.ones(B, OUT)
+    bad[0, 0] = float("nan")
+    arrival = server.take(1, bad)
+    assert not arrival.applied and (server.nonfinite, server.dropped) == (1, 1)
+    assert server.pending is None and server.pending_count == 0
+    server.hand_out(1)
+    assert server.take(1, torch.ones(B, OUT)).applied and server.pending_count == 1
+    plain = core()  # without skip the NaN goes into the sum (the watch then stops the run)
+    plain.hand_out(1)
+    assert plain.take(1, bad).applied and torch.isnan(plain.pending[0]).any()
+
+
 def test_its_state_round_trips_with_a_pending_sum():
     server = core()
     server.hand_out(1)

@@ -73,7 +73,7 @@ class AsyncServer(GeneratorState):
         workers = [n for n in transport.alive if n != 0]
         self.core = ServerCore(generator, optimizer, workers, cfg.staleness_bound,
                                cfg.staleness_scale, cfg.batch_size, cfg.latent_dim, classes,
-                               cfg.seed, device)
+                               cfg.seed, device, cfg.on_nonfinite == "skip")
         self.shape = (cfg.batch_size, *sample_shape)
         self.idle = list(workers)
         self.decoder = None if cfg.compress == "none" else compression.parse_spec(cfg.compress)
@@ -180,9 +180,11 @@ class AsyncServer(GeneratorState):
     def progress(self) -> str:
         d_loss, g_loss = np.nanmean(self.last_losses, axis=0)
         core = self.core
+        nonfinite = f", {core.nonfinite} of them non-finite" if core.nonfinite else ""
         return (f"D loss {d_loss:.4f}  G loss {g_loss:.4f}  feedback applied "
                 f"{core.applied}, dropped {core.dropped} (staler than "
-                f"{self.cfg.staleness_bound})  server sent {self.t.sent_total() / 1e6:.1f} MB")
+                f"{self.cfg.staleness_bound}{nonfinite})  server sent "
+                f"{self.t.sent_total() / 1e6:.1f} MB")
 
     def state(self) -> list[tuple[str, torch.Tensor]]:
         return super().state() + self.core.state()

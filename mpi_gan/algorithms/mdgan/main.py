@@ -71,22 +71,21 @@ class MDGAN(Algorithm):
             if cfg.staleness_bound:
                 role = AsyncServer(ctx.transport, g, opt, cfg, ctx.device, shape,
                                    latent_classes(cfg), self.swap_period(cfg, data), average)
-                ctx.log.info("MD-GAN with staleness bound %d (feedback scaled %s): 1 server + "
-                             "%d workers, %s, G steps every %d feedbacks, swap every %s "
-                             "versions", cfg.staleness_bound, cfg.staleness_scale,
-                             ctx.size - 1, cfg.dataset, ctx.size - 1,
-                             self.swap_period(cfg, data) or "never")
-                return role
-            role = Server(ctx.transport, g, opt, cfg,
-                          ctx.device, shape, latent_classes(cfg), average)
+                plan = (f"staleness bound {cfg.staleness_bound} (feedback scaled "
+                        f"{cfg.staleness_scale}), G steps every {ctx.size - 1} feedbacks, "
+                        f"each worker's own batches of {cfg.batch_size}")
+            else:
+                role = Server(ctx.transport, g, opt, cfg,
+                              ctx.device, shape, latent_classes(cfg), average)
+                plan = f"K={role.batches} batches of {cfg.batch_size}"
             d_params = count_params(make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, 1,
                                                        shape))
             ctx.log.info(
                 "MD-GAN: 1 server + %d workers, %s %s, model %s%s, G %d params, D %d params, "
-                "K=%d batches of %d, device %s, iterations %d..%d, swap every %s iterations",
+                "%s, device %s, iterations %d..%d, swap every %s iterations",
                 ctx.size - 1, cfg.dataset, "x".join(map(str, shape)), cfg.model,
-                " (ACGAN)" if cfg.acgan else "", count_params(g), d_params, role.batches,
-                cfg.batch_size, ctx.device, ctx.start, cfg.iterations,
+                " (ACGAN)" if cfg.acgan else "", count_params(g), d_params, plan,
+                ctx.device, ctx.start, cfg.iterations,
                 self.swap_period(cfg, data) or "never")
             if cfg.slow:
                 ctx.log.info("stragglers (--slow): %s", ", ".join(

@@ -118,6 +118,7 @@ class ServerCore:
     classes: int
     seed: int
     device: torch.device = torch.device("cpu")
+    skip_nonfinite: bool = False                              # --on-nonfinite skip
     version: int = 0
     steps: dict[int, int] = field(default_factory=dict)       # worker -> next step index
     in_flight: dict[int, InFlight] = field(default_factory=dict)
@@ -125,6 +126,7 @@ class ServerCore:
     pending_count: int = 0
     applied: int = 0
     dropped: int = 0
+    nonfinite: int = 0        # feedbacks dropped for a NaN or an infinity (skip_nonfinite)
     _snapshot: tuple[int, dict] | None = None                 # (version, params)
 
     def __post_init__(self):
@@ -155,10 +157,15 @@ class ServerCore:
         return x_g.detach(), x_d, labels, self.version, step
 
     def take(self, worker: int, feedback: torch.Tensor) -> Arrival:
-        """Apply (or drop) the feedback (b, C, H, W) of ``worker``'s step in flight."""
+        """Apply (or drop) the feedback (b, C, H, W) of ``worker``'s step in flight; with
+        ``skip_nonfinite`` a feedback holding a NaN or an infinity is dropped too (counted
+        in ``nonfinite``), as ASGD drops such a push."""
         flight = self.in_flight.pop(worker)
         arrival = Arrival(worker, flight.step, flight.version, self.version,
                           accepted(self.version - flight.version, self.bound))
+        if arrival.applied and self.skip_nonfinite and not bool(torch.isfinite(feedback).all()):
+            arrival.applied = False
+            self.nonfinite += 1
         if not arrival.applied:
             self.dropped += 1
             return arrival
@@ -194,8 +201,8 @@ class ServerCore:
         server drains them before a checkpoint (``AsyncServer.before_checkpoint``)."""
         ranks = torch.tensor(sorted(self.steps), dtype=torch.int64)
         entries = [("async/counters", torch.tensor([self.version, self.pending_count,
-                                                     self.applied, self.dropped],
-                                                    dtype=torch.int64)),
+                                                     self.applied, self.dropped,
+                                                     self.nonfinite], dtype=torch.int64)),
                    ("async/workers", ranks),
                    ("async/steps", torch.tensor([self.steps[int(n)] for n in ranks],
                                                 dtype=torch.int64))]
@@ -206,7 +213,7 @@ class ServerCore:
         return entries
 
     def load_state(self, values: dict[str, torch.Tensor]) -> None:
-        self.version, self.pending_count, self.applied, self.dropped = (
+        self.version, self.pending_count, self.applied, self.dropped, self.nonfinite = (
             int(v) for v in values["async/counters"])
         self.steps = {int(n): int(s) for n, s in zip(values["async/workers"],
                                                       values["async/steps"])}

@@ -244,7 +244,7 @@ def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi
     from mpi4py import MPI
     world, rank = MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
     name = "-".join(f"{k}{v}" for k, v in case.items()) or "plain"
-    common = dict(staleness_bound=1, slow=f"{world - 1}:3", checkpoint_every=4, **case)
+    common = dict(staleness_bound=1, k=1, slow=f"{world - 1}:3", checkpoint_every=4, **case)
     straight = small_config(mpi_tmp_path / f"stale-{name}", world, iterations=9, **common)
     result = run(straight)
     half = small_config(mpi_tmp_path / f"stale-half-{name}", world, iterations=5, **common)

@@ -26,7 +26,8 @@ from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
 from ..metrics.evaluator import SCORES  # noqa: E402
 from .groups import group_runs, setting_labels  # noqa: E402
-from .summary import INCEPTION_SCORES, inception_preprocessing, worker_means  # noqa: E402
+from .summary import (INCEPTION_SCORES, has_training_scores,  # noqa: E402
+                      inception_preprocessing, worker_means)
 
 FIGSIZE, DPI = (12, 9), 100
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
@@ -80,7 +81,7 @@ def _preprocessing(groups: list[list[dict]], name: str) -> str:
     if name not in INCEPTION_SCORES:
         return ""
     found = {inception_preprocessing(run) for group in groups for run in group
-             if np.isfinite(np.asarray(run["scores"].get(name, []), dtype=np.float64)).any()}
+             if has_training_scores(run, (name,))}
     return found.pop() if len(found) == 1 else "mixed"
 
 

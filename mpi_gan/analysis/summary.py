@@ -79,11 +79,12 @@ def summary_table(runs: list[dict]) -> pd.DataFrame:
     return table
 
 
-def _trained_inception(run: dict) -> bool:
-    """Whether the run's scores table (scores during training) has an Inception score."""
+def has_training_scores(run: dict, names=INCEPTION_SCORES) -> bool:
+    """Whether the run's scores table (scores during training) has a value of one of the
+    scores ``names`` (by default the Inception scores)."""
     scores = run.get("scores") or {}  # ASGD runs have none
     return any(scores.get(name) is not None and np.isfinite(
-        np.asarray(scores[name], dtype=np.float64)).any() for name in INCEPTION_SCORES)
+        np.asarray(scores[name], dtype=np.float64)).any() for name in names)
 
 
 def inception_preprocessing(run: dict) -> str | None:
@@ -91,7 +92,7 @@ def inception_preprocessing(run: dict) -> str | None:
     its configuration's choice for scores of training (``LEGACY`` for a file written before
     the choice existed), the stored offline evaluation's for scores taken from it (the
     summary takes those only where training has none); None without Inception scores."""
-    if _trained_inception(run):
+    if has_training_scores(run):
         return run["config"].get("inception_preprocessing", LEGACY)
     evaluation = run.get("evaluation") or {}
     if any(name in evaluation for name in INCEPTION_SCORES):

@@ -12,8 +12,8 @@ import time
 
 class Straggler:
     """``pad(seconds)`` after a step that computed for ``seconds``: sleeps (factor - 1) x
-    seconds; ``padded`` adds up the seconds slept (the run file's cost table keeps the
-    compute seconds apart from them)."""
+    seconds; ``padded`` adds up the seconds slept (the run file's cost table counts them
+    as the straggler's compute seconds, as a slower node's would be)."""
 
     def __init__(self, factor: float = 1.0):
         if not factor >= 1:

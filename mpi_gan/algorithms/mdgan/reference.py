@@ -95,17 +95,24 @@ def run_reference(cfg: MdganConfig, world_size: int, lost: dict[int, list[int]] 
                                        batches, 1.0 / (len(shards) * b))
         alg.generator_step(g_opt, generated, grads)
         swap = alg.swap_after(t, period)
-        alive = sorted(shards)
-        dest = {n: alg.swap_partners(cfg.seed, swap, alive, n)[0] for n in alive} \
-            if swap is not None and len(alive) > 1 else None
-        if dest is not None:
-            discs = {dest[n]: discs[n] for n in discs}
-            if cfg.swap_adam == "travel":
-                d_opts = {dest[n]: d_opts[n] for n in d_opts}
-            else:
-                d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2)
-                          for n, d in discs.items()}
+        if swap is not None and len(shards) > 1:
+            discs, d_opts = swapped(cfg, swap, discs, d_opts)
     return (g, discs, d_opts) if optimizers else (g, discs)
+
+
+def swapped(cfg: MdganConfig, index: int, discs: dict, d_opts: dict, skip: bool = False
+            ) -> tuple[dict, dict]:
+    """The workers' discriminators and their Adams ({worker: ...}) after swap ``index``
+    among them all: each D (with --swap-adam travel its Adam too) moves to its partner
+    along the derangement; with reset every D gets a fresh Adam (``skip``: one that skips
+    non-finite steps, --on-nonfinite skip)."""
+    alive = sorted(discs)
+    dest = {n: alg.swap_partners(cfg.seed, index, alive, n)[0] for n in alive}
+    discs = {dest[n]: discs[n] for n in discs}
+    if cfg.swap_adam == "travel":
+        return discs, {dest[n]: d_opts[n] for n in d_opts}
+    return discs, {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2, skip)
+                   for n, d in discs.items()}
 
 
 def resized(cfg: MdganConfig, iteration: int, discs: dict, d_opts: dict, channels: dict,

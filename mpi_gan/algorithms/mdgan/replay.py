@@ -21,9 +21,9 @@ from ...data import plan_data
 from ...gan.ema import make_average, update_average
 from ...gan.losses import make_adam
 from ...models import make_discriminator, make_generator
-from . import plan as alg
 from .async_roles import ARRIVAL, DRAIN, SWAPPED
 from .config import MdganConfig
+from .reference import swapped
 from .staleness import ServerCore, worker_step
 from .worker import feedback_channel, feedback_name
 
@@ -75,7 +75,7 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
             draining = bool(core.in_flight)
             continue
         if event == SWAPPED:
-            discs, d_opts = swapped(cfg, int(applied), discs, d_opts)
+            discs, d_opts = swapped(cfg, int(applied), discs, d_opts, skip)
             continue
         if event != ARRIVAL:
             raise ReplayError(f"schedule row {position}: unknown event {event}")
@@ -98,13 +98,3 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
             update()
     return g, average, discs
 
-
-def swapped(cfg: MdganConfig, index: int, discs: dict, d_opts: dict) -> tuple[dict, dict]:
-    """The workers' discriminators (and Adams) after swap ``index`` among them all."""
-    alive = sorted(discs)
-    dest = {n: alg.swap_partners(cfg.seed, index, alive, n)[0] for n in alive}
-    discs = {dest[n]: discs[n] for n in discs}
-    if cfg.swap_adam == "travel":
-        return discs, {dest[n]: d_opts[n] for n in d_opts}
-    return discs, {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2,
-                                cfg.on_nonfinite == "skip") for n, d in discs.items()}

@@ -21,15 +21,14 @@ leaves the feedback as it is (plain asynchronous SGD).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ...data import real_batch_indices
 from ...gan.adam import Adam
-from ...gan.losses import discriminator_step, error_feedback, latent_batch
+from ...gan.losses import latent_batch
+from .worker import local_step, real_batch
 
 SCALES = ("inverse", "none")
 
@@ -230,14 +229,5 @@ def worker_step(d: nn.Module, opt: Adam, shard, cfg, worker: int, step: int,
     that step (``real_batch_indices`` of the step index) against X_d, then the feedback on
     X_g; (feedback (b, C, H, W), mean D loss, G loss). A ``straggler`` (``--slow``) sleeps
     after computing, before the feedback goes out."""
-    idx = real_batch_indices(cfg.seed, worker, len(shard), cfg.batch_size, step)
-    x_r = shard.images[idx].to(device)
-    y_r = shard.labels[idx].to(device) if cfg.acgan else None
-    y_g, y_d = (labels[:cfg.batch_size], labels[cfg.batch_size:]) if labels is not None \
-        else (None, None)
-    tic = time.perf_counter()
-    d_losses = [discriminator_step(d, opt, x_r, y_r, x_d, y_d) for _ in range(cfg.disc_steps)]
-    feedback, g_loss = error_feedback(d, x_g, y_g, cfg.g_loss == "saturating")
-    if straggler is not None:
-        straggler.pad(time.perf_counter() - tic)
-    return feedback, sum(d_losses) / len(d_losses), g_loss
+    x_r, y_r = real_batch(shard, cfg, worker, step, device)
+    return local_step(d, opt, cfg, x_r, y_r, x_g, x_d, labels, straggler)

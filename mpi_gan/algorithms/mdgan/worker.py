@@ -43,6 +43,32 @@ def channel_state(channel: compression.Channel | None, shape: tuple[int, ...], w
     return channel.state(feedback_name(worker), shape, prefix="channel/")
 
 
+def real_batch(shard: Shard, cfg: MdganConfig, worker: int, step: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(X_r, its labels with --acgan, else None) of worker ``worker``'s ``step``-th step
+    (0-based): ``real_batch_indices`` of its shard, on ``device``."""
+    idx = real_batch_indices(cfg.seed, worker, len(shard), cfg.batch_size, step)
+    return shard.images[idx].to(device), shard.labels[idx].to(device) if cfg.acgan else None
+
+
+def local_step(d: nn.Module, opt: Adam, cfg: MdganConfig, x_r: torch.Tensor,
+               y_r: torch.Tensor | None, x_g: torch.Tensor, x_d: torch.Tensor,
+               labels: torch.Tensor | None, straggler: Straggler | None = None
+               ) -> tuple[torch.Tensor, float, float]:
+    """A worker's computation in one step of Algorithm 1: ``cfg.disc_steps`` D steps on
+    (X_r, X_d), then the feedback F_n on X_g; ``labels`` (2b,) are the ACGAN labels of
+    X_g then X_d, or None. Returns (F_n (b, C, H, W), mean D loss, G loss). A
+    ``straggler`` (``--slow``) sleeps after computing, before the feedback goes out."""
+    y_g, y_d = (labels[:cfg.batch_size], labels[cfg.batch_size:]) if labels is not None \
+        else (None, None)
+    tic = time.perf_counter()
+    d_losses = [discriminator_step(d, opt, x_r, y_r, x_d, y_d) for _ in range(cfg.disc_steps)]
+    feedback, g_loss = error_feedback(d, x_g, y_g, cfg.g_loss == "saturating")
+    if straggler is not None:
+        straggler.pad(time.perf_counter() - tic)
+    return feedback, sum(d_losses) / len(d_losses), g_loss
+
+
 def swap_discriminator(transport: Transport, d: nn.Module, opt: Adam, cfg: MdganConfig,
                        workers: list[int], worker: int, swap_index: int) -> None:
     """Worker ``worker``'s part of swap ``swap_index`` among ``workers``: its D (and, with
@@ -151,23 +177,16 @@ class Worker(DiscriminatorState):
         cfg = self.cfg
         for message in [receive for receive, _ in self.relays] + self.incoming + self.sums_in:
             message.start()
-        idx = real_batch_indices(cfg.seed, self.n, len(self.shard), cfg.batch_size, iteration)
-        x_r = self.shard.images[idx].to(self.device)
-        y_r = self.shard.labels[idx].to(self.device) if cfg.acgan else None
+        x_r, y_r = real_batch(self.shard, cfg, self.n, iteration, self.device)
         requests = []
         for receive, forwards in self.relays:
             receive.wait()
             requests += [message.start() for message in forwards]
         wait_all(self.incoming)
-        y_g, y_d = (self.labels[:cfg.batch_size], self.labels[cfg.batch_size:]) if cfg.acgan \
-            else (None, None)
-        tic = time.perf_counter()
-        d_losses = [discriminator_step(self.d, self.opt, x_r, y_r, self.x_d, y_d)
-                    for _ in range(cfg.disc_steps)]
-        feedback, g_loss = error_feedback(self.d, self.x_g, y_g, cfg.g_loss == "saturating")
-        if self.straggler is not None:  # before it answers: the server waits for it
-            self.straggler.pad(time.perf_counter() - tic)
-        self.losses_out.copy_(torch.tensor([sum(d_losses) / len(d_losses), g_loss]))
+        feedback, d_loss, g_loss = local_step(self.d, self.opt, cfg, x_r, y_r, self.x_g,
+                                              self.x_d, self.labels if cfg.acgan else None,
+                                              self.straggler)
+        self.losses_out.copy_(torch.tensor([d_loss, g_loss]))
         if self.channel is None:
             message = self.feedback_out.copy_(feedback)
             for child in self.sums_in:  # in the order plan.tree_sum adds them

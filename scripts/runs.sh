@@ -1,8 +1,16 @@
-# Shared by the experiment scripts (compare.sh, toy_benchmark.sh): source it after setting
-# OUT (the runs' directory) and BIN (the venv's bin); COMMON (an array) is added to every run.
+# Shared by the experiment scripts (compare.sh, toy_benchmark.sh, staleness_benchmark.sh):
+# source it, then set OUT (the runs' directory) and BIN (the venv's bin) before calling
+# run; COMMON (an array) is added to every run.
 # finished DIR: its run file says finished=1.  run NAME RANKS MODULE ARGS...: train the run
 # $OUT/NAME unless finished, resuming it from its checkpoints if it has some (RANKS 1: no
 # mpiexec); its output goes to $OUT/NAME.log when LOG_RUNS=1, else to the terminal.
+# out_and_seeds DEFAULT [OUT_DIR] [SEEDS...]: sets OUT (default DEFAULT) and the array SEEDS
+# (default 0 1 2) from a script's arguments.
+
+out_and_seeds() {
+  OUT=${2:-$1}
+  if [ $# -gt 2 ]; then SEEDS=("${@:3}"); else SEEDS=(0 1 2); fi
+}
 
 finished() {
   [ -f "$1/run.h5" ] && $BIN/python -c "import h5py,sys; sys.exit(0 if h5py.File(sys.argv[1],'r').attrs['finished'] == 1 else 1)" "$1/run.h5"

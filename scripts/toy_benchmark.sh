@@ -14,14 +14,12 @@
 # Re-running it skips finished runs and resumes interrupted ones from their checkpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-runs/toy}
-shift || true
-if [ $# -gt 0 ]; then SEEDS=("$@"); else SEEDS=(0 1 2); fi
+source scripts/runs.sh
+out_and_seeds runs/toy "$@"
 BIN=.venv/bin
 
 COMMON=()
 LOG_RUNS=1
-source scripts/runs.sh
 
 mkdir -p "$OUT"
 for seed in "${SEEDS[@]}"; do

@@ -13,7 +13,7 @@ import torch
 from mpi_gan.io.runlog import read_traffic
 from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS as KINDS
 from mpi_gan.algorithms.mdgan.reference import run_reference
-from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
+from mpi_gan.algorithms.mdgan.traffic_model import expected_async_traffic, expected_traffic
 from mpi_gan.algorithms.mdgan.config import MdganConfig
 from mpi_gan.config import disc_outputs
 from mpi_gan.data import spec_of
@@ -72,6 +72,16 @@ def small_config(out, world, **changes):
     return MdganConfig(**base)
 
 
+def model_sizes(cfg, mean_shard, report):
+    """The traffic model's sizes of ``cfg``'s images and D, as the test computes them."""
+    shape = spec_of(cfg).shape
+    d = make_discriminator(cfg.model, disc_outputs(cfg), 0, 1, shape)
+    return dict(sample_floats=int(np.prod(shape)), mean_shard=mean_shard,
+                d_state_bytes=sum(t.numel() * t.element_size() for t in d.state_dict().values()),
+                d_param_tensors=len(list(d.parameters())), d_param_floats=count_params(d),
+                report_bytes=report)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_equivalence_with_single_process_reference(mpi_tmp_path, case):
     from mpi4py import MPI
@@ -111,17 +121,12 @@ def test_traffic_counters_equal_analytic_model(mpi_tmp_path, swap_adam, compress
     sent = comm.gather(getattr(result.role, "feedback_bytes", 0), root=0)  # test bookkeeping
     if comm.Get_rank() != 0:
         return
-    shape = spec_of(cfg).shape
-    sample = int(np.prod(shape))
-    d = make_discriminator(cfg.model, disc_outputs(cfg), 0, 1, shape)
-    d_state = sum(t.numel() * t.element_size() for t in d.state_dict().values())
+    mean_shard = 24 if dataset == "synthetic" else 5 * 24 // (world - 1)
     # a checkpoint's report: rank, size and a 16-byte digest of the shard (4 int64), and
     # the cost counters (float64 each); the state itself stays in the worker's shard
     report = 4 * 8 + 8 * len(COST_FIELDS)
-    mean_shard = 24 if dataset == "synthetic" else 5 * 24 // (world - 1)
-    exp_bytes, exp_msgs = expected_traffic(cfg, world, sample, mean_shard, d_state,
-                                           len(list(d.parameters())), count_params(d), report)
     assert report_layout(worker_template(cfg), True).nbytes == report
+    exp_bytes, exp_msgs = expected_traffic(cfg, world, **model_sizes(cfg, mean_shard, report))
     with h5py.File(result.run_file, "r") as f:
         assert f["traffic"].attrs["header_bytes_per_message"] == 0
         feedback = KINDS.index("feedback")
@@ -222,19 +227,24 @@ def assert_replayed(cfg, world, run_file, checkpoint):
     schedule = schedule_of(run_file)
     g, average, discs = replay(cfg, world, schedule)
     params = all_params(checkpoint)
+
+    def same(key, value):  # a checkpoint stores a 0-d buffer (a step count) as (1,)
+        stored = params[key]
+        return np.array_equal(stored.reshape(()) if value.dim() == 0 else stored,
+                              value.numpy())
     for key, value in g.state_dict().items():
-        assert np.array_equal(params[f"rank_0/model/{key}"], value.numpy()), f"G {key}"
+        assert same(f"rank_0/model/{key}", value), f"G {key}"
     for key, value in (average.state_dict().items() if average is not None else ()):
-        assert np.array_equal(params[f"rank_0/g_ema/model/{key}"], value.numpy()), key
+        assert same(f"rank_0/g_ema/model/{key}", value), key
     for n, d in discs.items():
         for key, value in d.state_dict().items():
-            assert np.array_equal(params[f"rank_{n}/model/{key}"], value.numpy()), \
-                f"D_{n} {key}"
+            assert same(f"rank_{n}/model/{key}", value), f"D_{n} {key}"
     return schedule
 
 
 @pytest.mark.parametrize("case", [dict(), dict(compress="topk:ratio=0.1", swap_adam="travel",
-                                                g_ema=0.9, staleness_scale="none")])
+                                                g_ema=0.9, staleness_scale="none",
+                                                model="cnn", latent_dim=32)])
 def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi_tmp_path,
                                                                              case):
     """--staleness-bound 1 with the last worker 3 times slower: the run, and a run stopped
@@ -260,3 +270,18 @@ def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi
         assert (schedule["applied"][arrivals] == (tau <= 1)).all()
         assert outcome.role.core.dropped == int((tau > 1).sum())
         assert outcome.role.core.version == 9
+    # the straight run's counters equal the model, given how many steps each worker made;
+    # the checkpoint reports hold no cost counters (the asynchronous loop measures none)
+    steps = np.bincount(schedule_of(result.run_file)["worker"][
+        schedule_of(result.run_file)["event"] == 0], minlength=world)
+    assert steps[1:].sum() >= 9 * (world - 1) and steps[0] == 0
+    exp_bytes, exp_msgs = expected_async_traffic(straight, world, steps,
+                                                 **model_sizes(straight, 24, 4 * 8))
+    with h5py.File(result.run_file, "r") as f:
+        traffic = read_traffic(f)
+        for i, kind in enumerate(KINDS):
+            if kind == "feedback" and straight.compress != "none":  # data-dependent sizes
+                assert (traffic.matrix(kind) < exp_bytes[i]).all(where=exp_bytes[i] > 0)
+                exp_bytes[i] = traffic.matrix(kind)
+            assert np.array_equal(traffic.matrix(kind), exp_bytes[i]), kind
+            assert np.array_equal(traffic.matrix(kind, "messages"), exp_msgs[i]), kind

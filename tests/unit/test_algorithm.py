@@ -9,7 +9,7 @@ from mpi_gan.algorithms.mdgan import plan as alg
 from mpi_gan.gan.losses import error_feedback, generator_loss_per_sample, latent_batch
 from mpi_gan.algorithms.mdgan.config import MdganConfig
 from mpi_gan.models import make_discriminator, make_generator
-from mpi_gan.algorithms.mdgan.traffic_model import expected_traffic
+from mpi_gan.algorithms.mdgan.traffic_model import expected_async_traffic, expected_traffic
 from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS as KINDS
 
 
@@ -125,6 +125,33 @@ def test_traffic_model_hand_computed():
     assert nbytes[kind["checkpoint"], 2, 0] == 2 * 56
     assert nbytes[kind["restore"]].sum() == 0
     assert nbytes[:, 1:, 1:][[i for i in range(len(KINDS)) if KINDS[i] != "swap"]].sum() == 0
+
+
+def test_bounded_staleness_traffic_model_hand_computed():
+    """S > 0: the schedule's step counts decide the batches; commands are bare headers."""
+    cfg = MdganConfig(dataset="synthetic", synthetic_size=120, batch_size=10, iterations=8, k=1,
+                      swap_epochs=1, checkpoint_every=5, acgan=True, swap_adam="travel",
+                      seed=3, staleness_bound=2)
+    nbytes, msgs = expected_async_traffic(cfg, 4, np.array([0, 9, 7, 3]), sample_floats=784,
+                                          mean_shard=40, d_state_bytes=400, d_param_tensors=2,
+                                          d_param_floats=100, report_bytes=56)
+    kind = {k: i for i, k in enumerate(KINDS)}
+    batch = 10 * 784 * 4
+    # worker 3: 3 batches with a 32-byte header each, then 2 SWAP (after versions 4 and 8),
+    # 2 STATE (checkpoints 5 and 8) and 1 STOP: 5 bare headers
+    assert nbytes[kind["batch_g"], 0, 3] == 3 * (32 + batch) + 5 * 32
+    assert msgs[kind["batch_g"], 0, 3] == 3 + 5
+    assert nbytes[kind["batch_g"], 0, 1] == 9 * (32 + batch) + 5 * 32
+    assert nbytes[kind["batch_d"], 0, 2] == 7 * batch and msgs[kind["batch_d"], 0, 2] == 7
+    assert nbytes[kind["labels"], 0, 1] == 9 * 2 * 10 * 8
+    assert nbytes[kind["feedback"], 3, 0] == 3 * batch and msgs[kind["feedback"], 3, 0] == 3
+    assert nbytes[kind["losses"], 2, 0] == 7 * 8
+    # travel: D's 400 bytes and Adam's 2 x 100 float32 moments and 2 step counts
+    assert msgs[kind["swap"]].sum() == 2 * 3
+    assert nbytes[kind["swap"]].sum() == 6 * (400 + 800 + 8)
+    assert nbytes[kind["checkpoint"], 1, 0] == 2 * 56 and msgs[kind["checkpoint"], 1, 0] == 2
+    assert nbytes[:, 1:, 1:][[i for i in range(len(KINDS)) if KINDS[i] != "swap"]].sum() == 0
+    assert nbytes[:, 0, 0].sum() == 0
 
 
 def test_binomial_tree_by_hand():

@@ -77,44 +77,53 @@ def assert_close(got, expected):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def z_of(version, index):
+    """z_g of pair ``index`` of G's version ``version`` (float64 numpy)."""
+    return async_latents(LATENT, 0, B, 3, version, index)[0][0].double().numpy()
+
+
 def test_stale_feedback_is_differentiated_at_its_version_scaled_and_a_staler_one_dropped():
     server = core(bound=1)
     w0 = weights(server.g)
     rng = np.random.default_rng(0)
     feedback = {key: rng.normal(size=(B, OUT)) for key in ("1a", "1b", "2a", "1c", "2b")}
     t = lambda key: torch.tensor(feedback[key], dtype=torch.float32)  # noqa: E731
-    z = {(n, j): async_latents(LATENT, 0, B, 3, n, j)[0][0].double().numpy()
-         for n in (1, 2) for j in range(3)}
     x_g, _, labels, version, step = server.hand_out(1)
     assert labels is None and (version, step) == (0, 0)
     np.testing.assert_allclose(x_g.double().numpy(),
-                               np.tanh(np.tanh(z[1, 0] @ w0[0].T) @ w0[1].T), atol=1e-6)
-    server.hand_out(2)                                   # worker 2, step 0, at version 0
-    assert server.take(1, t("1a")).tau == 0              # worker 1's step 0
-    server.hand_out(1)                                   # worker 1, step 1, at version 0
+                               np.tanh(np.tanh(z_of(0, 0) @ w0[0].T) @ w0[1].T), atol=1e-6)
+    shared, _, _, _, _ = server.hand_out(2)              # worker 2, step 0: the same pair
+    assert torch.equal(shared, x_g)
+    arrival = server.take(1, t("1a"))                    # worker 1's step 0
+    assert (arrival.tau, arrival.pair) == (0, 0)
+    second, _, _, _, step = server.hand_out(1)           # its second batch at version 0:
+    assert step == 1 and not torch.equal(second, x_g)    # the version's second pair
     assert not server.update_due()
     arrival = server.take(1, t("1b"))
-    assert (arrival.worker, arrival.step, arrival.tau, arrival.applied) == (1, 1, 0, True)
+    assert (arrival.worker, arrival.step, arrival.tau, arrival.applied, arrival.pair) == (
+        1, 1, 0, True, 1)
     assert server.update_due()
     server.update()                                      # version 1: 1a and 1b
-    grad = (by_hand_gradient(w0, z[1, 0], feedback["1a"]) +
-            by_hand_gradient(w0, z[1, 1], feedback["1b"])) / (2 * B)
+    grad = (by_hand_gradient(w0, z_of(0, 0), feedback["1a"]) +
+            by_hand_gradient(w0, z_of(0, 1), feedback["1b"])) / (2 * B)
     w1 = adam_first_step(w0, grad)
     assert_close(weights(server.g), w1)
     assert server.version == 1
-    server.hand_out(1)                                   # worker 1, step 2, at version 1
+    assert sorted(server.pairs) == [(0, 0)]              # worker 2 still holds it
+    server.hand_out(1)                                   # worker 1, step 2: pair (1, 0)
     late = server.take(2, t("2a"))                       # generated at 0, arrives at 1
     assert (late.step, late.sent_version, late.tau, late.applied) == (0, 0, 1, True)
     server.take(1, t("1c"))
     server.update()                                      # version 2: 2a (at w0!) and 1c
     # 2a is differentiated at the weights that generated its batch, w0, not w1
-    grad2 = (by_hand_gradient(w0, z[2, 0], feedback["2a"]) * staleness_scale("inverse", 1) +
-             by_hand_gradient(w1, z[1, 2], feedback["1c"])) / (2 * B)
-    wrong = (by_hand_gradient(w1, z[2, 0], feedback["2a"]) +
-             by_hand_gradient(w1, z[1, 2], feedback["1c"])) / (2 * B)
+    grad2 = (by_hand_gradient(w0, z_of(0, 0), feedback["2a"]) * staleness_scale("inverse", 1)
+             + by_hand_gradient(w1, z_of(1, 0), feedback["1c"])) / (2 * B)
+    wrong = (by_hand_gradient(w1, z_of(0, 0), feedback["2a"]) +
+             by_hand_gradient(w1, z_of(1, 0), feedback["1c"])) / (2 * B)
     got = grads_of(server.g)
     assert_close(got, grad2)
     assert max(np.abs(a - b).max() for a, b in zip(got, wrong)) > 1e-4
+    assert server.pairs == {}                            # nobody can use them any more
     # worker 2's step 1, handed out at version 2, answered after two more updates: dropped
     server.hand_out(2)
     for _ in range(2):
@@ -126,27 +135,31 @@ def test_stale_feedback_is_differentiated_at_its_version_scaled_and_a_staler_one
     before = weights(server.g)
     dropped = server.take(2, t("2b"))
     assert (dropped.tau, dropped.applied) == (2, False) and server.dropped == 1
-    assert server.pending_count == 0
+    assert server.pending_count == 0 and server.pairs == {}
     assert all(np.array_equal(a, b) for a, b in zip(weights(server.g), before))
     assert server.applied == 8
 
 
-def test_no_scaling_and_more_pending_than_workers():
+def test_no_scaling_more_pending_than_workers_and_one_backward_per_pair(monkeypatch):
     server = core(bound=3, rule="none")
     w0 = weights(server.g)
     rng = np.random.default_rng(1)
     fbs = [rng.normal(size=(B, OUT)) for _ in range(3)]
     server.hand_out(1)
-    server.hand_out(2)
+    server.hand_out(2)                                   # both on pair (0, 0)
     server.take(1, torch.tensor(fbs[0], dtype=torch.float32))
-    server.hand_out(1)
+    server.hand_out(1)                                   # pair (0, 1)
     server.take(1, torch.tensor(fbs[1], dtype=torch.float32))
     server.take(2, torch.tensor(fbs[2], dtype=torch.float32))  # three pending: one step
+    backwards = []
+    grad = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: backwards.append(1) or grad(
+        *a, **k))
     server.update()
-    z = [async_latents(LATENT, 0, B, 3, n, j)[0][0].double().numpy()
-         for n, j in ((1, 0), (1, 1), (2, 0))]
-    grad = sum(by_hand_gradient(w0, zi, f) for zi, f in zip(z, fbs)) / (3 * B)
-    assert_close(grads_of(server.g), grad)
+    assert len(backwards) == 2                           # one per pair, not per feedback
+    expected = (by_hand_gradient(w0, z_of(0, 0), fbs[0] + fbs[2]) +
+                by_hand_gradient(w0, z_of(0, 1), fbs[1])) / (3 * B)
+    assert_close(grads_of(server.g), expected)
 
 
 def test_with_skip_a_non_finite_feedback_is_dropped_and_counted():
@@ -157,17 +170,19 @@ def test_with_skip_a_non_finite_feedback_is_dropped_and_counted():
     bad[0, 0] = float("nan")
     arrival = server.take(1, bad)
     assert not arrival.applied and (server.nonfinite, server.dropped) == (1, 1)
-    assert server.pending is None and server.pending_count == 0
+    assert server.pending_count == 0 and server.pairs[0, 0].feedback is None
     server.hand_out(1)
     assert server.take(1, torch.ones(B, OUT)).applied and server.pending_count == 1
     plain = core()  # without skip the NaN goes into the sum (the watch then stops the run)
     plain.hand_out(1)
-    assert plain.take(1, bad).applied and torch.isnan(plain.pending[0]).any()
+    assert plain.take(1, bad).applied
+    plain.close()
+    assert torch.isnan(plain.pending[0]).any()
 
 
-def test_its_state_round_trips_with_a_pending_sum():
+def test_closing_reduces_the_pairs_and_its_state_round_trips():
     server = core()
-    server.hand_out(1)
+    first, _, _, _, _ = server.hand_out(1)
     server.take(1, torch.ones(B, OUT))
     server.hand_out(2)
     with pytest.raises(RuntimeError, match="already has step 0 in flight"):
@@ -175,20 +190,34 @@ def test_its_state_round_trips_with_a_pending_sum():
     server.take(2, torch.ones(B, OUT))
     server.update()
     server.hand_out(1)
+    with pytest.raises(RuntimeError, match="nothing is in flight"):
+        server.close()
     server.take(1, torch.full((B, OUT), 0.5))
+    assert server.pending is None and server.pairs[1, 0].feedback is not None
+    server.close()
+    assert server.pairs == {} and server.pending is not None
     state = dict(server.state())
     other = core()
     other.load_state(state)
-    assert (other.version, other.pending_count, other.applied, other.steps) == (
-        1, 1, 3, {1: 2, 2: 1})
+    other.g.load_state_dict(server.g.state_dict())  # G itself: the role's checkpoint part
+    assert (other.version, other.pending_count, other.applied, other.steps, other.handed) == (
+        1, 1, 3, {1: 2, 2: 1}, {1: 1, 2: 0})
     assert all(torch.equal(a, b) for a, b in zip(other.pending, server.pending))
+    # after closing, pairs asked for at the same version come anew: worker 2 gets the
+    # version's first pair again (the same batches), worker 1 its second
+    for s in (server, other):
+        again, _, _, _, _ = s.hand_out(2)
+        assert torch.equal(again, s.hand_out(1)[0]) is False
+        assert sorted(s.pairs) == [(1, 0), (1, 1)]
+    assert torch.equal(server.pairs[1, 0].x_g, other.pairs[1, 0].x_g)
+    assert not torch.equal(first, again)                 # version 0's pair, not version 1's
 
 
 def test_feedback_two_versions_old_counts_half_under_the_inverse_rule():
     server = core(bound=2, rule="inverse")
     w0 = weights(server.g)
     rng = np.random.default_rng(2)
-    server.hand_out(2)                                   # at version 0
+    server.hand_out(2)                                   # pair (0, 0), at version 0
     for _ in range(2):                                   # versions 1 and 2 from worker 1
         for _ in range(2):
             server.hand_out(1)
@@ -196,12 +225,13 @@ def test_feedback_two_versions_old_counts_half_under_the_inverse_rule():
         server.update()
     w2 = weights(server.g)
     late, own = rng.normal(size=(B, OUT)), rng.normal(size=(B, OUT))
+    # pair (0, 0) was differentiated for worker 1's feedback at version 0's update, and
+    # kept (worker 2 held it): differentiated again now
     arrival = server.take(2, torch.tensor(late, dtype=torch.float32))
-    assert (arrival.tau, arrival.applied) == (2, True)
-    _, _, _, _, step = server.hand_out(1)
+    assert (arrival.tau, arrival.applied, arrival.pair) == (2, True, 0)
+    server.hand_out(1)                                   # pair (2, 0)
     server.take(1, torch.tensor(own, dtype=torch.float32))
     server.update()
-    z_late = async_latents(LATENT, 0, B, 3, 2, 0)[0][0].double().numpy()
-    z_own = async_latents(LATENT, 0, B, 3, 1, step)[0][0].double().numpy()
-    grad = (0.5 * by_hand_gradient(w0, z_late, late) + by_hand_gradient(w2, z_own, own)) / (2 * B)
+    grad = (0.5 * by_hand_gradient(w0, z_of(0, 0), late) +
+            by_hand_gradient(w2, z_of(2, 0), own)) / (2 * B)
     assert_close(grads_of(server.g), grad)

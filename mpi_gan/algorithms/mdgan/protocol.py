@@ -11,3 +11,7 @@ KINDS = (
 )
 
 ALL_KINDS = KINDS + SKELETON_KINDS  # as counted by the transport, in this order
+
+# --staleness-bound S > 0: every batch_g message begins with the server's command, G's
+# version, the step index and an argument (int64 each)
+HEADER = 32

@@ -4,9 +4,10 @@ Arrivals over MPI are not deterministic, so the server records what it did in th
 ``schedule`` table (``async_roles.schedule_table``). Given that record, everything else is:
 ``replay`` holds G and every worker's D in one process and repeats the run event by event,
 with the server's own bookkeeping (``staleness.ServerCore``) and the workers' step
-(``staleness.worker_step``). It hands the idle workers their batches (in rank order) before
-each feedback it takes, as the MPI server does, and runs a worker's step as soon as its
-batches exist (a worker's result depends only on its own D and its batches: swaps happen
+(``staleness.worker_step``). As the MPI server does, it hands the idle workers their
+batches (in rank order) before each feedback it takes, and a worker whose feedback it takes
+(outside a drain) its next batches before differentiating that feedback; it runs a worker's
+step as soon as its batches exist (a worker's result depends only on its own D and its batches: swaps happen
 only while every worker idles). Each recorded arrival is checked against what the replay
 computes of it (its step, versions, applied or dropped). The MPI run must equal it
 (tests/mpi/test_mdgan.py), resumed or not.
@@ -21,14 +22,11 @@ from ...data import plan_data
 from ...gan.ema import make_average, update_average
 from ...gan.losses import make_adam
 from ...models import make_discriminator, make_generator
-from .async_roles import ARRIVAL, DRAIN, SWAPPED
+from .async_roles import ARRIVAL, CLOSED, DRAIN, SCHEDULE_COLUMNS as COLUMNS, SWAPPED
 from .config import MdganConfig
 from .reference import swapped
 from .staleness import ServerCore, worker_step
 from .worker import feedback_channel, feedback_name
-
-COLUMNS = ("event", "worker", "step", "sent_version", "version", "applied")
-
 
 class ReplayError(RuntimeError):
     """The record does not follow from the run's configuration: another run's schedule,
@@ -70,12 +68,15 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
 
     idle, draining = list(workers), False
     rows = zip(*(np.asarray(schedule[c], dtype=np.int64) for c in COLUMNS))
-    for position, (event, worker, step, sent, version, applied) in enumerate(rows):
+    for position, (event, worker, step, sent, pair, version, applied) in enumerate(rows):
         if event == DRAIN:
             draining = bool(core.in_flight)
             continue
         if event == SWAPPED:
             discs, d_opts = swapped(cfg, int(applied), discs, d_opts, skip)
+            continue
+        if event == CLOSED:
+            core.close()
             continue
         if event != ARRIVAL:
             raise ReplayError(f"schedule row {position}: unknown event {event}")
@@ -85,13 +86,19 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
             idle = []
         if int(worker) not in core.in_flight:
             raise ReplayError(f"schedule row {position}: worker {worker} has no step in flight")
-        arrival = core.take(int(worker), feedback.pop(int(worker)))
-        got = (arrival.step, arrival.sent_version, arrival.version, int(arrival.applied))
-        if got != (step, sent, version, applied):
-            raise ReplayError(f"schedule row {position}: recorded (step, sent version, "
-                              f"version, applied) {(step, sent, version, applied)}, replayed "
-                              f"{got}")
-        idle.append(int(worker))
+        core.arrive(int(worker))
+        fb = feedback.pop(int(worker))
+        if draining:
+            idle.append(int(worker))
+        else:  # its next batches before its feedback is differentiated
+            hand_out(int(worker))
+        arrival = core.take(int(worker), fb)
+        got = (arrival.step, arrival.sent_version, arrival.pair, arrival.version,
+               int(arrival.applied))
+        if got != (step, sent, pair, version, applied):
+            raise ReplayError(f"schedule row {position}: recorded (step, sent version, pair, "
+                              f"version, applied) {(step, sent, pair, version, applied)}, "
+                              f"replayed {got}")
         if draining and not core.in_flight:
             draining = False
         if not draining and core.update_due() and core.version < cfg.iterations:

@@ -1,0 +1,121 @@
+"""docs/results.md's bounded-staleness table from the run files of
+``scripts/staleness_benchmark.sh``: per dataset, straggler and staleness bound S, over the
+seeds (mean +- std, and min..max where it decides a floor):
+
+* G updates per second of training (updates over the sum of the metrics rows' seconds:
+  evaluations and start-up excluded), and its ratio to S = 0 of the same seed: the
+  reference is measured in the same benchmark, one run after the other;
+* the feedbacks dropped (staler than S) and the mean staleness of those applied;
+* quality at equal G updates (the last evaluation: ring and grid's modes covered,
+  high-quality share and mode KL; MNIST's MNIST score and classifier FID) and at equal
+  training time: the first score at the last evaluation each run had reached when S = 0
+  of its seed had trained for half its updates (its G updates then in brackets).
+
+Usage: ``python scripts/staleness_table.py RUN.h5 ...``. Its last lines are the issue's
+floors as ``name=value``: ``speedup_straggler_S2_min`` (>= 2: S = 2 against S = 0, with
+one worker 4 times slower, the worst seed), ``quality_S2_within_spread`` (1: S = 2's mean
+first score at equal updates, modes or MNIST score, no worse than the worst seed of S = 0,
+on each dataset, with the straggler),
+``speedup_no_straggler_min`` (>= 1: the slowest S > 0 against S = 0, no straggler, mean
+over seeds).
+"""
+from __future__ import annotations
+
+import sys
+
+import h5py
+import numpy as np
+import pandas as pd
+
+QUALITY = {"toy": ("modes", "high_quality", "mode_kl"),  # the first: the floor's score
+           "mnist": ("mnist_score", "classifier_fid")}
+HIGHER = {"modes": True, "high_quality": True, "mode_kl": False, "mnist_score": True,
+          "classifier_fid": False}
+
+
+def scores_of(dataset: str) -> tuple[str, ...]:
+    return QUALITY["mnist" if dataset in ("mnist", "fashion-mnist") else "toy"]
+
+
+def read(path: str) -> dict:
+    with h5py.File(path, "r") as f:
+        cfg = dict(f["config"].attrs)
+        seconds = f["metrics/seconds"][()]
+        dataset = str(cfg["dataset"])
+        scores = {k: f[f"scores/{k}"][()] for k in ("iteration", *scores_of(dataset))}
+        row = dict(dataset=dataset, straggler=str(cfg["slow"]) or "none",
+                   S=int(cfg["staleness_bound"]), seed=int(cfg["seed"]),
+                   updates=len(seconds), rate=len(seconds) / seconds.sum(),
+                   seconds=np.cumsum(seconds), scores=scores, dropped=0.0, tau=0.0)
+        if "schedule" in f:
+            s = {k: f[f"schedule/{k}"][()] for k in ("event", "version", "sent_version",
+                                                      "applied")}
+            arrivals = s["event"] == 0
+            applied = s["applied"][arrivals] == 1
+            tau = (s["version"] - s["sent_version"])[arrivals]
+            row.update(dropped=100 * (1 - applied.mean()), tau=tau[applied].mean())
+    for k in scores_of(dataset):
+        row[k] = scores[k][-1]
+    return row
+
+
+def at_time(run: dict, limit: float) -> tuple[float, float]:
+    """(G updates, first score) of the run's last evaluation within ``limit`` training
+    seconds (none: NaN)."""
+    iters, first = run["scores"]["iteration"], scores_of(run["dataset"])[0]
+    reached = [i for i, it in enumerate(iters) if run["seconds"][it - 1] <= limit]
+    if not reached:
+        return np.nan, np.nan
+    return iters[reached[-1]], run["scores"][first][reached[-1]]
+
+
+def spread(values: pd.Series, digits: int = 1, span: bool = False) -> str:
+    text = f"{values.mean():.{digits}f} ± {values.std(ddof=1) if len(values) > 1 else 0:.{digits}f}"
+    return text + (f" ({values.min():.{digits}f}..{values.max():.{digits}f})" if span else "")
+
+
+def main(paths: list[str]) -> None:
+    runs = pd.DataFrame([read(p) for p in paths])
+    base = runs[runs.S == 0].set_index(["dataset", "straggler", "seed"])
+    runs["speedup"] = [r.rate / base.loc[(r.dataset, r.straggler, r.seed), "rate"]
+                       for r in runs.itertuples()]
+    timed = []
+    for r in runs.itertuples():
+        ref = base.loc[(r.dataset, r.straggler, r.seed)]
+        timed.append(at_time(r._asdict(), ref.seconds[ref.updates // 2 - 1]))
+    runs["t_iteration"], runs["t_score"] = zip(*timed)
+    for dataset in sorted(set(runs.dataset)):
+        names = scores_of(dataset)
+        print(f"\n{dataset}:\n")
+        print("| straggler | S | seeds | G updates/s | vs S = 0 | dropped % | mean tau | "
+              + " | ".join(names) + f" | at equal time: {names[0]} [updates] |")
+        print("|---" * (8 + len(names)) + "|")
+        for (straggler, s), g in runs[runs.dataset == dataset].groupby(["straggler", "S"]):
+            cells = [spread(g[n], 1 if n == "modes" else 3 if n != "classifier_fid" else 2,
+                            span=n == names[0]) for n in names]
+            print(f"| {straggler} | {s} | {len(g)} | {spread(g.rate)} | "
+                  f"{spread(g.speedup, 2, span=True)} | {spread(g.dropped, 2)} | "
+                  f"{g.tau.mean():.2f} | " + " | ".join(cells) +
+                  f" | {spread(g.t_score, 2)} [{g.t_iteration.mean():.0f}] |")
+    slow = runs[(runs.straggler != "none") & (runs.S == 2)]
+    floors = dict(speedup_straggler_S2_min=slow.speedup.min() if len(slow) else np.nan)
+    within = []
+    for dataset in sorted(set(runs.dataset)):
+        first = scores_of(dataset)[0]
+        rows = runs[(runs.dataset == dataset) & (runs.straggler != "none")]
+        ref, two = rows[rows.S == 0][first], rows[rows.S == 2][first]
+        if len(ref) and len(two):
+            worst = ref.min() if HIGHER[first] else ref.max()
+            within.append(two.mean() >= worst if HIGHER[first] else two.mean() <= worst)
+    floors["quality_S2_within_spread"] = int(all(within)) if within else np.nan
+    fast = runs[(runs.straggler == "none") & (runs.S > 0)].groupby(["dataset", "S"]).speedup
+    floors["speedup_no_straggler_min"] = fast.mean().min() if len(fast.mean()) else np.nan
+    print()
+    for name, value in floors.items():
+        print(f"{name}={value:.3f}" if isinstance(value, float) else f"{name}={value}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])

@@ -2,14 +2,18 @@
 ``scripts/staleness_benchmark.sh``: per dataset, straggler and staleness bound S, over the
 seeds (mean +- std, and min..max where it decides a floor):
 
-* G updates per second of training (updates over the sum of the metrics rows' seconds:
-  evaluations and start-up excluded), and its ratio to S = 0 of the same seed: the
-  reference is measured in the same benchmark, one run after the other;
+* G updates per second of training: updates over the training loop's wall time
+  (``/cost/wall_seconds``: checkpoints and drains included, start-up not) less the
+  evaluations' seconds (``/scores/eval_seconds``: workers of S > 0 go on computing their
+  step in flight meanwhile, as they would meanwhile anyway), and its ratio to S = 0 of
+  the same seed: the reference is measured in the same benchmark, one run after the
+  other;
 * the feedbacks dropped (staler than S) and the mean staleness of those applied;
 * quality at equal G updates (the last evaluation: ring and grid's modes covered,
   high-quality share and mode KL; MNIST's MNIST score and classifier FID) and at equal
   training time: the first score at the last evaluation each run had reached when S = 0
-  of its seed had trained for half its updates (its G updates then in brackets).
+  of its seed had trained for half its updates (training time at an evaluation: its
+  ``wall_seconds`` less the evaluations' seconds so far; its G updates in brackets).
 
 Usage: ``python scripts/staleness_table.py RUN.h5 ...``. Its last lines are the issue's
 floors as ``name=value``: ``speedup_straggler_S2_min`` (>= 2: S = 2 against S = 0, with
@@ -40,13 +44,15 @@ def scores_of(dataset: str) -> tuple[str, ...]:
 def read(path: str) -> dict:
     with h5py.File(path, "r") as f:
         cfg = dict(f["config"].attrs)
-        seconds = f["metrics/seconds"][()]
         dataset = str(cfg["dataset"])
-        scores = {k: f[f"scores/{k}"][()] for k in ("iteration", *scores_of(dataset))}
+        scores = {k: f[f"scores/{k}"][()] for k in ("iteration", "wall_seconds",
+                                                     "eval_seconds", *scores_of(dataset))}
+        scores["train_seconds"] = scores["wall_seconds"] - np.cumsum(scores["eval_seconds"])
+        updates = len(f["metrics/iteration"])
+        train = float(np.ravel(f["cost/wall_seconds"][()])[0]) - scores["eval_seconds"].sum()
         row = dict(dataset=dataset, straggler=str(cfg["slow"]) or "none",
-                   S=int(cfg["staleness_bound"]), seed=int(cfg["seed"]),
-                   updates=len(seconds), rate=len(seconds) / seconds.sum(),
-                   seconds=np.cumsum(seconds), scores=scores, dropped=0.0, tau=0.0)
+                   S=int(cfg["staleness_bound"]), seed=int(cfg["seed"]), updates=updates,
+                   rate=updates / train, scores=scores, dropped=0.0, tau=0.0)
         if "schedule" in f:
             s = {k: f[f"schedule/{k}"][()] for k in ("event", "version", "sent_version",
                                                       "applied")}
@@ -63,7 +69,7 @@ def at_time(run: dict, limit: float) -> tuple[float, float]:
     """(G updates, first score) of the run's last evaluation within ``limit`` training
     seconds (none: NaN)."""
     iters, first = run["scores"]["iteration"], scores_of(run["dataset"])[0]
-    reached = [i for i, it in enumerate(iters) if run["seconds"][it - 1] <= limit]
+    reached = [i for i, t in enumerate(run["scores"]["train_seconds"]) if t <= limit]
     if not reached:
         return np.nan, np.nan
     return iters[reached[-1]], run["scores"][first][reached[-1]]
@@ -75,14 +81,24 @@ def spread(values: pd.Series, digits: int = 1, span: bool = False) -> str:
 
 
 def main(paths: list[str]) -> None:
-    runs = pd.DataFrame([read(p) for p in paths])
+    finished = [p for p in paths if h5py.File(p, "r").attrs.get("finished") == 1]
+    for p in sorted(set(paths) - set(finished)):
+        print(f"left out, not finished: {p}", file=sys.stderr)
+    runs = pd.DataFrame([read(p) for p in finished])
+    keys = ["dataset", "straggler", "S", "seed"]
+    if runs.duplicated(keys).any():
+        sys.exit(f"more than one run of {runs[runs.duplicated(keys)][keys].values.tolist()}")
     base = runs[runs.S == 0].set_index(["dataset", "straggler", "seed"])
+    missing = {(r.dataset, r.straggler, r.seed) for r in runs.itertuples()} - set(base.index)
+    if missing:
+        sys.exit(f"no S = 0 run to compare with for {sorted(missing)}")
     runs["speedup"] = [r.rate / base.loc[(r.dataset, r.straggler, r.seed), "rate"]
                        for r in runs.itertuples()]
     timed = []
     for r in runs.itertuples():
         ref = base.loc[(r.dataset, r.straggler, r.seed)]
-        timed.append(at_time(r._asdict(), ref.seconds[ref.updates // 2 - 1]))
+        half = list(ref.scores["iteration"]).index(ref.updates // 2)  # an evaluation's
+        timed.append(at_time(r._asdict(), ref.scores["train_seconds"][half]))
     runs["t_iteration"], runs["t_score"] = zip(*timed)
     for dataset in sorted(set(runs.dataset)):
         names = scores_of(dataset)

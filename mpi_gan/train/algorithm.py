@@ -72,6 +72,9 @@ class Algorithm:
     evaluates = False         # rank 0's role holds a generator to score (``generator``)
     fault_tolerant = False    # can go on without dead workers (``--fault-tolerant``)
     elastic = False           # resumes on another number of workers (train/elastic.py)
+    # asynchronous: the workers time their steps with the loop's ``measure`` (their cost
+    # travels with their checkpoint reports, as synchronous workers' does)
+    measures_asynchronous_steps = False
     copied_state: tuple[str, ...] = ()  # what a new worker copies of an old one (prefixes)
 
     check = None              # check(cfg, world_size) raises ConfigError

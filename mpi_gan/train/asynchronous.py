@@ -1,8 +1,10 @@
-"""The loop of asynchronous algorithms (ASGD): rank 0's server applies the workers'
-messages as they arrive and counts its iterations itself (``version``); the workers serve
-its requests until it stops them. A checkpoint first lets the messages in flight land, then
-asks each worker for its state; a stop signal is acted on by the server alone (every
-launcher signals every rank)."""
+"""The loop of asynchronous algorithms (ASGD, bounded-staleness MD-GAN): rank 0's server
+applies the workers' messages as they arrive and counts its iterations itself
+(``version``); the workers serve its requests until it stops them. A checkpoint first lets
+the messages in flight land, then asks each worker for its state; a stop signal is acted
+on by the server alone (every launcher signals every rank). Where the algorithm says so
+(``measures_asynchronous_steps``), the server's steps and the workers' (each worker times
+its own with the ``measure`` it is served) are measured as synchronous steps are."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,9 +16,11 @@ from .loop import Trainer
 
 
 class AsynchronousTrainer(Trainer):
-    """Rank 0 runs the loop, the workers ``serve``; no per-step cost is measured."""
+    """Rank 0 runs the loop, the workers ``serve``."""
 
-    measured = False
+    @property
+    def measured(self) -> bool:
+        return self.algorithm.measures_asynchronous_steps
 
     def role_protocols(self, ctx: Context) -> tuple[type, ...]:
         return (roles.AsynchronousServer if ctx.rank == 0 else roles.AsynchronousWorker,)
@@ -25,10 +29,12 @@ class AsynchronousTrainer(Trainer):
         if self.ctx.rank == 0:
             super().drive(result, ending)
             return
-        self.role.serve(self.send_state)
+        self.role.serve(self.send_state, self.meter.measure)
         self.ctx.transport.totals()
 
     def advance(self, role, done: int):
+        if self.measured:
+            return self.meter.measure(role.step, done), role.version
         return role.step(done), role.version
 
     def stop_signal(self) -> int:

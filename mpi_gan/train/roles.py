@@ -88,9 +88,11 @@ class AsynchronousServer(ServerRole, Protocol):
 class AsynchronousWorker(Role, Protocol):
     """A worker of an asynchronous algorithm: serves until the server stops it."""
 
-    def serve(self, send_state: Callable[[int], None]) -> None:
+    def serve(self, send_state: Callable[[int], None], measure: Callable) -> None:
         """Answer the server's requests; call ``send_state(iteration)`` when it asks for its
-        shard of a checkpoint."""
+        shard of a checkpoint. ``measure(step, *args)`` returns ``step(*args)``, timed
+        (``train.cost.CostMeter.measure``): a worker whose algorithm
+        ``measures_asynchronous_steps`` runs each step of its own through it."""
 
 
 def members(protocol: type) -> list[str]:

@@ -76,9 +76,9 @@ def test_a_staleness_bound_refuses_what_it_cannot_do_yet():
     cfg = parse_args(base)
     assert (cfg.staleness_bound, cfg.staleness_scale) == (2, "inverse")
     validate(cfg, 3)
-    with pytest.raises(ConfigError, match="needs --exchange p2p"):
+    with pytest.raises(ConfigError, match="it needs --exchange p2p"):
         validate(parse_args(base + ["--exchange", "tree"]), 3)
-    with pytest.raises(ConfigError, match="--k does not apply"):
+    with pytest.raises(ConfigError, match="as --k 1 does: leave --k out"):
         validate(parse_args(base + ["--k", "2"]), 3)
     with pytest.raises(ConfigError, match="drop --fault-tolerant"):
         validate(parse_args(base + ["--fault-tolerant"]), 3)

@@ -270,14 +270,32 @@ def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi
         assert (schedule["applied"][arrivals] == (tau <= 1)).all()
         assert outcome.role.core.dropped == int((tau > 1).sum())
         assert outcome.role.core.version == 9
+        # a worker handed on at its feedback's arrival computes on the version it arrived
+        # at: between two feedbacks of a worker with nothing else between them (no drain,
+        # swap or checkpoint), its next batches came from the G the server then held
+        last = {}
+        for event, worker, sent, now in zip(schedule["event"], schedule["worker"],
+                                            schedule["sent_version"], schedule["version"]):
+            if event != 0:
+                last = {}
+                continue
+            if worker in last:
+                assert sent == last[worker], (worker, sent, last[worker])
+            last[worker] = now
     # the straight run's counters equal the model, given how many steps each worker made;
-    # the checkpoint reports hold no cost counters (the asynchronous loop measures none)
+    # the checkpoint reports hold the shard's record (4 int64) and the cost counters
     steps = np.bincount(schedule_of(result.run_file)["worker"][
         schedule_of(result.run_file)["event"] == 0], minlength=world)
     assert steps[1:].sum() >= 9 * (world - 1) and steps[0] == 0
-    exp_bytes, exp_msgs = expected_async_traffic(straight, world, steps,
-                                                 **model_sizes(straight, 24, 4 * 8))
+    exp_bytes, exp_msgs = expected_async_traffic(
+        straight, world, steps, **model_sizes(straight, 24, 4 * 8 + 8 * len(COST_FIELDS)))
     with h5py.File(result.run_file, "r") as f:
+        # every step timed but each process's first (counted in FLOPs): the server's 9
+        # updates, each worker's steps as the schedule took them
+        assert f["cost/steps"][()].tolist() == [8] + (steps[1:] - 1).tolist()
+        assert (f["cost/flops_per_step"][()] > 0).all()
+        assert (f["cost/compute_seconds"][()] > 0).all()
+        rows = {k: f[f"metrics/{k}"][()] for k in ("applied", "dropped", "tau_sum")}
         traffic = read_traffic(f)
         for i, kind in enumerate(KINDS):
             if kind == "feedback" and straight.compress != "none":  # data-dependent sizes
@@ -285,3 +303,20 @@ def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi
                 exp_bytes[i] = traffic.matrix(kind)
             assert np.array_equal(traffic.matrix(kind), exp_bytes[i]), kind
             assert np.array_equal(traffic.matrix(kind, "messages"), exp_msgs[i]), kind
+    # the metrics rows count the feedbacks taken in each step: every one but those taken
+    # by the drains before checkpoints (a drain that ends closing the pairs)
+    sched, counted, segment, draining = schedule_of(result.run_file), [], [], False
+    for i, event in enumerate(sched["event"]):
+        if event == 0:
+            segment.append(i)
+            continue
+        if event == 3 and draining:
+            segment = []  # a checkpoint's drain
+        counted, segment = counted + segment, []  # a step's, a swap drain's
+        draining = event == 1
+    counted += segment
+    applied = sched["applied"][counted] == 1
+    tau = (sched["version"] - sched["sent_version"])[counted]
+    assert len(rows["applied"]) == 9 and rows["applied"].sum() == applied.sum()
+    assert rows["dropped"].sum() == (~applied).sum()
+    assert rows["tau_sum"].sum() == tau[applied].sum()

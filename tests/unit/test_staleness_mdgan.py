@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mpi_gan.algorithms.mdgan.staleness import (SCALES, ServerCore, accepted, async_latents,
-                                                staleness_scale)
+                                                hands_on, staleness_scale)
 from mpi_gan.gan.adam import Adam
 
 B, LATENT, OUT = 4, 3, 2  # batch, latent size, sample size
@@ -235,3 +235,38 @@ def test_feedback_two_versions_old_counts_half_under_the_inverse_rule():
     grad = (0.5 * by_hand_gradient(w0, z_of(0, 0), late) +
             by_hand_gradient(w2, z_of(2, 0), own)) / (2 * B)
     assert_close(grads_of(server.g), grad)
+
+
+def test_a_worker_gets_its_next_batches_at_once_unless_a_drain_follows_the_update():
+    # (update due, version, swap period, workers, checkpoint every, iterations)
+    assert hands_on(False, 3, 4, 2, 5, 10)                # no update yet: always
+    assert hands_on(True, 1, 4, 2, 5, 10)                 # version 2 drains for nothing
+    assert not hands_on(True, 3, 4, 2, 5, 10)             # version 4: a swap
+    assert hands_on(True, 3, 4, 1, 5, 10)                 # one worker: no swap
+    assert not hands_on(True, 4, 4, 2, 5, 10)             # version 5: a checkpoint
+    assert hands_on(True, 4, 4, 2, 0, 10)                 # no checkpoints
+    assert not hands_on(True, 9, 0, 2, 0, 10)             # version 10: the end
+
+
+def test_snapshots_share_g_buffers_so_batch_norm_statistics_move_as_synchronously():
+    g = torch.nn.Sequential(torch.nn.Linear(LATENT, 5), torch.nn.BatchNorm1d(5),
+                            torch.nn.Linear(5, OUT))
+    server = ServerCore(g, Adam(g.parameters(), LR, BETAS, EPS), [1, 2], 2, "inverse", B,
+                        LATENT, 0, seed=3)
+    mean, tracked = g[1].running_mean, g[1].num_batches_tracked
+    server.hand_out(1)                                    # X_g and X_d: two batches
+    assert int(tracked) == 2 and g[1].running_mean is mean and mean.abs().sum() > 0
+    z_g, z_d = (z for (z, _) in async_latents(LATENT, 0, B, 3, 0, 0))
+    reference = torch.nn.BatchNorm1d(5)                   # what G's own forwards give
+    with torch.no_grad():
+        for z in (z_g, z_d):
+            reference(g[0](z))
+    assert torch.allclose(mean, reference.running_mean)
+    server.hand_out(2)                                    # the same pair: no forward
+    assert int(tracked) == 2
+    for worker in (1, 2):
+        server.take(worker, torch.ones(B, OUT))
+    server.update()
+    server.hand_out(1)                                    # version 1, a reused snapshot
+    assert int(tracked) == 4
+    assert g[1].running_mean is mean

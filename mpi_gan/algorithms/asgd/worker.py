@@ -63,9 +63,10 @@ class AsgdWorker:
         head = np.array([version], dtype=np.int64).view(np.uint8)
         return torch.from_numpy(np.concatenate([head, compression.pack(payloads)]))
 
-    def serve(self, send_state) -> None:
+    def serve(self, send_state, measure=None) -> None:
         """Answer pulls until the server says stop; ``send_state(iteration)`` answers a state
-        request (the iteration of the checkpoint travels in the request's step field)."""
+        request (the iteration of the checkpoint travels in the request's step field).
+        ``measure``: unused (ASGD's cost is not measured)."""
         while True:
             buf, _ = self.t.recv_any_size(0, "pull")
             version, step = buf[:HEADER].view(torch.int64).tolist()

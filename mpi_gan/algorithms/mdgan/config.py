@@ -88,11 +88,12 @@ def validate(cfg: MdganConfig, world_size: int) -> None:
     if beyond:
         raise ConfigError(f"--slow names rank {beyond[0]}, but the workers are ranks 1..{workers}")
     if cfg.staleness_bound > 0 and cfg.exchange != "p2p":
-        raise ConfigError("--staleness-bound > 0 sends each worker its own batches: it needs "
-                          f"--exchange p2p, got --exchange {cfg.exchange}")
+        raise ConfigError("--staleness-bound > 0 sends each worker its batches when it is "
+                          f"ready for them: it needs --exchange p2p, got --exchange "
+                          f"{cfg.exchange}")
     if cfg.staleness_bound > 0 and cfg.k != 1:
-        raise ConfigError(f"--staleness-bound > 0 generates each worker's own batches: --k "
-                          f"does not apply, leave it out (got --k {cfg.k})")
+        raise ConfigError(f"--staleness-bound > 0 generates one pair of batches per version, "
+                          f"as --k 1 does: leave --k out (got --k {cfg.k})")
     if cfg.staleness_bound > 0 and cfg.fault_tolerant:
         raise ConfigError("--staleness-bound > 0 does not go on without a dead worker yet: "
                           "drop --fault-tolerant")

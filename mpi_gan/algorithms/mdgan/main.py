@@ -7,6 +7,7 @@ files written under ``--out``.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from mpi4py import MPI
 
@@ -32,11 +33,17 @@ from .worker import Worker, channel_state, feedback_channel
 
 
 
-def mdgan_metrics(workers: int) -> Metrics:
+def mdgan_metrics(workers: int, staleness: bool = False) -> Metrics:
     """MD-GAN's per-iteration table (``gan_table``): d_loss is each worker's D loss averaged
     over its L steps, g_loss its mean generator loss on X_g; server_bytes_out the bytes
-    rank 0 has sent."""
-    return gan_table(workers, "server_bytes_out")
+    rank 0 has sent. With ``staleness`` (--staleness-bound > 0), of the feedbacks the
+    server took since the previous row: ``applied``, ``dropped`` and ``tau_sum`` (int64:
+    the sum of the staleness of those applied; tau_sum / applied is their mean)."""
+    table = gan_table(workers, "server_bytes_out")
+    if staleness:
+        table = Metrics({**table.columns, "applied": (np.int64, ()), "dropped": (np.int64, ()),
+                         "tau_sum": (np.int64, ())})
+    return table
 
 
 def worker_template(cfg: MdganConfig, worker: int = 1) -> list[tuple[str, torch.Tensor]]:
@@ -57,6 +64,8 @@ class MDGAN(Algorithm):
     elastic = True  # a new worker copies an old one's D and Adam state (train/elastic.py)
     copied_state = ("model/", "adam/")
 
+    measures_asynchronous_steps = True  # a bounded-staleness worker times its steps
+
     def is_synchronous(self, cfg) -> bool:
         """--staleness-bound 0: the synchronous algorithm; above: the asynchronous loop."""
         return cfg.staleness_bound == 0
@@ -73,7 +82,7 @@ class MDGAN(Algorithm):
                                    latent_classes(cfg), self.swap_period(cfg, data), average)
                 plan = (f"staleness bound {cfg.staleness_bound} (feedback scaled "
                         f"{cfg.staleness_scale}), G steps every {ctx.size - 1} feedbacks, "
-                        f"each worker's own batches of {cfg.batch_size}")
+                        f"one pair of batches of {cfg.batch_size} per version (as K=1)")
             else:
                 role = Server(ctx.transport, g, opt, cfg,
                               ctx.device, shape, latent_classes(cfg), average)
@@ -121,7 +130,7 @@ class MDGAN(Algorithm):
         return worker_template(ctx.cfg)
 
     def tables(self, ctx: Context):
-        tables = {"metrics": mdgan_metrics(ctx.size - 1)}
+        tables = {"metrics": mdgan_metrics(ctx.size - 1, bool(ctx.cfg.staleness_bound))}
         if ctx.cfg.staleness_bound:
             tables["schedule"] = schedule_table()
         return tables

@@ -6,10 +6,13 @@ Arrivals over MPI are not deterministic, so the server records what it did in th
 with the server's own bookkeeping (``staleness.ServerCore``) and the workers' step
 (``staleness.worker_step``). As the MPI server does, it hands the idle workers their
 batches (in rank order) before each feedback it takes, and a worker whose feedback it takes
-(outside a drain) its next batches before differentiating that feedback; it runs a worker's
-step as soon as its batches exist (a worker's result depends only on its own D and its batches: swaps happen
+its next batches at once where the record says the server did (``handed_on``: the server's
+rule depends on the run's --iterations, which a resumed run may change); it runs a
+worker's step as soon as its batches exist (a worker's result depends only on its own D and its batches: swaps happen
 only while every worker idles). Each recorded arrival is checked against what the replay
-computes of it (its step, versions, applied or dropped). The MPI run must equal it
+computes of it (its step, versions, pair, applied or dropped). An update the server makes
+at the start of its next step (one due after a drain) is made before the next feedback or
+drain: a run stopped by a signal ends without it, as the MPI run did. The MPI run must equal it
 (tests/mpi/test_mdgan.py), resumed or not.
 """
 from __future__ import annotations
@@ -66,9 +69,18 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
         if average is not None:
             update_average(average, g, cfg.g_ema)
 
-    idle, draining = list(workers), False
+    missing = [c for c in COLUMNS if c not in schedule]
+    if missing:
+        raise ReplayError(f"the schedule has no column {', '.join(missing)}: it was written "
+                          "before the workers shared one pair of batches per version")
+    # due: an update the MPI server makes at the start of its next step (after a drain)
+    idle, draining, due = list(workers), False, False
     rows = zip(*(np.asarray(schedule[c], dtype=np.int64) for c in COLUMNS))
-    for position, (event, worker, step, sent, pair, version, applied) in enumerate(rows):
+    for position, (event, worker, step, sent, pair, version, applied, handed_on) in \
+            enumerate(rows):
+        if due and event in (ARRIVAL, DRAIN):
+            update()
+            due = False
         if event == DRAIN:
             draining = bool(core.in_flight)
             continue
@@ -86,22 +98,23 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
             idle = []
         if int(worker) not in core.in_flight:
             raise ReplayError(f"schedule row {position}: worker {worker} has no step in flight")
-        core.arrive(int(worker))
-        fb = feedback.pop(int(worker))
-        if draining:
-            idle.append(int(worker))
-        else:  # its next batches before its feedback is differentiated
+        arrival = core.take(int(worker), feedback.pop(int(worker)))
+        if handed_on and draining:
+            raise ReplayError(f"schedule row {position}: worker {worker} handed on in a drain")
+        if handed_on:  # as the record says: it depends on the run's --iterations then
             hand_out(int(worker))
-        arrival = core.take(int(worker), fb)
+        else:
+            idle.append(int(worker))
         got = (arrival.step, arrival.sent_version, arrival.pair, arrival.version,
                int(arrival.applied))
         if got != (step, sent, pair, version, applied):
             raise ReplayError(f"schedule row {position}: recorded (step, sent version, pair, "
                               f"version, applied) {(step, sent, pair, version, applied)}, "
                               f"replayed {got}")
-        if draining and not core.in_flight:
-            draining = False
-        if not draining and core.update_due() and core.version < cfg.iterations:
+        if draining:
+            draining = bool(core.in_flight)
+            due = not draining and core.update_due()
+        elif core.update_due():
             update()
     return g, average, discs
 

@@ -62,6 +62,20 @@ def async_latents(latent_dim: int, classes: int, batch: int, seed: int, version:
                               part) for part in ("g", "d"))
 
 
+def hands_on(update_due: bool, version: int, swap_period: int, workers: int,
+             checkpoint_every: int, iterations: int) -> bool:
+    """Whether a worker whose feedback the server has just taken, at G's version
+    ``version``, gets its next batches at once: yes, unless the update now due is followed
+    by a drain (a swap, with ``workers`` > 1, or a checkpoint, or the run's end at
+    version + 1), which would then wait for that step (the worker gets its batches after
+    the drain)."""
+    if not update_due:
+        return True
+    after = version + 1
+    return not ((swap_period and workers > 1 and after % swap_period == 0) or
+                (checkpoint_every and after % checkpoint_every == 0) or after >= iterations)
+
+
 def snapshot(g: nn.Module, spare: nn.Module | None = None) -> nn.Module:
     """G as it is now, in a module of its own whose parameters are leaves of their own:
     the G that generates the batches of this version, and that their feedback is
@@ -72,6 +86,8 @@ def snapshot(g: nn.Module, spare: nn.Module | None = None) -> nn.Module:
         spare = copy.deepcopy(g)
         for own, live in zip(spare.modules(), g.modules()):
             own._buffers = live._buffers
+        for p in spare.parameters():
+            p.grad = None  # G's last gradient, copied: not the snapshot's
     with torch.no_grad():
         for own, live in zip(spare.parameters(), g.parameters()):
             own.copy_(live)
@@ -151,7 +167,6 @@ class ServerCore:
     # worker -> pairs it was handed at G's version ``version`` (older versions: none)
     handed: dict[int, int] = field(default_factory=dict)
     in_flight: dict[int, InFlight] = field(default_factory=dict)
-    arrived: dict[int, InFlight] = field(default_factory=dict)  # arrived, not yet taken
     pairs: dict[tuple[int, int], Pair] = field(default_factory=dict)  # (version, index)
     pending: list[torch.Tensor] | None = None                 # sum of scaled gradients
     pending_count: int = 0
@@ -205,18 +220,12 @@ class ServerCore:
         self.steps[worker] = step + 1
         return pair.x_g.detach(), pair.x_d, pair.labels, pair.version, step
 
-    def arrive(self, worker: int) -> None:
-        """The feedback of ``worker``'s step in flight has arrived: the worker is free for
-        its next batches (``hand_out``) before that feedback is ``take``-n."""
-        self.arrived[worker] = self.in_flight.pop(worker)
-
     def take(self, worker: int, feedback: torch.Tensor) -> Arrival:
-        """Apply (or drop) the feedback (b, C, H, W) of ``worker``'s step in flight (or of
-        the step ``arrive`` set aside): add it, scaled, to its pair's feedback sum; with
+        """Apply (or drop) the feedback (b, C, H, W) of ``worker``'s step in flight: add it,
+        scaled, to its pair's feedback sum (the pair is differentiated at the update); with
         ``skip_nonfinite`` a feedback holding a NaN or an infinity is dropped too (counted
         in ``nonfinite``), as ASGD drops such a push."""
-        flight = self.arrived.pop(worker) if worker in self.arrived else \
-            self.in_flight.pop(worker)
+        flight = self.in_flight.pop(worker)
         pair = flight.pair
         pair.holders -= 1
         arrival = Arrival(worker, flight.step, pair.version, self.version,
@@ -262,7 +271,7 @@ class ServerCore:
         pending gradient and forget the pairs, so that a resumed run and the run that goes
         on hold the same (the pairs are not checkpointed): pairs asked for later at this
         version are generated anew, after the ones already handed (``handed``)."""
-        if self.in_flight or self.arrived:
+        if self.in_flight:
             raise RuntimeError("the pairs are closed only when nothing is in flight")
         self._reduce()
         self.pairs.clear()
@@ -306,6 +315,10 @@ class ServerCore:
         return entries
 
     def load_state(self, values: dict[str, torch.Tensor]) -> None:
+        if "async/handed" not in values:
+            raise ValueError("this checkpoint of MD-GAN with a staleness bound was written "
+                             "before the workers shared one pair of batches per version: it "
+                             "cannot be resumed exactly; start a new run")
         self.version, self.pending_count, self.applied, self.dropped, self.nonfinite = (
             int(v) for v in values["async/counters"])
         self.steps = {int(n): int(s) for n, s in zip(values["async/workers"],
@@ -315,7 +328,7 @@ class ServerCore:
         self.pending = [values[f"async/pending/{name}"].clone().to(p.device)
                         for name, p in self.g.named_parameters()] \
             if self.pending_count else None
-        self.in_flight, self.arrived, self.pairs, self._snapshot = {}, {}, {}, None
+        self.in_flight, self.pairs, self._snapshot = {}, {}, None
 
 
 def worker_step(d: nn.Module, opt: Adam, shard, cfg, worker: int, step: int,

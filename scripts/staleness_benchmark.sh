@@ -2,12 +2,12 @@
 # Bounded-staleness MD-GAN against synchronous MD-GAN (docs/results.md, issue 24): 1 server
 # + 4 workers, k = 1, for --staleness-bound S in {0, 1, 2, 4}, with worker 4 four times
 # slower (--slow 4:4) and with no straggler, seeds 0, 1 and 2:
-#   ring, grid   each toy dataset's defaults, but ITERATIONS G updates (default 2,000)
-#                scored every EVAL_EVERY (250)
+#   ring, grid   each toy dataset's defaults (docs/toy.md: 5,000 G updates scored every
+#                500), or ITERATIONS updates scored every EVAL_EVERY
 #   mnist        the MLP, batch 32 (as scripts/compare.sh), MNIST_ITERATIONS G updates
 #                (default 1,000) scored every 250 on 500 samples
 # then scripts/staleness_table.py, whose last lines are the floors.
-# Usage: [DATASETS="ring grid mnist"] [ITERATIONS=2000] [EVAL_EVERY=250]
+# Usage: [DATASETS="ring grid mnist"] [ITERATIONS=5000] [EVAL_EVERY=500]
 #        [MNIST_ITERATIONS=1000] bash scripts/staleness_benchmark.sh [OUT_DIR] [SEEDS...]
 # (run `make setup` first; for the timings run nothing beside it)
 # Re-running it skips finished runs and resumes interrupted ones from their checkpoints.
@@ -26,7 +26,7 @@ for seed in "${SEEDS[@]}"; do
       args=(--model mlp --batch-size 32 --iterations "${MNIST_ITERATIONS:-1000}"
             --eval-every 250 --eval-samples 500)
     else
-      args=(--iterations "${ITERATIONS:-2000}" --eval-every "${EVAL_EVERY:-250}")
+      args=(--iterations "${ITERATIONS:-5000}" --eval-every "${EVAL_EVERY:-500}")
     fi
     for straggler in 4:4 none; do
       slow=(); [ "$straggler" = none ] || slow=(--slow "$straggler")

@@ -81,7 +81,11 @@ def spread(values: pd.Series, digits: int = 1, span: bool = False) -> str:
 
 
 def main(paths: list[str]) -> None:
-    finished = [p for p in paths if h5py.File(p, "r").attrs.get("finished") == 1]
+    finished = []
+    for p in paths:
+        with h5py.File(p, "r") as f:
+            if f.attrs.get("finished") == 1:
+                finished.append(p)
     for p in sorted(set(paths) - set(finished)):
         print(f"left out, not finished: {p}", file=sys.stderr)
     runs = pd.DataFrame([read(p) for p in finished])
@@ -97,7 +101,10 @@ def main(paths: list[str]) -> None:
     timed = []
     for r in runs.itertuples():
         ref = base.loc[(r.dataset, r.straggler, r.seed)]
-        half = list(ref.scores["iteration"]).index(ref.updates // 2)  # an evaluation's
+        if ref.updates // 2 not in list(ref.scores["iteration"]):
+            sys.exit(f"S = 0 of {r.dataset}, {r.straggler}, seed {r.seed} was not evaluated "
+                     f"at half its updates ({ref.updates // 2}): choose EVAL_EVERY so")
+        half = list(ref.scores["iteration"]).index(ref.updates // 2)
         timed.append(at_time(r._asdict(), ref.scores["train_seconds"][half]))
     runs["t_iteration"], runs["t_score"] = zip(*timed)
     for dataset in sorted(set(runs.dataset)):

@@ -7,6 +7,7 @@ import sys
 import time
 
 import h5py
+import numpy as np
 import pytest
 
 from mpi_gan.io.checkpoint import checkpoint_iteration, list_checkpoints
@@ -78,6 +79,40 @@ def all_params(path):
     with h5py.File(path, "r") as f:
         return {f"{rank}/{name}": f["state"][rank][name][()] for rank in f["state"]
                 for name in datasets_in(f["state"][rank])}
+
+
+def schedule_of(path):
+    with h5py.File(path, "r") as f:
+        return {k: f["schedule"][k][()] for k in f["schedule"]}
+
+
+def assert_replayed(cfg, world, run_file, checkpoint):
+    """The replay of a bounded-staleness MD-GAN run's recorded schedule equals every
+    rank's model in ``checkpoint``, bit for bit (replayed on the ranks' thread count);
+    returns the schedule."""
+    import torch
+    from mpi_gan.algorithms.mdgan.replay import replay
+    schedule = schedule_of(run_file)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # the ranks' count: another one rounds differently
+    try:
+        g, average, discs = replay(cfg, world, schedule)
+    finally:
+        torch.set_num_threads(threads)
+    params = all_params(checkpoint)
+
+    def same(key, value):  # a checkpoint stores a 0-d buffer (a step count) as (1,)
+        stored = params[key]
+        return np.array_equal(stored.reshape(()) if value.dim() == 0 else stored,
+                              value.numpy())
+    for key, value in g.state_dict().items():
+        assert same(f"rank_0/model/{key}", value), f"G {key}"
+    for key, value in (average.state_dict().items() if average is not None else ()):
+        assert same(f"rank_0/g_ema/model/{key}", value), key
+    for n, d in discs.items():
+        for key, value in d.state_dict().items():
+            assert same(f"rank_{n}/model/{key}", value), f"D_{n} {key}"
+    return schedule
 
 
 def newest_checkpoint(run_dir) -> int:

@@ -89,7 +89,8 @@ def stops_table() -> Metrics:
 def report_layout(template: list, measured: bool) -> Layout:
     """A worker's checkpoint message once its shard is written: the shard's record
     (``shard/record``, int64 (4,): ``io.shards.ShardRecord``) and, when the skeleton
-    measures its cost (synchronous algorithms), its cost counters (``cost/...``). Empty
+    measures its cost (synchronous algorithms, and asynchronous ones whose workers time
+    their steps), its cost counters (``cost/...``). Empty
     when workers keep no state."""
     if not template:
         return Layout([])

@@ -16,7 +16,7 @@ import pytest
 
 from mpi_gan.comm.preemption import ANNOUNCE_SIGINT, EXIT_PREEMPTED
 from tests.conftest import MPIEXEC, PYTHON, mpirun, wait_for_checkpoint
-from tests.conftest import FAST, all_params, digest, shard_of
+from tests.conftest import FAST, all_params, assert_replayed, digest, shard_of
 
 FOREVER = ["--iterations", "1000000"]
 ASGD = ["--dataset", "synthetic", "--synthetic-size", "400", "--eval-size", "200",
@@ -184,6 +184,34 @@ def test_asgd_stops_on_sigterm_and_resumes_auto(tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"resumed from {ckpt(out, stop)}" in done.stdout
     assert "final test accuracy" in done.stdout
+
+
+@pytest.mark.timeout(600)
+def test_bounded_staleness_stopped_by_a_signal_resumes_as_its_replay(tmp_path):
+    """--staleness-bound 1, worker 2 twice as slow, SIGTERM to every rank mid-run: the
+    server drains (which may leave an update due, made first by the next launch) and stops
+    with a checkpoint; ``--resume auto`` goes on to the end. The single-process replay of
+    the whole recorded schedule equals every rank's final state, bit for bit."""
+    from mpi_gan.algorithms.mdgan.config import MdganConfig
+    out = tmp_path / "stale"
+    common = ["mpi_gan.mdgan", "--out", out, *FAST, "--staleness-bound", "1", "--slow",
+              "2:2", "--checkpoint-every", "10", "--resume", "auto"]
+    job = Job(3, [*common, *FOREVER], tmp_path)
+    job.wait_for(out, 10)
+    for pid in job.ranks().values():
+        os.kill(pid, signal.SIGTERM)
+    code, _ = job.wait()
+    text = job.output()
+    assert code == EXIT_PREEMPTED, text
+    stop = stopped_at(text)
+    assert ckpt(out, stop).exists() and "Traceback" not in text
+    done = mpirun(3, [str(a) for a in common] + ["--iterations", str(stop + 7)], timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed from {ckpt(out, stop)}" in done.stdout
+    with h5py.File(out / "run.h5", "r") as f:
+        cfg = MdganConfig.from_attrs(f["config"].attrs)
+    schedule = assert_replayed(cfg, 3, out / "run.h5", ckpt(out, stop + 7))
+    assert (schedule["event"] == 3).sum() >= 2  # the stop's checkpoint and the last
 
 
 @pytest.mark.timeout(600)

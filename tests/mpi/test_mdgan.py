@@ -22,7 +22,7 @@ from mpi_gan.train.loop import report_layout
 from mpi_gan.mdgan import run, worker_template
 from mpi_gan.models import count_params, make_discriminator, make_generator
 from mpi_gan.io.integrity import read
-from tests.conftest import all_params, shard_of
+from tests.conftest import all_params, assert_replayed, schedule_of, shard_of
 from tests.unit.test_data import write_cifar_dir
 
 pytestmark = pytest.mark.mpi(min_size=2)
@@ -216,40 +216,15 @@ def test_a_straggler_sleeps_in_its_steps_and_the_others_do_not(mpi_tmp_path):
         assert role.straggler is None
 
 
-def schedule_of(path):
-    with h5py.File(path, "r") as f:
-        return {k: f["schedule"][k][()] for k in f["schedule"]}
-
-
-def assert_replayed(cfg, world, run_file, checkpoint):
-    """The replay of the run's recorded schedule equals every rank's model, bit for bit."""
-    from mpi_gan.algorithms.mdgan.replay import replay
-    schedule = schedule_of(run_file)
-    g, average, discs = replay(cfg, world, schedule)
-    params = all_params(checkpoint)
-
-    def same(key, value):  # a checkpoint stores a 0-d buffer (a step count) as (1,)
-        stored = params[key]
-        return np.array_equal(stored.reshape(()) if value.dim() == 0 else stored,
-                              value.numpy())
-    for key, value in g.state_dict().items():
-        assert same(f"rank_0/model/{key}", value), f"G {key}"
-    for key, value in (average.state_dict().items() if average is not None else ()):
-        assert same(f"rank_0/g_ema/model/{key}", value), key
-    for n, d in discs.items():
-        for key, value in d.state_dict().items():
-            assert same(f"rank_{n}/model/{key}", value), f"D_{n} {key}"
-    return schedule
-
-
 @pytest.mark.parametrize("case", [dict(), dict(compress="topk:ratio=0.1", swap_adam="travel",
                                                 g_ema=0.9, staleness_scale="none",
                                                 model="cnn", latent_dim=32)])
 def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi_tmp_path,
                                                                              case):
-    """--staleness-bound 1 with the last worker 3 times slower: the run, and a run stopped
-    at a checkpoint and resumed, each equal the single-process replay of their recorded
-    schedule; feedback staler than the bound was dropped, the rest applied."""
+    """--staleness-bound 1 with the last worker 3 times slower: the run, and a run of 5
+    iterations resumed from its last checkpoint up to 9, each equal the single-process
+    replay of their recorded schedule; feedback staler than the bound was dropped, the
+    rest applied."""
     import dataclasses
     from mpi4py import MPI
     world, rank = MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()

@@ -37,8 +37,9 @@ def mdgan_metrics(workers: int, staleness: bool = False) -> Metrics:
     """MD-GAN's per-iteration table (``gan_table``): d_loss is each worker's D loss averaged
     over its L steps, g_loss its mean generator loss on X_g; server_bytes_out the bytes
     rank 0 has sent. With ``staleness`` (--staleness-bound > 0), of the feedbacks the
-    server took since the previous row: ``applied``, ``dropped`` and ``tau_sum`` (int64:
-    the sum of the staleness of those applied; tau_sum / applied is their mean)."""
+    server took during the row's step (those of a checkpoint's drain are in the schedule
+    only): ``applied``, ``dropped`` and ``tau_sum`` (int64: the sum of the staleness of
+    those applied; tau_sum / applied is their mean)."""
     table = gan_table(workers, "server_bytes_out")
     if staleness:
         table = Metrics({**table.columns, "applied": (np.int64, ()), "dropped": (np.int64, ()),

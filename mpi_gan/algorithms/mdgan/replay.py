@@ -10,9 +10,10 @@ its next batches at once where the record says the server did (``handed_on``: th
 rule depends on the run's --iterations, which a resumed run may change); it runs a
 worker's step as soon as its batches exist (a worker's result depends only on its own D and its batches: swaps happen
 only while every worker idles). Each recorded arrival is checked against what the replay
-computes of it (its step, versions, pair, applied or dropped). An update the server makes
-at the start of its next step (one due after a drain) is made before the next feedback or
-drain: a run stopped by a signal ends without it, as the MPI run did. The MPI run must equal it
+computes of it (its step, versions, pair, applied or dropped), and every other event's
+version. An update due after a drain, which the server makes at the start of its next
+step, is made where the record's version says the server made it (a run stopped by a
+signal ends without it). The MPI run must equal it
 (tests/mpi/test_mdgan.py), resumed or not.
 """
 from __future__ import annotations
@@ -72,15 +73,18 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
     missing = [c for c in COLUMNS if c not in schedule]
     if missing:
         raise ReplayError(f"the schedule has no column {', '.join(missing)}: it was written "
-                          "before the workers shared one pair of batches per version")
+                          "by an earlier version of bounded-staleness MD-GAN")
     # due: an update the MPI server makes at the start of its next step (after a drain)
     idle, draining, due = list(workers), False, False
     rows = zip(*(np.asarray(schedule[c], dtype=np.int64) for c in COLUMNS))
     for position, (event, worker, step, sent, pair, version, applied, handed_on) in \
             enumerate(rows):
-        if due and event in (ARRIVAL, DRAIN):
+        if due and version == core.version + 1:  # the server's step began with it
             update()
             due = False
+        if event != ARRIVAL and version != core.version:
+            raise ReplayError(f"schedule row {position}: event {event} at version {version}, "
+                              f"replayed at {core.version}")
         if event == DRAIN:
             draining = bool(core.in_flight)
             continue

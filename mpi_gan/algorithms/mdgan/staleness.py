@@ -316,9 +316,9 @@ class ServerCore:
 
     def load_state(self, values: dict[str, torch.Tensor]) -> None:
         if "async/handed" not in values:
-            raise ValueError("this checkpoint of MD-GAN with a staleness bound was written "
-                             "before the workers shared one pair of batches per version: it "
-                             "cannot be resumed exactly; start a new run")
+            raise ValueError("this checkpoint of MD-GAN with a staleness bound was written by "
+                             "an earlier version of it: it cannot be resumed exactly; start "
+                             "a new run")
         self.version, self.pending_count, self.applied, self.dropped, self.nonfinite = (
             int(v) for v in values["async/counters"])
         self.steps = {int(n): int(s) for n, s in zip(values["async/workers"],

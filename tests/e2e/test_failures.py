@@ -161,15 +161,12 @@ def test_ctrl_c_stops_with_a_checkpoint_and_no_traceback(tmp_path):
     assert text.count(ANNOUNCE_SIGINT.decode().strip()) == 1, text
 
 
-@pytest.mark.timeout(600)
-def test_asgd_stops_on_sigterm_and_resumes_auto(tmp_path):
-    """The asynchronous server acts on its own flag: SIGTERM to every rank (as srun sends
-    it) ends the run with a checkpoint and status 75; ``--resume auto`` finishes it."""
-    out = tmp_path / "asgd"
-    common = ["mpi_gan.asgd", "--out", out, *ASGD, "--checkpoint-every", "20",
-              "--resume", "auto"]
+def sigterm_then_resume(tmp_path, out, common, first, more):
+    """Run ``common`` (3 ranks) until checkpoint ``first``, SIGTERM every rank (as srun
+    does): status 75, a checkpoint, no traceback; then ``--resume auto`` for ``more``
+    iterations, which must succeed: returns its CompletedProcess, ``stop`` added."""
     job = Job(3, [*common, *FOREVER], tmp_path)
-    job.wait_for(out, 20)
+    job.wait_for(out, first)
     for pid in job.ranks().values():
         os.kill(pid, signal.SIGTERM)
     code, _ = job.wait()
@@ -180,9 +177,22 @@ def test_asgd_stops_on_sigterm_and_resumes_auto(tmp_path):
     assert code == EXIT_PREEMPTED, text
     stop = stopped_at(text)
     assert ckpt(out, stop).exists() and "Traceback" not in text
-    done = mpirun(3, [str(a) for a in common] + ["--iterations", str(stop + 30)], timeout=180)
+    done = mpirun(3, [str(a) for a in common] + ["--iterations", str(stop + more)],
+                  timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"resumed from {ckpt(out, stop)}" in done.stdout
+    done.stop = stop
+    return done
+
+
+@pytest.mark.timeout(600)
+def test_asgd_stops_on_sigterm_and_resumes_auto(tmp_path):
+    """The asynchronous server acts on its own flag: SIGTERM to every rank (as srun sends
+    it) ends the run with a checkpoint and status 75; ``--resume auto`` finishes it."""
+    out = tmp_path / "asgd"
+    common = ["mpi_gan.asgd", "--out", out, *ASGD, "--checkpoint-every", "20",
+              "--resume", "auto"]
+    done = sigterm_then_resume(tmp_path, out, common, 20, 30)
     assert "final test accuracy" in done.stdout
 
 
@@ -196,18 +206,7 @@ def test_bounded_staleness_stopped_by_a_signal_resumes_as_its_replay(tmp_path):
     out = tmp_path / "stale"
     common = ["mpi_gan.mdgan", "--out", out, *FAST, "--staleness-bound", "1", "--slow",
               "2:2", "--checkpoint-every", "10", "--resume", "auto"]
-    job = Job(3, [*common, *FOREVER], tmp_path)
-    job.wait_for(out, 10)
-    for pid in job.ranks().values():
-        os.kill(pid, signal.SIGTERM)
-    code, _ = job.wait()
-    text = job.output()
-    assert code == EXIT_PREEMPTED, text
-    stop = stopped_at(text)
-    assert ckpt(out, stop).exists() and "Traceback" not in text
-    done = mpirun(3, [str(a) for a in common] + ["--iterations", str(stop + 7)], timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert f"resumed from {ckpt(out, stop)}" in done.stdout
+    stop = sigterm_then_resume(tmp_path, out, common, 10, 7).stop
     with h5py.File(out / "run.h5", "r") as f:
         cfg = MdganConfig.from_attrs(f["config"].attrs)
     schedule = assert_replayed(cfg, 3, out / "run.h5", ckpt(out, stop + 7))

@@ -7,14 +7,14 @@ with the server's own bookkeeping (``staleness.ServerCore``) and the workers' st
 (``staleness.worker_step``). As the MPI server does, it hands the idle workers their
 batches (in rank order) before each feedback it takes, and a worker whose feedback it takes
 its next batches at once where the record says the server did (``handed_on``: the server's
-rule depends on the run's --iterations, which a resumed run may change); it runs a
-worker's step as soon as its batches exist (a worker's result depends only on its own D and its batches: swaps happen
-only while every worker idles). Each recorded arrival is checked against what the replay
-computes of it (its step, versions, pair, applied or dropped), and every other event's
-version. An update due after a drain, which the server makes at the start of its next
-step, is made where the record's version says the server made it (a run stopped by a
-signal ends without it). The MPI run must equal it
-(tests/mpi/test_mdgan.py), resumed or not.
+rule depends on the run's --iterations, which a resumed run may change); it runs a worker's
+step as soon as its batches exist (a worker's result depends only on its own D and its
+batches: swaps happen only while every worker idles). Each recorded arrival is checked
+against what the replay computes of it (its step, versions, pair, applied or dropped), and
+every other event's version. An update due after a drain, which the server makes at the
+start of its next step, is made where the record's version says the server made it (a run
+stopped by a signal ends without it). The MPI run must equal it (tests/mpi/test_mdgan.py),
+resumed or not.
 """
 from __future__ import annotations
 

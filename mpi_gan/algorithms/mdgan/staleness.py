@@ -254,9 +254,11 @@ class ServerCore:
         an older version than G's)."""
         for key, pair in list(self.pairs.items()):
             if pair.feedback is not None:
-                keep = pair.holders > 0 or pair.version == self.version
+                # a pair nobody holds is forgotten before it could be handed out again
+                # (update moves to the next version, close clears the pairs)
                 grads = torch.autograd.grad(pair.x_g, list(pair.version_g.parameters()),
-                                            grad_outputs=pair.feedback, retain_graph=keep)
+                                            grad_outputs=pair.feedback,
+                                            retain_graph=pair.holders > 0)
                 if self.pending is None:
                     self.pending = [grad.clone() for grad in grads]
                 else:

@@ -6,9 +6,11 @@
 #                500), or ITERATIONS updates scored every EVAL_EVERY
 #   mnist        the MLP, batch 32 (as scripts/compare.sh), MNIST_ITERATIONS G updates
 #                (default 1,000) scored every 250 on 500 samples
+# S > 0 runs once per lookahead of LOOKAHEADS (--staleness-lookahead; default "0"),
+# BOUNDS chooses the S (default "0 1 2 4"), STRAGGLERS the stragglers (default "4:4 none").
 # then scripts/staleness_table.py, whose last lines are the floors.
 # Usage: [DATASETS="ring grid mnist"] [ITERATIONS=5000] [EVAL_EVERY=500]
-#        [MNIST_ITERATIONS=1000] bash scripts/staleness_benchmark.sh [OUT_DIR] [SEEDS...]
+#        [MNIST_ITERATIONS=1000] [LOOKAHEADS="0 2"] [BOUNDS="0 2"] [STRAGGLERS=4:4] bash scripts/staleness_benchmark.sh [OUT_DIR] [SEEDS...]
 # (run `make setup` first; for the timings run nothing beside it)
 # Re-running it skips finished runs and resumes interrupted ones from their checkpoints.
 set -euo pipefail
@@ -28,11 +30,18 @@ for seed in "${SEEDS[@]}"; do
     else
       args=(--iterations "${ITERATIONS:-5000}" --eval-every "${EVAL_EVERY:-500}")
     fi
-    for straggler in 4:4 none; do
+    for straggler in ${STRAGGLERS:-4:4 none}; do
       slow=(); [ "$straggler" = none ] || slow=(--slow "$straggler")
-      for s in 0 1 2 4; do
-        run "$ds-slow${straggler/:/x}-S$s-s$seed" 5 mpi_gan.mdgan --dataset "$ds" \
-            --seed "$seed" "${args[@]}" --staleness-bound "$s" "${slow[@]}"
+      for s in ${BOUNDS:-0 1 2 4}; do
+        for lookahead in ${LOOKAHEADS:-0}; do
+          ahead=(); name="$ds-slow${straggler/:/x}-S$s-s$seed"
+          if [ "$lookahead" != 0 ]; then
+            [ "$s" = 0 ] && continue  # S = 0 has no stale feedback to look ahead for
+            ahead=(--staleness-lookahead "$lookahead"); name="$ds-slow${straggler/:/x}-S$s-L$lookahead-s$seed"
+          fi
+          run "$name" 5 mpi_gan.mdgan --dataset "$ds" --seed "$seed" "${args[@]}" \
+              --staleness-bound "$s" "${slow[@]}" "${ahead[@]}"
+        done
       done
     done
   done

@@ -1,6 +1,6 @@
 """docs/results.md's bounded-staleness table from the run files of
-``scripts/staleness_benchmark.sh``: per dataset, straggler and staleness bound S, over the
-seeds (mean +- std, and min..max where it decides a floor):
+``scripts/staleness_benchmark.sh``: per dataset, straggler, staleness bound S and
+lookahead L (``--staleness-lookahead``), over the seeds (mean +- std, and min..max where it decides a floor):
 
 * G updates per second of training: updates over the training loop's wall time
   (``/cost/wall_seconds``: checkpoints and drains included, start-up not) less the
@@ -21,7 +21,8 @@ one worker 4 times slower, the worst seed), ``quality_S2_within_spread`` (1: S =
 first score at equal updates, modes or MNIST score, no worse than the worst seed of S = 0,
 on each dataset, with the straggler),
 ``speedup_no_straggler_min`` (>= 1: the slowest S > 0 against S = 0, no straggler, mean
-over seeds).
+over seeds); for runs with ``--staleness-lookahead`` L > 0 the same floors again, each name
+ending in ``_L<L>``.
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def read(path: str) -> dict:
         updates = len(f["metrics/iteration"])
         train = float(np.ravel(f["cost/wall_seconds"][()])[0]) - scores["eval_seconds"].sum()
         row = dict(dataset=dataset, straggler=str(cfg["slow"]) or "none",
-                   S=int(cfg["staleness_bound"]), seed=int(cfg["seed"]), updates=updates,
+                   S=int(cfg["staleness_bound"]), L=float(cfg.get("staleness_lookahead", 0.0)),
+                   seed=int(cfg["seed"]), updates=updates,
                    rate=updates / train, scores=scores, dropped=0.0, tau=0.0)
         if "schedule" in f:
             s = {k: f[f"schedule/{k}"][()] for k in ("event", "version", "sent_version",
@@ -80,6 +82,25 @@ def spread(values: pd.Series, digits: int = 1, span: bool = False) -> str:
     return text + (f" ({values.min():.{digits}f}..{values.max():.{digits}f})" if span else "")
 
 
+def floors_of(runs: pd.DataFrame, suffix: str) -> dict:
+    """The issue's floors for the S > 0 runs of one lookahead against S = 0, each name
+    with ``suffix``."""
+    slow = runs[(runs.straggler != "none") & (runs.S == 2)]
+    floors = {"speedup_straggler_S2_min": slow.speedup.min() if len(slow) else np.nan}
+    within = []
+    for dataset in sorted(set(runs.dataset)):
+        first = scores_of(dataset)[0]
+        rows = runs[(runs.dataset == dataset) & (runs.straggler != "none")]
+        ref, two = rows[rows.S == 0][first], rows[rows.S == 2][first]
+        if len(ref) and len(two):
+            worst = ref.min() if HIGHER[first] else ref.max()
+            within.append(two.mean() >= worst if HIGHER[first] else two.mean() <= worst)
+    floors["quality_S2_within_spread"] = int(all(within)) if within else np.nan
+    fast = runs[(runs.straggler == "none") & (runs.S > 0)].groupby(["dataset", "S"]).speedup
+    floors["speedup_no_straggler_min"] = fast.mean().min() if len(fast.mean()) else np.nan
+    return {name + suffix: value for name, value in floors.items()}
+
+
 def main(paths: list[str]) -> None:
     finished = []
     for p in paths:
@@ -89,7 +110,7 @@ def main(paths: list[str]) -> None:
     for p in sorted(set(paths) - set(finished)):
         print(f"left out, not finished: {p}", file=sys.stderr)
     runs = pd.DataFrame([read(p) for p in finished])
-    keys = ["dataset", "straggler", "S", "seed"]
+    keys = ["dataset", "straggler", "S", "L", "seed"]
     if runs.duplicated(keys).any():
         sys.exit(f"more than one run of {runs[runs.duplicated(keys)][keys].values.tolist()}")
     base = runs[runs.S == 0].set_index(["dataset", "straggler", "seed"])
@@ -110,29 +131,21 @@ def main(paths: list[str]) -> None:
     for dataset in sorted(set(runs.dataset)):
         names = scores_of(dataset)
         print(f"\n{dataset}:\n")
-        print("| straggler | S | seeds | G updates/s | vs S = 0 | dropped % | mean tau | "
+        print("| straggler | S | L | seeds | G updates/s | vs S = 0 | dropped % | mean tau | "
               + " | ".join(names) + f" | at equal time: {names[0]} [updates] |")
-        print("|---" * (8 + len(names)) + "|")
-        for (straggler, s), g in runs[runs.dataset == dataset].groupby(["straggler", "S"]):
+        print("|---" * (9 + len(names)) + "|")
+        for (straggler, s, lookahead), g in runs[runs.dataset == dataset].groupby(
+                ["straggler", "S", "L"]):
             cells = [spread(g[n], 1 if n == "modes" else 3 if n != "classifier_fid" else 2,
                             span=n == names[0]) for n in names]
-            print(f"| {straggler} | {s} | {len(g)} | {spread(g.rate)} | "
+            print(f"| {straggler} | {s} | {lookahead:g} | {len(g)} | {spread(g.rate)} | "
                   f"{spread(g.speedup, 2, span=True)} | {spread(g.dropped, 2)} | "
                   f"{g.tau.mean():.2f} | " + " | ".join(cells) +
                   f" | {spread(g.t_score, 2)} [{g.t_iteration.mean():.0f}] |")
-    slow = runs[(runs.straggler != "none") & (runs.S == 2)]
-    floors = dict(speedup_straggler_S2_min=slow.speedup.min() if len(slow) else np.nan)
-    within = []
-    for dataset in sorted(set(runs.dataset)):
-        first = scores_of(dataset)[0]
-        rows = runs[(runs.dataset == dataset) & (runs.straggler != "none")]
-        ref, two = rows[rows.S == 0][first], rows[rows.S == 2][first]
-        if len(ref) and len(two):
-            worst = ref.min() if HIGHER[first] else ref.max()
-            within.append(two.mean() >= worst if HIGHER[first] else two.mean() <= worst)
-    floors["quality_S2_within_spread"] = int(all(within)) if within else np.nan
-    fast = runs[(runs.straggler == "none") & (runs.S > 0)].groupby(["dataset", "S"]).speedup
-    floors["speedup_no_straggler_min"] = fast.mean().min() if len(fast.mean()) else np.nan
+    floors = {}
+    for lookahead in sorted(set(runs[runs.S > 0].L)):
+        floors.update(floors_of(runs[(runs.S == 0) | (runs.L == lookahead)],
+                                "" if lookahead == 0 else f"_L{lookahead:g}"))
     print()
     for name, value in floors.items():
         print(f"{name}={value:.3f}" if isinstance(value, float) else f"{name}={value}")

@@ -86,3 +86,9 @@ def test_a_staleness_bound_refuses_what_it_cannot_do_yet():
         parse_args(base + ["--staleness-scale", "sqrt"], quiet=True)
     with pytest.raises(SystemExit):
         parse_args(["--staleness-bound", "-1"], quiet=True)
+    assert parse_args(base + ["--staleness-lookahead", "1.5"]).staleness_lookahead == 1.5
+    with pytest.raises(ConfigError, match="it needs --staleness-bound > 0"):
+        validate(parse_args(["--dataset", "synthetic", "--staleness-lookahead", "1"]), 3)
+    for bad in ("-1", "inf", "nan", "two"):
+        with pytest.raises(SystemExit):
+            parse_args(base + ["--staleness-lookahead", bad], quiet=True)

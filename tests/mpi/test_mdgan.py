@@ -218,13 +218,14 @@ def test_a_straggler_sleeps_in_its_steps_and_the_others_do_not(mpi_tmp_path):
 
 @pytest.mark.parametrize("case", [dict(), dict(compress="topk:ratio=0.1", swap_adam="travel",
                                                 g_ema=0.9, staleness_scale="none",
-                                                model="cnn", latent_dim=32)])
+                                                staleness_lookahead=1.5, model="cnn",
+                                                latent_dim=32)])
 def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi_tmp_path,
                                                                              case):
     """--staleness-bound 1 with the last worker 3 times slower: the run, and a run of 5
     iterations resumed from its last checkpoint up to 9, each equal the single-process
-    replay of their recorded schedule; feedback staler than the bound was dropped, the
-    rest applied."""
+    replay of their recorded schedule (with a lookahead too, whose G before its last step
+    the checkpoint holds); feedback staler than the bound was dropped, the rest applied."""
     import dataclasses
     from mpi4py import MPI
     world, rank = MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()

@@ -46,10 +46,10 @@ def test_scales_and_the_bound():
     assert accepted(0, 2) and accepted(2, 2) and not accepted(3, 2) and not accepted(1, 0)
 
 
-def core(bound=2, rule="inverse"):
+def core(bound=2, rule="inverse", lookahead=0.0):
     g = TanhG()
     return ServerCore(g, Adam(g.parameters(), LR, BETAS, EPS), [1, 2], bound, rule, B,
-                      LATENT, 0, seed=3)
+                      LATENT, 0, seed=3, lookahead=lookahead)
 
 
 def by_hand_gradient(w, z, feedback):
@@ -235,6 +235,44 @@ def test_feedback_two_versions_old_counts_half_under_the_inverse_rule():
     grad = (0.5 * by_hand_gradient(w0, z_of(0, 0), late) +
             by_hand_gradient(w2, z_of(2, 0), own)) / (2 * B)
     assert_close(grads_of(server.g), grad)
+
+
+def test_with_a_lookahead_batches_come_from_g_extrapolated_along_its_last_step():
+    server = core(bound=2, lookahead=0.5)
+    w0 = weights(server.g)
+    rng = np.random.default_rng(4)
+    fb = [rng.normal(size=(B, OUT)) for _ in range(4)]
+    x_g, _, _, _, _ = server.hand_out(1)                 # version 0: no step yet, G itself
+    np.testing.assert_allclose(x_g.double().numpy(),
+                               np.tanh(np.tanh(z_of(0, 0) @ w0[0].T) @ w0[1].T), atol=1e-6)
+    server.hand_out(2)
+    for n in (1, 2):
+        server.take(n, torch.tensor(fb[n - 1], dtype=torch.float32))
+    server.update()
+    w1 = adam_first_step(w0, (by_hand_gradient(w0, z_of(0, 0), fb[0] + fb[1])) / (2 * B))
+    assert_close(weights(server.g), w1)
+    ahead = [a + 0.5 * (a - b) for a, b in zip(w1, w0)]  # theta_1 + L (theta_1 - theta_0)
+    x_g, _, _, version, _ = server.hand_out(1)
+    assert version == 1
+    np.testing.assert_allclose(x_g.double().numpy(),
+                               np.tanh(np.tanh(z_of(1, 0) @ ahead[0].T) @ ahead[1].T),
+                               atol=1e-6)
+    server.take(1, torch.tensor(fb[2], dtype=torch.float32))
+    server.hand_out(2)
+    server.take(2, torch.tensor(fb[3], dtype=torch.float32))
+    server.close()                                       # a checkpoint here resumes exactly
+    state = dict(server.state())
+    assert_close([state["async/previous/w1"].double().numpy(),
+                  state["async/previous/w2"].double().numpy()], w0)
+    other = core(bound=2, lookahead=0.5)
+    other.load_state(state)
+    other.g.load_state_dict(server.g.state_dict())
+    # the feedback is differentiated at the extrapolated weights, applied to G's own
+    grad = by_hand_gradient(ahead, z_of(1, 0), fb[2] + fb[3]) / (2 * B)
+    for s in (server, other):
+        s.update()
+        assert_close(grads_of(s.g), grad)
+    assert all(torch.equal(a, b) for a, b in zip(server.previous, other.previous))
 
 
 def test_a_worker_gets_its_next_batches_at_once_unless_a_drain_follows_the_update():

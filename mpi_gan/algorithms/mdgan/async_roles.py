@@ -83,7 +83,8 @@ class AsyncServer(GeneratorState):
         workers = [n for n in transport.alive if n != 0]
         self.core = ServerCore(generator, optimizer, workers, cfg.staleness_bound,
                                cfg.staleness_scale, cfg.batch_size, cfg.latent_dim, classes,
-                               cfg.seed, device, cfg.on_nonfinite == "skip")
+                               cfg.seed, device, cfg.on_nonfinite == "skip",
+                               cfg.staleness_lookahead)
         self.shape = (cfg.batch_size, *sample_shape)
         self.idle = list(workers)
         self.decoder = None if cfg.compress == "none" else compression.parse_spec(cfg.compress)

@@ -1,7 +1,8 @@
 """MD-GAN's configuration and command line (``python -m mpi_gan.mdgan``)."""
 from __future__ import annotations
 
-from ...argtypes import integer, nonnegative_int, rank_factor, slow_factors
+from ...argtypes import (integer, nonnegative_float, nonnegative_int, rank_factor,
+                         slow_factors)
 from ...config import (GanConfig, compress_option, configuration, option, out_option, parse,
                        require_ranks, validate_gan)
 from ...errors import ConfigError
@@ -51,6 +52,11 @@ class MdganConfig(GanConfig):
         "inverse", "training", choices=("inverse", "none"),
         help="with --staleness-bound > 0, the factor of a feedback of staleness tau: "
              "'inverse' 1/max(1, tau) (AdaComp's), 'none' 1")
+    staleness_lookahead: float = option(
+        0.0, "training", type=nonnegative_float,
+        help="with --staleness-bound > 0, L: each version's batches come from G "
+             "extrapolated along its last step, theta + L (theta - theta_previous), about "
+             "where G will be when their feedback comes back (0: G as it is; docs/mdgan.md)")
     slow: str = option(
         "", "runtime", type=rank_factor, resumable=True, repeat=True,
         help="RANK:FACTOR: worker RANK takes FACTOR times its measured compute time per "
@@ -94,6 +100,9 @@ def validate(cfg: MdganConfig, world_size: int) -> None:
     if cfg.staleness_bound > 0 and cfg.k != 1:
         raise ConfigError(f"--staleness-bound > 0 generates one pair of batches per version, "
                           f"as --k 1 does: leave --k out (got --k {cfg.k})")
+    if cfg.staleness_bound == 0 and cfg.staleness_lookahead:
+        raise ConfigError("--staleness-lookahead predicts where G will be when a stale "
+                          "feedback comes back: it needs --staleness-bound > 0")
     if cfg.staleness_bound > 0 and cfg.fault_tolerant:
         raise ConfigError("--staleness-bound > 0 does not go on without a dead worker yet: "
                           "drop --fault-tolerant")

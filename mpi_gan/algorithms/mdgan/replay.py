@@ -49,7 +49,7 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
     core = ServerCore(g, make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2, skip), workers,
                       cfg.staleness_bound, cfg.staleness_scale, cfg.batch_size,
                       cfg.latent_dim, latent_classes(cfg), cfg.seed,
-                      skip_nonfinite=skip)
+                      skip_nonfinite=skip, lookahead=cfg.staleness_lookahead)
     discs = {n: make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, n, shape)
              for n in workers}
     d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2, skip) for n, d in discs.items()}

@@ -76,12 +76,15 @@ def hands_on(update_due: bool, version: int, swap_period: int, workers: int,
                 (checkpoint_every and after % checkpoint_every == 0) or after >= iterations)
 
 
-def snapshot(g: nn.Module, spare: nn.Module | None = None) -> nn.Module:
+def snapshot(g: nn.Module, spare: nn.Module | None = None,
+             previous: list[torch.Tensor] | None = None, lookahead: float = 0.0) -> nn.Module:
     """G as it is now, in a module of its own whose parameters are leaves of their own:
     the G that generates the batches of this version, and that their feedback is
     differentiated at after G has moved on. Its buffers are G's own tensors, so that batch
     norm's running statistics move as synchronous MD-GAN's do. ``spare``: an earlier
-    snapshot that no graph uses any more, overwritten (cheaper than a copy of G)."""
+    snapshot that no graph uses any more, overwritten (cheaper than a copy of G).
+    ``previous`` (G's parameters before its last step) with ``lookahead`` L: the snapshot
+    is G extrapolated, theta + L (theta - previous)."""
     if spare is None:
         spare = copy.deepcopy(g)
         for own, live in zip(spare.modules(), g.modules()):
@@ -89,8 +92,10 @@ def snapshot(g: nn.Module, spare: nn.Module | None = None) -> nn.Module:
         for p in spare.parameters():
             p.grad = None  # G's last gradient, copied: not the snapshot's
     with torch.no_grad():
-        for own, live in zip(spare.parameters(), g.parameters()):
+        for i, (own, live) in enumerate(zip(spare.parameters(), g.parameters())):
             own.copy_(live)
+            if previous is not None and lookahead:
+                own.add_(live - previous[i], alpha=lookahead)
             own.requires_grad_(True)
     return spare
 
@@ -162,6 +167,7 @@ class ServerCore:
     seed: int
     device: torch.device = torch.device("cpu")
     skip_nonfinite: bool = False                              # --on-nonfinite skip
+    lookahead: float = 0.0                                    # --staleness-lookahead
     version: int = 0
     steps: dict[int, int] = field(default_factory=dict)       # worker -> next step index
     # worker -> pairs it was handed at G's version ``version`` (older versions: none)
@@ -170,6 +176,7 @@ class ServerCore:
     pairs: dict[tuple[int, int], Pair] = field(default_factory=dict)  # (version, index)
     pending: list[torch.Tensor] | None = None                 # sum of scaled gradients
     pending_count: int = 0
+    previous: list[torch.Tensor] | None = None  # G's parameters before its last step
     applied: int = 0
     dropped: int = 0
     nonfinite: int = 0        # feedbacks dropped for a NaN or an infinity (skip_nonfinite)
@@ -187,7 +194,7 @@ class ServerCore:
         if self._snapshot is None or self._snapshot[0] != self.version:
             used = {id(pair.version_g) for pair in self.pairs.values()}
             spare = next((m for m in self._snapshots if id(m) not in used), None)
-            version_g = snapshot(self.g, spare)
+            version_g = snapshot(self.g, spare, self.previous, self.lookahead)
             if spare is None:
                 self._snapshots.append(version_g)
             self._snapshot = (self.version, version_g)
@@ -288,6 +295,8 @@ class ServerCore:
         self.opt.zero_grad(set_to_none=True)
         for p, total in zip(self.g.parameters(), self.pending):
             p.grad = total.mul(scale)
+        if self.lookahead:
+            self.previous = [p.detach().clone() for p in self.g.parameters()]
         self.opt.step()
         self.pending, self.pending_count = None, 0
         self.version += 1
@@ -297,7 +306,8 @@ class ServerCore:
     # ------------------------------------------------------------ checkpoints
     def state(self) -> list[tuple[str, torch.Tensor]]:
         """The bookkeeping a checkpoint holds: version, each worker's next step and the
-        pairs it was handed at this version, the pending gradient and count, the counters.
+        pairs it was handed at this version, the pending gradient and count, the counters,
+        G's parameters before its last step (with a lookahead).
         Steps in flight and pairs are not part of it: the server drains the steps and
         ``close``-s the pairs before a checkpoint (``AsyncServer.before_checkpoint``);
         at other times (the numerics watch) the feedback the pairs hold is left out."""
@@ -314,6 +324,9 @@ class ServerCore:
                                     self.pending or [None] * len(list(self.g.parameters()))):
             entries.append((f"async/pending/{name}",
                             torch.zeros_like(p.detach()) if total is None else total.clone()))
+        if self.previous is not None:
+            entries += [(f"async/previous/{name}", before.clone())
+                        for (name, _), before in zip(self.g.named_parameters(), self.previous)]
         return entries
 
     def load_state(self, values: dict[str, torch.Tensor]) -> None:
@@ -330,6 +343,9 @@ class ServerCore:
         self.pending = [values[f"async/pending/{name}"].clone().to(p.device)
                         for name, p in self.g.named_parameters()] \
             if self.pending_count else None
+        self.previous = [values[f"async/previous/{name}"].clone().to(p.device)
+                         for name, p in self.g.named_parameters()] \
+            if any(key.startswith("async/previous/") for key in values) else None
         self.in_flight, self.pairs, self._snapshot = {}, {}, None
 
 

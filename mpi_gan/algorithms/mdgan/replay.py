@@ -37,45 +37,66 @@ class ReplayError(RuntimeError):
     or a replay that drifted."""
 
 
+class Replica:
+    """Bounded-staleness MD-GAN in one process: G, its moving average, the server's
+    bookkeeping (``core``) and every worker's D, Adam, shard and feedback channel.
+    ``hand_out(n)`` gives worker n its next batches and runs its step at once (its
+    feedback waits in ``feedback[n]`` for the server to take it), ``update`` steps G,
+    ``swap(index)`` swaps the discriminators (every worker idle)."""
+
+    def __init__(self, cfg: MdganConfig, world_size: int):
+        self.cfg, self.workers = cfg, list(range(1, world_size))
+        plans = {n: plan_data(cfg, len(self.workers), n) for n in self.workers}
+        self.shards = {n: p.shard for n, p in plans.items()}
+        self.spec, self.mean_shard = plans[1].spec, plans[1].mean_shard
+        shape, self.skip = self.spec.shape, cfg.on_nonfinite == "skip"
+        self.g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape)
+        self.average = make_average(self.g) if cfg.g_ema else None
+        self.core = ServerCore(self.g, make_adam(self.g, cfg.lr_g, cfg.beta1, cfg.beta2,
+                                                 self.skip),
+                               self.workers, cfg.staleness_bound, cfg.staleness_scale,
+                               cfg.batch_size, cfg.latent_dim, latent_classes(cfg), cfg.seed,
+                               skip_nonfinite=self.skip, lookahead=cfg.staleness_lookahead)
+        self.discs = {n: make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, n, shape)
+                      for n in self.workers}
+        self.d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2, self.skip)
+                       for n, d in self.discs.items()}
+        self.channels = {n: feedback_channel(cfg) for n in self.workers}
+        self.feedback: dict[int, torch.Tensor] = {}
+
+    def hand_out(self, n: int) -> None:
+        x_g, x_d, labels, _, step = self.core.hand_out(n)
+        fb, _, _ = worker_step(self.discs[n], self.d_opts[n], self.shards[n], self.cfg, n,
+                               step, x_g, x_d, labels, torch.device("cpu"))
+        if self.channels[n] is not None:  # what the server decodes from the payload
+            fb = self.channels[n].compressor.decompress(
+                self.channels[n].encode(fb, feedback_name(n)))
+        self.feedback[n] = fb
+
+    def take(self, n: int):
+        """The server takes worker n's feedback: its ``Arrival``."""
+        return self.core.take(n, self.feedback.pop(n))
+
+    def update(self) -> None:
+        self.core.update()
+        if self.average is not None:
+            update_average(self.average, self.g, self.cfg.g_ema)
+
+    def swap(self, index: int) -> None:
+        self.discs, self.d_opts = swapped(self.cfg, index, self.discs, self.d_opts, self.skip)
+
+
 def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
     """(G, its moving average or None, {n: D held by worker n}) after the events of
     ``schedule`` (column -> array, ``COLUMNS``), on ``world_size`` ranks."""
-    workers = list(range(1, world_size))
-    plans = {n: plan_data(cfg, len(workers), n) for n in workers}
-    shards = {n: p.shard for n, p in plans.items()}
-    shape, skip = plans[1].spec.shape, cfg.on_nonfinite == "skip"
-    g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape)
-    average = make_average(g) if cfg.g_ema else None
-    core = ServerCore(g, make_adam(g, cfg.lr_g, cfg.beta1, cfg.beta2, skip), workers,
-                      cfg.staleness_bound, cfg.staleness_scale, cfg.batch_size,
-                      cfg.latent_dim, latent_classes(cfg), cfg.seed,
-                      skip_nonfinite=skip, lookahead=cfg.staleness_lookahead)
-    discs = {n: make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, n, shape)
-             for n in workers}
-    d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2, skip) for n, d in discs.items()}
-    channels = {n: feedback_channel(cfg) for n in workers}
-    feedback: dict[int, torch.Tensor] = {}
-    cpu = torch.device("cpu")
-
-    def hand_out(n: int) -> None:
-        x_g, x_d, labels, _, step = core.hand_out(n)
-        fb, _, _ = worker_step(discs[n], d_opts[n], shards[n], cfg, n, step, x_g, x_d, labels,
-                               cpu)
-        if channels[n] is not None:  # what the server decodes from the payload
-            fb = channels[n].compressor.decompress(channels[n].encode(fb, feedback_name(n)))
-        feedback[n] = fb
-
-    def update() -> None:
-        core.update()
-        if average is not None:
-            update_average(average, g, cfg.g_ema)
-
+    replica = Replica(cfg, world_size)
+    core, hand_out, update = replica.core, replica.hand_out, replica.update
     missing = [c for c in COLUMNS if c not in schedule]
     if missing:
         raise ReplayError(f"the schedule has no column {', '.join(missing)}: it was written "
                           "by an earlier version of bounded-staleness MD-GAN")
     # due: an update the MPI server makes at the start of its next step (after a drain)
-    idle, draining, due = list(workers), False, False
+    idle, draining, due = list(replica.workers), False, False
     rows = zip(*(np.asarray(schedule[c], dtype=np.int64) for c in COLUMNS))
     for position, (event, worker, step, sent, pair, version, applied, handed_on) in \
             enumerate(rows):
@@ -89,7 +110,7 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
             draining = bool(core.in_flight)
             continue
         if event == SWAPPED:
-            discs, d_opts = swapped(cfg, int(applied), discs, d_opts, skip)
+            replica.swap(int(applied))
             continue
         if event == CLOSED:
             core.close()
@@ -102,7 +123,7 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
             idle = []
         if int(worker) not in core.in_flight:
             raise ReplayError(f"schedule row {position}: worker {worker} has no step in flight")
-        arrival = core.take(int(worker), feedback.pop(int(worker)))
+        arrival = replica.take(int(worker))
         if handed_on and draining:
             raise ReplayError(f"schedule row {position}: worker {worker} handed on in a drain")
         if handed_on:  # as the record says: it depends on the run's --iterations then
@@ -120,5 +141,5 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
             due = not draining and core.update_due()
         elif core.update_due():
             update()
-    return g, average, discs
+    return replica.g, replica.average, replica.discs
 

@@ -1,0 +1,97 @@
+"""Bounded-staleness MD-GAN in one process (``replay.Replica``), on a fixed schedule, to
+study what a one-version lag costs and how a staleness rule repairs it, free of MPI's
+timing (docs/results.md: how ``--staleness-lookahead`` was chosen):
+
+* ``sync``: every worker is handed the version's pair, every feedback is taken, G steps:
+  synchronous MD-GAN with k = 1 (tau = 0), on the latents of the asynchronous server;
+* ``lag``: the steady state of ``--staleness-bound`` > 0 without a straggler: each worker
+  whose feedback is taken is handed its next batches at once, before the update that
+  feedback completes, so every feedback is one version stale (tau = 1). Before each swap
+  the steps in flight are drained.
+
+Toy datasets (ring, grid) only, 4 workers, scored every 500 G updates on 2,500 samples.
+Usage: ``python scripts/staleness_pipeline.py sync|lag SEED... -- MDGAN_FLAGS`` (e.g.
+``lag 3 4 5 -- --dataset ring --iterations 3000 --staleness-lookahead 1``). Prints each
+evaluation, then, over the seeds, the mean of each run's last three evaluations as
+``modes_last3=`` and ``high_quality_last3=`` (the last lines).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from mpi_gan.algorithms.mdgan.config import parse_args
+from mpi_gan.algorithms.mdgan.plan import swap_period
+from mpi_gan.algorithms.mdgan.replay import Replica
+from mpi_gan.data.toy import mixture
+from mpi_gan.metrics.evaluator import generate
+from mpi_gan.metrics.modes import mode_scores
+
+WORKERS, EVAL_EVERY, SAMPLES = 4, 500, 2500
+
+
+def train(schedule: str, flags: list[str]) -> list[tuple[int, float, float]]:
+    """(version, modes, high_quality) at every evaluation of one run."""
+    cfg = parse_args(["--k", "1", "--staleness-bound", "4", *flags], quiet=True)
+    if cfg.dataset not in ("ring", "grid"):
+        sys.exit(f"toy datasets only (ring, grid), got {cfg.dataset}")
+    torch.set_num_threads(cfg.threads)
+    run = Replica(cfg, WORKERS + 1)
+    core, points = run.core, mixture(cfg.dataset)
+    period = swap_period(cfg.swap_epochs, run.mean_shard, cfg.batch_size)
+    swaps, evaluated, rows = 0, 0, []
+    if schedule == "lag":
+        for n in run.workers:
+            run.hand_out(n)
+    while core.version < cfg.iterations:
+        if schedule == "sync":
+            for n in run.workers:
+                run.hand_out(n)
+            for n in run.workers:
+                run.take(n)
+            run.update()
+        else:
+            for n in run.workers:
+                run.take(n)
+                if core.update_due():
+                    run.update()
+                run.hand_out(n)
+        if period and core.version // period > swaps:
+            if schedule == "lag":  # drain: every worker idle
+                for n in run.workers:
+                    run.take(n)
+                run.update()
+            run.swap(swaps)
+            swaps += 1
+            if schedule == "lag":
+                for n in run.workers:
+                    run.hand_out(n)
+        if core.version // EVAL_EVERY > evaluated:
+            evaluated = core.version // EVAL_EVERY
+            scored = run.average if run.average is not None else run.g
+            samples = generate(scored, cfg.latent_dim, 0, SAMPLES, cfg.seed, torch.device("cpu"))
+            s = mode_scores(samples.numpy(), points.centres, points.std)
+            rows.append((core.version, s["modes"], s["high_quality"]))
+            print(f"seed {cfg.seed} {schedule} version {core.version}: modes {s['modes']:.0f} "
+                  f"high_quality {s['high_quality']:.3f}", flush=True)
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("schedule", choices=("sync", "lag"))
+    parser.add_argument("seeds", nargs="+", type=int)
+    ours, flags = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv \
+        else (argv, [])
+    args = parser.parse_args(ours)
+    last3 = np.array([np.mean(train(args.schedule, [*flags, "--seed", str(seed)])[-3:], axis=0)
+                      for seed in args.seeds])
+    print(f"modes_last3={last3[:, 1].mean():.2f}")
+    print(f"high_quality_last3={last3[:, 2].mean():.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -33,10 +33,11 @@ for seed in "${SEEDS[@]}"; do
     for straggler in ${STRAGGLERS:-4:4 none}; do
       slow=(); [ "$straggler" = none ] || slow=(--slow "$straggler")
       for s in ${BOUNDS:-0 1 2 4}; do
-        for lookahead in ${LOOKAHEADS:-0}; do
+        lookaheads=${LOOKAHEADS:-0}
+        [ "$s" = 0 ] && lookaheads=0  # S = 0 has no stale feedback to look ahead for
+        for lookahead in $lookaheads; do
           ahead=(); name="$ds-slow${straggler/:/x}-S$s-s$seed"
-          if [ "$lookahead" != 0 ]; then
-            [ "$s" = 0 ] && continue  # S = 0 has no stale feedback to look ahead for
+          if awk "BEGIN { exit !($lookahead != 0) }"; then
             ahead=(--staleness-lookahead "$lookahead"); name="$ds-slow${straggler/:/x}-S$s-L$lookahead-s$seed"
           fi
           run "$name" 5 mpi_gan.mdgan --dataset "$ds" --seed "$seed" "${args[@]}" \

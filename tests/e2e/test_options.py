@@ -86,6 +86,8 @@ def test_a_staleness_bound_refuses_what_it_cannot_do_yet():
         parse_args(base + ["--staleness-scale", "sqrt"], quiet=True)
     with pytest.raises(SystemExit):
         parse_args(["--staleness-bound", "-1"], quiet=True)
+    assert parse_args(base + ["--staleness-lookahead", "0"]).staleness_lookahead == 0
+    validate(parse_args(base + ["--staleness-lookahead", "1.5"]), 3)
     assert parse_args(base + ["--staleness-lookahead", "1.5"]).staleness_lookahead == 1.5
     with pytest.raises(ConfigError, match="it needs --staleness-bound > 0"):
         validate(parse_args(["--dataset", "synthetic", "--staleness-lookahead", "1"]), 3)

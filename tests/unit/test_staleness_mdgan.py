@@ -266,6 +266,7 @@ def test_with_a_lookahead_batches_come_from_g_extrapolated_along_its_last_step()
                   state["async/previous/w2"].double().numpy()], w0)
     other = core(bound=2, lookahead=0.5)
     other.load_state(state)
+    assert_close([p.double().numpy() for p in other.previous], w0)
     other.g.load_state_dict(server.g.state_dict())
     # the feedback is differentiated at the extrapolated weights, applied to G's own
     grad = by_hand_gradient(ahead, z_of(1, 0), fb[2] + fb[3]) / (2 * B)
@@ -273,6 +274,9 @@ def test_with_a_lookahead_batches_come_from_g_extrapolated_along_its_last_step()
         s.update()
         assert_close(grads_of(s.g), grad)
     assert all(torch.equal(a, b) for a, b in zip(server.previous, other.previous))
+    del state["async/previous/w1"], state["async/previous/w2"]
+    with pytest.raises(ValueError, match="G before its last step"):
+        core(bound=2, lookahead=0.5).load_state(state)  # a lookahead needs it from version 1
 
 
 def test_a_worker_gets_its_next_batches_at_once_unless_a_drain_follows_the_update():

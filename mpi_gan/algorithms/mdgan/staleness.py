@@ -81,7 +81,8 @@ def snapshot(g: nn.Module, spare: nn.Module | None = None,
     """G as it is now, in a module of its own whose parameters are leaves of their own:
     the G that generates the batches of this version, and that their feedback is
     differentiated at after G has moved on. Its buffers are G's own tensors, so that batch
-    norm's running statistics move as synchronous MD-GAN's do. ``spare``: an earlier
+    norm's running statistics move as synchronous MD-GAN's do (with a lookahead: those of
+    the extrapolated G's batches). ``spare``: an earlier
     snapshot that no graph uses any more, overwritten (cheaper than a copy of G).
     ``previous`` (G's parameters before its last step) with ``lookahead`` L: the snapshot
     is G extrapolated, theta + L (theta - previous)."""
@@ -295,9 +296,9 @@ class ServerCore:
         self.opt.zero_grad(set_to_none=True)
         for p, total in zip(self.g.parameters(), self.pending):
             p.grad = total.mul(scale)
-        if self.lookahead:
-            self.previous = [p.detach().clone() for p in self.g.parameters()]
-        self.opt.step()
+        before = [p.detach().clone() for p in self.g.parameters()] if self.lookahead else None
+        if self.opt.step() and before is not None:  # a skipped step keeps the last one
+            self.previous = before
         self.pending, self.pending_count = None, 0
         self.version += 1
         self.handed = dict.fromkeys(self.handed, 0)
@@ -346,6 +347,10 @@ class ServerCore:
         self.previous = [values[f"async/previous/{name}"].clone().to(p.device)
                          for name, p in self.g.named_parameters()] \
             if any(key.startswith("async/previous/") for key in values) else None
+        if self.lookahead and self.previous is None and self.version > 0:
+            raise ValueError("this checkpoint holds no G before its last step, which "
+                             "--staleness-lookahead extrapolates from: it cannot be resumed "
+                             "exactly with it")
         self.in_flight, self.pairs, self._snapshot = {}, {}, None
 
 

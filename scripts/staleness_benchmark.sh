@@ -10,7 +10,8 @@
 # BOUNDS chooses the S (default "0 1 2 4"), STRAGGLERS the stragglers (default "4:4 none").
 # then scripts/staleness_table.py, whose last lines are the floors.
 # Usage: [DATASETS="ring grid mnist"] [ITERATIONS=5000] [EVAL_EVERY=500]
-#        [MNIST_ITERATIONS=1000] [LOOKAHEADS="0 2"] [BOUNDS="0 2"] [STRAGGLERS=4:4] bash scripts/staleness_benchmark.sh [OUT_DIR] [SEEDS...]
+#        [MNIST_ITERATIONS=1000] [LOOKAHEADS="0 2"] [BOUNDS="0 2"] [STRAGGLERS=4:4]
+#        bash scripts/staleness_benchmark.sh [OUT_DIR] [SEEDS...]
 # (run `make setup` first; for the timings run nothing beside it)
 # Re-running it skips finished runs and resumes interrupted ones from their checkpoints.
 set -euo pipefail

@@ -1,6 +1,7 @@
 """docs/results.md's bounded-staleness table from the run files of
 ``scripts/staleness_benchmark.sh``: per dataset, straggler, staleness bound S and
-lookahead L (``--staleness-lookahead``), over the seeds (mean +- std, and min..max where it decides a floor):
+lookahead L (``--staleness-lookahead``), over the seeds (mean +- std, and min..max where
+it decides a floor):
 
 * G updates per second of training: updates over the training loop's wall time
   (``/cost/wall_seconds``: checkpoints and drains included, start-up not) less the

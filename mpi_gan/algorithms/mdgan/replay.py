@@ -48,8 +48,8 @@ class Replica:
         self.cfg, self.workers = cfg, list(range(1, world_size))
         plans = {n: plan_data(cfg, len(self.workers), n) for n in self.workers}
         self.shards = {n: p.shard for n, p in plans.items()}
-        self.spec, self.mean_shard = plans[1].spec, plans[1].mean_shard
-        shape, self.skip = self.spec.shape, cfg.on_nonfinite == "skip"
+        self.mean_shard = plans[1].mean_shard
+        shape, self.skip = plans[1].spec.shape, cfg.on_nonfinite == "skip"
         self.g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape)
         self.average = make_average(self.g) if cfg.g_ema else None
         self.core = ServerCore(self.g, make_adam(self.g, cfg.lr_g, cfg.beta1, cfg.beta2,

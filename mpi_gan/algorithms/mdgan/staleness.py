@@ -82,8 +82,8 @@ def snapshot(g: nn.Module, spare: nn.Module | None = None,
     the G that generates the batches of this version, and that their feedback is
     differentiated at after G has moved on. Its buffers are G's own tensors, so that batch
     norm's running statistics move as synchronous MD-GAN's do (with a lookahead: those of
-    the extrapolated G's batches). ``spare``: an earlier
-    snapshot that no graph uses any more, overwritten (cheaper than a copy of G).
+    the extrapolated G's batches). ``spare``: an earlier snapshot that no graph uses any
+    more, overwritten (cheaper than a copy of G).
     ``previous`` (G's parameters before its last step) with ``lookahead`` L: the snapshot
     is G extrapolated, theta + L (theta - previous)."""
     if spare is None:

@@ -6,11 +6,13 @@
 #                500), or ITERATIONS updates scored every EVAL_EVERY
 #   mnist        the MLP, batch 32 (as scripts/compare.sh), MNIST_ITERATIONS G updates
 #                (default 1,000) scored every 250 on 500 samples
-# S > 0 runs once per lookahead of LOOKAHEADS (--staleness-lookahead; default "0"),
-# BOUNDS chooses the S (default "0 1 2 4"), STRAGGLERS the stragglers (default "4:4 none").
+# S > 0 runs once per variant of VARIANTS (default "eager"): a --staleness-batches mode,
+# then optionally :Q (--staleness-quorum) and :L (--staleness-lookahead), e.g.
+# "eager fresh:3 eager:0:1"; BOUNDS chooses the S (default "0 1 2 4"), STRAGGLERS the
+# stragglers (default "4:4 none").
 # then scripts/staleness_table.py, whose last lines are the floors.
 # Usage: [DATASETS="ring grid mnist"] [ITERATIONS=5000] [EVAL_EVERY=500]
-#        [MNIST_ITERATIONS=1000] [LOOKAHEADS="0 2"] [BOUNDS="0 2"] [STRAGGLERS=4:4]
+#        [MNIST_ITERATIONS=1000] [VARIANTS="eager fresh:3"] [BOUNDS="0 2"] [STRAGGLERS=4:4]
 #        bash scripts/staleness_benchmark.sh [OUT_DIR] [SEEDS...]
 # (run `make setup` first; for the timings run nothing beside it)
 # Re-running it skips finished runs and resumes interrupted ones from their checkpoints.
@@ -34,15 +36,18 @@ for seed in "${SEEDS[@]}"; do
     for straggler in ${STRAGGLERS:-4:4 none}; do
       slow=(); [ "$straggler" = none ] || slow=(--slow "$straggler")
       for s in ${BOUNDS:-0 1 2 4}; do
-        lookaheads=${LOOKAHEADS:-0}
-        [ "$s" = 0 ] && lookaheads=0  # S = 0 has no stale feedback to look ahead for
-        for lookahead in $lookaheads; do
-          ahead=(); name="$ds-slow${straggler/:/x}-S$s-s$seed"
-          if awk "BEGIN { exit !($lookahead != 0) }"; then
-            ahead=(--staleness-lookahead "$lookahead"); name="$ds-slow${straggler/:/x}-S$s-L$lookahead-s$seed"
+        variants=${VARIANTS:-eager}
+        [ "$s" = 0 ] && variants=-  # S = 0: the synchronous algorithm, once
+        for variant in $variants; do
+          how=(); name="$ds-slow${straggler/:/x}-S$s-s$seed"
+          if [ "$variant" != - ]; then
+            IFS=: read -r batches quorum lookahead <<< "$variant"
+            how=(--staleness-batches "$batches" --staleness-quorum "${quorum:-0}"
+                 --staleness-lookahead "${lookahead:-0}")
+            name="$ds-slow${straggler/:/x}-S$s-${variant//:/-}-s$seed"
           fi
           run "$name" 5 mpi_gan.mdgan --dataset "$ds" --seed "$seed" "${args[@]}" \
-              --staleness-bound "$s" "${slow[@]}" "${ahead[@]}"
+              --staleness-bound "$s" "${slow[@]}" "${how[@]}"
         done
       done
     done

@@ -1,7 +1,8 @@
 """docs/results.md's bounded-staleness table from the run files of
-``scripts/staleness_benchmark.sh``: per dataset, straggler, staleness bound S and
-lookahead L (``--staleness-lookahead``), over the seeds (mean +- std, and min..max where
-it decides a floor):
+``scripts/staleness_benchmark.sh``: per dataset, straggler, staleness bound S and variant
+(``--staleness-batches``, ``--staleness-quorum`` Q and ``--staleness-lookahead`` L: e.g.
+``eager``, ``fresh Q3``, ``eager L1``), over the seeds (mean +- std, and min..max where it
+decides a floor):
 
 * G updates per second of training: updates over the training loop's wall time
   (``/cost/wall_seconds``: checkpoints and drains included, start-up not) less the
@@ -22,8 +23,8 @@ one worker 4 times slower, the worst seed), ``quality_S2_within_spread`` (1: S =
 first score at equal updates, modes or MNIST score, no worse than the worst seed of S = 0,
 on each dataset, with the straggler),
 ``speedup_no_straggler_min`` (>= 1: the slowest S > 0 against S = 0, no straggler, mean
-over seeds); for runs with ``--staleness-lookahead`` L > 0 the same floors again, each name
-ending in ``_L<L>``.
+over seeds), once per variant, each name ending in ``_<variant>`` (``_eager``,
+``_fresh_Q3``, ...).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def read(path: str) -> dict:
         updates = len(f["metrics/iteration"])
         train = float(np.ravel(f["cost/wall_seconds"][()])[0]) - scores["eval_seconds"].sum()
         row = dict(dataset=dataset, straggler=str(cfg["slow"]) or "none",
-                   S=int(cfg["staleness_bound"]), L=float(cfg.get("staleness_lookahead", 0.0)),
+                   S=int(cfg["staleness_bound"]), variant=variant(cfg),
                    seed=int(cfg["seed"]), updates=updates,
                    rate=updates / train, scores=scores, dropped=0.0, tau=0.0)
         if "schedule" in f:
@@ -66,6 +67,18 @@ def read(path: str) -> dict:
     for k in scores_of(dataset):
         row[k] = scores[k][-1]
     return row
+
+
+def variant(cfg: dict) -> str:
+    """How an S > 0 run steps G: ``--staleness-batches``, then Q and L where set ("-" for
+    S = 0)."""
+    if not int(cfg["staleness_bound"]):
+        return "-"
+    quorum, lookahead = int(cfg.get("staleness_quorum", 0)), float(cfg.get(
+        "staleness_lookahead", 0.0))
+    return " ".join([str(cfg.get("staleness_batches", "eager"))] +
+                    ([f"Q{quorum}"] if quorum else []) +
+                    ([f"L{lookahead:g}"] if lookahead else []))
 
 
 def at_time(run: dict, limit: float) -> tuple[float, float]:
@@ -84,7 +97,7 @@ def spread(values: pd.Series, digits: int = 1, span: bool = False) -> str:
 
 
 def floors_of(runs: pd.DataFrame, suffix: str) -> dict:
-    """The issue's floors for the S > 0 runs of one lookahead against S = 0, each name
+    """The issue's floors for the S > 0 runs of one variant against S = 0, each name
     with ``suffix``."""
     slow = runs[(runs.straggler != "none") & (runs.S == 2)]
     floors = {"speedup_straggler_S2_min": slow.speedup.min() if len(slow) else np.nan}
@@ -111,7 +124,7 @@ def main(paths: list[str]) -> None:
     for p in sorted(set(paths) - set(finished)):
         print(f"left out, not finished: {p}", file=sys.stderr)
     runs = pd.DataFrame([read(p) for p in finished])
-    keys = ["dataset", "straggler", "S", "L", "seed"]
+    keys = ["dataset", "straggler", "S", "variant", "seed"]
     if runs.duplicated(keys).any():
         sys.exit(f"more than one run of {runs[runs.duplicated(keys)][keys].values.tolist()}")
     base = runs[runs.S == 0].set_index(["dataset", "straggler", "seed"])
@@ -132,21 +145,21 @@ def main(paths: list[str]) -> None:
     for dataset in sorted(set(runs.dataset)):
         names = scores_of(dataset)
         print(f"\n{dataset}:\n")
-        print("| straggler | S | L | seeds | G updates/s | vs S = 0 | dropped % | mean tau | "
+        print("| straggler | S | variant | seeds | G updates/s | vs S = 0 | dropped % | mean tau | "
               + " | ".join(names) + f" | at equal time: {names[0]} [updates] |")
         print("|---" * (9 + len(names)) + "|")
-        for (straggler, s, lookahead), g in runs[runs.dataset == dataset].groupby(
-                ["straggler", "S", "L"]):
+        for (straggler, s, name), g in runs[runs.dataset == dataset].groupby(
+                ["straggler", "S", "variant"]):
             cells = [spread(g[n], 1 if n == "modes" else 3 if n != "classifier_fid" else 2,
                             span=n == names[0]) for n in names]
-            print(f"| {straggler} | {s} | {lookahead:g} | {len(g)} | {spread(g.rate)} | "
+            print(f"| {straggler} | {s} | {name} | {len(g)} | {spread(g.rate)} | "
                   f"{spread(g.speedup, 2, span=True)} | {spread(g.dropped, 2)} | "
                   f"{g.tau.mean():.2f} | " + " | ".join(cells) +
                   f" | {spread(g.t_score, 2)} [{g.t_iteration.mean():.0f}] |")
     floors = {}
-    for lookahead in sorted(set(runs[runs.S > 0].L)):
-        floors.update(floors_of(runs[(runs.S == 0) | (runs.L == lookahead)],
-                                "" if lookahead == 0 else f"_L{lookahead:g}"))
+    for name in sorted(set(runs[runs.S > 0].variant)):
+        floors.update(floors_of(runs[(runs.S == 0) | (runs.variant == name)],
+                                "_" + name.replace(" ", "_")))
     print()
     for name, value in floors.items():
         print(f"{name}={value:.3f}" if isinstance(value, float) else f"{name}={value}")

@@ -94,3 +94,28 @@ def test_a_staleness_bound_refuses_what_it_cannot_do_yet():
     for bad in ("-1", "inf", "nan", "two"):
         with pytest.raises(SystemExit):
             parse_args(base + ["--staleness-lookahead", bad], quiet=True)
+
+
+def test_fresh_batches_and_a_quorum_of_all_but_the_slowest_are_the_default():
+    from mpi_gan.algorithms.mdgan.config import MdganConfig
+    from mpi_gan.algorithms.mdgan.staleness import quorum_of
+    from mpi_gan.io.checkpoint import mismatched_fields
+    base = ["--dataset", "synthetic", "--staleness-bound", "2"]
+    cfg = parse_args(base)
+    assert (cfg.staleness_batches, cfg.staleness_quorum) == ("fresh", 0)
+    assert [quorum_of(0, True, n) for n in (1, 2, 4)] == [1, 1, 3]   # N - 1, at least 1
+    assert [quorum_of(0, False, n) for n in (1, 4)] == [1, 4]        # eager: N
+    assert quorum_of(2, True, 4) == quorum_of(2, False, 4) == 2
+    validate(parse_args(base + ["--staleness-quorum", "2", "--staleness-batches", "eager"]), 3)
+    with pytest.raises(ConfigError, match=r"1 <= Q <= number of workers \(2\)"):
+        validate(parse_args(base + ["--staleness-quorum", "3"]), 3)
+    for extra in (["--staleness-quorum", "1"], ["--staleness-batches", "eager"]):
+        with pytest.raises(ConfigError, match="they need --staleness-bound > 0"):
+            validate(parse_args(["--dataset", "synthetic", *extra]), 3)
+    for bad in (["--staleness-quorum", "-1"], ["--staleness-batches", "late"]):
+        with pytest.raises(SystemExit):
+            parse_args(base + bad, quiet=True)
+    # a run file written before the option: its run was eager, and a resume must say so
+    old = {k: v for k, v in cfg.as_attrs().items() if k != "staleness_batches"}
+    assert MdganConfig.from_attrs(old).staleness_batches == "eager"
+    assert mismatched_fields(MdganConfig.from_attrs(old), cfg) == ["staleness_batches"]

@@ -14,6 +14,7 @@ from mpi_gan.io.runlog import read_traffic
 from mpi_gan.algorithms.mdgan.protocol import ALL_KINDS as KINDS
 from mpi_gan.algorithms.mdgan.reference import run_reference
 from mpi_gan.algorithms.mdgan.traffic_model import expected_async_traffic, expected_traffic
+from mpi_gan.algorithms.mdgan.staleness import quorum_of
 from mpi_gan.algorithms.mdgan.config import MdganConfig
 from mpi_gan.config import disc_outputs
 from mpi_gan.data import spec_of
@@ -216,19 +217,25 @@ def test_a_straggler_sleeps_in_its_steps_and_the_others_do_not(mpi_tmp_path):
         assert role.straggler is None
 
 
-@pytest.mark.parametrize("case", [dict(), dict(compress="topk:ratio=0.1", swap_adam="travel",
+@pytest.mark.parametrize("case", [dict(staleness_batches="eager"),
+                                  dict(compress="topk:ratio=0.1", swap_adam="travel",
                                                 g_ema=0.9, staleness_scale="none",
                                                 staleness_lookahead=1.5, model="cnn",
-                                                latent_dim=32)])
+                                                latent_dim=32),
+                                  dict(staleness_batches="fresh", staleness_quorum="2")])
 def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi_tmp_path,
                                                                              case):
     """--staleness-bound 1 with the last worker 3 times slower: the run, and a run of 5
     iterations resumed from its last checkpoint up to 9, each equal the single-process
-    replay of their recorded schedule (with a lookahead too, whose G before its last step
-    the checkpoint holds); feedback staler than the bound was dropped, the rest applied."""
+    replay of their recorded schedule: eager batches; fresh ones (the default: G steps on
+    N - 1 fresh feedbacks) with a lookahead, whose G before its last step the checkpoint
+    holds; fresh ones with G stepping on 2 fresh feedbacks. Feedback staler than the
+    bound was dropped, the rest applied."""
     import dataclasses
     from mpi4py import MPI
     world, rank = MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
+    if case.get("staleness_quorum") == "2":  # 2 of 3 workers: G does not wait for 1
+        case = {**case, "staleness_quorum": min(2, world - 1)}
     name = "-".join(f"{k}{v}" for k, v in case.items()) or "plain"
     common = dict(staleness_bound=1, k=1, slow=f"{world - 1}:3", checkpoint_every=4, **case)
     straight = small_config(mpi_tmp_path / f"stale-{name}", world, iterations=9, **common)
@@ -247,22 +254,29 @@ def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi
         assert outcome.role.core.dropped == int((tau > 1).sum())
         assert outcome.role.core.version == 9
         # a worker handed on at its feedback's arrival computes on the version it arrived
-        # at: between two feedbacks of a worker with nothing else between them (no drain,
-        # swap or checkpoint), its next batches came from the G the server then held
-        last = {}
-        for event, worker, sent, now in zip(schedule["event"], schedule["worker"],
-                                            schedule["sent_version"], schedule["version"]):
+        # at, one that was not (fresh batches) on the next: between two feedbacks of a
+        # worker with nothing else between them (no drain, swap or checkpoint), its next
+        # batches came from the G the server then held, or the one after
+        last, fresh = {}, cfg.staleness_batches == "fresh"
+        for event, worker, sent, now, on in zip(schedule["event"], schedule["worker"],
+                                                schedule["sent_version"], schedule["version"],
+                                                schedule["handed_on"]):
             if event != 0:
                 last = {}
                 continue
             if worker in last:
-                assert sent == last[worker], (worker, sent, last[worker])
-            last[worker] = now
+                assert sent == last[worker][0] + (not last[worker][1]), (worker, sent,
+                                                                         last[worker])
+            last[worker] = (now, on)
+        if fresh:  # a fresh feedback's worker waits for G's next version
+            assert not (schedule["handed_on"][arrivals] & (tau == 0)).any()
     # the straight run's counters equal the model, given how many steps each worker made;
     # the checkpoint reports hold the shard's record (4 int64) and the cost counters
     steps = np.bincount(schedule_of(result.run_file)["worker"][
         schedule_of(result.run_file)["event"] == 0], minlength=world)
-    assert steps[1:].sum() >= 9 * (world - 1) and steps[0] == 0
+    quorum = quorum_of(straight.staleness_quorum, straight.staleness_batches == "fresh",
+                       world - 1)
+    assert steps[1:].sum() >= 9 * quorum and steps[0] == 0
     exp_bytes, exp_msgs = expected_async_traffic(
         straight, world, steps, **model_sizes(straight, 24, 4 * 8 + 8 * len(COST_FIELDS)))
     with h5py.File(result.run_file, "r") as f:

@@ -290,6 +290,59 @@ def test_a_worker_gets_its_next_batches_at_once_unless_a_drain_follows_the_updat
     assert not hands_on(True, 9, 0, 2, 0, 10)             # version 10: the end
 
 
+def test_fresh_batches_wait_for_the_next_version_and_only_fresh_feedback_makes_the_quorum():
+    g = TanhG()
+    server = ServerCore(g, Adam(g.parameters(), LR, BETAS, EPS), [1, 2, 3], 4, "inverse", B,
+                        LATENT, 0, seed=3, quorum=2, fresh=True)
+    fb = torch.ones(B, OUT)
+    assert server.ready([3, 1, 2]) == [1, 2, 3]           # nothing in flight: every one
+    for n in (1, 2, 3):
+        server.hand_out(n)
+    # (update due, version, swap period, workers, checkpoint every, iterations, fresh,
+    # behind): a fresh worker waits for the next version, one behind does not
+    assert not hands_on(False, 3, 0, 3, 0, 10, fresh=True, behind=False)
+    assert hands_on(False, 3, 0, 3, 0, 10, fresh=True, behind=True)
+    assert not hands_on(True, 3, 0, 3, 0, 10, fresh=True, behind=True)
+    assert server.take(1, fb).tau == 0 and not server.update_due()
+    assert server.ready([1]) == []                        # it had version 0's batches
+    assert server.take(2, fb).tau == 0 and server.update_due()  # Q = 2 fresh: due
+    server.update()
+    assert server.ready([2, 1]) == [1, 2]                 # version 1: both get batches
+    for n in (1, 2):
+        server.hand_out(n)
+    late = server.take(3, fb)                             # version 0's, taken at 1
+    assert (late.tau, late.applied) == (1, True)
+    assert (server.pending_count, server.fresh_count) == (1, 0)
+    assert not server.update_due()                        # stale: not part of the quorum
+    _, _, _, version, _ = server.hand_out(3)              # behind: version 1's at once
+    assert version == 1 and server.take(1, fb).tau == 0 and not server.update_due()
+    state = dict(server.state())
+    assert state["async/counters"].tolist()[-1] == 1      # the fresh count is kept
+    server.quorum = 3                                     # 2 fresh of Q = 3, but N = 3
+    assert server.take(3, fb).tau == 0 and server.update_due()  # pending: due all the same
+    assert (server.pending_count, server.fresh_count) == (3, 2)
+    # an old checkpoint's five counters load with no fresh feedback counted
+    state["async/counters"] = state["async/counters"][:5]
+    other = ServerCore(TanhG(), Adam(TanhG().parameters(), LR, BETAS, EPS), [1, 2, 3], 4,
+                       "inverse", B, LATENT, 0, seed=3, quorum=2, fresh=True)
+    other.load_state(state)
+    assert (other.version, other.pending_count, other.fresh_count) == (1, 2, 0)
+
+
+def test_fresh_idle_workers_get_batches_again_when_nothing_is_in_flight():
+    g = TanhG()
+    server = ServerCore(g, Adam(g.parameters(), LR, BETAS, EPS), [1, 2], 2, "inverse", B,
+                        LATENT, 0, seed=3, fresh=True, skip_nonfinite=True)
+    server.hand_out(1), server.hand_out(2)
+    server.take(1, torch.ones(B, OUT))
+    assert server.ready([1]) == []                        # worker 2's step is in flight
+    server.take(2, torch.full((B, OUT), float("nan")))    # dropped: non-finite
+    assert not server.update_due()
+    assert server.ready([2, 1]) == [1, 2]                 # else nothing would ever arrive
+    _, _, _, version, _ = server.hand_out(1)
+    assert version == 0 and server.in_flight[1].pair.index == 1  # the version's 2nd pair
+
+
 def test_snapshots_share_g_buffers_so_batch_norm_statistics_move_as_synchronously():
     g = torch.nn.Sequential(torch.nn.Linear(LATENT, 5), torch.nn.BatchNorm1d(5),
                             torch.nn.Linear(5, OUT))

@@ -12,12 +12,14 @@ kinds, no new ones):
   losses    worker -> server: (D loss, G loss) of the step, float32.
   swap      worker -> worker: as synchronous MD-GAN's.
 
-The server takes the feedbacks in the order they arrive; a worker whose feedback arrives
-gets its next batches at once (the pair of G's version then), so that it computes while
-the server updates G, unless the update now due is followed by a drain
-(``staleness.hands_on``). Idle workers (at the start, after a drain) get theirs, in rank
-order, whenever the server is about to wait for a feedback. G steps once as many
-feedbacks are pending as there are workers. It records every feedback it takes (and
+The server takes the feedbacks in the order they arrive; with ``--staleness-batches
+eager`` a worker whose feedback arrives gets its next batches at once (the pair of G's
+version then), so that it computes while the server updates G, unless the update now due
+is followed by a drain; with ``fresh`` only a worker that fell behind does, the others
+wait for G's next version (``staleness.hands_on``). Idle workers (at the start, after a
+drain, waiting for a version) get theirs, in rank order, whenever the server is about to
+wait for a feedback (``ServerCore.ready``). G steps once as many feedbacks are pending as
+there are workers, or ``--staleness-quorum`` fresh ones (``staleness.quorum_of``). It records every feedback it takes (and
 whether it handed the worker on), every drain, swap and closing of the pairs, in the
 ``schedule`` table: with it ``replay.py`` repeats the run in one process.
 A drain (before a checkpoint, and before each swap: every ``swap_period`` versions) hands
@@ -43,7 +45,7 @@ from ...io.runlog import Metrics
 from .config import MdganConfig
 from .protocol import HEADER
 from .server import GeneratorState
-from .staleness import ServerCore, hands_on, worker_step
+from .staleness import ServerCore, hands_on, quorum_of, worker_step
 from .worker import DiscriminatorState, feedback_name, swap_discriminator
 
 WORK, SWAP, STATE, STOP = 1, 2, 3, 4
@@ -84,7 +86,10 @@ class AsyncServer(GeneratorState):
         self.core = ServerCore(generator, optimizer, workers, cfg.staleness_bound,
                                cfg.staleness_scale, cfg.batch_size, cfg.latent_dim, classes,
                                cfg.seed, device, cfg.on_nonfinite == "skip",
-                               cfg.staleness_lookahead)
+                               cfg.staleness_lookahead,
+                               quorum_of(cfg.staleness_quorum, cfg.staleness_batches == "fresh",
+                                         len(workers)),
+                               cfg.staleness_batches == "fresh")
         self.shape = (cfg.batch_size, *sample_shape)
         self.idle = list(workers)
         self.decoder = None if cfg.compress == "none" else compression.parse_spec(cfg.compress)
@@ -140,7 +145,8 @@ class AsyncServer(GeneratorState):
         cfg = self.cfg
         handed_on = not draining and hands_on(self.core.update_due(), self.core.version,
                                               self.swap_period, len(self.core.workers),
-                                              cfg.checkpoint_every, cfg.iterations)
+                                              cfg.checkpoint_every, cfg.iterations,
+                                              self.core.fresh, arrival.tau > 0)
         if handed_on:
             self._hand_out(worker)
         else:
@@ -161,9 +167,9 @@ class AsyncServer(GeneratorState):
         """Take feedbacks until enough are pending, then one step of G (one version)."""
         tic, rows = time.perf_counter(), []
         while not self.core.update_due():
-            for worker in sorted(self.idle):
+            for worker in self.core.ready(self.idle):
                 self._hand_out(worker)
-            self.idle = []
+                self.idle.remove(worker)
             rows.append(self._take(draining=False))
         self.core.update()
         if self.average is not None:

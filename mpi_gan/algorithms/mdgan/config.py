@@ -1,6 +1,8 @@
 """MD-GAN's configuration and command line (``python -m mpi_gan.mdgan``)."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ...argtypes import (integer, nonnegative_float, nonnegative_int, rank_factor,
                          slow_factors)
 from ...config import (GanConfig, compress_option, configuration, option, out_option, parse,
@@ -15,6 +17,9 @@ DESCRIPTION = ("MD-GAN over MPI: rank 0 is the generator's server, ranks 1..N ar
 @configuration
 class MdganConfig(GanConfig):
     """MD-GAN run configuration."""
+
+    # runs of --staleness-bound > 0 written before --staleness-batches existed were eager
+    LEGACY: ClassVar[dict] = {"staleness_batches": "eager"}
 
     out: str = out_option("runs/mdgan")
     k: int = option(
@@ -46,8 +51,8 @@ class MdganConfig(GanConfig):
         help="S: 0 is synchronous MD-GAN (the server waits for every worker each "
              "iteration); S > 0 applies each worker's feedback as it arrives if its batch "
              "came from a G at most S versions old (older is dropped and counted), and steps "
-             "G once N feedbacks are pending, so that no worker waits for the slowest "
-             "(docs/mdgan.md)")
+             "G once N feedbacks are pending or --staleness-quorum fresh ones, so that it "
+             "does not wait for its slowest worker (docs/mdgan.md)")
     staleness_scale: str = option(
         "inverse", "training", choices=("inverse", "none"),
         help="with --staleness-bound > 0, the factor of a feedback of staleness tau: "
@@ -57,6 +62,20 @@ class MdganConfig(GanConfig):
         help="with --staleness-bound > 0, L: each version's batches come from G "
              "extrapolated along its last step, theta + L (theta - theta_previous), about "
              "where G will be when their feedback comes back (0: G as it is; docs/mdgan.md)")
+    staleness_quorum: int = option(
+        0, "training", type=nonnegative_int,
+        help="with --staleness-bound > 0, Q: G steps once Q fresh feedbacks (on its "
+             "current version) are pending, or N feedbacks of any staleness; 1 <= Q <= N, "
+             "or 0 (the default): N - 1 with --staleness-batches fresh (G does not wait "
+             "for its slowest worker), N with eager")
+    staleness_batches: str = option(
+        "fresh", "training", choices=("fresh", "eager"),
+        help="with --staleness-bound > 0, when a worker gets its next batches: 'fresh' (the "
+             "default) a worker whose batches came from G's current version waits for G's "
+             "next step, so that its feedback is fresh, and one that fell behind (a "
+             "straggler) gets the current version's at once; 'eager' as soon as the server "
+             "takes its feedback (it computes while G steps, so its feedback comes back "
+             "about one version stale: faster, worse per update; docs/mdgan.md)")
     slow: str = option(
         "", "runtime", type=rank_factor, resumable=True, repeat=True,
         help="RANK:FACTOR: worker RANK takes FACTOR times its measured compute time per "
@@ -103,6 +122,12 @@ def validate(cfg: MdganConfig, world_size: int) -> None:
     if cfg.staleness_bound == 0 and cfg.staleness_lookahead:
         raise ConfigError("--staleness-lookahead predicts where G will be when a stale "
                           "feedback comes back: it needs --staleness-bound > 0")
+    if cfg.staleness_bound == 0 and (cfg.staleness_quorum or cfg.staleness_batches != "fresh"):
+        raise ConfigError("--staleness-quorum and --staleness-batches set how the "
+                          "asynchronous server steps G: they need --staleness-bound > 0")
+    if cfg.staleness_quorum > workers:
+        raise ConfigError(f"--staleness-quorum must satisfy 1 <= Q <= number of workers "
+                          f"({workers}) or be 0 (the default), got {cfg.staleness_quorum}")
     if cfg.staleness_bound > 0 and cfg.fault_tolerant:
         raise ConfigError("--staleness-bound > 0 does not go on without a dead worker yet: "
                           "drop --fault-tolerant")

@@ -82,7 +82,9 @@ class MDGAN(Algorithm):
                 role = AsyncServer(ctx.transport, g, opt, cfg, ctx.device, shape,
                                    latent_classes(cfg), self.swap_period(cfg, data), average)
                 plan = (f"staleness bound {cfg.staleness_bound} (feedback scaled "
-                        f"{cfg.staleness_scale}), G steps every {ctx.size - 1} feedbacks, "
+                        f"{cfg.staleness_scale}), G steps every "
+                        f"{ctx.size - 1} feedbacks or {role.core.quorum} fresh ones, "
+                        f"{cfg.staleness_batches} batches, "
                         f"one pair of batches of {cfg.batch_size} per version (as K=1)")
             else:
                 role = Server(ctx.transport, g, opt, cfg,

@@ -11,14 +11,27 @@ F on a pair of version v arrives at version v', its staleness is tau = v' - v:
 * tau > S: the feedback is dropped (and counted);
 * else F times ``staleness_scale(rule, tau)`` is added to its pair's feedback sum.
 
-Once as many feedbacks are pending as there are workers, G takes one Adam step with the
-pending gradient divided by (pending count x b): version v' + 1. The pending gradient is
+Once Q of the feedbacks pending are fresh (tau = 0; ``--staleness-quorum``, default N),
+or N are pending (as many as there are workers), G takes one Adam step with the pending
+gradient divided by (pending count x b): version v' + 1. (Only fresh ones count towards
+Q: were stale ones to count, G would step before the workers keeping pace came back, and
+their feedback would be stale in turn.) The pending gradient is
 the sum over pairs of J^T (the pair's feedback sum), J the Jacobian of the pair's X_g at
 the parameters that generated it (the stale-gradient rule of asynchronous SGD): one
 backward per pair, as synchronous MD-GAN's k = 1 does one per iteration. With no
 straggler and S >= 1 every update therefore uses about one feedback per worker on about
 one pair, as synchronous MD-GAN (k = 1) does, each computed at most a version or two
 earlier.
+
+When a worker gets its next batches (``--staleness-batches``): ``eager``, as soon as the
+server takes its feedback, so that it computes while G steps (its next feedback is then at
+least one version stale: with no straggler every feedback is one version stale); ``fresh``,
+a worker whose batches came from G's current version waits for G's next step, and one
+whose batches were older (it fell behind) gets the current version's at once: with no
+straggler and Q = N that is synchronous MD-GAN (tau = 0), and with Q < N G steps once
+the first Q workers are back, the slowest workers' feedback applied, stale, to a later
+step.
+(An idle worker waits only while a step is in flight: else nothing could arrive.)
 
 ``staleness_scale``: ``inverse`` is AdaComp's 1 / max(1, tau) (Hardy et al. 2017), ``none``
 leaves the feedback as it is (plain asynchronous SGD).
@@ -62,13 +75,27 @@ def async_latents(latent_dim: int, classes: int, batch: int, seed: int, version:
                               part) for part in ("g", "d"))
 
 
+def quorum_of(option: int, fresh: bool, workers: int) -> int:
+    """Q of ``--staleness-quorum option`` with ``workers`` workers: the option itself, or
+    for 0 (the default) N - 1 with fresh batches (G waits for all but the slowest worker;
+    at least 1) and N with eager ones."""
+    if option:
+        return option
+    return max(1, workers - 1) if fresh else workers
+
+
 def hands_on(update_due: bool, version: int, swap_period: int, workers: int,
-             checkpoint_every: int, iterations: int) -> bool:
+             checkpoint_every: int, iterations: int, fresh: bool = False,
+             behind: bool = True) -> bool:
     """Whether a worker whose feedback the server has just taken, at G's version
-    ``version``, gets its next batches at once: yes, unless the update now due is followed
-    by a drain (a swap, with ``workers`` > 1, or a checkpoint, or the run's end at
-    version + 1), which would then wait for that step (the worker gets its batches after
-    the drain)."""
+    ``version``, gets its next batches at once. ``eager`` (``fresh`` false): yes, unless
+    the update now due is followed by a drain (a swap, with ``workers`` > 1, or a
+    checkpoint, or the run's end at version + 1), which would then wait for that step (the
+    worker gets its batches after the drain). ``fresh``: only a worker ``behind`` (its
+    feedback was on an older version's batches) and no update due; the others wait for the
+    next version."""
+    if fresh:
+        return behind and not update_due
     if not update_due:
         return True
     after = version + 1
@@ -169,6 +196,8 @@ class ServerCore:
     device: torch.device = torch.device("cpu")
     skip_nonfinite: bool = False                              # --on-nonfinite skip
     lookahead: float = 0.0                                    # --staleness-lookahead
+    quorum: int = 0                      # --staleness-quorum: feedbacks per step (0: all)
+    fresh: bool = False                  # --staleness-batches fresh
     version: int = 0
     steps: dict[int, int] = field(default_factory=dict)       # worker -> next step index
     # worker -> pairs it was handed at G's version ``version`` (older versions: none)
@@ -177,6 +206,7 @@ class ServerCore:
     pairs: dict[tuple[int, int], Pair] = field(default_factory=dict)  # (version, index)
     pending: list[torch.Tensor] | None = None                 # sum of scaled gradients
     pending_count: int = 0
+    fresh_count: int = 0                 # of them, computed on G's current version
     previous: list[torch.Tensor] | None = None  # G's parameters before its last step
     applied: int = 0
     dropped: int = 0
@@ -249,6 +279,7 @@ class ServerCore:
             else:
                 pair.feedback.add_(feedback, alpha=factor)
             self.pending_count += 1
+            self.fresh_count += arrival.tau == 0
             self.applied += 1
         else:
             self.dropped += 1
@@ -287,7 +318,18 @@ class ServerCore:
         self.pairs.clear()
 
     def update_due(self) -> bool:
-        return self.pending_count >= len(self.workers)
+        return (self.pending_count >= len(self.workers) or
+                self.fresh_count >= (self.quorum or len(self.workers)))
+
+    def ready(self, idle: list[int]) -> list[int]:
+        """Which of the ``idle`` workers get their batches now, in rank order: all of them
+        (``eager``); with ``fresh`` those that have had none of G's current version, or all
+        of them when no step is in flight (else nothing would arrive: the steps of this
+        version were all taken and G is not yet due, with feedback dropped)."""
+        idle = sorted(idle)
+        if not self.fresh or not self.in_flight:
+            return idle
+        return [n for n in idle if self.handed[n] == 0]
 
     def update(self) -> None:
         """One Adam step of G with the pending gradient / (pending count x b); version + 1."""
@@ -299,7 +341,7 @@ class ServerCore:
         before = [p.detach().clone() for p in self.g.parameters()] if self.lookahead else None
         if self.opt.step() and before is not None:  # a skipped step keeps the last one
             self.previous = before
-        self.pending, self.pending_count = None, 0
+        self.pending, self.pending_count, self.fresh_count = None, 0, 0
         self.version += 1
         self.handed = dict.fromkeys(self.handed, 0)
         self._reduce()  # forgets this version's pairs that nobody holds
@@ -315,7 +357,8 @@ class ServerCore:
         ranks = torch.tensor(sorted(self.steps), dtype=torch.int64)
         entries = [("async/counters", torch.tensor([self.version, self.pending_count,
                                                      self.applied, self.dropped,
-                                                     self.nonfinite], dtype=torch.int64)),
+                                                     self.nonfinite, self.fresh_count],
+                                                    dtype=torch.int64)),
                    ("async/workers", ranks),
                    ("async/steps", torch.tensor([self.steps[int(n)] for n in ranks],
                                                 dtype=torch.int64)),
@@ -335,8 +378,10 @@ class ServerCore:
             raise ValueError("this checkpoint of MD-GAN with a staleness bound was written by "
                              "an earlier version of it: it cannot be resumed exactly; start "
                              "a new run")
-        self.version, self.pending_count, self.applied, self.dropped, self.nonfinite = (
-            int(v) for v in values["async/counters"])
+        counters = [int(v) for v in values["async/counters"]]
+        counters += [0] * (6 - len(counters))  # written before the quorum: 0 fresh counted
+        (self.version, self.pending_count, self.applied, self.dropped, self.nonfinite,
+         self.fresh_count) = counters
         self.steps = {int(n): int(s) for n, s in zip(values["async/workers"],
                                                       values["async/steps"])}
         self.handed = {int(n): int(s) for n, s in zip(values["async/workers"],

@@ -61,9 +61,6 @@ class _Fields:
 
     WITHOUT: ClassVar[frozenset] = frozenset()  # fields this algorithm refuses to use
     RESUMABLE: ClassVar[frozenset] = frozenset()  # fields a resumed run may change
-    # field -> the value that a file written before the field existed ran with, where that
-    # is not its default now
-    LEGACY: ClassVar[dict] = {}
 
     @classmethod
     def choices(cls) -> dict:
@@ -76,9 +73,9 @@ class _Fields:
 
     @classmethod
     def from_attrs(cls, attrs):
-        """Rebuild from stored attributes (unknown keys are ignored; a field missing takes
-        its ``LEGACY`` value, else its default)."""
-        kwargs = dict(cls.LEGACY)
+        """Rebuild from stored attributes (unknown keys are ignored, missing ones take
+        their default)."""
+        kwargs = {}
         for f in fields(cls):
             if f.name in attrs:
                 value = attrs[f.name]

@@ -44,7 +44,8 @@ for seed in "${SEEDS[@]}"; do
             IFS=: read -r batches quorum lookahead <<< "$variant"
             how=(--staleness-batches "$batches" --staleness-quorum "${quorum:-0}"
                  --staleness-lookahead "${lookahead:-0}")
-            name="$ds-slow${straggler/:/x}-S$s-${variant//:/-}-s$seed"
+            # plain eager keeps the name of the runs made before VARIANTS (eager then)
+            [ "$variant" = eager ] || name="$ds-slow${straggler/:/x}-S$s-${variant//:/-}-s$seed"
           fi
           run "$name" 5 mpi_gan.mdgan --dataset "$ds" --seed "$seed" "${args[@]}" \
               --staleness-bound "$s" "${slow[@]}" "${how[@]}"

@@ -119,3 +119,6 @@ def test_fresh_batches_and_a_quorum_of_all_but_the_slowest_are_the_default():
     old = {k: v for k, v in cfg.as_attrs().items() if k != "staleness_batches"}
     assert MdganConfig.from_attrs(old).staleness_batches == "eager"
     assert mismatched_fields(MdganConfig.from_attrs(old), cfg) == ["staleness_batches"]
+    synchronous = parse_args(["--dataset", "synthetic"])  # S = 0: nothing to read as eager
+    old = {k: v for k, v in synchronous.as_attrs().items() if k != "staleness_batches"}
+    assert MdganConfig.from_attrs(old) == synchronous

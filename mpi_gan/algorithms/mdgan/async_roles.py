@@ -60,7 +60,8 @@ def schedule_table() -> Metrics:
     index among that version's), ``version`` (G's version at the event), ``applied`` (1
     applied, 0 dropped as staler than the bound; for a swap: its index), ``handed_on`` (1:
     the worker got its next batches at once, ``staleness.hands_on``; 0: it idled until
-    the server next waited)."""
+    the server next waited and ``ServerCore.ready`` named it: with fresh batches, in
+    G's next version)."""
     return Metrics({name: (np.int64, ()) for name in SCHEDULE_COLUMNS})
 
 
@@ -133,9 +134,9 @@ class AsyncServer(GeneratorState):
 
     def _take(self, draining: bool) -> tuple[str, dict]:
         """Wait for the next feedback from any worker and apply (or drop) it; outside a
-        drain the worker then gets its next batches at once (``staleness.hands_on``), so
-        that it computes while the server updates G, else it idles until the next
-        ``step``."""
+        drain the worker then gets its next batches at once where ``staleness.hands_on``
+        says so (eager: so that it computes while the server updates G; fresh: only a
+        worker behind), else it idles until ``ServerCore.ready`` names it."""
         buf, worker = self.t.recv_any_size(ANY_SOURCE, "feedback")
         feedback = self._feedback(buf, worker)
         self.t.recv_into(self.losses, worker, "losses")

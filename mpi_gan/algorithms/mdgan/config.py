@@ -1,7 +1,7 @@
 """MD-GAN's configuration and command line (``python -m mpi_gan.mdgan``)."""
 from __future__ import annotations
 
-from typing import ClassVar
+import dataclasses
 
 from ...argtypes import (integer, nonnegative_float, nonnegative_int, rank_factor,
                          slow_factors)
@@ -17,9 +17,6 @@ DESCRIPTION = ("MD-GAN over MPI: rank 0 is the generator's server, ranks 1..N ar
 @configuration
 class MdganConfig(GanConfig):
     """MD-GAN run configuration."""
-
-    # runs of --staleness-bound > 0 written before --staleness-batches existed were eager
-    LEGACY: ClassVar[dict] = {"staleness_batches": "eager"}
 
     out: str = out_option("runs/mdgan")
     k: int = option(
@@ -66,8 +63,9 @@ class MdganConfig(GanConfig):
         0, "training", type=nonnegative_int,
         help="with --staleness-bound > 0, Q: G steps once Q fresh feedbacks (on its "
              "current version) are pending, or N feedbacks of any staleness; 1 <= Q <= N, "
-             "or 0 (the default): N - 1 with --staleness-batches fresh (G does not wait "
-             "for its slowest worker), N with eager")
+             "or 0 (the default): N - 1 (at least 1) with --staleness-batches fresh (G "
+             "does not wait for its slowest worker), N with eager (whose feedback is "
+             "seldom fresh: a Q < N changes little there)")
     staleness_batches: str = option(
         "fresh", "training", choices=("fresh", "eager"),
         help="with --staleness-bound > 0, when a worker gets its next batches: 'fresh' (the "
@@ -85,6 +83,16 @@ class MdganConfig(GanConfig):
         False, "communication", resumable=True,
         help="go on without a worker that dies (ULFM: Open MPI's mpiexec --with-ft ulfm); "
              "the survivors run its iteration again (docs/hpc.md)")
+
+
+    @classmethod
+    def from_attrs(cls, attrs):
+        """As every configuration's, but a run of --staleness-bound > 0 written before
+        --staleness-batches existed was eager (its default then)."""
+        cfg = super().from_attrs(attrs)
+        if "staleness_batches" not in attrs and cfg.staleness_bound > 0:
+            cfg = dataclasses.replace(cfg, staleness_batches="eager")
+        return cfg
 
 
 def parse_args(argv, quiet: bool = False) -> MdganConfig:

@@ -11,8 +11,8 @@ F on a pair of version v arrives at version v', its staleness is tau = v' - v:
 * tau > S: the feedback is dropped (and counted);
 * else F times ``staleness_scale(rule, tau)`` is added to its pair's feedback sum.
 
-Once Q of the feedbacks pending are fresh (tau = 0; ``--staleness-quorum``, default N),
-or N are pending (as many as there are workers), G takes one Adam step with the pending
+Once Q of the feedbacks pending are fresh (tau = 0; ``--staleness-quorum``, by default
+N - 1 with fresh batches and N with eager ones: ``quorum_of``), or N are pending (as many as there are workers), G takes one Adam step with the pending
 gradient divided by (pending count x b): version v' + 1. (Only fresh ones count towards
 Q: were stale ones to count, G would step before the workers keeping pace came back, and
 their feedback would be stale in turn.) The pending gradient is
@@ -196,7 +196,7 @@ class ServerCore:
     device: torch.device = torch.device("cpu")
     skip_nonfinite: bool = False                              # --on-nonfinite skip
     lookahead: float = 0.0                                    # --staleness-lookahead
-    quorum: int = 0                      # --staleness-quorum: feedbacks per step (0: all)
+    quorum: int = 0                      # fresh feedbacks that step G (0: N)
     fresh: bool = False                  # --staleness-batches fresh
     version: int = 0
     steps: dict[int, int] = field(default_factory=dict)       # worker -> next step index

@@ -39,8 +39,12 @@ WORKERS, EVAL_EVERY, SAMPLES = 4, 500, 2500
 def train(schedule: str, flags: list[str]) -> tuple[list[tuple[int, float, float]], float]:
     """((version, modes, high_quality) at every evaluation, the mean staleness of the
     feedbacks taken) of one run."""
-    cfg = parse_args(["--k", "1", "--staleness-bound", "4", *flags], quiet=True)
+    cfg = parse_args(["--k", "1", "--staleness-bound", "4", "--staleness-batches", "eager",
+                      *flags], quiet=True)
     validate(cfg, WORKERS + 1)
+    if cfg.staleness_batches != "eager" or cfg.staleness_quorum:
+        sys.exit("the schedules here hand out batches themselves and step G after every "
+                 "worker's feedback: leave --staleness-batches and --staleness-quorum out")
     if cfg.dataset not in ("ring", "grid"):
         sys.exit(f"toy datasets only (ring, grid), got {cfg.dataset}")
     if cfg.iterations < 3 * EVAL_EVERY:

@@ -30,8 +30,10 @@ FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
            "Sneaker", "Bag", "Ankle boot"]
 
 
-def run_all(commands: dict, timeout=120) -> dict:
-    """Start every command (name -> argv) at once; name -> CompletedProcess."""
+def run_all(commands: dict, timeout=300) -> dict:
+    """Start every command (name -> argv) at once; name -> CompletedProcess. ``timeout``
+    (each, seconds) only catches a hang: a dozen commands importing torch at once on a
+    loaded 2-core machine once took over 120 s."""
     procs = {name: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True) for name, argv in commands.items()}
     done = {}

@@ -143,7 +143,9 @@ class NamespaceHosts:
 
     def launcher(self, path: str) -> str:
         """Write the ssh stand-in that MPI launchers call (``ssh [options] HOST COMMAND``)
-        to ``path`` (executable); returns ``path``."""
+        to ``path`` (executable); returns ``path``. A name it does not know it refuses as
+        ssh does (a message, status 255) and appends to ``path``.unknown: the launcher
+        may stop reading the message once its launch failed."""
         cases = "".join(f"  {h}|{self.address(h)}) ns={self.namespace(h)} name={h} ;;\n"
                         for h in self.names)
         script = f"""#!/bin/sh
@@ -158,7 +160,7 @@ while [ $# -gt 0 ]; do
 done
 host=$1; shift
 case "$host" in
-{cases}  *) echo "no such test host: $host" >&2; exit 255 ;;
+{cases}  *) echo "$host" >> "$0.unknown"; echo "no such test host: $host" >&2; exit 255 ;;
 esac
 exec ip netns exec "$ns" unshare --uts sh -c "hostname $name && $*"
 """

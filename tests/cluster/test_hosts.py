@@ -134,14 +134,18 @@ def test_asgd_across_two_hosts_equals_the_replay_of_its_push_order(hosts, tmp_pa
 def test_a_hostfile_naming_an_unknown_host_fails_at_once(hosts, tmp_path):
     """``h9`` is in the hostfile but no such host exists (the ssh stand-in answers as ssh
     does for a name it cannot resolve: a message and status 255): the launch ends within
-    seconds with a non-zero status and a message naming h9, no rank is left on any host,
-    and no run directory is written."""
+    seconds with a non-zero status and a message (naming h9, or MPICH's launch failure),
+    no rank is left on any host, and no run directory is written."""
     try:
         proc = across(hosts, tmp_path, 2, ["mpi_gan.mdgan", *FAST, "--iterations", "4",
                                            "--out", str(tmp_path / "r")],
                       timeout=120, names=["h1", "h9"], cleanup=False)
         assert proc.returncode != 0, proc.stdout
-        assert "h9" in proc.stderr, proc.stderr
+        assert "h9" in open(hosts.ssh + ".unknown").read().split()  # the launch tried h9
+        # the stand-in's message, as ssh's, reaches the user through a pipe that MPICH's
+        # launcher may stop reading once the launch failed (seen once in CI): it names
+        # h9, or the launcher says its launch failed
+        assert "h9" in proc.stderr or "Launch proxy failed" in proc.stderr, proc.stderr
         # the launcher has returned; what it killed may take a moment to be gone
         deadline = time.monotonic() + 60
         while (left := processes_on(hosts)) and time.monotonic() < deadline:

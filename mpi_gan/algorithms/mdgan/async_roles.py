@@ -19,7 +19,8 @@ is followed by a drain; with ``fresh`` only a worker that fell behind does, the 
 wait for G's next version (``staleness.hands_on``). Idle workers (at the start, after a
 drain, waiting for a version) get theirs, in rank order, whenever the server is about to
 wait for a feedback (``ServerCore.ready``). G steps once as many feedbacks are pending as
-there are workers, or ``--staleness-quorum`` fresh ones (``staleness.quorum_of``). It records every feedback it takes (and
+there are workers, or ``--staleness-quorum`` fresh ones (``staleness.quorum_of``). It
+records every feedback it takes (and
 whether it handed the worker on), every drain, swap and closing of the pairs, in the
 ``schedule`` table: with it ``replay.py`` repeats the run in one process.
 A drain (before a checkpoint, and before each swap: every ``swap_period`` versions) hands
@@ -45,7 +46,7 @@ from ...io.runlog import Metrics
 from .config import MdganConfig
 from .protocol import HEADER
 from .server import GeneratorState
-from .staleness import ServerCore, hands_on, quorum_of, worker_step
+from .staleness import ServerCore, hands_on, worker_step
 from .worker import DiscriminatorState, feedback_name, swap_discriminator
 
 WORK, SWAP, STATE, STOP = 1, 2, 3, 4
@@ -84,13 +85,7 @@ class AsyncServer(GeneratorState):
             cfg, device
         self.average, self.swap_period = average, swap_period
         workers = [n for n in transport.alive if n != 0]
-        self.core = ServerCore(generator, optimizer, workers, cfg.staleness_bound,
-                               cfg.staleness_scale, cfg.batch_size, cfg.latent_dim, classes,
-                               cfg.seed, device, cfg.on_nonfinite == "skip",
-                               cfg.staleness_lookahead,
-                               quorum_of(cfg.staleness_quorum, cfg.staleness_batches == "fresh",
-                                         len(workers)),
-                               cfg.staleness_batches == "fresh")
+        self.core = ServerCore.of(cfg, generator, optimizer, workers, classes, device)
         self.shape = (cfg.batch_size, *sample_shape)
         self.idle = list(workers)
         self.decoder = None if cfg.compress == "none" else compression.parse_spec(cfg.compress)

@@ -5,7 +5,8 @@ Arrivals over MPI are not deterministic, so the server records what it did in th
 ``replay`` holds G and every worker's D in one process and repeats the run event by event,
 with the server's own bookkeeping (``staleness.ServerCore``) and the workers' step
 (``staleness.worker_step``). As the MPI server does, it hands the idle workers their
-batches (in rank order, those ``ServerCore.ready`` names) before each feedback it takes, and a worker whose feedback it takes
+batches (in rank order, those ``ServerCore.ready`` names) before each feedback it takes,
+and a worker whose feedback it takes
 its next batches at once where the record says the server did (``handed_on``: the server's
 rule depends on the run's --iterations, which a resumed run may change); it runs a worker's
 step as soon as its batches exist (a worker's result depends only on its own D and its
@@ -29,7 +30,7 @@ from ...models import make_discriminator, make_generator
 from .async_roles import ARRIVAL, CLOSED, DRAIN, SCHEDULE_COLUMNS as COLUMNS, SWAPPED
 from .config import MdganConfig
 from .reference import swapped
-from .staleness import ServerCore, quorum_of, worker_step
+from .staleness import ServerCore, worker_step
 from .worker import feedback_channel, feedback_name
 
 class ReplayError(RuntimeError):
@@ -52,15 +53,9 @@ class Replica:
         shape, self.skip = plans[1].spec.shape, cfg.on_nonfinite == "skip"
         self.g = make_generator(cfg.model, cfg.latent_dim, cfg.seed, shape)
         self.average = make_average(self.g) if cfg.g_ema else None
-        self.core = ServerCore(self.g, make_adam(self.g, cfg.lr_g, cfg.beta1, cfg.beta2,
-                                                 self.skip),
-                               self.workers, cfg.staleness_bound, cfg.staleness_scale,
-                               cfg.batch_size, cfg.latent_dim, latent_classes(cfg), cfg.seed,
-                               skip_nonfinite=self.skip, lookahead=cfg.staleness_lookahead,
-                               quorum=quorum_of(cfg.staleness_quorum,
-                                                cfg.staleness_batches == "fresh",
-                                                len(self.workers)),
-                               fresh=cfg.staleness_batches == "fresh")
+        self.core = ServerCore.of(cfg, self.g, make_adam(self.g, cfg.lr_g, cfg.beta1,
+                                                         cfg.beta2, self.skip),
+                                  self.workers, latent_classes(cfg))
         self.discs = {n: make_discriminator(cfg.model, disc_outputs(cfg), cfg.seed, n, shape)
                       for n in self.workers}
         self.d_opts = {n: make_adam(d, cfg.lr_d, cfg.beta1, cfg.beta2, self.skip)

@@ -12,8 +12,9 @@ F on a pair of version v arrives at version v', its staleness is tau = v' - v:
 * else F times ``staleness_scale(rule, tau)`` is added to its pair's feedback sum.
 
 Once Q of the feedbacks pending are fresh (tau = 0; ``--staleness-quorum``, by default
-N - 1 with fresh batches and N with eager ones: ``quorum_of``), or N are pending (as many as there are workers), G takes one Adam step with the pending
-gradient divided by (pending count x b): version v' + 1. (Only fresh ones count towards
+N - 1 with fresh batches and N with eager ones: ``quorum_of``), or N are pending (as many
+as there are workers), G takes one Adam step with the pending gradient divided by
+(pending count x b): version v' + 1. (Only fresh ones count towards
 Q: were stale ones to count, G would step before the workers keeping pace came back, and
 their feedback would be stale in turn.) The pending gradient is
 the sum over pairs of J^T (the pair's feedback sum), J the Jacobian of the pair's X_g at
@@ -213,6 +214,17 @@ class ServerCore:
     nonfinite: int = 0        # feedbacks dropped for a NaN or an infinity (skip_nonfinite)
     _snapshot: tuple[int, nn.Module] | None = None            # (version, its snapshot)
     _snapshots: list[nn.Module] = field(default_factory=list)  # every snapshot made
+
+    @classmethod
+    def of(cls, cfg, g: nn.Module, opt: Adam, workers: list[int], classes: int,
+           device: torch.device = torch.device("cpu")) -> "ServerCore":
+        """The bookkeeping an MD-GAN configuration ``cfg`` (--staleness-* and the rest)
+        asks for, over G ``g`` and its Adam ``opt``: the MPI server's and the replay's."""
+        fresh = cfg.staleness_batches == "fresh"
+        return cls(g, opt, workers, cfg.staleness_bound, cfg.staleness_scale, cfg.batch_size,
+                   cfg.latent_dim, classes, cfg.seed, device, cfg.on_nonfinite == "skip",
+                   cfg.staleness_lookahead, quorum_of(cfg.staleness_quorum, fresh,
+                                                      len(workers)), fresh)
 
     def __post_init__(self):
         for n in self.workers:

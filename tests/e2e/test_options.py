@@ -96,13 +96,15 @@ def test_a_staleness_bound_refuses_what_it_cannot_do_yet():
             parse_args(base + ["--staleness-lookahead", bad], quiet=True)
 
 
-def test_fresh_batches_and_a_quorum_of_all_but_the_slowest_are_the_default():
+def test_fresh_batches_and_waiting_for_the_workers_keeping_pace_are_the_default():
     from mpi_gan.algorithms.mdgan.config import MdganConfig
     from mpi_gan.algorithms.mdgan.staleness import quorum_of
     from mpi_gan.io.checkpoint import mismatched_fields
     base = ["--dataset", "synthetic", "--staleness-bound", "2"]
     cfg = parse_args(base)
-    assert (cfg.staleness_batches, cfg.staleness_quorum) == ("fresh", 0)
+    assert (cfg.staleness_batches, cfg.staleness_quorum, cfg.staleness_patience) == \
+        ("fresh", 0, 2.0)
+    assert [quorum_of(0, True, n, 2.0) for n in (1, 4)] == [0, 0]    # the adaptive rule
     assert [quorum_of(0, True, n) for n in (1, 2, 4)] == [1, 1, 3]   # N - 1, at least 1
     assert [quorum_of(0, False, n) for n in (1, 4)] == [1, 4]        # eager: N
     assert quorum_of(2, True, 4) == quorum_of(2, False, 4) == 2
@@ -112,13 +114,32 @@ def test_fresh_batches_and_a_quorum_of_all_but_the_slowest_are_the_default():
     for extra in (["--staleness-quorum", "1"], ["--staleness-batches", "eager"]):
         with pytest.raises(ConfigError, match="they need --staleness-bound > 0"):
             validate(parse_args(["--dataset", "synthetic", *extra]), 3)
-    for bad in (["--staleness-quorum", "-1"], ["--staleness-batches", "late"]):
+    for extra in (["--staleness-patience", "3"], ["--staleness-patience", "0"]):
+        assert parse_args(base + extra).staleness_patience == float(extra[1])
+        validate(parse_args(base + extra), 3)
+        for other in ([], ["--staleness-bound", "0"], ["--staleness-quorum", "1"],
+                      ["--staleness-batches", "eager"]):
+            if other:
+                with pytest.raises(ConfigError, match="--staleness-patience sets whom G "):
+                    validate(parse_args(base + extra + other), 3)
+    with pytest.raises(ConfigError, match=r"--staleness-patience must be >= 1 \(or 0"):
+        validate(parse_args(base + ["--staleness-patience", "0.5"]), 3)
+    for bad in (["--staleness-quorum", "-1"], ["--staleness-batches", "late"],
+                ["--staleness-patience", "-1"], ["--staleness-patience", "nan"]):
         with pytest.raises(SystemExit):
             parse_args(base + bad, quiet=True)
     # a run file written before the option: its run was eager, and a resume must say so
-    old = {k: v for k, v in cfg.as_attrs().items() if k != "staleness_batches"}
+    old = {k: v for k, v in cfg.as_attrs().items()
+           if k not in ("staleness_batches", "staleness_patience")}
     assert MdganConfig.from_attrs(old).staleness_batches == "eager"
+    assert MdganConfig.from_attrs(old).staleness_patience == 2.0  # eager: not read as 0
     assert mismatched_fields(MdganConfig.from_attrs(old), cfg) == ["staleness_batches"]
+    # one written with fresh batches before --staleness-patience stepped G on N - 1
+    old = {k: v for k, v in cfg.as_attrs().items() if k != "staleness_patience"}
+    assert MdganConfig.from_attrs(old).staleness_patience == 0.0
+    assert mismatched_fields(MdganConfig.from_attrs(old), cfg) == ["staleness_patience"]
+    old["staleness_quorum"] = 2  # a quorum of its own: patience plays no part
+    assert MdganConfig.from_attrs(old).staleness_patience == 2.0
     synchronous = parse_args(["--dataset", "synthetic"])  # S = 0: nothing to read as eager
     old = {k: v for k, v in synchronous.as_attrs().items() if k != "staleness_batches"}
     assert MdganConfig.from_attrs(old) == synchronous

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mpi_gan.algorithms.mdgan.staleness import (SCALES, ServerCore, accepted, async_latents,
-                                                hands_on, staleness_scale)
+from mpi_gan.algorithms.mdgan.staleness import (SCALES, RoundTrips, ServerCore, accepted,
+                                                async_latents, hands_on, quorum_of,
+                                                staleness_scale)
 from mpi_gan.gan.adam import Adam
 
 B, LATENT, OUT = 4, 3, 2  # batch, latent size, sample size
@@ -332,7 +333,7 @@ def test_fresh_batches_wait_for_the_next_version_and_only_fresh_feedback_makes_t
 def test_fresh_idle_workers_get_batches_again_when_nothing_is_in_flight():
     g = TanhG()
     server = ServerCore(g, Adam(g.parameters(), LR, BETAS, EPS), [1, 2], 2, "inverse", B,
-                        LATENT, 0, seed=3, fresh=True, skip_nonfinite=True)
+                        LATENT, 0, seed=3, quorum=2, fresh=True, skip_nonfinite=True)
     server.hand_out(1), server.hand_out(2)
     server.take(1, torch.ones(B, OUT))
     assert server.ready([1]) == []                        # worker 2's step is in flight
@@ -341,6 +342,51 @@ def test_fresh_idle_workers_get_batches_again_when_nothing_is_in_flight():
     assert server.ready([2, 1]) == [1, 2]                 # else nothing would ever arrive
     _, _, _, version, _ = server.hand_out(1)
     assert version == 0 and server.in_flight[1].pair.index == 1  # the version's 2nd pair
+
+
+def test_the_default_quorum_waits_for_the_workers_keeping_pace_and_no_one_behind():
+    assert [quorum_of(0, True, 4, 2.0), quorum_of(0, True, 4, 0.0), quorum_of(0, True, 1, 0.0),
+            quorum_of(0, False, 4, 2.0), quorum_of(3, True, 4, 2.0)] == [0, 3, 1, 4, 3]
+    g = TanhG()
+    server = ServerCore(g, Adam(g.parameters(), LR, BETAS, EPS), [1, 2, 3], 4, "inverse", B,
+                        LATENT, 0, seed=3, fresh=True)
+    fb = torch.ones(B, OUT)
+    assert server.awaited() == [1, 2, 3] and not server.update_allowed()
+    for n in (1, 2, 3):
+        server.hand_out(n)
+    assert not server.update_due(frozenset({1, 2, 3}))     # nothing pending yet
+    server.take(1, fb)
+    assert server.awaited() == [2, 3]
+    assert not server.update_due() and not server.update_due(frozenset({2}))
+    assert server.update_due(frozenset({2, 3})) and server.update_allowed()
+    server.take(2, fb)
+    assert server.update_due(frozenset({3})) and not server.update_due(frozenset({1, 2}))
+    server.update()                                       # version 1, worker 3 still out
+    assert server.awaited() == [1, 2]                     # 3 holds version 0's batches
+    server.hand_out(1), server.hand_out(2)
+    assert server.take(3, fb).tau == 1                    # stale: no one waits for it
+    server.hand_out(3)                                    # behind: version 1's at once
+    assert server.awaited() == [1, 2, 3]
+    server.take(1, fb), server.take(2, fb)
+    assert (server.pending_count, server.fresh_count) == (3, 2)
+    assert server.update_due()                            # N pending: due whoever is out
+
+
+def test_round_trips_mark_a_worker_slower_than_patience_times_the_others_median():
+    trips = RoundTrips(weight=0.5)
+    trips.observe(1, 1.0)
+    assert trips.slow(2.0) == frozenset()                 # one estimate: nobody to compare
+    for n, seconds in ((2, 1.2), (3, 0.9), (4, 5.0)):
+        trips.observe(n, seconds)
+    assert trips.slow(2.0) == {4} and trips.slow(0.0) == frozenset()
+    assert trips.slow(5.0) == frozenset()                 # 5 is not above 5 x 1.0
+    trips.observe(4, 1.0)                                 # moving average: 3.0
+    assert trips.seconds[4] == pytest.approx(3.0) and trips.slow(2.0) == {4}
+    trips.observe(4, 1.0)                                 # 2.0 of the others' 1.0: waited
+    assert trips.slow(2.0) == frozenset()
+    two = RoundTrips()
+    two.observe(1, 1.0), two.observe(2, 4.0)              # one other: its time the median
+    assert two.slow(2.0) == {2}
 
 
 def test_snapshots_share_g_buffers_so_batch_norm_statistics_move_as_synchronously():

@@ -19,10 +19,14 @@ is followed by a drain; with ``fresh`` only a worker that fell behind does, the 
 wait for G's next version (``staleness.hands_on``). Idle workers (at the start, after a
 drain, waiting for a version) get theirs, in rank order, whenever the server is about to
 wait for a feedback (``ServerCore.ready``). G steps once as many feedbacks are pending as
-there are workers, or ``--staleness-quorum`` fresh ones (``staleness.quorum_of``). It
-records every feedback it takes (and
-whether it handed the worker on), every drain, swap and closing of the pairs, in the
-``schedule`` table: with it ``replay.py`` repeats the run in one process.
+there are workers, or ``--staleness-quorum`` fresh ones (``staleness.quorum_of``), or (by
+default with fresh batches) once every worker keeping pace has sent its fresh feedback:
+the server measures each worker's round trip (``staleness.RoundTrips``) and does not wait
+for one more than ``--staleness-patience`` times slower than the others
+(``ServerCore.update_due``). It records every feedback it takes (and whether it handed the
+worker on), every drain, swap and closing of the pairs, in the ``schedule`` table, each
+row with G's version then (which says where G stepped, as timings are not deterministic):
+with it ``replay.py`` repeats the run in one process.
 A drain (before a checkpoint, and before each swap: every ``swap_period`` versions) hands
 out nothing and takes every feedback in flight, so that the workers are idle: then they
 write their shards, or swap discriminators all at once (no worker waits in a swap for a
@@ -46,7 +50,7 @@ from ...io.runlog import Metrics
 from .config import MdganConfig
 from .protocol import HEADER
 from .server import GeneratorState
-from .staleness import ServerCore, hands_on, worker_step
+from .staleness import RoundTrips, ServerCore, hands_on, worker_step
 from .worker import DiscriminatorState, feedback_name, swap_discriminator
 
 WORK, SWAP, STATE, STOP = 1, 2, 3, 4
@@ -94,6 +98,7 @@ class AsyncServer(GeneratorState):
         self.unreported = set(workers)  # their losses are NaN in the metrics rows so far
         self.header = torch.zeros(4, dtype=torch.int64)
         self.last = None
+        self.trips, self.handed_at = RoundTrips(), {}  # worker -> perf_counter at hand-out
 
     @property
     def version(self) -> int:
@@ -106,6 +111,7 @@ class AsyncServer(GeneratorState):
 
     def _hand_out(self, worker: int) -> None:
         x_g, x_d, labels, version, step = self.core.hand_out(worker)
+        self.handed_at[worker] = time.perf_counter()
         head = torch.tensor([WORK, version, step, 0], dtype=torch.int64)
         message = torch.cat([head.view(torch.uint8),
                              x_g.detach().cpu().contiguous().view(-1).view(torch.uint8)])
@@ -133,13 +139,15 @@ class AsyncServer(GeneratorState):
         says so (eager: so that it computes while the server updates G; fresh: only a
         worker behind), else it idles until ``ServerCore.ready`` names it."""
         buf, worker = self.t.recv_any_size(ANY_SOURCE, "feedback")
+        self.trips.observe(worker, time.perf_counter() - self.handed_at[worker])
         feedback = self._feedback(buf, worker)
         self.t.recv_into(self.losses, worker, "losses")
         self.last_losses[worker - 1] = self.losses.numpy()
         self.unreported.discard(worker)
         arrival = self.core.take(worker, feedback)
         cfg = self.cfg
-        handed_on = not draining and hands_on(self.core.update_due(), self.core.version,
+        due = self.core.update_due(self.trips.slow(cfg.staleness_patience))
+        handed_on = not draining and hands_on(due, self.core.version,
                                               self.swap_period, len(self.core.workers),
                                               cfg.checkpoint_every, cfg.iterations,
                                               self.core.fresh, arrival.tau > 0)
@@ -162,7 +170,8 @@ class AsyncServer(GeneratorState):
     def step(self, iteration: int) -> list[tuple[str, dict]]:
         """Take feedbacks until enough are pending, then one step of G (one version)."""
         tic, rows = time.perf_counter(), []
-        while not self.core.update_due():
+        patience = self.cfg.staleness_patience
+        while not self.core.update_due(self.trips.slow(patience)):
             for worker in self.core.ready(self.idle):
                 self._hand_out(worker)
                 self.idle.remove(worker)

@@ -63,9 +63,17 @@ class MdganConfig(GanConfig):
         0, "training", type=nonnegative_int,
         help="with --staleness-bound > 0, Q: G steps once Q fresh feedbacks (on its "
              "current version) are pending, or N feedbacks of any staleness; 1 <= Q <= N, "
-             "or 0 (the default): N - 1 (at least 1) with --staleness-batches fresh (G "
-             "does not wait for its slowest worker), N with eager (whose feedback is "
-             "seldom fresh: a Q < N changes little there)")
+             "or 0 (the default): with --staleness-batches fresh, G waits for the fresh "
+             "feedback of every worker keeping pace (--staleness-patience), with eager "
+             "Q = N (its feedback is seldom fresh: a Q < N changes little there)")
+    staleness_patience: float = option(
+        2.0, "training", type=nonnegative_float,
+        help="with --staleness-bound > 0, fresh batches and the default quorum, P: G does "
+             "not wait for a worker whose round trip (its compute and messages, a moving "
+             "average the server measures) exceeds P times the median of the other "
+             "workers'; a worker whose batches came from an older G is never waited for. "
+             "P >= 1, or 0: G waits for N - 1 fresh feedbacks whatever the timings "
+             "(docs/mdgan.md)")
     staleness_batches: str = option(
         "fresh", "training", choices=("fresh", "eager"),
         help="with --staleness-bound > 0, when a worker gets its next batches: 'fresh' (the "
@@ -88,10 +96,15 @@ class MdganConfig(GanConfig):
     @classmethod
     def from_attrs(cls, attrs):
         """As every configuration's, but a run of --staleness-bound > 0 written before
-        --staleness-batches existed was eager (its default then)."""
+        --staleness-batches existed was eager (its default then), and one written before
+        --staleness-patience with fresh batches and the default quorum stepped G on N - 1
+        fresh feedbacks (patience 0)."""
         cfg = super().from_attrs(attrs)
-        if "staleness_batches" not in attrs and cfg.staleness_bound > 0:
+        if cfg.staleness_bound > 0 and "staleness_batches" not in attrs:
             cfg = dataclasses.replace(cfg, staleness_batches="eager")
+        if cfg.staleness_bound > 0 and "staleness_patience" not in attrs and \
+                cfg.staleness_batches == "fresh" and not cfg.staleness_quorum:
+            cfg = dataclasses.replace(cfg, staleness_patience=0.0)
         return cfg
 
 
@@ -133,6 +146,14 @@ def validate(cfg: MdganConfig, world_size: int) -> None:
     if cfg.staleness_bound == 0 and (cfg.staleness_quorum or cfg.staleness_batches != "fresh"):
         raise ConfigError("--staleness-quorum and --staleness-batches set how the "
                           "asynchronous server steps G: they need --staleness-bound > 0")
+    if cfg.staleness_patience != MdganConfig.staleness_patience and (
+            cfg.staleness_bound == 0 or cfg.staleness_quorum or
+            cfg.staleness_batches != "fresh"):
+        raise ConfigError("--staleness-patience sets whom G waits for with --staleness-bound "
+                          "> 0, fresh batches and the default quorum: leave it out here")
+    if 0 < cfg.staleness_patience < 1:
+        raise ConfigError(f"--staleness-patience must be >= 1 (or 0: G waits for N - 1 "
+                          f"fresh feedbacks), got {cfg.staleness_patience}")
     if cfg.staleness_quorum > workers:
         raise ConfigError(f"--staleness-quorum must satisfy 1 <= Q <= number of workers "
                           f"({workers}) or be 0 (the default), got {cfg.staleness_quorum}")

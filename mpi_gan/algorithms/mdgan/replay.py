@@ -12,10 +12,12 @@ rule depends on the run's --iterations, which a resumed run may change); it runs
 step as soon as its batches exist (a worker's result depends only on its own D and its
 batches: swaps happen only while every worker idles). Each recorded arrival is checked
 against what the replay computes of it (its step, versions, pair, applied or dropped), and
-every other event's version. An update due after a drain, which the server makes at the
-start of its next step, is made where the record's version says the server made it (a run
-stopped by a signal ends without it). The MPI run must equal it (tests/mpi/test_mdgan.py),
-resumed or not.
+every other event's version. G steps where the record's versions say the server stepped it
+(the server's adaptive quorum depends on timings; an update due after a drain is made at
+the start of its next step, and a run stopped by a signal ends without it), checked
+against the rule: no step before its quorum, none missed where nobody was left to wait
+for (``ServerCore.update_allowed``, ``update_due``). The MPI run must equal it
+(tests/mpi/test_mdgan.py), resumed or not.
 """
 from __future__ import annotations
 
@@ -94,15 +96,17 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
     if missing:
         raise ReplayError(f"the schedule has no column {', '.join(missing)}: it was written "
                           "by an earlier version of bounded-staleness MD-GAN")
-    # due: an update the MPI server makes at the start of its next step (after a drain)
-    idle, draining, due = list(replica.workers), False, False
+    idle, draining = list(replica.workers), False
     rows = zip(*(np.asarray(schedule[c], dtype=np.int64) for c in COLUMNS))
     for position, (event, worker, step, sent, pair, version, applied, handed_on) in \
             enumerate(rows):
-        if due and version == core.version + 1:  # the server's step began with it
+        if version == core.version + 1:  # G stepped before this event
+            if not core.update_allowed():
+                raise ReplayError(f"schedule row {position}: G stepped to version {version} "
+                                  f"with {core.fresh_count} fresh of {core.pending_count} "
+                                  "feedbacks pending, fewer than its quorum")
             update()
-            due = False
-        if event != ARRIVAL and version != core.version:
+        if version != core.version:
             raise ReplayError(f"schedule row {position}: event {event} at version {version}, "
                               f"replayed at {core.version}")
         if event == DRAIN:
@@ -117,6 +121,11 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
         if event != ARRIVAL:
             raise ReplayError(f"schedule row {position}: unknown event {event}")
         if not draining:
+            if core.update_due():
+                raise ReplayError(f"schedule row {position}: a feedback taken at version "
+                                  f"{version} with {core.fresh_count} fresh of "
+                                  f"{core.pending_count} pending and no worker left to wait "
+                                  "for: G should have stepped first")
             for n in core.ready(idle):
                 hand_out(n)
                 idle.remove(n)
@@ -137,8 +146,4 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
                               f"replayed {got}")
         if draining:
             draining = bool(core.in_flight)
-            due = not draining and core.update_due()
-        elif core.update_due():
-            update()
     return replica.g, replica.average, replica.discs
-

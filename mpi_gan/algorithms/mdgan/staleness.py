@@ -76,13 +76,47 @@ def async_latents(latent_dim: int, classes: int, batch: int, seed: int, version:
                               part) for part in ("g", "d"))
 
 
-def quorum_of(option: int, fresh: bool, workers: int) -> int:
+def quorum_of(option: int, fresh: bool, workers: int, patience: float = 0.0) -> int:
     """Q of ``--staleness-quorum option`` with ``workers`` workers: the option itself, or
-    for 0 (the default) N - 1 with fresh batches (G waits for all but the slowest worker;
-    at least 1) and N with eager ones."""
+    for 0 (the default) with fresh batches 0, G waits for the workers keeping pace
+    (``ServerCore.update_due``; with ``--staleness-patience`` 0, N - 1: G waits for all but
+    its slowest worker, at least 1), and N with eager ones."""
     if option:
         return option
-    return max(1, workers - 1) if fresh else workers
+    if fresh:
+        return 0 if patience else max(1, workers - 1)
+    return workers
+
+
+class RoundTrips:
+    """The server's estimate of each worker's round trip (seconds from handing it batches
+    to taking its feedback: its compute and the messages), an exponential moving average
+    with weight ``weight`` on the newest; with fresh batches and the default quorum G does
+    not wait for a worker whose round trip exceeds ``patience`` times the median of the
+    others' (``slow``)."""
+
+    def __init__(self, weight: float = 0.25):
+        self.weight, self.seconds = weight, {}
+
+    def observe(self, worker: int, seconds: float) -> None:
+        last = self.seconds.get(worker)
+        self.seconds[worker] = seconds if last is None else \
+            last + self.weight * (seconds - last)
+
+    def slow(self, patience: float) -> frozenset[int]:
+        """The workers (with an estimate) whose round trip exceeds ``patience`` times the
+        median of the other workers' (none while fewer than two have one)."""
+        if not patience or len(self.seconds) < 2:
+            return frozenset()
+        slow = set()
+        for worker, seconds in self.seconds.items():
+            others = sorted(s for n, s in self.seconds.items() if n != worker)
+            middle = len(others) // 2
+            median = others[middle] if len(others) % 2 else \
+                (others[middle - 1] + others[middle]) / 2
+            if seconds > patience * median:
+                slow.add(worker)
+        return frozenset(slow)
 
 
 def hands_on(update_due: bool, version: int, swap_period: int, workers: int,
@@ -197,7 +231,7 @@ class ServerCore:
     device: torch.device = torch.device("cpu")
     skip_nonfinite: bool = False                              # --on-nonfinite skip
     lookahead: float = 0.0                                    # --staleness-lookahead
-    quorum: int = 0                      # fresh feedbacks that step G (0: N)
+    quorum: int = 0           # fresh feedbacks that step G (0: N; fresh: the adaptive rule)
     fresh: bool = False                  # --staleness-batches fresh
     version: int = 0
     steps: dict[int, int] = field(default_factory=dict)       # worker -> next step index
@@ -224,7 +258,8 @@ class ServerCore:
         return cls(g, opt, workers, cfg.staleness_bound, cfg.staleness_scale, cfg.batch_size,
                    cfg.latent_dim, classes, cfg.seed, device, cfg.on_nonfinite == "skip",
                    cfg.staleness_lookahead, quorum_of(cfg.staleness_quorum, fresh,
-                                                      len(workers)), fresh)
+                                                      len(workers), cfg.staleness_patience),
+                   fresh)
 
     def __post_init__(self):
         for n in self.workers:
@@ -329,9 +364,29 @@ class ServerCore:
         self._reduce()
         self.pairs.clear()
 
-    def update_due(self) -> bool:
-        return (self.pending_count >= len(self.workers) or
-                self.fresh_count >= (self.quorum or len(self.workers)))
+    def awaited(self) -> list[int]:
+        """The workers that could still send a fresh feedback on G's current version: with
+        a step in flight on this version's batches, or idle with none of them yet (with
+        fresh batches ``ready`` names them)."""
+        return [n for n in self.workers
+                if (n in self.in_flight and self.in_flight[n].pair.version == self.version) or
+                (n not in self.in_flight and self.handed[n] == 0)]
+
+    def update_due(self, slow: frozenset[int] = frozenset()) -> bool:
+        """Whether G steps now: N feedbacks pending (of any staleness), or Q fresh ones
+        (``quorum``); with fresh batches and the default quorum (``quorum`` 0), a fresh
+        one at least and no worker left to wait for but those in ``slow`` (the MPI
+        server's ``RoundTrips.slow``; without it: none left at all)."""
+        if self.pending_count >= len(self.workers):
+            return True
+        if self.quorum or not self.fresh:
+            return self.fresh_count >= (self.quorum or len(self.workers))
+        return self.fresh_count >= 1 and all(n in slow for n in self.awaited())
+
+    def update_allowed(self) -> bool:
+        """Whether some set of slow workers makes ``update_due`` true (the replay checks a
+        recorded step with it)."""
+        return self.update_due(frozenset(self.workers))
 
     def ready(self, idle: list[int]) -> list[int]:
         """Which of the ``idle`` workers get their batches now, in rank order: all of them

@@ -1,7 +1,8 @@
 """docs/results.md's bounded-staleness table from the run files of
 ``scripts/staleness_benchmark.sh``: per dataset, straggler, staleness bound S and variant
-(``--staleness-batches``, ``--staleness-quorum`` Q and ``--staleness-lookahead`` L: e.g.
-``eager``, ``fresh Q3``, ``eager L1``), over the seeds (mean +- std, and min..max where it
+(``--staleness-batches``, ``--staleness-quorum`` Q, ``--staleness-patience`` P and
+``--staleness-lookahead`` L: e.g. ``eager``, ``fresh Q3``, ``fresh P2``, ``eager L1``), over
+the seeds (mean +- std, and min..max where it
 decides a floor):
 
 * G updates per second of training: updates over the training loop's wall time
@@ -76,8 +77,13 @@ def variant(cfg: dict) -> str:
         return "-"
     quorum, lookahead = int(cfg.get("staleness_quorum", 0)), float(cfg.get(
         "staleness_lookahead", 0.0))
-    return " ".join([str(cfg.get("staleness_batches", "eager"))] +
-                    ([f"Q{quorum}"] if quorum else []) +
+    batches = str(cfg.get("staleness_batches", "eager"))
+    # fresh, the default quorum: G waits for the workers keeping pace (patience P), or
+    # before --staleness-patience (P 0) for N - 1 fresh feedbacks
+    patience = float(cfg.get("staleness_patience", 0.0)) \
+        if batches == "fresh" and not quorum else 0.0
+    return " ".join([batches] + ([f"Q{quorum}"] if quorum else []) +
+                    ([f"P{patience:g}"] if patience else []) +
                     ([f"L{lookahead:g}"] if lookahead else []))
 
 

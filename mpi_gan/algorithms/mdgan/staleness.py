@@ -11,9 +11,11 @@ F on a pair of version v arrives at version v', its staleness is tau = v' - v:
 * tau > S: the feedback is dropped (and counted);
 * else F times ``staleness_scale(rule, tau)`` is added to its pair's feedback sum.
 
-Once Q of the feedbacks pending are fresh (tau = 0; ``--staleness-quorum``, by default
-N - 1 with fresh batches and N with eager ones: ``quorum_of``), or N are pending (as many
-as there are workers), G takes one Adam step with the pending gradient divided by
+Once Q of the feedbacks pending are fresh (tau = 0; ``--staleness-quorum``, by default N
+with eager batches: ``quorum_of``), or N are pending (as many as there are workers), or
+with fresh batches and the default quorum once a fresh one is pending and no worker is
+left to wait for but the slow ones the MPI server names (``RoundTrips.slow``,
+``ServerCore.update_due``), G takes one Adam step with the pending gradient divided by
 (pending count x b): version v' + 1. (Only fresh ones count towards
 Q: were stale ones to count, G would step before the workers keeping pace came back, and
 their feedback would be stale in turn.) The pending gradient is
@@ -29,9 +31,9 @@ server takes its feedback, so that it computes while G steps (its next feedback 
 least one version stale: with no straggler every feedback is one version stale); ``fresh``,
 a worker whose batches came from G's current version waits for G's next step, and one
 whose batches were older (it fell behind) gets the current version's at once: with no
-straggler and Q = N that is synchronous MD-GAN (tau = 0), and with Q < N G steps once
-the first Q workers are back, the slowest workers' feedback applied, stale, to a later
-step.
+straggler and Q = N (or the default quorum, no worker slow) that is synchronous MD-GAN
+(tau = 0), and with Q < N (or a slow worker) G steps once the others are back, the
+slowest workers' feedback applied, stale, to a later step.
 (An idle worker waits only while a step is in flight: else nothing could arrive.)
 
 ``staleness_scale``: ``inverse`` is AdaComp's 1 / max(1, tau) (Hardy et al. 2017), ``none``

@@ -12,7 +12,9 @@ of the key of runs with Inception scores only, as the summary gives it
 offline evaluation's for scores taken from it).
 ``iterations`` is resumable but is part of the key through the reached iteration: runs
 of different length are never grouped. A field a run file lacks (written before the field
-existed) counts as its default, the value that run used.
+existed) counts as the value that run used: its default, or what the configuration's
+``from_attrs`` reads it as (an MD-GAN run of S > 0 written before --staleness-batches was
+eager; one of fresh batches written before --staleness-patience waited for N - 1).
 
 ``groups.csv`` (``group_table``): one row per group with its settings (algorithm,
 dataset, split, model, workers, k, batch_size, iterations, inception_preprocessing when
@@ -55,6 +57,8 @@ def _hashable(value):
 def group_fields(run: dict) -> dict:
     """The fields that decide a run's group, by name."""
     config = {**DEFAULTS.get(run["algorithm"], {}), **run["config"]}
+    if run["algorithm"] in _CONFIGS:  # as the run file reads back: what that run used
+        config.update(dataclasses.asdict(_CONFIGS[run["algorithm"]].from_attrs(run["config"])))
     fields = {k: _hashable(v) for k, v in config.items() if k not in IGNORED}
     fields.pop("inception_preprocessing", None)  # it changed nothing without Inception
     preprocessing = inception_preprocessing(run)  # scores; the summary's, with them

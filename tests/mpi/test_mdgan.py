@@ -309,3 +309,29 @@ def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi
     assert len(rows["applied"]) == 9 and rows["applied"].sum() == applied.sum()
     assert rows["dropped"].sum() == (~applied).sum()
     assert rows["tau_sum"].sum() == tau[applied].sum()
+
+
+def test_g_does_not_wait_for_workers_whose_round_trips_are_slow(mpi_tmp_path, monkeypatch):
+    """Fresh batches, the default quorum: the server steps G without the workers its round
+    trips call slow. Every measured worker called slow here (the timings themselves are not
+    the test's: tests/unit/test_staleness_mdgan.py), G waits for every worker in the first
+    version (none measured yet) and from then on steps on the first fresh feedback of each
+    version; the replay of the schedule equals the run."""
+    from mpi4py import MPI
+    from mpi_gan.algorithms.mdgan import staleness
+    monkeypatch.setattr(staleness, "slower_than", lambda seconds, patience: frozenset(seconds))
+    world, rank = MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
+    cfg = small_config(mpi_tmp_path / "slow-trips", world, iterations=9, k=1,
+                       staleness_bound=2, slow=f"{world - 1}:2")
+    result = run(cfg)
+    if rank != 0:
+        return
+    schedule = assert_replayed(cfg, world, result.run_file, result.checkpoint)
+    fresh, draining = {}, False  # version -> fresh feedbacks taken outside drains
+    for event, sent, version in zip(schedule["event"], schedule["sent_version"],
+                                    schedule["version"]):
+        draining = event == 1 or (draining and event == 0)
+        if event == 0 and not draining and sent == version:
+            fresh[int(version)] = fresh.get(int(version), 0) + 1
+    assert fresh[0] == world - 1                      # the first version waits for all
+    assert all(count == 1 for version, count in fresh.items() if version > 0), fresh

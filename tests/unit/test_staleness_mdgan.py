@@ -8,7 +8,7 @@ import torch
 
 from mpi_gan.algorithms.mdgan.staleness import (SCALES, RoundTrips, ServerCore, accepted,
                                                 async_latents, hands_on, quorum_of,
-                                                staleness_scale)
+                                                slower_than, staleness_scale)
 from mpi_gan.gan.adam import Adam
 
 B, LATENT, OUT = 4, 3, 2  # batch, latent size, sample size
@@ -373,20 +373,32 @@ def test_the_default_quorum_waits_for_the_workers_keeping_pace_and_no_one_behind
 
 
 def test_round_trips_mark_a_worker_slower_than_patience_times_the_others_median():
-    trips = RoundTrips(weight=0.5)
+    trips = RoundTrips(2.0, weight=0.5)
     trips.observe(1, 1.0)
-    assert trips.slow(2.0) == frozenset()                 # one estimate: nobody to compare
+    assert trips.slow == frozenset()                      # one estimate: nobody to compare
     for n, seconds in ((2, 1.2), (3, 0.9), (4, 5.0)):
         trips.observe(n, seconds)
-    assert trips.slow(2.0) == {4} and trips.slow(0.0) == frozenset()
-    assert trips.slow(5.0) == frozenset()                 # 5 is not above 5 x 1.0
+    assert trips.slow == {4}                              # 5.0 > 2 x median(0.9, 1.0, 1.2)
+    assert slower_than(trips.seconds, 0.0) == frozenset()
+    assert slower_than(trips.seconds, 5.0) == frozenset()  # 5 is not above 5 x 1.0
     trips.observe(4, 1.0)                                 # moving average: 3.0
-    assert trips.seconds[4] == pytest.approx(3.0) and trips.slow(2.0) == {4}
+    assert trips.seconds[4] == pytest.approx(3.0) and trips.slow == {4}
     trips.observe(4, 1.0)                                 # 2.0 of the others' 1.0: waited
-    assert trips.slow(2.0) == frozenset()
-    two = RoundTrips()
-    two.observe(1, 1.0), two.observe(2, 4.0)              # one other: its time the median
-    assert two.slow(2.0) == {2}
+    assert trips.slow == frozenset()
+    # an even number of others: the mean of the middle two; one other: its time
+    assert slower_than({1: 1.0, 2: 1.2, 3: 2.3}, 2.0) == {3}      # 2.3 > 2 x 1.1
+    assert slower_than({1: 1.0, 2: 1.2, 3: 2.1}, 2.0) == frozenset()  # 2.1 < 2.2
+    assert slower_than({1: 1.0, 2: 1.4, 3: 2.3}, 2.0) == frozenset()  # 2.3 > 2 x 1.0 only
+    assert slower_than({7: 1.0, 9: 4.0}, 2.0) == {9}
+    assert slower_than({7: 1.0, 9: 4.0}, 4.0) == frozenset()
+    # against a median computed here, for workers in any order and ties
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 4, 5, 8):
+        seconds = {int(k): float(v) for k, v in zip(rng.permutation(50)[:n],
+                                                    rng.choice([0.5, 1.0, 3.0], n))}
+        expect = {k for k, v in seconds.items()
+                  if v > 1.5 * np.median([u for j, u in seconds.items() if j != k])}
+        assert slower_than(seconds, 1.5) == expect, seconds
 
 
 def test_snapshots_share_g_buffers_so_batch_norm_statistics_move_as_synchronously():
@@ -411,3 +423,29 @@ def test_snapshots_share_g_buffers_so_batch_norm_statistics_move_as_synchronousl
     server.hand_out(1)                                    # version 1, a reused snapshot
     assert int(tracked) == 4
     assert g[1].running_mean is mean
+
+
+def test_the_replay_refuses_a_step_before_a_fresh_feedback_and_one_missed():
+    """The replay steps G where the record's versions say, checked against the rule:
+    with fresh batches and the default quorum, G may step once a fresh feedback is
+    pending, and must once no worker is left to wait for."""
+    from mpi_gan.algorithms.mdgan.async_roles import ARRIVAL, DRAIN, SCHEDULE_COLUMNS
+    from mpi_gan.algorithms.mdgan.config import MdganConfig
+    from mpi_gan.algorithms.mdgan.replay import ReplayError, replay
+
+    cfg = MdganConfig(dataset="synthetic", synthetic_size=16, batch_size=4, iterations=2,
+                      k=1, staleness_bound=1, swap_epochs=0, seed=1)
+
+    def schedule(*rows):  # (event, worker, step, sent_version, pair, version, applied,
+        return {c: np.array([r[i] for r in rows], dtype=np.int64)  # handed_on)
+                for i, c in enumerate(SCHEDULE_COLUMNS)}
+    one, two = (ARRIVAL, 1, 0, 0, 0, 0, 1, 0), (ARRIVAL, 2, 0, 0, 0, 0, 1, 0)
+    replay(cfg, 3, schedule(one, two, (DRAIN, 0, 0, 1, 0, 1, 0, 0)))  # both back: G steps
+    replay(cfg, 3, schedule(one, (DRAIN, 0, 0, 1, 0, 1, 0, 0)))  # worker 2 slow: it may
+    with pytest.raises(ReplayError, match="fewer than its quorum"):
+        replay(cfg, 3, schedule((DRAIN, 0, 0, 1, 0, 1, 0, 0)))  # nothing pending
+    with pytest.raises(ReplayError, match="G should have stepped first"):
+        replay(cfg, 3, schedule(one, two, (ARRIVAL, 1, 1, 0, 1, 0, 1, 0)))
+    with pytest.raises(ReplayError, match="fewer than its quorum"):  # Q = 2: both fresh
+        replay(MdganConfig(**{**cfg.__dict__, "staleness_quorum": 2}), 3,
+               schedule(one, (DRAIN, 0, 0, 1, 0, 1, 0, 0)))

@@ -98,7 +98,12 @@ class AsyncServer(GeneratorState):
         self.unreported = set(workers)  # their losses are NaN in the metrics rows so far
         self.header = torch.zeros(4, dtype=torch.int64)
         self.last = None
-        self.trips, self.handed_at = RoundTrips(), {}  # worker -> perf_counter at hand-out
+        # the round trips, measured where they decide when G steps (fresh batches, the
+        # default quorum); worker -> perf_counter at its hand-out; the end of the last step
+        adaptive = self.core.fresh and not self.core.quorum
+        self.trips = RoundTrips(cfg.staleness_patience if adaptive else 0.0)
+        self.handed_at: dict[int, float] = {}
+        self.step_end: float | None = None
 
     @property
     def version(self) -> int:
@@ -146,7 +151,7 @@ class AsyncServer(GeneratorState):
         self.unreported.discard(worker)
         arrival = self.core.take(worker, feedback)
         cfg = self.cfg
-        due = self.core.update_due(self.trips.slow(cfg.staleness_patience))
+        due = self.core.update_due(self.trips.slow)
         handed_on = not draining and hands_on(due, self.core.version,
                                               self.swap_period, len(self.core.workers),
                                               cfg.checkpoint_every, cfg.iterations,
@@ -170,8 +175,10 @@ class AsyncServer(GeneratorState):
     def step(self, iteration: int) -> list[tuple[str, dict]]:
         """Take feedbacks until enough are pending, then one step of G (one version)."""
         tic, rows = time.perf_counter(), []
-        patience = self.cfg.staleness_patience
-        while not self.core.update_due(self.trips.slow(patience)):
+        if self.step_end is not None:  # evaluations, checkpoints: not the workers' time
+            for worker in self.core.in_flight:
+                self.handed_at[worker] += tic - self.step_end
+        while not self.core.update_due(self.trips.slow):
             for worker in self.core.ready(self.idle):
                 self._hand_out(worker)
                 self.idle.remove(worker)
@@ -196,6 +203,7 @@ class AsyncServer(GeneratorState):
                          server_bytes_out=self.t.sent_total(), applied=len(tau),
                          dropped=len(taken) - len(tau), tau_sum=int(sum(tau)))
         rows.append(("metrics", self.last))
+        self.step_end = time.perf_counter()
         return rows
 
     def before_checkpoint(self, final: bool, workers_have_state: bool

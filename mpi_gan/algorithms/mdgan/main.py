@@ -81,9 +81,12 @@ class MDGAN(Algorithm):
             if cfg.staleness_bound:
                 role = AsyncServer(ctx.transport, g, opt, cfg, ctx.device, shape,
                                    latent_classes(cfg), self.swap_period(cfg, data), average)
+                fresh = (f"{role.core.quorum} fresh ones" if role.core.quorum else
+                         "the fresh ones of the workers keeping pace (patience "
+                         f"{cfg.staleness_patience:g})")
                 plan = (f"staleness bound {cfg.staleness_bound} (feedback scaled "
                         f"{cfg.staleness_scale}), G steps every "
-                        f"{ctx.size - 1} feedbacks or {role.core.quorum} fresh ones, "
+                        f"{ctx.size - 1} feedbacks or {fresh}, "
                         f"{cfg.staleness_batches} batches, "
                         f"one pair of batches of {cfg.batch_size} per version (as K=1)")
             else:

@@ -14,7 +14,7 @@ F on a pair of version v arrives at version v', its staleness is tau = v' - v:
 Once Q of the feedbacks pending are fresh (tau = 0; ``--staleness-quorum``, by default N
 with eager batches: ``quorum_of``), or N are pending (as many as there are workers), or
 with fresh batches and the default quorum once a fresh one is pending and no worker is
-left to wait for but the slow ones the MPI server names (``RoundTrips.slow``,
+left to wait for but the slow ones the MPI server names (``RoundTrips``,
 ``ServerCore.update_due``), G takes one Adam step with the pending gradient divided by
 (pending count x b): version v' + 1. (Only fresh ones count towards
 Q: were stale ones to count, G would step before the workers keeping pace came back, and
@@ -44,6 +44,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,30 +96,39 @@ class RoundTrips:
     to taking its feedback: its compute and the messages), an exponential moving average
     with weight ``weight`` on the newest; with fresh batches and the default quorum G does
     not wait for a worker whose round trip exceeds ``patience`` times the median of the
-    others' (``slow``)."""
+    others' (``slow``, kept up to date at each ``observe``: O(N log N))."""
 
-    def __init__(self, weight: float = 0.25):
-        self.weight, self.seconds = weight, {}
+    def __init__(self, patience: float, weight: float = 0.25):
+        self.patience, self.weight = patience, weight
+        self.seconds: dict[int, float] = {}
+        self.slow: frozenset[int] = frozenset()  # the workers not waited for
 
     def observe(self, worker: int, seconds: float) -> None:
         last = self.seconds.get(worker)
         self.seconds[worker] = seconds if last is None else \
             last + self.weight * (seconds - last)
+        self.slow = slower_than(self.seconds, self.patience)
 
-    def slow(self, patience: float) -> frozenset[int]:
-        """The workers (with an estimate) whose round trip exceeds ``patience`` times the
-        median of the other workers' (none while fewer than two have one)."""
-        if not patience or len(self.seconds) < 2:
-            return frozenset()
-        slow = set()
-        for worker, seconds in self.seconds.items():
-            others = sorted(s for n, s in self.seconds.items() if n != worker)
-            middle = len(others) // 2
-            median = others[middle] if len(others) % 2 else \
-                (others[middle - 1] + others[middle]) / 2
-            if seconds > patience * median:
-                slow.add(worker)
-        return frozenset(slow)
+
+def slower_than(seconds: dict[int, float], patience: float) -> frozenset[int]:
+    """The keys of ``seconds`` whose value exceeds ``patience`` times the median of the
+    other values (none for ``patience`` 0 or fewer than two values)."""
+    if not patience or len(seconds) < 2:
+        return frozenset()
+    workers = np.array(list(seconds))
+    values = np.array([seconds[n] for n in workers])
+    order = np.argsort(values, kind="stable")
+    ranked, n = values[order], len(values)
+    # the others of the value at sorted position i: ranked without i, n - 1 values; their
+    # j-th is ranked[j] before i, ranked[j + 1] from i on
+    position = np.arange(n)
+
+    def others(j: int) -> np.ndarray:
+        return np.where(j < position, ranked[j], ranked[min(j + 1, n - 1)])
+
+    middle = (n - 1) // 2
+    median = others(middle) if (n - 1) % 2 else (others(middle - 1) + others(middle)) / 2
+    return frozenset(int(w) for w in workers[order][ranked > patience * median])
 
 
 def hands_on(update_due: bool, version: int, swap_period: int, workers: int,
@@ -378,7 +388,7 @@ class ServerCore:
         """Whether G steps now: N feedbacks pending (of any staleness), or Q fresh ones
         (``quorum``); with fresh batches and the default quorum (``quorum`` 0), a fresh
         one at least and no worker left to wait for but those in ``slow`` (the MPI
-        server's ``RoundTrips.slow``; without it: none left at all)."""
+        server's ``RoundTrips``; without it: none left at all)."""
         if self.pending_count >= len(self.workers):
             return True
         if self.quorum or not self.fresh:

@@ -198,14 +198,17 @@ def test_asgd_stops_on_sigterm_and_resumes_auto(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_bounded_staleness_stopped_by_a_signal_resumes_as_its_replay(tmp_path):
-    """--staleness-bound 1, worker 2 twice as slow, SIGTERM to every rank mid-run: the
-    server drains (which may leave an update due, made first by the next launch) and stops
+    """--staleness-bound 1, worker 2 twice as slow, G stepping on N - 1 = 1 fresh feedback
+    (--staleness-patience 0: the rule of run files written before the option, so that the
+    straggler's feedback comes late whatever the timings), SIGTERM to every rank mid-run:
+    the server drains (which may leave an update due, made first by the next launch) and stops
     with a checkpoint; ``--resume auto`` goes on to the end. The single-process replay of
     the whole recorded schedule equals every rank's final state, bit for bit."""
     from mpi_gan.algorithms.mdgan.config import MdganConfig
     out = tmp_path / "stale"
     common = ["mpi_gan.mdgan", "--out", out, *FAST, "--staleness-bound", "1", "--slow",
-              "2:2", "--checkpoint-every", "10", "--resume", "auto"]
+              "2:2", "--staleness-patience", "0", "--checkpoint-every", "10", "--resume",
+              "auto"]
     stop = sigterm_then_resume(tmp_path, out, common, 10, 7).stop
     with h5py.File(out / "run.h5", "r") as f:
         cfg = MdganConfig.from_attrs(f["config"].attrs)

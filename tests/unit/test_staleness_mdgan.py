@@ -444,6 +444,8 @@ def test_the_replay_refuses_a_step_before_a_fresh_feedback_and_one_missed():
     replay(cfg, 3, schedule(one, (DRAIN, 0, 0, 1, 0, 1, 0, 0)))  # worker 2 slow: it may
     with pytest.raises(ReplayError, match="fewer than its quorum"):
         replay(cfg, 3, schedule((DRAIN, 0, 0, 1, 0, 1, 0, 0)))  # nothing pending
+    with pytest.raises(ReplayError, match="handed on after a fresh feedback"):
+        replay(cfg, 3, schedule(one[:-1] + (1,)))
     with pytest.raises(ReplayError, match="G should have stepped first"):
         replay(cfg, 3, schedule(one, two, (ARRIVAL, 1, 1, 0, 1, 0, 1, 0)))
     with pytest.raises(ReplayError, match="fewer than its quorum"):  # Q = 2: both fresh

@@ -134,6 +134,9 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
         arrival = replica.take(int(worker))
         if handed_on and draining:
             raise ReplayError(f"schedule row {position}: worker {worker} handed on in a drain")
+        if handed_on and core.fresh and arrival.tau == 0:
+            raise ReplayError(f"schedule row {position}: worker {worker} handed on after a "
+                              "fresh feedback (fresh batches: it waits for the next version)")
         if handed_on:  # as the record says: it depends on the run's --iterations then
             hand_out(int(worker))
         else:

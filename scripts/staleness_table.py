@@ -71,8 +71,8 @@ def read(path: str) -> dict:
 
 
 def variant(cfg: dict) -> str:
-    """How an S > 0 run steps G: ``--staleness-batches``, then Q and L where set ("-" for
-    S = 0)."""
+    """How an S > 0 run steps G: ``--staleness-batches``, then Q, P (fresh batches with
+    the default quorum) and L where set ("-" for S = 0)."""
     if not int(cfg["staleness_bound"]):
         return "-"
     quorum, lookahead = int(cfg.get("staleness_quorum", 0)), float(cfg.get(

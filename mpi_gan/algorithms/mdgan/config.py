@@ -48,8 +48,9 @@ class MdganConfig(GanConfig):
         help="S: 0 is synchronous MD-GAN (the server waits for every worker each "
              "iteration); S > 0 applies each worker's feedback as it arrives if its batch "
              "came from a G at most S versions old (older is dropped and counted), and steps "
-             "G once N feedbacks are pending or --staleness-quorum fresh ones, so that it "
-             "does not wait for its slowest worker (docs/mdgan.md)")
+             "G once N feedbacks are pending, or once the workers keeping pace have sent "
+             "fresh ones (--staleness-batches, --staleness-quorum, --staleness-patience), "
+             "so that it does not wait for its slowest worker (docs/mdgan.md)")
     staleness_scale: str = option(
         "inverse", "training", choices=("inverse", "none"),
         help="with --staleness-bound > 0, the factor of a feedback of staleness tau: "

@@ -335,3 +335,31 @@ def test_g_does_not_wait_for_workers_whose_round_trips_are_slow(mpi_tmp_path, mo
             fresh[int(version)] = fresh.get(int(version), 0) + 1
     assert fresh[0] == world - 1                      # the first version waits for all
     assert all(count == 1 for version, count in fresh.items() if version > 0), fresh
+
+
+def test_with_no_worker_lagging_bounded_staleness_is_synchronous_md_gan(mpi_tmp_path):
+    """--staleness-bound 1 with fresh batches and no worker called slow (patience beyond
+    any timing): every feedback is fresh and G waits for all, each version's pair is
+    synchronous MD-GAN's two batches of that iteration with k = 1, split among the
+    workers as it splits them, and G steps on the feedback scaled as synchronous MD-GAN
+    scales it. So G, its moving average and every D equal those of --staleness-bound 0
+    bit for bit (at most two workers per batch here: their feedback sums alike in either
+    order of arrival)."""
+    import dataclasses
+    from mpi4py import MPI
+    world, rank = MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
+    synchronous = small_config(mpi_tmp_path / "sync", world, iterations=9, k=1, g_ema=0.9)
+    reference = run(synchronous)
+    stale = dataclasses.replace(synchronous, out=str(mpi_tmp_path / "stale"),
+                                staleness_bound=1, staleness_patience=1e9)
+    result = run(stale)
+    if rank != 0:
+        return
+    tau = schedule_of(result.run_file)["version"] - schedule_of(result.run_file)["sent_version"]
+    assert (tau == 0).all()
+    ours = all_params(result.checkpoint)
+    theirs = all_params(reference.checkpoint)
+    compared = [key for key in ours if "/model/" in key or "/average/" in key]
+    assert any(key.startswith("rank_0/") for key in compared) and len(compared) > 10
+    for key in compared:
+        assert np.array_equal(ours[key], theirs[key]), key

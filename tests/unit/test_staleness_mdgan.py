@@ -78,9 +78,26 @@ def assert_close(got, expected):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def z_of(version, index):
-    """z_g of pair ``index`` of G's version ``version`` (float64 numpy)."""
-    return async_latents(LATENT, 0, B, 3, version, index)[0][0].double().numpy()
+def z_of(version, index, batch):
+    """z of batch ``batch`` of pair ``index`` of G's version ``version`` (float64 numpy):
+    worker 1's X_g is batch 1, worker 2's batch 0 (n mod 2, as synchronous k = 1)."""
+    return async_latents(LATENT, 0, B, 3, version, index)[batch][0].double().numpy()
+
+
+def test_pair_0_is_synchronous_md_gans_batches_and_the_workers_split_them():
+    from mpi_gan.gan.losses import latent_batch
+    for version in (0, 5):  # the synchronous server's latents of iteration ``version``
+        for j in (0, 1):
+            assert torch.equal(async_latents(LATENT, 0, B, 3, version, 0)[j][0],
+                               latent_batch(LATENT, 0, B, 3, version, j)[0])
+    later = async_latents(LATENT, 0, B, 3, 0, 1)
+    assert not torch.equal(later[0][0], async_latents(LATENT, 0, B, 3, 0, 0)[0][0])
+    server = ServerCore(TanhG(), Adam(TanhG().parameters(), LR, BETAS, EPS), [1, 2, 3],
+                        2, "inverse", B, LATENT, 0, seed=3)
+    out = {n: server.hand_out(n)[:2] for n in (1, 2, 3)}
+    assert torch.equal(out[1][0], out[3][0]) and torch.equal(out[1][1], out[3][1])
+    assert torch.equal(out[1][0], out[2][1]) and torch.equal(out[1][1], out[2][0])
+    assert not torch.equal(out[1][0], out[1][1])
 
 
 def test_stale_feedback_is_differentiated_at_its_version_scaled_and_a_staler_one_dropped():
@@ -89,12 +106,13 @@ def test_stale_feedback_is_differentiated_at_its_version_scaled_and_a_staler_one
     rng = np.random.default_rng(0)
     feedback = {key: rng.normal(size=(B, OUT)) for key in ("1a", "1b", "2a", "1c", "2b")}
     t = lambda key: torch.tensor(feedback[key], dtype=torch.float32)  # noqa: E731
-    x_g, _, labels, version, step = server.hand_out(1)
+    x_g, x_d, labels, version, step = server.hand_out(1)
     assert labels is None and (version, step) == (0, 0)
-    np.testing.assert_allclose(x_g.double().numpy(),
-                               np.tanh(np.tanh(z_of(0, 0) @ w0[0].T) @ w0[1].T), atol=1e-6)
-    shared, _, _, _, _ = server.hand_out(2)              # worker 2, step 0: the same pair
-    assert torch.equal(shared, x_g)
+    for x, batch in ((x_g, 1), (x_d, 0)):
+        np.testing.assert_allclose(x.double().numpy(), np.tanh(np.tanh(
+            z_of(0, 0, batch) @ w0[0].T) @ w0[1].T), atol=1e-6)
+    shared_g, shared_d, _, _, _ = server.hand_out(2)     # worker 2, step 0: the same pair,
+    assert torch.equal(shared_g, x_d) and torch.equal(shared_d, x_g)  # the roles swapped
     arrival = server.take(1, t("1a"))                    # worker 1's step 0
     assert (arrival.tau, arrival.pair) == (0, 0)
     second, _, _, _, step = server.hand_out(1)           # its second batch at version 0:
@@ -105,8 +123,8 @@ def test_stale_feedback_is_differentiated_at_its_version_scaled_and_a_staler_one
         1, 1, 0, True, 1)
     assert server.update_due()
     server.update()                                      # version 1: 1a and 1b
-    grad = (by_hand_gradient(w0, z_of(0, 0), feedback["1a"]) +
-            by_hand_gradient(w0, z_of(0, 1), feedback["1b"])) / (2 * B)
+    grad = (by_hand_gradient(w0, z_of(0, 0, 1), feedback["1a"]) +
+            by_hand_gradient(w0, z_of(0, 1, 1), feedback["1b"])) / (2 * B)
     w1 = adam_first_step(w0, grad)
     assert_close(weights(server.g), w1)
     assert server.version == 1
@@ -117,10 +135,11 @@ def test_stale_feedback_is_differentiated_at_its_version_scaled_and_a_staler_one
     server.take(1, t("1c"))
     server.update()                                      # version 2: 2a (at w0!) and 1c
     # 2a is differentiated at the weights that generated its batch, w0, not w1
-    grad2 = (by_hand_gradient(w0, z_of(0, 0), feedback["2a"]) * staleness_scale("inverse", 1)
-             + by_hand_gradient(w1, z_of(1, 0), feedback["1c"])) / (2 * B)
-    wrong = (by_hand_gradient(w1, z_of(0, 0), feedback["2a"]) +
-             by_hand_gradient(w1, z_of(1, 0), feedback["1c"])) / (2 * B)
+    grad2 = (by_hand_gradient(w0, z_of(0, 0, 0), feedback["2a"]) *
+             staleness_scale("inverse", 1) +
+             by_hand_gradient(w1, z_of(1, 0, 1), feedback["1c"])) / (2 * B)
+    wrong = (by_hand_gradient(w1, z_of(0, 0, 0), feedback["2a"]) +
+             by_hand_gradient(w1, z_of(1, 0, 1), feedback["1c"])) / (2 * B)
     got = grads_of(server.g)
     assert_close(got, grad2)
     assert max(np.abs(a - b).max() for a, b in zip(got, wrong)) > 1e-4
@@ -158,8 +177,9 @@ def test_no_scaling_more_pending_than_workers_and_one_backward_per_pair(monkeypa
         *a, **k))
     server.update()
     assert len(backwards) == 2                           # one per pair, not per feedback
-    expected = (by_hand_gradient(w0, z_of(0, 0), fbs[0] + fbs[2]) +
-                by_hand_gradient(w0, z_of(0, 1), fbs[1])) / (3 * B)
+    expected = (by_hand_gradient(w0, z_of(0, 0, 1), fbs[0]) +
+                by_hand_gradient(w0, z_of(0, 0, 0), fbs[2]) +
+                by_hand_gradient(w0, z_of(0, 1, 1), fbs[1])) / (3 * B)
     assert_close(grads_of(server.g), expected)
 
 
@@ -171,7 +191,7 @@ def test_with_skip_a_non_finite_feedback_is_dropped_and_counted():
     bad[0, 0] = float("nan")
     arrival = server.take(1, bad)
     assert not arrival.applied and (server.nonfinite, server.dropped) == (1, 1)
-    assert server.pending_count == 0 and server.pairs[0, 0].feedback is None
+    assert server.pending_count == 0 and not server.pairs[0, 0].has_feedback
     server.hand_out(1)
     assert server.take(1, torch.ones(B, OUT)).applied and server.pending_count == 1
     plain = core()  # without skip the NaN goes into the sum (the watch then stops the run)
@@ -194,7 +214,7 @@ def test_closing_reduces_the_pairs_and_its_state_round_trips():
     with pytest.raises(RuntimeError, match="nothing is in flight"):
         server.close()
     server.take(1, torch.full((B, OUT), 0.5))
-    assert server.pending is None and server.pairs[1, 0].feedback is not None
+    assert server.pending is None and server.pairs[1, 0].has_feedback
     server.close()
     assert server.pairs == {} and server.pending is not None
     state = dict(server.state())
@@ -210,8 +230,11 @@ def test_closing_reduces_the_pairs_and_its_state_round_trips():
         again, _, _, _, _ = s.hand_out(2)
         assert torch.equal(again, s.hand_out(1)[0]) is False
         assert sorted(s.pairs) == [(1, 0), (1, 1)]
-    assert torch.equal(server.pairs[1, 0].x_g, other.pairs[1, 0].x_g)
+    assert all(torch.equal(a, b) for a, b in zip(server.pairs[1, 0].x, other.pairs[1, 0].x))
     assert not torch.equal(first, again)                 # version 0's pair, not version 1's
+    del state["async/pair_batches"]  # written when every worker's X_g was one batch
+    with pytest.raises(ValueError, match="every worker's X_g was the same batch"):
+        core().load_state(state)
 
 
 def test_feedback_two_versions_old_counts_half_under_the_inverse_rule():
@@ -233,8 +256,8 @@ def test_feedback_two_versions_old_counts_half_under_the_inverse_rule():
     server.hand_out(1)                                   # pair (2, 0)
     server.take(1, torch.tensor(own, dtype=torch.float32))
     server.update()
-    grad = (0.5 * by_hand_gradient(w0, z_of(0, 0), late) +
-            by_hand_gradient(w2, z_of(2, 0), own)) / (2 * B)
+    grad = (0.5 * by_hand_gradient(w0, z_of(0, 0, 0), late) +
+            by_hand_gradient(w2, z_of(2, 0, 1), own)) / (2 * B)
     assert_close(grads_of(server.g), grad)
 
 
@@ -245,18 +268,19 @@ def test_with_a_lookahead_batches_come_from_g_extrapolated_along_its_last_step()
     fb = [rng.normal(size=(B, OUT)) for _ in range(4)]
     x_g, _, _, _, _ = server.hand_out(1)                 # version 0: no step yet, G itself
     np.testing.assert_allclose(x_g.double().numpy(),
-                               np.tanh(np.tanh(z_of(0, 0) @ w0[0].T) @ w0[1].T), atol=1e-6)
+                               np.tanh(np.tanh(z_of(0, 0, 1) @ w0[0].T) @ w0[1].T), atol=1e-6)
     server.hand_out(2)
     for n in (1, 2):
         server.take(n, torch.tensor(fb[n - 1], dtype=torch.float32))
     server.update()
-    w1 = adam_first_step(w0, (by_hand_gradient(w0, z_of(0, 0), fb[0] + fb[1])) / (2 * B))
+    w1 = adam_first_step(w0, (by_hand_gradient(w0, z_of(0, 0, 1), fb[0]) +
+                              by_hand_gradient(w0, z_of(0, 0, 0), fb[1])) / (2 * B))
     assert_close(weights(server.g), w1)
     ahead = [a + 0.5 * (a - b) for a, b in zip(w1, w0)]  # theta_1 + L (theta_1 - theta_0)
     x_g, _, _, version, _ = server.hand_out(1)
     assert version == 1
     np.testing.assert_allclose(x_g.double().numpy(),
-                               np.tanh(np.tanh(z_of(1, 0) @ ahead[0].T) @ ahead[1].T),
+                               np.tanh(np.tanh(z_of(1, 0, 1) @ ahead[0].T) @ ahead[1].T),
                                atol=1e-6)
     server.take(1, torch.tensor(fb[2], dtype=torch.float32))
     server.hand_out(2)
@@ -270,7 +294,8 @@ def test_with_a_lookahead_batches_come_from_g_extrapolated_along_its_last_step()
     assert_close([p.double().numpy() for p in other.previous], w0)
     other.g.load_state_dict(server.g.state_dict())
     # the feedback is differentiated at the extrapolated weights, applied to G's own
-    grad = by_hand_gradient(ahead, z_of(1, 0), fb[2] + fb[3]) / (2 * B)
+    grad = (by_hand_gradient(ahead, z_of(1, 0, 1), fb[2]) +
+            by_hand_gradient(ahead, z_of(1, 0, 0), fb[3])) / (2 * B)
     for s in (server, other):
         s.update()
         assert_close(grads_of(s.g), grad)
@@ -409,10 +434,10 @@ def test_snapshots_share_g_buffers_so_batch_norm_statistics_move_as_synchronousl
     mean, tracked = g[1].running_mean, g[1].num_batches_tracked
     server.hand_out(1)                                    # X_g and X_d: two batches
     assert int(tracked) == 2 and g[1].running_mean is mean and mean.abs().sum() > 0
-    z_g, z_d = (z for (z, _) in async_latents(LATENT, 0, B, 3, 0, 0))
+    z_0, z_1 = (z for (z, _) in async_latents(LATENT, 0, B, 3, 0, 0))
     reference = torch.nn.BatchNorm1d(5)                   # what G's own forwards give
     with torch.no_grad():
-        for z in (z_g, z_d):
+        for z in (z_0, z_1):
             reference(g[0](z))
     assert torch.allclose(mean, reference.running_mean)
     server.hand_out(2)                                    # the same pair: no forward

@@ -50,6 +50,7 @@ from torch import nn
 
 from ...gan.adam import Adam
 from ...gan.losses import latent_batch
+from .plan import batch_assignment
 from .worker import local_step, real_batch
 
 SCALES = ("inverse", "none")
@@ -73,10 +74,12 @@ def accepted(tau: int, bound: int) -> bool:
 
 
 def async_latents(latent_dim: int, classes: int, batch: int, seed: int, version: int,
-                  index: int) -> tuple[tuple, tuple]:
-    """((z_g, y_g), (z_d, y_d)) of pair ``index`` (0-based) of G's version ``version``."""
-    return tuple(latent_batch(latent_dim, classes, batch, seed, "async", version, index,
-                              part) for part in ("g", "d"))
+                  index: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """[(z, y)] of the two batches of pair ``index`` (0-based) of G's version ``version``:
+    pair 0 has synchronous MD-GAN's latents of iteration ``version`` with k = 1 (the
+    stream (version, j)), later pairs those of the stream ("async", version, index, j)."""
+    stream = (version,) if index == 0 else ("async", version, index)
+    return [latent_batch(latent_dim, classes, batch, seed, *stream, j) for j in range(2)]
 
 
 def quorum_of(option: int, fresh: bool, workers: int, patience: float = 0.0) -> int:
@@ -186,16 +189,21 @@ def generate_at(version: nn.Module, z: torch.Tensor, graph: bool) -> torch.Tenso
 @dataclass
 class Pair:
     """A version's pair of generated batches, handed to every worker that asks at that
-    version (its ``index``-th for them)."""
+    version (its ``index``-th for them): worker n's X_g is batch n mod 2, its X_d the
+    other (``plan.batch_assignment``, the paper's rule with K = 2)."""
 
     version: int                      # G's version that generated it
     index: int                        # its place among the pairs of that version
-    x_g: torch.Tensor                 # X_g (b, C, H, W) with its graph to ``version_g``
-    x_d: torch.Tensor                 # X_d, detached
-    labels: torch.Tensor | None       # (2b,) y_g then y_d (ACGAN), else None
+    x: list[torch.Tensor]             # the two batches (b, C, H, W), each with its graph
+    labels: list[torch.Tensor | None]  # each batch's labels (b,) (ACGAN), else None
     version_g: nn.Module              # the snapshot of that version
     holders: int = 0                  # workers with a step in flight on it
-    feedback: torch.Tensor | None = None  # the scaled feedbacks taken, not yet reduced
+    # per batch, the scaled feedbacks taken on it as X_g, not yet reduced
+    feedback: list[torch.Tensor | None] = field(default_factory=lambda: [None, None])
+
+    @property
+    def has_feedback(self) -> bool:
+        return any(f is not None for f in self.feedback)
 
 
 @dataclass
@@ -204,6 +212,7 @@ class InFlight:
 
     step: int                         # the worker's step index j
     pair: Pair                        # the batches it was handed
+    batch: int                        # which of the pair's batches is its X_g
 
 
 @dataclass
@@ -277,6 +286,9 @@ class ServerCore:
         for n in self.workers:
             self.steps.setdefault(n, 0)
             self.handed.setdefault(n, 0)
+        # worker -> (its X_g, its X_d) among a pair's two batches, as synchronous k = 1
+        self.assignment = {n: batch_assignment(i, 2)
+                           for i, n in enumerate(sorted(self.workers), 1)}
 
     def _version_g(self) -> nn.Module:
         """The snapshot of this version (made at its first pair, in a snapshot that no
@@ -294,13 +306,12 @@ class ServerCore:
         """Pair ``index`` of this version, generated when first asked for."""
         key = (self.version, index)
         if key not in self.pairs:
-            (z_g, y_g), (z_d, y_d) = async_latents(self.latent_dim, self.classes, self.batch,
-                                                   self.seed, self.version, index)
+            latents = async_latents(self.latent_dim, self.classes, self.batch, self.seed,
+                                    self.version, index)
             version_g = self._version_g()
-            x_g = generate_at(version_g, z_g.to(self.device), graph=True)
-            x_d = generate_at(version_g, z_d.to(self.device), graph=False)
-            labels = torch.cat([y_g, y_d]) if y_g is not None else None
-            self.pairs[key] = Pair(self.version, index, x_g, x_d, labels, version_g)
+            self.pairs[key] = Pair(self.version, index,
+                                   [generate_at(version_g, z.to(self.device), graph=True)
+                                    for z, _ in latents], [y for _, y in latents], version_g)
         return self.pairs[key]
 
     def hand_out(self, worker: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
@@ -311,11 +322,14 @@ class ServerCore:
             raise RuntimeError(f"worker {worker} already has step "
                                f"{self.in_flight[worker].step} in flight")
         step, pair = self.steps[worker], self._pair(self.handed[worker])
+        g, d = self.assignment[worker]
         pair.holders += 1
         self.handed[worker] += 1
-        self.in_flight[worker] = InFlight(step, pair)
+        self.in_flight[worker] = InFlight(step, pair, g)
         self.steps[worker] = step + 1
-        return pair.x_g.detach(), pair.x_d, pair.labels, pair.version, step
+        labels = torch.cat([pair.labels[g], pair.labels[d]]) \
+            if pair.labels[g] is not None else None
+        return pair.x[g].detach(), pair.x[d].detach(), labels, pair.version, step
 
     def take(self, worker: int, feedback: torch.Tensor) -> Arrival:
         """Apply (or drop) the feedback (b, C, H, W) of ``worker``'s step in flight: add it,
@@ -331,40 +345,56 @@ class ServerCore:
             arrival.applied = False
             self.nonfinite += 1
         if arrival.applied:
-            factor = staleness_scale(self.rule, arrival.tau)
-            feedback = feedback.to(pair.x_g.device)
-            if pair.feedback is None:
-                pair.feedback = feedback.mul(factor)
+            factor, j = staleness_scale(self.rule, arrival.tau), flight.batch
+            feedback = feedback.to(pair.x[j].device)
+            if pair.feedback[j] is None:
+                pair.feedback[j] = feedback.mul(factor)
             else:
-                pair.feedback.add_(feedback, alpha=factor)
+                pair.feedback[j].add_(feedback, alpha=factor)
             self.pending_count += 1
             self.fresh_count += arrival.tau == 0
             self.applied += 1
         else:
             self.dropped += 1
-        if pair.holders == 0 and pair.feedback is None and pair.version < self.version:
+        if pair.holders == 0 and not pair.has_feedback and pair.version < self.version:
             del self.pairs[pair.version, pair.index]  # dropped: nobody needs it any more
         return arrival
 
-    def _reduce(self) -> None:
-        """Add every pair's J^T (feedback sum) to the pending gradient, pairs in the order
-        they were generated; forget the pairs nobody can use any more (no step in flight,
-        an older version than G's)."""
+    def _gradient(self, scale: float | None = None) -> list[torch.Tensor] | None:
+        """The sum over the pairs with feedback, in the order they were generated, of J^T
+        (``scale`` x each batch's feedback sum; None: unscaled), or None if none has
+        feedback; forget the pairs nobody can use any more (no step in flight, an older
+        version than G's)."""
+        total = None
         for key, pair in list(self.pairs.items()):
-            if pair.feedback is not None:
+            if pair.has_feedback:
                 # a pair nobody holds is forgotten before it could be handed out again
                 # (update moves to the next version, close clears the pairs)
-                grads = torch.autograd.grad(pair.x_g, list(pair.version_g.parameters()),
-                                            grad_outputs=pair.feedback,
+                taken = [(x, f if scale is None else f.mul(scale))
+                         for x, f in zip(pair.x, pair.feedback) if f is not None]
+                grads = torch.autograd.grad([x for x, _ in taken],
+                                            list(pair.version_g.parameters()),
+                                            grad_outputs=[f for _, f in taken],
                                             retain_graph=pair.holders > 0)
-                if self.pending is None:
-                    self.pending = [grad.clone() for grad in grads]
+                if total is None:
+                    total = [grad.clone() for grad in grads]
                 else:
-                    for total, grad in zip(self.pending, grads):
-                        total.add_(grad)
-                pair.feedback = None
+                    for summed, grad in zip(total, grads):
+                        summed.add_(grad)
+                pair.feedback = [None, None]
             if pair.holders == 0 and pair.version < self.version:
                 del self.pairs[key]
+        return total
+
+    def _reduce(self) -> None:
+        """Add every pair's J^T (feedback sum) to the pending gradient (unscaled: the count
+        that scales it is known at the update) and forget the pairs nobody can use."""
+        grads = self._gradient()
+        if grads is not None and self.pending is None:
+            self.pending = grads
+        elif grads is not None:
+            for total, grad in zip(self.pending, grads):
+                total.add_(grad)
 
     def close(self) -> None:
         """Before a checkpoint (nothing in flight): reduce every pair's feedback into the
@@ -411,12 +441,19 @@ class ServerCore:
         return [n for n in idle if self.handed[n] == 0]
 
     def update(self) -> None:
-        """One Adam step of G with the pending gradient / (pending count x b); version + 1."""
-        self._reduce()
+        """One Adam step of G with the pending gradient / (pending count x b); version + 1.
+        The pairs' feedback sums are scaled before their backward, as synchronous MD-GAN
+        scales its feedback (so that with every feedback fresh and at most two workers per
+        batch, summed in either order alike, G's step is synchronous MD-GAN's bit for
+        bit); what a checkpoint reduced earlier is scaled after."""
         scale = 1.0 / (self.pending_count * self.batch)
+        grads = self._gradient(scale)
+        if self.pending is not None:
+            earlier = [total.mul(scale) for total in self.pending]
+            grads = earlier if grads is None else [g.add_(e) for g, e in zip(grads, earlier)]
         self.opt.zero_grad(set_to_none=True)
-        for p, total in zip(self.g.parameters(), self.pending):
-            p.grad = total.mul(scale)
+        for p, grad in zip(self.g.parameters(), grads):
+            p.grad = grad
         before = [p.detach().clone() for p in self.g.parameters()] if self.lookahead else None
         if self.opt.step() and before is not None:  # a skipped step keeps the last one
             self.previous = before
@@ -439,6 +476,8 @@ class ServerCore:
                                                      self.nonfinite, self.fresh_count],
                                                     dtype=torch.int64)),
                    ("async/workers", ranks),
+                   # a pair's two batches each a worker's X_g (not one X_g for all)
+                   ("async/pair_batches", torch.tensor([2], dtype=torch.int64)),
                    ("async/steps", torch.tensor([self.steps[int(n)] for n in ranks],
                                                 dtype=torch.int64)),
                    ("async/handed", torch.tensor([self.handed[int(n)] for n in ranks],
@@ -457,6 +496,11 @@ class ServerCore:
             raise ValueError("this checkpoint of MD-GAN with a staleness bound was written by "
                              "an earlier version of it: it cannot be resumed exactly; start "
                              "a new run")
+        if "async/pair_batches" not in values:
+            raise ValueError("this checkpoint of MD-GAN with a staleness bound was written "
+                             "when every worker's X_g was the same batch of a pair (before "
+                             "synchronous MD-GAN's assignment): it cannot be resumed "
+                             "exactly; start a new run")
         counters = [int(v) for v in values["async/counters"]]
         counters += [0] * (6 - len(counters))  # written before the quorum: 0 fresh counted
         (self.version, self.pending_count, self.applied, self.dropped, self.nonfinite,

@@ -1,15 +1,18 @@
 """Bounded-staleness MD-GAN (``--staleness-bound S`` > 0): its mathematics and the server's
 bookkeeping, free of MPI, shared by the MPI roles and the single-process replay.
 
-Each worker n has at most one step in flight. The batches X_g and X_d of a step handed out
-at version v (G updates done) are those of synchronous MD-GAN with k = 1 at that version:
-one pair per version, the same for every worker handed a batch at v; a worker handed a
-second batch at the same version (a fast one) gets the version's second pair, and so on
-(pair i of version v: latents from the stream ("async", v, i, "g" or "d")). When a feedback
-F on a pair of version v arrives at version v', its staleness is tau = v' - v:
+Each worker n has at most one step in flight. The batches of a step handed out at version
+v (G updates done) are those of synchronous MD-GAN with k = 1 at iteration v: a pair of
+two generated batches per version, split as synchronous MD-GAN splits them (worker n's
+X_g is batch n mod 2, its X_d the other: ``plan.batch_assignment``), the same pair for
+every worker handed a batch at v; a worker handed a second batch at the same version (a
+fast one) gets the version's second pair, and so on (pair 0 of version v: latents of
+synchronous MD-GAN's stream (v, j); pair i > 0: of the stream ("async", v, i, j)). When a
+feedback F on a batch of a pair of version v arrives at version v', its staleness is
+tau = v' - v:
 
 * tau > S: the feedback is dropped (and counted);
-* else F times ``staleness_scale(rule, tau)`` is added to its pair's feedback sum.
+* else F times ``staleness_scale(rule, tau)`` is added to its batch's feedback sum.
 
 Once Q of the feedbacks pending are fresh (tau = 0; ``--staleness-quorum``, by default N
 with eager batches: ``quorum_of``), or N are pending (as many as there are workers), or
@@ -19,12 +22,13 @@ left to wait for but the slow ones the MPI server names (``RoundTrips``,
 (pending count x b): version v' + 1. (Only fresh ones count towards
 Q: were stale ones to count, G would step before the workers keeping pace came back, and
 their feedback would be stale in turn.) The pending gradient is
-the sum over pairs of J^T (the pair's feedback sum), J the Jacobian of the pair's X_g at
-the parameters that generated it (the stale-gradient rule of asynchronous SGD): one
-backward per pair, as synchronous MD-GAN's k = 1 does one per iteration. With no
-straggler and S >= 1 every update therefore uses about one feedback per worker on about
-one pair, as synchronous MD-GAN (k = 1) does, each computed at most a version or two
-earlier.
+the sum over pairs and their batches of J^T (the batch's feedback sum), J the Jacobian of
+the batch at the parameters that generated it (the stale-gradient rule of asynchronous
+SGD): one backward per pair, as synchronous MD-GAN's k = 1 does one per iteration (the
+feedback sums scaled by 1 / (pending count x b) before it, as synchronous MD-GAN scales
+its feedback). With every feedback fresh (no worker lagging, fresh batches) an update is
+synchronous MD-GAN's, bit for bit where no batch has more than two feedbacks (their sum
+is the same in either order).
 
 When a worker gets its next batches (``--staleness-batches``): ``eager``, as soon as the
 server takes its feedback, so that it computes while G steps (its next feedback is then at

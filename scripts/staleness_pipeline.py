@@ -3,7 +3,9 @@ study what a one-version lag costs and how a staleness rule repairs it, free of 
 timing (docs/results.md: how ``--staleness-lookahead`` was chosen):
 
 * ``sync``: every worker is handed the version's pair, every feedback is taken, G steps:
-  synchronous MD-GAN with k = 1 (tau = 0), on the latents of the asynchronous server;
+  synchronous MD-GAN with k = 1 (tau = 0; since the pairs are split as synchronous
+  MD-GAN splits its batches, bit for bit; the results of docs/results.md were of one X_g
+  per pair);
 * ``lag``: the steady state of ``--staleness-bound`` > 0 without a straggler, as the MPI
   server runs it (``hands_on``): each worker whose feedback is taken is handed its next
   batches at once, before the update that feedback completes, so nearly every feedback

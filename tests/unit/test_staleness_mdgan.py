@@ -98,6 +98,19 @@ def test_pair_0_is_synchronous_md_gans_batches_and_the_workers_split_them():
     assert torch.equal(out[1][0], out[3][0]) and torch.equal(out[1][1], out[3][1])
     assert torch.equal(out[1][0], out[2][1]) and torch.equal(out[1][1], out[2][0])
     assert not torch.equal(out[1][0], out[1][1])
+    # a batch's feedback is summed in rank order, whatever the order of arrival
+    fb = {n: torch.randn(B, OUT, generator=torch.Generator().manual_seed(n)) for n in (1, 3)}
+    server.take(3, fb[3]), server.take(1, fb[1])
+    expected = fb[1].clone().add_(fb[3])
+    assert torch.equal(server.pairs[0, 0].feedback_sum(1), expected)
+    assert server.pairs[0, 0].feedback_sum(0) is None     # worker 2's still in flight
+    # ACGAN: the labels of X_g then X_d, each batch's own
+    classes = 2
+    acgan = ServerCore(TanhG(), Adam(TanhG().parameters(), LR, BETAS, EPS), [1, 2], 2,
+                       "inverse", B, LATENT, classes, seed=3)
+    ys = [latent_batch(LATENT, classes, B, 3, 0, j)[1] for j in (0, 1)]
+    assert torch.equal(acgan.hand_out(1)[2], torch.cat([ys[1], ys[0]]))
+    assert torch.equal(acgan.hand_out(2)[2], torch.cat([ys[0], ys[1]]))
 
 
 def test_stale_feedback_is_differentiated_at_its_version_scaled_and_a_staler_one_dropped():
@@ -461,18 +474,26 @@ def test_the_replay_refuses_a_step_before_a_fresh_feedback_and_one_missed():
     cfg = MdganConfig(dataset="synthetic", synthetic_size=16, batch_size=4, iterations=2,
                       k=1, staleness_bound=1, swap_epochs=0, seed=1)
 
-    def schedule(*rows):  # (event, worker, step, sent_version, pair, version, applied,
-        return {c: np.array([r[i] for r in rows], dtype=np.int64)  # handed_on)
+    def schedule(*rows):  # (event, worker, step, sent_version, pair, batch, version,
+        return {c: np.array([r[i] for r in rows], dtype=np.int64)  # applied, handed_on)
                 for i, c in enumerate(SCHEDULE_COLUMNS)}
-    one, two = (ARRIVAL, 1, 0, 0, 0, 0, 1, 0), (ARRIVAL, 2, 0, 0, 0, 0, 1, 0)
-    replay(cfg, 3, schedule(one, two, (DRAIN, 0, 0, 1, 0, 1, 0, 0)))  # both back: G steps
-    replay(cfg, 3, schedule(one, (DRAIN, 0, 0, 1, 0, 1, 0, 0)))  # worker 2 slow: it may
+    # worker 1's X_g is batch 1 of the pair, worker 2's batch 0
+    one, two = (ARRIVAL, 1, 0, 0, 0, 1, 0, 1, 0), (ARRIVAL, 2, 0, 0, 0, 0, 0, 1, 0)
+    drain = (DRAIN, 0, 0, 1, 0, 0, 1, 0, 0)
+    replay(cfg, 3, schedule(one, two, drain))            # both back: G steps
+    replay(cfg, 3, schedule(one, drain))                 # worker 2 slow: it may
+    with pytest.raises(ReplayError, match=r"recorded \(step, sent version, pair, batch"):
+        replay(cfg, 3, schedule(two[:5] + (1,) + two[6:]))  # worker 2's X_g: batch 0
+    old = schedule(one, two, drain)
+    del old["batch"]  # recorded when every worker's X_g was one batch
+    with pytest.raises(ReplayError, match="no column batch: it was written by an earlier"):
+        replay(cfg, 3, old)
     with pytest.raises(ReplayError, match="fewer than its quorum"):
-        replay(cfg, 3, schedule((DRAIN, 0, 0, 1, 0, 1, 0, 0)))  # nothing pending
+        replay(cfg, 3, schedule(drain))                  # nothing pending
     with pytest.raises(ReplayError, match="handed on after a fresh feedback"):
         replay(cfg, 3, schedule(one[:-1] + (1,)))
     with pytest.raises(ReplayError, match="G should have stepped first"):
-        replay(cfg, 3, schedule(one, two, (ARRIVAL, 1, 1, 0, 1, 0, 1, 0)))
+        replay(cfg, 3, schedule(one, two, (ARRIVAL, 1, 1, 0, 1, 1, 0, 1, 0)))
     with pytest.raises(ReplayError, match="fewer than its quorum"):  # Q = 2: both fresh
         replay(MdganConfig(**{**cfg.__dict__, "staleness_quorum": 2}), 3,
-               schedule(one, (DRAIN, 0, 0, 1, 0, 1, 0, 0)))
+               schedule(one, drain))

@@ -61,8 +61,9 @@ def schedule_table() -> Metrics:
     """The server's record, one row per event: ``event`` (0 a feedback taken, 1 a drain
     begins, 2 the workers swap, 3 the pairs are closed before a checkpoint), ``worker`` and
     ``step`` (the feedback's worker and its step index; 0 for the others),
-    ``sent_version`` and ``pair`` (G's version that generated the batch, and the pair's
-    index among that version's), ``version`` (G's version at the event), ``applied`` (1
+    ``sent_version``, ``pair`` and ``batch`` (G's version that generated the batch, the
+    pair's index among that version's, and which of its two batches was the worker's X_g:
+    a schedule without it was recorded when every worker's X_g was one batch), ``version`` (G's version at the event), ``applied`` (1
     applied, 0 dropped as staler than the bound; for a swap: its index), ``handed_on`` (1:
     the worker got its next batches at once, ``staleness.hands_on``; 0: it idled until
     the server next waited and ``ServerCore.ready`` named it: with fresh batches, in
@@ -70,13 +71,13 @@ def schedule_table() -> Metrics:
     return Metrics({name: (np.int64, ()) for name in SCHEDULE_COLUMNS})
 
 
-SCHEDULE_COLUMNS = ("event", "worker", "step", "sent_version", "pair", "version", "applied",
-                    "handed_on")
+SCHEDULE_COLUMNS = ("event", "worker", "step", "sent_version", "pair", "batch", "version",
+                    "applied", "handed_on")
 
 
 def _event(event: int, version: int, argument: int = 0) -> tuple[str, dict]:
     return ("schedule", dict(event=event, worker=0, step=0, sent_version=version, pair=0,
-                             version=version, applied=argument, handed_on=0))
+                             batch=0, version=version, applied=argument, handed_on=0))
 
 
 class AsyncServer(GeneratorState):
@@ -162,7 +163,7 @@ class AsyncServer(GeneratorState):
             self.idle.append(worker)
         return ("schedule", dict(event=ARRIVAL, worker=worker, step=arrival.step,
                                  sent_version=arrival.sent_version, pair=arrival.pair,
-                                 version=arrival.version, applied=int(arrival.applied),
+                                 batch=arrival.batch, version=arrival.version, applied=int(arrival.applied),
                                  handed_on=int(handed_on)))
 
     def _drain(self) -> list[tuple[str, dict]]:

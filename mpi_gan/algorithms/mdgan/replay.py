@@ -98,7 +98,7 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
                           "by an earlier version of bounded-staleness MD-GAN")
     idle, draining = list(replica.workers), False
     rows = zip(*(np.asarray(schedule[c], dtype=np.int64) for c in COLUMNS))
-    for position, (event, worker, step, sent, pair, version, applied, handed_on) in \
+    for position, (event, worker, step, sent, pair, batch, version, applied, handed_on) in \
             enumerate(rows):
         if version == core.version + 1:  # G stepped before this event
             if not core.update_allowed():
@@ -141,12 +141,12 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
             hand_out(int(worker))
         else:
             idle.append(int(worker))
-        got = (arrival.step, arrival.sent_version, arrival.pair, arrival.version,
-               int(arrival.applied))
-        if got != (step, sent, pair, version, applied):
+        got = (arrival.step, arrival.sent_version, arrival.pair, arrival.batch,
+               arrival.version, int(arrival.applied))
+        if got != (step, sent, pair, batch, version, applied):
             raise ReplayError(f"schedule row {position}: recorded (step, sent version, pair, "
-                              f"version, applied) {(step, sent, pair, version, applied)}, "
-                              f"replayed {got}")
+                              f"batch, version, applied) "
+                              f"{(step, sent, pair, batch, version, applied)}, replayed {got}")
         if draining:
             draining = bool(core.in_flight)
     return replica.g, replica.average, replica.discs

@@ -3,8 +3,9 @@ bookkeeping, free of MPI, shared by the MPI roles and the single-process replay.
 
 Each worker n has at most one step in flight. The batches of a step handed out at version
 v (G updates done) are those of synchronous MD-GAN with k = 1 at iteration v: a pair of
-two generated batches per version, split as synchronous MD-GAN splits them (worker n's
-X_g is batch n mod 2, its X_d the other: ``plan.batch_assignment``), the same pair for
+two generated batches per version, split as synchronous MD-GAN splits them (the i-th
+worker's X_g is batch i mod 2, its X_d the other: ``plan.batch_assignment``; i = n for
+ranks 1..N), the same pair for
 every worker handed a batch at v; a worker handed a second batch at the same version (a
 fast one) gets the version's second pair, and so on (pair 0 of version v: latents of
 synchronous MD-GAN's stream (v, j); pair i > 0: of the stream ("async", v, i, j)). When a
@@ -25,10 +26,10 @@ their feedback would be stale in turn.) The pending gradient is
 the sum over pairs and their batches of J^T (the batch's feedback sum), J the Jacobian of
 the batch at the parameters that generated it (the stale-gradient rule of asynchronous
 SGD): one backward per pair, as synchronous MD-GAN's k = 1 does one per iteration (the
-feedback sums scaled by 1 / (pending count x b) before it, as synchronous MD-GAN scales
-its feedback). With every feedback fresh (no worker lagging, fresh batches) an update is
-synchronous MD-GAN's, bit for bit where no batch has more than two feedbacks (their sum
-is the same in either order).
+feedback sums, each in rank order, scaled by 1 / (pending count x b) before it, as
+synchronous MD-GAN sums and scales its feedback). With every feedback fresh (no worker
+lagging, fresh batches) and no lookahead an update is synchronous MD-GAN's, bit for bit
+(on the CPU).
 
 When a worker gets its next batches (``--staleness-batches``): ``eager``, as soon as the
 server takes its feedback, so that it computes while G steps (its next feedback is then at
@@ -193,8 +194,8 @@ def generate_at(version: nn.Module, z: torch.Tensor, graph: bool) -> torch.Tenso
 @dataclass
 class Pair:
     """A version's pair of generated batches, handed to every worker that asks at that
-    version (its ``index``-th for them): worker n's X_g is batch n mod 2, its X_d the
-    other (``plan.batch_assignment``, the paper's rule with K = 2)."""
+    version (its ``index``-th for them): the i-th worker's X_g is batch i mod 2, its X_d
+    the other (``plan.batch_assignment``, the paper's rule with K = 2)."""
 
     version: int                      # G's version that generated it
     index: int                        # its place among the pairs of that version
@@ -202,12 +203,24 @@ class Pair:
     labels: list[torch.Tensor | None]  # each batch's labels (b,) (ACGAN), else None
     version_g: nn.Module              # the snapshot of that version
     holders: int = 0                  # workers with a step in flight on it
-    # per batch, the scaled feedbacks taken on it as X_g, not yet reduced
-    feedback: list[torch.Tensor | None] = field(default_factory=lambda: [None, None])
+    # per batch, the scaled feedbacks taken on it as X_g, not yet reduced, by worker (one
+    # each at most: a worker's next batches of a version come from its next pair)
+    feedback: list[dict[int, torch.Tensor]] = field(default_factory=lambda: [{}, {}])
 
     @property
     def has_feedback(self) -> bool:
-        return any(f is not None for f in self.feedback)
+        return any(self.feedback)
+
+    def feedback_sum(self, batch: int) -> torch.Tensor | None:
+        """Batch ``batch``'s feedback sum, in rank order (as synchronous MD-GAN sums its
+        workers' feedback: the same sum whatever the order of arrival), or None."""
+        taken = [self.feedback[batch][n] for n in sorted(self.feedback[batch])]
+        if not taken:
+            return None
+        total = taken[0].clone()
+        for f in taken[1:]:
+            total.add_(f)
+        return total
 
 
 @dataclass
@@ -229,6 +242,7 @@ class Arrival:
     version: int         # G's version when the feedback arrived
     applied: bool        # False: dropped (staler than the bound)
     pair: int = 0        # the index of its pair among those of ``sent_version``
+    batch: int = 0       # which of the pair's two batches was the worker's X_g
 
     @property
     def tau(self) -> int:
@@ -264,7 +278,7 @@ class ServerCore:
     handed: dict[int, int] = field(default_factory=dict)
     in_flight: dict[int, InFlight] = field(default_factory=dict)
     pairs: dict[tuple[int, int], Pair] = field(default_factory=dict)  # (version, index)
-    pending: list[torch.Tensor] | None = None                 # sum of scaled gradients
+    pending: list[torch.Tensor] | None = None                 # sum of J^T (staleness-scaled feedback)
     pending_count: int = 0
     fresh_count: int = 0                 # of them, computed on G's current version
     previous: list[torch.Tensor] | None = None  # G's parameters before its last step
@@ -320,7 +334,7 @@ class ServerCore:
 
     def hand_out(self, worker: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
                                             int, int]:
-        """Worker ``worker``'s next batches: (X_g, X_d detached, labels (2b,) of (y_g, y_d)
+        """Worker ``worker``'s next batches: (X_g, X_d, both detached, labels (2b,) of (y_g, y_d)
         or None, G's version, the step index)."""
         if worker in self.in_flight:
             raise RuntimeError(f"worker {worker} already has step "
@@ -337,24 +351,22 @@ class ServerCore:
 
     def take(self, worker: int, feedback: torch.Tensor) -> Arrival:
         """Apply (or drop) the feedback (b, C, H, W) of ``worker``'s step in flight: add it,
-        scaled, to its pair's feedback sum (the pair is differentiated at the update); with
+        scaled, to its X_g batch's feedback (the pair is differentiated at the update); with
         ``skip_nonfinite`` a feedback holding a NaN or an infinity is dropped too (counted
         in ``nonfinite``), as ASGD drops such a push."""
         flight = self.in_flight.pop(worker)
         pair = flight.pair
         pair.holders -= 1
         arrival = Arrival(worker, flight.step, pair.version, self.version,
-                          accepted(self.version - pair.version, self.bound), pair.index)
+                          accepted(self.version - pair.version, self.bound), pair.index,
+                          flight.batch)
         if arrival.applied and self.skip_nonfinite and not bool(torch.isfinite(feedback).all()):
             arrival.applied = False
             self.nonfinite += 1
         if arrival.applied:
             factor, j = staleness_scale(self.rule, arrival.tau), flight.batch
             feedback = feedback.to(pair.x[j].device)
-            if pair.feedback[j] is None:
-                pair.feedback[j] = feedback.mul(factor)
-            else:
-                pair.feedback[j].add_(feedback, alpha=factor)
+            pair.feedback[j][worker] = feedback.mul(factor)
             self.pending_count += 1
             self.fresh_count += arrival.tau == 0
             self.applied += 1
@@ -374,8 +386,9 @@ class ServerCore:
             if pair.has_feedback:
                 # a pair nobody holds is forgotten before it could be handed out again
                 # (update moves to the next version, close clears the pairs)
-                taken = [(x, f if scale is None else f.mul(scale))
-                         for x, f in zip(pair.x, pair.feedback) if f is not None]
+                sums = [pair.feedback_sum(j) for j in range(len(pair.x))]
+                taken = [(x, f if scale is None else f.mul_(scale))
+                         for x, f in zip(pair.x, sums) if f is not None]
                 grads = torch.autograd.grad([x for x, _ in taken],
                                             list(pair.version_g.parameters()),
                                             grad_outputs=[f for _, f in taken],
@@ -385,7 +398,7 @@ class ServerCore:
                 else:
                     for summed, grad in zip(total, grads):
                         summed.add_(grad)
-                pair.feedback = [None, None]
+                pair.feedback = [{}, {}]
             if pair.holders == 0 and pair.version < self.version:
                 del self.pairs[key]
         return total
@@ -449,7 +462,7 @@ class ServerCore:
         The pairs' feedback sums are scaled before their backward, as synchronous MD-GAN
         scales its feedback (so that with every feedback fresh and at most two workers per
         batch, summed in either order alike, G's step is synchronous MD-GAN's bit for
-        bit); what a checkpoint reduced earlier is scaled after."""
+        bit, without a lookahead); what a checkpoint reduced earlier is scaled after."""
         scale = 1.0 / (self.pending_count * self.batch)
         grads = self._gradient(scale)
         if self.pending is not None:

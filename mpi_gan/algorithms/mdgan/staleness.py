@@ -515,9 +515,11 @@ class ServerCore:
                              "a new run")
         if "async/pair_batches" not in values:
             raise ValueError("this checkpoint of MD-GAN with a staleness bound was written "
-                             "when every worker's X_g was the same batch of a pair (before "
-                             "synchronous MD-GAN's assignment): it cannot be resumed "
-                             "exactly; start a new run")
+                             "when every worker's X_g was the same batch of a pair (mpi-gan "
+                             "before commit 860d291, which splits each pair as synchronous "
+                             "MD-GAN does): it cannot be resumed exactly by this version; "
+                             "resume it with a checkout before that commit, or start a new "
+                             "run")
         counters = [int(v) for v in values["async/counters"]]
         counters += [0] * (6 - len(counters))  # written before the quorum: 0 fresh counted
         (self.version, self.pending_count, self.applied, self.dropped, self.nonfinite,

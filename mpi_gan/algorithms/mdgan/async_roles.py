@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ... import compression
-from ...comm.transport import ANY_SOURCE, Transport, TransportError
+from ...comm.transport import ANY_SOURCE, Transport, TransportError, wait_all
 from ...compression.payload import Payload
 from ...data import Shard
 from ...gan.adam import Adam
@@ -115,16 +115,23 @@ class AsyncServer(GeneratorState):
         self.header[:] = torch.tensor([command, self.core.version, 0, argument])
         self.t.send_tensor(self.header.view(torch.uint8), worker, "batch_g")
 
-    def _hand_out(self, worker: int) -> None:
-        x_g, x_d, labels, version, step = self.core.hand_out(worker)
-        self.handed_at[worker] = time.perf_counter()
-        head = torch.tensor([WORK, version, step, 0], dtype=torch.int64)
-        message = torch.cat([head.view(torch.uint8),
-                             x_g.detach().cpu().contiguous().view(-1).view(torch.uint8)])
-        self.t.send_tensor(message, worker, "batch_g")
-        self.t.send_tensor(x_d.detach().cpu().contiguous(), worker, "batch_d")
-        if labels is not None:
-            self.t.send_tensor(labels, worker, "labels")
+    def _hand_out(self, workers: list[int]) -> None:
+        """Hand each of ``workers`` its next batches: every message started at once, then
+        completed together (a large message waits for its receiver to take it: one
+        after the other, each worker's would wait for the one before)."""
+        requests = []
+        for worker in workers:
+            x_g, x_d, labels, version, step = self.core.hand_out(worker)
+            self.handed_at[worker] = time.perf_counter()
+            head = torch.tensor([WORK, version, step, 0], dtype=torch.int64)
+            message = torch.cat([head.view(torch.uint8),
+                                 x_g.detach().cpu().contiguous().view(-1).view(torch.uint8)])
+            requests += [self.t.isend_tensor(message, worker, "batch_g"),
+                         self.t.isend_tensor(x_d.detach().cpu().contiguous(), worker,
+                                             "batch_d")]
+            if labels is not None:
+                requests.append(self.t.isend_tensor(labels, worker, "labels"))
+        wait_all(requests)
 
     def _feedback(self, buf: torch.Tensor, worker: int) -> torch.Tensor:
         if self.decoder is None:
@@ -158,7 +165,7 @@ class AsyncServer(GeneratorState):
                                               cfg.checkpoint_every, cfg.iterations,
                                               self.core.fresh, arrival.tau > 0)
         if handed_on:
-            self._hand_out(worker)
+            self._hand_out([worker])
         else:
             self.idle.append(worker)
         return ("schedule", dict(event=ARRIVAL, worker=worker, step=arrival.step,
@@ -180,8 +187,9 @@ class AsyncServer(GeneratorState):
             for worker in self.core.in_flight:
                 self.handed_at[worker] += tic - self.step_end
         while not self.core.update_due(self.trips.slow):
-            for worker in self.core.ready(self.idle):
-                self._hand_out(worker)
+            ready = self.core.ready(self.idle)
+            self._hand_out(ready)
+            for worker in ready:
                 self.idle.remove(worker)
             rows.append(self._take(draining=False))
         self.core.update()

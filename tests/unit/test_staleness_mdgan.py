@@ -102,8 +102,8 @@ def test_pair_0_is_synchronous_md_gans_batches_and_the_workers_split_them():
     fb = {n: torch.randn(B, OUT, generator=torch.Generator().manual_seed(n)) for n in (1, 3)}
     server.take(3, fb[3]), server.take(1, fb[1])
     expected = fb[1].clone().add_(fb[3])
-    assert torch.equal(server.pairs[0, 0].feedback_sum(1), expected)
-    assert server.pairs[0, 0].feedback_sum(0) is None     # worker 2's still in flight
+    sums = server.pairs[0, 0].sums(1.0)
+    assert torch.equal(sums[1], expected) and sums[0] is None  # worker 2's in flight
     # ACGAN: the labels of X_g then X_d, each batch's own
     classes = 2
     acgan = ServerCore(TanhG(), Adam(TanhG().parameters(), LR, BETAS, EPS), [1, 2], 2,

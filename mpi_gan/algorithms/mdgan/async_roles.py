@@ -63,7 +63,8 @@ def schedule_table() -> Metrics:
     ``step`` (the feedback's worker and its step index; 0 for the others),
     ``sent_version``, ``pair`` and ``batch`` (G's version that generated the batch, the
     pair's index among that version's, and which of its two batches was the worker's X_g:
-    a schedule without it was recorded when every worker's X_g was one batch), ``version`` (G's version at the event), ``applied`` (1
+    a schedule without it was recorded when every worker's X_g was one batch), ``version``
+    (G's version at the event), ``applied`` (1
     applied, 0 dropped as staler than the bound; for a swap: its index), ``handed_on`` (1:
     the worker got its next batches at once, ``staleness.hands_on``; 0: it idled until
     the server next waited and ``ServerCore.ready`` named it: with fresh batches, in
@@ -170,8 +171,8 @@ class AsyncServer(GeneratorState):
             self.idle.append(worker)
         return ("schedule", dict(event=ARRIVAL, worker=worker, step=arrival.step,
                                  sent_version=arrival.sent_version, pair=arrival.pair,
-                                 batch=arrival.batch, version=arrival.version, applied=int(arrival.applied),
-                                 handed_on=int(handed_on)))
+                                 batch=arrival.batch, version=arrival.version,
+                                 applied=int(arrival.applied), handed_on=int(handed_on)))
 
     def _drain(self) -> list[tuple[str, dict]]:
         rows = [_event(DRAIN, self.core.version)]

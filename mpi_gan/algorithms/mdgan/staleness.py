@@ -55,7 +55,7 @@ from torch import nn
 
 from ...gan.adam import Adam
 from ...gan.losses import latent_batch
-from .plan import batch_assignment
+from .plan import batch_assignment, feedback_gradients
 from .worker import local_step, real_batch
 
 SCALES = ("inverse", "none")
@@ -203,24 +203,21 @@ class Pair:
     labels: list[torch.Tensor | None]  # each batch's labels (b,) (ACGAN), else None
     version_g: nn.Module              # the snapshot of that version
     holders: int = 0                  # workers with a step in flight on it
-    # per batch, the scaled feedbacks taken on it as X_g, not yet reduced, by worker (one
-    # each at most: a worker's next batches of a version come from its next pair)
-    feedback: list[dict[int, torch.Tensor]] = field(default_factory=lambda: [{}, {}])
+    # the staleness-scaled feedbacks taken, not yet reduced: worker -> (its X_g batch,
+    # feedback); one each at most (a worker's next batches of a version: its next pair)
+    feedback: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def has_feedback(self) -> bool:
-        return any(self.feedback)
+        return bool(self.feedback)
 
-    def feedback_sum(self, batch: int) -> torch.Tensor | None:
-        """Batch ``batch``'s feedback sum, in rank order (as synchronous MD-GAN sums its
-        workers' feedback: the same sum whatever the order of arrival), or None."""
-        taken = [self.feedback[batch][n] for n in sorted(self.feedback[batch])]
-        if not taken:
-            return None
-        total = taken[0].clone()
-        for f in taken[1:]:
-            total.add_(f)
-        return total
+    def sums(self, scale: float) -> list[torch.Tensor | None]:
+        """Each batch's feedback sum times ``scale`` (None: no feedback on it), summed in
+        rank order whatever the order of arrival: synchronous MD-GAN's own
+        ``plan.feedback_gradients``."""
+        ranks = sorted(self.feedback)
+        return feedback_gradients([self.feedback[n][1] for n in ranks],
+                                  [self.feedback[n][0] for n in ranks], len(self.x), scale)
 
 
 @dataclass
@@ -278,7 +275,7 @@ class ServerCore:
     handed: dict[int, int] = field(default_factory=dict)
     in_flight: dict[int, InFlight] = field(default_factory=dict)
     pairs: dict[tuple[int, int], Pair] = field(default_factory=dict)  # (version, index)
-    pending: list[torch.Tensor] | None = None                 # sum of J^T (staleness-scaled feedback)
+    pending: list[torch.Tensor] | None = None  # sum of J^T (staleness-scaled feedback)
     pending_count: int = 0
     fresh_count: int = 0                 # of them, computed on G's current version
     previous: list[torch.Tensor] | None = None  # G's parameters before its last step
@@ -334,8 +331,8 @@ class ServerCore:
 
     def hand_out(self, worker: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
                                             int, int]:
-        """Worker ``worker``'s next batches: (X_g, X_d, both detached, labels (2b,) of (y_g, y_d)
-        or None, G's version, the step index)."""
+        """Worker ``worker``'s next batches: (X_g, X_d, both detached, labels (2b,) of
+        (y_g, y_d) or None, G's version, the step index)."""
         if worker in self.in_flight:
             raise RuntimeError(f"worker {worker} already has step "
                                f"{self.in_flight[worker].step} in flight")
@@ -366,7 +363,7 @@ class ServerCore:
         if arrival.applied:
             factor, j = staleness_scale(self.rule, arrival.tau), flight.batch
             feedback = feedback.to(pair.x[j].device)
-            pair.feedback[j][worker] = feedback.mul(factor)
+            pair.feedback[worker] = (j, feedback.mul(factor))
             self.pending_count += 1
             self.fresh_count += arrival.tau == 0
             self.applied += 1
@@ -386,9 +383,8 @@ class ServerCore:
             if pair.has_feedback:
                 # a pair nobody holds is forgotten before it could be handed out again
                 # (update moves to the next version, close clears the pairs)
-                sums = [pair.feedback_sum(j) for j in range(len(pair.x))]
-                taken = [(x, f if scale is None else f.mul_(scale))
-                         for x, f in zip(pair.x, sums) if f is not None]
+                taken = [(x, f) for x, f in zip(pair.x, pair.sums(
+                    1.0 if scale is None else scale)) if f is not None]
                 grads = torch.autograd.grad([x for x, _ in taken],
                                             list(pair.version_g.parameters()),
                                             grad_outputs=[f for _, f in taken],
@@ -398,7 +394,7 @@ class ServerCore:
                 else:
                     for summed, grad in zip(total, grads):
                         summed.add_(grad)
-                pair.feedback = [{}, {}]
+                pair.feedback = {}
             if pair.holders == 0 and pair.version < self.version:
                 del self.pairs[key]
         return total

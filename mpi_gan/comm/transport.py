@@ -114,6 +114,7 @@ class Request:
 
     def __init__(self, requests: list[MPI.Request], keep: tuple, finish=None):
         self._requests, self._keep, self._finish = requests, keep, finish
+        self.done = False  # completed (its buffer is the caller's again)
 
     def wait(self) -> None:
         wait_all([self])
@@ -123,6 +124,7 @@ class Request:
             finish, self._finish = self._finish, None
             finish(statuses)
         self._keep = ()
+        self.done = True
 
 
 def wait_all(requests: Sequence[Request]) -> None:
@@ -131,6 +133,76 @@ def wait_all(requests: Sequence[Request]) -> None:
     settle([m for r in requests for m in r._requests], [s for ss in statuses for s in ss])
     for r, status in zip(requests, statuses):
         r._complete(status)
+
+
+class Pending:
+    """Requests completed in whatever order MPI finishes them (a server's hand-outs and the
+    receives it posts for their answers, before it knows which answer comes first).
+
+    ``add`` a started ``Request``; ``test()`` completes every one MPI has finished (its
+    ``done`` turns true), without waiting; ``wait(ready)`` calls ``test()`` then
+    ``ready()`` until that returns something other than None, waiting as ``poll`` does:
+    one spin, then pauses, whatever the number of requests (one ``MPI_Testsome`` over all
+    of them per poll).
+    """
+
+    def __init__(self):
+        self._flat: list[MPI.Request] = []  # the MPI requests not yet complete
+        self._owner: list[Request] = []  # the Request each belongs to
+        self._statuses: list[MPI.Status] = []  # Testsome's output, as long as _flat
+        self._got: dict[int, list[MPI.Status]] = {}  # id(Request) -> statuses so far
+        self.completed = 0  # requests completed so far (a caller can skip its scan)
+
+    def __len__(self) -> int:
+        """Requests not yet complete."""
+        return len(self._got)
+
+    def add(self, request: Request) -> Request:
+        if request._requests:
+            self._flat += request._requests
+            self._owner += [request] * len(request._requests)
+            self._statuses += [MPI.Status() for _ in request._requests]
+            self._got[id(request)] = []
+        else:
+            request._complete([])
+            self.completed += 1
+        return request
+
+    def test(self) -> bool:
+        """Complete what MPI has finished; true if any request completed."""
+        if not self._flat:
+            return False
+        indices = MPI.Request.Testsome(self._flat, self._statuses)
+        if not indices:
+            return False
+        for i, status in zip(indices, self._statuses):
+            owner = self._owner[i]
+            got = self._got[id(owner)]
+            got.append(MPI.Status(status))
+            if len(got) == len(owner._requests):
+                del self._got[id(owner)]
+                owner._complete(got)
+                self.completed += 1
+        keep = [i for i, r in enumerate(self._flat) if r != MPI.REQUEST_NULL]
+        self._flat = [self._flat[i] for i in keep]
+        self._owner = [self._owner[i] for i in keep]
+        del self._statuses[len(keep):]
+        return True
+
+    def wait(self, ready):
+        """Progress and complete requests until ``ready()`` returns a value (not None);
+        returns it."""
+        found = []
+
+        def done() -> bool:
+            self.test()
+            value = ready()
+            if value is not None:
+                found.append(value)
+            return bool(found)
+        with _Blocked():
+            poll(done)
+        return found[0]
 
 
 class Persistent:
@@ -462,26 +534,39 @@ class Transport:
         exactly the chunk limit) is completed from the same source and joined.
         Returns (uint8 CPU tensor, source rank).
         """
+        found = []
+
+        def probe() -> bool:
+            got = self.try_recv_any_size(source, kind)
+            if got is not None:
+                found.append(got)
+            return bool(found)
+        with _Blocked():
+            poll(probe)
+        return found[0]
+
+    def try_recv_any_size(self, source: int, kind: str) -> tuple[torch.Tensor, int] | None:
+        """``recv_any_size`` if a message of ``kind`` from ``source`` has begun to arrive
+        (a matched probe finds it), else None at once."""
         tag = self.tag_of(kind)
         parts, statuses = [], []
-        with _Blocked():
-            while True:
-                status, found = MPI.Status(), []
-
-                def probe():
-                    message = self.comm.Improbe(source=self._peer.get(source, source), tag=tag,
-                                                status=status)
-                    if message is not None:
-                        found.append(message)
-                    return bool(found)
-                poll(probe)
-                part = torch.empty(status.Get_count(MPI.BYTE), dtype=torch.uint8)
-                found[0].Recv(self._wire(part))
-                parts.append(part)
-                statuses.append(status)
-                source = self._world_of[status.Get_source()]
-                if part.numel() != self.chunk_bytes:
-                    break
+        while True:
+            status = MPI.Status()
+            message = self.comm.Improbe(source=self._peer.get(source, source), tag=tag,
+                                        status=status)
+            if message is None:
+                if not parts:
+                    return None
+                with _Blocked():  # the rest of a message that came in pieces
+                    poll(lambda: self.comm.Iprobe(source=self._peer[source], tag=tag))
+                continue
+            part = torch.empty(status.Get_count(MPI.BYTE), dtype=torch.uint8)
+            message.Recv(self._wire(part))
+            parts.append(part)
+            statuses.append(status)
+            source = self._world_of[status.Get_source()]
+            if part.numel() != self.chunk_bytes:
+                break
         buf = parts[0] if len(parts) == 1 else torch.cat(parts)
         self.check_received(statuses, buf, kind, source)
         return buf, source

@@ -252,3 +252,46 @@ def test_persistent_messages_repeat_with_fresh_contents(chunk_bytes):
         wide.wait()
     send.wait()
     t.free()
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 64])
+def test_pending_completes_sends_and_receives_in_whatever_order_they_finish(chunk_bytes):
+    """Rank 0 starts a message to every worker and posts a receive for each one's answer,
+    then takes the answers as they complete (``Pending.wait``): a worker answers only once
+    it has rank 0's message, so rank 0's sends (1 MB: a rendezvous, unless in 64-byte
+    pieces) must progress while it waits. A probe for a kind nobody sends finds nothing."""
+    from mpi_gan.comm.transport import ANY_SOURCE, Pending
+    t = Transport(KINDS, chunk_bytes=chunk_bytes)
+    rank, size = t.rank, t.size
+    n = 1 << 18 if chunk_bytes > 64 else 100
+    for round_ in range(3):
+        if rank == 0:
+            pending, answers, taken = Pending(), {}, []
+            assert t.try_recv_any_size(ANY_SOURCE, "labels") is None
+            for worker in range(1, size):
+                pending.add(t.isend_tensor(torch.full((n,), float(worker + round_)), worker,
+                                           "swap"))
+                buf = torch.empty(100)
+                answers[worker] = (buf, pending.add(t.irecv_into(buf, worker, "feedback")))
+
+            def ready():
+                for worker, (_, request) in answers.items():
+                    if request.done and worker not in taken:
+                        return worker
+                return None
+            while len(taken) < size - 1:
+                taken.append(pending.wait(ready))
+            pending.wait(lambda: True if not len(pending) else None)
+            assert sorted(taken) == list(range(1, size))
+            assert pending.completed == 2 * (size - 1)
+            for worker, (buf, _) in answers.items():
+                assert torch.equal(buf, torch.arange(100.0) * worker + round_)
+        else:
+            got = t.recv_into(torch.empty(n), 0, "swap")
+            assert torch.equal(got, torch.full((n,), float(rank + round_)))
+            t.send_tensor(torch.arange(100.0) * rank + round_, 0, "feedback")
+    nbytes, messages = t.local_view().dense()
+    if rank == 0:
+        assert messages[KINDS.index("feedback"), 1:, 0].tolist() == [3] * (size - 1)
+        assert nbytes[KINDS.index("swap"), 0, 1:].tolist() == [3 * 4 * n] * (size - 1)
+    t.free()

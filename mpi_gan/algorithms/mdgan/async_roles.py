@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ... import compression
-from ...comm.transport import ANY_SOURCE, Transport, TransportError, wait_all
+from ...comm.transport import ANY_SOURCE, Pending, Transport, TransportError
 from ...compression.payload import Payload
 from ...data import Shard
 from ...gan.adam import Adam
@@ -95,11 +95,22 @@ class AsyncServer(GeneratorState):
         self.shape = (cfg.batch_size, *sample_shape)
         self.idle = list(workers)
         self.decoder = None if cfg.compress == "none" else compression.parse_spec(cfg.compress)
-        self.losses = torch.empty(2)
         self.last_losses = np.full((transport.size - 1, 2), np.nan, dtype=np.float32)
         self.unreported = set(workers)  # their losses are NaN in the metrics rows so far
         self.header = torch.zeros(4, dtype=torch.int64)
         self.last = None
+        # the messages: hand-outs, and the receives posted for their answers at each
+        # hand-out (as the synchronous server posts every receive before it waits), into
+        # one buffer per worker: worker -> [feedback (uncompressed), losses]; compressed
+        # feedback (of any size) is probed for and kept in ``arrived`` until its losses are in
+        self.pending = Pending()
+        self.posted: dict[int, list] = {}
+        self.arrived: dict[int, torch.Tensor] = {}
+        self.probed = 0  # compressed feedbacks received so far
+        self.unanswered = -1  # completions + probed when ``_answered`` last found nobody
+        self.inbox = {n: torch.empty(self.shape) for n in workers} if self.decoder is None \
+            else {}
+        self.losses_in = {n: torch.empty(2) for n in workers}
         # the round trips, measured where they decide when G steps (fresh batches, the
         # default quorum); worker -> perf_counter at its hand-out; the end of the last step
         adaptive = self.core.fresh and not self.core.quorum
@@ -117,29 +128,48 @@ class AsyncServer(GeneratorState):
         self.t.send_tensor(self.header.view(torch.uint8), worker, "batch_g")
 
     def _hand_out(self, workers: list[int]) -> None:
-        """Hand each of ``workers`` its next batches: every message started at once, then
-        completed together (a large message waits for its receiver to take it: one
+        """Hand each of ``workers`` its next batches and post the receives of its answer:
+        every message started at once and completed whenever MPI finishes it, while the
+        server waits (``Pending``; a large message waits for its receiver to take it: one
         after the other, each worker's would wait for the one before)."""
-        requests = []
+        add = self.pending.add
         for worker in workers:
             x_g, x_d, labels, version, step = self.core.hand_out(worker)
             self.handed_at[worker] = time.perf_counter()
             head = torch.tensor([WORK, version, step, 0], dtype=torch.int64)
             message = torch.cat([head.view(torch.uint8),
                                  x_g.detach().cpu().contiguous().view(-1).view(torch.uint8)])
-            requests += [self.t.isend_tensor(message, worker, "batch_g"),
-                         self.t.isend_tensor(x_d.detach().cpu().contiguous(), worker,
-                                             "batch_d")]
+            add(self.t.isend_tensor(message, worker, "batch_g"))
+            add(self.t.isend_tensor(x_d.detach().cpu().contiguous(), worker, "batch_d"))
             if labels is not None:
-                requests.append(self.t.isend_tensor(labels, worker, "labels"))
-        wait_all(requests)
+                add(self.t.isend_tensor(labels, worker, "labels"))
+            feedback = [] if self.decoder is not None else [
+                add(self.t.irecv_into(self.inbox[worker], worker, "feedback"))]
+            self.posted[worker] = feedback + [
+                add(self.t.irecv_into(self.losses_in[worker], worker, "losses"))]
+        self.pending.test()
+
+    def _answered(self) -> int | None:
+        """A worker whose feedback and losses are in (``Pending.wait``'s test), or None;
+        compressed feedback is probed for here."""
+        if self.decoder is not None:
+            got = self.t.try_recv_any_size(ANY_SOURCE, "feedback")
+            if got is not None:
+                buf, worker = got
+                self.arrived[worker] = self._feedback(buf, worker)
+                self.probed += 1
+        seen = self.pending.completed + self.probed
+        if seen == self.unanswered:  # nothing came in since the last scan found nobody
+            return None
+        for worker, requests in self.posted.items():
+            if all(request.done for request in requests) and \
+                    (self.decoder is None or worker in self.arrived):
+                return worker
+        self.unanswered = seen
+        return None
 
     def _feedback(self, buf: torch.Tensor, worker: int) -> torch.Tensor:
-        if self.decoder is None:
-            if buf.numel() != 4 * int(np.prod(self.shape)):
-                raise TransportError(f"feedback from worker {worker}: {buf.numel()} bytes, "
-                                     f"expected {4 * int(np.prod(self.shape))}")
-            return buf.view(torch.float32).reshape(self.shape)
+        """The compressed feedback ``buf`` of ``worker``, decoded (b, C, H, W)."""
         payload, end = Payload.from_bytes(buf.numpy())
         if end != buf.numel() or payload.shape != self.shape or payload.dtype != torch.float32:
             raise TransportError(f"feedback from worker {worker}: payload of shape "
@@ -152,11 +182,13 @@ class AsyncServer(GeneratorState):
         drain the worker then gets its next batches at once where ``staleness.hands_on``
         says so (eager: so that it computes while the server updates G; fresh: only a
         worker behind), else it idles until ``ServerCore.ready`` names it."""
-        buf, worker = self.t.recv_any_size(ANY_SOURCE, "feedback")
+        worker = self.pending.wait(self._answered)
         self.trips.observe(worker, time.perf_counter() - self.handed_at[worker])
-        feedback = self._feedback(buf, worker)
-        self.t.recv_into(self.losses, worker, "losses")
-        self.last_losses[worker - 1] = self.losses.numpy()
+        del self.posted[worker]
+        # ``take`` keeps a scaled copy: the buffer is free for the worker's next answer
+        feedback = self.arrived.pop(worker) if self.decoder is not None else \
+            self.inbox[worker]
+        self.last_losses[worker - 1] = self.losses_in[worker].numpy()
         self.unreported.discard(worker)
         arrival = self.core.take(worker, feedback)
         cfg = self.cfg
@@ -178,7 +210,13 @@ class AsyncServer(GeneratorState):
         rows = [_event(DRAIN, self.core.version)]
         while self.core.in_flight:
             rows.append(self._take(draining=True))
+        self._settle()
         return rows
+
+    def _settle(self) -> None:
+        """Complete the hand-outs still pending (their workers have answered, or are
+        idle): nothing is in flight after a drain."""
+        self.pending.wait(lambda: True if not len(self.pending) else None)
 
     # ----------------------------------------------------------- skeleton hooks
     def step(self, iteration: int) -> list[tuple[str, dict]]:
@@ -231,6 +269,7 @@ class AsyncServer(GeneratorState):
         """Nothing: idle workers get their batches when the server next waits."""
 
     def finish(self) -> None:
+        self._settle()
         for worker in self.core.workers:
             self._signal(worker, STOP)
 

@@ -102,6 +102,21 @@ def poll(done) -> None:
             pause = min(2 * pause, MAX_PAUSE_SECONDS)
 
 
+def wait_for(value):
+    """Call ``value()`` until it returns something other than None, waiting as ``poll``
+    does (counted as blocked); returns that."""
+    found = []
+
+    def done() -> bool:
+        got = value()
+        if got is not None:
+            found.append(got)
+        return bool(found)
+    with _Blocked():
+        poll(done)
+    return found[0]
+
+
 def settle(requests: list[MPI.Request], statuses: list[MPI.Status]) -> None:
     """Complete every request (MPI progresses them together), waiting as ``poll`` does."""
     with _Blocked():
@@ -192,17 +207,10 @@ class Pending:
     def wait(self, ready):
         """Progress and complete requests until ``ready()`` returns a value (not None);
         returns it."""
-        found = []
-
-        def done() -> bool:
+        def value():
             self.test()
-            value = ready()
-            if value is not None:
-                found.append(value)
-            return bool(found)
-        with _Blocked():
-            poll(done)
-        return found[0]
+            return ready()
+        return wait_for(value)
 
 
 class Persistent:
@@ -534,16 +542,7 @@ class Transport:
         exactly the chunk limit) is completed from the same source and joined.
         Returns (uint8 CPU tensor, source rank).
         """
-        found = []
-
-        def probe() -> bool:
-            got = self.try_recv_any_size(source, kind)
-            if got is not None:
-                found.append(got)
-            return bool(found)
-        with _Blocked():
-            poll(probe)
-        return found[0]
+        return wait_for(lambda: self.try_recv_any_size(source, kind))
 
     def try_recv_any_size(self, source: int, kind: str) -> tuple[torch.Tensor, int] | None:
         """``recv_any_size`` if a message of ``kind`` from ``source`` has begun to arrive
@@ -557,8 +556,8 @@ class Transport:
             if message is None:
                 if not parts:
                     return None
-                with _Blocked():  # the rest of a message that came in pieces
-                    poll(lambda: self.comm.Iprobe(source=self._peer[source], tag=tag))
+                # the rest of a message that came in pieces (its caller counts the wait)
+                poll(lambda: self.comm.Iprobe(source=self._peer[source], tag=tag))
                 continue
             part = torch.empty(status.Get_count(MPI.BYTE), dtype=torch.uint8)
             message.Recv(self._wire(part))

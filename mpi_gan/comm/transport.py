@@ -127,9 +127,11 @@ class Request:
     """A pending non-blocking operation (one or more MPI requests: a message above the
     chunk limit travels in pieces); keeps its buffers alive until completed."""
 
-    def __init__(self, requests: list[MPI.Request], keep: tuple, finish=None):
+    def __init__(self, requests: list[MPI.Request], keep: tuple, finish=None,
+                 what: str = "a message"):
         self._requests, self._keep, self._finish = requests, keep, finish
         self.done = False  # completed (its buffer is the caller's again)
+        self.what = what  # for errors: "<kind> message from rank <source>"
 
     def wait(self) -> None:
         wait_all([self])
@@ -154,8 +156,9 @@ class Pending:
     """Requests completed in whatever order MPI finishes them (a server's hand-outs and the
     receives it posts for their answers, before it knows which answer comes first).
 
-    ``add`` a started ``Request``; ``test()`` completes every one MPI has finished (its
-    ``done`` turns true), without waiting; ``wait(ready)`` calls ``test()`` then
+    ``add`` a started ``Request`` (then completed here only, never by its own ``wait``);
+    ``test()`` completes every one MPI has finished (its ``done`` turns true), without
+    waiting; ``wait(ready)`` calls ``test()`` then
     ``ready()`` until that returns something other than None, waiting as ``poll`` does:
     one spin, then pauses, whatever the number of requests (one ``MPI_Testsome`` over all
     of them per poll).
@@ -187,7 +190,12 @@ class Pending:
         """Complete what MPI has finished; true if any request completed."""
         if not self._flat:
             return False
-        indices = MPI.Request.Testsome(self._flat, self._statuses)
+        try:
+            indices = MPI.Request.Testsome(self._flat, self._statuses)
+        except MPI.Exception as exc:  # a message longer than its receive, as a rule
+            receives = sorted({owner.what for owner in self._owner})
+            raise TransportError(f"{exc.Get_error_string()}; the messages awaited: "
+                                 f"{', '.join(receives)}") from exc
         if not indices:
             return False
         for i, status in zip(indices, self._statuses):
@@ -585,7 +593,9 @@ class Transport:
             self.check_received(statuses, out, kind, source)
             if finish is not None:
                 finish()
-        return Request(self._irecvs(buf, source, self.tag_of(kind)), (buf, out), complete)
+        return Request(self._irecvs(buf, source, self.tag_of(kind)), (buf, out), complete,
+                       what=f"{kind} message from rank {source} "
+                            f"({out.numel() * out.element_size()} bytes expected)")
 
     # ------------------------------------------------------------ counters
     def totals(self, root: int = 0) -> Traffic | None:

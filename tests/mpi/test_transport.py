@@ -294,4 +294,12 @@ def test_pending_completes_sends_and_receives_in_whatever_order_they_finish(chun
     if rank == 0:
         assert messages[KINDS.index("feedback"), 1:, 0].tolist() == [3] * (size - 1)
         assert nbytes[KINDS.index("swap"), 0, 1:].tolist() == [3 * 4 * n] * (size - 1)
+        # a message longer than its receive is an error naming what was awaited
+        pending = Pending()
+        pending.add(t.irecv_into(torch.empty(100), 1, "feedback"))
+        with pytest.raises(TransportError, match="feedback message from rank 1 "
+                                                 r"\(400 bytes expected\)"):
+            pending.wait(lambda: None)
+    elif rank == 1:
+        t.send_tensor(torch.zeros(101), 0, "feedback")
     t.free()

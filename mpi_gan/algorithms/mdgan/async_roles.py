@@ -108,8 +108,9 @@ class AsyncServer(GeneratorState):
         self.arrived: dict[int, torch.Tensor] = {}
         self.probed = 0  # compressed feedbacks received so far
         self.unanswered = -1  # completions + probed when ``_answered`` last found nobody
-        self.inbox = {n: torch.empty(self.shape) for n in workers} if self.decoder is None \
-            else {}
+        # the feedback's bytes, as the worker sends them
+        self.inbox = {n: torch.empty(self.shape).view(-1).view(torch.uint8) for n in workers} \
+            if self.decoder is None else {}
         self.losses_in = {n: torch.empty(2) for n in workers}
         # the round trips, measured where they decide when G steps (fresh batches, the
         # default quorum); worker -> perf_counter at its hand-out; the end of the last step
@@ -144,7 +145,7 @@ class AsyncServer(GeneratorState):
             if labels is not None:
                 add(self.t.isend_tensor(labels, worker, "labels"))
             feedback = [] if self.decoder is not None else [
-                add(self.t.irecv_into(self.inbox[worker], worker, "feedback"))]
+                add(self.t.irecv_into(self.inbox[worker], worker, "feedback"))]  # bytes
             self.posted[worker] = feedback + [
                 add(self.t.irecv_into(self.losses_in[worker], worker, "losses"))]
         self.pending.test()
@@ -156,7 +157,7 @@ class AsyncServer(GeneratorState):
             got = self.t.try_recv_any_size(ANY_SOURCE, "feedback")
             if got is not None:
                 buf, worker = got
-                self.arrived[worker] = self._feedback(buf, worker)
+                self.arrived[worker] = buf  # decoded once taken, not while waiting
                 self.probed += 1
         seen = self.pending.completed + self.probed
         if seen == self.unanswered:  # nothing came in since the last scan found nobody
@@ -186,8 +187,9 @@ class AsyncServer(GeneratorState):
         self.trips.observe(worker, time.perf_counter() - self.handed_at[worker])
         del self.posted[worker]
         # ``take`` keeps a scaled copy: the buffer is free for the worker's next answer
-        feedback = self.arrived.pop(worker) if self.decoder is not None else \
-            self.inbox[worker]
+        feedback = self._feedback(self.arrived.pop(worker), worker) \
+            if self.decoder is not None else \
+            self.inbox[worker].view(torch.float32).reshape(self.shape)
         self.last_losses[worker - 1] = self.losses_in[worker].numpy()
         self.unreported.discard(worker)
         arrival = self.core.take(worker, feedback)

@@ -350,7 +350,8 @@ class ServerCore:
         """Apply (or drop) the feedback (b, C, H, W) of ``worker``'s step in flight: add it,
         scaled, to its X_g batch's feedback (the pair is differentiated at the update); with
         ``skip_nonfinite`` a feedback holding a NaN or an infinity is dropped too (counted
-        in ``nonfinite``), as ASGD drops such a push."""
+        in ``nonfinite``), as ASGD drops such a push. Keeps a scaled copy, never
+        ``feedback`` itself: the caller receives the worker's next answer into it."""
         flight = self.in_flight.pop(worker)
         pair = flight.pair
         pair.holders -= 1

@@ -8,9 +8,10 @@
 #                (default 1,000) scored every 250 on 500 samples
 # S > 0 runs once per variant of VARIANTS (default "eager"): a --staleness-batches mode,
 # then optionally :Q (--staleness-quorum), :L (--staleness-lookahead) and :P
-# (--staleness-patience, fresh batches with Q 0 only), e.g. "eager fresh fresh:3 eager:0:1
-# fresh:0:0:3" (fresh: the default quorum and patience 2; fresh:3, Q = 3, the default
-# before --staleness-patience); BOUNDS chooses the S (default "0 1 2 4"), STRAGGLERS the
+# (--staleness-patience, fresh batches with Q 0 only) and :M (1: --staleness-make-up), e.g.
+# "eager fresh fresh:3 eager:0:1 fresh:0:0:3 fresh:0:0:2:1" (fresh: the default quorum and
+# patience 2; fresh:3, Q = 3, the default before --staleness-patience; fresh:0:0:2:1, the
+# workers keeping pace making up for the slow one); BOUNDS chooses the S (default "0 1 2 4"), STRAGGLERS the
 # stragglers (default "4:4 none").
 # then scripts/staleness_table.py, whose last lines are the floors.
 # Usage: [DATASETS="ring grid mnist"] [ITERATIONS=5000] [EVAL_EVERY=500]
@@ -43,10 +44,11 @@ for seed in "${SEEDS[@]}"; do
         for variant in $variants; do
           how=(); name="$ds-slow${straggler/:/x}-S$s-s$seed"
           if [ "$variant" != - ]; then
-            IFS=: read -r batches quorum lookahead patience <<< "$variant"
+            IFS=: read -r batches quorum lookahead patience makeup <<< "$variant"
             how=(--staleness-batches "$batches" --staleness-quorum "${quorum:-0}"
                  --staleness-lookahead "${lookahead:-0}")
             [ -z "${patience:-}" ] || how+=(--staleness-patience "$patience")
+            [ "${makeup:-0}" = 0 ] || how+=(--staleness-make-up)
             # plain eager keeps the name of the runs made before VARIANTS (eager then)
             [ "$variant" = eager ] || name="$ds-slow${straggler/:/x}-S$s-${variant//:/-}-s$seed"
           fi

@@ -72,7 +72,8 @@ def read(path: str) -> dict:
 
 def variant(cfg: dict) -> str:
     """How an S > 0 run steps G: ``--staleness-batches``, then Q, P (fresh batches with
-    the default quorum) and L where set ("-" for S = 0)."""
+    the default quorum), L and "make-up" (``--staleness-make-up``) where set ("-" for S =
+    0)."""
     if not int(cfg["staleness_bound"]):
         return "-"
     quorum, lookahead = int(cfg.get("staleness_quorum", 0)), float(cfg.get(
@@ -84,7 +85,8 @@ def variant(cfg: dict) -> str:
         if batches == "fresh" and not quorum else 0.0
     return " ".join([batches] + ([f"Q{quorum}"] if quorum else []) +
                     ([f"P{patience:g}"] if patience else []) +
-                    ([f"L{lookahead:g}"] if lookahead else []))
+                    ([f"L{lookahead:g}"] if lookahead else []) +
+                    (["make-up"] if bool(cfg.get("staleness_make_up", False)) else []))
 
 
 def at_time(run: dict, limit: float) -> tuple[float, float]:

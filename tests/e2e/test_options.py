@@ -143,3 +143,13 @@ def test_fresh_batches_and_waiting_for_the_workers_keeping_pace_are_the_default(
     synchronous = parse_args(["--dataset", "synthetic"])  # S = 0: nothing to read as eager
     old = {k: v for k, v in synchronous.as_attrs().items() if k != "staleness_batches"}
     assert MdganConfig.from_attrs(old) == synchronous
+    # --staleness-make-up: off by default (a run file from before it reads as off); it
+    # needs a bound, fresh batches, the default quorum and a patience that names the slow
+    assert not cfg.staleness_make_up
+    assert not MdganConfig.from_attrs({k: v for k, v in cfg.as_attrs().items()
+                                       if k != "staleness_make_up"}).staleness_make_up
+    validate(parse_args(base + ["--staleness-make-up"]), 3)
+    for other in (["--staleness-bound", "0"], ["--staleness-quorum", "1"],
+                  ["--staleness-batches", "eager"], ["--staleness-patience", "0"]):
+        with pytest.raises(ConfigError, match="--staleness-make-up has the workers keeping"):
+            validate(parse_args(base + ["--staleness-make-up"] + other), 3)

@@ -337,6 +337,44 @@ def test_g_does_not_wait_for_workers_whose_round_trips_are_slow(mpi_tmp_path, mo
     assert all(count == 1 for version, count in fresh.items() if version > 0), fresh
 
 
+def test_with_make_up_g_steps_on_n_fresh_feedbacks_and_equals_its_replay(mpi_tmp_path,
+                                                                        monkeypatch):
+    """--staleness-make-up with the last worker 3 times slower and called slow once
+    measured (the timings themselves are not the test's): every version after the first
+    steps G on at least N fresh feedbacks, the workers keeping pace making up for the slow
+    one on the version's next pairs (with more than one worker), and the replay of the
+    schedule equals the run, resumed or not."""
+    import dataclasses
+    from mpi4py import MPI
+    from mpi_gan.algorithms.mdgan import staleness
+    world, rank = MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
+    monkeypatch.setattr(staleness, "slower_than",
+                        lambda seconds, patience: frozenset({world - 1} & set(seconds)))
+    common = dict(k=1, staleness_bound=2, staleness_make_up=True, slow=f"{world - 1}:3",
+                  checkpoint_every=4)
+    cfg = small_config(mpi_tmp_path / "make-up", world, iterations=9, **common)
+    result = run(cfg)
+    half = small_config(mpi_tmp_path / "make-up-half", world, iterations=5, **common)
+    run(half)
+    resumed = run(dataclasses.replace(half, iterations=9, resume=half.out))
+    if rank != 0:
+        return
+    assert_replayed(dataclasses.replace(half, iterations=9), world, resumed.run_file,
+                    resumed.checkpoint)
+    schedule = assert_replayed(cfg, world, result.run_file, result.checkpoint)
+    fresh, made_up = {}, 0  # version -> fresh feedbacks applied at it
+    for event, sent, version, pair, on in zip(schedule["event"], schedule["sent_version"],
+                                              schedule["version"], schedule["pair"],
+                                              schedule["handed_on"]):
+        if event == 0 and sent == version:
+            fresh[int(version)] = fresh.get(int(version), 0) + 1
+            made_up += bool(on)
+    assert sorted(fresh) == list(range(9))
+    assert all(count >= world - 1 for count in fresh.values()), fresh
+    if world > 2:
+        assert made_up > 0 and (schedule["pair"][schedule["event"] == 0] > 0).any()
+
+
 def test_with_no_worker_lagging_bounded_staleness_is_synchronous_md_gan(mpi_tmp_path):
     """--staleness-bound 1 with fresh batches and no worker called slow (patience beyond
     any timing): every feedback is fresh and G waits for all, each version's pair is

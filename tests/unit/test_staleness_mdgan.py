@@ -410,6 +410,45 @@ def test_the_default_quorum_waits_for_the_workers_keeping_pace_and_no_one_behind
     assert server.update_due()                            # N pending: due whoever is out
 
 
+def test_make_up_steps_g_on_n_fresh_feedbacks_the_workers_keeping_pace_making_up():
+    """--staleness-make-up, 3 workers, worker 3 slow: G does not step on the fresh
+    feedbacks of the workers keeping pace alone, nor on a stale one; the first of them
+    back is handed the version's next pair while fewer fresh feedbacks than workers are
+    pending or coming from workers not slow, and its feedback on it, fresh, makes the
+    third."""
+    g = TanhG()
+    server = ServerCore(g, Adam(g.parameters(), LR, BETAS, EPS), [1, 2, 3], 4, "inverse", B,
+                        LATENT, 0, seed=3, fresh=True, make_up=True)
+    fb, slow = torch.ones(B, OUT), frozenset({3})
+    for n in (1, 2, 3):
+        server.hand_out(n)
+    server.take(1, fb)
+    # 1 fresh pending, worker 2 coming (3 is slow): 2 < 3, make up; were 3 not slow, no
+    assert server.make_up_wanted(slow) and not server.make_up_wanted()
+    assert not server.update_due(slow) and not server.update_allowed()
+    # (update due, version, swap period, workers, checkpoint every, iterations, fresh,
+    # behind, make up): a fresh worker that makes up is handed on, unless G is due
+    assert hands_on(False, 0, 0, 3, 0, 10, fresh=True, behind=False, make_up=True)
+    assert not hands_on(True, 0, 0, 3, 0, 10, fresh=True, behind=False, make_up=True)
+    server.hand_out(1)
+    assert server.in_flight[1].pair.index == 1            # the version's second pair
+    assert not server.make_up_wanted(slow)                # 1 pending + 1 and 2 coming
+    server.take(2, fb)
+    assert (server.fresh_count, server.update_due(slow)) == (2, False)
+    server.take(1, fb)                                    # its made-up feedback: fresh
+    assert (server.fresh_count, server.pending_count) == (3, 3) and server.update_due()
+    server.update()
+    server.hand_out(1), server.hand_out(2)
+    assert server.take(3, fb).tau == 1                    # stale: pending, not fresh
+    server.hand_out(3)
+    server.take(1, fb), server.take(2, fb)
+    # 3 pending (N), 2 of them fresh: not due, unlike the rule without make-up
+    assert (server.pending_count, server.fresh_count) == (3, 2)
+    assert not server.update_due(slow)
+    server.make_up = False
+    assert server.update_due(slow) and not server.make_up_wanted()
+
+
 def test_round_trips_mark_a_worker_slower_than_patience_times_the_others_median():
     trips = RoundTrips(2.0, weight=0.5)
     trips.observe(1, 1.0)

@@ -19,7 +19,8 @@ is followed by a drain; with ``fresh`` only a worker that fell behind does, the 
 wait for G's next version (``staleness.hands_on``). Idle workers (at the start, after a
 drain, waiting for a version) get theirs, in rank order, whenever the server is about to
 wait for a feedback (``ServerCore.ready``). G steps once as many feedbacks are pending as
-there are workers, or ``--staleness-quorum`` fresh ones (``staleness.quorum_of``), or (by
+there are workers (with ``--staleness-make-up`` fresh ones: the workers keeping pace are
+handed the version's next pairs to make up for the slow ones), or ``--staleness-quorum`` fresh ones (``staleness.quorum_of``), or (by
 default with fresh batches) once every worker keeping pace has sent its fresh feedback:
 the server measures each worker's round trip (``staleness.RoundTrips``) and does not wait
 for one more than ``--staleness-patience`` times slower than the others
@@ -182,7 +183,8 @@ class AsyncServer(GeneratorState):
         """Wait for the next feedback from any worker and apply (or drop) it; outside a
         drain the worker then gets its next batches at once where ``staleness.hands_on``
         says so (eager: so that it computes while the server updates G; fresh: only a
-        worker behind), else it idles until ``ServerCore.ready`` names it."""
+        worker behind, or with --staleness-make-up one keeping pace that makes up for a
+        slow one), else it idles until ``ServerCore.ready`` names it."""
         worker = self.pending.wait(self._answered)
         self.trips.observe(worker, time.perf_counter() - self.handed_at[worker])
         del self.posted[worker]
@@ -194,11 +196,14 @@ class AsyncServer(GeneratorState):
         self.unreported.discard(worker)
         arrival = self.core.take(worker, feedback)
         cfg = self.cfg
-        due = self.core.update_due(self.trips.slow)
+        slow = self.trips.slow
+        due = self.core.update_due(slow)
+        # --staleness-make-up: a worker keeping pace makes up for the slow ones
+        make_up = worker not in slow and self.core.make_up_wanted(slow)
         handed_on = not draining and hands_on(due, self.core.version,
                                               self.swap_period, len(self.core.workers),
                                               cfg.checkpoint_every, cfg.iterations,
-                                              self.core.fresh, arrival.tau > 0)
+                                              self.core.fresh, arrival.tau > 0, make_up)
         if handed_on:
             self._hand_out([worker])
         else:

@@ -75,6 +75,13 @@ class MdganConfig(GanConfig):
              "workers'; a worker whose batches came from an older G is never waited for. "
              "P >= 1, or 0: G waits for N - 1 fresh feedbacks whatever the timings "
              "(docs/mdgan.md)")
+    staleness_make_up: bool = option(
+        False, "training",
+        help="with --staleness-bound > 0, fresh batches and the default quorum: G steps on "
+             "N fresh feedbacks (not on those of the workers keeping pace alone), the "
+             "workers keeping pace making up for the slow ones with the version's next "
+             "pairs: synchronous MD-GAN's information per update without waiting for a "
+             "straggler, at two of their steps per update (docs/mdgan.md)")
     staleness_batches: str = option(
         "fresh", "training", choices=("fresh", "eager"),
         help="with --staleness-bound > 0, when a worker gets its next batches: 'fresh' (the "
@@ -152,6 +159,13 @@ def validate(cfg: MdganConfig, world_size: int) -> None:
             cfg.staleness_batches != "fresh"):
         raise ConfigError("--staleness-patience sets whom G waits for with --staleness-bound "
                           "> 0, fresh batches and the default quorum: leave it out here")
+    if cfg.staleness_make_up and (cfg.staleness_bound == 0 or cfg.staleness_quorum or
+                                  cfg.staleness_batches != "fresh" or
+                                  not cfg.staleness_patience):
+        raise ConfigError("--staleness-make-up has the workers keeping pace make up for the "
+                          "slow ones (those --staleness-patience names): it needs "
+                          "--staleness-bound > 0, fresh batches, the default quorum and "
+                          "--staleness-patience > 0")
     if 0 < cfg.staleness_patience < 1:
         raise ConfigError(f"--staleness-patience must be >= 1 (or 0: G waits for N - 1 "
                           f"fresh feedbacks), got {cfg.staleness_patience}")

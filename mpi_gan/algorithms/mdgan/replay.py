@@ -134,9 +134,12 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
         arrival = replica.take(int(worker))
         if handed_on and draining:
             raise ReplayError(f"schedule row {position}: worker {worker} handed on in a drain")
-        if handed_on and core.fresh and arrival.tau == 0:
+        if handed_on and core.fresh and arrival.tau == 0 and \
+                not core.make_up_wanted(frozenset(core.workers)):
             raise ReplayError(f"schedule row {position}: worker {worker} handed on after a "
-                              "fresh feedback (fresh batches: it waits for the next version)")
+                              "fresh feedback (fresh batches: it waits for the next version"
+                              + (", and as many fresh feedbacks as workers were pending or "
+                                 "coming: none to make up for)" if core.make_up else ")"))
         if handed_on:  # as the record says: it depends on the run's --iterations then
             hand_out(int(worker))
         else:

@@ -22,7 +22,12 @@ left to wait for but the slow ones the MPI server names (``RoundTrips``,
 ``ServerCore.update_due``), G takes one Adam step with the pending gradient divided by
 (pending count x b): version v' + 1. (Only fresh ones count towards
 Q: were stale ones to count, G would step before the workers keeping pace came back, and
-their feedback would be stale in turn.) The pending gradient is
+their feedback would be stale in turn.) With ``--staleness-make-up`` (fresh batches, the default quorum)
+G steps on N fresh feedbacks instead: a worker keeping pace whose fresh feedback is taken
+while fewer fresh feedbacks are pending or coming from the workers keeping pace than there
+are workers is handed the version's next pair at once (``ServerCore.make_up_wanted``), so
+that each update has as many fresh feedbacks as synchronous MD-GAN's (a version takes two
+steps of the workers keeping pace where one worker is slow: measured in docs/results.md). The pending gradient is
 the sum over pairs and their batches of J^T (the batch's feedback sum), J the Jacobian of
 the batch at the parameters that generated it (the stale-gradient rule of asynchronous
 SGD): one backward per pair, as synchronous MD-GAN's k = 1 does one per iteration (the
@@ -141,16 +146,17 @@ def slower_than(seconds: dict[int, float], patience: float) -> frozenset[int]:
 
 def hands_on(update_due: bool, version: int, swap_period: int, workers: int,
              checkpoint_every: int, iterations: int, fresh: bool = False,
-             behind: bool = True) -> bool:
+             behind: bool = True, make_up: bool = False) -> bool:
     """Whether a worker whose feedback the server has just taken, at G's version
     ``version``, gets its next batches at once. ``eager`` (``fresh`` false): yes, unless
     the update now due is followed by a drain (a swap, with ``workers`` > 1, or a
     checkpoint, or the run's end at version + 1), which would then wait for that step (the
     worker gets its batches after the drain). ``fresh``: only a worker ``behind`` (its
     feedback was on an older version's batches) and no update due; the others wait for the
-    next version."""
+    next version, unless it is to ``make_up`` for a slow worker (``--staleness-make-up``:
+    ``ServerCore.make_up_wanted``)."""
     if fresh:
-        return behind and not update_due
+        return (behind or make_up) and not update_due
     if not update_due:
         return True
     after = version + 1
@@ -269,6 +275,7 @@ class ServerCore:
     lookahead: float = 0.0                                    # --staleness-lookahead
     quorum: int = 0           # fresh feedbacks that step G (0: N; fresh: the adaptive rule)
     fresh: bool = False                  # --staleness-batches fresh
+    make_up: bool = False                # --staleness-make-up: G steps on N fresh feedbacks
     version: int = 0
     steps: dict[int, int] = field(default_factory=dict)       # worker -> next step index
     # worker -> pairs it was handed at G's version ``version`` (older versions: none)
@@ -295,7 +302,7 @@ class ServerCore:
                    cfg.latent_dim, classes, cfg.seed, device, cfg.on_nonfinite == "skip",
                    cfg.staleness_lookahead, quorum_of(cfg.staleness_quorum, fresh,
                                                       len(workers), cfg.staleness_patience),
-                   fresh)
+                   fresh, cfg.staleness_make_up)
 
     def __post_init__(self):
         for n in self.workers:
@@ -430,14 +437,25 @@ class ServerCore:
 
     def update_due(self, slow: frozenset[int] = frozenset()) -> bool:
         """Whether G steps now: N feedbacks pending (of any staleness), or Q fresh ones
-        (``quorum``); with fresh batches and the default quorum (``quorum`` 0), a fresh
+        (``quorum``); with ``make_up`` N fresh ones, whoever sent them; with fresh batches and the default quorum (``quorum`` 0), a fresh
         one at least and no worker left to wait for but those in ``slow`` (the MPI
         server's ``RoundTrips``; without it: none left at all)."""
+        if self.make_up:
+            return self.fresh_count >= len(self.workers)
         if self.pending_count >= len(self.workers):
             return True
         if self.quorum or not self.fresh:
             return self.fresh_count >= (self.quorum or len(self.workers))
         return self.fresh_count >= 1 and all(n in slow for n in self.awaited())
+
+    def make_up_wanted(self, slow: frozenset[int] = frozenset()) -> bool:
+        """With ``make_up``: whether a worker keeping pace whose fresh feedback was just
+        taken gets the version's next pair, as fewer fresh feedbacks are pending or
+        coming (steps in flight on this version's batches of workers not in ``slow``) than
+        there are workers; without: never."""
+        coming = sum(1 for n, flight in self.in_flight.items()
+                     if flight.pair.version == self.version and n not in slow)
+        return self.make_up and self.fresh_count + coming < len(self.workers)
 
     def update_allowed(self) -> bool:
         """Whether some set of slow workers makes ``update_due`` true (the replay checks a

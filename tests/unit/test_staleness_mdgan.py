@@ -536,3 +536,12 @@ def test_the_replay_refuses_a_step_before_a_fresh_feedback_and_one_missed():
     with pytest.raises(ReplayError, match="fewer than its quorum"):  # Q = 2: both fresh
         replay(MdganConfig(**{**cfg.__dict__, "staleness_quorum": 2}), 3,
                schedule(one, drain))
+    # --staleness-make-up: G steps on N fresh feedbacks only, and a worker is handed on
+    # after a fresh feedback only while fresh ones are wanting (made up on pair 1)
+    make_up = MdganConfig(**{**cfg.__dict__, "staleness_make_up": True})
+    with pytest.raises(ReplayError, match="fewer than its quorum"):
+        replay(make_up, 3, schedule(one, drain))         # worker 2 slow: 1 fresh of 2
+    one_on = one[:-1] + (1,)
+    replay(make_up, 3, schedule(one_on, two, (ARRIVAL, 1, 1, 0, 1, 1, 1, 1, 0)))
+    with pytest.raises(ReplayError, match="none to make up for"):
+        replay(make_up, 3, schedule(one, two[:-1] + (1,)))  # 2 fresh of 2: G is due

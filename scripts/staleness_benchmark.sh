@@ -11,8 +11,8 @@
 # (--staleness-patience, fresh batches with Q 0 only) and :M (1: --staleness-make-up), e.g.
 # "eager fresh fresh:3 eager:0:1 fresh:0:0:3 fresh:0:0:2:1" (fresh: the default quorum and
 # patience 2; fresh:3, Q = 3, the default before --staleness-patience; fresh:0:0:2:1, the
-# workers keeping pace making up for the slow one); BOUNDS chooses the S (default "0 1 2 4"), STRAGGLERS the
-# stragglers (default "4:4 none").
+# workers keeping pace making up for the slow one); BOUNDS chooses the S (default
+# "0 1 2 4"), STRAGGLERS the stragglers (default "4:4 none").
 # then scripts/staleness_table.py, whose last lines are the floors.
 # Usage: [DATASETS="ring grid mnist"] [ITERATIONS=5000] [EVAL_EVERY=500]
 #        [MNIST_ITERATIONS=1000] [VARIANTS="eager fresh:3"] [BOUNDS="0 2"] [STRAGGLERS=4:4]

@@ -20,8 +20,8 @@ wait for G's next version (``staleness.hands_on``). Idle workers (at the start, 
 drain, waiting for a version) get theirs, in rank order, whenever the server is about to
 wait for a feedback (``ServerCore.ready``). G steps once as many feedbacks are pending as
 there are workers (with ``--staleness-make-up`` fresh ones: the workers keeping pace are
-handed the version's next pairs to make up for the slow ones), or ``--staleness-quorum`` fresh ones (``staleness.quorum_of``), or (by
-default with fresh batches) once every worker keeping pace has sent its fresh feedback:
+handed the version's next pairs to make up for the slow ones), or ``--staleness-quorum``
+fresh ones (``staleness.quorum_of``), or (by default with fresh batches) once every worker keeping pace has sent its fresh feedback:
 the server measures each worker's round trip (``staleness.RoundTrips``) and does not wait
 for one more than ``--staleness-patience`` times slower than the others
 (``ServerCore.update_due``). It records every feedback it takes (and whether it handed the

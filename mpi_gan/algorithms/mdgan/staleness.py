@@ -22,12 +22,13 @@ left to wait for but the slow ones the MPI server names (``RoundTrips``,
 ``ServerCore.update_due``), G takes one Adam step with the pending gradient divided by
 (pending count x b): version v' + 1. (Only fresh ones count towards
 Q: were stale ones to count, G would step before the workers keeping pace came back, and
-their feedback would be stale in turn.) With ``--staleness-make-up`` (fresh batches, the default quorum)
-G steps on N fresh feedbacks instead: a worker keeping pace whose fresh feedback is taken
-while fewer fresh feedbacks are pending or coming from the workers keeping pace than there
-are workers is handed the version's next pair at once (``ServerCore.make_up_wanted``), so
-that each update has as many fresh feedbacks as synchronous MD-GAN's (a version takes two
-steps of the workers keeping pace where one worker is slow: measured in docs/results.md). The pending gradient is
+their feedback would be stale in turn.) With ``--staleness-make-up`` (fresh batches, the
+default quorum) G steps on N fresh feedbacks instead: a worker keeping pace whose fresh
+feedback is taken while fewer fresh feedbacks are pending or coming from the workers
+keeping pace than there are workers is handed the version's next pair at once
+(``ServerCore.make_up_wanted``), so that each update has as many fresh feedbacks as
+synchronous MD-GAN's (a version takes two steps of the workers keeping pace where one
+worker is slow: measured in docs/results.md). The pending gradient is
 the sum over pairs and their batches of J^T (the batch's feedback sum), J the Jacobian of
 the batch at the parameters that generated it (the stale-gradient rule of asynchronous
 SGD): one backward per pair, as synchronous MD-GAN's k = 1 does one per iteration (the
@@ -437,8 +438,8 @@ class ServerCore:
 
     def update_due(self, slow: frozenset[int] = frozenset()) -> bool:
         """Whether G steps now: N feedbacks pending (of any staleness), or Q fresh ones
-        (``quorum``); with ``make_up`` N fresh ones, whoever sent them; with fresh batches and the default quorum (``quorum`` 0), a fresh
-        one at least and no worker left to wait for but those in ``slow`` (the MPI
+        (``quorum``); with ``make_up`` N fresh ones, whoever sent them; with fresh
+        batches and the default quorum (``quorum`` 0), a fresh one at least and no worker left to wait for but those in ``slow`` (the MPI
         server's ``RoundTrips``; without it: none left at all)."""
         if self.make_up:
             return self.fresh_count >= len(self.workers)
@@ -453,9 +454,11 @@ class ServerCore:
         taken gets the version's next pair, as fewer fresh feedbacks are pending or
         coming (steps in flight on this version's batches of workers not in ``slow``) than
         there are workers; without: never."""
+        if not self.make_up:  # no count on every feedback taken without the option
+            return False
         coming = sum(1 for n, flight in self.in_flight.items()
                      if flight.pair.version == self.version and n not in slow)
-        return self.make_up and self.fresh_count + coming < len(self.workers)
+        return self.fresh_count + coming < len(self.workers)
 
     def update_allowed(self) -> bool:
         """Whether some set of slow workers makes ``update_due`` true (the replay checks a

@@ -260,6 +260,8 @@ def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi
         for event, worker, sent, now, on in zip(schedule["event"], schedule["worker"],
                                                 schedule["sent_version"], schedule["version"],
                                                 schedule["handed_on"]):
+            if event == 4:  # a round trip called a worker slow (or no longer)
+                continue
             if event != 0:
                 last = {}
                 continue
@@ -296,6 +298,8 @@ def test_bounded_staleness_with_a_straggler_equals_its_replay_resumed_or_not(mpi
     # by the drains before checkpoints (a drain that ends closing the pairs)
     sched, counted, segment, draining = schedule_of(result.run_file), [], [], False
     for i, event in enumerate(sched["event"]):
+        if event == 4:  # a round trip's call, no feedback
+            continue
         if event == 0:
             segment.append(i)
             continue
@@ -330,6 +334,8 @@ def test_g_does_not_wait_for_workers_whose_round_trips_are_slow(mpi_tmp_path, mo
     fresh, draining = {}, False  # version -> fresh feedbacks taken outside drains
     for event, sent, version in zip(schedule["event"], schedule["sent_version"],
                                     schedule["version"]):
+        if event == 4:  # a round trip's call
+            continue
         draining = event == 1 or (draining and event == 0)
         if event == 0 and not draining and sent == version:
             fresh[int(version)] = fresh.get(int(version), 0) + 1
@@ -342,8 +348,9 @@ def test_with_make_up_g_steps_on_n_fresh_feedbacks_and_equals_its_replay(mpi_tmp
     """--staleness-make-up with the last worker 3 times slower and called slow once
     measured (the timings themselves are not the test's): every version after the first
     steps G on at least N fresh feedbacks, the workers keeping pace making up for the slow
-    one on the version's next pairs (with more than one worker), and the replay of the
-    schedule equals the run, resumed or not."""
+    one on the version's next pairs (with more than one worker), the slow calls are
+    recorded, and the replay of the schedule, which checks each step and hand-on against
+    the rule given those calls, equals the run, resumed or not."""
     import dataclasses
     from mpi4py import MPI
     from mpi_gan.algorithms.mdgan import staleness
@@ -359,9 +366,16 @@ def test_with_make_up_g_steps_on_n_fresh_feedbacks_and_equals_its_replay(mpi_tmp
     resumed = run(dataclasses.replace(half, iterations=9, resume=half.out))
     if rank != 0:
         return
-    assert_replayed(dataclasses.replace(half, iterations=9), world, resumed.run_file,
-                    resumed.checkpoint)
+    halves = assert_replayed(dataclasses.replace(half, iterations=9), world,
+                             resumed.run_file, resumed.checkpoint)
     schedule = assert_replayed(cfg, world, result.run_file, result.checkpoint)
+    # the slow calls are recorded (the replay checks the rule with them): the last worker
+    # once measured, afresh in each process (two in the resumed run)
+    for record, processes in ((schedule, 1), (halves, 2)):
+        calls = record["event"] == 4
+        assert (record["worker"][calls] == 0).sum() == processes
+        assert set(record["worker"][calls & (record["applied"] == 1)]) == {world - 1}
+        assert not (calls & (record["applied"] == 0) & (record["worker"] > 0)).any()
     fresh, made_up = {}, 0  # version -> fresh feedbacks applied at it
     for event, worker, sent, version, on in zip(schedule["event"], schedule["worker"],
                                                 schedule["sent_version"], schedule["version"],

@@ -506,7 +506,7 @@ def test_the_replay_refuses_a_step_before_a_fresh_feedback_and_one_missed():
     """The replay steps G where the record's versions say, checked against the rule:
     with fresh batches and the default quorum, G may step once a fresh feedback is
     pending, and must once no worker is left to wait for."""
-    from mpi_gan.algorithms.mdgan.async_roles import ARRIVAL, DRAIN, SCHEDULE_COLUMNS
+    from mpi_gan.algorithms.mdgan.async_roles import ARRIVAL, DRAIN, SCHEDULE_COLUMNS, SLOW
     from mpi_gan.algorithms.mdgan.config import MdganConfig
     from mpi_gan.algorithms.mdgan.replay import ReplayError, replay
 
@@ -545,3 +545,28 @@ def test_the_replay_refuses_a_step_before_a_fresh_feedback_and_one_missed():
     replay(make_up, 3, schedule(one_on, two, (ARRIVAL, 1, 1, 0, 1, 1, 1, 1, 0)))
     with pytest.raises(ReplayError, match="none to make up for"):
         replay(make_up, 3, schedule(one, two[:-1] + (1,)))  # 2 fresh of 2: G is due
+    # with the workers the server's round trips called slow recorded (a process starts
+    # with none, then worker n called slow before the feedback whose round trip did it)
+    # both are checked against the rule to the letter: G steps without worker 2 only once
+    # it is called slow, and a worker keeping pace is handed on exactly when it makes up
+    def called(n, slow=1):
+        return (SLOW, n, 0, 0, 0, 0, 0, slow, 0)
+    start = called(0, 0)
+    replay(cfg, 3, schedule(start, called(2), one, drain))
+    with pytest.raises(ReplayError, match=r"fewer than its quorum \(workers called slow: "
+                                          r"\[\]\)"):
+        replay(cfg, 3, schedule(start, one, drain))  # worker 2 was still waited for
+    with pytest.raises(ReplayError, match=r"fewer than its quorum \(workers called slow: "
+                                          r"\[\]\)"):  # called slow, then no longer
+        replay(cfg, 3, schedule(start, called(2), called(2, 0), one, drain))
+    with pytest.raises(ReplayError, match="fewer than its quorum"):  # a new process
+        replay(cfg, 3, schedule(called(2), start, one, drain))      # forgets the call
+    replay(make_up, 3, schedule(start, called(2), one_on, (ARRIVAL, 1, 1, 0, 1, 1, 0, 1, 0),
+                                drain))
+    with pytest.raises(ReplayError, match=r"worker 1 left idle .* \(make-up wanted\)"):
+        replay(make_up, 3, schedule(start, called(2), one))
+    with pytest.raises(ReplayError, match=r"worker 1 handed on .* \(make-up not wanted\)"):
+        replay(make_up, 3, schedule(start, called(1), one_on))  # the slow one: never
+    with pytest.raises(ReplayError, match=r"worker 1 handed on .* workers called slow "
+                                          r"\[\]: the rule says"):
+        replay(cfg, 3, schedule(start, one_on))  # fresh, not behind: it waits

@@ -55,13 +55,17 @@ from .staleness import RoundTrips, ServerCore, hands_on, worker_step
 from .worker import DiscriminatorState, feedback_name, swap_discriminator
 
 WORK, SWAP, STATE, STOP = 1, 2, 3, 4
-ARRIVAL, DRAIN, SWAPPED, CLOSED = 0, 1, 2, 3  # schedule events
+ARRIVAL, DRAIN, SWAPPED, CLOSED, SLOW = 0, 1, 2, 3, 4  # schedule events
 
 
 def schedule_table() -> Metrics:
     """The server's record, one row per event: ``event`` (0 a feedback taken, 1 a drain
-    begins, 2 the workers swap, 3 the pairs are closed before a checkpoint), ``worker`` and
-    ``step`` (the feedback's worker and its step index; 0 for the others),
+    begins, 2 the workers swap, 3 the pairs are closed before a checkpoint, 4 the server's
+    round trips (``RoundTrips``) call ``worker`` slow (``applied`` 1) or no longer (0),
+    recorded before the feedback whose round trip changed that, and with ``worker`` 0 at
+    the first step of each process, whose round trips are measured anew: none is slow;
+    a schedule without it was recorded before the slow set was),
+    ``worker`` and ``step`` (the feedback's worker and its step index; 0 for the others),
     ``sent_version``, ``pair`` and ``batch`` (G's version that generated the batch, the
     pair's index among that version's, and which of its two batches was the worker's X_g:
     a schedule without it was recorded when every worker's X_g was one batch), ``version``
@@ -77,9 +81,11 @@ SCHEDULE_COLUMNS = ("event", "worker", "step", "sent_version", "pair", "batch", 
                     "applied", "handed_on")
 
 
-def _event(event: int, version: int, argument: int = 0) -> tuple[str, dict]:
-    return ("schedule", dict(event=event, worker=0, step=0, sent_version=version, pair=0,
-                             batch=0, version=version, applied=argument, handed_on=0))
+def _event(event: int, version: int, argument: int = 0, worker: int = 0
+           ) -> tuple[str, dict]:
+    return ("schedule", dict(event=event, worker=worker, step=0, sent_version=version,
+                             pair=0, batch=0, version=version, applied=argument,
+                             handed_on=0))
 
 
 class AsyncServer(GeneratorState):
@@ -179,14 +185,18 @@ class AsyncServer(GeneratorState):
                                  f"trailing bytes), expected {self.shape} float32")
         return self.decoder.decompress(payload)
 
-    def _take(self, draining: bool) -> tuple[str, dict]:
+    def _take(self, draining: bool) -> list[tuple[str, dict]]:
         """Wait for the next feedback from any worker and apply (or drop) it; outside a
         drain the worker then gets its next batches at once where ``staleness.hands_on``
         says so (eager: so that it computes while the server updates G; fresh: only a
         worker behind, or with --staleness-make-up one keeping pace that makes up for a
-        slow one), else it idles until ``ServerCore.ready`` names it."""
+        slow one), else it idles until ``ServerCore.ready`` names it. The schedule's rows:
+        the changes its round trip made to the slow set, then the feedback's."""
         worker = self.pending.wait(self._answered)
+        called = self.trips.slow
         self.trips.observe(worker, time.perf_counter() - self.handed_at[worker])
+        rows = [_event(SLOW, self.core.version, int(n in self.trips.slow), n)
+                for n in sorted(called ^ self.trips.slow)]
         del self.posted[worker]
         # ``take`` keeps a scaled copy: the buffer is free for the worker's next answer
         feedback = self._feedback(self.arrived.pop(worker), worker) \
@@ -208,15 +218,16 @@ class AsyncServer(GeneratorState):
             self._hand_out([worker])
         else:
             self.idle.append(worker)
-        return ("schedule", dict(event=ARRIVAL, worker=worker, step=arrival.step,
-                                 sent_version=arrival.sent_version, pair=arrival.pair,
-                                 batch=arrival.batch, version=arrival.version,
-                                 applied=int(arrival.applied), handed_on=int(handed_on)))
+        return rows + [("schedule", dict(
+            event=ARRIVAL, worker=worker, step=arrival.step,
+            sent_version=arrival.sent_version, pair=arrival.pair, batch=arrival.batch,
+            version=arrival.version, applied=int(arrival.applied),
+            handed_on=int(handed_on)))]
 
     def _drain(self) -> list[tuple[str, dict]]:
         rows = [_event(DRAIN, self.core.version)]
         while self.core.in_flight:
-            rows.append(self._take(draining=True))
+            rows += self._take(draining=True)
         self._settle()
         return rows
 
@@ -232,12 +243,14 @@ class AsyncServer(GeneratorState):
         if self.step_end is not None:  # evaluations, checkpoints: not the workers' time
             for worker in self.core.in_flight:
                 self.handed_at[worker] += tic - self.step_end
+        else:  # this process's first step: its round trips are measured anew, none slow
+            rows.append(_event(SLOW, self.core.version))
         while not self.core.update_due(self.trips.slow):
             ready = self.core.ready(self.idle)
             self._hand_out(ready)
             for worker in ready:
                 self.idle.remove(worker)
-            rows.append(self._take(draining=False))
+            rows += self._take(draining=False)
         self.core.update()
         if self.average is not None:
             update_average(self.average, self.g, self.cfg.g_ema)

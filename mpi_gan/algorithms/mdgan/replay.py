@@ -16,8 +16,11 @@ every other event's version. G steps where the record's versions say the server 
 (the server's adaptive quorum depends on timings; an update due after a drain is made at
 the start of its next step, and a run stopped by a signal ends without it), checked
 against the rule: no step before its quorum, none missed where nobody was left to wait
-for (``ServerCore.update_allowed``, ``update_due``). The MPI run must equal it
-(tests/mpi/test_mdgan.py), resumed or not.
+for (``ServerCore.update_due``, given the workers the server's round trips called slow,
+which the record holds; for a record without them, ``update_allowed``: some set of slow
+workers allowed the step). With fresh batches each worker's hand-on is checked against
+the rule too (``staleness.hands_on``: behind, or making up for a slow worker). The MPI run
+must equal it (tests/mpi/test_mdgan.py), resumed or not.
 """
 from __future__ import annotations
 
@@ -29,10 +32,10 @@ from ...data import plan_data
 from ...gan.ema import make_average, update_average
 from ...gan.losses import make_adam
 from ...models import make_discriminator, make_generator
-from .async_roles import ARRIVAL, CLOSED, DRAIN, SCHEDULE_COLUMNS as COLUMNS, SWAPPED
+from .async_roles import ARRIVAL, CLOSED, DRAIN, SCHEDULE_COLUMNS as COLUMNS, SLOW, SWAPPED
 from .config import MdganConfig
 from .reference import swapped
-from .staleness import ServerCore, worker_step
+from .staleness import ServerCore, hands_on, worker_step
 from .worker import feedback_channel, feedback_name
 
 class ReplayError(RuntimeError):
@@ -97,14 +100,19 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
         raise ReplayError(f"the schedule has no column {', '.join(missing)}: it was written "
                           "by an earlier version of bounded-staleness MD-GAN")
     idle, draining = list(replica.workers), False
+    # the workers the server's round trips called slow, and the calls recorded before the
+    # next feedback taken (its round trip's): they count from its take on
+    recorded = bool((np.asarray(schedule["event"]) == SLOW).any())
+    slow, calls = frozenset(), []
     rows = zip(*(np.asarray(schedule[c], dtype=np.int64) for c in COLUMNS))
     for position, (event, worker, step, sent, pair, batch, version, applied, handed_on) in \
             enumerate(rows):
         if version == core.version + 1:  # G stepped before this event
-            if not core.update_allowed():
+            if not (core.update_due(slow) if recorded else core.update_allowed()):
+                called = f" (workers called slow: {sorted(slow)})" if recorded else ""
                 raise ReplayError(f"schedule row {position}: G stepped to version {version} "
                                   f"with {core.fresh_count} fresh of {core.pending_count} "
-                                  "feedbacks pending, fewer than its quorum")
+                                  f"feedbacks pending, fewer than its quorum{called}")
             update()
         if version != core.version:
             raise ReplayError(f"schedule row {position}: event {event} at version {version}, "
@@ -118,10 +126,16 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
         if event == CLOSED:
             core.close()
             continue
+        if event == SLOW:
+            if worker == 0:  # a process starts: none called slow
+                slow, calls = frozenset(), []
+            else:
+                calls.append((int(worker), bool(applied)))
+            continue
         if event != ARRIVAL:
             raise ReplayError(f"schedule row {position}: unknown event {event}")
         if not draining:
-            if core.update_due():
+            if core.update_due(slow):
                 raise ReplayError(f"schedule row {position}: a feedback taken at version "
                                   f"{version} with {core.fresh_count} fresh of "
                                   f"{core.pending_count} pending and no worker left to wait "
@@ -132,9 +146,26 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
         if int(worker) not in core.in_flight:
             raise ReplayError(f"schedule row {position}: worker {worker} has no step in flight")
         arrival = replica.take(int(worker))
+        for n, called in calls:
+            slow = slow | {n} if called else slow - {n}
+        calls = []
         if handed_on and draining:
             raise ReplayError(f"schedule row {position}: worker {worker} handed on in a drain")
-        if handed_on and core.fresh and arrival.tau == 0 and \
+        if recorded and core.fresh and not draining:  # the server's rule, to the letter
+            due = core.update_due(slow)
+            make_up = int(worker) not in slow and core.make_up_wanted(slow)
+            if bool(handed_on) != hands_on(due, core.version, 0, len(core.workers), 0, 0,
+                                           fresh=True, behind=arrival.tau > 0,
+                                           make_up=make_up):
+                raise ReplayError(
+                    f"schedule row {position}: worker {worker} "
+                    f"{'handed on' if handed_on else 'left idle'} after a feedback of "
+                    f"staleness {arrival.tau} with G {'due' if due else 'not due'}, "
+                    f"{core.fresh_count} fresh feedbacks pending, workers called slow "
+                    f"{sorted(slow)}: the rule says otherwise"
+                    + (f" (make-up {'wanted' if make_up else 'not wanted'})"
+                       if core.make_up else ""))
+        elif handed_on and core.fresh and arrival.tau == 0 and \
                 not core.make_up_wanted(frozenset(core.workers)):
             raise ReplayError(f"schedule row {position}: worker {worker} handed on after a "
                               "fresh feedback (fresh batches: it waits for the next version"

@@ -506,7 +506,8 @@ def test_the_replay_refuses_a_step_before_a_fresh_feedback_and_one_missed():
     """The replay steps G where the record's versions say, checked against the rule:
     with fresh batches and the default quorum, G may step once a fresh feedback is
     pending, and must once no worker is left to wait for."""
-    from mpi_gan.algorithms.mdgan.async_roles import ARRIVAL, DRAIN, SCHEDULE_COLUMNS, SLOW
+    from mpi_gan.algorithms.mdgan.async_roles import (ARRIVAL, CLOSED, DRAIN,
+                                                      SCHEDULE_COLUMNS, SLOW)
     from mpi_gan.algorithms.mdgan.config import MdganConfig
     from mpi_gan.algorithms.mdgan.replay import ReplayError, replay
 
@@ -549,8 +550,8 @@ def test_the_replay_refuses_a_step_before_a_fresh_feedback_and_one_missed():
     # with none, then worker n called slow before the feedback whose round trip did it)
     # both are checked against the rule to the letter: G steps without worker 2 only once
     # it is called slow, and a worker keeping pace is handed on exactly when it makes up
-    def called(n, slow=1):
-        return (SLOW, n, 0, 0, 0, 0, 0, slow, 0)
+    def called(n, slow=1, version=0):
+        return (SLOW, n, 0, version, 0, 0, version, slow, 0)
     start = called(0, 0)
     replay(cfg, 3, schedule(start, called(2), one, drain))
     with pytest.raises(ReplayError, match=r"fewer than its quorum \(workers called slow: "
@@ -561,6 +562,20 @@ def test_the_replay_refuses_a_step_before_a_fresh_feedback_and_one_missed():
         replay(cfg, 3, schedule(start, called(2), called(2, 0), one, drain))
     with pytest.raises(ReplayError, match="fewer than its quorum"):  # a new process
         replay(cfg, 3, schedule(called(2), start, one, drain))      # forgets the call
+    # a call counts from its feedback's take: before it, worker 2 was still waited for
+    replay(cfg, 3, schedule(start, one, called(2), two, drain))
+    # a run begun before the calls were recorded (G on worker 1's feedback alone at
+    # versions 0 and 1, worker 2's dropped by the checkpoint's drain), resumed since:
+    # loose up to the resumed process's first step, strict from it on (G steps on worker
+    # 1's alone again only with worker 2 called slow)
+    before = (one, (ARRIVAL, 1, 1, 1, 0, 1, 1, 1, 0), (DRAIN, 0, 0, 2, 0, 0, 2, 0, 0),
+              (ARRIVAL, 2, 0, 0, 0, 0, 2, 0, 0), (CLOSED, 0, 0, 2, 0, 0, 2, 0, 0))
+    again, end = (ARRIVAL, 1, 2, 2, 0, 1, 2, 1, 0), (DRAIN, 0, 0, 3, 0, 0, 3, 0, 0)
+    replay(cfg, 3, schedule(*before, again, end))
+    replay(cfg, 3, schedule(*before, called(0, 0, 2), called(2, 1, 2), again, end))
+    with pytest.raises(ReplayError, match=r"fewer than its quorum \(workers called slow: "
+                                          r"\[\]\)"):
+        replay(cfg, 3, schedule(*before, called(0, 0, 2), again, end))
     replay(make_up, 3, schedule(start, called(2), one_on, (ARRIVAL, 1, 1, 0, 1, 1, 0, 1, 0),
                                 drain))
     with pytest.raises(ReplayError, match=r"worker 1 left idle .* \(make-up wanted\)"):

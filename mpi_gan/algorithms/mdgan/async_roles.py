@@ -25,7 +25,8 @@ fresh ones (``staleness.quorum_of``), or (by default with fresh batches) once ev
 the server measures each worker's round trip (``staleness.RoundTrips``) and does not wait
 for one more than ``--staleness-patience`` times slower than the others
 (``ServerCore.update_due``). It records every feedback it takes (and whether it handed the
-worker on), every drain, swap and closing of the pairs, in the ``schedule`` table, each
+worker on), every drain, swap and closing of the pairs, and every worker its round trips
+call slow or no longer, in the ``schedule`` table, each
 row with G's version then (which says where G stepped, as timings are not deterministic):
 with it ``replay.py`` repeats the run in one process.
 A drain (before a checkpoint, and before each swap: every ``swap_period`` versions) hands
@@ -64,7 +65,8 @@ def schedule_table() -> Metrics:
     round trips (``RoundTrips``) call ``worker`` slow (``applied`` 1) or no longer (0),
     recorded before the feedback whose round trip changed that, and with ``worker`` 0 at
     the first step of each process, whose round trips are measured anew: none is slow;
-    a schedule without it was recorded before the slow set was),
+    a schedule without it was recorded before the slow calls were; for the events other
+    than 0 ``step``, ``pair`` and ``batch`` are 0 and ``sent_version`` is ``version``),
     ``worker`` and ``step`` (the feedback's worker and its step index; 0 for the others),
     ``sent_version``, ``pair`` and ``batch`` (G's version that generated the batch, the
     pair's index among that version's, and which of its two batches was the worker's X_g:

@@ -17,9 +17,11 @@ every other event's version. G steps where the record's versions say the server 
 the start of its next step, and a run stopped by a signal ends without it), checked
 against the rule: no step before its quorum, none missed where nobody was left to wait
 for (``ServerCore.update_due``, given the workers the server's round trips called slow,
-which the record holds; for a record without them, ``update_allowed``: some set of slow
-workers allowed the step). With fresh batches each worker's hand-on is checked against
-the rule too (``staleness.hands_on``: behind, or making up for a slow worker). The MPI run
+which the record holds from each process's first step on; for a record, or the part of
+one, written before they were, ``update_allowed``: some set of slow workers allowed the
+step). With fresh batches each worker's hand-on is checked against the rule too
+(``staleness.hands_on``: behind, or making up for a slow worker); eager hand-ons are
+followed as recorded. The MPI run
 must equal it (tests/mpi/test_mdgan.py), resumed or not.
 """
 from __future__ import annotations
@@ -101,9 +103,10 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
                           "by an earlier version of bounded-staleness MD-GAN")
     idle, draining = list(replica.workers), False
     # the workers the server's round trips called slow, and the calls recorded before the
-    # next feedback taken (its round trip's): they count from its take on
-    recorded = bool((np.asarray(schedule["event"]) == SLOW).any())
-    slow, calls = frozenset(), []
+    # next feedback taken (its round trip's): they count from its take on. Recorded from a
+    # process's first step (its row of worker 0) on: a run begun before they were, and
+    # resumed since, is checked only loosely up to there
+    recorded, slow, calls = False, frozenset(), []
     rows = zip(*(np.asarray(schedule[c], dtype=np.int64) for c in COLUMNS))
     for position, (event, worker, step, sent, pair, batch, version, applied, handed_on) in \
             enumerate(rows):
@@ -127,8 +130,8 @@ def replay(cfg: MdganConfig, world_size: int, schedule: dict[str, np.ndarray]):
             core.close()
             continue
         if event == SLOW:
-            if worker == 0:  # a process starts: none called slow
-                slow, calls = frozenset(), []
+            if worker == 0:  # a process's first step: none called slow
+                recorded, slow, calls = True, frozenset(), []
             else:
                 calls.append((int(worker), bool(applied)))
             continue

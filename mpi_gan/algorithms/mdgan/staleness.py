@@ -462,7 +462,8 @@ class ServerCore:
 
     def update_allowed(self) -> bool:
         """Whether some set of slow workers makes ``update_due`` true (the replay checks a
-        recorded step with it)."""
+        recorded step with it where the schedule does not hold the server's slow calls:
+        one written before they were recorded)."""
         return self.update_due(frozenset(self.workers))
 
     def ready(self, idle: list[int]) -> list[int]:
